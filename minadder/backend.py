@@ -1,0 +1,110 @@
+"""Which kernel module computes the adder (and im2col) kernels.
+
+A backend is a module of plain functions with the names in
+``minadder.kernels.KERNEL_NAMES``. The choice is global:
+
+    minadder.set_backend("numpy")          # for the rest of the program
+    with minadder.use_backend("numpy"):     # for a block
+        ...
+    MINADDER_BACKEND=numpy python train.py  # for a script
+
+Modules are imported only when first selected, so ``import minadder`` never pulls in
+Numba. A backend that cannot run raises a ValueError saying why; there is never a
+silent fallback to another one.
+"""
+import contextlib
+import importlib
+import os
+
+#: name -> module path. Later backends add themselves here.
+BACKENDS = {
+    "numpy": "minadder.kernels.reference",   # the readable definition
+    "cpu": "minadder.kernels.cpu",           # numba.njit(parallel=True)
+    "cuda": "minadder.kernels.cuda",         # numba.cuda
+}
+
+_active = None  # name of the selected backend, resolved lazily
+_loaded = {}    # name -> module, for backends that imported and passed their check
+
+
+class BackendUnavailable(ValueError):
+    """Raised when a known backend cannot run on this machine."""
+
+
+def _load(name):
+    if name in _loaded:
+        return _loaded[name]
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
+    try:
+        module = importlib.import_module(BACKENDS[name])
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend {name!r} is unavailable ({exc}); backends: {', '.join(BACKENDS)}"
+        ) from exc
+    check = getattr(module, "check_available", None)
+    if check is not None:
+        check()  # raises BackendUnavailable with the reason and what to install
+    _loaded[name] = module
+    return module
+
+
+def _default_name():
+    name = os.environ.get("MINADDER_BACKEND")
+    if name:
+        return name
+    # the fastest backend that imports, else the reference
+    for candidate in ("cpu", "numpy"):
+        if candidate in BACKENDS:
+            try:
+                _load(candidate)
+                return candidate
+            except ValueError:
+                continue
+    return "numpy"
+
+
+def set_backend(name):
+    """Select the kernel backend by name ("numpy", "cpu", "cuda")."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend name must be a string, got {type(name).__name__}")
+    _load(name)
+    global _active
+    _active = name
+
+
+def get_backend():
+    """Name of the active backend."""
+    global _active
+    if _active is None:
+        _active = _default_name()
+        _load(_active)
+    return _active
+
+
+def available_backends():
+    """Names of the backends that can run here."""
+    names = []
+    for name in BACKENDS:
+        try:
+            _load(name)
+            names.append(name)
+        except ValueError:
+            pass
+    return names
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Run a block with another backend, restoring the previous one afterwards."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def kernels():
+    """The active backend's kernel module."""
+    return _load(get_backend())

@@ -1,0 +1,296 @@
+"""Layers as Modules that own their Parameters, in the style of ``torch.nn``.
+
+A Module registers every Parameter, sub-Module and buffer assigned to it as an
+attribute, so ``parameters()`` and ``state_dict()`` find them by walking the tree.
+"""
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from . import functional as F
+from .rng import generator
+from .tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module learns. ``is_adder`` marks adder filters, which the
+    optimizer scales with the adaptive learning rate of Eq. 13."""
+
+    def __init__(self, data, is_adder=False):
+        super().__init__(data, requires_grad=True)
+        self.is_adder = is_adder
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{', adder' if self.is_adder else ''})"
+
+
+class Module:
+    """Base class: subclasses assign Parameters / Modules in __init__ and define forward()."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        for registry in (self._parameters, self._modules, self._buffers):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """A non-learned array saved in the state_dict (batch norm's running statistics)."""
+        setattr(self, name, array)
+        self._buffers[name] = array
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    # --- walking the tree ------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}{name}.")
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def named_parameters(self):
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                yield prefix + name, p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        for prefix, module in self.named_modules():
+            for name in module._buffers:
+                yield prefix + name, getattr(module, name)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # --- saving and loading ------------------------------------------------------------
+    def state_dict(self):
+        """Name -> copy of the array, for every parameter and buffer."""
+        state = OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        state.update((name, np.array(b, copy=True)) for name, b in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters and buffers. Every entry is checked first, so
+        a bad state_dict (missing, unexpected or mis-shaped entries) changes nothing."""
+        targets = OrderedDict((name, p.data) for name, p in self.named_parameters())
+        targets.update(self.named_buffers())
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        problems = []
+        if missing:
+            problems.append(f"missing entries: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected entries: {', '.join(unexpected)}")
+        for name, target in targets.items():
+            if name in state and np.shape(state[name]) != target.shape:
+                problems.append(f"{name} has shape {np.shape(state[name])}, expected {target.shape}")
+        if problems:
+            raise ValueError("load_state_dict: " + "; ".join(problems))
+        for name, target in targets.items():
+            target[...] = state[name]
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, module in self._modules.items():
+            lines.append("  (" + name + "): " + repr(module).replace("\n", "\n  "))
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+    def extra_repr(self):
+        return ""
+
+
+def save(state, path):
+    """Write a state_dict (or any name -> array mapping) with np.savez: no pickled objects."""
+    np.savez(path, **{k: np.asarray(v) for k, v in state.items()})
+
+
+def load(path):
+    """Read a file written by ``save``; allow_pickle=False, so loading can never run code."""
+    with np.load(path, allow_pickle=False) as f:
+        return OrderedDict((k, f[k]) for k in f.files)
+
+
+# ======================================================================== containers
+class Sequential(Module):
+    """Apply modules one after another."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+
+# ======================================================================== layers
+def _uniform(shape, bound, dtype):
+    return generator().uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Adder2d(Module):
+    """Adder layer (Eq. 2) with filters (out, in, k, k) initialised N(0, 1), as the
+    reference code does. ``grad_mode`` is "full" (Eq. 5, 6) or "sign" (Eq. 4)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=False, grad_mode="full", dtype=np.float32):
+        super().__init__()
+        F._check_grad_mode("Adder2d", grad_mode)
+        self.stride, self.padding, self.grad_mode = stride, padding, grad_mode
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        self.weight = Parameter(generator().standard_normal(shape).astype(dtype), is_adder=True)
+        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
+
+    def forward(self, x):
+        y = F.adder2d(x, self.weight, self.stride, self.padding, self.grad_mode)
+        return y if self.bias is None else y + F.reshape(self.bias, 1, -1, 1, 1)
+
+    def extra_repr(self):
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}, grad_mode={self.grad_mode!r}"
+
+
+class AdderLinear(Module):
+    """Fully connected adder layer: y[n, t] = -sum_k |x[n, k] - W[t, k]|, W ~ N(0, 1)."""
+
+    def __init__(self, in_features, out_features, bias=False, grad_mode="full", dtype=np.float32):
+        super().__init__()
+        F._check_grad_mode("AdderLinear", grad_mode)
+        self.grad_mode = grad_mode
+        self.weight = Parameter(generator().standard_normal((out_features, in_features)).astype(dtype), is_adder=True)
+        self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
+
+    def forward(self, x):
+        y = F.adder_linear(x, self.weight, self.grad_mode)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, grad_mode={self.grad_mode!r}"
+
+
+class Conv2d(Module):
+    """Ordinary convolution; weights uniform in +-1/sqrt(fan_in), PyTorch's default."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, dtype=np.float32):
+        super().__init__()
+        self.stride, self.padding = stride, padding
+        bound = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight = Parameter(_uniform((out_channels, in_channels, kernel_size, kernel_size), bound, dtype))
+        self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}"
+
+
+class Linear(Module):
+    """y = x @ W.T + b; weights uniform in +-1/sqrt(in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)
+        self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
+        self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}"
+
+
+class _BatchNorm(Module):
+    ndim = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
+        self.register_buffer("running_mean", np.zeros(num_features, dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype))
+
+    def forward(self, x):
+        if x.ndim != self.ndim:
+            raise ValueError(f"{type(self).__name__}: expected a {self.ndim}-D input, got shape {x.shape}")
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{self.running_mean.shape[0]}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) inputs."""
+    ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W) inputs, per channel."""
+    ndim = 4
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}"
+
+
+class AvgPool2d(MaxPool2d):
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Flatten(Module):
+    def forward(self, x):
+        return F.flatten(x, 1)
