@@ -574,7 +574,7 @@ class BatchNorm(Function):
                 running_mean *= 1 - momentum
                 running_mean += momentum * mu
                 running_var *= 1 - momentum
-                running_var += momentum * var * count / max(count - 1, 1)  # unbiased
+                running_var += momentum * var * count / (count - 1)  # unbiased (count >= 2 is checked)
         else:
             mu, var = running_mean, running_var
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)

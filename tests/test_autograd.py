@@ -1,0 +1,133 @@
+"""The engine itself: graph recording, topological backward, accumulation, broadcasting, dtypes."""
+import numpy as np
+import pytest
+
+import minadder as ma
+from minadder import functional as F
+from minadder.tensor import unbroadcast
+
+
+def test_chain_rule_on_a_small_expression():
+    x = ma.Tensor(np.array(3.0), requires_grad=True)
+    y = ma.Tensor(np.array(-2.0), requires_grad=True)
+    z = (x * y + x ** 2) / y          # = x + x^2 / y
+    z.backward()
+    assert z.item() == pytest.approx(3 + 9 / -2)
+    assert x.grad == pytest.approx(1 + 2 * 3 / -2)
+    assert y.grad == pytest.approx(-9 / 4)
+
+
+def test_a_tensor_used_twice_accumulates_both_paths():
+    x = ma.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (x * x + x).sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 1)
+
+
+def test_grad_accumulates_across_backward_calls_until_cleared():
+    x = ma.Tensor(np.array([1.0, -1.0]), requires_grad=True)
+    (x * 3).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad, [6.0, 6.0])
+
+
+def test_diamond_graph_visits_each_node_once():
+    x = ma.Tensor(np.array(2.0), requires_grad=True)
+    a = x * 3
+    b = a + a          # a feeds b twice
+    c = b * a          # and c once more: c = 6x * 3x = 18 x^2
+    c.backward()
+    assert x.grad == pytest.approx(36 * 2.0)
+
+
+def test_broadcast_operands_get_gradients_of_their_own_shape():
+    a = ma.Tensor(np.ones((4, 3)), requires_grad=True)
+    b = ma.Tensor(np.ones((1, 3)), requires_grad=True)
+    c = ma.Tensor(np.ones(3), requires_grad=True)
+    (a * b + c).sum().backward()
+    assert b.grad.shape == (1, 3) and c.grad.shape == (3,)
+    np.testing.assert_allclose(b.grad, [[4, 4, 4]])
+    np.testing.assert_allclose(c.grad, [4, 4, 4])
+
+
+def test_unbroadcast_sums_added_and_stretched_axes():
+    g = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_allclose(unbroadcast(g, (3, 1)), g.sum(axis=(0, 2)).reshape(3, 1))
+    np.testing.assert_allclose(unbroadcast(g, (4,)), g.sum(axis=(0, 1)))
+
+
+def test_no_grad_records_no_graph():
+    x = ma.Tensor(np.ones(3), requires_grad=True)
+    with ma.no_grad():
+        y = x * 2
+    assert not y.requires_grad
+    assert ma.is_grad_enabled()
+
+
+def test_backward_of_non_scalar_needs_a_gradient():
+    x = ma.Tensor(np.ones(3), requires_grad=True)
+    y = x * 2
+    with pytest.raises(RuntimeError, match="non-scalar"):
+        y.backward()
+    y.backward(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(x.grad, [2, 4, 6])
+
+
+def test_backward_rejects_a_gradient_of_the_wrong_shape():
+    x = ma.Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match=r"expected \(3,\)"):
+        (x * 2).backward(np.ones(4))
+
+
+def test_graph_is_freed_after_backward():
+    x = ma.Tensor(np.ones(2), requires_grad=True)
+    y = (x * 2).sum()
+    y.backward()
+    assert y._node is None
+
+
+def test_deep_graph_needs_no_recursion():
+    x = ma.Tensor(np.array(1.0), requires_grad=True)
+    y = x
+    for _ in range(5000):
+        y = y + 1
+    y.backward()
+    assert x.grad == 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved_through_forward_and_backward(dtype):
+    x = ma.Tensor(np.ones((2, 3, 6, 6), dtype), requires_grad=True)
+    w = ma.Tensor(np.ones((4, 3, 3, 3), dtype), requires_grad=True)
+    y = F.adder2d(x, w, padding=1)
+    loss = F.mean(F.relu(y + 30.0) * 0.5)
+    loss.backward()
+    assert y.dtype == dtype and loss.dtype == dtype
+    assert x.grad.dtype == dtype and w.grad.dtype == dtype
+
+
+def test_python_floats_become_float32_and_numpy_float64_stays():
+    assert ma.Tensor([1.0, 2.0]).dtype == np.float32
+    assert ma.Tensor(np.zeros(2)).dtype == np.float64
+    assert ma.Tensor(np.float64(1.0)).dtype == np.float64
+    assert (ma.Tensor(np.zeros(2, np.float32)) + 1.5).dtype == np.float32
+
+
+def test_custom_function_gets_needs_input_grad():
+    seen = {}
+
+    class Twice(ma.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            seen["needs"] = ctx.needs_input_grad
+            return a * 2 + b
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g, g
+
+    a = ma.Tensor(np.ones(2), requires_grad=True)
+    b = ma.Tensor(np.ones(2))
+    Twice.apply(a, b).sum().backward()
+    assert seen["needs"] == (True, False)
+    np.testing.assert_allclose(a.grad, [2, 2])
+    assert b.grad is None

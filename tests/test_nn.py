@@ -1,0 +1,116 @@
+"""Modules, parameters, state dicts and checkpoints."""
+import numpy as np
+import pytest
+
+import minadder as ma
+from minadder import nn
+
+
+def small_net(grad_mode="full"):
+    return nn.Sequential(
+        nn.Adder2d(1, 4, 3, padding=1, grad_mode=grad_mode), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.AdderLinear(4 * 4 * 4, 3, grad_mode=grad_mode), nn.BatchNorm1d(3))
+
+
+def test_parameters_are_found_in_order_with_names():
+    net = small_net()
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["0.weight", "1.weight", "1.bias", "5.weight", "6.weight", "6.bias"]
+    assert [p.is_adder for p in net.parameters()] == [True, False, False, True, False, False]
+    assert set(net.state_dict()) == set(names) | {"1.running_mean", "1.running_var",
+                                                  "6.running_mean", "6.running_var"}
+
+
+def test_adder_filters_start_standard_normal():
+    ma.manual_seed(0)
+    w = nn.Adder2d(64, 64, 3).weight.data
+    assert w.shape == (64, 64, 3, 3) and w.dtype == np.float32
+    assert abs(w.mean()) < 0.02 and abs(w.std() - 1) < 0.02
+
+
+def test_manual_seed_makes_initialisation_repeatable():
+    ma.manual_seed(5)
+    a = small_net().state_dict()
+    ma.manual_seed(5)
+    b = small_net().state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_train_and_eval_switch_batch_norm():
+    net = small_net()
+    x = ma.Tensor(np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32))
+    net(x)
+    rm = net[1].running_mean.copy()
+    assert not np.allclose(rm, 0)
+    net.eval()
+    assert not net[1].training
+    net(x)
+    np.testing.assert_array_equal(net[1].running_mean, rm)   # eval leaves running stats alone
+    net.train()
+    assert net[1].training
+
+
+def test_state_dict_save_load_round_trip(tmp_path):
+    net = small_net()
+    net(ma.Tensor(np.ones((2, 1, 8, 8), np.float32)))
+    path = tmp_path / "ckpt.npz"
+    nn.save(net.state_dict(), path)
+    other = small_net()
+    other.load_state_dict(nn.load(path))
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[k], v)
+
+
+def test_load_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, w=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickle"):
+        nn.load(path)
+
+
+def test_load_state_dict_with_missing_or_misshaped_entries_changes_nothing():
+    net = small_net()
+    before = net.state_dict()
+    state = dict(before)
+    state["0.weight"] = np.zeros((4, 1, 5, 5), np.float32)
+    del state["6.bias"]
+    state["extra"] = np.zeros(1)
+    with pytest.raises(ValueError) as err:
+        net.load_state_dict({k: (v * 0 if k == "1.weight" else v) for k, v in state.items()})
+    msg = str(err.value)
+    assert "6.bias" in msg and "0.weight" in msg and "(4, 1, 3, 3)" in msg and "extra" in msg
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_module_repr_and_zero_grad():
+    net = small_net()
+    assert "Adder2d(1, 4, kernel_size=3" in repr(net)
+    for p in net.parameters():
+        p.grad = np.ones_like(p.data)
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_custom_module_registers_children():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(3, 2)
+            self.scale = nn.Parameter(np.ones(1, np.float32))
+
+        def forward(self, x):
+            return self.body(x) * self.scale
+
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == ["scale", "body.weight", "body.bias"]
+    assert net(ma.Tensor(np.ones((1, 3), np.float32))).shape == (1, 2)
+
+
+def test_setattr_before_init_is_explained():
+    class Broken(nn.Module):
+        def __init__(self):
+            self.w = 1
+
+    with pytest.raises(AttributeError, match="super"):
+        Broken()
