@@ -1,0 +1,632 @@
+"""CUDA kernels for the adder layer, written with ``numba.cuda``.
+
+The same functions and signatures as ``reference.py`` (the definition they must match):
+
+    im2col, col2im, adder_forward, adder_grad_input, adder_grad_weight,
+    adder2d_forward, adder2d_backward
+
+Arrays in and out. Every function accepts host NumPy arrays and device arrays (a numba
+device array, or anything with ``__cuda_array_interface__`` such as a CuPy array or a
+CUDA torch tensor). When the first array argument is a NumPy array the inputs are copied
+to the device and the result is copied back (host in, host out); otherwise the result
+stays on the device. Arithmetic is float32 throughout: host arrays are converted,
+device arrays must already be float32.
+
+The kernels (SPEC sections 1 and 2, with X_col (K, L), W (C_out, K), G (C_out, L)):
+
+* ``_im2col_kernel`` / ``_col2im_kernel``: one thread per output element. col2im is a
+  *gather*: each pixel sums the column entries of the windows that cover it, so no two
+  threads write the same place and no atomics are needed.
+* One tiled "GEMM" template, ``_make_tiled_kernel``, instantiated five times:
+
+      forward        Y[t, l]  = -sum_k |X_col[k, l] - W[t, k]|                 (Eq. 2)
+      dX full        dX[k, l] =  sum_t G[t, l] * HT(W[t, k] - X_col[k, l])       (Eq. 6)
+      dX sign        dX[k, l] =  sum_t G[t, l] * sgn(W[t, k] - X_col[k, l])
+      dW sign        dW[t, k] =  sum_l G[t, l] * sgn(X_col[k, l] - W[t, k])      (Eq. 4)
+      product        P[t, k]  =  sum_l G[t, l] * X_col[k, l]
+
+  and dW in full mode (Eq. 5) is the matrix-product identity
+  dW = G @ X_col.T - W * G.sum(axis=1), i.e. the product kernel, a row sum and an update.
+
+The template is a classic shared-memory, register-blocked GEMM with the multiply-add
+replaced by an ``op``: a block computes a BM x BN tile of the output, stepping through
+the reduction axis BK at a time; each step stages a BK x BM tile of A and a BK x BN tile
+of B in shared memory, and each thread accumulates a TM x TN sub-tile in registers.
+When the output has too few tiles to fill the GPU (dW: C_out x K, but a reduction over
+L = N*H_out*W_out), the reduction axis is split over ``blockIdx.z`` and the partial sums
+are added by a second kernel (deterministic, no atomics).
+
+Pitfall (../shared/DESIGN.md): in numba.cuda, float32 plus a Python int is float64, and
+from there the kernel runs at FP64 speed. Every constant below is ``float32(...)`` and
+no index ever meets a float.
+"""
+import math
+
+import numpy as np
+
+# numba-cuda 0.30.4 calls np.row_stack when it compiles a kernel; NumPy 2.5 removed that
+# alias of np.vstack, and the first kernel compile then fails with an AttributeError.
+# Restoring the alias (before numba.cuda is imported) is all it needs.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
+try:
+    from numba import cuda, float32
+except ImportError as exc:  # numba without its CUDA target
+    raise ImportError(
+        f"numba.cuda cannot be imported ({exc}); install the CUDA extra: "
+        'pip install "minadder[cuda]"'
+    ) from exc
+
+from ..backend import BackendUnavailable
+from .reference import GRAD_MODES, output_size
+
+__all__ = ["check_available", "im2col", "col2im", "adder_forward", "adder_grad_input",
+           "adder_grad_weight", "adder2d_forward", "adder2d_backward"]
+
+
+def check_available():
+    """Raise BackendUnavailable unless a CUDA device and driver can be used.
+
+    (Under the CUDA simulator, NUMBA_ENABLE_CUDASIM=1, numba reports one device.)
+    """
+    if not cuda.is_available():
+        raise BackendUnavailable(
+            "backend 'cuda': no CUDA device or driver was found (numba.cuda.is_available() "
+            "is False). It needs an NVIDIA GPU with its driver installed, and the CUDA extra: "
+            'pip install "minadder[cuda]"'
+        )
+
+
+# ============================================================================ helpers
+_ELEMENTWISE_THREADS = 256
+_MAX_BLOCKS = 65535
+
+
+def _is_device_array(a):
+    """True for numba device arrays (real or simulated) and __cuda_array_interface__ objects."""
+    return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
+
+
+def _to_device(a, name, ndim):
+    """``a`` as a C-contiguous float32 device array; host arrays are copied in."""
+    if not _is_device_array(a):
+        host = np.ascontiguousarray(a, dtype=np.float32)
+        if host.ndim != ndim:
+            raise ValueError(f"{name} must be {ndim}-D, got shape {host.shape}")
+        return cuda.to_device(host)
+    if not hasattr(a, "copy_to_host"):
+        a = cuda.as_cuda_array(a)  # zero-copy view of a foreign device array
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(a.shape)}")
+    if np.dtype(a.dtype) != np.float32:
+        raise TypeError(f"{name}: device arrays must be float32, got {a.dtype}")
+    if not a.is_c_contiguous():
+        raise ValueError(f"{name}: device arrays must be C-contiguous")
+    return a
+
+
+def _result(d_array, to_host):
+    return d_array.copy_to_host() if to_host else d_array
+
+
+def _elementwise_launch(n):
+    """(blocks, threads) for one thread per element with a grid-stride loop."""
+    threads = min(_ELEMENTWISE_THREADS, max(32, 32 * math.ceil(n / 32)))
+    return min(_MAX_BLOCKS, max(1, math.ceil(n / threads))), threads
+
+
+def _check_mode(mode):
+    if mode not in GRAD_MODES:
+        raise ValueError(f"mode must be one of {GRAD_MODES}, got {mode!r}")
+
+
+# ====================================================================== im2col, col2im
+@cuda.jit
+def _im2col_kernel(x, cols, kh, kw, stride, padding):
+    """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (zero outside the image)."""
+    n_img, _, h, w = x.shape
+    k_size, l_size = cols.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, k_size * l_size, step):
+        k, l = idx // l_size, idx % l_size          # l fastest: coalesced writes
+        c, ij = k // (kh * kw), k % (kh * kw)
+        i, j = ij // kw, ij % kw
+        n, uv = l // (ho * wo), l % (ho * wo)
+        u, v = uv // wo, uv % wo
+        row, col = stride * u + i - padding, stride * v + j - padding
+        value = float32(0.0)
+        if 0 <= row < h and 0 <= col < w:
+            value = x[n, c, row, col]
+        cols[k, l] = value
+
+
+@cuda.jit
+def _col2im_kernel(cols, dx, kh, kw, stride, padding):
+    """dX[n, c, y, x] = sum of cols[(c,i,j), (n,u,v)] over the windows with s*u+i = y+p, s*v+j = x+p.
+
+    The adjoint of im2col, computed as a gather (one thread per pixel, no atomics).
+    """
+    n_img, channels, h, w = dx.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, n_img * channels * h * w, step):
+        n, rest = idx // (channels * h * w), idx % (channels * h * w)
+        c, rest = rest // (h * w), rest % (h * w)
+        y, x = rest // w, rest % w
+        acc = float32(0.0)
+        for i in range(kh):
+            du = y + padding - i                     # = s*u for the window row u
+            if du < 0 or du % stride != 0 or du // stride >= ho:
+                continue
+            u = du // stride
+            for j in range(kw):
+                dv = x + padding - j
+                if dv < 0 or dv % stride != 0 or dv // stride >= wo:
+                    continue
+                v = dv // stride
+                acc += cols[(c * kh + i) * kw + j, (n * ho + u) * wo + v]
+        dx[n, c, y, x] = acc
+
+
+@cuda.jit
+def _swap01_kernel(src, dst):
+    """dst[b, a, p] = src[a, b, p]: (C_out, N, HW) <-> (N, C_out, HW) without the host."""
+    a_size, b_size, p_size = src.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, a_size * b_size * p_size, step):
+        b, rest = idx // (a_size * p_size), idx % (a_size * p_size)
+        a, p = rest // p_size, rest % p_size
+        dst[b, a, p] = src[a, b, p]
+
+
+def _im2col_device(d_x, kh, kw, stride, padding):
+    n, c, h, w = d_x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input "
+                         f"{h + 2 * padding}x{w + 2 * padding}")
+    cols = cuda.device_array((c * kh * kw, n * ho * wo), dtype=np.float32)
+    blocks, threads = _elementwise_launch(cols.size)
+    _im2col_kernel[blocks, threads](d_x, cols, kh, kw, stride, padding)
+    return cols
+
+
+def _col2im_device(d_cols, x_shape, kh, kw, stride, padding):
+    n, c, h, w = x_shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    if tuple(d_cols.shape) != (c * kh * kw, n * ho * wo):
+        raise ValueError(f"cols must have shape {(c * kh * kw, n * ho * wo)} for x_shape "
+                         f"{tuple(x_shape)}, got {tuple(d_cols.shape)}")
+    dx = cuda.device_array(tuple(x_shape), dtype=np.float32)
+    blocks, threads = _elementwise_launch(dx.size)
+    _col2im_kernel[blocks, threads](d_cols, dx, kh, kw, stride, padding)
+    return dx
+
+
+def _swap01_device(src, shape):
+    """src viewed as (A, B, P) -> a new device array (B, A, P)."""
+    a, b, p = shape
+    dst = cuda.device_array((b, a, p), dtype=np.float32)
+    blocks, threads = _elementwise_launch(dst.size)
+    _swap01_kernel[blocks, threads](src.reshape(a, b, p), dst)
+    return dst
+
+
+# ========================================================== the tiled l1 "GEMM" template
+# The five ops: acc <- op(acc, a, b, c) with a from A[r, m], b from B[r, n], c = C[m, n].
+# Padding a tile with a = b = 0 must add nothing: op(acc, 0, 0, c) == acc for each of them.
+@cuda.jit(device=True, inline=True)
+def _op_l1(acc, w, x, unused):
+    """Forward, Eq. 2: acc - |x - w|."""
+    return acc - abs(x - w)
+
+
+@cuda.jit(device=True, inline=True)
+def _op_hardtanh_input(acc, w, g, x):
+    """dX full, Eq. 6: acc + g * HT(w - x), HT(z) = min(1, max(-1, z))."""
+    return acc + g * min(max(w - x, float32(-1.0)), float32(1.0))
+
+
+@cuda.jit(device=True, inline=True)
+def _op_sign_input(acc, w, g, x):
+    """dX sign: acc + g * sgn(w - x), sgn(0) = 0."""
+    if w > x:
+        return acc + g
+    if w < x:
+        return acc - g
+    return acc
+
+
+@cuda.jit(device=True, inline=True)
+def _op_sign_weight(acc, g, x, w):
+    """dW sign, Eq. 4: acc + g * sgn(x - w), sgn(0) = 0."""
+    if x > w:
+        return acc + g
+    if x < w:
+        return acc - g
+    return acc
+
+
+@cuda.jit(device=True, inline=True)
+def _op_mul(acc, g, x, unused):
+    """The product G @ X_col.T of the full-mode dW identity (Eq. 5)."""
+    return acc + g * x
+
+
+#: variant -> (op, A stored as (M, R)?, B stored as (N, R)?, uses C?)
+#: "stored as (M, R)" means A's reduction index is its last, contiguous axis.
+_VARIANTS = {
+    #                  op                   A is (M,R)  B is (N,R)  C
+    "forward":       (_op_l1,              True,       False,      False),  # A=W, B=X_col
+    "dx_full":       (_op_hardtanh_input,  False,      False,      True),   # A=W, B=G, C=X_col
+    "dx_sign":       (_op_sign_input,      False,      False,      True),
+    "dw_sign":       (_op_sign_weight,     True,       True,       True),   # A=G, B=X_col, C=W
+    "product":       (_op_mul,             True,       True,       False),  # A=G, B=X_col
+}
+
+#: tile name -> (BM, BN, BK, TM, TN): a block computes BM x BN outputs with
+#: (BM/TM) x (BN/TN) threads, each holding TM x TN accumulators in registers.
+TILES = {
+    "128x128": (128, 128, 8, 8, 8),   # 256 threads; large C_out / K
+    "64x128": (64, 128, 8, 8, 8),     # 128 threads
+    "32x128": (32, 128, 8, 4, 8),     # 128 threads
+    "16x64": (16, 64, 8, 4, 4),       # 64 threads; small C_out (LeNet, ResNet-20's first stage)
+}
+
+
+def _make_tiled_kernel(name, op, a_is_mr, b_is_nr, use_c, tile):
+    """Build the kernel  out[s, m, n] = op-fold over r in split s of (A[r, m], B[r, n], C[m, n]).
+
+    A is indexed a[m, r] when ``a_is_mr`` else a[r, m]; B is b[n, r] when ``b_is_nr`` else
+    b[r, n]; the tile loads read along whichever axis is contiguous (coalesced). Returns the
+    plain Python function (``cuda.jit`` it, or ``cuda.compile_ptx`` it).
+    """
+    bm, bn, bk, tm, tn = tile
+    nty, ntx = bm // tm, bn // tn              # threads per block along m and n
+    nthreads = nty * ntx
+    if (bk * bm) % nthreads or (bk * bn) % nthreads:
+        raise ValueError(f"tile {tile}: a BK x BM or BK x BN tile must split evenly over threads")
+    a_loads, b_loads = bk * bm // nthreads, bk * bn // nthreads
+
+    def tiled_kernel(a, b, c, out, r_per_split):
+        sa = cuda.shared.array((bk, bm), float32)
+        sb = cuda.shared.array((bk, bn), float32)
+        acc = cuda.local.array((tm, tn), float32)
+        cv = cuda.local.array((tm, tn), float32)
+        fa = cuda.local.array(tm, float32)
+        fb = cuda.local.array(tn, float32)
+
+        m_size, n_size = out.shape[1], out.shape[2]
+        r_size = a.shape[1] if a_is_mr else a.shape[0]
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * ntx + tx
+        m0, n0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
+        split = cuda.blockIdx.z
+        r_begin = split * r_per_split
+        r_end = min(r_size, r_begin + r_per_split)
+
+        # Thread (ty, tx) owns rows m0 + ty + i*nty and columns n0 + tx + j*ntx: strided,
+        # so neighbouring threads read neighbouring shared-memory words (no bank conflicts)
+        # and write neighbouring output columns (coalesced).
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = float32(0.0)
+                cv[i, j] = float32(0.0)
+                m, n = m0 + ty + i * nty, n0 + tx + j * ntx
+                if use_c and m < m_size and n < n_size:
+                    cv[i, j] = c[m, n]
+
+        for r0 in range(r_begin, r_end, bk):
+            # Stage A[r0:r0+bk, m0:m0+bm] and B[r0:r0+bk, n0:n0+bn]; zeros past the edges.
+            for e in range(a_loads):
+                idx = tid + e * nthreads
+                if a_is_mr:
+                    rr, mm = idx % bk, idx // bk          # r fastest: a[m, r] is contiguous in r
+                else:
+                    rr, mm = idx // bm, idx % bm          # m fastest: a[r, m] is contiguous in m
+                m, r = m0 + mm, r0 + rr
+                value = float32(0.0)
+                if m < m_size and r < r_end:
+                    value = a[m, r] if a_is_mr else a[r, m]
+                sa[rr, mm] = value
+            for e in range(b_loads):
+                idx = tid + e * nthreads
+                if b_is_nr:
+                    rr, nn = idx % bk, idx // bk
+                else:
+                    rr, nn = idx // bn, idx % bn
+                n, r = n0 + nn, r0 + rr
+                value = float32(0.0)
+                if n < n_size and r < r_end:
+                    value = b[n, r] if b_is_nr else b[r, n]
+                sb[rr, nn] = value
+            cuda.syncthreads()
+
+            for rr in range(bk):
+                for i in range(tm):
+                    fa[i] = sa[rr, ty + i * nty]
+                for j in range(tn):
+                    fb[j] = sb[rr, tx + j * ntx]
+                for i in range(tm):
+                    for j in range(tn):
+                        acc[i, j] = op(acc[i, j], fa[i], fb[j], cv[i, j])
+            cuda.syncthreads()
+
+        for i in range(tm):
+            for j in range(tn):
+                m, n = m0 + ty + i * nty, n0 + tx + j * ntx
+                if m < m_size and n < n_size:
+                    out[split, m, n] = acc[i, j]
+
+    tiled_kernel.__name__ = tiled_kernel.__qualname__ = f"tiled_{name}_{bm}x{bn}"
+    return tiled_kernel
+
+
+_compiled = {}  # (variant, tile name) -> cuda.jit dispatcher, built on first use
+
+
+def tiled_kernel_source(variant, tile_name):
+    """The Python function of one tiled kernel (for cuda.jit or cuda.compile_ptx)."""
+    op, a_is_mr, b_is_nr, use_c = _VARIANTS[variant]
+    return _make_tiled_kernel(variant, op, a_is_mr, b_is_nr, use_c, TILES[tile_name])
+
+
+def _tiled_dispatcher(variant, tile_name):
+    key = (variant, tile_name)
+    if key not in _compiled:
+        _compiled[key] = cuda.jit(tiled_kernel_source(variant, tile_name))
+    return _compiled[key]
+
+
+@cuda.jit
+def _sum_splits_kernel(partials, out):
+    """out[m, n] = sum_s partials[s, m, n] (fixed order: deterministic)."""
+    splits, m_size, n_size = partials.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, m_size * n_size, step):
+        m, n = idx // n_size, idx % n_size
+        acc = float32(0.0)
+        for s in range(splits):
+            acc += partials[s, m, n]
+        out[m, n] = acc
+
+
+_ROW_SUM_THREADS = 128
+
+
+@cuda.jit
+def _row_sums_kernel(g, sums):
+    """sums[t] = sum_l G[t, l]: one block per row, a shared-memory tree reduction."""
+    partial = cuda.shared.array(_ROW_SUM_THREADS, float32)
+    t, tid = cuda.blockIdx.x, cuda.threadIdx.x
+    acc = float32(0.0)
+    for l in range(tid, g.shape[1], _ROW_SUM_THREADS):
+        acc += g[t, l]
+    partial[tid] = acc
+    cuda.syncthreads()
+    width = _ROW_SUM_THREADS // 2
+    while width > 0:
+        if tid < width:
+            partial[tid] += partial[tid + width]
+        cuda.syncthreads()
+        width //= 2
+    if tid == 0:
+        sums[t] = partial[0]
+
+
+@cuda.jit
+def _subtract_w_gsum_kernel(dw, w, gsum):
+    """dW[t, k] -= W[t, k] * sum_l G[t, l]: the second term of the full-mode dW identity."""
+    t_size, k_size = dw.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, t_size * k_size, step):
+        t, k = idx // k_size, idx % k_size
+        dw[t, k] -= w[t, k] * gsum[t]
+
+
+def _sm_count():
+    """Streaming multiprocessors of the current device (132 on an H100 SXM; 132 assumed if unknown)."""
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:  # the simulator's fake device has no attributes
+        return 132
+
+
+def choose_tile(m_size, n_size):
+    """A tile for an (M, N) output: big tiles reuse more, small ones waste less at the edges."""
+    if n_size < 128:
+        return "16x64"
+    if m_size >= 128:
+        return "128x128"
+    if m_size >= 64:
+        return "64x128"
+    if m_size >= 32:
+        return "32x128"
+    return "16x64"
+
+
+def choose_splits(tiles, r_size, bk, min_r_per_split=256):
+    """How many parts to split the reduction axis into so that about two blocks per SM run.
+
+    Only when the output has too few tiles, and never below ``min_r_per_split`` per part.
+    """
+    target = 2 * _sm_count()
+    if tiles >= target:
+        return 1
+    return max(1, min(math.ceil(target / tiles), r_size // min_r_per_split))
+
+
+def tiled(variant, a, b, c, out, tile=None, splits=None):
+    """Launch a tiled kernel writing the (M, N) device array ``out``; returns ``out``.
+
+    ``tile`` and ``splits`` are chosen from the shapes unless given (the tests force them).
+    """
+    op, a_is_mr, b_is_nr, use_c = _VARIANTS[variant]
+    m_size, n_size = out.shape
+    r_size = a.shape[1] if a_is_mr else a.shape[0]
+    tile = tile or choose_tile(m_size, n_size)
+    bm, bn, bk, tm, tn = TILES[tile]
+    grid_m, grid_n = math.ceil(m_size / bm), math.ceil(n_size / bn)
+    if splits is None:
+        splits = choose_splits(grid_m * grid_n, r_size, bk)
+    # every split but the last covers a whole number of BK steps
+    r_per_split = bk * math.ceil(max(1, r_size) / (bk * splits))
+    splits = max(1, math.ceil(r_size / r_per_split))
+    if c is None:
+        c = out  # never read (use_c is False); any 2-D float32 array types the kernel
+    target = out.reshape(1, m_size, n_size) if splits == 1 else \
+        cuda.device_array((splits, m_size, n_size), dtype=np.float32)
+    kernel = _tiled_dispatcher(variant, tile)
+    kernel[(grid_n, grid_m, splits), (bn // tn, bm // tm)](a, b, c, target, r_per_split)
+    if splits > 1:
+        blocks, threads = _elementwise_launch(out.size)
+        _sum_splits_kernel[blocks, threads](target, out)
+    return out
+
+
+_C2, _C3, _C4 = "float32[:, ::1]", "float32[:, :, ::1]", "float32[:, :, :, ::1]"
+
+
+def compile_targets():
+    """(name, Python function, signature) of every kernel, typed as a real launch types them.
+
+    The PTX tests compile each with ``cuda.compile_ptx(..., cc=(9, 0))``, which catches the
+    typing errors the simulator never sees; a new kernel belongs in this list.
+    """
+    i64 = "int64"
+    targets = [
+        ("im2col", _im2col_kernel.py_func, f"void({_C4}, {_C2}, {i64}, {i64}, {i64}, {i64})"),
+        ("col2im", _col2im_kernel.py_func, f"void({_C2}, {_C4}, {i64}, {i64}, {i64}, {i64})"),
+        ("swap01", _swap01_kernel.py_func, f"void({_C3}, {_C3})"),
+        ("sum_splits", _sum_splits_kernel.py_func, f"void({_C3}, {_C2})"),
+        ("row_sums", _row_sums_kernel.py_func, f"void({_C2}, float32[::1])"),
+        ("subtract_w_gsum", _subtract_w_gsum_kernel.py_func, f"void({_C2}, {_C2}, float32[::1])"),
+    ]
+    for variant in _VARIANTS:
+        for tile_name in TILES:
+            targets.append((f"{variant}_{tile_name}", tiled_kernel_source(variant, tile_name),
+                            f"void({_C2}, {_C2}, {_C2}, {_C3}, int64)"))
+    return targets
+
+
+# ======================================================== the adder kernels, device side
+def _forward_device(d_cols, d_w):
+    out = cuda.device_array((d_w.shape[0], d_cols.shape[1]), dtype=np.float32)
+    return tiled("forward", d_w, d_cols, None, out)
+
+
+def _grad_input_device(d_cols, d_w, d_g, mode):
+    out = cuda.device_array(d_cols.shape, dtype=np.float32)
+    return tiled("dx_full" if mode == "full" else "dx_sign", d_w, d_g, d_cols, out)
+
+
+def _grad_weight_device(d_cols, d_w, d_g, mode):
+    out = cuda.device_array(d_w.shape, dtype=np.float32)
+    if mode == "sign":
+        return tiled("dw_sign", d_g, d_cols, d_w, out)
+    # full (Eq. 5): sum_l G[t,l] (X[k,l] - W[t,k]) = (G @ X_col.T)[t,k] - W[t,k] * sum_l G[t,l]
+    tiled("product", d_g, d_cols, None, out)
+    gsum = cuda.device_array(d_w.shape[0], dtype=np.float32)
+    _row_sums_kernel[d_w.shape[0], _ROW_SUM_THREADS](d_g, gsum)
+    blocks, threads = _elementwise_launch(out.size)
+    _subtract_w_gsum_kernel[blocks, threads](out, d_w, gsum)
+    return out
+
+
+def _check_matrices(cols, weight, grad_out=None):
+    if cols.shape[0] != weight.shape[1]:
+        raise ValueError(f"weight must have shape (C_out, K={cols.shape[0]}) to match cols "
+                         f"{tuple(cols.shape)}, got {tuple(weight.shape)}")
+    if grad_out is not None and tuple(grad_out.shape) != (weight.shape[0], cols.shape[1]):
+        raise ValueError(f"grad_out must have shape (C_out, L) = "
+                         f"{(weight.shape[0], cols.shape[1])}, got {tuple(grad_out.shape)}")
+
+
+# ============================================================== the public kernel functions
+def im2col(x, kh, kw, stride=1, padding=0):
+    """Unroll the (kh, kw) receptive fields of x (N, C, H, W) into X_col (C*kh*kw, N*H_out*W_out)."""
+    cols = _im2col_device(_to_device(x, "x", 4), kh, kw, stride, padding)
+    return _result(cols, not _is_device_array(x))
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
+    """The adjoint of im2col: dX[n, c, y, x] = sum of the column entries that read that pixel."""
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"x_shape must be (N, C, H, W), got {x_shape}")
+    dx = _col2im_device(_to_device(cols, "cols", 2), x_shape, kh, kw, stride, padding)
+    return _result(dx, not _is_device_array(cols))
+
+
+def adder_forward(cols, weight):
+    """Eq. 2 in im2col form: Y[t, l] = -sum_k |X_col[k, l] - W[t, k]|; (K, L), (C_out, K) -> (C_out, L)."""
+    d_cols, d_w = _to_device(cols, "cols", 2), _to_device(weight, "weight", 2)
+    _check_matrices(d_cols, d_w)
+    return _result(_forward_device(d_cols, d_w), not _is_device_array(cols))
+
+
+def adder_grad_weight(cols, weight, grad_out, mode="full"):
+    """dW[t, k] = sum_l G[t, l] * D(X_col[k, l] - W[t, k])  (Eq. 4 sign, Eq. 5 full)."""
+    _check_mode(mode)
+    d_cols, d_w = _to_device(cols, "cols", 2), _to_device(weight, "weight", 2)
+    d_g = _to_device(grad_out, "grad_out", 2)
+    _check_matrices(d_cols, d_w, d_g)
+    return _result(_grad_weight_device(d_cols, d_w, d_g, mode), not _is_device_array(cols))
+
+
+def adder_grad_input(cols, weight, grad_out, mode="full"):
+    """dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l])  (Eq. 6: E = HardTanh, or sgn)."""
+    _check_mode(mode)
+    d_cols, d_w = _to_device(cols, "cols", 2), _to_device(weight, "weight", 2)
+    d_g = _to_device(grad_out, "grad_out", 2)
+    _check_matrices(d_cols, d_w, d_g)
+    return _result(_grad_input_device(d_cols, d_w, d_g, mode), not _is_device_array(cols))
+
+
+def adder2d_forward(x, weight, stride=1, padding=0):
+    """Adder layer on images (Eq. 2): x (N, C, H, W), weight (C_out, C, d, d) -> (y, cache).
+
+    The cache keeps the im2col matrix and the weight on the device, so that
+    adder2d_backward neither copies them back nor recomputes them.
+    """
+    d_x, d_w = _to_device(x, "x", 4), _to_device(weight, "weight", 4)
+    n, c, h, w = d_x.shape
+    c_out, c_w, kh, kw = d_w.shape
+    if c_w != c:
+        raise ValueError(f"weight must have shape (C_out, C={c}, kh, kw), got {tuple(d_w.shape)}")
+    cols = _im2col_device(d_x, kh, kw, stride, padding)                 # (K, L)
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    y_col = _forward_device(cols, d_w.reshape(c_out, c * kh * kw))      # (C_out, N*Ho*Wo)
+    y = _swap01_device(y_col, (c_out, n, ho * wo)).reshape(n, c_out, ho, wo)
+    cache = (cols, (n, c, h, w), d_w, stride, padding)
+    return _result(y, not _is_device_array(x)), cache
+
+
+def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
+    """Gradients of adder2d_forward: (dx, dweight) for G = grad_y (N, C_out, H_out, W_out).
+
+    With input_grad=False, dx is None and its kernels are skipped (a network's first layer).
+    Results are NumPy arrays when grad_y is one, device arrays otherwise.
+    """
+    _check_mode(mode)
+    cols, x_shape, d_w, stride, padding = cache
+    n = x_shape[0]
+    c_out, _, kh, kw = d_w.shape
+    hw = cols.shape[1] // n
+    d_gy = _to_device(grad_y, "grad_y", 4)
+    if d_gy.shape[0] != n or d_gy.shape[1] != c_out or d_gy.shape[2] * d_gy.shape[3] != hw:
+        raise ValueError(f"grad_y must have shape (N={n}, C_out={c_out}, H_out, W_out) with "
+                         f"H_out*W_out={hw}, got {tuple(d_gy.shape)}")
+    g = _swap01_device(d_gy, (n, c_out, hw)).reshape(c_out, n * hw)     # (C_out, L)
+    w2 = d_w.reshape(c_out, cols.shape[0])
+    to_host = not _is_device_array(grad_y)
+    dw = _result(_grad_weight_device(cols, w2, g, mode).reshape(d_w.shape), to_host)
+    if not input_grad:
+        return None, dw
+    dcols = _grad_input_device(cols, w2, g, mode)
+    dx = _col2im_device(dcols, x_shape, kh, kw, stride, padding)
+    return _result(dx, to_host), dw
