@@ -1,0 +1,406 @@
+"""Numba kernels for the CPU: the functions of ``reference.py``, parallel and vectorised.
+
+Every public function here has the name, signature and result of its namesake in
+``minadder.kernels.reference``, which is its definition (and the oracle of
+tests/test_kernels_cpu.py). Layout as there: X_col is (K, L) with L contiguous, W is
+(C_out, K), G = dLoss/dY_col is (C_out, L).
+
+How the l1 "GEMM" is made fast (numbers in benchmarks/README.md):
+
+* Register/cache blocking. A tile is TILE_T output channels x TILE_L columns; for
+  UNROLL_K rows of X_col at a time the innermost loop runs along L (contiguous, so LLVM
+  turns it into 512-bit vector code) and updates the TILE_T accumulator rows, held in a
+  small tile buffer that stays in L1. Each loaded x vector serves TILE_T channels and
+  each accumulator load/store serves UNROLL_K rows.
+* |x - w| = x + w - 2 min(x, w). Summed over k, the x + w part is
+  colsum[l] + wsum[t], computed once, so the inner loop is one min and one add per
+  adder-MAC instead of a subtract, an abs and an add.
+* dW in full mode is a matrix product (SPEC section 2):
+  dW = G @ X_col.T - W * G.sum(axis=1), one BLAS call.
+* No temporary larger than the im2col buffer: dX is computed a slice of images at a
+  time and scattered back (col2im) slice by slice.
+
+Compilation is lazy (first call, once per dtype) and cached on disk (cache=True), so
+importing this module costs nothing and a second process reuses the machine code.
+``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums: inputs must be finite;
+results differ from the reference only by float rounding.
+"""
+import math
+
+import numpy as np
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError:  # the backend registry turns this into BackendUnavailable
+    numba = None
+
+from .reference import GRAD_MODES, output_size
+
+#: output channels per tile of the forward kernel (accumulator rows)
+TILE_T = 4
+#: input-gradient rows (t) folded into one pass over a dX_col tile
+TILE_G = 4
+#: columns (L) per tile: TILE_T rows of this many floats stay in L1
+TILE_L = 256
+#: images per slice of the backward pass, as a fraction of the batch (memory bound)
+BACKWARD_SLICES = 4
+
+
+def check_available():
+    """Raise BackendUnavailable when Numba is missing."""
+    if numba is None:
+        from ..backend import BackendUnavailable
+        raise BackendUnavailable("backend 'cpu' needs numba: pip install numba")
+
+
+if numba is None:  # keep the module importable; check_available() explains
+    def njit(*args, **kwargs):
+        return (lambda f: f) if not (len(args) == 1 and callable(args[0])) else args[0]
+    prange = range
+
+_FAST = dict(parallel=True, fastmath=True, cache=True)
+
+
+# ============================================================================ im2col
+@njit(parallel=True, cache=True)
+def _im2col_kernel(x, kh, kw, stride, padding, cols):
+    """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (reference.im2col)."""
+    n_img, channels, h, w = x.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    plane = ho * wo
+    for row in prange(channels * kh * kw * n_img):
+        n = row % n_img
+        k = row // n_img
+        c, ij = k // (kh * kw), k % (kh * kw)
+        i, j = ij // kw, ij % kw
+        base = n * plane
+        for u in range(ho):
+            hh = stride * u + i - padding
+            out = base + u * wo
+            if hh < 0 or hh >= h:
+                for v in range(wo):
+                    cols[k, out + v] = 0
+                continue
+            for v in range(wo):
+                ww = stride * v + j - padding
+                cols[k, out + v] = x[n, c, hh, ww] if 0 <= ww < w else 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_kernel(cols, l_start, kh, kw, stride, padding, dx):
+    """dx[n, c, h, w] = sum of cols[(c,i,j), (n,u,v)] over s*u+i-p = h, s*v+j-p = w.
+
+    The adjoint of im2col (reference.col2im); column l of ``cols`` belongs to the
+    image-major position l_start + l, and dx holds the images that these columns cover.
+    Parallel over (n, c) planes, which no two tasks share.
+    """
+    n_img, channels, h, w = dx.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    plane = ho * wo
+    for nc in prange(n_img * channels):
+        n, c = nc // channels, nc % channels
+        for hh in range(h):
+            for ww in range(w):
+                dx[n, c, hh, ww] = 0
+        base = n * plane - l_start
+        for i in range(kh):
+            for j in range(kw):
+                k = (c * kh + i) * kw + j
+                for u in range(ho):
+                    hh = stride * u + i - padding
+                    if hh < 0 or hh >= h:
+                        continue
+                    for v in range(wo):
+                        ww = stride * v + j - padding
+                        if 0 <= ww < w:
+                            dx[n, c, hh, ww] += cols[k, base + u * wo + v]
+
+
+def im2col(x, kh, kw, stride=1, padding=0):
+    """Unroll receptive fields into X_col (K, L); see reference.im2col."""
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    _im2col_kernel(np.ascontiguousarray(x), kh, kw, stride, padding, cols)
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
+    """Scatter-add columns back to an image (the adjoint of im2col); see reference.col2im."""
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    _col2im_kernel(np.ascontiguousarray(cols), 0, kh, kw, stride, padding, dx)
+    return dx
+
+
+# ===================================================================== adder forward
+@njit(parallel=True, cache=True)
+def _column_sums(cols):
+    """colsum[l] = sum_k X_col[k, l], parallel over blocks of L."""
+    n_k, n_l = cols.shape
+    out = np.zeros(n_l, dtype=cols.dtype)
+    for b in prange((n_l + TILE_L - 1) // TILE_L):
+        l0, l1 = b * TILE_L, min(n_l, (b + 1) * TILE_L)
+        for k in range(n_k):
+            for l in range(l0, l1):
+                out[l] += cols[k, l]
+    return out
+
+
+@njit(**_FAST)
+def _adder_forward_kernel(cols, weight, colsum, out):
+    """Eq. 2: out[n, t, p] = -sum_k |X_col[k, l] - W[t, k]| with l = n*P + p.
+
+    Defined by reference.adder_forward (whose (C_out, L) result is out with N = 1).
+    Computed as 2 * sum_k min(X_col[k, l], W[t, k]) - colsum[l] - wsum[t], because
+    |x - w| = x + w - 2 min(x, w). ``out`` is (N, C_out, P): writing the image layout
+    directly saves adder2d_forward a transpose.
+    """
+    n_k, n_l = cols.shape
+    n_img, n_t, plane = out.shape
+    wsum = np.zeros(n_t, dtype=weight.dtype)
+    for t in range(n_t):
+        for k in range(n_k):
+            wsum[t] += weight[t, k]
+    blocks_t = (n_t + TILE_T - 1) // TILE_T
+    blocks_l = (n_l + TILE_L - 1) // TILE_L
+    k4 = n_k - n_k % 4
+    # t varies fastest so that consecutive tiles of a thread reuse the same X_col block
+    for tile in prange(blocks_l * blocks_t):
+        t0 = (tile % blocks_t) * TILE_T
+        l0 = (tile // blocks_t) * TILE_L
+        width = min(TILE_L, n_l - l0)
+        acc = np.zeros((TILE_T, TILE_L), dtype=out.dtype)   # sum_k min(x, w), in L1
+        # Row views indexed by a range variable j >= 0: Numba then emits plain vector
+        # loads (an index it cannot prove non-negative gets wraparound code, and gathers).
+        a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+        if t0 + TILE_T <= n_t:
+            for k in range(0, k4, 4):
+                # 4 channels x 4 rows of W as scalars; x vectors along L serve all 4 channels
+                w00, w01, w02, w03 = weight[t0, k], weight[t0, k + 1], weight[t0, k + 2], weight[t0, k + 3]
+                w10, w11, w12, w13 = weight[t0 + 1, k], weight[t0 + 1, k + 1], weight[t0 + 1, k + 2], weight[t0 + 1, k + 3]
+                w20, w21, w22, w23 = weight[t0 + 2, k], weight[t0 + 2, k + 1], weight[t0 + 2, k + 2], weight[t0 + 2, k + 3]
+                w30, w31, w32, w33 = weight[t0 + 3, k], weight[t0 + 3, k + 1], weight[t0 + 3, k + 2], weight[t0 + 3, k + 3]
+                r0, r1 = cols[k, l0:l0 + width], cols[k + 1, l0:l0 + width]
+                r2, r3 = cols[k + 2, l0:l0 + width], cols[k + 3, l0:l0 + width]
+                for j in range(width):
+                    x0, x1, x2, x3 = r0[j], r1[j], r2[j], r3[j]
+                    a0[j] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
+                    a1[j] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
+                    a2[j] += (min(x0, w20) + min(x1, w21)) + (min(x2, w22) + min(x3, w23))
+                    a3[j] += (min(x0, w30) + min(x1, w31)) + (min(x2, w32) + min(x3, w33))
+            for k in range(k4, n_k):  # the K % 4 leftover rows
+                w0, w1, w2, w3 = weight[t0, k], weight[t0 + 1, k], weight[t0 + 2, k], weight[t0 + 3, k]
+                r0 = cols[k, l0:l0 + width]
+                for j in range(width):
+                    x = r0[j]
+                    a0[j] += min(x, w0)
+                    a1[j] += min(x, w1)
+                    a2[j] += min(x, w2)
+                    a3[j] += min(x, w3)
+        else:  # the C_out % TILE_T leftover channels, one at a time
+            for i in range(n_t - t0):
+                ai = acc[i]
+                for k in range(n_k):
+                    wv, r0 = weight[t0 + i, k], cols[k, l0:l0 + width]
+                    for j in range(width):
+                        ai[j] += min(r0[j], wv)
+        # out = 2 acc - colsum - wsum, written image by image (columns of one image are
+        # contiguous in out[n, t, :]); per-element index arithmetic would cost more than
+        # the whole l1 sum when K is small
+        for i in range(min(TILE_T, n_t - t0)):
+            t = t0 + i
+            j = 0
+            while j < width:
+                n, p = (l0 + j) // plane, (l0 + j) % plane
+                seg = min(width - j, plane - p)
+                dst, a, cs = out[n, t, p:p + seg], acc[i, j:j + seg], colsum[l0 + j:l0 + j + seg]
+                for q in range(seg):
+                    dst[q] = (a[q] + a[q]) - cs[q] - wsum[t]
+                j += seg
+
+
+def _forward_into(cols, weight, out3):
+    _adder_forward_kernel(cols, weight, _column_sums(cols), out3)
+
+
+def adder_forward(cols, weight):
+    """Eq. 2 in im2col form: Y[t, l] = -sum_k |X_col[k, l] - W[t, k]|; see reference.adder_forward."""
+    cols, weight = _same_dtype(cols, weight)
+    out = np.empty((weight.shape[0], cols.shape[1]), dtype=cols.dtype)
+    _forward_into(cols, weight, out.reshape(1, weight.shape[0], cols.shape[1]))
+    return out
+
+
+# ===================================================================== input gradient
+# ``one`` is 1 in the arrays' dtype, passed in so that float32 stays float32 (a Python
+# literal 1.0 is float64 in Numba, and would turn the whole loop into float64 code).
+@njit(inline="always")
+def _hardtanh(z, one):
+    """HT(z) = min(1, max(-1, z))  (Eq. 7)."""
+    return min(max(z, -one), one)
+
+
+@njit(inline="always")
+def _sgn(z, one):
+    """sgn(z) with sgn(0) = 0."""
+    return one if z > 0 else (-one if z < 0 else one - one)
+
+
+@njit(**_FAST)
+def _grad_input_kernel(cols, weight, grad, l_start, full, one, dcols):
+    """dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l])  (Eq. 6; reference.adder_grad_input).
+
+    E = HardTanh when ``full``, else sgn. Computes the columns l_start .. l_start + width
+    of dX_col into dcols (K, width). A tile is one row k x TILE_L columns; each pass
+    over it folds in TILE_G rows of G, so each dcols load/store serves TILE_G channels.
+    """
+    n_k, width = dcols.shape
+    n_t = weight.shape[0]
+    t4 = n_t - n_t % TILE_G
+    blocks_l = (width + TILE_L - 1) // TILE_L
+    for tile in prange(n_k * blocks_l):
+        k = tile // blocks_l
+        j0 = (tile % blocks_l) * TILE_L
+        j1 = min(width, j0 + TILE_L)
+        # row views indexed from 0 (see _adder_forward_kernel: plain vector loads)
+        d, xs = dcols[k, j0:j1], cols[k, l_start + j0:l_start + j1]
+        d[:] = 0
+        for t in range(0, t4, TILE_G):
+            w0, w1, w2, w3 = weight[t, k], weight[t + 1, k], weight[t + 2, k], weight[t + 3, k]
+            g0, g1 = grad[t, l_start + j0:l_start + j1], grad[t + 1, l_start + j0:l_start + j1]
+            g2, g3 = grad[t + 2, l_start + j0:l_start + j1], grad[t + 3, l_start + j0:l_start + j1]
+            if full:
+                for j in range(j1 - j0):
+                    x = xs[j]
+                    d[j] += (g0[j] * _hardtanh(w0 - x, one) + g1[j] * _hardtanh(w1 - x, one)) \
+                        + (g2[j] * _hardtanh(w2 - x, one) + g3[j] * _hardtanh(w3 - x, one))
+            else:
+                for j in range(j1 - j0):
+                    x = xs[j]
+                    d[j] += (g0[j] * _sgn(w0 - x, one) + g1[j] * _sgn(w1 - x, one)) \
+                        + (g2[j] * _sgn(w2 - x, one) + g3[j] * _sgn(w3 - x, one))
+        for t in range(t4, n_t):
+            wv, g0 = weight[t, k], grad[t, l_start + j0:l_start + j1]
+            for j in range(j1 - j0):
+                d[j] += g0[j] * (_hardtanh(wv - xs[j], one) if full else _sgn(wv - xs[j], one))
+
+
+def adder_grad_input(cols, weight, grad_out, mode="full"):
+    """dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l]); see reference.adder_grad_input."""
+    _check_mode(mode)
+    cols, weight, grad_out = _same_dtype(cols, weight, grad_out)
+    dcols = np.empty(cols.shape, dtype=cols.dtype)
+    _grad_input_kernel(cols, weight, grad_out, 0, mode == "full", cols.dtype.type(1), dcols)
+    return dcols
+
+
+# ==================================================================== weight gradient
+@njit(**_FAST)
+def _grad_weight_sign_kernel(cols, weight, grad, one, dw):
+    """Eq. 4: dW[t, k] = sum_l G[t, l] * sgn(X_col[k, l] - W[t, k])  (reference.adder_grad_weight).
+
+    One task per (4 channels, row k): four dot-product-like reductions along L, which
+    LLVM vectorises (fastmath lets it reassociate the sums).
+    """
+    n_k, n_l = cols.shape
+    n_t = weight.shape[0]
+    blocks_t = (n_t + 3) // 4
+    for tile in prange(blocks_t * n_k):
+        t0 = (tile // n_k) * 4
+        k = tile % n_k
+        xs = cols[k]
+        if t0 + 4 <= n_t:
+            w0, w1, w2, w3 = weight[t0, k], weight[t0 + 1, k], weight[t0 + 2, k], weight[t0 + 3, k]
+            g0, g1, g2, g3 = grad[t0], grad[t0 + 1], grad[t0 + 2], grad[t0 + 3]
+            s0 = s1 = s2 = s3 = one - one
+            for l in range(n_l):
+                x = xs[l]
+                s0 += g0[l] * _sgn(x - w0, one)
+                s1 += g1[l] * _sgn(x - w1, one)
+                s2 += g2[l] * _sgn(x - w2, one)
+                s3 += g3[l] * _sgn(x - w3, one)
+            dw[t0, k], dw[t0 + 1, k], dw[t0 + 2, k], dw[t0 + 3, k] = s0, s1, s2, s3
+        else:
+            for t in range(t0, n_t):
+                wv, g0 = weight[t, k], grad[t]
+                s = one - one
+                for l in range(n_l):
+                    s += g0[l] * _sgn(xs[l] - wv, one)
+                dw[t, k] = s
+
+
+def adder_grad_weight(cols, weight, grad_out, mode="full"):
+    """dW[t, k] = sum_l G[t, l] * D(X_col[k, l] - W[t, k]); see reference.adder_grad_weight.
+
+    full (Eq. 5, D = identity): the sum is G @ X_col.T - W * G.sum(axis=1) (SPEC
+    section 2), one BLAS matrix product and no l1 kernel. sign (Eq. 4): a Numba kernel.
+    """
+    _check_mode(mode)
+    cols, weight, grad_out = _same_dtype(cols, weight, grad_out)
+    if mode == "full":
+        dw = grad_out @ cols.T
+        dw -= weight * grad_out.sum(axis=1, keepdims=True)
+        return dw
+    dw = np.empty(weight.shape, dtype=cols.dtype)
+    _grad_weight_sign_kernel(cols, weight, grad_out, cols.dtype.type(1), dw)
+    return dw
+
+
+# ============================================================ whole layer, image in, out
+def adder2d_forward(x, weight, stride=1, padding=0):
+    """Adder layer on images, (y, cache); see reference.adder2d_forward.
+
+    The forward kernel writes y in (N, C_out, H_out, W_out) order directly.
+    """
+    x, weight = _same_dtype(x, weight)
+    n, _, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    cols = im2col(x, kh, kw, stride, padding)
+    y = np.empty((n, c_out, ho, wo), dtype=x.dtype)
+    _forward_into(cols, weight.reshape(c_out, -1), y.reshape(n, c_out, ho * wo))
+    return y, (cols, x.shape, weight, stride, padding)
+
+
+def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
+    """Gradients of adder2d_forward, (dx or None, dweight); see reference.adder2d_backward.
+
+    dX_col is never built whole: it is computed for a slice of the images at a time
+    (about 1/BACKWARD_SLICES of the batch) and scattered into dx by col2im.
+    """
+    _check_mode(mode)
+    cols, x_shape, weight, stride, padding = cache
+    c_out, _, kh, kw = weight.shape
+    n = x_shape[0]
+    g = np.ascontiguousarray(grad_y.transpose(1, 0, 2, 3), dtype=cols.dtype).reshape(c_out, -1)
+    w2 = np.ascontiguousarray(weight.reshape(c_out, -1), dtype=cols.dtype)
+    dw = adder_grad_weight(cols, w2, g, mode).reshape(weight.shape)
+    if not input_grad:
+        return None, dw
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    plane = cols.shape[1] // n
+    step = max(1, math.ceil(n / BACKWARD_SLICES))
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        part = np.empty((cols.shape[0], (n1 - n0) * plane), dtype=cols.dtype)  # dX_col of images n0..n1
+        _grad_input_kernel(cols, w2, g, n0 * plane, mode == "full", cols.dtype.type(1), part)
+        _col2im_kernel(part, 0, kh, kw, stride, padding, dx[n0:n1])
+    return dx, dw
+
+
+# ============================================================================ helpers
+def _check_mode(mode):
+    if mode not in GRAD_MODES:
+        raise ValueError(f"mode must be one of {GRAD_MODES}, got {mode!r}")
+
+
+def _same_dtype(*arrays):
+    """C-contiguous arrays of one float dtype (float32 stays float32), so each kernel
+    compiles once per dtype."""
+    dtype = np.result_type(*arrays)
+    if dtype not in (np.float32, np.float64):
+        dtype = np.float64
+    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in arrays)

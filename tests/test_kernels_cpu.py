@@ -1,0 +1,203 @@
+"""The Numba kernels (minadder/kernels/cpu.py) against their definition, the NumPy reference.
+
+Shapes, strides, paddings, channel counts and dtypes are drawn by Hypothesis, odd sizes
+included (C_out and K not multiples of the kernels' 4-wide blocks, L not a multiple of a
+tile). Forward results agree up to float rounding: the cpu kernel sums min(x, w) and
+reassociates, so the tolerance scales with K and the operands' magnitude.
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import minadder as ma  # noqa: E402
+from minadder import functional as F  # noqa: E402
+from minadder.kernels import KERNEL_NAMES  # noqa: E402
+from minadder.kernels import cpu, reference as ref  # noqa: E402
+
+SETTINGS = settings(deadline=None, max_examples=25)
+
+
+@st.composite
+def layers(draw):
+    """A small adder layer: (x, weight, stride, padding) with a valid output size."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 4))
+    c_out = draw(st.integers(1, 9))
+    k = draw(st.integers(1, 4))
+    padding = draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, k - 2 * padding), 9))
+    w = draw(st.integers(max(1, k - 2 * padding), 9))
+    stride = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    if draw(st.booleans()):
+        # coarse values: exact ties x == w, where sgn(0) = 0 and HardTanh's corners matter
+        x = rng.integers(-3, 4, size=(n, c, h, w)) / 2
+        weight = rng.integers(-3, 4, size=(c_out, c, k, k)) / 2
+    else:
+        x = rng.standard_normal((n, c, h, w))
+        weight = rng.standard_normal((c_out, c, k, k))
+    return x.astype(dtype), weight.astype(dtype), stride, padding
+
+
+def _tol(dtype, k, *arrays):
+    """Rounding budget of a K-term sum: a few ulps of the largest partial sum."""
+    eps = np.finfo(dtype).eps
+    scale = 1 + sum(float(np.abs(a).max(initial=0)) for a in arrays)
+    return dict(rtol=0, atol=8 * eps * k * scale)
+
+
+def _grad_tol(dtype, terms, *arrays):
+    eps = np.finfo(dtype).eps
+    scale = 1 + max(float(np.abs(a).max(initial=0)) for a in arrays)
+    return dict(rtol=0, atol=8 * eps * terms * scale * scale)
+
+
+def test_the_module_exports_every_kernel_of_the_reference():
+    for name in KERNEL_NAMES:
+        assert callable(getattr(cpu, name)), name
+
+
+@SETTINGS
+@given(layers())
+def test_im2col_and_col2im_equal_the_reference(layer):
+    x, weight, stride, padding = layer
+    kh, kw = weight.shape[2:]
+    cols = cpu.im2col(x, kh, kw, stride, padding)
+    assert cols.dtype == x.dtype
+    np.testing.assert_array_equal(cols, ref.im2col(x, kh, kw, stride, padding))
+    d = np.random.default_rng(1).standard_normal(cols.shape).astype(x.dtype)
+    np.testing.assert_allclose(cpu.col2im(d, x.shape, kh, kw, stride, padding),
+                               ref.col2im(d, x.shape, kh, kw, stride, padding),
+                               **_tol(x.dtype, kh * kw, d))
+
+
+@SETTINGS
+@given(layers(), st.sampled_from(ref.GRAD_MODES))
+def test_l1_kernels_equal_the_reference(layer, mode):
+    x, weight, stride, padding = layer
+    kh, kw = weight.shape[2:]
+    cols = ref.im2col(x, kh, kw, stride, padding)
+    w2 = weight.reshape(weight.shape[0], -1)
+    k = cols.shape[0]
+
+    y = cpu.adder_forward(cols, w2)
+    assert y.dtype == x.dtype and y.shape == (w2.shape[0], cols.shape[1])
+    np.testing.assert_allclose(y, ref.adder_forward(cols, w2), **_tol(x.dtype, k, cols, w2))
+
+    g = np.random.default_rng(2).standard_normal(y.shape).astype(x.dtype)
+    np.testing.assert_allclose(cpu.adder_grad_input(cols, w2, g, mode),
+                               ref.adder_grad_input(cols, w2, g, mode),
+                               **_grad_tol(x.dtype, w2.shape[0], g))
+    np.testing.assert_allclose(cpu.adder_grad_weight(cols, w2, g, mode),
+                               ref.adder_grad_weight(cols, w2, g, mode),
+                               **_grad_tol(x.dtype, cols.shape[1], g, cols, w2))
+
+
+@SETTINGS
+@given(layers(), st.sampled_from(ref.GRAD_MODES), st.booleans())
+def test_adder2d_forward_and_backward_equal_the_reference(layer, mode, input_grad):
+    x, weight, stride, padding = layer
+    y, cache = cpu.adder2d_forward(x, weight, stride, padding)
+    y_ref, cache_ref = ref.adder2d_forward(x, weight, stride, padding)
+    assert y.shape == y_ref.shape and y.dtype == x.dtype and y.flags.c_contiguous
+    k = weight[0].size
+    np.testing.assert_allclose(y, y_ref, **_tol(x.dtype, k, x, weight))
+
+    g = np.random.default_rng(3).standard_normal(y.shape).astype(x.dtype)
+    dx, dw = cpu.adder2d_backward(g, cache, mode, input_grad)
+    dx_ref, dw_ref = ref.adder2d_backward(g, cache_ref, mode, input_grad)
+    assert dw.shape == weight.shape and dw.dtype == x.dtype
+    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(x.dtype, y[:, 0].size, g, x, weight))
+    if input_grad:
+        assert dx.shape == x.shape and dx.dtype == x.dtype
+        np.testing.assert_allclose(dx, dx_ref, **_grad_tol(x.dtype, weight.shape[0] * k, g))
+    else:
+        assert dx is None
+
+
+@pytest.mark.parametrize("mode", ref.GRAD_MODES)
+def test_a_layer_wider_than_one_tile_and_a_backward_in_slices(mode):
+    """L spans several TILE_L tiles and images straddle tile edges; the backward pass
+    runs over several image slices (batch not a multiple of the slice count)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 3, 11, 13)).astype(np.float32)
+    weight = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    y, cache = cpu.adder2d_forward(x, weight, 1, 1)
+    y_ref, cache_ref = ref.adder2d_forward(x, weight, 1, 1)
+    assert cache[0].shape[1] > 3 * cpu.TILE_L
+    np.testing.assert_allclose(y, y_ref, **_tol(np.float32, 27, x, weight))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw = cpu.adder2d_backward(g, cache, mode)
+    dx_ref, dw_ref = ref.adder2d_backward(g, cache_ref, mode)
+    np.testing.assert_allclose(dx, dx_ref, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(dw, dw_ref, atol=2e-3, rtol=1e-5)
+
+
+def test_bad_mode_is_rejected_with_its_name():
+    cols, w2 = np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="mode"):
+        cpu.adder_grad_weight(cols, w2, np.zeros((2, 4), np.float32), "exact")
+
+
+# ------------------------------------------------------------- through the autograd engine
+def _numerical_grads(fn, arrays, eps=1e-6):
+    """Central differences of fn(*arrays) (a scalar) with respect to every array."""
+    grads = []
+    for a in arrays:
+        g = np.zeros_like(a)
+        flat, gflat = a.reshape(-1), g.reshape(-1)
+        for i in range(flat.size):
+            saved = flat[i]
+            flat[i] = saved + eps
+            plus = fn(*arrays)
+            flat[i] = saved - eps
+            minus = fn(*arrays)
+            flat[i] = saved
+            gflat[i] = (plus - minus) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
+def test_adder2d_gradcheck_on_the_cpu_backend(stride, padding):
+    """sign mode is the exact (sub)gradient of Eq. 2, so it must match central
+    differences (float64, values kept apart so no |x - w| crosses 0 within eps)."""
+    rng = np.random.default_rng(5)
+    x = rng.permutation(np.arange(2 * 2 * 5 * 5)).reshape(2, 2, 5, 5) * 0.1 + 0.05
+    weight = rng.permutation(np.arange(3 * 2 * 3 * 3)).reshape(3, 2, 3, 3) * 0.1 + 0.025
+    proj = rng.standard_normal(F.adder2d(ma.Tensor(x), ma.Tensor(weight), stride, padding).shape)
+
+    def loss(xa, wa):
+        return float(np.sum(F.adder2d(ma.Tensor(xa), ma.Tensor(wa), stride, padding, "sign").data * proj))
+
+    with ma.use_backend("cpu"):
+        assert ma.get_backend() == "cpu"
+        xt, wt = ma.Tensor(x, requires_grad=True), ma.Tensor(weight, requires_grad=True)
+        (F.adder2d(xt, wt, stride, padding, "sign") * proj).sum().backward()
+        num_x, num_w = _numerical_grads(loss, [x, weight])
+    np.testing.assert_allclose(xt.grad, num_x, atol=1e-6)
+    np.testing.assert_allclose(wt.grad, num_w, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ref.GRAD_MODES)
+def test_adder_layers_agree_across_backends_in_the_engine(mode):
+    """The same float32 graph (Adder2d and AdderLinear) on "numpy" and "cpu"."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    wl = rng.standard_normal((7, 5 * 4 * 4)).astype(np.float32)
+    results = {}
+    for name in ("numpy", "cpu"):
+        with ma.use_backend(name):
+            xt, wt, wlt = (ma.Tensor(a.copy(), requires_grad=True) for a in (x, w, wl))
+            h = F.adder2d(xt, wt, stride=2, padding=1, grad_mode=mode)
+            out = F.adder_linear(F.flatten(h), wlt, grad_mode=mode)
+            (out * out).mean().backward()
+            results[name] = [out.data, xt.grad, wt.grad, wlt.grad]
+    for a, b in zip(results["cpu"], results["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * (1 + np.abs(b).max()))
