@@ -1,0 +1,195 @@
+"""The paper's analysis as small functions: the proofs in ``proofs/`` and the notebooks use them.
+
+- Proposition 1 and 2 (appendix A): gradient descent on |x - f| with the sign gradient
+  and with the full-precision gradient, and what the propositions predict for it.
+- Eq. 8 and 9: the output variance of a convolution and of an adder layer.
+- Eq. 11: how batch normalisation's backward scales a gradient by gamma / sigma_B.
+- Eq. 27 and 28: the l2-AdderNet output, computed directly and as 2 Y_CNN - |X|^2 - |F|^2.
+
+Every iteration function works on Python numbers, ``fractions.Fraction`` (exact arithmetic,
+which the tests use to check "exactly") and NumPy arrays (coordinate by coordinate).
+"""
+import math
+
+import numpy as np
+
+from .kernels.reference import im2col, output_size
+
+
+# =========================================================== Propositions 1 and 2
+def sgn(z):
+    """sgn(z) in {-1, 0, +1}, elementwise for arrays; exact for Fractions."""
+    if isinstance(z, np.ndarray):
+        return np.sign(z)
+    return (z > 0) - (z < 0)
+
+
+def sign_step(f, x, alpha):
+    """One step of gradient descent on |x - f| with the sign gradient (Eq. 15):
+    f <- f - alpha * sgn(f - x)."""
+    return f - alpha * sgn(f - x)
+
+
+def full_step(f, x, alpha):
+    """One step with the full-precision gradient (Eq. 16, 24): f <- f - alpha * (f - x)."""
+    return f - alpha * (f - x)
+
+
+def iterate(step, f0, x, alpha, steps):
+    """[f_0, f_1, ..., f_steps] for f_{j+1} = step(f_j, x, alpha)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    path = [f0]
+    for _ in range(steps):
+        path.append(step(path[-1], x, alpha))
+    return path
+
+
+def sign_descent(f0, x, alpha, steps):
+    """The sign-gradient iterates f_0..f_steps (Proposition 1); arrays give an array (steps+1, ...)."""
+    path = iterate(sign_step, f0, x, alpha, steps)
+    return np.stack(path) if isinstance(f0, np.ndarray) else path
+
+
+def full_descent(f0, x, alpha, steps):
+    """The full-precision iterates f_0..f_steps (Proposition 2)."""
+    path = iterate(full_step, f0, x, alpha, steps)
+    return np.stack(path) if isinstance(f0, np.ndarray) else path
+
+
+def sign_limit(f0, x, alpha):
+    """What Proposition 1 predicts for f <- f - alpha sgn(f - x), for scalars (use Fractions
+    for exact answers): (t, low, high).
+
+    With r = (x - f0) / alpha, the iterates walk along the lattice f0 + alpha * Z towards x,
+    one lattice point per step, and reach the set {low, high} at step t = floor(|r|):
+
+        low  = f0 + alpha * floor(r) = x - alpha * {r}
+        high = f0 + alpha * ceil(r)  = x + alpha * (1 - {r})        ({r} = r - floor(r))
+
+    If r is an integer, low == high == x and f_j = x for every j >= t. Otherwise f
+    alternates between low and high for ever, from step t on.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    r = (x - f0) / alpha
+    return math.floor(abs(r)), f0 + alpha * math.floor(r), f0 + alpha * math.ceil(r)
+
+
+def full_closed_form(f0, x, alpha, j):
+    """Proposition 2: f_j = x + (1 - alpha)^j (f0 - x)."""
+    return x + (1 - alpha) ** j * (f0 - x)
+
+
+def full_regime(alpha):
+    """The behaviour Proposition 2 predicts for f0 != x, from |1 - alpha| and the sign of 1 - alpha."""
+    if alpha <= 0:
+        return "diverges" if alpha < 0 else "stays"
+    if alpha < 1:
+        return "monotone"
+    if alpha == 1:
+        return "one step"
+    if alpha < 2:
+        return "alternating"
+    return "oscillates" if alpha == 2 else "diverges"
+
+
+# ================================================================ Eq. 8 and 9
+def conv_output_variance(d, c_in, var_x, var_f):
+    """Eq. 8: Var[Y_CNN] = d^2 c_in Var[X] Var[F] (independent, zero-mean X and F)."""
+    return d * d * c_in * var_x * var_f
+
+
+def adder_output_variance(d, c_in, var_x, var_f):
+    """Eq. 9 with the right constant: Var[Y_adder] = (1 - 2/pi) d^2 c_in (Var[X] + Var[F])
+    for independent zero-mean normal X and F (Var|Z| = (1 - 2/pi) s^2 for Z ~ N(0, s^2))."""
+    return (1 - 2 / math.pi) * d * d * c_in * (var_x + var_f)
+
+
+def adder_output_variance_as_printed(d, c_in, var_x, var_f):
+    """Eq. 9 as the paper prints it, with sqrt(pi/2) where (1 - 2/pi) belongs."""
+    return math.sqrt(math.pi / 2) * d * d * c_in * (var_x + var_f)
+
+
+def folded_normal_moments(mu, var):
+    """E|Z| and Var|Z| for Z ~ N(mu, var): the moments of one adder term |X - f| with a
+    fixed filter value f (mu = -f). Vectorised over mu."""
+    mu = np.asarray(mu, dtype=np.float64)
+    s = math.sqrt(var)
+    erf = np.vectorize(math.erf)
+    mean = s * math.sqrt(2 / math.pi) * np.exp(-mu ** 2 / (2 * var)) + mu * erf(mu / (s * math.sqrt(2)))
+    return mean, mu ** 2 + var - mean ** 2
+
+
+def adder_output_variance_fixed_filter(weight, var_x):
+    """Var over inputs X ~ N(0, var_x) of one adder output -sum_k |X_k - w_k| for fixed
+    filter values w: the sum of the folded-normal variances. This is what batch norm sees
+    per channel (the filter does not change within a batch); averaged over w ~ N(0, var_f)
+    it is smaller than Eq. 9 by Var_w[E|X - w|] per term (the law of total variance)."""
+    return float(folded_normal_moments(-np.ravel(weight), var_x)[1].sum())
+
+
+# ===================================================================== Eq. 11
+def batch_norm_grad(x, grad_y, gamma=1.0, eps=1e-5):
+    """The gradient of batch norm (Eq. 10) with respect to x for one channel, written as
+
+        dL/dx = gamma / sigma_B * P(dL/dy),   P g = g - mean(g) - xhat * mean(g * xhat)
+
+    P is the orthogonal projection that removes the components of g along the constant
+    vector and along xhat (they are orthogonal, and |xhat|^2 = m), so |dL/dx| <= gamma |g| / sigma_B.
+    x, grad_y: 1-D arrays of the m values of one channel over the batch (and positions).
+    """
+    x, g = np.asarray(x, dtype=np.float64), np.asarray(grad_y, dtype=np.float64)
+    sigma = math.sqrt(x.var() + eps)
+    xhat = (x - x.mean()) / sigma
+    return gamma / sigma * (g - g.mean() - xhat * (g * xhat).mean())
+
+
+# =========================================================== Eq. 27 and 28
+def _cols_and_filters(x, weight, stride, padding):
+    c_out = weight.shape[0]
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    return im2col(x, kh, kw, stride, padding), weight.reshape(c_out, -1), (c_out, n, ho, wo)
+
+
+def _to_nchw(y_col, shape):
+    c_out, n, ho, wo = shape
+    return y_col.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
+
+
+def l2_adder2d(x, weight, stride=1, padding=0):
+    """Eq. 27, directly: Y[n, t, u, v] = -sum_k (Xp_patch[k] - F[t, k])^2. Plain NumPy."""
+    cols, w2, shape = _cols_and_filters(np.asarray(x), np.asarray(weight), stride, padding)
+    y = -((cols[None, :, :] - w2[:, :, None]) ** 2).sum(axis=1)
+    return _to_nchw(y, shape)
+
+
+def patch_sq_norms(x, kh, kw, stride=1, padding=0):
+    """sum_k Xp_patch[k]^2 for every (kh, kw) patch: shape (N, 1, H_out, W_out)."""
+    n, _, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    cols = im2col(np.asarray(x), kh, kw, stride, padding)
+    return (cols ** 2).sum(axis=0).reshape(n, ho, wo)[:, None]
+
+
+def filter_sq_norms(weight):
+    """sum_k F[t, k]^2 per filter, shaped (1, C_out, 1, 1) to broadcast against an output."""
+    weight = np.asarray(weight)
+    return (weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1).reshape(1, -1, 1, 1)
+
+
+def l2_adder_from_conv(y_cnn, x, weight, stride=1, padding=0):
+    """Eq. 28: Y_l2 = 2 Y_CNN - sum X^2 - sum F^2, given Y_CNN = conv2d(x, weight)."""
+    kh, kw = np.shape(weight)[2:]
+    return 2 * np.asarray(y_cnn) - patch_sq_norms(np.asarray(x), kh, kw, stride, padding) - filter_sq_norms(weight)
+
+
+__all__ = [
+    "sgn", "sign_step", "full_step", "iterate", "sign_descent", "full_descent",
+    "sign_limit", "full_closed_form", "full_regime",
+    "conv_output_variance", "adder_output_variance", "adder_output_variance_as_printed",
+    "folded_normal_moments", "adder_output_variance_fixed_filter", "batch_norm_grad",
+    "l2_adder2d", "patch_sq_norms", "filter_sq_norms", "l2_adder_from_conv",
+]
