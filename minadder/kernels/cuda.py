@@ -395,37 +395,46 @@ def _sum_splits_kernel(partials, out):
         out[m, n] = acc
 
 
-_ROW_SUM_THREADS = 128
+_ROW_SUM_THREADS = 64
 
 
 @cuda.jit
-def _row_sums_kernel(g, sums):
-    """sums[t] = sum_l G[t, l]: one block per row, a shared-memory tree reduction."""
-    partial = cuda.shared.array(_ROW_SUM_THREADS, float32)
-    t, tid = cuda.blockIdx.x, cuda.threadIdx.x
+def _row_sums_kernel(g, partials):
+    """partials[s, t] = sum of G[t, l] over chunk s of the l axis.
+
+    Block (t, s) reduces one chunk with a shared-memory tree; many chunks per row keep
+    the GPU busy when C_out is small and L = N*H_out*W_out is long.
+    """
+    cache = cuda.shared.array(_ROW_SUM_THREADS, float32)
+    t, s, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    l_size = g.shape[1]
+    chunk = (l_size + partials.shape[0] - 1) // partials.shape[0]
     acc = float32(0.0)
-    for l in range(tid, g.shape[1], _ROW_SUM_THREADS):
+    for l in range(s * chunk + tid, min(l_size, (s + 1) * chunk), _ROW_SUM_THREADS):
         acc += g[t, l]
-    partial[tid] = acc
+    cache[tid] = acc
     cuda.syncthreads()
     width = _ROW_SUM_THREADS // 2
     while width > 0:
         if tid < width:
-            partial[tid] += partial[tid + width]
+            cache[tid] += cache[tid + width]
         cuda.syncthreads()
         width //= 2
     if tid == 0:
-        sums[t] = partial[0]
+        partials[s, t] = cache[0]
 
 
 @cuda.jit
-def _subtract_w_gsum_kernel(dw, w, gsum):
+def _subtract_w_gsum_kernel(dw, w, gsum_partials):
     """dW[t, k] -= W[t, k] * sum_l G[t, l]: the second term of the full-mode dW identity."""
     t_size, k_size = dw.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, t_size * k_size, step):
         t, k = idx // k_size, idx % k_size
-        dw[t, k] -= w[t, k] * gsum[t]
+        gsum = float32(0.0)
+        for s in range(gsum_partials.shape[0]):
+            gsum += gsum_partials[s, t]
+        dw[t, k] -= w[t, k] * gsum
 
 
 def _sm_count():
@@ -503,8 +512,8 @@ def compile_targets():
         ("col2im", _col2im_kernel.py_func, f"void({_C2}, {_C4}, {i64}, {i64}, {i64}, {i64})"),
         ("swap01", _swap01_kernel.py_func, f"void({_C3}, {_C3})"),
         ("sum_splits", _sum_splits_kernel.py_func, f"void({_C3}, {_C2})"),
-        ("row_sums", _row_sums_kernel.py_func, f"void({_C2}, float32[::1])"),
-        ("subtract_w_gsum", _subtract_w_gsum_kernel.py_func, f"void({_C2}, {_C2}, float32[::1])"),
+        ("row_sums", _row_sums_kernel.py_func, f"void({_C2}, {_C2})"),
+        ("subtract_w_gsum", _subtract_w_gsum_kernel.py_func, f"void({_C2}, {_C2}, {_C2})"),
     ]
     for variant in _VARIANTS:
         for tile_name in TILES:
@@ -530,10 +539,12 @@ def _grad_weight_device(d_cols, d_w, d_g, mode):
         return tiled("dw_sign", d_g, d_cols, d_w, out)
     # full (Eq. 5): sum_l G[t,l] (X[k,l] - W[t,k]) = (G @ X_col.T)[t,k] - W[t,k] * sum_l G[t,l]
     tiled("product", d_g, d_cols, None, out)
-    gsum = cuda.device_array(d_w.shape[0], dtype=np.float32)
-    _row_sums_kernel[d_w.shape[0], _ROW_SUM_THREADS](d_g, gsum)
+    c_out, l_size = d_g.shape
+    chunks = max(1, min(math.ceil(4 * _sm_count() / c_out), l_size // 4096))
+    gsum_partials = cuda.device_array((chunks, c_out), dtype=np.float32)
+    _row_sums_kernel[(c_out, chunks), _ROW_SUM_THREADS](d_g, gsum_partials)
     blocks, threads = _elementwise_launch(out.size)
-    _subtract_w_gsum_kernel[blocks, threads](out, d_w, gsum)
+    _subtract_w_gsum_kernel[blocks, threads](out, d_w, gsum_partials)
     return out
 
 
