@@ -19,7 +19,7 @@ from .kernels.reference import im2col, output_size
 # =========================================================== Propositions 1 and 2
 def sgn(z):
     """sgn(z) in {-1, 0, +1}, elementwise for arrays; exact for Fractions."""
-    if isinstance(z, np.ndarray):
+    if isinstance(z, (np.ndarray, np.generic)):
         return np.sign(z)
     return (z > 0) - (z < 0)
 
