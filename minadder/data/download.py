@@ -199,7 +199,7 @@ def _extract(archive, root):
 
 
 def download(name, root=None, url=None, expected_md5=None, progress=True, retries=3,
-             timeout=30.0, keep_archive=False):
+             timeout=30.0, keep_archive=False, backoff=0.5):
     """Fetch dataset ``name`` ("mnist", "fashion-mnist", "cifar10", "cifar100") into ``root``.
 
     ``root`` defaults to ``$MINADDER_DATA`` or ``~/.cache/minadder``; MNIST-style files go to
@@ -234,7 +234,7 @@ def download(name, root=None, url=None, expected_md5=None, progress=True, retrie
         for base in mirrors:
             try:
                 download_file(base + filename, dest, md5=md5, retries=retries,
-                              timeout=timeout, progress=progress)
+                              timeout=timeout, progress=progress, backoff=backoff)
                 break
             except ChecksumError:
                 raise
