@@ -240,16 +240,18 @@ def _datasets(x_train, y_train, x_test, y_test, source):
             Dataset(x_test, y_test, 10, mean, std, SYNTHETIC_NAME, source, digits))
 
 
-def synthetic_digits(n_train=DEFAULT_SIZES[0], n_test=DEFAULT_SIZES[1], seed=0, cache=True,
-                     cache_dir=None):
+def synthetic_digits(n_train=None, n_test=None, seed=0, cache=True, cache_dir=None):
     """Generate (train, test) ``Dataset``s of 1x28x28 uint8 synthetic digits.
 
-    Deterministic for a given ``seed``; train and test come from independent random
+    ``n_train``/``n_test`` default to ``DEFAULT_SIZES`` (20,000 / 4,000: an AdderNet
+    LeNet-5-BN reaches about 97-98 % test accuracy in two epochs). Deterministic for a given ``seed``; train and test come from independent random
     streams, so the test set does not change with ``n_train``. With ``cache=True`` the
     arrays are stored as an .npz in ``cache_dir`` (default ``$MINADDER_DATA`` or
     ``~/.cache/minadder``, subfolder ``synthetic-digits``) and reused; ``source`` is
     ``"generated"`` either way. Mean/std are the training set's.
     """
+    n_train = DEFAULT_SIZES[0] if n_train is None else n_train
+    n_test = DEFAULT_SIZES[1] if n_test is None else n_test
     for arg, value in (("n_train", n_train), ("n_test", n_test)):
         if int(value) != value or value < 0:
             raise ValueError(f"{arg} must be a non-negative integer, got {value!r}")
