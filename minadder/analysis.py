@@ -5,15 +5,19 @@
 - Eq. 8 and 9: the output variance of a convolution and of an adder layer.
 - Eq. 11: how batch normalisation's backward scales a gradient by gamma / sigma_B.
 - Eq. 27 and 28: the l2-AdderNet output, computed directly and as 2 Y_CNN - |X|^2 - |F|^2.
+- Helpers for the notebooks: which digits to use (real MNIST when found), the inputs
+  each batch norm sees, and the filter-gradient norms of Table 1.
 
 Every iteration function works on Python numbers, ``fractions.Fraction`` (exact arithmetic,
 which the tests use to check "exactly") and NumPy arrays (coordinate by coordinate).
 """
 import math
+from pathlib import Path
 
 import numpy as np
 
 from .kernels.reference import im2col, output_size
+from .tensor import Tensor, no_grad
 
 
 # =========================================================== Propositions 1 and 2
@@ -186,10 +190,74 @@ def l2_adder_from_conv(y_cnn, x, weight, stride=1, padding=0):
     return 2 * np.asarray(y_cnn) - patch_sq_norms(np.asarray(x), kh, kw, stride, padding) - filter_sq_norms(weight)
 
 
+# ============================================================ notebook helpers
+#: ../shared/data relative to the repository (this file is minadder/analysis.py).
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def notebook_digits(data_dir=None):
+    """(train, test) digits for the notebooks: real MNIST if a copy is found (``data_dir``,
+    ``$MINADDER_DATA``, the download cache, or ../shared/data beside the repository),
+    otherwise the embedded synthetic digits. ``train.name`` says which one was used."""
+    from .data import DatasetNotFoundError, load_dataset
+    for where in (data_dir, SHARED_DATA if SHARED_DATA.is_dir() else None):
+        try:
+            return load_dataset("mnist", "train", where), load_dataset("mnist", "test", where)
+        except DatasetNotFoundError:
+            continue
+    return load_dataset("synthetic-digits", "train"), load_dataset("synthetic-digits", "test")
+
+
+def batchnorm_inputs(model, x):
+    """Run ``model`` on the batch ``x`` (training mode, no graph) and return
+    {batch-norm module name: its input array}: the pre-activations whose per-channel
+    standard deviation sigma_B divides the gradient (Eq. 11). The running statistics
+    are restored afterwards."""
+    from . import nn
+    seen, patched = {}, []
+    saved = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            def forward(t, _name=name.rstrip("."), _orig=module.forward):
+                seen[_name] = np.array(t.data, copy=True)
+                return _orig(t)
+            object.__setattr__(module, "forward", forward)
+            patched.append(module)
+    try:
+        with no_grad():
+            model(Tensor(x))
+    finally:
+        for module in patched:
+            del module.__dict__["forward"]
+        model.load_state_dict(saved)
+    return seen
+
+
+def channel_std(pre_activation):
+    """Per-channel standard deviation over the batch (and positions): sigma_B of Eq. 10."""
+    a = np.asarray(pre_activation, dtype=np.float64)
+    axes = (0,) if a.ndim == 2 else (0, 2, 3)
+    return a.std(axis=axes)
+
+
+def filter_grad_norms(model, x, y, layers):
+    """Table 1: the l2-norm of each named layer's filter gradient after one forward and
+    backward pass of the cross-entropy loss on (x, y), before any update."""
+    from . import functional as F
+    model.train()
+    model.zero_grad()
+    F.cross_entropy(model(Tensor(x)), y).backward()
+    modules = dict((name.rstrip("."), m) for name, m in model.named_modules())
+    norms = {name: float(np.linalg.norm(modules[name].weight.grad)) for name in layers}
+    model.zero_grad()
+    return norms
+
+
 __all__ = [
     "sgn", "sign_step", "full_step", "iterate", "sign_descent", "full_descent",
     "sign_limit", "full_closed_form", "full_regime",
     "conv_output_variance", "adder_output_variance", "adder_output_variance_as_printed",
     "folded_normal_moments", "adder_output_variance_fixed_filter", "batch_norm_grad",
     "l2_adder2d", "patch_sq_norms", "filter_sq_norms", "l2_adder_from_conv",
+    "notebook_digits", "batchnorm_inputs", "channel_std", "filter_grad_norms",
 ]
