@@ -1,0 +1,154 @@
+"""The command line: ``python -m minadder train | count | download`` (also the ``minadder`` script).
+
+    python -m minadder train                          # AdderNet LeNet-5-BN on the built-in digits
+    python -m minadder train --dataset mnist --data-dir ../shared/data/mnist --epochs 1
+    python -m minadder train --resume runs/<run>      # continue after Ctrl-C
+    python -m minadder count --model resnet20 --kind adder [--json]
+    python -m minadder download mnist [--root DIR]
+"""
+import argparse
+import dataclasses
+import json
+import sys
+
+from . import models, optim
+from .train import AUGMENTS, SCHEDULES, TrainConfig, TrainingInterrupted
+
+DATASET_CHOICES = ("synthetic-digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+DEFAULTS = TrainConfig()
+
+
+def _add_train_parser(sub):
+    p = sub.add_parser(
+        "train", help="train a model and write metrics.json, curves.png and checkpoints",
+        description="Train an AdderNet (or its CNN twin). Defaults follow the paper's MNIST recipe "
+                    "(NAG, momentum 0.9, weight decay 5e-4, cosine decay from lr 0.1, batch 256, eta 0.1) "
+                    "with few epochs: with no options it trains an AdderNet LeNet-5-BN on the built-in "
+                    "synthetic digits in about two minutes.")
+
+    def opt(flag, help, **kw):  # every default is None: only options the user gives are applied
+        name = flag.lstrip("-").replace("-", "_")
+        default = getattr(DEFAULTS, name, None)
+        suffix = f" (default: {default})" if default is not None else ""
+        p.add_argument(flag, default=None, help=help + suffix, **kw)
+
+    opt("--model", "network", choices=tuple(models.MODELS))
+    opt("--kind", "adder layers or ordinary convolutions", choices=models.KINDS)
+    opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=DATASET_CHOICES)
+    opt("--data-dir", "folder holding the dataset's files (else $MINADDER_DATA, then ~/.cache/minadder)")
+    opt("--epochs", "number of epochs", type=int)
+    opt("--batch-size", "images per batch", type=int)
+    opt("--lr", "initial learning rate", type=float)
+    opt("--schedule", "learning-rate decay per epoch", choices=SCHEDULES)
+    opt("--momentum", "SGD momentum", type=float)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"Nesterov momentum (default: {DEFAULTS.nesterov})")
+    opt("--weight-decay", "L2 weight decay", type=float)
+    opt("--grad-mode", "adder gradients: full precision (Eq. 5, 6) or sign (Eq. 4)", choices=("full", "sign"))
+    opt("--adder-scaling", "adder learning-rate scaling: adaptive (Eq. 13), fixed factor, or none",
+        choices=optim.ADDER_SCALINGS)
+    opt("--eta", "eta of the adaptive scaling (Eq. 13)", type=float)
+    opt("--adder-factor", "factor of --adder-scaling fixed", type=float)
+    opt("--augment", "random crop + flip: auto (on for CIFAR), cifar, none", choices=AUGMENTS)
+    opt("--backend", "kernel backend (default: the fastest that runs here)", choices=("numpy", "cpu", "cuda"))
+    opt("--seed", "seed of initialisation, shuffling and augmentation", type=int)
+    opt("--output-dir", "where outputs go (default: runs/<model>-<kind>-<dataset>-<time>)")
+    opt("--resume", "continue from an output directory or a checkpoint file")
+    opt("--limit-train", "train on a random subset of this many images", type=int)
+    opt("--limit-test", "test on a random subset of this many images", type=int)
+    p.add_argument("--keep-checkpoints", action="store_true", default=None,
+                   help="also keep checkpoint-epochNNN.npz for every epoch")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar")
+
+
+def _add_count_parser(sub):
+    p = sub.add_parser("count", help="count multiplications and additions of one forward pass",
+                       description="Per-layer multiplications and additions of one forward pass, with and "
+                                   "without the first and last layers, as in the paper's Tables 2 and 3, "
+                                   "and the latency estimate of Sec. 4.1 (mul 4 cycles, add 2).")
+    p.add_argument("--model", default="resnet20", choices=tuple(models.MODELS), help="network (default: resnet20)")
+    p.add_argument("--kind", default="adder", choices=models.KINDS, help="adder or cnn (default: adder)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes (default: 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_download_parser(sub):
+    p = sub.add_parser("download", help="download datasets into the cache, checking their checksums")
+    p.add_argument("names", nargs="+", choices=DATASET_CHOICES[1:], metavar="NAME",
+                   help=f"datasets: {', '.join(DATASET_CHOICES[1:])}")
+    p.add_argument("--root", default=None, help="target folder (default: $MINADDER_DATA or ~/.cache/minadder)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minadder", description="Train and inspect AdderNets (Chen et al., "
+                                     "CVPR 2020) with a small NumPy autograd engine.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,count,download}")
+    _add_train_parser(sub)
+    _add_count_parser(sub)
+    _add_download_parser(sub)
+    return parser
+
+
+# ============================================================================ commands
+def _run_train(args):
+    from .train import config_from_checkpoint, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.resume:
+        given.pop("resume")
+        config = config_from_checkpoint(args.resume, **given)
+    else:
+        config = TrainConfig(**given)
+    result = train(config)
+    m = result["metrics"]
+    epochs = m["epochs"]
+    total = sum(r["time_s"] for r in epochs)  # time_s is per epoch, training only
+    kind = "AdderNet" if config.kind == "adder" else "CNN"
+    if m["test_accuracy"] is not None:
+        print(f"final test accuracy: {100 * m['test_accuracy']:.2f} % ({config.model} {kind} on {config.dataset}, "
+              f"{len(epochs)} epochs, {total:.1f} s training, backend {m['backend']})")
+    else:
+        print("no epoch was trained (the checkpoint had already finished all epochs)")
+    print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz)")
+    return 0
+
+
+def _run_count(args):
+    from .count import count, format_report
+
+    report = count(args.model, args.kind, num_classes=args.num_classes)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _run_download(args):
+    from .data import download
+
+    for name in args.names:
+        folder = download(name, args.root)
+        print(f"{name}: {folder}")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of ``python -m minadder`` and the ``minadder`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"train": _run_train, "count": _run_count, "download": _run_download}[args.command]
+    try:
+        return command(args)
+    except TrainingInterrupted as exc:
+        print(f"minadder {args.command}: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"minadder {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # bad options, missing or corrupt data, failed downloads
+        print(f"minadder {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

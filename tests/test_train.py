@@ -1,0 +1,164 @@
+"""The training loop and `python -m minadder train`: outputs, exact resume, Ctrl-C."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minadder
+from minadder import train as T
+from minadder.__main__ import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data_cache(tmp_path_factory):
+    """Generate the synthetic digits into a private folder (restored after this module)."""
+    old = os.environ.get("MINADDER_DATA")
+    os.environ["MINADDER_DATA"] = str(tmp_path_factory.mktemp("minadder-data"))
+    yield
+    if old is None:
+        os.environ.pop("MINADDER_DATA", None)
+    else:
+        os.environ["MINADDER_DATA"] = old
+
+
+@pytest.fixture(autouse=True)
+def keep_backend():
+    with minadder.use_backend(minadder.get_backend()):
+        yield
+
+
+def tiny(tmp_path, name="run", **kw):
+    """Three batches of 16 digits per epoch, 32 test digits, the reference backend."""
+    options = dict(epochs=2, batch_size=16, limit_train=48, limit_test=32, backend="numpy",
+                   output_dir=str(tmp_path / name), progress=False)
+    options.update(kw)
+    return T.TrainConfig(**options)
+
+
+def quiet(_text):
+    pass
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_tiny_run_writes_metrics_curves_and_checkpoint(tmp_path):
+    result = T.train(tiny(tmp_path), log=quiet)
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["model"] == "lenet5_bn" and metrics["config"]["kind"] == "adder"
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
+    first = metrics["epochs"][0]
+    assert first["lr"] == 0.1 and metrics["epochs"][1]["lr"] == pytest.approx(0.05)  # cosine, T = 2
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "time_s", "images_per_s"):
+        assert np.isfinite(first[key])
+    assert metrics["test_accuracy"] == metrics["epochs"][-1]["test_accuracy"] and metrics["completed"]
+    assert len(metrics["steps"]["loss"]) == 6 and metrics["dataset"]["train_images"] == 48
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as ckpt:
+        assert int(ckpt["state.epoch"]) == 2 and int(ckpt["state.step"]) == 0
+        assert any(k.startswith("optim.velocity.") for k in ckpt.files)
+        state = {k[len("model."):]: ckpt[k] for k in ckpt.files if k.startswith("model.")}
+    assert states_equal(state, result["model"].state_dict())
+    assert not list(out.glob(".*tmp*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize("stop_at", [(0, 2), (1, 3)], ids=["mid-epoch", "before-evaluation"])
+def test_resume_after_interruption_is_bit_exact(tmp_path, stop_at):
+    full = T.train(tiny(tmp_path, "full", epochs=3), log=quiet)
+
+    def interrupt(epoch, step):
+        if (epoch, step) == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(T.TrainingInterrupted) as info:
+        T.train(tiny(tmp_path, "cut", epochs=3), callback=interrupt, log=quiet)
+    saved = info.value.checkpoint
+    assert saved == tmp_path / "cut" / "checkpoint.npz"
+    with np.load(saved, allow_pickle=False) as ckpt:
+        assert (int(ckpt["state.epoch"]), int(ckpt["state.step"])) == stop_at
+
+    resumed = T.train(T.config_from_checkpoint(tmp_path / "cut", progress=False), log=quiet)
+    assert states_equal(full["model"].state_dict(), resumed["model"].state_dict())
+    a, b = (T.read_checkpoint(tmp_path / d / "checkpoint.npz") for d in ("full", "cut"))
+    assert states_equal(a[1], b[1])  # momentum buffers and lr
+    strip = [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in a[4]["epochs"]]
+    assert strip == [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in b[4]["epochs"]]
+    assert a[4]["steps"]["loss"] == b[4]["steps"]["loss"]
+
+
+def test_interrupt_inside_a_step_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tiny(tmp_path, epochs=2)
+    calls = []
+    real_step = minadder.optim.SGD.step
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 5:  # second batch of epoch 2, while the weights are being updated
+            raise KeyboardInterrupt
+        real_step(self)
+
+    monkeypatch.setattr(minadder.optim.SGD, "step", step)
+    with pytest.raises(T.TrainingInterrupted, match="inside a training step") as info:
+        T.train(config, log=quiet)
+    assert info.value.checkpoint == tmp_path / "run" / "checkpoint.npz"
+    with np.load(info.value.checkpoint, allow_pickle=False) as ckpt:
+        assert (int(ckpt["state.epoch"]), int(ckpt["state.step"])) == (1, 0)  # the end of epoch 1
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path):
+    a = T.train(tiny(tmp_path, "a", epochs=1), log=quiet)["model"].state_dict()
+    b = T.train(tiny(tmp_path, "b", epochs=1), log=quiet)["model"].state_dict()
+    c = T.train(tiny(tmp_path, "c", epochs=1, seed=1), log=quiet)["model"].state_dict()
+    assert states_equal(a, b) and not states_equal(a, c)
+
+
+@pytest.mark.skipif("cpu" not in minadder.available_backends(), reason="the Numba cpu backend is not available")
+def test_cpu_backend_is_repeatable(tmp_path):
+    a = T.train(tiny(tmp_path, "a", epochs=1, backend="cpu"), log=quiet)["model"].state_dict()
+    b = T.train(tiny(tmp_path, "b", epochs=1, backend="cpu"), log=quiet)["model"].state_dict()
+    assert states_equal(a, b)
+
+
+def test_cli_train_resume_and_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--epochs", "1", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
+            "--backend", "numpy", "--kind", "cnn", "--no-nesterov", "--output-dir", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "final test accuracy:" in printed and "lenet5_bn CNN" in printed
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["kind"] == "cnn" and config["nesterov"] is False and config["momentum"] == 0.9
+    # resuming a finished run trains nothing more; changing what it computes is refused
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(out), "--lr", "0.5"]) == 2
+    assert "lr cannot change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train", "--epochs", "0"]) == 2
+    assert "epochs must be a positive integer" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def evaluate(*args):
+        raise KeyboardInterrupt  # Ctrl-C while the test set is being evaluated
+
+    monkeypatch.setattr(T, "_evaluate", evaluate)
+    out = tmp_path / "cli"
+    code = main(["train", "--epochs", "2", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
+                 "--backend", "numpy", "--output-dir", str(out), "--no-progress"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and (out / "checkpoint.npz").exists()
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as ckpt:
+        assert (int(ckpt["state.epoch"]), int(ckpt["state.step"])) == (0, 2)
+
+
+@pytest.mark.parametrize("kw, match", [({"epochs": 0}, "epochs"), ({"model": "alexnet"}, "model must be"),
+                                       ({"lr": -1.0}, "lr must be"), ({"limit_train": 1}, "limit_train"),
+                                       ({"momentum": 0.0}, "nesterov needs momentum")])
+def test_config_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        T.TrainConfig(**kw).validate()
