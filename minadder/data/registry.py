@@ -55,7 +55,9 @@ def load_dataset(name="synthetic-digits", split="train", data_dir=None, coarse=F
     the trainer pads to 32), "cifar10", "cifar100" (3x32x32; ``coarse=True`` for the 20
     superclasses). Files are looked up in ``data_dir``, ``$MINADDER_DATA``, then
     ``~/.cache/minadder`` (see ``minadder.data.locate``); a missing dataset raises
-    ``FileNotFoundError`` saying where it looked and how to download it.
+    ``FileNotFoundError`` saying where it looked and how to download it. The synthetic
+    digits ignore ``data_dir``: they are generated (about 3 s) and cached as an .npz under
+    ``$MINADDER_DATA`` or ``~/.cache/minadder``.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
