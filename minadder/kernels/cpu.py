@@ -26,6 +26,7 @@ importing this module costs nothing and a second process reuses the machine code
 results differ from the reference only by float rounding.
 """
 import math
+import os
 
 import numpy as np
 
@@ -35,6 +36,15 @@ try:
 except ImportError:  # the backend registry turns this into BackendUnavailable
     numba = None
 
+if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+    # Numba's default picks OpenMP, whose idle workers spin. On a small machine shared
+    # with other processes a spinning worker holds a core that a running one needs, and
+    # every parallel launch waits for a descheduled thread: a LeNet-5-BN training step
+    # ran 5-8x slower there (benchmarks/README.md). The workqueue layer's workers sleep.
+    # Set NUMBA_THREADING_LAYER to choose another layer (it has to be set before the
+    # first parallel kernel runs; Numba then keeps that layer for the process).
+    numba.config.THREADING_LAYER = "workqueue"
+
 from .reference import GRAD_MODES, output_size
 
 #: output channels per tile of the forward kernel (accumulator rows)
@@ -43,8 +53,10 @@ TILE_T = 4
 TILE_G = 4
 #: columns (L) per tile: TILE_T rows of this many floats stay in L1
 TILE_L = 256
-#: images per slice of the backward pass, as a fraction of the batch (memory bound)
+#: the backward pass builds dX_col for 1/BACKWARD_SLICES of the batch at a time ...
 BACKWARD_SLICES = 4
+#: ... when X_col has more elements than this (4 MB of float32)
+SLICE_ABOVE = 1 << 20
 
 
 def check_available():
@@ -63,38 +75,57 @@ _FAST = dict(parallel=True, fastmath=True, cache=True)
 
 
 # ============================================================================ im2col
+@njit(inline="always")
+def _valid_range(size, out_size, offset, stride, padding):
+    """The outputs v in [v0, v1) whose input index stride*v + offset - padding lies in [0, size)."""
+    v0 = max(0, (padding - offset + stride - 1) // stride)
+    v1 = min(out_size, (size - 1 + padding - offset) // stride + 1)
+    return v0, max(v0, v1)
+
+
 @njit(parallel=True, cache=True)
-def _im2col_kernel(x, kh, kw, stride, padding, cols):
-    """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (reference.im2col)."""
+def _im2col_kernel(x, kh, kw, stride, padding, cols, colsum):
+    """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (reference.im2col), and
+    colsum[l] = sum_k cols[k, l], which the forward kernel needs.
+
+    One task per image n: it writes the columns n*P .. (n+1)*P of every row (P = H_out*W_out),
+    one output row u at a time as a strided slice copy, then sums them while they are in cache.
+    """
     n_img, channels, h, w = x.shape
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
     plane = ho * wo
-    for row in prange(channels * kh * kw * n_img):
-        n = row % n_img
-        k = row // n_img
-        c, ij = k // (kh * kw), k % (kh * kw)
-        i, j = ij // kw, ij % kw
+    for n in prange(n_img):
         base = n * plane
-        for u in range(ho):
-            hh = stride * u + i - padding
-            out = base + u * wo
-            if hh < 0 or hh >= h:
-                for v in range(wo):
-                    cols[k, out + v] = 0
-                continue
-            for v in range(wo):
-                ww = stride * v + j - padding
-                cols[k, out + v] = x[n, c, hh, ww] if 0 <= ww < w else 0
+        for c in range(channels):
+            for i in range(kh):
+                u0, u1 = _valid_range(h, ho, i, stride, padding)
+                for j in range(kw):
+                    k = (c * kh + i) * kw + j
+                    row = cols[k, base:base + plane]
+                    v0, v1 = _valid_range(w, wo, j, stride, padding)
+                    row[:u0 * wo] = 0
+                    row[u1 * wo:] = 0
+                    for u in range(u0, u1):
+                        seg = row[u * wo:(u + 1) * wo]
+                        seg[:v0] = 0
+                        seg[v1:] = 0
+                        if v1 > v0:
+                            start = stride * v0 + j - padding
+                            seg[v0:v1] = x[n, c, stride * u + i - padding, start:start + stride * (v1 - v0 - 1) + 1:stride]
+        total = colsum[base:base + plane]
+        total[:] = 0
+        for k in range(cols.shape[0]):
+            total += cols[k, base:base + plane]
 
 
 @njit(parallel=True, cache=True)
-def _col2im_kernel(cols, l_start, kh, kw, stride, padding, dx):
+def _col2im_kernel(cols, kh, kw, stride, padding, dx):
     """dx[n, c, h, w] = sum of cols[(c,i,j), (n,u,v)] over s*u+i-p = h, s*v+j-p = w.
 
-    The adjoint of im2col (reference.col2im); column l of ``cols`` belongs to the
-    image-major position l_start + l, and dx holds the images that these columns cover.
-    Parallel over (n, c) planes, which no two tasks share.
+    The adjoint of im2col (reference.col2im); ``cols`` holds the columns of the images
+    in dx (which may be a slice of a batch). Parallel over (n, c) planes, which no two
+    tasks share; each (i, j, u) adds one strided row segment.
     """
     n_img, channels, h, w = dx.shape
     ho = (h + 2 * padding - kh) // stride + 1
@@ -102,36 +133,39 @@ def _col2im_kernel(cols, l_start, kh, kw, stride, padding, dx):
     plane = ho * wo
     for nc in prange(n_img * channels):
         n, c = nc // channels, nc % channels
-        for hh in range(h):
-            for ww in range(w):
-                dx[n, c, hh, ww] = 0
-        base = n * plane - l_start
+        dx[n, c] = 0
+        base = n * plane
         for i in range(kh):
+            u0, u1 = _valid_range(h, ho, i, stride, padding)
             for j in range(kw):
                 k = (c * kh + i) * kw + j
-                for u in range(ho):
-                    hh = stride * u + i - padding
-                    if hh < 0 or hh >= h:
-                        continue
-                    for v in range(wo):
-                        ww = stride * v + j - padding
-                        if 0 <= ww < w:
-                            dx[n, c, hh, ww] += cols[k, base + u * wo + v]
+                v0, v1 = _valid_range(w, wo, j, stride, padding)
+                if v1 <= v0:
+                    continue
+                start = stride * v0 + j - padding
+                for u in range(u0, u1):
+                    dst = dx[n, c, stride * u + i - padding, start:start + stride * (v1 - v0 - 1) + 1:stride]
+                    dst += cols[k, base + u * wo + v0:base + u * wo + v1]
+
+
+def _im2col_with_sums(x, kh, kw, stride, padding):
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    colsum = np.empty(n * ho * wo, dtype=x.dtype)
+    _im2col_kernel(np.ascontiguousarray(x), kh, kw, stride, padding, cols, colsum)
+    return cols, colsum
 
 
 def im2col(x, kh, kw, stride=1, padding=0):
     """Unroll receptive fields into X_col (K, L); see reference.im2col."""
-    n, c, h, w = x.shape
-    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
-    _im2col_kernel(np.ascontiguousarray(x), kh, kw, stride, padding, cols)
-    return cols
+    return _im2col_with_sums(x, kh, kw, stride, padding)[0]
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     """Scatter-add columns back to an image (the adjoint of im2col); see reference.col2im."""
     dx = np.empty(x_shape, dtype=cols.dtype)
-    _col2im_kernel(np.ascontiguousarray(cols), 0, kh, kw, stride, padding, dx)
+    _col2im_kernel(np.ascontiguousarray(cols), kh, kw, stride, padding, dx)
     return dx
 
 
@@ -222,8 +256,8 @@ def _adder_forward_kernel(cols, weight, colsum, out):
                 j += seg
 
 
-def _forward_into(cols, weight, out3):
-    _adder_forward_kernel(cols, weight, _column_sums(cols), out3)
+def _forward_into(cols, weight, out3, colsum=None):
+    _adder_forward_kernel(cols, weight, _column_sums(cols) if colsum is None else colsum, out3)
 
 
 def adder_forward(cols, weight):
@@ -359,9 +393,9 @@ def adder2d_forward(x, weight, stride=1, padding=0):
     n, _, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding)
+    cols, colsum = _im2col_with_sums(x, kh, kw, stride, padding)
     y = np.empty((n, c_out, ho, wo), dtype=x.dtype)
-    _forward_into(cols, weight.reshape(c_out, -1), y.reshape(n, c_out, ho * wo))
+    _forward_into(cols, weight.reshape(c_out, -1), y.reshape(n, c_out, ho * wo), colsum)
     return y, (cols, x.shape, weight, stride, padding)
 
 
@@ -382,12 +416,13 @@ def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
         return None, dw
     dx = np.empty(x_shape, dtype=cols.dtype)
     plane = cols.shape[1] // n
-    step = max(1, math.ceil(n / BACKWARD_SLICES))
+    slices = BACKWARD_SLICES if cols.size > SLICE_ABOVE else 1
+    step = max(1, math.ceil(n / slices))
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         part = np.empty((cols.shape[0], (n1 - n0) * plane), dtype=cols.dtype)  # dX_col of images n0..n1
         _grad_input_kernel(cols, w2, g, n0 * plane, mode == "full", cols.dtype.type(1), part)
-        _col2im_kernel(part, 0, kh, kw, stride, padding, dx[n0:n1])
+        _col2im_kernel(part, kh, kw, stride, padding, dx[n0:n1])
     return dx, dw
 
 

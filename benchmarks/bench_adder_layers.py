@@ -1,0 +1,307 @@
+"""Per-layer speed of the adder layer: G adder-MAC/s for forward, dX and dW, and peak memory.
+
+For each layer shape (ResNet-20, LeNet-5, VGG-small; batch 32 by default) and each
+implementation:
+
+  numpy        minadder's reference kernels (kernels/reference.py)
+  cpu          minadder's Numba kernels (kernels/cpu.py)
+  torch-unfold the formulation of the paper's reference code: unfold, then broadcast
+               |W - X| over a (C_out, K, L) tensor; backward by torch autograd
+  torch-cdist  unfold + torch.cdist(p=1) (forward only)
+
+One adder-MAC is one |x - w| accumulated; a pass (forward, dX or dW) of a layer costs
+C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out). "fwd" times adder2d_forward (im2col
+included), "dX" the adder_grad_input kernel, "dW" adder_grad_weight (both full mode),
+"f+b" a whole forward + backward (full mode, dX and dW, col2im included). "peak" is the
+growth of the process's resident memory during one forward + backward (Linux VmHWM, reset
+through /proc/self/clear_refs), outputs and the cache included, next to the size of the
+layer's im2col buffer. Every measurement runs in its own child process, so the memory
+figures do not see each other.
+
+    python benchmarks/bench_adder_layers.py                 # everything, table on stdout
+    python benchmarks/bench_adder_layers.py --impl cpu numpy --layers resnet20
+    python benchmarks/bench_adder_layers.py --markdown      # the table as Markdown
+
+torch is optional (pip install torch); without it the torch columns are skipped.
+"""
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# name: (N, C_in, H (= W), C_out, d, stride, padding)
+LAYERS = {
+    "resnet20 16ch 32x32": (32, 16, 32, 16, 3, 1, 1),
+    "resnet20 32ch 16x16": (32, 32, 16, 32, 3, 1, 1),
+    "resnet20 64ch 8x8": (32, 64, 8, 64, 3, 1, 1),
+    "lenet5 conv1 1->6 k5": (32, 1, 32, 6, 5, 1, 0),
+    "lenet5 conv2 6->16 k5": (32, 6, 14, 16, 5, 1, 0),
+    "lenet5 fc1 400->120": (32, 400, 1, 120, 1, 1, 0),
+    "vgg-small 128ch 32x32": (32, 128, 32, 128, 3, 1, 1),
+    "vgg-small 256ch 16x16": (32, 256, 16, 256, 3, 1, 1),
+    "vgg-small 512ch 8x8": (32, 512, 8, 512, 3, 1, 1),
+}
+IMPLS = ("numpy", "cpu", "torch-unfold", "torch-cdist")
+
+
+def geometry(layer, batch):
+    n, c, h, c_out, d, s, p = layer
+    n = batch or n
+    ho = (h + 2 * p - d) // s + 1
+    k, length = c * d * d, n * ho * ho
+    return n, k, length, c_out * k * length
+
+
+# ----------------------------------------------------------------------------- memory
+def rss_bytes(field="VmRSS"):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak():
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def best_time(fn, repeat, budget_s=20.0):
+    """Best wall time of fn() over `repeat` runs (fewer when one run is slow)."""
+    times = []
+    start = time.perf_counter()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s:
+            break
+    return min(times)
+
+
+# ------------------------------------------------------------------------- the children
+def run_minadder(name, layer, batch, repeat):
+    from minadder import backend
+    backend.set_backend(name)
+    k_mod = backend.kernels()
+    n, c, h, c_out, d, s, p = layer
+    n = batch or n
+    rng = np.random.default_rng(0)
+    # compile (cpu) on a tiny layer first, so neither the timings nor the peak see it
+    tiny_x = rng.standard_normal((2, c, max(h, d), max(h, d))).astype(np.float32)
+    tiny_w = rng.standard_normal((c_out, c, d, d)).astype(np.float32)
+    y, cache = k_mod.adder2d_forward(tiny_x, tiny_w, s, p)
+    k_mod.adder2d_backward(y, cache, "full")
+    k_mod.adder_grad_input(cache[0], tiny_w.reshape(c_out, -1), y.transpose(1, 0, 2, 3).reshape(c_out, -1).copy())
+
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((c_out, c, d, d)).astype(np.float32)
+    y, cache = k_mod.adder2d_forward(x, w, s, p)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    del y, cache
+    gc.collect()
+    base = rss_bytes()
+    ok = reset_peak()
+    y, cache = k_mod.adder2d_forward(x, w, s, p)
+    dx, dw = k_mod.adder2d_backward(g, cache, "full")
+    peak = rss_bytes("VmHWM") - base if ok else None
+    del y, dx, dw
+
+    cols = cache[0]
+    w2 = w.reshape(c_out, -1)
+    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(c_out, -1)
+
+    def fwd_bwd():
+        yy, cc = k_mod.adder2d_forward(x, w, s, p)
+        k_mod.adder2d_backward(g, cc, "full")
+
+    return dict(
+        fwd=best_time(lambda: k_mod.adder2d_forward(x, w, s, p), repeat),
+        dx=best_time(lambda: k_mod.adder_grad_input(cols, w2, g2, "full"), repeat),
+        dw=best_time(lambda: k_mod.adder_grad_weight(cols, w2, g2, "full"), repeat),
+        fb=best_time(fwd_bwd, repeat),
+        peak=peak)
+
+
+def run_torch(name, layer, batch, repeat, max_temp_gb):
+    import torch
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
+    n, c, h, c_out, d, s, p = layer
+    n = batch or n
+    _, k, length, _ = geometry(layer, batch)
+    temp_gb = c_out * k * length * 4 / 1e9
+    if name == "torch-unfold" and temp_gb > max_temp_gb:
+        return dict(skipped=f"needs a {temp_gb:.0f} GB (C_out, K, L) temporary")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, h, generator=gen)
+    w = torch.randn(c_out, c, d, d, generator=gen)
+    ho = (h + 2 * p - d) // s + 1
+
+    def unfold_cols(xx):
+        cols = torch.nn.functional.unfold(xx, d, padding=p, stride=s)     # (N, K, P)
+        return cols.permute(1, 0, 2).reshape(k, -1)                       # (K, L)
+
+    def unfold_adder(xx, ww):
+        # the paper's reference code: broadcast W - X over (C_out, K, L), abs, sum over K
+        cols = unfold_cols(xx)
+        y = -(ww.reshape(c_out, k, 1) - cols.unsqueeze(0)).abs().sum(1)   # (C_out, L)
+        return y.reshape(c_out, len(xx), ho, ho).permute(1, 0, 2, 3)
+
+    def cdist_adder(xx, ww):
+        cols = unfold_cols(xx)
+        y = -torch.cdist(cols.t().unsqueeze(0), ww.reshape(1, c_out, k), p=1)[0]   # (L, C_out)
+        return y.t().reshape(c_out, len(xx), ho, ho).permute(1, 0, 2, 3)
+
+    g = torch.randn(n, c_out, ho, ho, generator=gen)
+    fn = unfold_adder if name == "torch-unfold" else cdist_adder
+    with torch.no_grad():
+        fn(x[:2], w)                            # warm up
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+
+    def fwd_bwd():
+        y = fn(xr, wr)
+        y.backward(g)
+
+    def fwd():
+        with torch.no_grad():
+            fn(x, w)
+
+    gc.collect()
+    base = rss_bytes()
+    ok = reset_peak()
+    if name == "torch-unfold":
+        fwd_bwd()
+    else:
+        fwd()
+    peak = rss_bytes("VmHWM") - base if ok else None
+    out = dict(fwd=best_time(fwd, repeat), peak=peak)
+    if name == "torch-unfold":
+        out["fb"] = best_time(fwd_bwd, repeat)
+    return out
+
+
+def child(args):
+    layer = LAYERS[args.child_layer]
+    if args.child_impl in ("numpy", "cpu"):
+        result = run_minadder(args.child_impl, layer, args.batch, args.repeat)
+    else:
+        result = run_torch(args.child_impl, layer, args.batch, args.repeat, args.max_temp_gb)
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------ parent
+def measure(impl, layer_name, args):
+    if impl == "numpy" and geometry(LAYERS[layer_name], args.batch)[3] > args.numpy_max_gmac * 1e9:
+        return dict(skipped=f"over --numpy-max-gmac {args.numpy_max_gmac}")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child-impl", impl, "--child-layer", layer_name,
+           "--repeat", str(args.repeat), "--max-temp-gb", str(args.max_temp_gb)]
+    if args.batch:
+        cmd += ["--batch", str(args.batch)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return dict(skipped="failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fmt_rate(macs, t):
+    return f"{macs / t / 1e9:.2f}" if t else "-"
+
+
+def fmt_ms(t):
+    return f"{t * 1e3:.1f}" if t else "-"
+
+
+def fmt_mb(b):
+    return f"{b / 2**20:.0f}" if b is not None else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--impl", nargs="*", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--layers", nargs="*", default=None,
+                    help="substrings of layer names to keep (default: all)")
+    ap.add_argument("--batch", type=int, default=None, help="override the batch size (32)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per figure (the best is kept)")
+    ap.add_argument("--numpy-max-gmac", type=float, default=0.6,
+                    help="skip the NumPy reference on layers with more G MACs per pass")
+    ap.add_argument("--max-temp-gb", type=float, default=1.0,
+                    help="skip torch-unfold when its (C_out, K, L) temporary is larger")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--child-impl", help=argparse.SUPPRESS)
+    ap.add_argument("--child-layer", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_impl:
+        return child(args)
+
+    impls = list(args.impl)
+    if any(i.startswith("torch") for i in impls):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("torch is not installed: skipping the torch columns")
+            impls = [i for i in impls if not i.startswith("torch")]
+    names = [n for n in LAYERS if not args.layers or any(s in n for s in args.layers)]
+
+    header = ["layer", "impl", "fwd GMAC/s", "dX GMAC/s", "dW GMAC/s", "fwd ms", "f+b ms",
+              "peak MB", "im2col MB", "f+b vs cpu"]
+    rows = []
+    for name in names:
+        _, k, length, macs = geometry(LAYERS[name], args.batch)
+        im2col_bytes = k * length * 4
+        results = {impl: measure(impl, name, args) for impl in impls}
+        cpu_fb = results.get("cpu", {}).get("fb")
+        for impl in impls:
+            r = results[impl]
+            if "skipped" in r:
+                rows.append([name, impl, "skipped: " + r["skipped"]] + [""] * (len(header) - 3))
+                continue
+            fb = r.get("fb")
+            ratio = f"{fb / cpu_fb:.1f}x" if fb and cpu_fb else "-"
+            if impl == "torch-cdist" and cpu_fb:
+                ratio = f"fwd {r['fwd'] / cpu_fb:.1f}x"
+            rows.append([name, impl, fmt_rate(macs, r.get("fwd")), fmt_rate(macs, r.get("dx")),
+                         fmt_rate(macs, r.get("dw")), fmt_ms(r.get("fwd")), fmt_ms(fb),
+                         fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio])
+        print_rows(header, rows[-len(impls):], args.markdown, first=(name == names[0]))
+    print()
+    print("f+b vs cpu: (this implementation's forward+backward time) / (cpu's); for torch-cdist, "
+          "its forward alone / cpu's forward+backward.")
+
+
+def print_rows(header, rows, markdown, first):
+    if markdown:
+        if first:
+            print("| " + " | ".join(header) + " |")
+            print("|" + "---|" * len(header))
+        for r in rows:
+            if r[2].startswith("skipped"):
+                print(f"| {r[0]} | {r[1]} | {r[2]} |" + " |" * (len(header) - 3))
+            else:
+                print("| " + " | ".join(r) + " |")
+    else:
+        widths = [24, 13, 11, 10, 10, 9, 9, 8, 10, 10]
+        if first:
+            print("".join(h.ljust(wd) for h, wd in zip(header, widths)))
+        for r in rows:
+            if r[2].startswith("skipped"):
+                print(r[0].ljust(widths[0]) + r[1].ljust(widths[1]) + r[2])
+            else:
+                print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Whole training steps per second: forward, cross-entropy, backward, SGD update.
+
+    python benchmarks/bench_train_step.py                       # the table
+    python benchmarks/bench_train_step.py --profile lenet5-adder  # cProfile of that step
+
+Rows (synthetic inputs of the real shapes: MNIST 1x32x32, CIFAR 3x32x32):
+
+  minadder LeNet-5-BN adder / cnn, batch 256, on each requested backend
+  minadder ResNet-20 adder / cnn, batch 32 (a smaller batch: one adder step is seconds)
+  torch LeNet-5-BN cnn (PyTorch's own CNN step) and torch LeNet-5-BN adder (the paper's
+  reference formulation: unfold + broadcast |W - X|, autograd backward), when torch is
+  installed.
+
+The optimizer is the paper's MNIST one (SGD, Nesterov momentum 0.9, weight decay 5e-4,
+adaptive adder learning-rate scaling with eta = 0.1; torch: plain SGD with the same
+momentum and decay). Each row runs `--warmup` steps, then `--steps` timed steps, and
+reports images/s of the best and of the median step.
+"""
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import minadder as ma  # noqa: E402
+from minadder import functional as F  # noqa: E402
+from minadder import nn, optim  # noqa: E402
+
+try:
+    from minadder.models import lenet5_bn, resnet20
+except ImportError:  # models.py not there yet: the same nets from minadder.nn layers
+    lenet5_bn = resnet20 = None
+
+
+def lenet5_bn_inline(kind):
+    """LeNet-5-BN from minadder.nn layers (the fallback while models.py is missing)."""
+    def conv(i, o):
+        return nn.Adder2d(i, o, 5) if kind == "adder" else nn.Conv2d(i, o, 5, bias=False)
+
+    def fc(i, o):
+        return nn.AdderLinear(i, o) if kind == "adder" else nn.Linear(i, o, bias=False)
+
+    return nn.Sequential(conv(1, 6), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         conv(6, 16), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         fc(400, 120), nn.BatchNorm1d(120), nn.ReLU(),
+                         fc(120, 84), nn.BatchNorm1d(84), nn.ReLU(),
+                         fc(84, 10), nn.BatchNorm1d(10))
+
+
+def build(model, kind):
+    if model == "lenet5":
+        return lenet5_bn(kind) if lenet5_bn else lenet5_bn_inline(kind)
+    if resnet20 is None:
+        raise SystemExit("ResNet-20 needs minadder.models")
+    return resnet20(kind)
+
+
+SHAPES = {"lenet5": (1, 32), "resnet20": (3, 32)}
+
+
+def minadder_step(model, kind, batch):
+    """A closure running one training step of a minadder model on a fixed random batch."""
+    ma.manual_seed(0)
+    net = build(model, kind)
+    channels, size = SHAPES[model]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    labels = rng.integers(0, 10, batch)
+    opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                    adder_scaling="adaptive", eta=0.1)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(net(ma.Tensor(x)), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+# ------------------------------------------------------------------------------- torch
+def torch_lenet_step(kind, batch):
+    import torch
+    from torch import nn as tnn
+
+    torch.manual_seed(0)
+
+    class UnfoldAdder(tnn.Module):
+        """The paper's reference formulation: -sum_k |W - X_col| broadcast over (C_out, K, L)."""
+
+        def __init__(self, cin, cout, k):
+            super().__init__()
+            self.k = k
+            self.weight = tnn.Parameter(torch.randn(cout, cin, k, k))
+
+        def forward(self, x):
+            n, _, h, w = x.shape
+            cout = self.weight.shape[0]
+            ho, wo = h - self.k + 1, w - self.k + 1
+            cols = tnn.functional.unfold(x, self.k).permute(1, 0, 2).reshape(-1, n * ho * wo)
+            y = -(self.weight.reshape(cout, -1, 1) - cols.unsqueeze(0)).abs().sum(1)
+            return y.reshape(cout, n, ho, wo).permute(1, 0, 2, 3)
+
+    class UnfoldAdderLinear(UnfoldAdder):
+        def __init__(self, i, o):
+            super().__init__(i, o, 1)
+
+        def forward(self, x):
+            return super().forward(x.reshape(*x.shape, 1, 1)).reshape(len(x), -1)
+
+    def conv(i, o):
+        return UnfoldAdder(i, o, 5) if kind == "adder" else tnn.Conv2d(i, o, 5, bias=False)
+
+    def fc(i, o):
+        return UnfoldAdderLinear(i, o) if kind == "adder" else tnn.Linear(i, o, bias=False)
+
+    net = tnn.Sequential(conv(1, 6), tnn.BatchNorm2d(6), tnn.ReLU(), tnn.MaxPool2d(2),
+                         conv(6, 16), tnn.BatchNorm2d(16), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+                         fc(400, 120), tnn.BatchNorm1d(120), tnn.ReLU(),
+                         fc(120, 84), tnn.BatchNorm1d(84), tnn.ReLU(),
+                         fc(84, 10), tnn.BatchNorm1d(10))
+    x = torch.randn(batch, 1, 32, 32)
+    labels = torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    loss_fn = tnn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(x), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+# ------------------------------------------------------------------------------ timing
+def time_steps(step, warmup, steps, budget_s=60.0):
+    for _ in range(warmup):
+        step()
+    times = []
+    start = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s:
+            break
+    return min(times), float(np.median(times))
+
+
+def profile(name, batch, steps, top):
+    model, kind = name.split("-")
+    step = minadder_step(model, kind, batch)
+    step()
+    step()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    stats = pstats.Stats(prof).sort_stats("tottime")
+    total = sum(v[2] for v in stats.stats.values())
+    print(f"cProfile of {steps} steps of {name} at batch {batch} on backend {ma.get_backend()!r}: "
+          f"{total / steps * 1e3:.1f} ms per step")
+    print(f"{'tottime/step ms':>16} {'share':>6}  function")
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    for (filename, line, func), (cc, nc, tt, ct, callers) in rows:
+        where = os.path.relpath(filename, ROOT) if filename.startswith(ROOT) else os.path.basename(filename)
+        print(f"{tt / steps * 1e3:16.2f} {tt / total:6.1%}  {func} ({where}:{line})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", nargs="*", default=["cpu", "numpy"])
+    ap.add_argument("--lenet-batch", type=int, default=256)
+    ap.add_argument("--resnet-batch", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--skip", nargs="*", default=[], help="row names to skip, e.g. resnet20-cnn")
+    ap.add_argument("--profile", metavar="MODEL-KIND", help="cProfile one model (lenet5-adder, resnet20-adder, ...)")
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+
+    if args.profile:
+        batch = args.lenet_batch if args.profile.startswith("lenet5") else args.resnet_batch
+        ma.set_backend(args.backends[0])
+        return profile(args.profile, batch, args.steps, args.top)
+
+    rows = []
+    print(f"{'row':34} {'batch':>6} {'best img/s':>11} {'median img/s':>13} {'best ms/step':>13}")
+    for backend in args.backends:
+        ma.set_backend(backend)
+        for model, kind, batch in (("lenet5", "adder", args.lenet_batch), ("lenet5", "cnn", args.lenet_batch),
+                                   ("resnet20", "adder", args.resnet_batch), ("resnet20", "cnn", args.resnet_batch)):
+            if f"{model}-{kind}" in args.skip or (backend == "numpy" and model == "resnet20" and kind == "adder"
+                                                  and "resnet20-adder-numpy" not in args.skip and args.resnet_batch > 8):
+                continue
+            best, med = time_steps(minadder_step(model, kind, batch), args.warmup, args.steps)
+            rows.append((f"minadder[{backend}] {model} {kind}", batch, best, med))
+            print_row(*rows[-1])
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            print("torch is not installed: no torch rows")
+        else:
+            torch.set_num_threads(os.cpu_count())
+            for kind in ("cnn", "adder"):
+                best, med = time_steps(torch_lenet_step(kind, args.lenet_batch), args.warmup, args.steps)
+                label = "torch lenet5 cnn" if kind == "cnn" else "torch lenet5 adder (unfold)"
+                rows.append((label, args.lenet_batch, best, med))
+                print_row(*rows[-1])
+
+
+def print_row(label, batch, best, med):
+    print(f"{label:34} {batch:6d} {batch / best:11.0f} {batch / med:13.0f} {best * 1e3:13.1f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
