@@ -122,65 +122,75 @@ def _check_mode(mode):
 
 
 # ====================================================================== im2col, col2im
+# These kernels move data (a few loads and stores per thread), so they keep plain signed
+# index arithmetic; the divisions that decode a flat index are done once per thread row.
 @cuda.jit
 def _im2col_kernel(x, cols, kh, kw, stride, padding):
-    """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (zero outside the image)."""
-    n_img, _, h, w = x.shape
-    k_size, l_size = cols.shape
+    """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (zero outside the image).
+
+    Grid x runs over the columns l = (n, u, v), grid y over the channels c; a thread
+    decodes its l once and writes the kh*kw rows of its channel (coalesced along l).
+    """
+    _, channels, h, w = x.shape
+    l_size = cols.shape[1]
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for idx in range(start, k_size * l_size, step):
-        k, l = idx // l_size, idx % l_size          # l fastest: coalesced writes
-        c, ij = k // (kh * kw), k % (kh * kw)
-        i, j = ij // kw, ij % kw
-        n, uv = l // (ho * wo), l % (ho * wo)
-        u, v = uv // wo, uv % wo
-        row, col = stride * u + i - padding, stride * v + j - padding
-        value = float32(0.0)
-        if 0 <= row < h and 0 <= col < w:
-            value = x[n, c, row, col]
-        cols[k, l] = value
+    for c in range(cuda.blockIdx.y, channels, cuda.gridDim.y):
+        for l in range(cuda.grid(1), l_size, cuda.gridsize(1)):
+            n, uv = l // (ho * wo), l % (ho * wo)
+            u, v = uv // wo, uv % wo
+            for i in range(kh):
+                row = stride * u + i - padding
+                for j in range(kw):
+                    col = stride * v + j - padding
+                    value = float32(0.0)
+                    if 0 <= row < h and 0 <= col < w:
+                        value = x[n, c, row, col]
+                    cols[(c * kh + i) * kw + j, l] = value
 
 
 @cuda.jit
 def _col2im_kernel(cols, dx, kh, kw, stride, padding):
     """dX[n, c, y, x] = sum of cols[(c,i,j), (n,u,v)] over the windows with s*u+i = y+p, s*v+j = x+p.
 
-    The adjoint of im2col, computed as a gather (one thread per pixel, no atomics).
+    The adjoint of im2col, computed as a gather: one thread per pixel, so no two threads
+    write the same place and no atomics are needed. The window offsets that reach row y
+    are i = (y+p) mod s, then i + s, i + 2s, ..., with window row u = (y+p-i)/s falling by
+    one at each step (the same along x), so no division happens inside the loops.
     """
     n_img, channels, h, w = dx.shape
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for idx in range(start, n_img * channels * h * w, step):
+    for idx in range(cuda.grid(1), n_img * channels * h * w, cuda.gridsize(1)):
         n, rest = idx // (channels * h * w), idx % (channels * h * w)
         c, rest = rest // (h * w), rest % (h * w)
         y, x = rest // w, rest % w
         acc = float32(0.0)
-        for i in range(kh):
-            du = y + padding - i                     # = s*u for the window row u
-            if du < 0 or du % stride != 0 or du // stride >= ho:
-                continue
-            u = du // stride
-            for j in range(kw):
-                dv = x + padding - j
-                if dv < 0 or dv % stride != 0 or dv // stride >= wo:
-                    continue
-                v = dv // stride
-                acc += cols[(c * kh + i) * kw + j, (n * ho + u) * wo + v]
+        i, u = (y + padding) % stride, (y + padding) // stride
+        while i < kh and u >= 0:
+            if u < ho:
+                j, v = (x + padding) % stride, (x + padding) // stride
+                while j < kw and v >= 0:
+                    if v < wo:
+                        acc += cols[(c * kh + i) * kw + j, (n * ho + u) * wo + v]
+                    j += stride
+                    v -= 1
+            i += stride
+            u -= 1
         dx[n, c, y, x] = acc
 
 
 @cuda.jit
 def _swap01_kernel(src, dst):
-    """dst[b, a, p] = src[a, b, p]: (C_out, N, HW) <-> (N, C_out, HW) without the host."""
+    """dst[b, a, p] = src[a, b, p]: (C_out, N, HW) <-> (N, C_out, HW) without the host.
+
+    Grid y runs over b, grid x over the (a, p) pairs.
+    """
     a_size, b_size, p_size = src.shape
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for idx in range(start, a_size * b_size * p_size, step):
-        b, rest = idx // (a_size * p_size), idx % (a_size * p_size)
-        a, p = rest // p_size, rest % p_size
-        dst[b, a, p] = src[a, b, p]
+    for b in range(cuda.blockIdx.y, b_size, cuda.gridDim.y):
+        for idx in range(cuda.grid(1), a_size * p_size, cuda.gridsize(1)):
+            a, p = idx // p_size, idx % p_size
+            dst[b, a, p] = src[a, b, p]
 
 
 def _im2col_device(d_x, kh, kw, stride, padding):
@@ -190,8 +200,8 @@ def _im2col_device(d_x, kh, kw, stride, padding):
         raise ValueError(f"kernel {kh}x{kw} is larger than the padded input "
                          f"{h + 2 * padding}x{w + 2 * padding}")
     cols = cuda.device_array((c * kh * kw, n * ho * wo), dtype=np.float32)
-    blocks, threads = _elementwise_launch(cols.size)
-    _im2col_kernel[blocks, threads](d_x, cols, kh, kw, stride, padding)
+    blocks, threads = _elementwise_launch(cols.shape[1])
+    _im2col_kernel[(blocks, min(c, _MAX_BLOCKS)), threads](d_x, cols, kh, kw, stride, padding)
     return cols
 
 
@@ -211,8 +221,8 @@ def _swap01_device(src, shape):
     """src viewed as (A, B, P) -> a new device array (B, A, P)."""
     a, b, p = shape
     dst = cuda.device_array((b, a, p), dtype=np.float32)
-    blocks, threads = _elementwise_launch(dst.size)
-    _swap01_kernel[blocks, threads](src.reshape(a, b, p), dst)
+    blocks, threads = _elementwise_launch(a * p)
+    _swap01_kernel[(blocks, min(b, _MAX_BLOCKS)), threads](src.reshape(a, b, p), dst)
     return dst
 
 
@@ -233,22 +243,18 @@ def _op_hardtanh_input(acc, w, g, x):
 
 @cuda.jit(device=True, inline=True)
 def _op_sign_input(acc, w, g, x):
-    """dX sign: acc + g * sgn(w - x), sgn(0) = 0."""
-    if w > x:
-        return acc + g
-    if w < x:
-        return acc - g
-    return acc
+    """dX sign: acc + g * sgn(w - x), sgn(0) = 0.
+
+    sgn as (w > x) - (w < x) in float32: comparisons that set 1.0 or 0.0, no branch
+    (an if/else here compiles to a branch per multiply-add, three times slower).
+    """
+    return acc + g * (float32(w > x) - float32(w < x))
 
 
 @cuda.jit(device=True, inline=True)
 def _op_sign_weight(acc, g, x, w):
-    """dW sign, Eq. 4: acc + g * sgn(x - w), sgn(0) = 0."""
-    if x > w:
-        return acc + g
-    if x < w:
-        return acc - g
-    return acc
+    """dW sign, Eq. 4: acc + g * sgn(x - w), sgn(0) = 0 (branch-free, as above)."""
+    return acc + g * (float32(x > w) - float32(x < w))
 
 
 @cuda.jit(device=True, inline=True)
@@ -256,6 +262,8 @@ def _op_mul(acc, g, x, unused):
     """The product G @ X_col.T of the full-mode dW identity (Eq. 5)."""
     return acc + g * x
 
+
+U = np.uint64  # index type of the tiled kernels (see _make_tiled_kernel)
 
 #: variant -> (op, A stored as (M, R)?, B stored as (N, R)?, uses C?)
 #: "stored as (M, R)" means A's reduction index is its last, contiguous axis.
@@ -274,7 +282,8 @@ TILES = {
     "128x128": (128, 128, 8, 8, 8),   # 256 threads; large C_out / K
     "64x128": (64, 128, 8, 8, 8),     # 128 threads
     "32x128": (32, 128, 8, 4, 8),     # 128 threads
-    "16x64": (16, 64, 8, 4, 4),       # 64 threads; small C_out (LeNet, ResNet-20's first stage)
+    "16x128": (16, 128, 8, 4, 8),     # 64 threads; small C_out (LeNet, ResNet-20's first stage)
+    "16x64": (16, 64, 8, 4, 4),       # 64 threads; outputs narrower than 128 columns
 }
 
 
@@ -284,30 +293,36 @@ def _make_tiled_kernel(name, op, a_is_mr, b_is_nr, use_c, tile):
     A is indexed a[m, r] when ``a_is_mr`` else a[r, m]; B is b[n, r] when ``b_is_nr`` else
     b[r, n]; the tile loads read along whichever axis is contiguous (coalesced). Returns the
     plain Python function (``cuda.jit`` it, or ``cuda.compile_ptx`` it).
+
+    Every index below is unsigned (np.uint64, ``U``): numba adds a negative-index fix-up
+    to each *signed* array index, and in the inner loop those integer instructions
+    outnumbered the floating-point ones. Mixing uint64 with a signed int makes float64 in
+    numba, so every constant is a U too (the PTX tests check that no float64 remains).
     """
-    bm, bn, bk, tm, tn = tile
+    bm, bn, bk, tm, tn = (U(v) for v in tile)
     nty, ntx = bm // tm, bn // tn              # threads per block along m and n
     nthreads = nty * ntx
     if (bk * bm) % nthreads or (bk * bn) % nthreads:
         raise ValueError(f"tile {tile}: a BK x BM or BK x BN tile must split evenly over threads")
     a_loads, b_loads = bk * bm // nthreads, bk * bn // nthreads
+    a_tile, b_tile, sub_tile = (tile[2], tile[0]), (tile[2], tile[1]), (tile[3], tile[4])
 
     def tiled_kernel(a, b, c, out, r_per_split):
-        sa = cuda.shared.array((bk, bm), float32)
-        sb = cuda.shared.array((bk, bn), float32)
-        acc = cuda.local.array((tm, tn), float32)
-        cv = cuda.local.array((tm, tn), float32)
-        fa = cuda.local.array(tm, float32)
-        fb = cuda.local.array(tn, float32)
+        sa = cuda.shared.array(a_tile, float32)        # A[r0:r0+bk, m0:m0+bm]
+        sb = cuda.shared.array(b_tile, float32)        # B[r0:r0+bk, n0:n0+bn]
+        acc = cuda.local.array(sub_tile, float32)      # registers (the loops unroll)
+        cv = cuda.local.array(sub_tile, float32)
+        fa = cuda.local.array(tile[3], float32)
+        fb = cuda.local.array(tile[4], float32)
 
-        m_size, n_size = out.shape[1], out.shape[2]
-        r_size = a.shape[1] if a_is_mr else a.shape[0]
-        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        m_size, n_size = U(out.shape[1]), U(out.shape[2])
+        r_size = U(a.shape[1]) if a_is_mr else U(a.shape[0])
+        tx, ty = U(cuda.threadIdx.x), U(cuda.threadIdx.y)
         tid = ty * ntx + tx
-        m0, n0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
-        split = cuda.blockIdx.z
-        r_begin = split * r_per_split
-        r_end = min(r_size, r_begin + r_per_split)
+        m0, n0 = U(cuda.blockIdx.y) * bm, U(cuda.blockIdx.x) * bn
+        split = U(cuda.blockIdx.z)
+        r_begin = split * U(r_per_split)
+        r_end = min(r_size, r_begin + U(r_per_split))
 
         # Thread (ty, tx) owns rows m0 + ty + i*nty and columns n0 + tx + j*ntx: strided,
         # so neighbouring threads read neighbouring shared-memory words (no bank conflicts)
@@ -321,7 +336,7 @@ def _make_tiled_kernel(name, op, a_is_mr, b_is_nr, use_c, tile):
                     cv[i, j] = c[m, n]
 
         for r0 in range(r_begin, r_end, bk):
-            # Stage A[r0:r0+bk, m0:m0+bm] and B[r0:r0+bk, n0:n0+bn]; zeros past the edges.
+            # Stage the A and B tiles in shared memory; zeros past the edges.
             for e in range(a_loads):
                 idx = tid + e * nthreads
                 if a_is_mr:
@@ -346,6 +361,7 @@ def _make_tiled_kernel(name, op, a_is_mr, b_is_nr, use_c, tile):
                 sb[rr, nn] = value
             cuda.syncthreads()
 
+            # The inner loop: per step, tm + tn shared loads feed tm * tn ops.
             for rr in range(bk):
                 for i in range(tm):
                     fa[i] = sa[rr, ty + i * nty]
@@ -362,7 +378,7 @@ def _make_tiled_kernel(name, op, a_is_mr, b_is_nr, use_c, tile):
                 if m < m_size and n < n_size:
                     out[split, m, n] = acc[i, j]
 
-    tiled_kernel.__name__ = tiled_kernel.__qualname__ = f"tiled_{name}_{bm}x{bn}"
+    tiled_kernel.__name__ = tiled_kernel.__qualname__ = f"tiled_{name}_{tile[0]}x{tile[1]}"
     return tiled_kernel
 
 
@@ -446,16 +462,18 @@ def _sm_count():
 
 
 def choose_tile(m_size, n_size):
-    """A tile for an (M, N) output: big tiles reuse more, small ones waste less at the edges."""
+    """A tile for an (M, N) output: the tallest whose rows waste at most 15 % at the edge.
+
+    Big tiles reuse each staged value more (fewer shared loads per op); a tile taller than
+    M computes rows that are thrown away (M = 144 in a 128-row tile wastes 44 %).
+    """
     if n_size < 128:
         return "16x64"
-    if m_size >= 128:
-        return "128x128"
-    if m_size >= 64:
-        return "64x128"
-    if m_size >= 32:
-        return "32x128"
-    return "16x64"
+    for name in ("128x128", "64x128", "32x128"):
+        bm = TILES[name][0]
+        if math.ceil(m_size / bm) * bm <= 1.15 * m_size:
+            return name
+    return "16x128"
 
 
 def choose_splits(tiles, r_size, bk, min_r_per_split=256):

@@ -115,7 +115,7 @@ def test_sign_mode_treats_ties_as_zero():
 
 # ------------------------------------------ every tile shape, and the split reduction
 @pytest.mark.parametrize("variant", sorted(kc._VARIANTS))
-@pytest.mark.parametrize("tile,splits", [("16x64", 3), ("32x128", 1), ("64x128", 2)])
+@pytest.mark.parametrize("tile,splits", [("16x64", 3), ("16x128", 1), ("32x128", 1), ("64x128", 2)])
 def test_tiled_kernels_every_tile_and_split(variant, tile, splits):
     """The template with forced tiles and a split reduction axis (the launcher picks these
     only for larger shapes); M, N and R are odd so that every edge guard is exercised."""
@@ -149,9 +149,11 @@ def test_largest_tile_once():
 
 
 def test_launch_choices():
-    assert kc.choose_tile(16, 100) == "16x64"
-    assert kc.choose_tile(16, 1 << 17) == "16x64"
-    assert kc.choose_tile(40, 1 << 17) == "32x128"
+    assert kc.choose_tile(16, 100) == "16x64"          # narrow output
+    assert kc.choose_tile(16, 1 << 17) == "16x128"     # ResNet-20 stage 1 forward
+    assert kc.choose_tile(6, 1 << 17) == "16x128"      # LeNet conv1: C_out = 6
+    assert kc.choose_tile(144, 1 << 17) == "32x128"    # dX with K = 144: 160 rows, not 256
+    assert kc.choose_tile(288, 1 << 15) == "64x128"
     assert kc.choose_tile(512, 4096) == "128x128"
     # dW of a ResNet-20 layer: a 16 x 144 output, a reduction over 128*32*32 positions
     assert kc.choose_splits(tiles=3, r_size=128 * 32 * 32, bk=8) > 1
