@@ -110,6 +110,31 @@ def _result(d_array, to_host):
     return d_array.copy_to_host() if to_host else d_array
 
 
+_workspace = {}  # (tag, shape) -> a device array that later calls reuse (see _scratch)
+
+
+def _scratch(tag, shape):
+    """A float32 device buffer for a temporary that never leaves this module.
+
+    Every kernel here runs on the default stream, in launch order, so the next call may
+    reuse a buffer as soon as this call's kernels are queued. Allocating and freeing on
+    every call would cost more than a small layer's kernels (numba frees in batches with
+    cuMemFree, which waits for the whole GPU). One buffer per (tag, shape): a network keeps
+    one set per distinct layer shape; ``release_workspace()`` gives them back.
+    Not for use from several host threads at once.
+    """
+    key = (tag, tuple(int(d) for d in shape))
+    buffer = _workspace.get(key)
+    if buffer is None:
+        buffer = _workspace[key] = cuda.device_array(key[1], dtype=np.float32)
+    return buffer
+
+
+def release_workspace():
+    """Free the temporaries kept between calls (they are re-allocated when next needed)."""
+    _workspace.clear()
+
+
 def _elementwise_launch(n):
     """(blocks, threads) for one thread per element with a grid-stride loop."""
     threads = min(_ELEMENTWISE_THREADS, max(32, 32 * math.ceil(n / 32)))
@@ -217,10 +242,10 @@ def _col2im_device(d_cols, x_shape, kh, kw, stride, padding):
     return dx
 
 
-def _swap01_device(src, shape):
-    """src viewed as (A, B, P) -> a new device array (B, A, P)."""
+def _swap01_device(src, shape, out=None):
+    """src viewed as (A, B, P) -> (B, A, P), into ``out`` or a new device array."""
     a, b, p = shape
-    dst = cuda.device_array((b, a, p), dtype=np.float32)
+    dst = cuda.device_array((b, a, p), dtype=np.float32) if out is None else out
     blocks, threads = _elementwise_launch(a * p)
     _swap01_kernel[(blocks, min(b, _MAX_BLOCKS)), threads](src.reshape(a, b, p), dst)
     return dst
@@ -506,7 +531,7 @@ def tiled(variant, a, b, c, out, tile=None, splits=None):
     if c is None:
         c = out  # never read (use_c is False); any 2-D float32 array types the kernel
     target = out.reshape(1, m_size, n_size) if splits == 1 else \
-        cuda.device_array((splits, m_size, n_size), dtype=np.float32)
+        _scratch("splits", (splits, m_size, n_size))
     kernel = _tiled_dispatcher(variant, tile)
     kernel[(grid_n, grid_m, splits), (bn // tn, bm // tm)](a, b, c, target, r_per_split)
     if splits > 1:
@@ -541,13 +566,15 @@ def compile_targets():
 
 
 # ======================================================== the adder kernels, device side
-def _forward_device(d_cols, d_w):
-    out = cuda.device_array((d_w.shape[0], d_cols.shape[1]), dtype=np.float32)
+def _forward_device(d_cols, d_w, out=None):
+    if out is None:
+        out = cuda.device_array((d_w.shape[0], d_cols.shape[1]), dtype=np.float32)
     return tiled("forward", d_w, d_cols, None, out)
 
 
-def _grad_input_device(d_cols, d_w, d_g, mode):
-    out = cuda.device_array(d_cols.shape, dtype=np.float32)
+def _grad_input_device(d_cols, d_w, d_g, mode, out=None):
+    if out is None:
+        out = cuda.device_array(d_cols.shape, dtype=np.float32)
     return tiled("dx_full" if mode == "full" else "dx_sign", d_w, d_g, d_cols, out)
 
 
@@ -559,7 +586,7 @@ def _grad_weight_device(d_cols, d_w, d_g, mode):
     tiled("product", d_g, d_cols, None, out)
     c_out, l_size = d_g.shape
     chunks = max(1, min(math.ceil(4 * _sm_count() / c_out), l_size // 4096))
-    gsum_partials = cuda.device_array((chunks, c_out), dtype=np.float32)
+    gsum_partials = _scratch("gsum", (chunks, c_out))
     _row_sums_kernel[(c_out, chunks), _ROW_SUM_THREADS](d_g, gsum_partials)
     blocks, threads = _elementwise_launch(out.size)
     _subtract_w_gsum_kernel[blocks, threads](out, d_w, gsum_partials)
@@ -629,7 +656,8 @@ def adder2d_forward(x, weight, stride=1, padding=0):
         raise ValueError(f"weight must have shape (C_out, C={c}, kh, kw), got {tuple(d_w.shape)}")
     cols = _im2col_device(d_x, kh, kw, stride, padding)                 # (K, L)
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    y_col = _forward_device(cols, d_w.reshape(c_out, c * kh * kw))      # (C_out, N*Ho*Wo)
+    y_col = _forward_device(cols, d_w.reshape(c_out, c * kh * kw),
+                            out=_scratch("y_col", (c_out, n * ho * wo)))  # (C_out, N*Ho*Wo)
     y = _swap01_device(y_col, (c_out, n, ho * wo)).reshape(n, c_out, ho, wo)
     cache = (cols, (n, c, h, w), d_w, stride, padding)
     return _result(y, not _is_device_array(x)), cache
@@ -650,12 +678,13 @@ def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
     if d_gy.shape[0] != n or d_gy.shape[1] != c_out or d_gy.shape[2] * d_gy.shape[3] != hw:
         raise ValueError(f"grad_y must have shape (N={n}, C_out={c_out}, H_out, W_out) with "
                          f"H_out*W_out={hw}, got {tuple(d_gy.shape)}")
-    g = _swap01_device(d_gy, (n, c_out, hw)).reshape(c_out, n * hw)     # (C_out, L)
+    g = _swap01_device(d_gy, (n, c_out, hw), out=_scratch("g", (c_out, n, hw)))
+    g = g.reshape(c_out, n * hw)                                         # (C_out, L)
     w2 = d_w.reshape(c_out, cols.shape[0])
     to_host = not _is_device_array(grad_y)
     dw = _result(_grad_weight_device(cols, w2, g, mode).reshape(d_w.shape), to_host)
     if not input_grad:
         return None, dw
-    dcols = _grad_input_device(cols, w2, g, mode)
+    dcols = _grad_input_device(cols, w2, g, mode, out=_scratch("dcols", cols.shape))
     dx = _col2im_device(dcols, x_shape, kh, kw, stride, padding)
     return _result(dx, to_host), dw

@@ -108,3 +108,19 @@ def test_backend_cuda_trains_like_numpy():
             grads[name] = (loss.data, xt.grad, wt.grad)
     for got, want in zip(grads["cuda"], grads["numpy"]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_reused_workspace_does_not_leak_between_calls():
+    """Temporaries are reused across calls of the same shape: each call must still be exact."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    for mode in ("full", "sign", "full"):
+        x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+        y, cache = kc.adder2d_forward(x, w, 1, 1)
+        y_ref, cache_ref = ref.adder2d_forward(x, w, 1, 1)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        for got, want in zip(kc.adder2d_backward(g, cache, mode), ref.adder2d_backward(g, cache_ref, mode)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    kc.release_workspace()
+    assert not kc._workspace
