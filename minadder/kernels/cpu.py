@@ -47,8 +47,12 @@ if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
 
 from .reference import GRAD_MODES, output_size
 
-#: output channels per tile of the forward kernel (accumulator rows)
+#: output channels per register block of the forward kernel (accumulator rows)
 TILE_T = 4
+#: output channels per forward task: they share each chunk of X_col while it is in cache
+GROUP_T = 16
+#: rows of X_col per chunk (CHUNK_K x TILE_L floats: 64 KB of float32, in L2)
+CHUNK_K = 64
 #: input-gradient rows (t) folded into one pass over a dX_col tile
 TILE_G = 4
 #: columns (L) per tile: TILE_T rows of this many floats stay in L1
@@ -150,6 +154,10 @@ def _col2im_kernel(cols, kh, kw, stride, padding, dx):
 
 def _im2col_with_sums(x, kh, kw, stride, padding):
     n, c, h, w = x.shape
+    if kh == kw == 1 and stride == 1 and padding == 0:
+        # a 1x1 layer (a fully connected adder layer is one): im2col is a transpose
+        cols = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(c, n * h * w)
+        return cols, cols.sum(axis=0)
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
     colsum = np.empty(n * ho * wo, dtype=x.dtype)
@@ -162,10 +170,18 @@ def im2col(x, kh, kw, stride=1, padding=0):
     return _im2col_with_sums(x, kh, kw, stride, padding)[0]
 
 
+def _col2im_into(cols, kh, kw, stride, padding, dx):
+    if kh == kw == 1 and stride == 1 and padding == 0:   # the inverse transpose
+        n, c, h, w = dx.shape
+        dx[...] = cols.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+    else:
+        _col2im_kernel(np.ascontiguousarray(cols), kh, kw, stride, padding, dx)
+
+
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     """Scatter-add columns back to an image (the adjoint of im2col); see reference.col2im."""
     dx = np.empty(x_shape, dtype=cols.dtype)
-    _col2im_kernel(np.ascontiguousarray(cols), kh, kw, stride, padding, dx)
+    _col2im_into(cols, kh, kw, stride, padding, dx)
     return dx
 
 
@@ -183,6 +199,52 @@ def _column_sums(cols):
     return out
 
 
+@njit(fastmath=True, cache=True)
+def _min_sums_4(cols, weight, t0, k0, k1, l0, width, acc, a0):
+    """acc[a0 + i, j] += sum_{k0 <= k < k1} min(X_col[k, l0 + j], W[t0 + i, k]) for i < 4.
+
+    The register-blocked inner step of the forward: 4 channels x 4 rows of W as
+    scalars; each x vector loaded along L serves all 4 channels, and each accumulator
+    load/store serves 4 rows. Row views indexed by a range variable j >= 0 let Numba
+    emit plain vector loads (an index it cannot prove non-negative gets wraparound
+    code, which LLVM turns into gathers).
+    """
+    a_0, a_1, a_2, a_3 = acc[a0], acc[a0 + 1], acc[a0 + 2], acc[a0 + 3]
+    k4 = k1 - (k1 - k0) % 4
+    for k in range(k0, k4, 4):
+        w00, w01, w02, w03 = weight[t0, k], weight[t0, k + 1], weight[t0, k + 2], weight[t0, k + 3]
+        w10, w11, w12, w13 = weight[t0 + 1, k], weight[t0 + 1, k + 1], weight[t0 + 1, k + 2], weight[t0 + 1, k + 3]
+        w20, w21, w22, w23 = weight[t0 + 2, k], weight[t0 + 2, k + 1], weight[t0 + 2, k + 2], weight[t0 + 2, k + 3]
+        w30, w31, w32, w33 = weight[t0 + 3, k], weight[t0 + 3, k + 1], weight[t0 + 3, k + 2], weight[t0 + 3, k + 3]
+        r0, r1 = cols[k, l0:l0 + width], cols[k + 1, l0:l0 + width]
+        r2, r3 = cols[k + 2, l0:l0 + width], cols[k + 3, l0:l0 + width]
+        for j in range(width):
+            x0, x1, x2, x3 = r0[j], r1[j], r2[j], r3[j]
+            a_0[j] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
+            a_1[j] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
+            a_2[j] += (min(x0, w20) + min(x1, w21)) + (min(x2, w22) + min(x3, w23))
+            a_3[j] += (min(x0, w30) + min(x1, w31)) + (min(x2, w32) + min(x3, w33))
+    for k in range(k4, k1):  # rows left over when k1 - k0 is not a multiple of 4
+        w0, w1, w2, w3 = weight[t0, k], weight[t0 + 1, k], weight[t0 + 2, k], weight[t0 + 3, k]
+        r0 = cols[k, l0:l0 + width]
+        for j in range(width):
+            x = r0[j]
+            a_0[j] += min(x, w0)
+            a_1[j] += min(x, w1)
+            a_2[j] += min(x, w2)
+            a_3[j] += min(x, w3)
+
+
+@njit(fastmath=True, cache=True)
+def _min_sums_1(cols, weight, t, k0, k1, l0, width, acc, a0):
+    """acc[a0, j] += sum_{k0 <= k < k1} min(X_col[k, l0 + j], W[t, k]): one channel."""
+    a = acc[a0]
+    for k in range(k0, k1):
+        wv, r0 = weight[t, k], cols[k, l0:l0 + width]
+        for j in range(width):
+            a[j] += min(r0[j], wv)
+
+
 @njit(**_FAST)
 def _adder_forward_kernel(cols, weight, colsum, out):
     """Eq. 2: out[n, t, p] = -sum_k |X_col[k, l] - W[t, k]| with l = n*P + p.
@@ -191,6 +253,11 @@ def _adder_forward_kernel(cols, weight, colsum, out):
     Computed as 2 * sum_k min(X_col[k, l], W[t, k]) - colsum[l] - wsum[t], because
     |x - w| = x + w - 2 min(x, w). ``out`` is (N, C_out, P): writing the image layout
     directly saves adder2d_forward a transpose.
+
+    A task is TILE_L columns x GROUP_T channels. Its rows of X_col are visited in
+    chunks of CHUNK_K, and each chunk (CHUNK_K x TILE_L, in L1/L2) serves all the
+    task's channels before the next is loaded: a large layer (K = 4608) would otherwise
+    stream its X_col block from L3 once for every 4 channels.
     """
     n_k, n_l = cols.shape
     n_img, n_t, plane = out.shape
@@ -198,59 +265,32 @@ def _adder_forward_kernel(cols, weight, colsum, out):
     for t in range(n_t):
         for k in range(n_k):
             wsum[t] += weight[t, k]
-    blocks_t = (n_t + TILE_T - 1) // TILE_T
+    groups = (n_t + GROUP_T - 1) // GROUP_T
     blocks_l = (n_l + TILE_L - 1) // TILE_L
-    k4 = n_k - n_k % 4
-    # t varies fastest so that consecutive tiles of a thread reuse the same X_col block
-    for tile in prange(blocks_l * blocks_t):
-        t0 = (tile % blocks_t) * TILE_T
-        l0 = (tile // blocks_t) * TILE_L
+    # the group varies fastest: consecutive tasks of a thread share their X_col block
+    for task in prange(blocks_l * groups):
+        g0 = (task % groups) * GROUP_T
+        g1 = min(n_t, g0 + GROUP_T)
+        l0 = (task // groups) * TILE_L
         width = min(TILE_L, n_l - l0)
-        acc = np.zeros((TILE_T, TILE_L), dtype=out.dtype)   # sum_k min(x, w), in L1
-        # Row views indexed by a range variable j >= 0: Numba then emits plain vector
-        # loads (an index it cannot prove non-negative gets wraparound code, and gathers).
-        a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
-        if t0 + TILE_T <= n_t:
-            for k in range(0, k4, 4):
-                # 4 channels x 4 rows of W as scalars; x vectors along L serve all 4 channels
-                w00, w01, w02, w03 = weight[t0, k], weight[t0, k + 1], weight[t0, k + 2], weight[t0, k + 3]
-                w10, w11, w12, w13 = weight[t0 + 1, k], weight[t0 + 1, k + 1], weight[t0 + 1, k + 2], weight[t0 + 1, k + 3]
-                w20, w21, w22, w23 = weight[t0 + 2, k], weight[t0 + 2, k + 1], weight[t0 + 2, k + 2], weight[t0 + 2, k + 3]
-                w30, w31, w32, w33 = weight[t0 + 3, k], weight[t0 + 3, k + 1], weight[t0 + 3, k + 2], weight[t0 + 3, k + 3]
-                r0, r1 = cols[k, l0:l0 + width], cols[k + 1, l0:l0 + width]
-                r2, r3 = cols[k + 2, l0:l0 + width], cols[k + 3, l0:l0 + width]
-                for j in range(width):
-                    x0, x1, x2, x3 = r0[j], r1[j], r2[j], r3[j]
-                    a0[j] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
-                    a1[j] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
-                    a2[j] += (min(x0, w20) + min(x1, w21)) + (min(x2, w22) + min(x3, w23))
-                    a3[j] += (min(x0, w30) + min(x1, w31)) + (min(x2, w32) + min(x3, w33))
-            for k in range(k4, n_k):  # the K % 4 leftover rows
-                w0, w1, w2, w3 = weight[t0, k], weight[t0 + 1, k], weight[t0 + 2, k], weight[t0 + 3, k]
-                r0 = cols[k, l0:l0 + width]
-                for j in range(width):
-                    x = r0[j]
-                    a0[j] += min(x, w0)
-                    a1[j] += min(x, w1)
-                    a2[j] += min(x, w2)
-                    a3[j] += min(x, w3)
-        else:  # the C_out % TILE_T leftover channels, one at a time
-            for i in range(n_t - t0):
-                ai = acc[i]
-                for k in range(n_k):
-                    wv, r0 = weight[t0 + i, k], cols[k, l0:l0 + width]
-                    for j in range(width):
-                        ai[j] += min(r0[j], wv)
+        acc = np.zeros((GROUP_T, TILE_L), dtype=out.dtype)   # sum_k min(x, w) of the task
+        for k0 in range(0, n_k, CHUNK_K):
+            k1 = min(n_k, k0 + CHUNK_K)
+            t = g0
+            while t + TILE_T <= g1:
+                _min_sums_4(cols, weight, t, k0, k1, l0, width, acc, t - g0)
+                t += TILE_T
+            for tt in range(t, g1):   # the C_out % TILE_T channels left over
+                _min_sums_1(cols, weight, tt, k0, k1, l0, width, acc, tt - g0)
         # out = 2 acc - colsum - wsum, written image by image (columns of one image are
         # contiguous in out[n, t, :]); per-element index arithmetic would cost more than
         # the whole l1 sum when K is small
-        for i in range(min(TILE_T, n_t - t0)):
-            t = t0 + i
+        for t in range(g0, g1):
             j = 0
             while j < width:
                 n, p = (l0 + j) // plane, (l0 + j) % plane
                 seg = min(width - j, plane - p)
-                dst, a, cs = out[n, t, p:p + seg], acc[i, j:j + seg], colsum[l0 + j:l0 + j + seg]
+                dst, a, cs = out[n, t, p:p + seg], acc[t - g0, j:j + seg], colsum[l0 + j:l0 + j + seg]
                 for q in range(seg):
                     dst[q] = (a[q] + a[q]) - cs[q] - wsum[t]
                 j += seg
@@ -422,7 +462,7 @@ def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
         n1 = min(n, n0 + step)
         part = np.empty((cols.shape[0], (n1 - n0) * plane), dtype=cols.dtype)  # dX_col of images n0..n1
         _grad_input_kernel(cols, w2, g, n0 * plane, mode == "full", cols.dtype.type(1), part)
-        _col2im_kernel(part, kh, kw, stride, padding, dx[n0:n1])
+        _col2im_into(part, kh, kw, stride, padding, dx[n0:n1])
     return dx, dw
 
 
