@@ -89,3 +89,35 @@ def test_kernel_compiles_to_sm90_ptx(ptx_compiler, name):
     # register blocking: the per-thread TM x TN accumulators must live in registers; a local
     # array that NVVM could not promote shows up as .local memory
     assert ".local" not in ptx, f"{name}: local (off-chip) memory in the PTX"
+
+
+_NUMPY_25 = """
+import numpy as np
+if hasattr(np, "row_stack"):
+    del np.row_stack                     # what NumPy >= 2.5 looks like
+{guard}
+from numba import cuda
+
+def probe(a):
+    a[0] = 1.0
+
+cuda.compile_ptx(probe, "void(float32[::1])", cc=(9, 0))
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_row_stack_guard_for_numpy_2_5(ptx_compiler, guarded):
+    """numba-cuda 0.30 registers np.row_stack at the first compile; NumPy 2.5 removed it.
+    Importing minadder.kernels.cuda first restores the alias, and the compile works."""
+    guard = "import minadder.kernels.cuda" if guarded else ""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", _NUMPY_25.format(guard=guard)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if guarded:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    elif proc.returncode == 0:
+        pytest.skip("this numba-cuda no longer needs np.row_stack")
+    else:
+        assert "row_stack" in proc.stderr

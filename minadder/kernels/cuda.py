@@ -14,9 +14,9 @@ device arrays must already be float32.
 
 The kernels (SPEC sections 1 and 2, with X_col (K, L), W (C_out, K), G (C_out, L)):
 
-* ``_im2col_kernel`` / ``_col2im_kernel``: one thread per output element. col2im is a
-  *gather*: each pixel sums the column entries of the windows that cover it, so no two
-  threads write the same place and no atomics are needed.
+* ``_im2col_kernel`` / ``_col2im_kernel``: im2col with one thread per (column, channel);
+  col2im as a *gather*, one thread per pixel summing the column entries of the windows
+  that cover it, so no two threads write the same place and no atomics are needed.
 * One tiled "GEMM" template, ``_make_tiled_kernel``, instantiated five times:
 
       forward        Y[t, l]  = -sum_k |X_col[k, l] - W[t, k]|                 (Eq. 2)
@@ -36,10 +36,17 @@ When the output has too few tiles to fill the GPU (dW: C_out x K, but a reductio
 L = N*H_out*W_out), the reduction axis is split over ``blockIdx.z`` and the partial sums
 are added by a second kernel (deterministic, no atomics).
 
-Pitfall (../shared/DESIGN.md): in numba.cuda, float32 plus a Python int is float64, and
-from there the kernel runs at FP64 speed. Every constant below is ``float32(...)`` and
-no index ever meets a float.
+Pitfalls. In numba.cuda, float32 plus a Python int is float64, and from there the kernel
+runs at FP64 speed (../shared/DESIGN.md): every constant below is ``float32(...)`` and no
+index ever meets a float. Signed array indices get a negative-index fix-up each, so the
+tiled kernels index with unsigned integers (see ``_make_tiled_kernel``). The PTX tests
+(tests/test_cuda.py) check both: no float64 and no local memory in any kernel.
+
+Within one layer, adder2d_forward keeps the im2col matrix on the device for
+adder2d_backward, and the temporaries of both reuse device buffers between calls
+(``_scratch``; ``release_workspace()`` frees them).
 """
+import functools
 import math
 
 import numpy as np
@@ -218,7 +225,14 @@ def _swap01_kernel(src, dst):
             dst[b, a, p] = src[a, b, p]
 
 
+def _check_window(kh, kw, stride, padding):
+    if min(kh, kw) < 1 or stride < 1 or padding < 0:
+        raise ValueError(f"need kh, kw >= 1, stride >= 1 and padding >= 0; got kh={kh}, kw={kw}, "
+                         f"stride={stride}, padding={padding}")
+
+
 def _im2col_device(d_x, kh, kw, stride, padding):
+    _check_window(kh, kw, stride, padding)
     n, c, h, w = d_x.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     if ho < 1 or wo < 1:
@@ -231,6 +245,7 @@ def _im2col_device(d_x, kh, kw, stride, padding):
 
 
 def _col2im_device(d_cols, x_shape, kh, kw, stride, padding):
+    _check_window(kh, kw, stride, padding)
     n, c, h, w = x_shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     if tuple(d_cols.shape) != (c * kh * kw, n * ho * wo):
@@ -478,6 +493,7 @@ def _subtract_w_gsum_kernel(dw, w, gsum_partials):
         dw[t, k] -= w[t, k] * gsum
 
 
+@functools.lru_cache(maxsize=None)
 def _sm_count():
     """Streaming multiprocessors of the current device (132 on an H100 SXM; 132 assumed if unknown)."""
     try:

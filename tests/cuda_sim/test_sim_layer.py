@@ -87,6 +87,8 @@ def test_bad_arguments_are_named():
         kc.adder_forward(cuda.to_device(np.zeros((2, 3))), np.zeros((1, 2), np.float32))
     with pytest.raises(ValueError, match="larger than the padded input"):
         kc.im2col(x, 5, 5)
+    with pytest.raises(ValueError, match="stride >= 1"):
+        kc.im2col(x, 3, 3, stride=0)
     _, cache = kc.adder2d_forward(x, np.zeros((3, 2, 3, 3), np.float32))
     with pytest.raises(ValueError, match="grad_y must have shape"):
         kc.adder2d_backward(np.zeros((1, 3, 3, 3), np.float32), cache)
