@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from minadder.data import (DatasetFormatError, UnsafePickleError, load_dataset, locate,
                            read_cifar_binary, read_cifar_python)
@@ -274,3 +275,30 @@ def test_ndarray_not_callable_from_pickle(tmp_path):
     path.write_bytes(data)
     with pytest.raises(DatasetFormatError):
         read_cifar_python(path)
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(protocol=st.sampled_from(["py2", 2, 5]), edits=st.lists(
+    st.tuples(st.sampled_from(["set", "cut", "insert"]), st.floats(0, 1), st.binary(min_size=1, max_size=8)),
+    min_size=1, max_size=4))
+def test_corrupted_pickles_fail_cleanly(tmp_path, protocol, edits):
+    """Random byte edits of a valid batch either still load or raise DatasetFormatError
+    (UnsafePickleError included); never another exception, never code."""
+    _, batch = cifar10_batch(2)
+    data = bytearray(py2_pickle(batch) if protocol == "py2" else pickle.dumps(batch, protocol=protocol))
+    for op, where, payload in edits:
+        pos = int(where * (len(data) - 1))
+        if op == "set":
+            data[pos] = payload[0]
+        elif op == "cut":
+            del data[pos:pos + 8 * len(payload)]
+        else:
+            data[pos:pos] = payload
+    path = tmp_path / "fuzzed"
+    path.write_bytes(bytes(data))
+    try:
+        x, y = read_cifar_python(path)
+    except DatasetFormatError as e:
+        assert str(path) in str(e)
+    else:
+        assert x.shape == (len(y), 3, 32, 32) and x.dtype == np.uint8 and ((0 <= y) & (y < 10)).all()

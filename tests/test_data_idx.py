@@ -4,6 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from minadder.data import DatasetFormatError, load_dataset, locate, read_idx
 
@@ -137,3 +138,23 @@ def test_mnist_wrong_image_shape(tmp_path):
     tmp_path.joinpath("t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(2, np.uint8)))
     with pytest.raises(DatasetFormatError, match=r"\(N, 28, 28\)"):
         load_dataset("mnist", "test", data_dir=tmp_path)
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gz=st.booleans(), cut=st.integers(0, 200), flips=st.lists(
+    st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3))
+def test_corrupted_idx_fails_cleanly(tmp_path, gz, cut, flips):
+    """Truncated or byte-flipped files (raw or gzip) load or raise DatasetFormatError."""
+    data = idx_bytes(np.arange(3 * 5 * 7, dtype=np.uint8).reshape(3, 5, 7))
+    data = bytearray(gzip.compress(data) if gz else data)
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    data = data[:max(len(data) - cut, 0)]
+    path = tmp_path / "fuzzed.idx"
+    path.write_bytes(bytes(data))
+    try:
+        out = read_idx(path)
+    except DatasetFormatError as e:
+        assert str(path) in str(e)
+    else:
+        assert isinstance(out, np.ndarray)

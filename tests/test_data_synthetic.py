@@ -85,7 +85,7 @@ def test_load_dataset_uses_cache_dir_under_minadder_data(tmp_path, monkeypatch):
 
 def test_templates_cover_every_font_and_digit():
     images, digit, stroke, fit = synthetic.render_templates()
-    n = len(synthetic.FONTS) * 10 * len(synthetic.STROKES)
+    n = len(synthetic.GLYPH_SETS) * 10 * len(synthetic.STROKES)
     assert images.shape == (n, synthetic.CANVAS, synthetic.CANVAS)
     assert np.bincount(digit).tolist() == [n // 10] * 10
     assert (images.reshape(n, -1).max(1) > 0.5).all()  # every glyph rendered ink

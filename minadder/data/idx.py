@@ -5,6 +5,7 @@ values in C order. The magic number is two zero bytes, a type code and the numbe
 dimensions: 0x00000803 is a 3-D uint8 array (images), 0x00000801 a 1-D one (labels).
 """
 import gzip
+import math
 import os
 import zlib
 
@@ -62,7 +63,7 @@ def read_idx(path):
                                  f"for {ndim} dimensions)")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     payload = len(data) - header
     if payload != expected:
         what = "truncated" if payload < expected else "has trailing bytes"

@@ -2,15 +2,17 @@
 
 Recipe (all NumPy; matplotlib only supplies fonts and the FreeType rasteriser):
 1. Render each digit 0-9 once per font (DejaVu Sans/Serif/Mono, STIX, Computer Modern;
-   regular, bold, italic/oblique) at high resolution with matplotlib's ``FT2Font``.
+   regular, bold, italic/oblique; plus a round O and a plain l as 0 and 1 in a few sans
+   fonts) at high resolution with matplotlib's ``FT2Font``.
 2. Make stroke-width variants of every glyph: estimate its stroke width (2 area /
-   perimeter), then grey-level erode or dilate it (min/max over a growing octagon) until
-   the strokes have each target width in output pixels, whatever the font's weight; blur
+   perimeter), then grey-level dilate it (max over a growing octagon) until the strokes
+   have each target width in output pixels (heavy fonts are eroded a little); blur
    slightly so that sampling at 28x28 does not alias.
-3. Per sample draw a random affine map (rotation, scale, aspect, shear = slant,
-   translation) plus a smooth random displacement field (cheap "elastic" jitter), and
-   sample the glyph through it with bilinear interpolation, like MNIST's 20x20 digit
-   box centred in a 28x28 field.
+3. Per sample draw a random affine map (rotation, aspect, shear = slant, translation),
+   scale it so that the transformed digit's longer side spans 17.5-20.5 pixels (MNIST
+   fitted every digit into a 20x20 box centred in a 28x28 field), add a smooth random
+   displacement field (cheap "elastic" jitter), and sample the glyph through it with
+   bilinear interpolation.
 4. Random contrast, Gaussian noise, clip, round to uint8: white digits on black.
 
 Everything random comes from one NumPy generator seeded by ``seed``, so a seed gives
@@ -30,7 +32,7 @@ __all__ = ["synthetic_digits", "render_templates", "SYNTHETIC_NAME", "SYNTHETIC_
            "DEFAULT_SIZES"]
 
 SYNTHETIC_NAME = "synthetic-digits"
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 3
 DEFAULT_SIZES = (20000, 4000)
 
 # Fonts bundled with matplotlib (mpl-data/fonts/ttf); several styles and weights each.
@@ -41,11 +43,20 @@ FONTS = (
     "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
     "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf",
 )
+# Glyph sets: (font, the characters drawn for the digits 0-9). Besides the digits
+# themselves, a few sets borrow shapes that handwriting favours and fonts do not: a
+# round letter O for 0 and a plain bar (sans-serif l) for 1.
+GLYPH_SETS = tuple((font, "0123456789") for font in FONTS) + (
+    ("DejaVuSans.ttf", "Ol23456789"), ("DejaVuSans-Oblique.ttf", "Ol23456789"),
+    ("DejaVuSans-Bold.ttf", "Ol23456789"), ("cmss10.ttf", "Ol23456789"),
+)
 CANVAS = 96          # template side, in template pixels
-GLYPH_PX = 64        # rendered glyph height, in template pixels
+GLYPH_PX = 64        # font size (em) at which glyphs are rendered, template pixels
 BOX = 20.0           # the digit's longer side in output pixels (MNIST's 20x20 box)
+BOX_RANGE = (17.5, 20.5)  # per-sample longer side, output pixels
+DIRECTIONS = 64      # directions at which each template's ink extent is tabulated
 SIZE = 28            # output side
-STROKES = (1.6, 2.2, 2.9, 3.6)       # target stroke widths, output pixels (MNIST: about 2-4)
+STROKES = (1.2, 1.7, 2.2, 2.8)       # target stroke widths, output pixels (MNIST: 1.5-2.7)
 STROKE_P = (0.2, 0.35, 0.3, 0.15)    # how often each stroke variant is drawn
 
 
@@ -115,39 +126,67 @@ def _blur(images, sigma):
     return sum(k[i] * rows[:, :, i:i + n] for i in range(2 * r + 1))
 
 
+def _support(images, threshold=0.5):
+    """Support function of each template's ink: h[k, j] = max over ink pixels p of
+    d_j . p, for DIRECTIONS unit vectors d_j, with p relative to the canvas centre.
+    The ink's extent along any direction a is then h(a) + h(-a), for any linear map."""
+    angles = 2 * np.pi * np.arange(DIRECTIONS) / DIRECTIONS
+    d = np.stack([np.cos(angles), np.sin(angles)])            # (2, DIRECTIONS): (x, y)
+    centre = CANVAS / 2 - 0.5
+    out = np.empty((len(images), DIRECTIONS), np.float32)
+    for k, image in enumerate(images):
+        ys, xs = np.nonzero(image > threshold)
+        out[k] = (np.stack([xs - centre, ys - centre], 1) @ d).max(0)
+    return out
+
+
 @lru_cache(maxsize=1)
 def render_templates():
     """All glyph templates: (images float32 (K, CANVAS, CANVAS), digit (K,), stroke (K,),
-    fit (K,)), where ``fit`` converts template pixels to output pixels so that the
-    glyph's longer side spans BOX output pixels."""
+    support (K, DIRECTIONS)); ordered by stroke variant, then font, then digit.
+    ``support`` (see ``_support``) lets each sample be scaled so that its transformed
+    digit's longer side spans the wanted box, as MNIST normalised every digit to 20x20."""
     glyphs, digits, fits = [], [], []
-    for font in FONTS:
+    for font, chars in GLYPH_SETS:
         for d in range(10):
-            g = _render(font, str(d), GLYPH_PX)
+            g = _render(font, chars[d], GLYPH_PX)
             glyphs.append(_place(g))
             digits.append(d)
-            fits.append(BOX / max(g.shape))
+            fits.append(BOX / max(g.shape))  # template -> output pixels, before jitter
     glyphs = np.stack(glyphs)
     fits = np.asarray(fits)
     widths = np.array([_stroke_width(g) for g in glyphs])
     sigma = 0.45 / np.median(fits)  # about half an output pixel
-    images, digit, stroke, fit = [], [], [], []
+    images, digit, stroke, support = [], [], [], []
     for i, target in enumerate(STROKES):
-        radius = np.rint((target / fits - widths) / 2).astype(int)  # template pixels per side
+        radius = np.rint((target / fits - widths) / 2)  # template pixels per side
+        # Erosion wipes out hairlines (serifs, thin crossbars): erode only heavy strokes, little.
+        radius = np.maximum(radius, -np.floor(np.maximum(widths - 4, 0) / 2.5)).astype(int)
         varied = np.stack([_morph(g, r) for g, r in zip(glyphs, radius)])
+        support.append(_support(varied))
         images.append(_blur(varied, sigma))
         digit.append(digits)
         stroke.append(np.full(len(glyphs), i))
-        fit.append(fits)
     return (np.concatenate(images).astype(np.float32), np.concatenate(digit),
-            np.concatenate(stroke), np.concatenate(fit).astype(np.float32))
+            np.concatenate(stroke), np.concatenate(support))
 
 
 # ============================================================================ warping
-def _affine_inverse(rng, n):
-    """Per-sample inverse linear maps (n, 2, 2) and translations (n, 2), output pixels."""
-    angle = np.deg2rad(np.clip(rng.normal(0, 8, n), -20, 20))
-    scale = rng.uniform(0.8, 1.1, n)
+def _extent(support, rows):
+    """Extent of each sample's ink along the rows ``rows`` (n, 2) of its linear map:
+    |a| (h(a/|a|) + h(-a/|a|)), reading h at the nearest tabulated direction."""
+    k = np.rint(np.arctan2(rows[:, 1], rows[:, 0]) / (2 * np.pi / DIRECTIONS)).astype(int) % DIRECTIONS
+    i = np.arange(len(rows))
+    return np.hypot(rows[:, 0], rows[:, 1]) * (support[i, k] + support[i, (k + DIRECTIONS // 2) % DIRECTIONS])
+
+
+def _affine_inverse(rng, support):
+    """Per-sample inverse maps (n, 2, 2) from output to template pixels, and translations
+    (n, 2) in output pixels. The forward map is box * rotation @ shear @ aspect / extent:
+    after slanting and turning, the digit's longer side spans ``box`` output pixels."""
+    n = len(support)
+    angle = np.deg2rad(np.clip(rng.normal(0, 10, n), -25, 25))
+    box = rng.uniform(*BOX_RANGE, n)
     aspect = np.exp(np.clip(rng.normal(0, 0.12, n), -0.3, 0.3))
     shear = np.clip(rng.normal(0.05, 0.18, n), -0.4, 0.45)  # slant, as in handwriting
     c, s = np.cos(angle), np.sin(angle)
@@ -156,13 +195,15 @@ def _affine_inverse(rng, n):
     shr[:, 0, 0] = shr[:, 1, 1] = 1.0
     shr[:, 0, 1] = -shear  # x' = x - k*y: with y pointing down, tops lean right for k > 0
     scl = np.zeros((n, 2, 2))
-    scl[:, 0, 0], scl[:, 1, 1] = scale * aspect, scale / aspect
+    scl[:, 0, 0], scl[:, 1, 1] = aspect, 1 / aspect
     forward = rot @ shr @ scl
-    shift = np.clip(rng.normal(0, 1.0, (n, 2)), -2.5, 2.5)
+    longest = np.maximum(_extent(support, forward[:, 0]), _extent(support, forward[:, 1]))
+    forward *= (box / longest)[:, None, None]
+    shift = np.clip(rng.normal(0, 0.7, (n, 2)), -2.0, 2.0)
     return np.linalg.inv(forward), shift
 
 
-def _smooth_field(rng, n, grid=4, amplitude=0.6):
+def _smooth_field(rng, n, grid=4, amplitude=0.9):
     """A smooth random displacement field (n, 2, SIZE, SIZE): random vectors on a coarse
     grid, bilinearly upsampled (a cheap stand-in for elastic distortion)."""
     coarse = rng.normal(0, amplitude, (n, 2, grid, grid))
@@ -192,16 +233,16 @@ def _bilinear(templates, index, ty, tx):
 
 def _generate(rng, n, chunk=4096):
     """n images (n, 1, 28, 28) uint8 and balanced labels (n,) int64."""
-    templates, t_digit, t_stroke, t_fit = render_templates()
+    templates, t_digit, t_stroke, t_support = render_templates()
     labels = rng.permutation(np.arange(n) % 10).astype(np.int64)
-    n_fonts = len(FONTS)
+    n_fonts = len(GLYPH_SETS)
     font = rng.integers(0, n_fonts, n)
     stroke = rng.choice(len(STROKES), size=n, p=STROKE_P)
     index = (stroke * n_fonts + font) * 10 + labels  # templates are ordered stroke, font, digit
-    inverse, shift = _affine_inverse(rng, n)
+    inverse, shift = _affine_inverse(rng, t_support[index])
     field = _smooth_field(rng, n)
     gain = rng.uniform(1.0, 1.6, n).astype(np.float32)
-    noise_sigma = (rng.uniform(0.0, 0.06, n) * (rng.random(n) < 0.5)).astype(np.float32)
+    noise_sigma = (rng.uniform(0.0, 0.05, n) * (rng.random(n) < 0.3)).astype(np.float32)
     noise_seed = rng.integers(0, 2**63, dtype=np.int64)
     noise_rng = np.random.default_rng(noise_seed)
 
@@ -210,10 +251,10 @@ def _generate(rng, n, chunk=4096):
     images = np.empty((n, 1, SIZE, SIZE), np.uint8)
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        # output pixel (u, v) -> template pixel: p = A^{-1}(u - t - e(u)) / fit + centre
+        # output pixel (u, v) -> template pixel: p = A^{-1}(u - t - e(u)) + centre
         u = gx[None] - shift[sl, 0, None, None] - field[sl, 0]
         v = gy[None] - shift[sl, 1, None, None] - field[sl, 1]
-        inv = inverse[sl] / t_fit[index[sl], None, None]
+        inv = inverse[sl]
         tx = inv[:, 0, 0, None, None] * u + inv[:, 0, 1, None, None] * v + CANVAS / 2 - 0.5
         ty = inv[:, 1, 0, None, None] * u + inv[:, 1, 1, None, None] * v + CANVAS / 2 - 0.5
         x = _bilinear(templates, index[sl], ty, tx).astype(np.float32)
