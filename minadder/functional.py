@@ -497,18 +497,32 @@ class MaxPool2d(Function):
     def forward(ctx, x, k, stride, padding):
         n, c, h, w = x.shape
         ho, wo = output_size(h, k, stride, padding), output_size(w, k, stride, padding)
-        xp = np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2), constant_values=-np.inf)
-        stacked = np.stack([v for _, _, v in _windows(xp, k, stride, ho, wo)])  # (k*k, N, C, Ho, Wo)
-        ctx.argmax = stacked.argmax(axis=0)  # the first maximum wins, as in PyTorch
+        xp = x if padding == 0 else np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2),
+                                           constant_values=-np.inf)
         ctx.shape = (xp.shape, k, stride, padding, ho, wo, x.shape)
-        return np.take_along_axis(stacked, ctx.argmax[None], axis=0)[0]
+        if np.isnan(x).any():
+            # argmax semantics with NaN (the first NaN wins), through a stacked copy
+            stacked = np.stack([v for _, _, v in _windows(xp, k, stride, ho, wo)])  # (k*k, N, C, Ho, Wo)
+            ctx.argmax = stacked.argmax(axis=0)
+            return np.take_along_axis(stacked, ctx.argmax[None], axis=0)[0]
+        # a running maximum over the k*k window offsets; the strict > keeps the first
+        # maximum, as argmax (and PyTorch) do, without stacking k*k copies of the input
+        windows = _windows(xp, k, stride, ho, wo)
+        _, _, first = next(windows)
+        out = first.copy()
+        ctx.argmax = np.zeros(out.shape, dtype=np.uint8 if k * k < 256 else np.intp)
+        for i, j, view in windows:
+            better = view > out
+            np.maximum(out, view, out=out)
+            np.putmask(ctx.argmax, better, i * k + j)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         xp_shape, k, stride, padding, ho, wo, x_shape = ctx.shape
         dxp = np.zeros(xp_shape, dtype=g.dtype)
         for i, j, view in _windows(dxp, k, stride, ho, wo):
-            view += np.where(ctx.argmax == i * k + j, g, 0)
+            view += g * (ctx.argmax == i * k + j)
         return dxp[:, :, padding:padding + x_shape[2], padding:padding + x_shape[3]], None, None, None
 
 
@@ -561,15 +575,28 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 # ============================================================================ batch norm
+def _channel_sum(a, b=None):
+    """sum over every axis but 1 of a (or of a * b, without the product's temporary):
+    the per-channel sums of batch norm, for (N, C) and (N, C, H, W) arrays."""
+    if a.ndim == 2:
+        return np.einsum("nc->c", a) if b is None else np.einsum("nc,nc->c", a, b)
+    n, c = a.shape[:2]
+    a3 = a.reshape(n, c, -1)
+    if b is None:
+        return a3.sum(axis=2).sum(axis=0)   # the inner, contiguous axis first: fast in NumPy
+    return np.einsum("nci,nci->c", a3, b.reshape(n, c, -1))
+
+
 class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
         shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        count = x.size // x.shape[1]
         if training:
-            mu = x.mean(axis=axes)
-            var = x.var(axis=axes)                       # biased, for normalising (Eq. 10)
-            count = x.size // x.shape[1]
+            mu = _channel_sum(x) / count
+            xhat = x - mu.reshape(shape).astype(x.dtype)
+            var = _channel_sum(xhat, xhat) / count       # biased, for normalising (Eq. 10)
             if running_mean is not None:
                 running_mean *= 1 - momentum
                 running_mean += momentum * mu
@@ -577,24 +604,36 @@ class BatchNorm(Function):
                 running_var += momentum * var * count / (count - 1)  # unbiased (count >= 2 is checked)
         else:
             mu, var = running_mean, running_var
+            xhat = x - mu.reshape(shape).astype(x.dtype)
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-        xhat = (x - mu.reshape(shape).astype(x.dtype)) * inv_std.reshape(shape)
+        xhat *= inv_std.reshape(shape)                    # in place: xhat is our own array
         ctx.xhat, ctx.inv_std, ctx.axes, ctx.shape, ctx.training = xhat, inv_std, axes, shape, training
-        ctx.weight = weight
+        ctx.weight, ctx.count = weight, count
         y = xhat if weight is None else xhat * weight.reshape(shape)
-        return y if bias is None else y + bias.reshape(shape)
+        if bias is None:
+            return y
+        if y is xhat:
+            return y + bias.reshape(shape)
+        y += bias.reshape(shape)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        xhat, axes, shape = ctx.xhat, ctx.axes, ctx.shape
-        dweight = (g * xhat).sum(axis=axes)
-        dbias = g.sum(axis=axes)
-        dxhat = g if ctx.weight is None else g * ctx.weight.reshape(shape)
+        xhat, shape = ctx.xhat, ctx.shape
+        dweight = _channel_sum(g, xhat)                   # sum g * xhat
+        dbias = _channel_sum(g)                           # sum g
+        scale = ctx.inv_std if ctx.weight is None else ctx.inv_std * ctx.weight
         if ctx.training:
-            # the batch statistics depend on x too (the backward of Eq. 10)
-            dxhat = dxhat - dxhat.mean(axis=axes, keepdims=True) \
-                - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
-        dx = dxhat * ctx.inv_std.reshape(shape)
+            # the batch statistics depend on x too (the backward of Eq. 10): with
+            # dxhat = g * weight,  dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+            #                         = inv_std * weight * (g - sum(g)/M - xhat * sum(g * xhat)/M)
+            m = ctx.count
+            dx = xhat * (dweight / m).astype(g.dtype).reshape(shape)
+            dx += (dbias / m).astype(g.dtype).reshape(shape)
+            np.subtract(g, dx, out=dx)
+            dx *= scale.reshape(shape)
+        else:
+            dx = g * scale.reshape(shape)
         return dx, dweight, dbias, None, None, None, None, None
 
 
