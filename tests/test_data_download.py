@@ -281,3 +281,21 @@ def test_unknown_and_synthetic_names(tmp_path):
         download("svhn", tmp_path)
     with pytest.raises(ValueError, match="needs no download"):
         download("synthetic-digits", tmp_path)
+
+
+def test_offline_fails_fast_with_advice(tmp_path, monkeypatch):
+    import socket
+    import urllib.error
+    import urllib.request
+    calls = []
+
+    def no_dns(request, timeout=None):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    with pytest.raises(DownloadError, match="offline") as e:
+        download("mnist", tmp_path, progress=False)
+    assert len(calls) == 3  # each official mirror once, no retries against a missing DNS
+    assert f"copy the dataset's files into {tmp_path / 'mnist'}" in str(e.value)
+    assert not list((tmp_path / "mnist").iterdir())

@@ -155,10 +155,14 @@ def download_file(url, dest, md5=None, retries=3, timeout=30.0, progress=True,
         except urllib.error.HTTPError as e:
             raise DownloadError(f"{url}: HTTP error {e.code} {e.reason}") from None
         except _NETWORK_ERRORS as e:
+            if isinstance(getattr(e, "reason", None), socket.gaierror):
+                raise DownloadError(f"{url}: cannot resolve the host ({e.reason}); "
+                                    f"is this machine offline?") from None
             attempt += 1
             if attempt > retries:
-                raise DownloadError(f"{url}: download failed after {retries} retries ({e}); "
-                                    f"the partial file {part} is kept and will be resumed") from None
+                kept = (f"; the partial file {part} is kept and will be resumed"
+                        if part.exists() and part.stat().st_size else "")
+                raise DownloadError(f"{url}: download failed after {retries} retries ({e}){kept}") from None
             time.sleep(backoff * attempt)
             continue
         got = md5sum(part)
@@ -242,7 +246,10 @@ def download(name, root=None, url=None, expected_md5=None, progress=True, retrie
             except DownloadError as e:
                 errors.append(str(e))
         else:
-            raise DownloadError(f"could not download {filename} for {name}:\n  " + "\n  ".join(errors))
+            raise DownloadError(
+                f"could not download {filename} for {name}:\n  " + "\n  ".join(errors)
+                + f"\nWithout network access, copy the dataset's files into {folder} "
+                  f"(or pass --data-dir / set $MINADDER_DATA to a folder that holds them).")
         if source["archive"]:
             _extract(dest, root)
             if not keep_archive:
