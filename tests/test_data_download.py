@@ -299,3 +299,13 @@ def test_offline_fails_fast_with_advice(tmp_path, monkeypatch):
     assert len(calls) == 3  # each official mirror once, no retries against a missing DNS
     assert f"copy the dataset's files into {tmp_path / 'mnist'}" in str(e.value)
     assert not list((tmp_path / "mnist").iterdir())
+
+
+def test_complete_part_is_verified_not_refetched(server, tmp_path):
+    """A .part that already holds the whole file (killed before the rename) is checked
+    and renamed: the server answers 416 to the Range request and nothing is re-sent."""
+    server.files["/f.bin"] = BODY
+    (tmp_path / "f.bin.part").write_bytes(BODY)
+    download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=md5(BODY), **FAST)
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+    assert server.requests == [("/f.bin", f"bytes={len(BODY)}-")]

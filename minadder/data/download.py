@@ -103,9 +103,8 @@ def _fetch_once(url, part, timeout, progress, chunk_size):
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # our .part is not a prefix the server recognises
-            part.unlink()
-            return _fetch_once(url, part, timeout, progress, chunk_size)
+        if e.code == 416 and have:
+            return  # nothing after our .part: the checksum decides whether it is whole
         raise
     with response:
         resumed = have and response.status == 206 and \
