@@ -253,6 +253,105 @@ def filter_grad_norms(model, x, y, layers):
     return norms
 
 
+def dataset_arrays(dataset, n=None, pad_to=32, seed=0):
+    """The first ``n`` images of a random order of ``dataset`` as normalised float32
+    arrays (x of shape (n, C, pad_to, pad_to), y), e.g. a fixed evaluation set."""
+    from .data import DataLoader
+    order = np.random.default_rng(seed).permutation(len(dataset))[:n]
+    loader = DataLoader(dataset.subset(order), 1000, shuffle=False, pad_to=pad_to)
+    xs, ys = zip(*loader)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def evaluate(model, x, y, batch_size=500):
+    """(mean cross-entropy, accuracy) of ``model`` in evaluation mode on arrays (x, y)."""
+    from . import functional as F
+    model.eval()
+    loss, correct = 0.0, 0
+    with no_grad():
+        for i in range(0, len(y), batch_size):
+            logits = model(Tensor(x[i:i + batch_size]))
+            loss += float(F.cross_entropy(logits, y[i:i + batch_size]).item()) * len(logits.data)
+            correct += int((logits.data.argmax(axis=1) == y[i:i + batch_size]).sum())
+    model.train()
+    return loss / len(y), correct / len(y)
+
+
+def refresh_batchnorm(model, batches):
+    """Re-estimate every batch norm's running statistics as the plain average over
+    ``batches`` (arrays of inputs), run in training mode without a graph ("precise BN").
+
+    The running averages (momentum 0.1) lag behind the batch statistics while the
+    filters still move fast, which early in training makes evaluation-mode accuracy
+    meaningless for an AdderNet, whose outputs have large means and variances. Training
+    itself never reads the running statistics, so refreshing them changes nothing in it.
+    """
+    from . import nn
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    saved = [m.momentum for m in bns]
+    model.train()
+    try:
+        with no_grad():
+            for i, x in enumerate(batches):
+                for m in bns:
+                    m.momentum = 1.0 / (i + 1)      # a cumulative average of the batches
+                model(Tensor(x))
+    finally:
+        for m, momentum in zip(bns, saved):
+            m.momentum = momentum
+
+
+def train_steps(model, optimizer, loader, steps, test=None, eval_every=None, transform=None,
+                refresh_bn=8):
+    """A small training loop for the notebooks: ``steps`` SGD steps on batches of
+    ``loader`` (a DataLoader, cycled over epochs), with the learning rate decayed from
+    ``optimizer.lr`` to 0 by a cosine over the steps (SPEC section 5, per step instead of
+    per epoch). Every ``eval_every`` steps and at the end, ``test = (x, y)`` is evaluated
+    in evaluation mode, after ``refresh_batchnorm`` on the last ``refresh_bn`` training
+    batches (0: use the running statistics as they are).
+    ``transform(x)``, if given, maps each input batch (e.g. a smaller image size).
+    Returns a dict of lists: step, loss, accuracy (per batch); eval_step, test_loss, test_accuracy.
+    """
+    from collections import deque
+    from . import functional as F
+    from .optim import cosine_lr
+    base_lr = optimizer.lr
+    curves = {"step": [], "loss": [], "accuracy": [], "eval_step": [], "test_loss": [], "test_accuracy": []}
+    recent = deque(maxlen=max(refresh_bn, 1))
+
+    def record_eval(step):
+        if test is not None:
+            if refresh_bn:
+                refresh_batchnorm(model, list(recent))
+            loss, acc = evaluate(model, *test)
+            curves["eval_step"].append(step)
+            curves["test_loss"].append(loss)
+            curves["test_accuracy"].append(acc)
+
+    def batches():
+        while True:
+            yield from loader
+
+    model.train()
+    for step, (x, y) in zip(range(1, steps + 1), batches()):
+        x = transform(x) if transform is not None else x
+        recent.append(x)
+        optimizer.lr = cosine_lr(base_lr, step - 1, steps)
+        logits = model(Tensor(x))
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        curves["step"].append(step)
+        curves["loss"].append(float(loss.item()))
+        curves["accuracy"].append(float((logits.data.argmax(axis=1) == y).mean()))
+        if eval_every and step % eval_every == 0 and step != steps:
+            record_eval(step)
+    record_eval(steps)
+    optimizer.lr = base_lr
+    return curves
+
+
 __all__ = [
     "sgn", "sign_step", "full_step", "iterate", "sign_descent", "full_descent",
     "sign_limit", "full_closed_form", "full_regime",
@@ -260,4 +359,5 @@ __all__ = [
     "folded_normal_moments", "adder_output_variance_fixed_filter", "batch_norm_grad",
     "l2_adder2d", "patch_sq_norms", "filter_sq_norms", "l2_adder_from_conv",
     "notebook_digits", "batchnorm_inputs", "channel_std", "filter_grad_norms",
+    "dataset_arrays", "evaluate", "refresh_batchnorm", "train_steps",
 ]
