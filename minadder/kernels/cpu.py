@@ -93,7 +93,8 @@ def _im2col_kernel(x, kh, kw, stride, padding, cols, colsum):
     colsum[l] = sum_k cols[k, l], which the forward kernel needs.
 
     One task per image n: it writes the columns n*P .. (n+1)*P of every row (P = H_out*W_out),
-    one output row u at a time as a strided slice copy, then sums them while they are in cache.
+    then sums them while they are in cache. Element loops over views rather than slice
+    assignments, which cost more than these short copies (Numba checks them for overlap).
     """
     n_img, channels, h, w = x.shape
     ho = (h + 2 * padding - kh) // stride + 1
@@ -103,24 +104,37 @@ def _im2col_kernel(x, kh, kw, stride, padding, cols, colsum):
         base = n * plane
         for c in range(channels):
             for i in range(kh):
-                u0, u1 = _valid_range(h, ho, i, stride, padding)
                 for j in range(kw):
-                    k = (c * kh + i) * kw + j
-                    row = cols[k, base:base + plane]
                     v0, v1 = _valid_range(w, wo, j, stride, padding)
-                    row[:u0 * wo] = 0
-                    row[u1 * wo:] = 0
-                    for u in range(u0, u1):
-                        seg = row[u * wo:(u + 1) * wo]
-                        seg[:v0] = 0
-                        seg[v1:] = 0
-                        if v1 > v0:
-                            start = stride * v0 + j - padding
-                            seg[v0:v1] = x[n, c, stride * u + i - padding, start:start + stride * (v1 - v0 - 1) + 1:stride]
+                    start = stride * v0 + j - padding       # first input column read
+                    for u in range(ho):
+                        hh = stride * u + i - padding
+                        # views indexed from 0 by range variables: plain (vector) loads
+                        dst = cols[(c * kh + i) * kw + j, base + u * wo:base + (u + 1) * wo]
+                        if hh < 0 or hh >= h or v1 == v0:
+                            for v in range(wo):
+                                dst[v] = 0
+                            continue
+                        for v in range(v0):
+                            dst[v] = 0
+                        for v in range(v1, wo):
+                            dst[v] = 0
+                        inner = dst[v0:v1]
+                        if stride == 1:
+                            src = x[n, c, hh, start:start + v1 - v0]
+                            for q in range(v1 - v0):
+                                inner[q] = src[q]
+                        else:
+                            src_s = x[n, c, hh, start:start + stride * (v1 - v0 - 1) + 1:stride]
+                            for q in range(v1 - v0):
+                                inner[q] = src_s[q]
         total = colsum[base:base + plane]
-        total[:] = 0
+        for q in range(plane):
+            total[q] = 0
         for k in range(cols.shape[0]):
-            total += cols[k, base:base + plane]
+            row = cols[k, base:base + plane]
+            for q in range(plane):
+                total[q] += row[q]
 
 
 @njit(parallel=True, cache=True)
@@ -129,7 +143,7 @@ def _col2im_kernel(cols, kh, kw, stride, padding, dx):
 
     The adjoint of im2col (reference.col2im); ``cols`` holds the columns of the images
     in dx (which may be a slice of a batch). Parallel over (n, c) planes, which no two
-    tasks share; each (i, j, u) adds one strided row segment.
+    tasks share.
     """
     n_img, channels, h, w = dx.shape
     ho = (h + 2 * padding - kh) // stride + 1
@@ -137,19 +151,28 @@ def _col2im_kernel(cols, kh, kw, stride, padding, dx):
     plane = ho * wo
     for nc in prange(n_img * channels):
         n, c = nc // channels, nc % channels
-        dx[n, c] = 0
+        for hh in range(h):
+            dr = dx[n, c, hh]
+            for ww in range(w):
+                dr[ww] = 0
         base = n * plane
         for i in range(kh):
             u0, u1 = _valid_range(h, ho, i, stride, padding)
             for j in range(kw):
                 k = (c * kh + i) * kw + j
                 v0, v1 = _valid_range(w, wo, j, stride, padding)
-                if v1 <= v0:
-                    continue
                 start = stride * v0 + j - padding
                 for u in range(u0, u1):
-                    dst = dx[n, c, stride * u + i - padding, start:start + stride * (v1 - v0 - 1) + 1:stride]
-                    dst += cols[k, base + u * wo + v0:base + u * wo + v1]
+                    hh = stride * u + i - padding
+                    src = cols[k, base + u * wo + v0:base + u * wo + v1]
+                    if stride == 1:   # views indexed from 0: contiguous vector code
+                        dst = dx[n, c, hh, start:start + v1 - v0]
+                        for q in range(v1 - v0):
+                            dst[q] += src[q]
+                    else:
+                        dst_s = dx[n, c, hh, start:start + stride * (v1 - v0 - 1) + 1:stride]
+                        for q in range(v1 - v0):
+                            dst_s[q] += src[q]
 
 
 def _im2col_with_sums(x, kh, kw, stride, padding):
