@@ -345,7 +345,9 @@ def _make_tiled_kernel(name, op, a_is_mr, b_is_nr, use_c, tile):
     if (bk * bm) % nthreads or (bk * bn) % nthreads:
         raise ValueError(f"tile {tile}: a BK x BM or BK x BN tile must split evenly over threads")
     a_loads, b_loads = bk * bm // nthreads, bk * bn // nthreads
-    a_tile, b_tile, sub_tile = (tile[2], tile[0]), (tile[2], tile[1]), (tile[3], tile[4])
+    # shared tiles get one spare column: when a warp stores along r (a[m, r] layouts), rows
+    # of bm + 1 words put its 8 r-values in 8 different banks instead of one
+    a_tile, b_tile, sub_tile = (tile[2], tile[0] + 1), (tile[2], tile[1] + 1), (tile[3], tile[4])
 
     def tiled_kernel(a, b, c, out, r_per_split):
         sa = cuda.shared.array(a_tile, float32)        # A[r0:r0+bk, m0:m0+bm]
