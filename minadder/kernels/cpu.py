@@ -53,8 +53,6 @@ TILE_T = 4
 GROUP_T = 16
 #: rows of X_col per chunk (CHUNK_K x TILE_L floats: 64 KB of float32, in L2)
 CHUNK_K = 64
-#: input-gradient rows (t) folded into one pass over a dX_col tile
-TILE_G = 4
 #: columns (L) per tile: TILE_T rows of this many floats stay in L1
 TILE_L = 256
 #: the backward pass builds dX_col for 1/BACKWARD_SLICES of the batch at a time ...
@@ -335,54 +333,76 @@ def adder_forward(cols, weight):
 # ``one`` is 1 in the arrays' dtype, passed in so that float32 stays float32 (a Python
 # literal 1.0 is float64 in Numba, and would turn the whole loop into float64 code).
 @njit(inline="always")
-def _hardtanh(z, one):
-    """HT(z) = min(1, max(-1, z))  (Eq. 7)."""
-    return min(max(z, -one), one)
-
-
-@njit(inline="always")
 def _sgn(z, one):
     """sgn(z) with sgn(0) = 0."""
     return one if z > 0 else (-one if z < 0 else one - one)
 
 
 @njit(**_FAST)
-def _grad_input_kernel(cols, weight, grad, l_start, full, one, dcols):
+def _grad_input_kernel(cols, weight, grad, gsum, l_start, full, one, dcols):
     """dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l])  (Eq. 6; reference.adder_grad_input).
 
     E = HardTanh when ``full``, else sgn. Computes the columns l_start .. l_start + width
-    of dX_col into dcols (K, width). A tile is one row k x TILE_L columns; each pass
-    over it folds in TILE_G rows of G, so each dcols load/store serves TILE_G channels.
+    of dX_col into dcols (K, width). A tile is one row k x tile_l columns; each pass
+    over it folds in 8 (full) or 4 (sign) rows of G, so each dcols load/store serves
+    that many channels.
+
+    Full mode uses HT(w - x) = clip(w, x - 1, x + 1) - x, so that
+    dX_col[k, l] = sum_t G[t, l] * clip(W[t, k], x - 1, x + 1) - x * gsum[l] with
+    gsum[l] = sum_t G[t, l]: a max, a min and a fused multiply-add per term instead of
+    a subtract, a max, a min and a multiply-add.
     """
     n_k, width = dcols.shape
     n_t = weight.shape[0]
-    t4 = n_t - n_t % TILE_G
-    blocks_l = (width + TILE_L - 1) // TILE_L
+    # few channels make little work per tile: widen the tile so that the per-tile costs
+    # (views, zeroing, scheduling) stay small next to the C_out * tile_l MACs
+    tile_l = TILE_L * max(1, 64 // n_t)
+    blocks_l = (width + tile_l - 1) // tile_l
+    # k varies fastest: consecutive tiles of a thread read the same C_out x tile_l block
+    # of G, which then stays in L1/L2 (the other order streams all of G once per row k)
     for tile in prange(n_k * blocks_l):
-        k = tile // blocks_l
-        j0 = (tile % blocks_l) * TILE_L
-        j1 = min(width, j0 + TILE_L)
-        # row views indexed from 0 (see _adder_forward_kernel: plain vector loads)
-        d, xs = dcols[k, j0:j1], cols[k, l_start + j0:l_start + j1]
-        d[:] = 0
-        for t in range(0, t4, TILE_G):
-            w0, w1, w2, w3 = weight[t, k], weight[t + 1, k], weight[t + 2, k], weight[t + 3, k]
-            g0, g1 = grad[t, l_start + j0:l_start + j1], grad[t + 1, l_start + j0:l_start + j1]
-            g2, g3 = grad[t + 2, l_start + j0:l_start + j1], grad[t + 3, l_start + j0:l_start + j1]
-            if full:
+        k = tile % n_k
+        j0 = (tile // n_k) * tile_l
+        j1 = min(width, j0 + tile_l)
+        m0, m1 = l_start + j0, l_start + j1
+        # row views indexed from 0 (see _min_sums_4: plain vector loads)
+        d, xs = dcols[k, j0:j1], cols[k, m0:m1]
+        for j in range(j1 - j0):
+            d[j] = 0
+        t = 0
+        if full:
+            while t + 8 <= n_t:
+                w0, w1, w2, w3 = weight[t, k], weight[t + 1, k], weight[t + 2, k], weight[t + 3, k]
+                w4, w5, w6, w7 = weight[t + 4, k], weight[t + 5, k], weight[t + 6, k], weight[t + 7, k]
+                g0, g1, g2, g3 = grad[t, m0:m1], grad[t + 1, m0:m1], grad[t + 2, m0:m1], grad[t + 3, m0:m1]
+                g4, g5, g6, g7 = grad[t + 4, m0:m1], grad[t + 5, m0:m1], grad[t + 6, m0:m1], grad[t + 7, m0:m1]
                 for j in range(j1 - j0):
-                    x = xs[j]
-                    d[j] += (g0[j] * _hardtanh(w0 - x, one) + g1[j] * _hardtanh(w1 - x, one)) \
-                        + (g2[j] * _hardtanh(w2 - x, one) + g3[j] * _hardtanh(w3 - x, one))
-            else:
+                    lo, hi = xs[j] - one, xs[j] + one
+                    d[j] += ((g0[j] * min(max(w0, lo), hi) + g1[j] * min(max(w1, lo), hi))
+                             + (g2[j] * min(max(w2, lo), hi) + g3[j] * min(max(w3, lo), hi))) \
+                        + ((g4[j] * min(max(w4, lo), hi) + g5[j] * min(max(w5, lo), hi))
+                           + (g6[j] * min(max(w6, lo), hi) + g7[j] * min(max(w7, lo), hi)))
+                t += 8
+            for tt in range(t, n_t):   # channels left over
+                wv, g0 = weight[tt, k], grad[tt, m0:m1]
+                for j in range(j1 - j0):
+                    d[j] += g0[j] * min(max(wv, xs[j] - one), xs[j] + one)
+            gs = gsum[m0:m1]
+            for j in range(j1 - j0):
+                d[j] -= xs[j] * gs[j]
+        else:
+            while t + 4 <= n_t:
+                w0, w1, w2, w3 = weight[t, k], weight[t + 1, k], weight[t + 2, k], weight[t + 3, k]
+                g0, g1, g2, g3 = grad[t, m0:m1], grad[t + 1, m0:m1], grad[t + 2, m0:m1], grad[t + 3, m0:m1]
                 for j in range(j1 - j0):
                     x = xs[j]
                     d[j] += (g0[j] * _sgn(w0 - x, one) + g1[j] * _sgn(w1 - x, one)) \
                         + (g2[j] * _sgn(w2 - x, one) + g3[j] * _sgn(w3 - x, one))
-        for t in range(t4, n_t):
-            wv, g0 = weight[t, k], grad[t, l_start + j0:l_start + j1]
-            for j in range(j1 - j0):
-                d[j] += g0[j] * (_hardtanh(wv - xs[j], one) if full else _sgn(wv - xs[j], one))
+                t += 4
+            for tt in range(t, n_t):
+                wv, g0 = weight[tt, k], grad[tt, m0:m1]
+                for j in range(j1 - j0):
+                    d[j] += g0[j] * _sgn(wv - xs[j], one)
 
 
 def adder_grad_input(cols, weight, grad_out, mode="full"):
@@ -390,7 +410,7 @@ def adder_grad_input(cols, weight, grad_out, mode="full"):
     _check_mode(mode)
     cols, weight, grad_out = _same_dtype(cols, weight, grad_out)
     dcols = np.empty(cols.shape, dtype=cols.dtype)
-    _grad_input_kernel(cols, weight, grad_out, 0, mode == "full", cols.dtype.type(1), dcols)
+    _grad_input_kernel(cols, weight, grad_out, grad_out.sum(axis=0), 0, mode == "full", cols.dtype.type(1), dcols)
     return dcols
 
 
@@ -479,12 +499,13 @@ def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
         return None, dw
     dx = np.empty(x_shape, dtype=cols.dtype)
     plane = cols.shape[1] // n
+    gsum = g.sum(axis=0)   # sum_t G[t, l], for the full-mode dX kernel
     slices = BACKWARD_SLICES if cols.size > SLICE_ABOVE else 1
     step = max(1, math.ceil(n / slices))
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         part = np.empty((cols.shape[0], (n1 - n0) * plane), dtype=cols.dtype)  # dX_col of images n0..n1
-        _grad_input_kernel(cols, w2, g, n0 * plane, mode == "full", cols.dtype.type(1), part)
+        _grad_input_kernel(cols, w2, g, gsum, n0 * plane, mode == "full", cols.dtype.type(1), part)
         _col2im_into(part, kh, kw, stride, padding, dx[n0:n1])
     return dx, dw
 
