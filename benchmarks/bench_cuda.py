@@ -128,9 +128,10 @@ def bench_minadder(batch, c_in, c_out, hw, d, stride, padding, rng):
         "forward_backward_s": time_gpu(
             lambda: kc.adder2d_backward(g4, kc.adder2d_forward(x, w, stride, padding)[1], "full"),
             sync),
-        "tiles": {"forward": kc.choose_tile(c_out, cols.shape[1]),
-                  "dx": kc.choose_tile(cols.shape[0], cols.shape[1]),
-                  "dw": kc.choose_tile(c_out, cols.shape[0])},
+        # (tile, splits of the reduction axis, reduction steps per split) of each l1 GEMM
+        "launch_plan": {"forward": kc.launch_plan(c_out, cols.shape[1], cols.shape[0]),
+                        "dx": kc.launch_plan(cols.shape[0], cols.shape[1], c_out),
+                        "dw": kc.launch_plan(c_out, cols.shape[0], cols.shape[1])},
     }
 
 

@@ -519,15 +519,33 @@ def choose_tile(m_size, n_size):
     return "16x128"
 
 
-def choose_splits(tiles, r_size, bk, min_r_per_split=256):
-    """How many parts to split the reduction axis into so that about two blocks per SM run.
+#: threads per SM the split heuristic aims for (12 warps: enough to cover the stalls of one
+#: block's tile loads with the other blocks' arithmetic)
+_THREADS_PER_SM = 384
 
-    Only when the output has too few tiles, and never below ``min_r_per_split`` per part.
+
+def choose_splits(tiles, threads_per_block, r_size, min_r_per_split=64):
+    """How many parts to cut the reduction axis into so that the GPU has enough threads.
+
+    An output with few tiles (dW: C_out x K, reduced over L = N*H_out*W_out; the small
+    maps of a network's last stage) leaves most SMs idle; splitting the reduction
+    multiplies the blocks, at the price of a partial-sum buffer. Never below
+    ``min_r_per_split`` reduction steps per part.
     """
-    target = 2 * _sm_count()
-    if tiles >= target:
-        return 1
-    return max(1, min(math.ceil(target / tiles), r_size // min_r_per_split))
+    wanted = math.ceil(_sm_count() * _THREADS_PER_SM / (tiles * threads_per_block))
+    return max(1, min(wanted, r_size // min_r_per_split))
+
+
+def launch_plan(m_size, n_size, r_size, tile=None, splits=None):
+    """(tile name, splits, reduction steps per split) for an (M, N) output reduced over R."""
+    tile = tile or choose_tile(m_size, n_size)
+    bm, bn, bk, tm, tn = TILES[tile]
+    if splits is None:
+        tiles = math.ceil(m_size / bm) * math.ceil(n_size / bn)
+        splits = choose_splits(tiles, (bm // tm) * (bn // tn), r_size)
+    # every split but the last covers a whole number of BK steps
+    r_per_split = bk * math.ceil(max(1, r_size) / (bk * splits))
+    return tile, max(1, math.ceil(r_size / r_per_split)), r_per_split
 
 
 def tiled(variant, a, b, c, out, tile=None, splits=None):
@@ -538,14 +556,9 @@ def tiled(variant, a, b, c, out, tile=None, splits=None):
     op, a_is_mr, b_is_nr, use_c = _VARIANTS[variant]
     m_size, n_size = out.shape
     r_size = a.shape[1] if a_is_mr else a.shape[0]
-    tile = tile or choose_tile(m_size, n_size)
+    tile, splits, r_per_split = launch_plan(m_size, n_size, r_size, tile, splits)
     bm, bn, bk, tm, tn = TILES[tile]
     grid_m, grid_n = math.ceil(m_size / bm), math.ceil(n_size / bn)
-    if splits is None:
-        splits = choose_splits(grid_m * grid_n, r_size, bk)
-    # every split but the last covers a whole number of BK steps
-    r_per_split = bk * math.ceil(max(1, r_size) / (bk * splits))
-    splits = max(1, math.ceil(r_size / r_per_split))
     if c is None:
         c = out  # never read (use_c is False); any 2-D float32 array types the kernel
     target = out.reshape(1, m_size, n_size) if splits == 1 else \

@@ -155,7 +155,8 @@ def test_launch_choices():
     assert kc.choose_tile(144, 1 << 17) == "32x128"    # dX with K = 144: 160 rows, not 256
     assert kc.choose_tile(288, 1 << 15) == "64x128"
     assert kc.choose_tile(512, 4096) == "128x128"
-    # dW of a ResNet-20 layer: a 16 x 144 output, a reduction over 128*32*32 positions
-    assert kc.choose_splits(tiles=3, r_size=128 * 32 * 32, bk=8) > 1
-    assert kc.choose_splits(tiles=10_000, r_size=144, bk=8) == 1
-    assert kc.choose_splits(tiles=1, r_size=100, bk=8) == 1      # too short to split
+    # dW of a ResNet-20 layer: a 16 x 144 output (2 tiles of 64 threads), reduced over
+    # 128*32*32 positions: split into hundreds of parts
+    assert kc.choose_splits(tiles=2, threads_per_block=64, r_size=128 * 32 * 32) > 100
+    assert kc.choose_splits(tiles=10_000, threads_per_block=256, r_size=144) == 1
+    assert kc.choose_splits(tiles=1, threads_per_block=64, r_size=100) == 1    # too short
