@@ -26,13 +26,17 @@ PyTorch is optional: without it those columns are left out.
 import argparse
 import json
 import math
+import os
 import platform
 import re
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# small layers launch few blocks on purpose; numba would warn at every such launch
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
