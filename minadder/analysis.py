@@ -352,6 +352,51 @@ def train_steps(model, optimizer, loader, steps, test=None, eval_every=None, tra
     return curves
 
 
+def small_lenet_pp(kind="adder", widths=(8, 8, 16, 16, 32, 32), input_size=16, grad_mode="full",
+                   num_classes=10, feature_dim=3):
+    """LeNet++ (``models.LeNetPP``, paper Fig. 1) with narrower layers and smaller images,
+    so that the notebooks can train it in seconds: six 5x5 layers of ``widths`` channels
+    (padding 2, max pooling after every pair), a ``feature_dim``-D feature layer with
+    batch norm, and the classifier, all adder layers when kind="adder". The full model
+    has widths (32, 32, 64, 64, 128, 128) on 32x32 images, about 50 times the work."""
+    from . import models, nn
+    if len(widths) != 6 or input_size % 8:
+        raise ValueError(f"small_lenet_pp: need 6 widths and input_size divisible by 8, got {widths}, {input_size}")
+    net = models.LeNetPP.__new__(models.LeNetPP)
+    models._Net.__init__(net, kind, 1, input_size)
+    channels = (1, *widths)
+    for i in range(6):
+        setattr(net, f"conv{i + 1}", models.conv(kind, channels[i], channels[i + 1], 5, 1, 2, grad_mode))
+        setattr(net, f"bn{i + 1}", nn.BatchNorm2d(channels[i + 1]))
+    size = input_size // 8
+    net.feature = models.linear(kind, channels[-1] * size * size, feature_dim, grad_mode)
+    net.bn_feature = nn.BatchNorm1d(feature_dim)
+    net.fc, net.bn_fc = models.linear(kind, feature_dim, num_classes, grad_mode), nn.BatchNorm1d(num_classes)
+    return net
+
+
+def halve_images(x):
+    """2x2 average pooling of a batch (N, C, H, W) as plain arrays: 32x32 digits -> 16x16."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+
+
+def fit_gaussian(w):
+    """Maximum-likelihood N(mu, sigma^2): (mu, sigma, mean log-density per value)."""
+    w = np.asarray(w, dtype=np.float64).ravel()
+    mu, sigma = w.mean(), w.std()
+    return mu, sigma, float(-0.5 * math.log(2 * math.pi * sigma ** 2) - 0.5)
+
+
+def fit_laplace(w):
+    """Maximum-likelihood Laplace(m, b): m the median, b the mean |w - m|;
+    returns (m, b, mean log-density per value)."""
+    w = np.asarray(w, dtype=np.float64).ravel()
+    m = float(np.median(w))
+    b = float(np.abs(w - m).mean())
+    return m, b, float(-math.log(2 * b) - 1)
+
+
 __all__ = [
     "sgn", "sign_step", "full_step", "iterate", "sign_descent", "full_descent",
     "sign_limit", "full_closed_form", "full_regime",
@@ -360,4 +405,5 @@ __all__ = [
     "l2_adder2d", "patch_sq_norms", "filter_sq_norms", "l2_adder_from_conv",
     "notebook_digits", "batchnorm_inputs", "channel_std", "filter_grad_norms",
     "dataset_arrays", "evaluate", "refresh_batchnorm", "train_steps",
+    "small_lenet_pp", "halve_images", "fit_gaussian", "fit_laplace",
 ]
