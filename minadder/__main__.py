@@ -12,7 +12,7 @@ import json
 import sys
 
 from . import models, optim
-from .train import AUGMENTS, SCHEDULES, TrainConfig, TrainingInterrupted
+from .train import AUGMENTS, LR_STEPS, SCHEDULES, TrainConfig, TrainingInterrupted
 
 DATASET_CHOICES = ("synthetic-digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 DEFAULTS = TrainConfig()
@@ -39,7 +39,9 @@ def _add_train_parser(sub):
     opt("--epochs", "number of epochs", type=int)
     opt("--batch-size", "images per batch", type=int)
     opt("--lr", "initial learning rate", type=float)
-    opt("--schedule", "learning-rate decay per epoch", choices=SCHEDULES)
+    opt("--schedule", "learning-rate decay", choices=SCHEDULES)
+    opt("--lr-step", "decay the learning rate every batch (SGDR) or every epoch (the reference code)",
+        choices=LR_STEPS)
     opt("--momentum", "SGD momentum", type=float)
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help=f"Nesterov momentum (default: {DEFAULTS.nesterov})")

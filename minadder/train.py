@@ -56,6 +56,7 @@ FORMAT_VERSION = 1
 
 SCHEDULES = ("cosine", "poly")
 AUGMENTS = ("auto", "cifar", "none")
+LR_STEPS = ("batch", "epoch")
 
 #: Fields that may differ between a checkpoint and the run that resumes it: they change
 #: where things are read or written, or how fast, not what is computed.
@@ -77,6 +78,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 0.1
     schedule: str = "cosine"
+    lr_step: str = "batch"
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -98,7 +100,7 @@ class TrainConfig:
         """Raise ValueError naming the first bad option."""
         choices = {"model": tuple(models.MODELS), "kind": models.KINDS, "schedule": SCHEDULES,
                    "grad_mode": ("full", "sign"), "adder_scaling": optim.ADDER_SCALINGS,
-                   "augment": AUGMENTS}
+                   "augment": AUGMENTS, "lr_step": LR_STEPS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -127,11 +129,15 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 # ============================================================================ small pieces
-def learning_rate(config, epoch):
-    """The learning rate of epoch `epoch` (0-based): cosine or polynomial decay (SPEC 5)."""
+def learning_rate(config, epoch, step=0, batches=1):
+    """The learning rate of batch `step` of epoch `epoch` (both 0-based), cosine or
+    polynomial decay (SPEC 5) with e = epoch + step / batches: the rate decays a little
+    every batch, as in SGDR (the cosine decay the paper cites, its ref. [20]). With
+    ``lr_step="epoch"`` e is the whole epoch, as in the paper's reference code."""
+    e = epoch + step / batches if config.lr_step == "batch" else epoch
     if config.schedule == "cosine":
-        return optim.cosine_lr(config.lr, epoch, config.epochs)
-    return optim.poly_lr(config.lr, epoch, config.epochs)
+        return optim.cosine_lr(config.lr, e, config.epochs)
+    return optim.poly_lr(config.lr, e, config.epochs)
 
 
 def _limit(dataset, limit, seed):
@@ -327,8 +333,9 @@ def _load_data(config):
     pad_to = 32 if (h, w) == (28, 28) else None  # MNIST-like 28x28 -> 32x32, as in the paper
     augment = {"auto": "cifar" if config.dataset.startswith("cifar") else None,
                "cifar": "cifar", "none": None}[config.augment]
-    # a last batch of one image cannot be batch-normalised in training mode
-    drop_last = len(train_set) % config.batch_size == 1
+    # Drop the incomplete last batch: its batch-norm statistics are noisy (a batch of one
+    # cannot be normalised at all). The order changes every epoch, so no image is left out for good.
+    drop_last = len(train_set) >= config.batch_size
     train_loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed,
                               augment=augment, drop_last=drop_last, pad_to=pad_to)
     test_loader = DataLoader(test_set, config.batch_size, shuffle=False, seed=config.seed, pad_to=pad_to)
@@ -399,7 +406,7 @@ def train(config, callback=None, log=None):
     with _DeferredInterrupt(log) as interrupt:
         try:
             for epoch in range(progress.epoch, config.epochs):
-                optimizer.lr = learning_rate(config, epoch)
+                epoch_lr = learning_rate(config, epoch, 0, n_batches)
                 train_loader.set_epoch(epoch)
                 model.train()
                 bar = tqdm(total=n_batches, initial=progress.step, desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -410,6 +417,7 @@ def train(config, callback=None, log=None):
                     if step < progress.step:
                         continue  # finished before an interruption; replayed only to keep the order
                     in_step = True
+                    optimizer.lr = learning_rate(config, epoch, step, n_batches)
                     logits = model(Tensor(x))
                     loss = F.cross_entropy(logits, y)
                     optimizer.zero_grad()
@@ -429,7 +437,7 @@ def train(config, callback=None, log=None):
                     progress.seconds, tick = progress.seconds + now - tick, now
                     images += len(y)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{progress.loss_sum / progress.seen:.4f}",
+                    bar.set_postfix(lr=f"{optimizer.lr:.3g}", loss=f"{progress.loss_sum / progress.seen:.4f}",
                                     acc=f"{100 * progress.correct / progress.seen:.2f}%",
                                     img_s=f"{images / max(time.perf_counter() - start, 1e-9):.0f}")
                     if callback is not None:
@@ -438,7 +446,7 @@ def train(config, callback=None, log=None):
                         raise KeyboardInterrupt
                 bar.close()
                 test_loss, test_acc = _evaluate(model, test_loader, interrupt)
-                record = {"epoch": epoch + 1, "lr": optimizer.lr,
+                record = {"epoch": epoch + 1, "lr": epoch_lr,
                           "train_loss": progress.loss_sum / progress.seen,
                           "train_accuracy": progress.correct / progress.seen,
                           "test_loss": test_loss, "test_accuracy": test_acc,

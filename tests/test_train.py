@@ -162,3 +162,16 @@ def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         T.TrainConfig(**kw).validate()
+
+
+def test_learning_rate_decays_per_batch_or_per_epoch():
+    import math
+    config = T.TrainConfig(epochs=2)
+    assert T.learning_rate(config, 0, 0, 10) == 0.1
+    assert T.learning_rate(config, 1, 0, 10) == pytest.approx(0.05)
+    assert T.learning_rate(config, 0, 5, 10) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    config.lr_step = "epoch"  # the reference code's schedule: constant within an epoch
+    assert T.learning_rate(config, 0, 5, 10) == 0.1
+    poly = T.TrainConfig(epochs=4, schedule="poly")
+    assert T.learning_rate(poly, 1, 0, 10) == pytest.approx(0.075)
+    assert T.learning_rate(poly, 3, 5, 10) == pytest.approx(0.1 * 0.125)
