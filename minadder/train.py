@@ -402,7 +402,7 @@ def train(config, callback=None, log=None):
         log(f"resuming {ckpt} at epoch {progress.epoch + 1}, batch {progress.step}/{len(train_loader)}")
 
     n_batches = len(train_loader)
-    in_step = False
+    in_step, bar = False, None
     with _DeferredInterrupt(log) as interrupt:
         try:
             for epoch in range(progress.epoch, config.epochs):
@@ -451,41 +451,43 @@ def train(config, callback=None, log=None):
                           "train_accuracy": progress.correct / progress.seen,
                           "test_loss": test_loss, "test_accuracy": test_acc,
                           "time_s": progress.seconds, "images_per_s": progress.seen / max(progress.seconds, 1e-9)}
+                in_step = True  # the epoch's bookkeeping below must not be cut in half either
                 metrics["epochs"].append(record)
                 metrics["test_accuracy"] = test_acc
                 metrics["completed"] = epoch + 1 == config.epochs
+                progress.epoch = epoch + 1
+                progress.start_epoch()
+                in_step = False
                 log(f"epoch {epoch + 1}/{config.epochs}: lr {record['lr']:.4g}, train loss {record['train_loss']:.4f}, "
                     f"train acc {100 * record['train_accuracy']:.2f}%, test acc {100 * test_acc:.2f}%, "
                     f"{record['time_s']:.1f}s ({record['images_per_s']:.0f} img/s)")
-                progress.epoch = epoch + 1
-                progress.start_epoch()
                 save_checkpoint(out_dir / CHECKPOINT, model, optimizer, progress, config, metrics)
                 if config.keep_checkpoints:
                     save_checkpoint(out_dir / f"checkpoint-epoch{epoch + 1:03d}.npz", model, optimizer,
                                     progress, config, metrics)
                 _write_outputs(out_dir, metrics)
         except KeyboardInterrupt as exc:
+            if bar is not None:
+                bar.close()
             if isinstance(exc, TrainingInterrupted):
                 raise
-            raise _interrupted(out_dir, model, optimizer, progress, config, metrics, in_step, n_batches, log) from None
+            raise _interrupted(out_dir, model, optimizer, progress, config, metrics, in_step, n_batches) from None
     return {"metrics": metrics, "model": model, "output_dir": out_dir}
 
 
-def _interrupted(out_dir, model, optimizer, progress, config, metrics, in_step, n_batches, log):
+def _interrupted(out_dir, model, optimizer, progress, config, metrics, in_step, n_batches):
     """Save what can be saved after Ctrl-C and build the exception that reports it."""
     if in_step:
         # the interrupt landed inside a training step: the weights may be half-updated
         last = out_dir / CHECKPOINT
         message = ("interrupted inside a training step; nothing saved, "
                    + (f"the last checkpoint ({last}) is kept" if last.exists() else "no checkpoint yet"))
-        log(message)
         return TrainingInterrupted(message, last if last.exists() else None)
     path = save_checkpoint(out_dir / CHECKPOINT, model, optimizer, progress, config, metrics)
     if metrics["epochs"] or metrics["steps"]["epoch"]:
         _write_outputs(out_dir, metrics)
     message = (f"interrupted: saved {path} at epoch {progress.epoch + 1}, batch {progress.step}/{n_batches}; "
                f"continue with: python -m minadder train --resume {out_dir}")
-    log(message)
     return TrainingInterrupted(message, path)
 
 
