@@ -6,7 +6,8 @@
 - Eq. 11: how batch normalisation's backward scales a gradient by gamma / sigma_B.
 - Eq. 27 and 28: the l2-AdderNet output, computed directly and as 2 Y_CNN - |X|^2 - |F|^2.
 - Helpers for the notebooks: which digits to use (real MNIST when found), the inputs
-  each batch norm sees, and the filter-gradient norms of Table 1.
+  each batch norm sees, the filter-gradient norms of Table 1, a short training loop with
+  evaluation, a narrow LeNet++ (Fig. 1), and Gaussian / Laplace fits (Fig. 4).
 
 Every iteration function works on Python numbers, ``fractions.Fraction`` (exact arithmetic,
 which the tests use to check "exactly") and NumPy arrays (coordinate by coordinate).
