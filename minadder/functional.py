@@ -522,7 +522,10 @@ class MaxPool2d(Function):
         xp_shape, k, stride, padding, ho, wo, x_shape = ctx.shape
         dxp = np.zeros(xp_shape, dtype=g.dtype)
         for i, j, view in _windows(dxp, k, stride, ho, wo):
-            view += g * (ctx.argmax == i * k + j)
+            if stride >= k:   # windows do not overlap: each input pixel is written once
+                np.multiply(g, ctx.argmax == i * k + j, out=view)
+            else:
+                view += g * (ctx.argmax == i * k + j)
         return dxp[:, :, padding:padding + x_shape[2], padding:padding + x_shape[3]], None, None, None
 
 
