@@ -10,9 +10,11 @@ implementation:
   torch-cdist  unfold + torch.cdist(p=1) (forward only)
 
 One adder-MAC is one |x - w| accumulated; a pass (forward, dX or dW) of a layer costs
-C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out). "fwd" times adder2d_forward (im2col
-included), "dX" the adder_grad_input kernel, "dW" adder_grad_weight (both full mode),
-"f+b" a whole forward + backward (full mode, dX and dW, col2im included). "peak" is the
+C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out). The GMAC/s columns time the
+kernels on a ready X_col: adder_forward, adder_grad_input and adder_grad_weight (full
+mode); for torch, the layer's forward (unfold included). "fwd ms" times the whole layer
+forward, adder2d_forward (im2col included); "f+b ms" a whole forward + backward (full
+mode, dX and dW, col2im included). "peak" is the
 growth of the process's resident memory during one forward + backward (Linux VmHWM, reset
 through /proc/self/clear_refs), outputs and the cache included, next to the size of the
 layer's im2col buffer. Every measurement runs in its own child process, so the memory
@@ -131,6 +133,7 @@ def run_minadder(name, layer, batch, repeat):
         k_mod.adder2d_backward(g, cc, "full")
 
     return dict(
+        fwd_kernel=best_time(lambda: k_mod.adder_forward(cols, w2), repeat),
         fwd=best_time(lambda: k_mod.adder2d_forward(x, w, s, p), repeat),
         dx=best_time(lambda: k_mod.adder_grad_input(cols, w2, g2, "full"), repeat),
         dw=best_time(lambda: k_mod.adder_grad_weight(cols, w2, g2, "full"), repeat),
@@ -291,7 +294,7 @@ def main():
             ratio = f"{fb / cpu_fb:.1f}x" if fb and cpu_fb else "-"
             if impl == "torch-cdist" and cpu_fb:
                 ratio = f"fwd {r['fwd'] / cpu_fb:.1f}x"
-            rows.append([name, impl, fmt_rate(macs, r.get("fwd")), fmt_rate(macs, r.get("dx")),
+            rows.append([name, impl, fmt_rate(macs, r.get("fwd_kernel", r.get("fwd"))), fmt_rate(macs, r.get("dx")),
                          fmt_rate(macs, r.get("dw")), fmt_ms(r.get("fwd")), fmt_ms(fb),
                          fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio])
         print_rows(header, rows[-len(impls):], args.markdown, first=(name == names[0]))

@@ -57,8 +57,8 @@ CHUNK_K = 64
 TILE_L = 256
 #: the backward pass builds dX_col for 1/BACKWARD_SLICES of the batch at a time ...
 BACKWARD_SLICES = 4
-#: ... when X_col has more elements than this (4 MB of float32)
-SLICE_ABOVE = 1 << 20
+#: ... when X_col has more elements than this (1 MB of float32)
+SLICE_ABOVE = 1 << 18
 
 
 def check_available():
@@ -86,9 +86,9 @@ def _valid_range(size, out_size, offset, stride, padding):
 
 
 @njit(parallel=True, cache=True)
-def _im2col_kernel(x, kh, kw, stride, padding, cols, colsum):
+def _im2col_kernel(x, kh, kw, stride, padding, cols, colsum, with_sums):
     """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (reference.im2col), and
-    colsum[l] = sum_k cols[k, l], which the forward kernel needs.
+    colsum[l] = sum_k cols[k, l], which the forward kernel needs (when ``with_sums``).
 
     One task per image n: it writes the columns n*P .. (n+1)*P of every row (P = H_out*W_out),
     then sums them while they are in cache. Element loops over views rather than slice
@@ -126,6 +126,8 @@ def _im2col_kernel(x, kh, kw, stride, padding, cols, colsum):
                             src_s = x[n, c, hh, start:start + stride * (v1 - v0 - 1) + 1:stride]
                             for q in range(v1 - v0):
                                 inner[q] = src_s[q]
+        if not with_sums:
+            continue
         total = colsum[base:base + plane]
         for q in range(plane):
             total[q] = 0
@@ -173,22 +175,22 @@ def _col2im_kernel(cols, kh, kw, stride, padding, dx):
                             dst_s[q] += src[q]
 
 
-def _im2col_with_sums(x, kh, kw, stride, padding):
+def _im2col_with_sums(x, kh, kw, stride, padding, with_sums=True):
     n, c, h, w = x.shape
     if kh == kw == 1 and stride == 1 and padding == 0:
         # a 1x1 layer (a fully connected adder layer is one): im2col is a transpose
         cols = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(c, n * h * w)
-        return cols, cols.sum(axis=0)
+        return cols, (cols.sum(axis=0) if with_sums else None)
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
-    colsum = np.empty(n * ho * wo, dtype=x.dtype)
-    _im2col_kernel(np.ascontiguousarray(x), kh, kw, stride, padding, cols, colsum)
-    return cols, colsum
+    colsum = np.empty(n * ho * wo if with_sums else 0, dtype=x.dtype)
+    _im2col_kernel(np.ascontiguousarray(x), kh, kw, stride, padding, cols, colsum, with_sums)
+    return cols, (colsum if with_sums else None)
 
 
 def im2col(x, kh, kw, stride=1, padding=0):
     """Unroll receptive fields into X_col (K, L); see reference.im2col."""
-    return _im2col_with_sums(x, kh, kw, stride, padding)[0]
+    return _im2col_with_sums(x, kh, kw, stride, padding, with_sums=False)[0]
 
 
 def _col2im_into(cols, kh, kw, stride, padding, dx):
