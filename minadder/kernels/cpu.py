@@ -27,6 +27,7 @@ results differ from the reference only by float rounding.
 """
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -74,6 +75,41 @@ if numba is None:  # keep the module importable; check_available() explains
     prange = range
 
 _FAST = dict(parallel=True, fastmath=True, cache=True)
+
+
+# ======================================================================= buffer reuse
+#: arrays of at least this many bytes are recycled (below it, malloc is cheap)
+POOL_MIN_BYTES = 1 << 20
+#: recycled arrays kept per (shape, dtype), and in all
+POOL_PER_SHAPE, POOL_MAX_BYTES = 3, 1 << 30
+_pool = {}   # (shape, dtype) -> arrays that this module handed out before
+_probe = [np.empty(1)]
+_IDLE_REFS = next(sys.getrefcount(a) for a in _probe)   # held by the pool list alone
+del _probe
+
+
+def _empty(shape, dtype):
+    """np.empty, recycling a large array handed out before once nobody holds it any more.
+
+    A fresh multi-megabyte array costs a page fault per 4 KB on first touch (the C library
+    maps it afresh and returns it to the system on free): for LeNet-5-BN at batch 256
+    that was about a fifth of a training step. An array is reused only when the pool's
+    own list is its sole holder (no caller, no view of it: a view holds its base), so a
+    live result is never overwritten. Every caller writes the whole array.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes < POOL_MIN_BYTES:
+        return np.empty(shape, dtype)
+    free = _pool.setdefault((tuple(shape), dtype.str), [])
+    for arr in free:
+        if sys.getrefcount(arr) == _IDLE_REFS:
+            return arr
+    arr = np.empty(shape, dtype)
+    held = sum(a.nbytes for arrays in _pool.values() for a in arrays)
+    if len(free) < POOL_PER_SHAPE and held + nbytes <= POOL_MAX_BYTES:
+        free.append(arr)
+    return arr
 
 
 # ============================================================================ im2col
@@ -182,7 +218,7 @@ def _im2col_with_sums(x, kh, kw, stride, padding, with_sums=True):
         cols = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(c, n * h * w)
         return cols, (cols.sum(axis=0) if with_sums else None)
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    cols = _empty((c * kh * kw, n * ho * wo), x.dtype)
     colsum = np.empty(n * ho * wo if with_sums else 0, dtype=x.dtype)
     _im2col_kernel(np.ascontiguousarray(x), kh, kw, stride, padding, cols, colsum, with_sums)
     return cols, (colsum if with_sums else None)
@@ -479,7 +515,7 @@ def adder2d_forward(x, weight, stride=1, padding=0):
     c_out, _, kh, kw = weight.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols, colsum = _im2col_with_sums(x, kh, kw, stride, padding)
-    y = np.empty((n, c_out, ho, wo), dtype=x.dtype)
+    y = _empty((n, c_out, ho, wo), x.dtype)
     _forward_into(cols, weight.reshape(c_out, -1), y.reshape(n, c_out, ho * wo), colsum)
     return y, (cols, x.shape, weight, stride, padding)
 
@@ -494,19 +530,21 @@ def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
     cols, x_shape, weight, stride, padding = cache
     c_out, _, kh, kw = weight.shape
     n = x_shape[0]
-    g = np.ascontiguousarray(grad_y.transpose(1, 0, 2, 3), dtype=cols.dtype).reshape(c_out, -1)
+    g = _empty((c_out, grad_y.shape[0]) + grad_y.shape[2:], cols.dtype)   # G = dLoss/dY_col
+    np.copyto(g, grad_y.transpose(1, 0, 2, 3))
+    g = g.reshape(c_out, -1)
     w2 = np.ascontiguousarray(weight.reshape(c_out, -1), dtype=cols.dtype)
     dw = adder_grad_weight(cols, w2, g, mode).reshape(weight.shape)
     if not input_grad:
         return None, dw
-    dx = np.empty(x_shape, dtype=cols.dtype)
+    dx = _empty(x_shape, cols.dtype)
     plane = cols.shape[1] // n
     gsum = g.sum(axis=0)   # sum_t G[t, l], for the full-mode dX kernel
     slices = BACKWARD_SLICES if cols.size > SLICE_ABOVE else 1
     step = max(1, math.ceil(n / slices))
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        part = np.empty((cols.shape[0], (n1 - n0) * plane), dtype=cols.dtype)  # dX_col of images n0..n1
+        part = _empty((cols.shape[0], (n1 - n0) * plane), cols.dtype)  # dX_col of images n0..n1
         _grad_input_kernel(cols, w2, g, gsum, n0 * plane, mode == "full", cols.dtype.type(1), part)
         _col2im_into(part, kh, kw, stride, padding, dx[n0:n1])
     return dx, dw
