@@ -202,3 +202,21 @@ def test_adder_layers_agree_across_backends_in_the_engine(mode):
             results[name] = [out.data, xt.grad, wt.grad, wlt.grad]
     for a, b in zip(results["cpu"], results["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * (1 + np.abs(b).max()))
+
+
+def test_recycled_buffers_never_overwrite_a_live_result(monkeypatch):
+    """The cpu module recycles its large arrays; one that a caller (or a view) still
+    holds must never be handed out again."""
+    monkeypatch.setattr(cpu, "POOL_MIN_BYTES", 0)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y1, cache1 = cpu.adder2d_forward(x, w, 1, 1)
+    kept, view = y1.copy(), y1[0]
+    del y1
+    y2, cache2 = cpu.adder2d_forward(2 * x, w, 1, 1)          # y1 lives on through its view
+    assert not np.shares_memory(y2, view) and not np.shares_memory(cache1[0], cache2[0])
+    np.testing.assert_array_equal(view, kept[0])
+    del view, y2
+    y3, _ = cpu.adder2d_forward(x, w, 1, 1)                   # now a buffer may be reused
+    np.testing.assert_allclose(y3, ref.adder2d_forward(x, w, 1, 1)[0], rtol=1e-5, atol=1e-4)
