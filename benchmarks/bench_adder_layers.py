@@ -116,6 +116,7 @@ def run_minadder(name, layer, batch, repeat):
     y, cache = k_mod.adder2d_forward(x, w, s, p)
     g = rng.standard_normal(y.shape).astype(np.float32)
     del y, cache
+    getattr(k_mod, "_pool", {}).clear()   # cpu recycles its buffers: count them afresh
     gc.collect()
     base = rss_bytes()
     ok = reset_peak()
