@@ -5,20 +5,25 @@ Every public function here has the name, signature and result of its namesake in
 tests/test_kernels_cpu.py). Layout as there: X_col is (K, L) with L contiguous, W is
 (C_out, K), G = dLoss/dY_col is (C_out, L).
 
-How the l1 "GEMM" is made fast (numbers in benchmarks/README.md):
+How the l1 "GEMM" is made fast (measurements in benchmarks/README.md):
 
-* Register/cache blocking. A tile is TILE_T output channels x TILE_L columns; for
-  UNROLL_K rows of X_col at a time the innermost loop runs along L (contiguous, so LLVM
-  turns it into 512-bit vector code) and updates the TILE_T accumulator rows, held in a
-  small tile buffer that stays in L1. Each loaded x vector serves TILE_T channels and
-  each accumulator load/store serves UNROLL_K rows.
-* |x - w| = x + w - 2 min(x, w). Summed over k, the x + w part is
-  colsum[l] + wsum[t], computed once, so the inner loop is one min and one add per
-  adder-MAC instead of a subtract, an abs and an add.
+* Register and cache blocking. The forward's inner step (``_min_sums_4``) holds 4
+  channels x 4 rows of W as scalars and runs along L (contiguous: 512-bit vector code);
+  each x vector loaded serves 4 channels and each accumulator load/store 4 rows. A task
+  is GROUP_T channels x TILE_L columns, visiting X_col in chunks of CHUNK_K rows that
+  stay in cache for all its channels.
+* |x - w| = x + w - 2 min(x, w). Summed over k, the x + w part is colsum[l] + wsum[t],
+  computed once, so the inner loop is one min and one add per adder-MAC instead of a
+  subtract, an abs and an add.
+* dX in full mode uses HT(w - x) = clip(w, x - 1, x + 1) - x: a max, a min and a
+  fused multiply-add per term.
 * dW in full mode is a matrix product (SPEC section 2):
   dW = G @ X_col.T - W * G.sum(axis=1), one BLAS call.
-* No temporary larger than the im2col buffer: dX is computed a slice of images at a
-  time and scattered back (col2im) slice by slice.
+* No temporary larger than the im2col buffer: dX_col of a large layer is computed a
+  slice of images at a time and scattered back (col2im) slice by slice; large arrays
+  handed out before are recycled once nobody holds them (``_empty``).
+* Row views indexed by ``range`` variables everywhere in inner loops: Numba then emits
+  plain vector loads instead of wraparound code and gathers.
 
 Compilation is lazy (first call, once per dtype) and cached on disk (cache=True), so
 importing this module costs nothing and a second process reuses the machine code.
@@ -80,8 +85,8 @@ _FAST = dict(parallel=True, fastmath=True, cache=True)
 # ======================================================================= buffer reuse
 #: arrays of at least this many bytes are recycled (below it, malloc is cheap)
 POOL_MIN_BYTES = 1 << 20
-#: recycled arrays kept per (shape, dtype), and in all
-POOL_PER_SHAPE, POOL_MAX_BYTES = 3, 1 << 30
+#: recycled arrays kept per (shape, dtype), and in all (256 MB; _pool.clear() frees them)
+POOL_PER_SHAPE, POOL_MAX_BYTES = 3, 1 << 28
 _pool = {}   # (shape, dtype) -> arrays that this module handed out before
 _probe = [np.empty(1)]
 _IDLE_REFS = next(sys.getrefcount(a) for a in _probe)   # held by the pool list alone
