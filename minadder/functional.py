@@ -287,7 +287,7 @@ class ReLU(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.mask = a > 0
-        return np.where(ctx.mask, a, 0).astype(a.dtype, copy=False)
+        return np.maximum(a, a.dtype.type(0))
 
     @staticmethod
     def backward(ctx, g):
