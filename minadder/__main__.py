@@ -110,7 +110,7 @@ def _run_train(args):
     kind = "AdderNet" if config.kind == "adder" else "CNN"
     if m["test_accuracy"] is not None:
         print(f"final test accuracy: {100 * m['test_accuracy']:.2f} % ({config.model} {kind} on {config.dataset}, "
-              f"{len(epochs)} epochs, {total:.1f} s training, backend {m['backend']})")
+              f"{len(epochs)} epoch{'s' * (len(epochs) != 1)}, {total:.1f} s training, backend {m['backend']})")
     else:
         print("no epoch was trained (the checkpoint had already finished all epochs)")
     print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz)")
