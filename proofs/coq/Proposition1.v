@@ -378,3 +378,161 @@ Proof.
       rewrite (Int_part_unique k) by lra; exact Hk.
   - intros Hk; exists x; apply prop1_converges_iff; assumption.
 Qed.
+
+(** ** Part 4: vectors over finitely many coordinates *)
+
+(** Coordinates are indexed by i < m; a vector is a function [nat -> R] of which only
+    the first m values are read. [vsum m g] is g 0 + ... + g (m - 1). *)
+Fixpoint vsum (m : nat) (g : nat -> R) : R :=
+  match m with
+  | O => 0
+  | S k => vsum k g + g k
+  end.
+
+(** The l1 distance sum_{i < m} |u_i - v_i| (the objective of the paper's Eq. 23). *)
+Definition l1_dist (m : nat) (u v : nat -> R) : R := vsum m (fun i => Rabs (u i - v i)).
+
+(** The sign-gradient update of the whole vector: f_{j+1} = f_j - a sgn(f_j - x),
+    with sgn taken coordinate by coordinate. *)
+Fixpoint sign_iter_vec (a : R) (x f0 : nat -> R) (j : nat) : nat -> R :=
+  match j with
+  | O => f0
+  | S k => fun i => sign_iter_vec a x f0 k i - a * sgn (sign_iter_vec a x f0 k i - x i)
+  end.
+
+(** Each coordinate of the vector iteration follows the scalar iteration on its own. *)
+Lemma sign_iter_vec_coord : forall a x f0 j i,
+  sign_iter_vec a x f0 j i = sign_iter a (x i) (f0 i) j.
+Proof.
+  intros a x f0 j i; induction j as [| j IH]; simpl; [reflexivity | rewrite IH; reflexivity].
+Qed.
+
+Lemma vsum_nonneg : forall m g, (forall k, 0 <= g k) -> 0 <= vsum m g.
+Proof.
+  intros m g Hg; induction m as [| m IH]; simpl; [lra |].
+  specialize (Hg m); lra.
+Qed.
+
+Lemma vsum_term_le : forall m g i, (forall k, 0 <= g k) -> (i < m)%nat -> g i <= vsum m g.
+Proof.
+  intros m g i Hg; induction m as [| m IH]; intros Hi; [lia |]; simpl.
+  destruct (Nat.eq_dec i m) as [E | E].
+  - subst; assert (H := vsum_nonneg m g Hg); lra.
+  - assert (H := IH ltac:(lia)); specialize (Hg m); lra.
+Qed.
+
+Lemma vsum_ext : forall m g h, (forall k, (k < m)%nat -> g k = h k) -> vsum m g = vsum m h.
+Proof.
+  intros m g h Hgh; induction m as [| m IH]; simpl; [reflexivity |].
+  rewrite IH; [rewrite Hgh by lia; reflexivity | intros k Hk; apply Hgh; lia].
+Qed.
+
+Lemma vsum_plus : forall m g h, vsum m (fun k => g k + h k) = vsum m g + vsum m h.
+Proof. intros m g h; induction m as [| m IH]; simpl; [ring | rewrite IH; ring]. Qed.
+
+Lemma vsum_scale : forall m c g, c * vsum m g = vsum m (fun k => c * g k).
+Proof. intros m c g; induction m as [| m IH]; simpl; [ring | rewrite <- IH; ring]. Qed.
+
+Lemma vsum_0 : forall m, vsum m (fun _ => 0) = 0.
+Proof. intros m; induction m as [| m IH]; simpl; [reflexivity | rewrite IH; ring]. Qed.
+
+(** Finitely many "eventually" statements hold together from some index on. *)
+Lemma eventually_all : forall m (P : nat -> nat -> Prop),
+  (forall i, (i < m)%nat -> exists N, forall j, (N <= j)%nat -> P i j) ->
+  exists N, forall i j, (i < m)%nat -> (N <= j)%nat -> P i j.
+Proof.
+  intros m P; induction m as [| m IH]; intros H.
+  - exists O; intros i j Hi; lia.
+  - destruct IH as [N1 H1]; [intros i Hi; apply H; lia |].
+    destruct (H m (Nat.lt_succ_diag_r m)) as [N2 H2].
+    exists (Nat.max N1 N2); intros i j Hi Hj.
+    destruct (Nat.eq_dec i m) as [E | E].
+    + subst; apply H2; lia.
+    + apply H1; lia.
+Qed.
+
+(** The vector f_j converges to x (in the l1 distance; all norms on R^m are
+    equivalent) if and only if every coordinate's ratio r_i = (x_i - f_{0,i}) / a is an
+    integer. *)
+Theorem prop1_vector_converges_iff : forall a (x f0 : nat -> R) m, 0 < a ->
+  (Un_cv (fun j => l1_dist m (sign_iter_vec a x f0 j) x) 0 <->
+   forall i, (i < m)%nat -> exists k : Z, ratio a (x i) (f0 i) = IZR k).
+Proof.
+  intros a x f0 m Ha; split.
+  - intros Hcv i Hi.
+    apply (proj1 (prop1_converges_iff a (x i) (f0 i) Ha)).
+    intros eps Heps; destruct (Hcv eps Heps) as [N HN]; exists N; intros j Hj.
+    specialize (HN j Hj); unfold R_dist in *.
+    rewrite Rminus_0_r in HN.
+    rewrite <- sign_iter_vec_coord.
+    assert (Hle := vsum_term_le m (fun i => Rabs (sign_iter_vec a x f0 j i - x i)) i
+                      (fun k => Rabs_pos _) Hi).
+    unfold l1_dist in HN; rewrite Rabs_right in HN by (apply Rle_ge, vsum_nonneg;
+                                                       intros; apply Rabs_pos).
+    simpl in Hle; lra.
+  - intros Hint.
+    destruct (eventually_all m (fun i j => sign_iter a (x i) (f0 i) j = x i)) as [N HN].
+    { intros i Hi; destruct (Hint i Hi) as [k Hk].
+      exists (Z.abs_nat k); apply (prop1_reaches_x _ _ _ k Ha Hk). }
+    intros eps Heps; exists N; intros j Hj; unfold R_dist, l1_dist.
+    rewrite (vsum_ext m _ (fun _ => 0)), vsum_0, Rminus_0_r, Rabs_R0; [exact Heps |].
+    intros i Hi; rewrite sign_iter_vec_coord, (HN i j Hi Hj), Rminus_diag_eq, Rabs_R0;
+      reflexivity.
+Qed.
+
+(** Coordinate i's ratio is not an integer: 1 if so, 0 if it is an integer. *)
+Definition off_lattice (a : R) (x f0 : nat -> R) (i : nat) : R :=
+  if Req_EM_T (ratio a (x i) (f0 i)) (IZR (Int_part (ratio a (x i) (f0 i)))) then 0 else 1.
+
+Lemma not_integer_iff : forall t,
+  ~ (exists k : Z, t = IZR k) <-> t <> IZR (Int_part t).
+Proof.
+  intros t; split.
+  - intros Hn E; apply Hn; exists (Int_part t); exact E.
+  - intros Hn [k Hk]; apply Hn; rewrite (Int_part_unique k) by lra; exact Hk.
+Qed.
+
+(** From any step T with floor |r_i| <= T for every coordinate (that is,
+    |r_i| < T + 1), the vector sequence has period 2, and two consecutive l1 errors add
+    up to a k, where k is the number of coordinates whose ratio is not an integer:
+    ||f_j - x||_1 + ||f_{j+1} - x||_1 = a k for every j >= T. *)
+Theorem prop1_vector_period_two : forall a (x f0 : nat -> R) m T, 0 < a ->
+  (forall i, (i < m)%nat -> Rabs (ratio a (x i) (f0 i)) < INR T + 1) ->
+  forall j, (T <= j)%nat ->
+  (forall i, (i < m)%nat -> sign_iter_vec a x f0 (S (S j)) i = sign_iter_vec a x f0 j i) /\
+  l1_dist m (sign_iter_vec a x f0 j) x + l1_dist m (sign_iter_vec a x f0 (S j)) x =
+  a * vsum m (off_lattice a x f0).
+Proof.
+  intros a x f0 m T Ha HT j Hj.
+  (* For each coordinate: the two-step behaviour and the sum of two consecutive errors. *)
+  assert (Hc : forall i, (i < m)%nat ->
+    sign_iter a (x i) (f0 i) (S (S j)) = sign_iter a (x i) (f0 i) j /\
+    Rabs (sign_iter a (x i) (f0 i) j - x i) + Rabs (sign_iter a (x i) (f0 i) (S j) - x i) =
+    a * off_lattice a x f0 i).
+  { intros i Hi; unfold off_lattice.
+    destruct (Req_EM_T (ratio a (x i) (f0 i)) (IZR (Int_part (ratio a (x i) (f0 i)))))
+      as [E | E].
+    - set (k := Int_part (ratio a (x i) (f0 i))) in *.
+      assert (Hk : (Z.abs_nat k <= j)%nat).
+      { assert (INR (Z.abs_nat k) < INR T + 1) by (rewrite INR_abs_nat, <- E; apply HT, Hi).
+        rewrite <- S_INR in H; apply INR_lt in H; lia. }
+      rewrite !(prop1_reaches_x a (x i) (f0 i) k Ha E) by lia.
+      rewrite Rminus_diag_eq, Rabs_R0 by reflexivity; split; [reflexivity | ring].
+    - apply not_integer_iff in E.
+      destruct (floor_exists (Rabs (ratio a (x i) (f0 i))) (Rabs_pos _)) as [n Hfl].
+      assert (Hn : (n <= T)%nat).
+      { assert (INR n < INR T + 1) by (specialize (HT i Hi); lra).
+        rewrite <- S_INR in H; apply INR_lt in H; lia. }
+      destruct (prop1_oscillation a (x i) (f0 i) n Ha E Hfl) as [Hosc _].
+      destruct (prop1_lattice_points a (x i) (f0 i) Ha E)
+        as [[HLx HxH] [_ [_ [_ [HL [HH _]]]]]].
+      destruct (Hosc j ltac:(lia)) as [[E1 E2] | [E1 E2]];
+        destruct (Hosc (S j) ltac:(lia)) as [[E3 E4] | [E3 E4]];
+        try (exfalso; rewrite E2 in E3; lra);
+        (split; [congruence | rewrite E1, E2, HL, HH; ring]). }
+  split.
+  - intros i Hi; rewrite !sign_iter_vec_coord; apply Hc, Hi.
+  - unfold l1_dist; rewrite <- vsum_plus.
+    rewrite vsum_scale.
+    apply vsum_ext; intros i Hi; rewrite !sign_iter_vec_coord; apply Hc, Hi.
+Qed.
