@@ -60,6 +60,33 @@ Proof.
   rewrite Hq, Rabs_R0; exact Heps.
 Qed.
 
+Lemma sgn_opp : forall t, sgn (- t) = - sgn t.
+Proof.
+  intros t; destruct (sgn_cases t) as [[H E] | [[H E] | [H E]]]; rewrite E;
+    destruct (sgn_cases (- t)) as [[H' E'] | [[H' E'] | [H' E']]]; rewrite E'; lra.
+Qed.
+
+(** The adder output for one entry, Y = - |X - F| (Eq. 2): where X <> F its derivative
+    in F is sgn(X - F) (Eq. 4) and its derivative in X is sgn(F - X), the sign
+    gradients of [grad_mode="sign"]. *)
+Theorem adder_output_derivatives : forall X F, X <> F ->
+  derivable_pt_lim (fun g => - Rabs (X - g)) F (sgn (X - F)) /\
+  derivable_pt_lim (fun g => - Rabs (g - F)) X (sgn (F - X)).
+Proof.
+  intros X F Hne; split.
+  - replace (sgn (X - F)) with (- sgn (F - X))
+      by (rewrite <- sgn_opp; f_equal; ring).
+    exact (derivable_pt_lim_opp (fun g => Rabs (X - g)) F _ (sgn_derivative X F (not_eq_sym Hne))).
+  - intros eps Heps.
+    destruct (sgn_derivative F X Hne eps Heps) as [d Hd]; exists d; intros h Hh0 Hh.
+    specialize (Hd h Hh0 Hh).
+    rewrite (Rabs_minus_sym (X + h) F), (Rabs_minus_sym X F).
+    replace (sgn (F - X)) with (- sgn (X - F)) by (rewrite <- sgn_opp; f_equal; ring).
+    replace ((- Rabs (F - (X + h)) - - Rabs (F - X)) / h - - sgn (X - F))
+      with (- ((Rabs (F - (X + h)) - Rabs (F - X)) / h - sgn (X - F))) by (field; exact Hh0).
+    rewrite Rabs_Ropp; exact Hd.
+Qed.
+
 (** ** The full-precision gradient *)
 
 (** f - x is the derivative of f |-> (x - f)^2 / 2: the full-precision gradient is exact

@@ -347,6 +347,44 @@ Proof.
     rewrite Rabs_Ropp, Rabs_right; lra.
 Qed.
 
+(** For non-integer r and n = floor |r|: from step n on, two consecutive errors add up
+    to a (the error averaged over one period is a / 2); no error from step n on exceeds
+    a max({r}, 1 - {r}), and from any step on that value is reached again, so it is the
+    limit superior of |f_j - x|; and it is at least a / 2. *)
+Theorem prop1_error_bounds : forall a x f0 n, 0 < a ->
+  ~ (exists k : Z, ratio a x f0 = IZR k) ->
+  INR n <= Rabs (ratio a x f0) < INR n + 1 ->
+  let emax := a * Rmax (frac_part (ratio a x f0)) (1 - frac_part (ratio a x f0)) in
+  (forall j, (n <= j)%nat ->
+     Rabs (sign_iter a x f0 j - x) + Rabs (sign_iter a x f0 (S j) - x) = a) /\
+  (forall j, (n <= j)%nat -> Rabs (sign_iter a x f0 j - x) <= emax) /\
+  (forall N, exists j, (N <= j)%nat /\ Rabs (sign_iter a x f0 j - x) = emax) /\
+  a / 2 <= emax.
+Proof.
+  intros a x f0 n Ha Hn Hfl emax.
+  destruct (prop1_oscillation a x f0 n Ha Hn Hfl) as [Hosc _].
+  destruct (prop1_lattice_points a x f0 Ha Hn) as [_ [_ [_ [_ [HL [HH _]]]]]].
+  set (p := frac_part (ratio a x f0)) in *.
+  assert (Hmax : a * p <= emax /\ a * (1 - p) <= emax /\
+                 (emax = a * p \/ emax = a * (1 - p))).
+  { unfold emax, Rmax; destruct (Rle_dec p (1 - p)); repeat split; try nra. }
+  assert (Hboth : forall j, (n <= j)%nat ->
+    Rabs (sign_iter a x f0 j - x) + Rabs (sign_iter a x f0 (S j) - x) = a /\
+    ((Rabs (sign_iter a x f0 j - x) = a * p /\ Rabs (sign_iter a x f0 (S j) - x) = a * (1 - p)) \/
+     (Rabs (sign_iter a x f0 j - x) = a * (1 - p) /\ Rabs (sign_iter a x f0 (S j) - x) = a * p))).
+  { intros j Hj; destruct (Hosc j Hj) as [[E1 E2] | [E1 E2]]; rewrite E1, E2, HL, HH;
+      split; [ring | left; split; reflexivity | ring | right; split; reflexivity]. }
+  split; [| split; [| split]].
+  - intros j Hj; apply Hboth, Hj.
+  - intros j Hj; destruct (Hboth j Hj) as [_ [[E _] | [E _]]]; rewrite E; lra.
+  - intros N; set (j := Nat.max N n).
+    destruct (Hboth j (Nat.le_max_r N n)) as [_ [[E1 E2] | [E1 E2]]];
+      destruct Hmax as [_ [_ [M | M]]];
+      first [ exists j; split; [apply Nat.le_max_l | lra]
+            | exists (S j); split; [unfold j; lia | lra] ].
+  - unfold emax, Rmax; destruct (Rle_dec p (1 - p)); nra.
+Qed.
+
 (** ** Convergence if and only if r is an integer *)
 
 (** f_j converges to x if and only if r = (x - f_0) / a is an integer. *)
@@ -535,4 +573,21 @@ Proof.
   - unfold l1_dist; rewrite <- vsum_plus.
     rewrite vsum_scale.
     apply vsum_ext; intros i Hi; rewrite !sign_iter_vec_coord; apply Hc, Hi.
+Qed.
+
+(** With k coordinates whose ratio is not an integer and T as above, the l1 error is at
+    least a k / 2 at one of every two consecutive steps from T on, so it is at least
+    a k / 2 infinitely often: its limit superior is at least a k / 2. *)
+Theorem prop1_vector_error_infinitely_often : forall a (x f0 : nat -> R) m T, 0 < a ->
+  (forall i, (i < m)%nat -> Rabs (ratio a (x i) (f0 i)) < INR T + 1) ->
+  forall N, exists j, (N <= j)%nat /\
+  a * vsum m (off_lattice a x f0) / 2 <= l1_dist m (sign_iter_vec a x f0 j) x.
+Proof.
+  intros a x f0 m T Ha HT N.
+  set (j := Nat.max N T).
+  destruct (prop1_vector_period_two a x f0 m T Ha HT j (Nat.le_max_r N T)) as [_ Hsum].
+  destruct (Rle_lt_dec (a * vsum m (off_lattice a x f0) / 2)
+                       (l1_dist m (sign_iter_vec a x f0 j) x)) as [H | H].
+  - exists j; split; [apply Nat.le_max_l | exact H].
+  - exists (S j); split; [unfold j; lia | lra].
 Qed.

@@ -248,6 +248,79 @@ Proof.
     replace (- (1 - a)) with (a - 1) by ring; reflexivity.
 Qed.
 
+(** ** How many steps to a tolerance *)
+
+Lemma ln_le_iff : forall u v, 0 < u -> 0 < v -> (u <= v <-> ln u <= ln v).
+Proof.
+  intros u v Hu Hv; split; intros H.
+  - destruct H as [H | H]; [left; apply ln_increasing; assumption | right; rewrite H; reflexivity].
+  - destruct (Rle_lt_dec u v) as [H' | H']; [exact H' |].
+    exfalso; assert (ln v < ln u) by (apply ln_increasing; assumption); lra.
+Qed.
+
+(** For a <> 1 with |1 - a| < 1 (so 0 < a < 2) and f_0 <> x, the error is at most
+    eps > 0 exactly from step log(eps / |f_0 - x|) / log |1 - a| on:
+    |f_j - x| <= eps if and only if j >= log(eps / |f_0 - x|) / log |1 - a|. *)
+Theorem prop2_steps_to_tolerance :
+  forall a x f0 eps j, 0 < Rabs (1 - a) < 1 -> f0 <> x -> 0 < eps ->
+  (Rabs (full a x f0 j - x) <= eps <->
+   ln (eps / Rabs (f0 - x)) / ln (Rabs (1 - a)) <= INR j).
+Proof.
+  intros a x f0 eps j [Hq0 Hq1] Hf Heps.
+  assert (He : 0 < Rabs (f0 - x)) by (apply Rabs_pos_lt; lra).
+  assert (Hlq : ln (Rabs (1 - a)) < 0) by (rewrite <- ln_1; apply ln_increasing; lra).
+  assert (Ht : 0 < eps / Rabs (f0 - x)) by (apply Rdiv_lt_0_compat; lra).
+  assert (Hp : 0 < Rabs (1 - a) ^ j) by (apply pow_lt; lra).
+  rewrite prop2_rate.
+  (* |1 - a|^j |e_0| <= eps  <->  |1 - a|^j <= eps / |e_0| *)
+  assert (Step1 : Rabs (1 - a) ^ j * Rabs (f0 - x) <= eps <->
+                  Rabs (1 - a) ^ j <= eps / Rabs (f0 - x)).
+  { split; intros H.
+    - apply (Rmult_le_reg_r (Rabs (f0 - x))); [exact He |].
+      unfold Rdiv; rewrite Rmult_assoc, Rinv_l, Rmult_1_r by lra; exact H.
+    - apply (Rmult_le_compat_r (Rabs (f0 - x))) in H; [| lra].
+      unfold Rdiv in H; rewrite Rmult_assoc, Rinv_l, Rmult_1_r in H by lra; exact H. }
+  rewrite Step1, (ln_le_iff _ _ Hp Ht), ln_pow by lra.
+  (* j ln q <= ln t  <->  ln t / ln q <= j, since ln q < 0 *)
+  set (lnt := ln (eps / Rabs (f0 - x))) in *; set (lq := ln (Rabs (1 - a))) in *.
+  assert (Hdiv : lnt / lq * - lq = - lnt) by (field; lra).
+  split; intros H.
+  - apply (Rmult_le_reg_r (- lq)); [lra |].
+    rewrite Hdiv; lra.
+  - apply (Rmult_le_compat_r (- lq)) in H; [| lra].
+    rewrite Hdiv in H; lra.
+Qed.
+
+(** ** Vectors: every norm contracts by |1 - a| *)
+
+(** The full-precision update of a vector of m coordinates (functions [nat -> R] of
+    which the first m values are read), coordinate by coordinate. *)
+Fixpoint full_vec (a : R) (x f0 : nat -> R) (j : nat) : nat -> R :=
+  match j with
+  | O => f0
+  | S k => fun i => full_vec a x f0 k i - a * (full_vec a x f0 k i - x i)
+  end.
+
+Lemma full_vec_coord : forall a x f0 j i, full_vec a x f0 j i = full a (x i) (f0 i) j.
+Proof.
+  intros a x f0 j i; induction j as [| j IH]; simpl; [reflexivity | rewrite IH; reflexivity].
+Qed.
+
+(** For any function [N] on vectors of m coordinates that reads only those coordinates
+    and is absolutely homogeneous (N(c v) = |c| N(v)), as every norm on R^m is:
+    N(f_j - x) = |1 - a|^j N(f_0 - x). The dimension m plays no part. *)
+Theorem prop2_vector_norm :
+  forall (N : (nat -> R) -> R) m,
+  (forall u v, (forall i, (i < m)%nat -> u i = v i) -> N u = N v) ->
+  (forall c u, N (fun i => c * u i) = Rabs c * N u) ->
+  forall a x f0 j,
+  N (fun i => full_vec a x f0 j i - x i) = Rabs (1 - a) ^ j * N (fun i => f0 i - x i).
+Proof.
+  intros N m Hext Hhom a x f0 j.
+  rewrite RPow_abs, <- Hhom; apply Hext; intros i _.
+  rewrite full_vec_coord, prop2_closed_form; reflexivity.
+Qed.
+
 (** ** The sign slip in the paper's proof (text around Eq. 25)
 
     Below x the iterate climbs: for a > 0 and f_j < x, f_{j+1} > f_j (the appendix
