@@ -228,6 +228,34 @@ Proof.
   replace (1 - 1) with 0 in H by ring; simpl in H |- *; lra.
 Qed.
 
+(** For a = 0 the iterates stay at f_0. For a < 0 and f_0 <> x they move away from x
+    monotonically: they stay strictly on f_0's side of x and the distance to x grows
+    strictly at every step. *)
+Theorem prop2_nonpositive_step :
+  (forall x f0 j, full 0 x f0 j = f0) /\
+  (forall a x f0 j, a < 0 -> f0 <> x ->
+     0 < (full a x f0 j - x) * (f0 - x) /\
+     Rabs (full a x f0 j - x) < Rabs (full a x f0 (S j) - x)).
+Proof.
+  split.
+  - intros x f0 j; assert (H := prop2_closed_form 0 x f0 j).
+    rewrite Rminus_0_r, pow1 in H; lra.
+  - intros a x f0 j Ha Hf.
+    assert (Hsq : 0 < (f0 - x) * (f0 - x)) by (apply Rsqr_pos_lt; lra).
+    assert (Hpow : 0 < (1 - a) ^ j) by (apply pow_lt; lra).
+    split.
+    + rewrite prop2_closed_form.
+      replace ((1 - a) ^ j * (f0 - x) * (f0 - x)) with ((1 - a) ^ j * ((f0 - x) * (f0 - x)))
+        by ring.
+      apply Rmult_lt_0_compat; assumption.
+    + rewrite !prop2_rate; simpl; rewrite Rmult_assoc.
+      rewrite (Rabs_right (1 - a)) in * by lra.
+      assert (0 < (1 - a) ^ j * Rabs (f0 - x))
+        by (apply Rmult_lt_0_compat; [exact Hpow | apply Rabs_pos_lt; lra]).
+      set (t := (1 - a) ^ j * Rabs (f0 - x)) in *.
+      nra.
+Qed.
+
 (** For 1 < a < 2 and f_0 <> x, consecutive iterates lie on opposite sides of x
     ((f_{j+1} - x)(f_j - x) < 0), and |f_j - x| = (a - 1)^j |f_0 - x|. *)
 Theorem prop2_alternates :
