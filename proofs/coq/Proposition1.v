@@ -518,6 +518,21 @@ Proof.
       reflexivity.
 Qed.
 
+(** The same, coordinate by coordinate: every coordinate f_{j,i} converges to x_i if and
+    only if every ratio r_i is an integer. *)
+Theorem prop1_vector_coordinates_converge_iff : forall a (x f0 : nat -> R) m, 0 < a ->
+  ((forall i, (i < m)%nat -> Un_cv (fun j => sign_iter_vec a x f0 j i) (x i)) <->
+   forall i, (i < m)%nat -> exists k : Z, ratio a (x i) (f0 i) = IZR k).
+Proof.
+  intros a x f0 m Ha.
+  assert (Hco : forall i, Un_cv (fun j => sign_iter_vec a x f0 j i) (x i) <->
+                          Un_cv (sign_iter a (x i) (f0 i)) (x i)).
+  { intros i; unfold Un_cv; setoid_rewrite sign_iter_vec_coord; reflexivity. }
+  split; intros H i Hi.
+  - apply (prop1_converges_iff a (x i) (f0 i) Ha), Hco, H, Hi.
+  - apply Hco, (prop1_converges_iff a (x i) (f0 i) Ha), H, Hi.
+Qed.
+
 (** Coordinate i's ratio is not an integer: 1 if so, 0 if it is an integer. *)
 Definition off_lattice (a : R) (x f0 : nat -> R) (i : nat) : R :=
   if Req_EM_T (ratio a (x i) (f0 i)) (IZR (Int_part (ratio a (x i) (f0 i)))) then 0 else 1.
