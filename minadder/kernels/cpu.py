@@ -52,12 +52,21 @@ if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from .contract import Window, check_grad_mode
-from .target import TARGET
+from .target import TARGET, full_width_features
+
+if numba is not None and numba.config.CPU_FEATURES is None:
+    # 512-bit vectors where LLVM would otherwise prefer 256 (target.full_width_features);
+    # read by Numba when it first compiles, and part of its cache key
+    numba.config.CPU_FEATURES = full_width_features()
 
 #: rows of X_col per packed panel of the forward (CHUNK_K x tile floats, in L2)
 CHUNK_K = 64
 #: the register block of the forward's inner step: MR channels x 4 rows (see target.py)
 MR = 4 if TARGET.blocking == "wide" else 2
+#: the forward computes whole vectors: its rows are rounded up to a multiple of VECTOR
+VECTOR = 16
+#: spare numbers after each padded image, for those rounded-up reads
+SLACK = VECTOR
 #: dW sums over chunks of images whose X_col has at most 1/DW_CHUNKS of the layer's
 DW_CHUNKS = 4
 
@@ -82,14 +91,21 @@ _FAST = dict(parallel=True, fastmath=True, cache=True)
 # xp[n, c, a, b] = Xp[n, c, a, b] - centre (so the padding holds -centre). Then
 # X_col[(c,i,j), (n,u,v)] = xp[n, c, s*u + i, s*v + j], with no bounds to check.
 def _padded(x, padding, centre):
-    """The shifted, zero-padded input: (N, C, H + 2p, W + 2p), C-contiguous."""
+    """The shifted, zero-padded input: (N, C, H + 2p, W + 2p), C-contiguous.
+
+    Each image's block is followed by SLACK spare numbers, so that the forward may read
+    whole vectors past the last receptive field (into values it then drops).
+    """
     n, c, h, w = x.shape
-    xp = np.empty((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
+    hp, wp = h + 2 * padding, w + 2 * padding
+    buf = np.empty((n, c * hp * wp + SLACK), dtype=x.dtype)
+    buf[:, c * hp * wp:] = 0
+    xp = buf[:, :c * hp * wp].reshape(n, c, hp, wp)
     if padding:
         xp[:, :, :padding] = xp[:, :, h + padding:] = -centre
         xp[:, :, :, :padding] = xp[:, :, :, w + padding:] = -centre
     np.subtract(x, centre, out=xp[:, :, padding:padding + h, padding:padding + w])
-    return xp
+    return xp, buf
 
 
 @njit(cache=True)
@@ -181,7 +197,7 @@ def _out_hw(shape, kh, kw, stride, padding):
 def _im2col(x, kh, kw, stride, padding, centre):
     ho, wo = _out_hw(x.shape, kh, kw, stride, padding)
     cols = np.empty((x.shape[1] * kh * kw, x.shape[0] * ho * wo), dtype=x.dtype)
-    _im2col_kernel(_padded(x, padding, centre), kh, kw, stride, ho, wo, cols)
+    _im2col_kernel(_padded(x, padding, centre)[0], kh, kw, stride, ho, wo, cols)
     return cols
 
 
@@ -202,33 +218,37 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
 
 
 # ===================================================================== forward (Eq. 2)
+# The inner steps read rows of X_col from a flat array ``src``: row k0 + kk starts at
+# src[base + koff[kk]]. With stride 1 the rows are read straight from the padded input
+# (see _wide_offsets); otherwise from a packed panel.
 @njit(fastmath=True, cache=True)
-def _min_sums_4x4(panel, wsh, t0, kk0, kk1, k_base, width, acc, a0):
-    """acc[a0 + r, q] += sum_{kk0 <= kk < kk1} min(panel[kk, q], W'[t0 + r, k_base + kk]), r < 4.
+def _min_sums_4x4(src, koff, base, wsh, t0, k0, nk, width, acc):
+    """acc[t0 + r, q] += sum_{kk < nk} min(X'[k0 + kk, q], W'[t0 + r, k0 + kk]) for r < 4.
 
     The "wide" inner step (32 vector registers): 4 channels x 4 rows of W' as scalars,
-    each panel vector loaded serves 4 channels, each accumulator load/store 4 rows.
-    Row views indexed by a range variable let Numba emit plain vector loads.
+    each x vector loaded serves 4 channels, each accumulator load/store 4 rows. Row
+    views indexed by a range variable let Numba emit plain vector loads.
     """
-    a_0, a_1, a_2, a_3 = acc[a0], acc[a0 + 1], acc[a0 + 2], acc[a0 + 3]
-    kk4 = kk1 - (kk1 - kk0) % 4
-    for kk in range(kk0, kk4, 4):
-        k = k_base + kk
+    a_0, a_1, a_2, a_3 = acc[t0, :width], acc[t0 + 1, :width], acc[t0 + 2, :width], acc[t0 + 3, :width]
+    nk4 = nk - nk % 4
+    for kk in range(0, nk4, 4):
+        k = k0 + kk
         w00, w01, w02, w03 = wsh[t0, k], wsh[t0, k + 1], wsh[t0, k + 2], wsh[t0, k + 3]
         w10, w11, w12, w13 = wsh[t0 + 1, k], wsh[t0 + 1, k + 1], wsh[t0 + 1, k + 2], wsh[t0 + 1, k + 3]
         w20, w21, w22, w23 = wsh[t0 + 2, k], wsh[t0 + 2, k + 1], wsh[t0 + 2, k + 2], wsh[t0 + 2, k + 3]
         w30, w31, w32, w33 = wsh[t0 + 3, k], wsh[t0 + 3, k + 1], wsh[t0 + 3, k + 2], wsh[t0 + 3, k + 3]
-        r0, r1, r2, r3 = panel[kk, :width], panel[kk + 1, :width], panel[kk + 2, :width], panel[kk + 3, :width]
+        s0, s1, s2, s3 = base + koff[kk], base + koff[kk + 1], base + koff[kk + 2], base + koff[kk + 3]
+        r0, r1, r2, r3 = src[s0:s0 + width], src[s1:s1 + width], src[s2:s2 + width], src[s3:s3 + width]
         for q in range(width):
             x0, x1, x2, x3 = r0[q], r1[q], r2[q], r3[q]
             a_0[q] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
             a_1[q] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
             a_2[q] += (min(x0, w20) + min(x1, w21)) + (min(x2, w22) + min(x3, w23))
             a_3[q] += (min(x0, w30) + min(x1, w31)) + (min(x2, w32) + min(x3, w33))
-    for kk in range(kk4, kk1):   # rows left over
-        k = k_base + kk
+    for kk in range(nk4, nk):   # rows left over
+        k, s0 = k0 + kk, base + koff[kk]
         w0, w1, w2, w3 = wsh[t0, k], wsh[t0 + 1, k], wsh[t0 + 2, k], wsh[t0 + 3, k]
-        r0 = panel[kk, :width]
+        r0 = src[s0:s0 + width]
         for q in range(width):
             x0 = r0[q]
             a_0[q] += min(x0, w0)
@@ -238,26 +258,27 @@ def _min_sums_4x4(panel, wsh, t0, kk0, kk1, k_base, width, acc, a0):
 
 
 @njit(fastmath=True, cache=True)
-def _min_sums_2x4(panel, wsh, t0, kk0, kk1, k_base, width, acc, a0):
+def _min_sums_2x4(src, koff, base, wsh, t0, k0, nk, width, acc):
     """The "narrow" inner step (16 vector registers): as _min_sums_4x4 for 2 channels.
 
-    8 broadcast weights, 4 panel vectors and 2 accumulators fit AVX2's 16 ymm registers.
+    8 broadcast weights, 4 x vectors and 2 accumulators fit AVX2's 16 ymm registers.
     """
-    a_0, a_1 = acc[a0], acc[a0 + 1]
-    kk4 = kk1 - (kk1 - kk0) % 4
-    for kk in range(kk0, kk4, 4):
-        k = k_base + kk
+    a_0, a_1 = acc[t0, :width], acc[t0 + 1, :width]
+    nk4 = nk - nk % 4
+    for kk in range(0, nk4, 4):
+        k = k0 + kk
         w00, w01, w02, w03 = wsh[t0, k], wsh[t0, k + 1], wsh[t0, k + 2], wsh[t0, k + 3]
         w10, w11, w12, w13 = wsh[t0 + 1, k], wsh[t0 + 1, k + 1], wsh[t0 + 1, k + 2], wsh[t0 + 1, k + 3]
-        r0, r1, r2, r3 = panel[kk, :width], panel[kk + 1, :width], panel[kk + 2, :width], panel[kk + 3, :width]
+        s0, s1, s2, s3 = base + koff[kk], base + koff[kk + 1], base + koff[kk + 2], base + koff[kk + 3]
+        r0, r1, r2, r3 = src[s0:s0 + width], src[s1:s1 + width], src[s2:s2 + width], src[s3:s3 + width]
         for q in range(width):
             x0, x1, x2, x3 = r0[q], r1[q], r2[q], r3[q]
             a_0[q] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
             a_1[q] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
-    for kk in range(kk4, kk1):
-        k = k_base + kk
+    for kk in range(nk4, nk):
+        k, s0 = k0 + kk, base + koff[kk]
         w0, w1 = wsh[t0, k], wsh[t0 + 1, k]
-        r0 = panel[kk, :width]
+        r0 = src[s0:s0 + width]
         for q in range(width):
             x0 = r0[q]
             a_0[q] += min(x0, w0)
@@ -265,11 +286,12 @@ def _min_sums_2x4(panel, wsh, t0, kk0, kk1, k_base, width, acc, a0):
 
 
 @njit(fastmath=True, cache=True)
-def _min_sums_1(panel, wsh, t, kk0, kk1, k_base, width, acc, a0):
-    """acc[a0, q] += sum_kk min(panel[kk, q], W'[t, k_base + kk]): one channel left over."""
-    a = acc[a0]
-    for kk in range(kk0, kk1):
-        wv, r0 = wsh[t, k_base + kk], panel[kk, :width]
+def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]): one channel left over."""
+    a = acc[t, :width]
+    for kk in range(nk):
+        wv, s0 = wsh[t, k0 + kk], base + koff[kk]
+        r0 = src[s0:s0 + width]
         for q in range(width):
             a[q] += min(r0[q], wv)
 
@@ -277,46 +299,95 @@ def _min_sums_1(panel, wsh, t, kk0, kk1, k_base, width, acc, a0):
 _MIN_SUMS = _min_sums_4x4 if MR == 4 else _min_sums_2x4
 
 
-@njit(**_FAST)
-def _forward_kernel(xp, wsh, kh, kw, stride, ho, wo, tile_l, out):
-    """Eq. 2: out[n, t, p] = -sum_k |X_col[k, l] - W[t, k]| with l = n*P + p  (reference.layer_forward).
+@njit(fastmath=True, cache=True)
+def _min_sums_all(src, koff, base, wsh, k0, nk, width, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t."""
+    n_t = wsh.shape[0]
+    t = 0
+    while t + MR <= n_t:
+        _MIN_SUMS(src, koff, base, wsh, t, k0, nk, width, acc)
+        t += MR
+    for tt in range(t, n_t):   # the C_out % MR channels left over
+        _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, acc)
 
-    In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
-    out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t]. A task owns tile_l positions and
-    every channel; it packs their receptive fields CHUNK_K rows of X_col at a time into
-    a panel (in cache), which all channels use before the next is packed: X_col is
-    built once in all, a panel at a time, and never stored whole.
-    """
+
+@njit(fastmath=True, cache=True)
+def _weight_sums(wsh):
     n_t, n_k = wsh.shape
-    n_img, _, plane = out.shape
-    n_l = n_img * plane
     wsum = np.zeros(n_t, dtype=wsh.dtype)
     for t in range(n_t):
         for k in range(n_k):
             wsum[t] += wsh[t, k]
-    for b in prange((n_l + tile_l - 1) // tile_l):
-        l0 = b * tile_l
-        width = min(tile_l, n_l - l0)
-        segs = np.empty((tile_l // wo + 2, 5), dtype=np.int64)
+    return wsum
+
+
+@njit(**_FAST)
+def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
+    """Eq. 2 for stride 1, reading X_col straight from the padded input (reference.layer_forward).
+
+    In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
+    out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t]. A task owns ``rows`` output rows of
+    one image and every channel. It works on "wide" positions q = (u - u0)*pitch + v with
+    pitch the padded row length: there, row k = (c, i, j) of X_col is the contiguous
+    stretch xp2[n, koff[k] + u0*pitch + q] (koff[k] = c*Hp*Wp + i*Wp + j), and the
+    positions v >= wo of each row, which straddle two rows of the image, are computed and
+    dropped.
+    """
+    n_k = wsh.shape[1]
+    n_img, n_t = out.shape[0], out.shape[1]
+    wsum = _weight_sums(wsh)
+    blocks = (ho + rows - 1) // rows
+    for task in prange(n_img * blocks):
+        n, u0 = task // blocks, (task % blocks) * rows
+        u1 = min(ho, u0 + rows)
+        width = (u1 - u0 - 1) * pitch + wo
+        width += (-width) % VECTOR                         # whole vectors (SLACK covers it)
+        base = u0 * pitch
+        img = xp2[n]
+        acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
+        colsum = np.zeros(width, dtype=wsh.dtype)          # sum_k x'
+        for k in range(n_k):
+            row = img[base + koff[k]:base + koff[k] + width]
+            for q in range(width):
+                colsum[q] += row[q]
+        for k0 in range(0, n_k, CHUNK_K):   # CHUNK_K rows at a time stay in L1/L2
+            nk = min(CHUNK_K, n_k - k0)
+            _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, acc)
+        for t in range(n_t):   # out = 2 acc - colsum - wsum, output row by output row
+            for u in range(u0, u1):
+                q0 = (u - u0) * pitch
+                dst, a, cs = out[n, t, u * wo:(u + 1) * wo], acc[t, q0:q0 + wo], colsum[q0:q0 + wo]
+                for v in range(wo):
+                    dst[v] = (a[v] + a[v]) - cs[v] - wsum[t]
+
+
+@njit(**_FAST)
+def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, out):
+    """Eq. 2 for any stride: as _forward_wide_kernel, but a task owns ``tile`` positions
+    and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time."""
+    n_k = wsh.shape[1]
+    n_img, n_t, plane = out.shape
+    n_l = n_img * plane
+    wsum = _weight_sums(wsh)
+    koff = np.arange(CHUNK_K) * tile            # panel row kk starts at kk * tile
+    for b in prange((n_l + tile - 1) // tile):
+        l0 = b * tile
+        width = min(tile, n_l - l0)
+        segs = np.empty((tile // wo + 2, 5), dtype=np.int64)
         count = _segments(l0, width, plane, wo, segs)
-        panel = np.empty((CHUNK_K, tile_l), dtype=wsh.dtype)
-        acc = np.zeros((n_t, tile_l), dtype=wsh.dtype)        # sum_k min(x', w')
-        colsum = np.zeros(tile_l, dtype=wsh.dtype)            # sum_k x'
+        panel = np.empty(CHUNK_K * tile, dtype=wsh.dtype)
+        acc = np.zeros((n_t, width), dtype=wsh.dtype)
+        colsum = np.zeros(width, dtype=wsh.dtype)
         for k0 in range(0, n_k, CHUNK_K):
-            k1 = min(n_k, k0 + CHUNK_K)
-            for k in range(k0, k1):
-                c, ij = k // (kh * kw), k % (kh * kw)
-                row = panel[k - k0]
+            nk = min(CHUNK_K, n_k - k0)
+            for kk in range(nk):
+                c, ij = (k0 + kk) // (kh * kw), (k0 + kk) % (kh * kw)
+                row = panel[kk * tile:kk * tile + width]
                 _copy_field_row(xp, c, ij // kw, ij % kw, stride, segs, count, row)
                 for q in range(width):
                     colsum[q] += row[q]
-            t = 0
-            while t + MR <= n_t:
-                _MIN_SUMS(panel, wsh, t, 0, k1 - k0, k0, width, acc, t)
-                t += MR
-            for tt in range(t, n_t):
-                _min_sums_1(panel, wsh, tt, 0, k1 - k0, k0, width, acc, tt)
-        for t in range(n_t):   # out = 2 acc - colsum - wsum, run by run
+            _min_sums_all(panel, koff, 0, wsh, k0, nk, width, acc)
+        for t in range(n_t):
             for r in range(count):
                 n, u, v0, length, q0 = segs[r, 0], segs[r, 1], segs[r, 2], segs[r, 3], segs[r, 4]
                 dst = out[n, t, u * wo + v0:u * wo + v0 + length]
@@ -325,9 +396,25 @@ def _forward_kernel(xp, wsh, kh, kw, stride, ho, wo, tile_l, out):
                     dst[q] = (a[q] + a[q]) - cs[q] - wsum[t]
 
 
+def _wide_offsets(win, xp):
+    """koff[k]: where row k = (c, i, j) of X_col starts in a flat padded image (c*Hp*Wp + i*Wp + j)."""
+    hp, wp = xp.shape[2], xp.shape[3]
+    c, i, j = np.meshgrid(np.arange(win.c), np.arange(win.kh), np.arange(win.kw), indexing="ij")
+    return np.ascontiguousarray((c * hp * wp + i * wp + j).reshape(-1), dtype=np.int64)
+
+
+def _rows_per_task(win, pitch):
+    """Output rows per forward task: about 512 wide positions (C_out x 512 accumulators),
+    fewer when that leaves a thread without work."""
+    rows = max(1, min(win.ho, 512 // pitch))
+    while rows > 1 and win.n * -(-win.ho // rows) < 4 * numba.get_num_threads():
+        rows = -(-rows // 2)
+    return rows
+
+
 def _tile(c_out, positions, smallest=64, largest=512):
-    """Positions per task: C_out x tile floats of accumulators stay in L2 (128 KB), and
-    there are enough tasks for every thread."""
+    """Positions per packed task: C_out x tile accumulators stay in L2, and there are
+    enough tasks for every thread."""
     tile = min(largest, max(smallest, (32768 // max(1, c_out)) // 16 * 16))
     while tile > smallest and -(-positions // tile) < 4 * numba.get_num_threads():
         tile //= 2
@@ -341,8 +428,14 @@ def layer_forward(x, w2, win):
     if y.size == 0:
         return y
     centre = _centre(x)
-    _forward_kernel(_padded(x, win.padding, centre), w2 - centre, win.kh, win.kw, win.stride,
-                    win.ho, win.wo, _tile(win.c_out, win.l), y)
+    xp, flat = _padded(x, win.padding, centre)
+    if win.stride == 1:
+        pitch = xp.shape[3]
+        _forward_wide_kernel(flat, _wide_offsets(win, xp), w2 - centre, pitch,
+                             win.ho, win.wo, _rows_per_task(win, pitch), y)
+    else:
+        _forward_packed_kernel(xp, w2 - centre, win.kh, win.kw, win.stride, win.ho, win.wo,
+                               _tile(win.c_out, win.l), y)
     return y
 
 
@@ -356,67 +449,92 @@ def _sgn(z, one):
 
 
 @njit(fastmath=True, cache=True)
-def _dx_row_full(xs, wsh, g, gsum, n, k, p0, width, one, d):
-    """d[q] = sum_t G[n, t, p] * HT(W'[t, k] - xs[q]) for p = p0 + q  (Eq. 6).
+def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
+    """d[q] = sum_t G[t, q] * HT(W'[t, k] - xs[q])  (Eq. 6), G = gn (C_out, >= width).
 
-    HT(w - x) = clip(w, x - 1, x + 1) - x, so d = sum_t G clip(W', x - 1, x + 1) - x * gsum:
-    a max, a min and a multiply-add per term; 8 channels per pass over d.
+    HT(w - x) = clip(w, x - 1, x + 1) - x, so d = sum_t G clip(W', x - 1, x + 1) - x * gs
+    with gs[q] = sum_t G[t, q]: a max, a min and a multiply-add per term, 8 channels per
+    pass over d. The rows of G are indexed through one 2-D array (not 8 views), so that
+    LLVM needs a single run-time alias check between d and G to vectorise the loop.
     """
     n_t = wsh.shape[0]
     for q in range(width):
-        d[q] = 0
+        d[q] = -xs[q] * gs[q]
     t = 0
     while t + 8 <= n_t:
         w0, w1, w2, w3 = wsh[t, k], wsh[t + 1, k], wsh[t + 2, k], wsh[t + 3, k]
         w4, w5, w6, w7 = wsh[t + 4, k], wsh[t + 5, k], wsh[t + 6, k], wsh[t + 7, k]
-        g0, g1, g2, g3 = g[n, t, p0:p0 + width], g[n, t + 1, p0:p0 + width], g[n, t + 2, p0:p0 + width], g[n, t + 3, p0:p0 + width]
-        g4, g5, g6, g7 = g[n, t + 4, p0:p0 + width], g[n, t + 5, p0:p0 + width], g[n, t + 6, p0:p0 + width], g[n, t + 7, p0:p0 + width]
         for q in range(width):
             lo, hi = xs[q] - one, xs[q] + one
-            d[q] += ((g0[q] * min(max(w0, lo), hi) + g1[q] * min(max(w1, lo), hi))
-                     + (g2[q] * min(max(w2, lo), hi) + g3[q] * min(max(w3, lo), hi))) \
-                + ((g4[q] * min(max(w4, lo), hi) + g5[q] * min(max(w5, lo), hi))
-                   + (g6[q] * min(max(w6, lo), hi) + g7[q] * min(max(w7, lo), hi)))
+            d[q] += ((gn[t, q] * min(max(w0, lo), hi) + gn[t + 1, q] * min(max(w1, lo), hi))
+                     + (gn[t + 2, q] * min(max(w2, lo), hi) + gn[t + 3, q] * min(max(w3, lo), hi))) \
+                + ((gn[t + 4, q] * min(max(w4, lo), hi) + gn[t + 5, q] * min(max(w5, lo), hi))
+                   + (gn[t + 6, q] * min(max(w6, lo), hi) + gn[t + 7, q] * min(max(w7, lo), hi)))
         t += 8
     for tt in range(t, n_t):   # channels left over
-        wv, g0 = wsh[tt, k], g[n, tt, p0:p0 + width]
+        wv = wsh[tt, k]
         for q in range(width):
-            d[q] += g0[q] * min(max(wv, xs[q] - one), xs[q] + one)
-    gs = gsum[n, p0:p0 + width]
-    for q in range(width):
-        d[q] -= xs[q] * gs[q]
+            d[q] += gn[tt, q] * min(max(wv, xs[q] - one), xs[q] + one)
 
 
 @njit(fastmath=True, cache=True)
-def _dx_row_sign(xs, w2, g, n, k, p0, width, one, d):
-    """d[q] = sum_t G[n, t, p] * sgn(W[t, k] - xs[q]) for p = p0 + q; 4 channels per pass."""
+def _dx_row_sign(xs, w2, gn, k, width, one, d):
+    """d[q] = sum_t G[t, q] * sgn(W[t, k] - xs[q]), G = gn; 4 channels per pass over d."""
     n_t = w2.shape[0]
     for q in range(width):
         d[q] = 0
     t = 0
     while t + 4 <= n_t:
         w0, w1, w2_, w3 = w2[t, k], w2[t + 1, k], w2[t + 2, k], w2[t + 3, k]
-        g0, g1, g2, g3 = g[n, t, p0:p0 + width], g[n, t + 1, p0:p0 + width], g[n, t + 2, p0:p0 + width], g[n, t + 3, p0:p0 + width]
         for q in range(width):
             xv = xs[q]
-            d[q] += (g0[q] * _sgn(w0 - xv, one) + g1[q] * _sgn(w1 - xv, one)) \
-                + (g2[q] * _sgn(w2_ - xv, one) + g3[q] * _sgn(w3 - xv, one))
+            d[q] += (gn[t, q] * _sgn(w0 - xv, one) + gn[t + 1, q] * _sgn(w1 - xv, one)) \
+                + (gn[t + 2, q] * _sgn(w2_ - xv, one) + gn[t + 3, q] * _sgn(w3 - xv, one))
         t += 4
     for tt in range(t, n_t):
-        wv, g0 = w2[tt, k], g[n, tt, p0:p0 + width]
+        wv = w2[tt, k]
         for q in range(width):
-            d[q] += g0[q] * _sgn(wv - xs[q], one)
+            d[q] += gn[tt, q] * _sgn(wv - xs[q], one)
 
 
 @njit(**_FAST)
-def _grad_input_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, tile_p, one, dxp):
-    """dX = col2im(dX_col), dX_col[k, l] = sum_t G[t, l] E(W[t, k] - X_col[k, l])  (Eq. 6).
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dxp2):
+    """dX for stride 1, col2im fused: dX_col[k, l] = sum_t G[t, l] E(W[t, k] - X_col[k, l])  (Eq. 6).
 
-    E = HardTanh (``full``; xp and wk = W - c in the shifted frame) or sgn (unshifted).
-    One task per (image n, channel c): for each block of tile_p positions and each filter
-    offset (i, j) it copies that row of X_col, computes the row of dX_col and adds it into
-    the padded plane dxp[n, c], which no other task writes (col2im fused).
+    E = HardTanh (``full``; xp2 and wk = W - c in the shifted frame) or sgn (unshifted).
+    On wide positions (see _forward_wide_kernel), row k of X_col for image n is the
+    stretch xp2[n, koff[k]:koff[k] + npos] and the pixels it reads are the same stretch
+    of the padded dX: so a row of dX_col is added straight into dxp2. G is laid out wide
+    too (gw, with zeros at the dropped positions, which then add nothing). One task per
+    (image, channel): its ``fields`` = kh*kw rows write only that channel's plane.
     """
+    n_img = xp2.shape[0]
+    channels = koff.shape[0] // fields
+    plane = dxp2.shape[1] // channels
+    for task in prange(n_img * channels):
+        n, c = task // channels, task % channels
+        dst_plane = dxp2[n, c * plane:(c + 1) * plane]
+        for q in range(plane):
+            dst_plane[q] = 0
+        d = np.empty(npos, dtype=dxp2.dtype)
+        for f in range(fields):
+            k = c * fields + f
+            off = koff[k]
+            xs = xp2[n, off:off + npos]
+            if full:
+                _dx_row_full(xs, wk, gw[n], gsum[n], k, npos, one, d)
+            else:
+                _dx_row_sign(xs, wk, gw[n], k, npos, one, d)
+            dst = dxp2[n, off:off + npos]
+            for q in range(npos):
+                dst[q] += d[q]
+
+
+@njit(**_FAST)
+def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, tile_p, one, dxp):
+    """dX for any stride, col2im fused (as _grad_input_wide_kernel): one task per (image n,
+    channel c); for each block of tile_p positions and filter offset (i, j) it copies that
+    row of X_col, computes the row of dX_col and adds it into the padded plane dxp[n, c]."""
     n_img, channels = xp.shape[0], xp.shape[1]
     plane = ho * wo
     for task in prange(n_img * channels):
@@ -432,11 +550,19 @@ def _grad_input_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, tile_p, on
                 for j in range(kw):
                     k = (c * kh + i) * kw + j
                     _copy_field_row(xp, c, i, j, stride, segs, count, xs)
+                    gn = g[n, :, p0:p0 + width]
                     if full:
-                        _dx_row_full(xs, wk, g, gsum, n, k, p0, width, one, d)
+                        _dx_row_full(xs, wk, gn, gsum[n, p0:p0 + width], k, width, one, d)
                     else:
-                        _dx_row_sign(xs, wk, g, n, k, p0, width, one, d)
+                        _dx_row_sign(xs, wk, gn, k, width, one, d)
                     _add_field_row(d, c, i, j, stride, segs, count, dxp)
+
+
+def _wide(g, win, pitch):
+    """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch), zeros where v >= W_out."""
+    gw = np.zeros((win.n, win.c_out, win.ho, pitch), dtype=g.dtype)
+    gw[:, :, :, :win.wo] = g.reshape(win.n, win.c_out, win.ho, win.wo)
+    return gw.reshape(win.n, win.c_out, win.ho * pitch)
 
 
 def layer_grad_input(x, w2, g, win, mode="full"):
@@ -447,13 +573,23 @@ def layer_grad_input(x, w2, g, win, mode="full"):
         return np.zeros(win.x_shape, dtype=x.dtype)
     full = mode == "full"
     centre = _centre(x) if full else x.dtype.type(0)
-    # sum_t G[n, t, p], which only the full mode reads
-    gsum = g.sum(axis=1) if full else np.zeros((1, 1), dtype=x.dtype)
     wk = w2 - centre if full else w2
+    one = x.dtype.type(1)
+    xp, flat = _padded(x, win.padding, centre)
+    dxp = np.empty(xp.shape, dtype=x.dtype)
+    if win.stride == 1:
+        pitch = xp.shape[3]
+        gw = _wide(g, win, pitch)
+        # sum_t G[n, t, p], which only the full mode reads
+        gsum = gw.sum(axis=1) if full else np.zeros((win.n, 1), dtype=x.dtype)
+        npos = (win.ho - 1) * pitch + win.wo
+        _grad_input_wide_kernel(flat, _wide_offsets(win, xp), wk, gw, gsum, full, win.kh * win.kw,
+                                npos, one, dxp.reshape(win.n, -1))
+    else:
+        gsum = g.sum(axis=1) if full else np.zeros((win.n, 1), dtype=x.dtype)
+        _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo,
+                                  _tile(win.c_out, win.plane, largest=1024), one, dxp)
     p = win.padding
-    dxp = np.empty((win.n, win.c, win.h + 2 * p, win.w + 2 * p), dtype=x.dtype)
-    _grad_input_kernel(_padded(x, p, centre), wk, g, gsum, full, win.kh, win.kw, win.stride,
-                       win.ho, win.wo, _tile(win.c_out, win.plane, largest=1024), x.dtype.type(1), dxp)
     return np.ascontiguousarray(dxp[:, :, p:p + win.h, p:p + win.w])
 
 
@@ -495,6 +631,40 @@ def _grad_weight_sign_kernel(cols, weight, grad, one, dw):
                 dw[t, k] += s
 
 
+@njit(parallel=True, cache=True)
+def _wide_columns(xp2, koff, n0, n1, npos, cols):
+    """cols[k, (n - n0)*npos + q] = xp2[n, koff[k] + q]: X_col of images n0..n1 on wide positions."""
+    n_k = koff.shape[0]
+    for task in prange((n1 - n0) * n_k):
+        n, k = n0 + task // n_k, task % n_k
+        src = xp2[n, koff[k]:koff[k] + npos]
+        dst = cols[k, (n - n0) * npos:(n - n0 + 1) * npos]
+        for q in range(npos):
+            dst[q] = src[q]
+
+
+def _columns_in_chunks(x, g, win, centre):
+    """(X_col, G) of chunks of about N / DW_CHUNKS images: X_col (K, L_c) in the frame
+    shifted by centre, G (C_out, L_c) with the matching columns. Stride 1 uses wide
+    positions (G is zero at the dropped ones, so they add nothing to dW)."""
+    step = max(1, math.ceil(win.n / DW_CHUNKS))
+    if win.stride == 1:
+        xp, flat = _padded(x, win.padding, centre)
+        pitch = xp.shape[3]
+        koff, npos = _wide_offsets(win, xp), (win.ho - 1) * pitch + win.wo
+        gw = _wide(g, win, pitch)[:, :, :npos]
+    for n0 in range(0, win.n, step):
+        n1 = min(win.n, n0 + step)
+        if win.stride == 1:
+            cols = np.empty((win.k, (n1 - n0) * npos), dtype=x.dtype)
+            _wide_columns(flat, koff, n0, n1, npos, cols)
+            gc = gw[n0:n1]
+        else:
+            cols = _im2col(x[n0:n1], win.kh, win.kw, win.stride, win.padding, centre)
+            gc = g[n0:n1]
+        yield cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
+
+
 def layer_grad_weight(x, w2, g, win, mode="full"):
     """dW (C_out, K) of the layer; see reference.layer_grad_weight.
 
@@ -510,11 +680,7 @@ def layer_grad_weight(x, w2, g, win, mode="full"):
         return dw
     full = mode == "full"
     centre = _centre(x) if full else x.dtype.type(0)
-    step = max(1, math.ceil(win.n / DW_CHUNKS))
-    for n0 in range(0, win.n, step):
-        n1 = min(win.n, n0 + step)
-        cols = _im2col(x[n0:n1], win.kh, win.kw, win.stride, win.padding, centre)   # (K, L_c)
-        gc = np.ascontiguousarray(g[n0:n1].transpose(1, 0, 2)).reshape(win.c_out, -1)
+    for cols, gc in _columns_in_chunks(x, g, win, centre):
         if full:
             dw += gc @ cols.T
         else:

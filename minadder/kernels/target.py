@@ -76,5 +76,25 @@ def detect():
     return describe(name, machine, named)
 
 
+def full_width_features():
+    """The host's LLVM feature string with 512-bit vectors preferred, or None to leave it.
+
+    LLVM tunes Intel's AVX-512 cores (Skylake-SP to Emerald Rapids) to prefer 256-bit
+    vectors, which halves the lanes of the adder kernels' vminps/vaddps loops (measured
+    in benchmarks/README.md). Only for the host, and only when NUMBA_CPU_FEATURES is not
+    set: an explicit choice is always kept.
+    """
+    if "NUMBA_CPU_FEATURES" in os.environ or os.environ.get("NUMBA_CPU_NAME", "host") != "host":
+        return None
+    try:
+        import llvmlite.binding as ll
+        features = ll.get_host_cpu_features()
+    except Exception:  # noqa: BLE001
+        return None
+    if not features.get("avx512f"):
+        return None
+    return features.flatten() + ",-prefer-256-bit"
+
+
 #: detected once, when the cpu backend is first imported
 TARGET = detect()
