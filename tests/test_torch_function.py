@@ -211,3 +211,11 @@ def test_kernel_threads_follow_torch():
         assert seen == [1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_double_backward_is_refused():
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    (dx,) = torch.autograd.grad(mt.adder2d(x, w).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        dx.sum().backward()

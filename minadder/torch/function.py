@@ -162,7 +162,10 @@ class AdderFunction(torch.autograd.Function):
         return forward_tensors(x, weight, stride, padding)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
+        # the kernels' gradients are not themselves differentiable: a double backward
+        # (create_graph=True through this layer) is refused rather than silently wrong
         from .scaling import reference_scale
 
         x, weight = ctx.saved_tensors

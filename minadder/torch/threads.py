@@ -5,7 +5,9 @@ They follow ``torch.get_num_threads()``: set it with ``torch.set_num_threads(n)`
 and PyTorch's own operators and minadder's kernels share the same budget. Two processes
 on two cores then run one thread each instead of oversubscribing the cores. Numba's pool
 has ``NUMBA_NUM_THREADS`` workers (the machine's cores unless set), so the count is capped
-there.
+there. The full-mode filter gradient (Eq. 5) is one NumPy matrix product, whose BLAS
+library reads its own thread count (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``) at
+start-up: under torchrun that is 1 as well.
 """
 import contextlib
 
