@@ -219,3 +219,20 @@ def test_double_backward_is_refused():
     (dx,) = torch.autograd.grad(mt.adder2d(x, w).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         dx.sum().backward()
+
+
+def test_cpu_tensors_reach_the_kernels_without_copies(monkeypatch):
+    x, w = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    seen = {}
+    kernels = function._CpuPath.kernels()
+    original = kernels.layer_forward
+
+    def spy(xa, w2, win):
+        seen["x"], seen["w"] = xa, w2
+        seen["y"] = original(xa, w2, win)
+        return seen["y"]
+
+    monkeypatch.setattr(kernels, "layer_forward", spy)
+    y = mt.adder2d(x, w, 1, 1)
+    assert seen["x"].ctypes.data == x.data_ptr() and np.shares_memory(seen["w"], w.numpy())
+    assert y.data_ptr() == seen["y"].ctypes.data          # the kernel's result, not a copy

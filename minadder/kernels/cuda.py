@@ -181,10 +181,10 @@ def _scratch(tag, shape):
     Every kernel here runs on the current stream (``on_stream``; numba's default stream
     unless chosen), in launch order, so the next call on that stream may reuse a buffer as
     soon as this call's kernels are queued; each stream has its own buffers, so kernels on
-    two streams never share one. Allocating and freeing on
-    every call would cost more than a small layer's kernels (numba frees in batches with
-    cuMemFree, which waits for the whole GPU). One buffer per (tag, shape): a network keeps
-    one set per distinct layer shape and stream; ``release_workspace()`` gives them back.
+    two streams never share one. Allocating and freeing on every call would cost more
+    than a small layer's kernels (numba frees in batches with cuMemFree, which waits for
+    the whole GPU). One buffer per (tag, shape, stream): a network keeps one set per
+    distinct layer shape and stream; ``release_workspace()`` gives them back.
     Not for use from several host threads at once.
     """
     shape = tuple(int(d) for d in shape)
