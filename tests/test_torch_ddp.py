@@ -3,6 +3,7 @@ gradients of one process on the whole batch, and the example script runs under t
 
 The workers are this file run as a script (``python tests/test_torch_ddp.py RANK ...``).
 """
+import datetime
 import os
 import socket
 import subprocess
@@ -45,7 +46,8 @@ def worker(rank, port, out):
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=120))
     model = DistributedDataParallel(tiny_model())
     x, labels = whole_batch()
     share = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
@@ -71,7 +73,13 @@ def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path):
     procs = [subprocess.Popen([sys.executable, __file__, str(rank), str(port), str(tmp_path)], cwd=REPO,
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in range(WORLD)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:   # a worker left waiting for a peer that failed
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     raw, scaled = gradients(tiny_model(), *whole_batch(), eta=0.1)
     for rank in range(WORLD):
