@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..data.loader import normalize, random_crop_flip
 from .models import resnet20
@@ -83,9 +83,10 @@ def setup(args):
 
 
 def evaluate(model, dataset, args, device):
-    """Top-1 accuracy on ``dataset``, each process scoring its share, summed over all."""
-    sampler = DistributedSampler(dataset, shuffle=False, drop_last=False)
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers)
+    """Top-1 accuracy on ``dataset``: process r scores images r, r + P, r + 2P, ... (every
+    image exactly once; a DistributedSampler would repeat some to even out the shares)."""
+    share = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
+    loader = DataLoader(share, batch_size=args.batch_size, num_workers=args.workers)
     model.eval()
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     with torch.no_grad():
