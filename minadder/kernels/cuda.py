@@ -44,9 +44,15 @@ tiled kernels index with unsigned integers (see ``_make_tiled_kernel``). The PTX
 The layer's cache keeps the input (not X_col) on the device; the backward's layer kernels
 rebuild X_col there (an im2col is cheap next to the l1 kernels), and the temporaries reuse
 device buffers between calls (``_scratch``; ``release_workspace()`` frees them).
+
+Streams. Kernels, allocations and copies go to numba's default stream, or to the stream
+chosen with ``with on_stream(stream):`` (per host thread); the reused buffers are kept per
+stream. minadder.torch uses it to run on PyTorch's current stream.
 """
+import contextlib
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -67,7 +73,7 @@ except ImportError as exc:  # numba without its CUDA target
 from ..backend import BackendUnavailable
 from .contract import check_grad_mode, output_size
 
-__all__ = ["check_available", "im2col", "col2im", "adder_forward", "adder_grad_input",
+__all__ = ["check_available", "current_stream", "on_stream", "im2col", "col2im", "adder_forward", "adder_grad_input",
            "adder_grad_weight", "layer_forward", "layer_grad_input", "layer_grad_weight"]
 
 
@@ -100,7 +106,7 @@ def _to_device(a, name, ndim):
         host = np.ascontiguousarray(a, dtype=np.float32)
         if host.ndim != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got shape {host.shape}")
-        return cuda.to_device(host)
+        return cuda.to_device(host, stream=current_stream())
     if not hasattr(a, "copy_to_host"):
         a = cuda.as_cuda_array(a)  # zero-copy view of a foreign device array
     if a.ndim != ndim:
@@ -113,26 +119,79 @@ def _to_device(a, name, ndim):
 
 
 def _result(d_array, to_host):
-    return d_array.copy_to_host() if to_host else d_array
+    if not to_host:
+        return d_array
+    stream = current_stream()
+    host = d_array.copy_to_host(stream=stream)
+    if stream != 0:
+        stream.synchronize()   # the copy is asynchronous on a stream; the caller reads it now
+    return host
 
 
-_workspace = {}  # (tag, shape) -> a device array that later calls reuse (see _scratch)
+# ============================================================================ streams
+_stream_state = threading.local()
+
+
+def current_stream():
+    """The stream this thread's kernels, allocations and copies are queued on.
+
+    0 (numba's default stream) unless a caller chose one with ``on_stream``.
+    """
+    return getattr(_stream_state, "stream", 0)
+
+
+@contextlib.contextmanager
+def on_stream(stream):
+    """Queue every launch, allocation and copy of this module on ``stream`` inside the block.
+
+    ``stream`` is a numba stream: ``cuda.stream()``, or ``cuda.external_stream(ptr)`` for a
+    stream another library created (minadder.torch passes PyTorch's current stream, whose
+    ``__cuda_array_interface__`` carries no stream for numba to synchronise on). Work on
+    one stream runs in launch order, so the buffers reused between calls (``_scratch``)
+    are kept per stream and are never written by one stream while another reads them.
+    """
+    previous = current_stream()
+    _stream_state.stream = 0 if stream is None else stream
+    try:
+        yield stream
+    finally:
+        _stream_state.stream = previous
+
+
+def stream_key(stream):
+    """A hashable name of a stream: its handle as an int (0 for the default stream)."""
+    if isinstance(stream, int):
+        return stream
+    handle = getattr(stream, "handle", None)
+    value = getattr(handle, "value", handle)   # ctypes c_void_p, or a driver handle object
+    if value is None:
+        return 0 if handle is not None else id(stream)   # c_void_p(0): the default stream
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return id(stream)   # the simulator's streams have no handle
+
+
+_workspace = {}  # (tag, shape, stream) -> a device array that later calls reuse (see _scratch)
 
 
 def _scratch(tag, shape):
     """A float32 device buffer for a temporary that never leaves this module.
 
-    Every kernel here runs on the default stream, in launch order, so the next call may
-    reuse a buffer as soon as this call's kernels are queued. Allocating and freeing on
-    every call would cost more than a small layer's kernels (numba frees in batches with
-    cuMemFree, which waits for the whole GPU). One buffer per (tag, shape): a network keeps
-    one set per distinct layer shape; ``release_workspace()`` gives them back.
+    Every kernel here runs on the current stream (``on_stream``; numba's default stream
+    unless chosen), in launch order, so the next call on that stream may reuse a buffer as
+    soon as this call's kernels are queued; each stream has its own buffers, so kernels on
+    two streams never share one. Allocating and freeing on every call would cost more
+    than a small layer's kernels (numba frees in batches with cuMemFree, which waits for
+    the whole GPU). One buffer per (tag, shape, stream): a network keeps one set per
+    distinct layer shape and stream; ``release_workspace()`` gives them back.
     Not for use from several host threads at once.
     """
-    key = (tag, tuple(int(d) for d in shape))
+    shape = tuple(int(d) for d in shape)
+    key = (tag, shape, stream_key(current_stream()))
     buffer = _workspace.get(key)
     if buffer is None:
-        buffer = _workspace[key] = cuda.device_array(key[1], dtype=np.float32)
+        buffer = _workspace[key] = cuda.device_array(shape, dtype=np.float32, stream=current_stream())
     return buffer
 
 
@@ -235,9 +294,9 @@ def _im2col_device(d_x, kh, kw, stride, padding):
     if ho < 1 or wo < 1:
         raise ValueError(f"kernel {kh}x{kw} is larger than the padded input "
                          f"{h + 2 * padding}x{w + 2 * padding}")
-    cols = cuda.device_array((c * kh * kw, n * ho * wo), dtype=np.float32)
+    cols = cuda.device_array((c * kh * kw, n * ho * wo), dtype=np.float32, stream=current_stream())
     blocks, threads = _elementwise_launch(cols.shape[1])
-    _im2col_kernel[(blocks, min(c, _MAX_BLOCKS)), threads](d_x, cols, kh, kw, stride, padding)
+    _im2col_kernel[(blocks, min(c, _MAX_BLOCKS)), threads, current_stream()](d_x, cols, kh, kw, stride, padding)
     return cols
 
 
@@ -248,18 +307,18 @@ def _col2im_device(d_cols, x_shape, kh, kw, stride, padding):
     if tuple(d_cols.shape) != (c * kh * kw, n * ho * wo):
         raise ValueError(f"cols must have shape {(c * kh * kw, n * ho * wo)} for x_shape "
                          f"{tuple(x_shape)}, got {tuple(d_cols.shape)}")
-    dx = cuda.device_array(tuple(x_shape), dtype=np.float32)
+    dx = cuda.device_array(tuple(x_shape), dtype=np.float32, stream=current_stream())
     blocks, threads = _elementwise_launch(dx.size)
-    _col2im_kernel[blocks, threads](d_cols, dx, kh, kw, stride, padding)
+    _col2im_kernel[blocks, threads, current_stream()](d_cols, dx, kh, kw, stride, padding)
     return dx
 
 
 def _swap01_device(src, shape, out=None):
     """src viewed as (A, B, P) -> (B, A, P), into ``out`` or a new device array."""
     a, b, p = shape
-    dst = cuda.device_array((b, a, p), dtype=np.float32) if out is None else out
+    dst = cuda.device_array((b, a, p), dtype=np.float32, stream=current_stream()) if out is None else out
     blocks, threads = _elementwise_launch(a * p)
-    _swap01_kernel[(blocks, min(b, _MAX_BLOCKS)), threads](src.reshape(a, b, p), dst)
+    _swap01_kernel[(blocks, min(b, _MAX_BLOCKS)), threads, current_stream()](src.reshape(a, b, p), dst)
     return dst
 
 
@@ -561,10 +620,10 @@ def tiled(variant, a, b, c, out, tile=None, splits=None):
     target = out.reshape(1, m_size, n_size) if splits == 1 else \
         _scratch("splits", (splits, m_size, n_size))
     kernel = _tiled_dispatcher(variant, tile)
-    kernel[(grid_n, grid_m, splits), (bn // tn, bm // tm)](a, b, c, target, r_per_split)
+    kernel[(grid_n, grid_m, splits), (bn // tn, bm // tm), current_stream()](a, b, c, target, r_per_split)
     if splits > 1:
         blocks, threads = _elementwise_launch(out.size)
-        _sum_splits_kernel[blocks, threads](target, out)
+        _sum_splits_kernel[blocks, threads, current_stream()](target, out)
     return out
 
 
@@ -596,18 +655,18 @@ def compile_targets():
 # ======================================================== the adder kernels, device side
 def _forward_device(d_cols, d_w, out=None):
     if out is None:
-        out = cuda.device_array((d_w.shape[0], d_cols.shape[1]), dtype=np.float32)
+        out = cuda.device_array((d_w.shape[0], d_cols.shape[1]), dtype=np.float32, stream=current_stream())
     return tiled("forward", d_w, d_cols, None, out)
 
 
 def _grad_input_device(d_cols, d_w, d_g, mode, out=None):
     if out is None:
-        out = cuda.device_array(d_cols.shape, dtype=np.float32)
+        out = cuda.device_array(d_cols.shape, dtype=np.float32, stream=current_stream())
     return tiled("dx_full" if mode == "full" else "dx_sign", d_w, d_g, d_cols, out)
 
 
 def _grad_weight_device(d_cols, d_w, d_g, mode):
-    out = cuda.device_array(d_w.shape, dtype=np.float32)
+    out = cuda.device_array(d_w.shape, dtype=np.float32, stream=current_stream())
     if mode == "sign":
         return tiled("dw_sign", d_g, d_cols, d_w, out)
     # full (Eq. 5): sum_l G[t,l] (X[k,l] - W[t,k]) = (G @ X_col.T)[t,k] - W[t,k] * sum_l G[t,l]
@@ -615,9 +674,9 @@ def _grad_weight_device(d_cols, d_w, d_g, mode):
     c_out, l_size = d_g.shape
     chunks = max(1, min(math.ceil(4 * _sm_count() / c_out), l_size // 4096))
     gsum_partials = _scratch("gsum", (chunks, c_out))
-    _row_sums_kernel[(c_out, chunks), _ROW_SUM_THREADS](d_g, gsum_partials)
+    _row_sums_kernel[(c_out, chunks), _ROW_SUM_THREADS, current_stream()](d_g, gsum_partials)
     blocks, threads = _elementwise_launch(out.size)
-    _subtract_w_gsum_kernel[blocks, threads](out, d_w, gsum_partials)
+    _subtract_w_gsum_kernel[blocks, threads, current_stream()](out, d_w, gsum_partials)
     return out
 
 

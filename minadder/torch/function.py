@@ -1,0 +1,208 @@
+"""The adder layer as a ``torch.autograd.Function`` over minadder's kernels.
+
+Forward (Eq. 2):  Y[n, t, u, v] = -sum_{c,i,j} |Xp[n, c, s*u + i, s*v + j] - F[t, c, i, j]|.
+Backward, for G = dLoss/dY:
+
+* "sign" (Eq. 4): dF = sum G * sgn(X - F), dX = sum G * sgn(F - X), the exact subgradient;
+* "full" (Eqs. 5-6): dF = sum G * (X - F), dX = sum G * HardTanh(F - X).
+
+The arguments are checked as ``minadder.functional.adder2d`` checks them (the kernel
+contract's ``check_grad_mode`` / ``check_window_args``, with the same messages). The
+work itself is ``minadder.kernels.contract.adder2d_forward`` / ``adder2d_backward`` on
+the backend of the tensors' device (see ``_CpuPath`` and ``_CudaPath``), with no copies.
+"""
+import numbers
+
+import numpy as np
+import torch
+
+from .. import backend
+from ..kernels import contract
+from . import streams, threads
+
+#: dtypes the kernels compute in, per device type (the cuda kernels are float32 only)
+DTYPES = {"cpu": (torch.float32, torch.float64), "cuda": (torch.float32,)}
+
+
+# ============================================================================ devices
+class _CpuPath:
+    """CPU tensors: minadder's cpu backend on NumPy views of the tensors' memory."""
+
+    @staticmethod
+    def kernels():
+        return backend.kernels("cpu")
+
+    @staticmethod
+    def array(t):
+        """A NumPy view of a tensor (``Tensor.numpy()`` shares memory; only a
+        non-contiguous tensor is copied, by ``contiguous()``)."""
+        return t.detach().contiguous().numpy()
+
+    @staticmethod
+    def tensor(a, like):
+        """A kernel's result as a tensor sharing its memory (torch keeps the array alive)."""
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    @staticmethod
+    def running(device):
+        return threads.torch_thread_count()
+
+
+class _CudaPath:
+    """CUDA tensors: minadder's cuda backend through ``__cuda_array_interface__``, on
+    PyTorch's current stream; nothing goes through host memory."""
+
+    @staticmethod
+    def kernels():
+        return backend.kernels("cuda")
+
+    @staticmethod
+    def array(t):
+        """The tensor itself: the cuda backend reads it through ``__cuda_array_interface__``."""
+        return t.detach().contiguous()
+
+    @staticmethod
+    def tensor(a, like):
+        """A numba device array as a CUDA tensor on ``like``'s device, sharing its memory."""
+        return torch.as_tensor(a, device=like.device)
+
+    @staticmethod
+    def running(device):
+        return streams.on_torch_stream(device)
+
+
+PATHS = {"cpu": _CpuPath, "cuda": _CudaPath}
+
+
+def path_for(t):
+    """The device path (kernels and conversions) for a tensor, by its device type."""
+    kind = t.device.type
+    if kind not in PATHS:
+        raise ValueError(f"adder2d: minadder has kernels for cpu and cuda tensors, got a tensor on {t.device}")
+    return PATHS[kind]
+
+
+def _check_tensors(op, x, weight):
+    """Both tensors on one device, of one dtype the kernels compute in."""
+    for name, value in (("x", x), ("weight", weight)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if x.device != weight.device:
+        raise ValueError(f"{op}: x is on {x.device} but weight is on {weight.device}")
+    path_for(x)
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{op}: x is {x.dtype} but weight is {weight.dtype}; give both the same dtype")
+    allowed = DTYPES[x.device.type]
+    if x.dtype not in allowed:
+        names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+        raise TypeError(f"{op}: {x.device.type} tensors must be {names}, got {x.dtype}; "
+                        f"convert them first, e.g. x.float()")
+
+
+def _check_eta(op, eta):
+    if eta is None:
+        return None
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
+        raise ValueError(f"{op}: eta must be None or a non-negative number, got {eta!r}")
+    return float(eta)
+
+
+# ============================================================================ the Function
+def _is_empty(win):
+    """No work: no images, no output channels or no input channels (K = 0)."""
+    return win.n == 0 or win.c_out == 0 or win.k == 0 or win.plane == 0
+
+
+def forward_tensors(x, weight, stride, padding):
+    """Eq. 2 on tensors of one device; an empty batch returns at once (a GPU refuses a
+    launch with a zero-size grid), and y = 0 when K = 0 (an empty sum)."""
+    win = contract.Window.of(x.shape, weight.shape, stride, padding)
+    if _is_empty(win):
+        return x.new_zeros(win.y_shape)
+    path = path_for(x)
+    kernels = path.kernels()
+    with path.running(x.device):
+        y, _ = contract.adder2d_forward(kernels, path.array(x), path.array(weight), stride, padding)
+        return path.tensor(y, x)
+
+
+def backward_tensors(x, weight, grad_y, stride, padding, mode, need_x=True, need_w=True):
+    """(dX, dF) of Eq. 4 ("sign") or Eqs. 5-6 ("full"); None for a gradient not needed,
+    and the kernel that would compute it is skipped."""
+    if not (need_x or need_w):
+        return None, None
+    win = contract.Window.of(x.shape, weight.shape, stride, padding)
+    if _is_empty(win):
+        return (torch.zeros_like(x) if need_x else None), (torch.zeros_like(weight) if need_w else None)
+    path = path_for(x)
+    kernels = path.kernels()
+    with path.running(x.device):
+        xa, wa, ga = path.array(x), path.array(weight), path.array(grad_y.to(x.dtype))
+        if need_w:
+            dx, dw = contract.adder2d_backward(kernels, ga, contract.AdderCache(xa, wa, win), mode,
+                                               input_grad=need_x)
+        else:   # dX alone: the contract's layer kernel for it, without the dF kernel
+            dx = kernels.layer_grad_input(xa, wa.reshape(win.c_out, win.k),
+                                          ga.reshape(win.n, win.c_out, win.plane), win, mode)
+            dw = None
+        return (None if dx is None else path.tensor(dx, x)), (None if dw is None else path.tensor(dw, x))
+
+
+class AdderFunction(torch.autograd.Function):
+    """Y = adder2d(X, F) (Eq. 2) with the gradients of ``grad_mode``; see the module doc.
+
+    With ``eta`` set, dF is rescaled inside backward to eta * sqrt(k) * dF / ||dF||_2, as
+    the paper's reference code does (with eta = 0.2); see ``scaling.reference_scale``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, grad_mode, eta):
+        ctx.save_for_backward(x, weight)
+        ctx.config = (stride, padding, grad_mode, eta)
+        return forward_tensors(x, weight, stride, padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        # the kernels' gradients are not themselves differentiable: a double backward
+        # (create_graph=True through this layer) is refused rather than silently wrong
+        from .scaling import reference_scale
+
+        x, weight = ctx.saved_tensors
+        stride, padding, grad_mode, eta = ctx.config
+        need_x, need_w = ctx.needs_input_grad[:2]
+        dx, dw = backward_tensors(x, weight, grad_y, stride, padding, grad_mode, need_x, need_w)
+        if dw is not None and eta is not None:
+            dw = reference_scale(dw, eta)
+        return dx, dw, None, None, None, None
+
+
+def adder2d(x, weight, stride=1, padding=0, grad_mode="full", eta=None):
+    """The adder layer (Eq. 2) on torch tensors, with minadder's kernels.
+
+    x: (N, C_in, H, W), weight: (C_out, C_in, d, d), zero padding; float32 (float64 too on
+    the CPU). ``grad_mode``: "full" (Eqs. 5-6, the paper's training gradients) or "sign"
+    (Eq. 4). ``eta``: None, or the reference code's normalisation of dF inside backward
+    (it used 0.2); prefer ``scale_adder_grads`` (Eq. 13) after ``backward()``, which also
+    holds under DistributedDataParallel.
+    """
+    contract.check_grad_mode(grad_mode, "adder2d")
+    contract.check_window_args("adder2d", tuple(x.shape), tuple(weight.shape), stride, padding)
+    _check_tensors("adder2d", x, weight)
+    eta = _check_eta("adder2d", eta)
+    return AdderFunction.apply(x, weight, int(stride), int(padding), grad_mode, eta)
+
+
+def adder_linear(x, weight, grad_mode="full", eta=None):
+    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map)."""
+    contract.check_grad_mode(grad_mode, "adder_linear")
+    xs, ws = tuple(x.shape), tuple(weight.shape)
+    if len(xs) != 2:
+        raise ValueError(f"adder_linear: input x must be 2-D (N, in_features), got shape {xs}")
+    if len(ws) != 2 or ws[1] != xs[1]:
+        raise ValueError(f"adder_linear: x has {xs[1]} features but weight has shape {ws} (expected (out, {xs[1]}))")
+    _check_tensors("adder_linear", x, weight)
+    eta = _check_eta("adder_linear", eta)
+    y = AdderFunction.apply(x.reshape(xs[0], xs[1], 1, 1), weight.reshape(ws[0], ws[1], 1, 1),
+                            1, 0, grad_mode, eta)
+    return y.reshape(xs[0], ws[0])

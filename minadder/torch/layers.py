@@ -1,0 +1,81 @@
+"""Adder layers as ``torch.nn`` modules: ``Adder2d`` and ``AdderLinear``.
+
+The filters are the parameter ``.weight`` (so code that looks for ``.weight``, as for a
+convolution, finds them), initialised N(0, 1) as in the paper's reference code and in
+``minadder.nn.Adder2d``; ``weight.is_adder`` is True, and ``adder_modules`` lists the
+layers that ``scale_adder_grads`` (Eq. 13) rescales.
+"""
+import numbers
+
+import torch
+from torch import nn
+
+from ..kernels import contract
+from .function import adder2d, adder_linear
+
+
+def _check_size(op, name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _adder_weight(shape, device, dtype):
+    weight = nn.Parameter(torch.randn(shape, device=device, dtype=dtype or torch.float32))
+    weight.is_adder = True
+    return weight
+
+
+class Adder2d(nn.Module):
+    """The adder layer (Eq. 2) on (N, C_in, H, W) inputs, filters (out, in, k, k) ~ N(0, 1).
+
+    ``grad_mode``: "full" (Eqs. 5-6) or "sign" (Eq. 4). ``bias``: a per-channel bias
+    (zeros). ``eta``: None, or the reference code's in-backward normalisation of the
+    filter gradient (0.2 there); see ``minadder.torch.scaling``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
+                 grad_mode="full", eta=None, device=None, dtype=None):
+        super().__init__()
+        contract.check_grad_mode(grad_mode, "Adder2d")
+        in_channels = _check_size("Adder2d", "in_channels", in_channels, 1)
+        out_channels = _check_size("Adder2d", "out_channels", out_channels, 1)
+        kernel_size = _check_size("Adder2d", "kernel_size", kernel_size, 1)
+        self.stride, self.padding, self.grad_mode, self.eta = stride, padding, grad_mode, eta
+        self.weight = _adder_weight((out_channels, in_channels, kernel_size, kernel_size), device, dtype)
+        self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=self.weight.dtype)) if bias else None
+
+    def forward(self, x):
+        y = adder2d(x, self.weight, self.stride, self.padding, self.grad_mode, self.eta)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self):
+        o, i, k, _ = self.weight.shape
+        return (f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}, "
+                f"grad_mode={self.grad_mode!r}" + (f", eta={self.eta}" if self.eta is not None else ""))
+
+
+class AdderLinear(nn.Module):
+    """Fully connected adder layer: y[n, t] = -sum_k |x[n, k] - W[t, k]|, W ~ N(0, 1)."""
+
+    def __init__(self, in_features, out_features, bias=False, grad_mode="full", eta=None,
+                 device=None, dtype=None):
+        super().__init__()
+        contract.check_grad_mode(grad_mode, "AdderLinear")
+        in_features = _check_size("AdderLinear", "in_features", in_features, 1)
+        out_features = _check_size("AdderLinear", "out_features", out_features, 1)
+        self.grad_mode, self.eta = grad_mode, eta
+        self.weight = _adder_weight((out_features, in_features), device, dtype)
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=self.weight.dtype)) if bias else None
+
+    def forward(self, x):
+        y = adder_linear(x, self.weight, self.grad_mode, self.eta)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, grad_mode={self.grad_mode!r}"
+
+
+def adder_modules(module):
+    """(name, layer) for every Adder2d / AdderLinear inside ``module`` (itself included)."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, (Adder2d, AdderLinear))]
