@@ -163,11 +163,14 @@ def poly_lr(base_lr, epoch, total_epochs, power=1.0):
 class _Schedule:
     """Sets ``optimizer.lr`` from the position in training: ``set(e)`` for any e in
     [0, total] (a fraction of an epoch too, for a rate that decays every batch), or
-    ``step()`` at the end of each epoch. ``base_lr`` defaults to the optimizer's lr."""
+    ``step()`` at the end of each epoch. ``base_lr`` defaults to the optimizer's lr;
+    with ``optimizer=None`` (and a ``base_lr``) the schedule only computes ``lr_at``."""
 
     def __init__(self, optimizer, total_epochs, base_lr=None):
         if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral) or total_epochs < 1:
             raise ValueError(f"total_epochs must be a positive integer, got {total_epochs!r}")
+        if optimizer is None and base_lr is None:
+            raise ValueError("a schedule without an optimizer needs a base_lr")
         self.optimizer, self.total_epochs = optimizer, int(total_epochs)
         self.base_lr = optimizer.lr if base_lr is None else check_number("base_lr", base_lr)
         self.epoch = 0

@@ -16,7 +16,7 @@ from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError, UnsafePi
 from .download import ChecksumError, DownloadError, download, download_file
 from .idx import read_idx
 from .loader import DataLoader, normalize, pad_images, random_crop_flip
-from .locate import default_root, find_dataset, search_places
+from .locate import Found, default_root, find_dataset, locate_dataset, search_places
 from .registry import DATASET_NAMES, DATASETS, load_dataset
 from .synthetic import SYNTHETIC_NAME, synthetic_digits
 
@@ -25,7 +25,7 @@ __all__ = [
     "load_dataset", "DATASET_NAMES", "DATASETS",
     "read_idx", "read_cifar_binary", "read_cifar_python", "safe_unpickle",
     "download", "download_file", "DownloadError", "ChecksumError",
-    "default_root", "find_dataset", "search_places",
+    "default_root", "find_dataset", "locate_dataset", "Found", "search_places",
     "synthetic_digits", "SYNTHETIC_NAME",
     "DataLoader", "normalize", "pad_images", "random_crop_flip",
 ]
