@@ -18,13 +18,21 @@ import json
 import sys
 
 from . import backend, models, optim
-from .data.registry import DATASET_NAMES
+from .data import registry
 from .kernels.reference import GRAD_MODES
-from .train import AUGMENTS, LR_STEPS, SCHEDULES, TrainConfig, TrainingDiverged, TrainingInterrupted
+from .train import AUGMENTS, LR_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted
 
-DATASET_CHOICES = DATASET_NAMES
-DOWNLOADABLE = tuple(name for name in DATASET_NAMES if name != "synthetic-digits")
 DEFAULTS = TrainConfig()
+
+
+def datasets():
+    """Every dataset name of the registry (the synthetic digits first)."""
+    return tuple(registry.DATASET_NAMES)
+
+
+def downloadable():
+    """The datasets that ``download`` fetches: all but the generated synthetic digits."""
+    return tuple(registry.DATASETS)
 
 
 def _add_train_parser(sub):
@@ -43,7 +51,7 @@ def _add_train_parser(sub):
 
     opt("--model", "network", choices=tuple(models.MODELS))
     opt("--kind", "adder layers or ordinary convolutions", choices=models.KINDS)
-    opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=DATASET_CHOICES)
+    opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=datasets())
     opt("--data-dir", "folder holding the dataset's files (else $MINADDER_DATA, then ~/.cache/minadder); "
                       "both splits are read from the one folder where the training files are found")
     opt("--test-file", "CIFAR: the test batch file to use instead of the usual one, e.g. "
@@ -53,7 +61,7 @@ def _add_train_parser(sub):
     opt("--epochs", "number of epochs", type=int)
     opt("--batch-size", "images per batch", type=int)
     opt("--lr", "initial learning rate", type=float)
-    opt("--schedule", "learning-rate decay", choices=SCHEDULES)
+    opt("--schedule", "learning-rate decay", choices=tuple(optim.SCHEDULES))
     opt("--lr-step", "decay the learning rate every batch (SGDR) or every epoch (the reference code)",
         choices=LR_STEPS)
     opt("--momentum", "SGD momentum", type=float)
@@ -97,7 +105,7 @@ def _add_evaluate_parser(sub):
                        description="Evaluate a checkpoint's model on a dataset's test split with the "
                                    "preprocessing it was trained with, and print the accuracy.")
     p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run's output directory or a checkpoint file")
-    p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
+    p.add_argument("--dataset", default=None, choices=datasets(),
                    help="dataset to test on (default: the one it was trained on; the image shape and "
                         "number of classes must match)")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
@@ -110,8 +118,8 @@ def _add_evaluate_parser(sub):
 
 def _add_download_parser(sub):
     p = sub.add_parser("download", help="download datasets into the cache, checking their checksums")
-    p.add_argument("names", nargs="+", choices=DOWNLOADABLE, metavar="NAME",
-                   help=f"datasets: {', '.join(DOWNLOADABLE)}")
+    p.add_argument("names", nargs="+", choices=downloadable(), metavar="NAME",
+                   help=f"datasets: {', '.join(downloadable())}")
     p.add_argument("--root", default=None, help="target folder (default: $MINADDER_DATA or ~/.cache/minadder)")
 
 

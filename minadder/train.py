@@ -73,7 +73,6 @@ METRICS = "metrics.json"
 CURVES = "curves.png"
 FORMAT_VERSION = 1
 
-SCHEDULES = tuple(optim.SCHEDULES)
 AUGMENTS = ("auto", "cifar", "none")
 LR_STEPS = ("batch", "epoch")
 
@@ -130,7 +129,7 @@ class TrainConfig:
         """Raise ValueError naming the flag of the first bad option (e.g. --batch-size)."""
         from .data import DATASET_NAMES
         choices = {"model": tuple(models.MODELS), "kind": models.KINDS, "dataset": DATASET_NAMES,
-                   "schedule": SCHEDULES, "grad_mode": GRAD_MODES, "adder_scaling": optim.ADDER_SCALINGS,
+                   "schedule": tuple(optim.SCHEDULES), "grad_mode": GRAD_MODES, "adder_scaling": optim.ADDER_SCALINGS,
                    "augment": AUGMENTS, "lr_step": LR_STEPS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

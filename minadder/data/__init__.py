@@ -1,7 +1,7 @@
 """Datasets for minadder: readers, download, lookup, synthetic digits, batching.
 
     from minadder.data import load_dataset, DataLoader
-    train = load_dataset("mnist", "train", data_dir="../shared/data")   # or "synthetic-digits"
+    train = load_dataset("mnist", "train")   # after `python -m minadder download mnist`; or "synthetic-digits"
     for x, y in DataLoader(train, 128, seed=0, pad_to=32):
         ...   # x: float32 (128, 1, 32, 32) normalised, y: int64 (128,)
 
