@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
 from minadder.kernels import cuda as kc  # noqa: E402  (guards np.row_stack, imports numba.cuda)
-from minadder.kernels import reference as ref  # noqa: E402
+from minadder.kernels import contract, reference as ref  # noqa: E402
 
 cuda = kc.cuda
 
@@ -112,30 +112,28 @@ def tmacs(macs, seconds):
 def bench_minadder(batch, c_in, c_out, hw, d, stride, padding, rng):
     x = cuda.to_device(rng.standard_normal((batch, c_in, hw, hw)).astype(np.float32))
     w = cuda.to_device(rng.standard_normal((c_out, c_in, d, d)).astype(np.float32))
-    y, cache = kc.adder2d_forward(x, w, stride, padding)
+    y, cache = contract.adder2d_forward(kc, x, w, stride, padding)
     g4 = cuda.to_device(rng.standard_normal(y.shape).astype(np.float32))
-    cols, x_shape, _, _, _ = cache
-    w2 = w.reshape(c_out, cols.shape[0])
-    g = kc._swap01_device(g4, (batch, c_out, y.shape[2] * y.shape[3])).reshape(c_out, -1)
+    win = cache.window
+    w2 = w.reshape(c_out, win.k)
+    g = g4.reshape(batch, c_out, win.plane)
 
-    def dx(mode):
-        dcols = kc._grad_input_device(cols, w2, g, mode)
-        return kc._col2im_device(dcols, x_shape, d, d, stride, padding)
-
+    # dX and dW as the layer's backward runs them: from the input kept by the forward
+    # (each rebuilds X_col on the device, as adder2d_backward does)
     sync = cuda.synchronize
     return {
-        "forward_s": time_gpu(lambda: kc.adder2d_forward(x, w, stride, padding), sync),
-        "dx_s": time_gpu(lambda: dx("full"), sync),
-        "dw_s": time_gpu(lambda: kc._grad_weight_device(cols, w2, g, "full"), sync),
-        "dx_sign_s": time_gpu(lambda: dx("sign"), sync),
-        "dw_sign_s": time_gpu(lambda: kc._grad_weight_device(cols, w2, g, "sign"), sync),
+        "forward_s": time_gpu(lambda: contract.adder2d_forward(kc, x, w, stride, padding), sync),
+        "dx_s": time_gpu(lambda: kc.layer_grad_input(x, w2, g, win, "full"), sync),
+        "dw_s": time_gpu(lambda: kc.layer_grad_weight(x, w2, g, win, "full"), sync),
+        "dx_sign_s": time_gpu(lambda: kc.layer_grad_input(x, w2, g, win, "sign"), sync),
+        "dw_sign_s": time_gpu(lambda: kc.layer_grad_weight(x, w2, g, win, "sign"), sync),
         "forward_backward_s": time_gpu(
-            lambda: kc.adder2d_backward(g4, kc.adder2d_forward(x, w, stride, padding)[1], "full"),
+            lambda: contract.adder2d_backward(kc, g4, contract.adder2d_forward(kc, x, w, stride, padding)[1], "full"),
             sync),
         # (tile, splits of the reduction axis, reduction steps per split) of each l1 GEMM
-        "launch_plan": {"forward": kc.launch_plan(c_out, cols.shape[1], cols.shape[0]),
-                        "dx": kc.launch_plan(cols.shape[0], cols.shape[1], c_out),
-                        "dw": kc.launch_plan(c_out, cols.shape[0], cols.shape[1])},
+        "launch_plan": {"forward": kc.launch_plan(c_out, win.l, win.k),
+                        "dx": kc.launch_plan(win.k, win.l, c_out),
+                        "dw": kc.launch_plan(c_out, win.k, win.l)},
     }
 
 
@@ -297,13 +295,13 @@ def check_correctness(tiny=False, seed=0):
                      kc.adder_grad_weight(d_cols, d_w2, d_g, mode),
                      ref.adder_grad_weight(cols64, w2_64, g64, mode), 4 * l)
 
-        y, cache = kc.adder2d_forward(cuda.to_device(x), cuda.to_device(w), stride, padding)
-        y_ref, cache_ref = ref.adder2d_forward(x64, w64, stride, padding)
+        y, cache = contract.adder2d_forward(kc, cuda.to_device(x), cuda.to_device(w), stride, padding)
+        y_ref, cache_ref = contract.adder2d_forward(ref, x64, w64, stride, padding)
         _compare(results, "adder2d_forward", label, y, y_ref, k)
         gy = rng.standard_normal(y_ref.shape).astype(np.float32)
         for mode in ("full", "sign"):
-            dx, dw = kc.adder2d_backward(cuda.to_device(gy), cache, mode)
-            dx_ref, dw_ref = ref.adder2d_backward(gy.astype(np.float64), cache_ref, mode)
+            dx, dw = contract.adder2d_backward(kc, cuda.to_device(gy), cache, mode)
+            dx_ref, dw_ref = contract.adder2d_backward(ref, gy.astype(np.float64), cache_ref, mode)
             _compare(results, f"adder2d_backward dx[{mode}]", label, dx, dx_ref, c_out * d * d)
             _compare(results, f"adder2d_backward dw[{mode}]", label, dw, dw_ref, 4 * l)
 

@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from minadder.kernels import cpu  # noqa: E402
+from minadder.kernels import contract, cpu  # noqa: E402
 
 KERNELS = ("_adder_forward_kernel", "_grad_input_kernel", "_grad_weight_sign_kernel",
            "_im2col_kernel", "_col2im_kernel")
@@ -50,9 +50,9 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    y, cache = cpu.adder2d_forward(x, w, 1, 1)
-    cpu.adder2d_backward(y, cache, "full")
-    cpu.adder2d_backward(y, cache, "sign")
+    y, cache = contract.adder2d_forward(cpu, x, w, 1, 1)
+    contract.adder2d_backward(cpu, y, cache, "full")
+    contract.adder2d_backward(cpu, y, cache, "sign")
     for name in KERNELS:
         kernel = getattr(cpu, name)
         asm = kernel.overloads[kernel.signatures[0]].library.get_asm_str()

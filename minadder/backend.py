@@ -1,7 +1,7 @@
 """Which kernel module computes the adder (and im2col) kernels.
 
 A backend is a module of plain functions with the names in
-``minadder.kernels.KERNEL_NAMES``. The choice is global:
+``minadder.kernels.contract.KERNEL_NAMES``. The choice is global:
 
     minadder.set_backend("numpy")          # for the rest of the program
     with minadder.use_backend("numpy"):     # for a block
@@ -105,6 +105,6 @@ def use_backend(name):
         set_backend(previous)
 
 
-def kernels():
-    """The active backend's kernel module."""
-    return _load(get_backend())
+def kernels(name=None):
+    """The kernel module of backend ``name``, or of the active backend when name is None."""
+    return _load(get_backend() if name is None else name)

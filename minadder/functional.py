@@ -12,7 +12,8 @@ import numbers
 import numpy as np
 
 from . import backend
-from .kernels.reference import GRAD_MODES, output_size
+from .kernels import contract
+from .kernels.contract import output_size
 from .tensor import Function, Tensor
 
 __all__ = [
@@ -390,22 +391,7 @@ def linear(x, weight, bias=None):
 
 def _check_window_args(op, x, weight_shape, stride, padding):
     """Validate a sliding-window layer's arguments before any work is done."""
-    xs = np.shape(_raw(x))
-    if len(xs) != 4:
-        raise ValueError(f"{op}: input x must be 4-D (N, C_in, H, W), got shape {xs}")
-    if len(weight_shape) != 4:
-        raise ValueError(f"{op}: weight must be 4-D (C_out, C_in, kH, kW), got shape {weight_shape}")
-    if xs[1] != weight_shape[1]:
-        raise ValueError(f"{op}: x has {xs[1]} channels but weight of shape {weight_shape} expects C_in={weight_shape[1]}")
-    if not isinstance(stride, numbers.Integral) or stride < 1:
-        raise ValueError(f"{op}: stride must be a positive integer, got {stride!r}")
-    if not isinstance(padding, numbers.Integral) or padding < 0:
-        raise ValueError(f"{op}: padding must be a non-negative integer, got {padding!r}")
-    kh, kw = weight_shape[2:]
-    hp, wp = xs[2] + 2 * padding, xs[3] + 2 * padding
-    if kh > hp or kw > wp:
-        raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the padded input {hp}x{wp} "
-                         f"(H={xs[2]}, W={xs[3]}, padding={padding})")
+    contract.check_window_args(op, np.shape(_raw(x)), weight_shape, stride, padding)
 
 
 class Conv2d(Function):
@@ -444,20 +430,15 @@ class Adder2d(Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding, grad_mode):
         k = backend.kernels()
-        y, ctx.cache = k.adder2d_forward(x, weight, stride, padding)
+        y, ctx.cache = contract.adder2d_forward(k, x, weight, stride, padding)
         ctx.kernels, ctx.grad_mode = k, grad_mode
         return y
 
     @staticmethod
     def backward(ctx, g):
-        dx, dw = ctx.kernels.adder2d_backward(g, ctx.cache, ctx.grad_mode,
-                                              input_grad=ctx.needs_input_grad[0])
+        dx, dw = contract.adder2d_backward(ctx.kernels, g, ctx.cache, ctx.grad_mode,
+                                           input_grad=ctx.needs_input_grad[0])
         return dx, dw, None, None, None
-
-
-def _check_grad_mode(op, grad_mode):
-    if grad_mode not in GRAD_MODES:
-        raise ValueError(f"{op}: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
 
 
 def adder2d(x, weight, stride=1, padding=0, grad_mode="full"):
@@ -467,14 +448,14 @@ def adder2d(x, weight, stride=1, padding=0, grad_mode="full"):
     gradients of SPEC section 2: "full" (X - F for the filters, Eq. 5, and HardTanh(F - X)
     for the input, Eq. 6) or "sign" (the exact subgradient, Eq. 4).
     """
-    _check_grad_mode("adder2d", grad_mode)
+    contract.check_grad_mode(grad_mode, "adder2d")
     _check_window_args("adder2d", x, np.shape(_raw(weight)), stride, padding)
     return Adder2d.apply(x, weight, stride, padding, grad_mode)
 
 
 def adder_linear(x, weight, grad_mode="full"):
     """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map)."""
-    _check_grad_mode("adder_linear", grad_mode)
+    contract.check_grad_mode(grad_mode, "adder_linear")
     xs, ws = np.shape(_raw(x)), np.shape(_raw(weight))
     if len(xs) != 2:
         raise ValueError(f"adder_linear: input x must be 2-D (N, in_features), got shape {xs}")

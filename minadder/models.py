@@ -25,7 +25,7 @@ import numpy as np
 
 from . import functional as F
 from . import nn
-from .kernels.reference import GRAD_MODES, output_size
+from .kernels.contract import check_grad_mode, output_size
 
 KINDS = ("adder", "cnn")
 
@@ -36,8 +36,7 @@ __all__ = ["lenet5_bn", "lenet_pp", "vgg_small", "resnet20", "resnet32", "MODELS
 def _check_args(model, kind, grad_mode, num_classes, in_channels, input_size, min_size):
     if kind not in KINDS:
         raise ValueError(f"{model}: kind must be one of {KINDS}, got {kind!r}")
-    if grad_mode not in GRAD_MODES:
-        raise ValueError(f"{model}: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+    check_grad_mode(grad_mode, model)
     for name, value, low in (("num_classes", num_classes, 2), ("in_channels", in_channels, 1),
                              ("input_size", input_size, min_size)):
         if not isinstance(value, (int, np.integer)) or value < low:

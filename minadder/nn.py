@@ -9,6 +9,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
+from .kernels import contract
 from .rng import generator
 from .tensor import Tensor
 
@@ -171,7 +172,7 @@ class Adder2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=False, grad_mode="full", dtype=np.float32):
         super().__init__()
-        F._check_grad_mode("Adder2d", grad_mode)
+        contract.check_grad_mode(grad_mode, "Adder2d")
         self.stride, self.padding, self.grad_mode = stride, padding, grad_mode
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = Parameter(generator().standard_normal(shape).astype(dtype), is_adder=True)
@@ -191,7 +192,7 @@ class AdderLinear(Module):
 
     def __init__(self, in_features, out_features, bias=False, grad_mode="full", dtype=np.float32):
         super().__init__()
-        F._check_grad_mode("AdderLinear", grad_mode)
+        contract.check_grad_mode(grad_mode, "AdderLinear")
         self.grad_mode = grad_mode
         self.weight = Parameter(generator().standard_normal((out_features, in_features)).astype(dtype), is_adder=True)
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None

@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder.kernels import KERNEL_NAMES  # noqa: E402
-from minadder.kernels import cpu, reference as ref  # noqa: E402
+from minadder.kernels import contract, cpu, reference as ref  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=25)
 
@@ -102,15 +102,15 @@ def test_l1_kernels_equal_the_reference(layer, mode):
 @given(layers(), st.sampled_from(ref.GRAD_MODES), st.booleans())
 def test_adder2d_forward_and_backward_equal_the_reference(layer, mode, input_grad):
     x, weight, stride, padding = layer
-    y, cache = cpu.adder2d_forward(x, weight, stride, padding)
-    y_ref, cache_ref = ref.adder2d_forward(x, weight, stride, padding)
+    y, cache = contract.adder2d_forward(cpu, x, weight, stride, padding)
+    y_ref, cache_ref = contract.adder2d_forward(ref, x, weight, stride, padding)
     assert y.shape == y_ref.shape and y.dtype == x.dtype and y.flags.c_contiguous
     k = weight[0].size
     np.testing.assert_allclose(y, y_ref, **_tol(x.dtype, k, x, weight))
 
     g = np.random.default_rng(3).standard_normal(y.shape).astype(x.dtype)
-    dx, dw = cpu.adder2d_backward(g, cache, mode, input_grad)
-    dx_ref, dw_ref = ref.adder2d_backward(g, cache_ref, mode, input_grad)
+    dx, dw = contract.adder2d_backward(cpu, g, cache, mode, input_grad)
+    dx_ref, dw_ref = contract.adder2d_backward(ref, g, cache_ref, mode, input_grad)
     assert dw.shape == weight.shape and dw.dtype == x.dtype
     np.testing.assert_allclose(dw, dw_ref, **_grad_tol(x.dtype, y[:, 0].size, g, x, weight))
     if input_grad:
@@ -128,13 +128,13 @@ def test_a_layer_wider_than_one_tile_and_a_backward_in_slices(mode, monkeypatch)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((7, 3, 11, 13)).astype(np.float32)
     weight = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
-    y, cache = cpu.adder2d_forward(x, weight, 1, 1)
-    y_ref, cache_ref = ref.adder2d_forward(x, weight, 1, 1)
-    assert cache[0].shape[1] > 3 * cpu.TILE_L
+    y, cache = contract.adder2d_forward(cpu, x, weight, 1, 1)
+    y_ref, cache_ref = contract.adder2d_forward(ref, x, weight, 1, 1)
+    assert cache.window.l > 3 * cpu.TILE_L
     np.testing.assert_allclose(y, y_ref, **_tol(np.float32, 27, x, weight))
     g = rng.standard_normal(y.shape).astype(np.float32)
-    dx, dw = cpu.adder2d_backward(g, cache, mode)
-    dx_ref, dw_ref = ref.adder2d_backward(g, cache_ref, mode)
+    dx, dw = contract.adder2d_backward(cpu, g, cache, mode)
+    dx_ref, dw_ref = contract.adder2d_backward(ref, g, cache_ref, mode)
     np.testing.assert_allclose(dx, dx_ref, atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(dw, dw_ref, atol=2e-3, rtol=1e-5)
 
@@ -211,12 +211,12 @@ def test_recycled_buffers_never_overwrite_a_live_result(monkeypatch):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    y1, cache1 = cpu.adder2d_forward(x, w, 1, 1)
+    y1, cache1 = contract.adder2d_forward(cpu, x, w, 1, 1)
     kept, view = y1.copy(), y1[0]
     del y1
-    y2, cache2 = cpu.adder2d_forward(2 * x, w, 1, 1)          # y1 lives on through its view
+    y2, cache2 = contract.adder2d_forward(cpu, 2 * x, w, 1, 1)          # y1 lives on through its view
     assert not np.shares_memory(y2, view) and not np.shares_memory(cache1[0], cache2[0])
     np.testing.assert_array_equal(view, kept[0])
     del view, y2
-    y3, _ = cpu.adder2d_forward(x, w, 1, 1)                   # now a buffer may be reused
-    np.testing.assert_allclose(y3, ref.adder2d_forward(x, w, 1, 1)[0], rtol=1e-5, atol=1e-4)
+    y3, _ = contract.adder2d_forward(cpu, x, w, 1, 1)                   # now a buffer may be reused
+    np.testing.assert_allclose(y3, contract.adder2d_forward(ref, x, w, 1, 1)[0], rtol=1e-5, atol=1e-4)

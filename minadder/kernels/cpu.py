@@ -51,7 +51,7 @@ if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
     # first parallel kernel runs; Numba then keeps that layer for the process).
     numba.config.THREADING_LAYER = "workqueue"
 
-from .reference import GRAD_MODES, output_size
+from .contract import check_grad_mode, output_size
 
 #: output channels per register block of the forward kernel (accumulator rows)
 TILE_T = 4
@@ -509,56 +509,55 @@ def adder_grad_weight(cols, weight, grad_out, mode="full"):
     return dw
 
 
-# ============================================================ whole layer, image in, out
-def adder2d_forward(x, weight, stride=1, padding=0):
-    """Adder layer on images, (y, cache); see reference.adder2d_forward.
-
-    The forward kernel writes y in (N, C_out, H_out, W_out) order directly.
-    """
-    x, weight = _same_dtype(x, weight)
-    n, _, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    cols, colsum = _im2col_with_sums(x, kh, kw, stride, padding)
-    y = _empty((n, c_out, ho, wo), x.dtype)
-    _forward_into(cols, weight.reshape(c_out, -1), y.reshape(n, c_out, ho * wo), colsum)
-    return y, (cols, x.shape, weight, stride, padding)
+# ========================================================= layer kernels (contract.py)
+def layer_forward(x, w2, win):
+    """Eq. 2 on images: y (N, C_out, P); see reference.layer_forward."""
+    x, w2 = _same_dtype(x, w2)
+    cols, colsum = _im2col_with_sums(x, win.kh, win.kw, win.stride, win.padding)
+    y = _empty((win.n, win.c_out, win.plane), x.dtype)
+    _forward_into(cols, w2, y, colsum)
+    return y
 
 
-def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
-    """Gradients of adder2d_forward, (dx or None, dweight); see reference.adder2d_backward.
+def _g_cols(g, dtype):
+    gc = _empty((g.shape[1], g.shape[0], g.shape[2]), dtype)
+    np.copyto(gc, g.transpose(1, 0, 2))
+    return gc.reshape(g.shape[1], -1)
+
+
+def layer_grad_weight(x, w2, g, win, mode="full"):
+    """dW (C_out, K); see reference.layer_grad_weight."""
+    _check_mode(mode)
+    x, w2, g = _same_dtype(x, w2, g)
+    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
+    return adder_grad_weight(cols, w2, _g_cols(g, x.dtype), mode)
+
+
+def layer_grad_input(x, w2, g, win, mode="full"):
+    """dX (N, C, H, W); see reference.layer_grad_input.
 
     dX_col is never built whole: it is computed for a slice of the images at a time
     (about 1/BACKWARD_SLICES of the batch) and scattered into dx by col2im.
     """
     _check_mode(mode)
-    cols, x_shape, weight, stride, padding = cache
-    c_out, _, kh, kw = weight.shape
-    n = x_shape[0]
-    g = _empty((c_out, grad_y.shape[0]) + grad_y.shape[2:], cols.dtype)   # G = dLoss/dY_col
-    np.copyto(g, grad_y.transpose(1, 0, 2, 3))
-    g = g.reshape(c_out, -1)
-    w2 = np.ascontiguousarray(weight.reshape(c_out, -1), dtype=cols.dtype)
-    dw = adder_grad_weight(cols, w2, g, mode).reshape(weight.shape)
-    if not input_grad:
-        return None, dw
-    dx = _empty(x_shape, cols.dtype)
-    plane = cols.shape[1] // n
-    gsum = g.sum(axis=0)   # sum_t G[t, l], for the full-mode dX kernel
+    x, w2, g = _same_dtype(x, w2, g)
+    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
+    g2 = _g_cols(g, x.dtype)
+    n, plane = win.n, win.plane
+    dx = _empty(win.x_shape, cols.dtype)
+    gsum = g2.sum(axis=0)   # sum_t G[t, l], for the full-mode dX kernel
     slices = BACKWARD_SLICES if cols.size > SLICE_ABOVE else 1
     step = max(1, math.ceil(n / slices))
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         part = _empty((cols.shape[0], (n1 - n0) * plane), cols.dtype)  # dX_col of images n0..n1
-        _grad_input_kernel(cols, w2, g, gsum, n0 * plane, mode == "full", cols.dtype.type(1), part)
-        _col2im_into(part, kh, kw, stride, padding, dx[n0:n1])
-    return dx, dw
+        _grad_input_kernel(cols, w2, g2, gsum, n0 * plane, mode == "full", cols.dtype.type(1), part)
+        _col2im_into(part, win.kh, win.kw, win.stride, win.padding, dx[n0:n1])
+    return dx
 
 
 # ============================================================================ helpers
-def _check_mode(mode):
-    if mode not in GRAD_MODES:
-        raise ValueError(f"mode must be one of {GRAD_MODES}, got {mode!r}")
+_check_mode = check_grad_mode
 
 
 def _same_dtype(*arrays):

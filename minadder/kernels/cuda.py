@@ -1,9 +1,8 @@
 """CUDA kernels for the adder layer, written with ``numba.cuda``.
 
-The same functions and signatures as ``reference.py`` (the definition they must match):
-
-    im2col, col2im, adder_forward, adder_grad_input, adder_grad_weight,
-    adder2d_forward, adder2d_backward
+The same functions and signatures as ``reference.py`` (the definition they must match),
+listed in ``contract.KERNEL_NAMES``; ``contract.adder2d_forward`` / ``adder2d_backward``
+run the layer on images through the layer kernels here.
 
 Arrays in and out. Every function accepts host NumPy arrays and device arrays (a numba
 device array, or anything with ``__cuda_array_interface__`` such as a CuPy array or a
@@ -12,7 +11,7 @@ to the device and the result is copied back (host in, host out); otherwise the r
 stays on the device. Arithmetic is float32 throughout: host arrays are converted,
 device arrays must already be float32.
 
-The kernels (SPEC sections 1 and 2, with X_col (K, L), W (C_out, K), G (C_out, L)):
+The kernels (Eqs. 2, 4-6 of the paper, with X_col (K, L), W (C_out, K), G (C_out, L)):
 
 * ``_im2col_kernel`` / ``_col2im_kernel``: im2col with one thread per (column, channel);
   col2im as a *gather*, one thread per pixel summing the column entries of the windows
@@ -37,14 +36,14 @@ L = N*H_out*W_out), the reduction axis is split over ``blockIdx.z`` and the part
 are added by a second kernel (deterministic, no atomics).
 
 Pitfalls. In numba.cuda, float32 plus a Python int is float64, and from there the kernel
-runs at FP64 speed (../shared/DESIGN.md): every constant below is ``float32(...)`` and no
+runs at FP64 speed: every constant below is ``float32(...)`` and no
 index ever meets a float. Signed array indices get a negative-index fix-up each, so the
 tiled kernels index with unsigned integers (see ``_make_tiled_kernel``). The PTX tests
 (tests/test_cuda.py) check both: no float64 and no local memory in any kernel.
 
-Within one layer, adder2d_forward keeps the im2col matrix on the device for
-adder2d_backward, and the temporaries of both reuse device buffers between calls
-(``_scratch``; ``release_workspace()`` frees them).
+The layer's cache keeps the input (not X_col) on the device; the backward's layer kernels
+rebuild X_col there (an im2col is cheap next to the l1 kernels), and the temporaries reuse
+device buffers between calls (``_scratch``; ``release_workspace()`` frees them).
 """
 import functools
 import math
@@ -66,10 +65,10 @@ except ImportError as exc:  # numba without its CUDA target
     ) from exc
 
 from ..backend import BackendUnavailable
-from .reference import GRAD_MODES, output_size
+from .contract import check_grad_mode, output_size
 
 __all__ = ["check_available", "im2col", "col2im", "adder_forward", "adder_grad_input",
-           "adder_grad_weight", "adder2d_forward", "adder2d_backward"]
+           "adder_grad_weight", "layer_forward", "layer_grad_input", "layer_grad_weight"]
 
 
 def check_available():
@@ -148,9 +147,7 @@ def _elementwise_launch(n):
     return min(_MAX_BLOCKS, max(1, math.ceil(n / threads))), threads
 
 
-def _check_mode(mode):
-    if mode not in GRAD_MODES:
-        raise ValueError(f"mode must be one of {GRAD_MODES}, got {mode!r}")
+_check_mode = check_grad_mode
 
 
 # ====================================================================== im2col, col2im
@@ -674,48 +671,41 @@ def adder_grad_input(cols, weight, grad_out, mode="full"):
     return _result(_grad_input_device(d_cols, d_w, d_g, mode), not _is_device_array(cols))
 
 
-def adder2d_forward(x, weight, stride=1, padding=0):
-    """Adder layer on images (Eq. 2): x (N, C, H, W), weight (C_out, C, d, d) -> (y, cache).
-
-    The cache keeps the im2col matrix and the weight on the device, so that
-    adder2d_backward neither copies them back nor recomputes them.
-    """
-    d_x, d_w = _to_device(x, "x", 4), _to_device(weight, "weight", 4)
-    n, c, h, w = d_x.shape
-    c_out, c_w, kh, kw = d_w.shape
-    if c_w != c:
-        raise ValueError(f"weight must have shape (C_out, C={c}, kh, kw), got {tuple(d_w.shape)}")
-    cols = _im2col_device(d_x, kh, kw, stride, padding)                 # (K, L)
-    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    y_col = _forward_device(cols, d_w.reshape(c_out, c * kh * kw),
-                            out=_scratch("y_col", (c_out, n * ho * wo)))  # (C_out, N*Ho*Wo)
-    y = _swap01_device(y_col, (c_out, n, ho * wo)).reshape(n, c_out, ho, wo)
-    cache = (cols, (n, c, h, w), d_w, stride, padding)
-    return _result(y, not _is_device_array(x)), cache
+# ======================================================= layer kernels (contract.py)
+def _layer_inputs(x, w2, g=None):
+    """x, w2 (and g) as float32 device arrays, and whether the results go back to the host."""
+    to_host = not _is_device_array(x)
+    d_x, d_w = _to_device(x, "x", 4), _to_device(w2, "weight", 2)
+    return d_x, d_w, (None if g is None else _to_device(g, "grad_y", 3)), to_host
 
 
-def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
-    """Gradients of adder2d_forward: (dx, dweight) for G = grad_y (N, C_out, H_out, W_out).
+def layer_forward(x, w2, win):
+    """Eq. 2 on images: im2col on the device, the tiled l1 kernel, and y (N, C_out, P)."""
+    d_x, d_w, _, to_host = _layer_inputs(x, w2)
+    cols = _im2col_device(d_x, win.kh, win.kw, win.stride, win.padding)        # (K, L)
+    y_col = _forward_device(cols, d_w, out=_scratch("y_col", (win.c_out, win.l)))
+    return _result(_swap01_device(y_col, (win.c_out, win.n, win.plane)), to_host)
 
-    With input_grad=False, dx is None and its kernels are skipped (a network's first layer).
-    Results are NumPy arrays when grad_y is one, device arrays otherwise.
-    """
+
+def _g_cols(d_g, win):
+    """G (N, C_out, P) on the device as the tiled kernels' (C_out, L)."""
+    g = _swap01_device(d_g, (win.n, win.c_out, win.plane), out=_scratch("g", (win.c_out, win.n, win.plane)))
+    return g.reshape(win.c_out, win.l)
+
+
+def layer_grad_weight(x, w2, g, win, mode="full"):
+    """dW (C_out, K) of the layer (Eq. 4 or 5): im2col again, from the input kept by the forward."""
     _check_mode(mode)
-    cols, x_shape, d_w, stride, padding = cache
-    n = x_shape[0]
-    c_out, _, kh, kw = d_w.shape
-    hw = cols.shape[1] // n
-    d_gy = _to_device(grad_y, "grad_y", 4)
-    if d_gy.shape[0] != n or d_gy.shape[1] != c_out or d_gy.shape[2] * d_gy.shape[3] != hw:
-        raise ValueError(f"grad_y must have shape (N={n}, C_out={c_out}, H_out, W_out) with "
-                         f"H_out*W_out={hw}, got {tuple(d_gy.shape)}")
-    g = _swap01_device(d_gy, (n, c_out, hw), out=_scratch("g", (c_out, n, hw)))
-    g = g.reshape(c_out, n * hw)                                         # (C_out, L)
-    w2 = d_w.reshape(c_out, cols.shape[0])
-    to_host = not _is_device_array(grad_y)
-    dw = _result(_grad_weight_device(cols, w2, g, mode).reshape(d_w.shape), to_host)
-    if not input_grad:
-        return None, dw
-    dcols = _grad_input_device(cols, w2, g, mode, out=_scratch("dcols", cols.shape))
-    dx = _col2im_device(dcols, x_shape, kh, kw, stride, padding)
-    return _result(dx, to_host), dw
+    d_x, d_w, d_g, _ = _layer_inputs(x, w2, g)
+    cols = _im2col_device(d_x, win.kh, win.kw, win.stride, win.padding)
+    return _result(_grad_weight_device(cols, d_w, _g_cols(d_g, win), mode), not _is_device_array(g))
+
+
+def layer_grad_input(x, w2, g, win, mode="full"):
+    """dX (N, C, H, W) of the layer (Eq. 6 or sgn): the tiled dX_col kernel, then col2im."""
+    _check_mode(mode)
+    d_x, d_w, d_g, _ = _layer_inputs(x, w2, g)
+    cols = _im2col_device(d_x, win.kh, win.kw, win.stride, win.padding)
+    dcols = _grad_input_device(cols, d_w, _g_cols(d_g, win), mode, out=_scratch("dcols", cols.shape))
+    dx = _col2im_device(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding)
+    return _result(dx, not _is_device_array(g))

@@ -1,13 +1,13 @@
 """NumPy reference kernels: the readable definition every faster backend must match.
 
-Notation (SPEC section 1): an input X of shape (N, C, H, W), filters F of shape
+Notation (proofs/mathematics.md): an input X of shape (N, C, H, W), filters F of shape
 (C_out, C, d, d), stride s, zero padding p. ``im2col`` unrolls every receptive field of
 X into a column, giving X_col of shape (K, L) with K = C*d*d and L = N*H_out*W_out;
 the filters become W of shape (C_out, K). An adder layer is then
 
     Y_col[t, l] = - sum_k | X_col[k, l] - W[t, k] |                         (Eq. 2)
 
-and its gradients, with G = dLoss/dY_col (SPEC section 2),
+and its gradients, with G = dLoss/dY_col (Eqs. 4-6),
 
     dW[t, k]     = sum_l G[t, l] * D(X_col[k, l] - W[t, k])     D = identity (full) | sgn (sign)
     dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l])     E = HardTanh (full) | sgn (sign)
@@ -15,18 +15,16 @@ and its gradients, with G = dLoss/dY_col (SPEC section 2),
 The paper's reference code broadcasts |X_col - W| into a (C_out, K, L) temporary. Here
 the L axis is cut into chunks so that the temporary never exceeds ``CHUNK_ELEMENTS``
 numbers, which keeps a ResNet-20 layer at batch 256 within a few hundred MB.
+
+The layer kernels at the end plug these column kernels into ``contract.adder2d_forward``
+and ``contract.adder2d_backward``, the layer on images.
 """
 import numpy as np
 
-GRAD_MODES = ("full", "sign")
+from .contract import GRAD_MODES, check_grad_mode, output_size  # noqa: F401  (re-exported)
 
 #: Largest (C_out, K, chunk) temporary the reference builds, in elements (64 MB of float32).
 CHUNK_ELEMENTS = 1 << 24
-
-
-def output_size(size, kernel, stride, padding):
-    """Spatial output size of a sliding window: (size + 2p - d) // s + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 # ----------------------------------------------------------------------------- im2col
@@ -86,6 +84,7 @@ def adder_forward(cols, weight):
 
 def adder_grad_weight(cols, weight, grad_out, mode="full"):
     """dW[t, k] = sum_l G[t, l] * D(X_col[k, l] - W[t, k])  (Eq. 4 sign, Eq. 5 full)."""
+    check_grad_mode(mode)
     dw = np.zeros(weight.shape, dtype=np.result_type(cols, weight, grad_out))
     for sl in _chunks(*weight.shape, cols.shape[1]):
         diff = cols[None, :, sl] - weight[:, :, None]          # X - F, (C_out, K, chunk)
@@ -97,6 +96,7 @@ def adder_grad_weight(cols, weight, grad_out, mode="full"):
 
 def adder_grad_input(cols, weight, grad_out, mode="full"):
     """dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l])  (Eq. 6: E = HardTanh, or sgn)."""
+    check_grad_mode(mode)
     dcols = np.empty(cols.shape, dtype=np.result_type(cols, weight, grad_out))
     for sl in _chunks(*weight.shape, cols.shape[1]):
         diff = weight[:, :, None] - cols[None, :, sl]          # F - X, (C_out, K, chunk)
@@ -105,34 +105,29 @@ def adder_grad_input(cols, weight, grad_out, mode="full"):
     return dcols
 
 
-# ------------------------------------------------------- whole layer, image in, image out
-def adder2d_forward(x, weight, stride=1, padding=0):
-    """Adder layer on images: x (N, C, H, W), weight (C_out, C, d, d) -> (y, cache).
-
-    y has shape (N, C_out, H_out, W_out); cache holds what adder2d_backward needs
-    (here the im2col matrix), and is opaque to the caller.
-    """
-    n, _, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding)
-    w2 = weight.reshape(c_out, -1)
-    y = adder_forward(cols, w2).reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(y), (cols, x.shape, weight, stride, padding)
+# ---------------------------------------------- layer kernels (see contract.py), image in
+def _g_cols(g, win):
+    """G (N, C_out, P) as the column kernels' (C_out, L)."""
+    return np.ascontiguousarray(g.transpose(1, 0, 2)).reshape(win.c_out, win.l)
 
 
-def adder2d_backward(grad_y, cache, mode="full", input_grad=True):
-    """Gradients of adder2d_forward: (dx, dweight) for G = grad_y (N, C_out, H_out, W_out).
+def layer_forward(x, w2, win):
+    """Eq. 2 on images: im2col, the column kernel, and back to (N, C_out, P)."""
+    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
+    y = adder_forward(cols, w2).reshape(win.c_out, win.n, win.plane)
+    return np.ascontiguousarray(y.transpose(1, 0, 2))
 
-    With input_grad=False, dx is None and its kernel is skipped (a network's first layer).
-    """
-    cols, x_shape, weight, stride, padding = cache
-    c_out, _, kh, kw = weight.shape
-    g = np.ascontiguousarray(grad_y.transpose(1, 0, 2, 3)).reshape(c_out, -1)
-    w2 = weight.reshape(c_out, -1)
-    dw = adder_grad_weight(cols, w2, g, mode).reshape(weight.shape)
-    if not input_grad:
-        return None, dw
-    dcols = adder_grad_input(cols, w2, g, mode)
-    dx = col2im(dcols, x_shape, kh, kw, stride, padding)
-    return dx, dw
+
+def layer_grad_weight(x, w2, g, win, mode="full"):
+    """dW (C_out, K) of the layer (Eq. 4 or 5), from the input x and G (N, C_out, P)."""
+    check_grad_mode(mode)
+    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
+    return adder_grad_weight(cols, w2, _g_cols(g, win), mode)
+
+
+def layer_grad_input(x, w2, g, win, mode="full"):
+    """dX (N, C, H, W) of the layer (Eq. 6 or sgn): dX_col, then col2im, its adjoint fold."""
+    check_grad_mode(mode)
+    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
+    dcols = adder_grad_input(cols, w2, _g_cols(g, win), mode)
+    return col2im(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding)

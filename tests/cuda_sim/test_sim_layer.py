@@ -12,7 +12,7 @@ from numba import cuda  # noqa: E402
 import minadder  # noqa: E402
 from minadder import backend, functional as F  # noqa: E402
 from minadder.kernels import cuda as kc  # noqa: E402
-from minadder.kernels import reference as ref  # noqa: E402
+from minadder.kernels import contract, reference as ref  # noqa: E402
 
 FEW = settings(deadline=None, max_examples=6)
 
@@ -35,13 +35,13 @@ def test_adder2d_forward_backward_match_reference(layer, mode, input_grad, seed)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    y, cache = kc.adder2d_forward(x, w, stride, padding)
-    y_ref, cache_ref = ref.adder2d_forward(x, w, stride, padding)
+    y, cache = contract.adder2d_forward(kc, x, w, stride, padding)
+    y_ref, cache_ref = contract.adder2d_forward(ref, x, w, stride, padding)
     assert isinstance(y, np.ndarray) and y.dtype == np.float32     # host in, host out
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    dx, dw = kc.adder2d_backward(g, cache, mode, input_grad)
-    dx_ref, dw_ref = ref.adder2d_backward(g, cache_ref, mode, input_grad)
+    dx, dw = contract.adder2d_backward(kc, g, cache, mode, input_grad)
+    dx_ref, dw_ref = contract.adder2d_backward(ref, g, cache_ref, mode, input_grad)
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3)
     if input_grad:
         np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
@@ -54,11 +54,11 @@ def test_device_arrays_stay_on_the_device():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    y, cache = kc.adder2d_forward(cuda.to_device(x), cuda.to_device(w), 1, 1)
+    y, cache = contract.adder2d_forward(kc, cuda.to_device(x), cuda.to_device(w), 1, 1)
     assert hasattr(y, "copy_to_host") and hasattr(cache[0], "copy_to_host")
-    np.testing.assert_allclose(y.copy_to_host(), ref.adder2d_forward(x, w, 1, 1)[0], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(y.copy_to_host(), contract.adder2d_forward(ref, x, w, 1, 1)[0], rtol=1e-5, atol=1e-4)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    dx, dw = kc.adder2d_backward(cuda.to_device(g), cache, "full")
+    dx, dw = contract.adder2d_backward(kc, cuda.to_device(g), cache, "full")
     assert hasattr(dx, "copy_to_host") and hasattr(dw, "copy_to_host")
     cols = kc.im2col(cuda.to_device(x), 3, 3, 1, 1)
     assert hasattr(cols, "copy_to_host")
@@ -68,15 +68,15 @@ def test_device_arrays_stay_on_the_device():
 def test_float64_host_input_is_computed_in_float32():
     x = np.arange(2 * 1 * 3 * 3, dtype=np.float64).reshape(2, 1, 3, 3)
     w = np.ones((2, 1, 2, 2))
-    y, _ = kc.adder2d_forward(x, w)
+    y, _ = contract.adder2d_forward(kc, x, w)
     assert y.dtype == np.float32
-    np.testing.assert_allclose(y, ref.adder2d_forward(x, w)[0], rtol=1e-6)
+    np.testing.assert_allclose(y, contract.adder2d_forward(ref, x, w)[0], rtol=1e-6)
 
 
 def test_bad_arguments_are_named():
     x = np.zeros((1, 2, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="weight must have shape"):
-        kc.adder2d_forward(x, np.zeros((3, 5, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="x has 2 channels but weight"):
+        contract.adder2d_forward(kc, x, np.zeros((3, 5, 3, 3), np.float32))
     with pytest.raises(ValueError, match="mode must be one of"):
         kc.adder_grad_input(np.zeros((2, 3), np.float32), np.zeros((1, 2), np.float32),
                             np.zeros((1, 3), np.float32), "half")
@@ -89,9 +89,9 @@ def test_bad_arguments_are_named():
         kc.im2col(x, 5, 5)
     with pytest.raises(ValueError, match="stride >= 1"):
         kc.im2col(x, 3, 3, stride=0)
-    _, cache = kc.adder2d_forward(x, np.zeros((3, 2, 3, 3), np.float32))
+    _, cache = contract.adder2d_forward(kc, x, np.zeros((3, 2, 3, 3), np.float32))
     with pytest.raises(ValueError, match="grad_y must have shape"):
-        kc.adder2d_backward(np.zeros((1, 3, 3, 3), np.float32), cache)
+        contract.adder2d_backward(kc, np.zeros((1, 3, 3, 3), np.float32), cache)
 
 
 def test_backend_cuda_trains_like_numpy():
@@ -118,11 +118,11 @@ def test_reused_workspace_does_not_leak_between_calls():
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     for mode in ("full", "sign", "full"):
         x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
-        y, cache = kc.adder2d_forward(x, w, 1, 1)
-        y_ref, cache_ref = ref.adder2d_forward(x, w, 1, 1)
+        y, cache = contract.adder2d_forward(kc, x, w, 1, 1)
+        y_ref, cache_ref = contract.adder2d_forward(ref, x, w, 1, 1)
         np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
         g = rng.standard_normal(y.shape).astype(np.float32)
-        for got, want in zip(kc.adder2d_backward(g, cache, mode), ref.adder2d_backward(g, cache_ref, mode)):
+        for got, want in zip(contract.adder2d_backward(kc, g, cache, mode), contract.adder2d_backward(ref, g, cache_ref, mode)):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     kc.release_workspace()
     assert not kc._workspace
