@@ -19,7 +19,7 @@ import sys
 
 from . import backend, models, optim
 from .data import registry
-from .kernels.reference import GRAD_MODES
+from .kernels.contract import GRAD_MODES
 from .train import AUGMENTS, LR_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted
 
 DEFAULTS = TrainConfig()

@@ -65,7 +65,7 @@ import numpy as np
 
 from . import backend, models, nn, optim, rng
 from . import functional as F
-from .kernels.reference import GRAD_MODES
+from .kernels.contract import check_grad_mode
 from .tensor import Tensor, no_grad
 
 CHECKPOINT = "checkpoint.npz"
@@ -129,11 +129,12 @@ class TrainConfig:
         """Raise ValueError naming the flag of the first bad option (e.g. --batch-size)."""
         from .data import DATASET_NAMES
         choices = {"model": tuple(models.MODELS), "kind": models.KINDS, "dataset": DATASET_NAMES,
-                   "schedule": tuple(optim.SCHEDULES), "grad_mode": GRAD_MODES, "adder_scaling": optim.ADDER_SCALINGS,
+                   "schedule": tuple(optim.SCHEDULES), "adder_scaling": optim.ADDER_SCALINGS,
                    "augment": AUGMENTS, "lr_step": LR_STEPS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        check_grad_mode(self.grad_mode, "--grad-mode")  # the kernels' own check
         for name, low, what in (("epochs", 1, "a positive integer"), ("batch_size", 1, "a positive integer"),
                                 ("seed", 0, "a non-negative integer")):
             value = getattr(self, name)

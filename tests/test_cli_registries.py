@@ -9,7 +9,7 @@ from minadder import backend, models, optim
 from minadder import train as T
 from minadder.__main__ import build_parser
 from minadder.data import DataLoader, registry, synthetic_digits
-from minadder.kernels.reference import GRAD_MODES
+from minadder.kernels.contract import GRAD_MODES
 
 
 def choices(command, flag):
@@ -26,6 +26,19 @@ def test_choices_are_the_registries():
     assert choices("train", "--grad-mode") == GRAD_MODES
     assert choices("train", "--schedule") == tuple(optim.SCHEDULES)
     assert choices("train", "--adder-scaling") == optim.ADDER_SCALINGS
+
+
+def test_the_grad_mode_is_checked_by_the_kernel_contract(monkeypatch):
+    from minadder.kernels import contract
+    seen = []
+    monkeypatch.setattr(T, "check_grad_mode", lambda mode, op: seen.append((mode, op)) or mode)
+    T.TrainConfig(grad_mode="full").validate()
+    assert seen == [("full", "--grad-mode")]
+    with pytest.raises(ValueError, match=r"--grad-mode: grad_mode must be one of \('full', 'sign'\)"):
+        contract.check_grad_mode("exact", "--grad-mode")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="--grad-mode"):
+        T.TrainConfig(grad_mode="exact").validate()
 
 
 def test_a_new_registry_entry_appears_on_the_command_line(monkeypatch):
