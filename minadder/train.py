@@ -414,6 +414,14 @@ def output_dir_for(config, checkpoint_file):
     return default_output_dir(config)
 
 
+def continues_in_place(checkpoint_file, out_dir):
+    """Whether resuming ``checkpoint_file`` into ``out_dir`` continues the run that is there:
+    its own checkpoint.npz (an older per-epoch checkpoint would replace the later state)."""
+    if checkpoint_file is None or Path(out_dir).resolve() != checkpoint_file.parent.resolve():
+        return False
+    return checkpoint_file.name == CHECKPOINT or not (Path(out_dir) / CHECKPOINT).exists()
+
+
 def holds_run(folder):
     """Whether ``folder`` holds the outputs of a run (finished or resumable)."""
     folder = Path(folder)
@@ -823,7 +831,7 @@ def train(config, callback=None, log=None):
         backend.set_backend(config.backend)
     checkpoint_file, saved = open_checkpoint(config)
     out_dir = output_dir_for(config, checkpoint_file)
-    resuming_here = checkpoint_file is not None and out_dir.resolve() == checkpoint_file.parent.resolve()
+    resuming_here = continues_in_place(checkpoint_file, out_dir)
     check_output_dir(out_dir, config, resuming_here)
 
     data = load_data(config)

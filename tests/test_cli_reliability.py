@@ -289,3 +289,19 @@ def test_ctrl_c_after_the_last_epoch_exits_130_and_says_the_run_finished(env, tm
     err = capsys.readouterr().err
     assert "the run had finished" in err and str(tmp_path / "run") in err
     assert strict_load(tmp_path / "run" / "metrics.json")["completed"]
+
+
+def test_resuming_into_another_run_or_from_an_older_epoch_file_is_refused(env, tmp_path):
+    other = tmp_path / "other"
+    assert cli(env, "train", *TINY, "--output-dir", other).returncode == 0
+    folder = interrupted_run(tmp_path / "run")
+    one_line_error(cli(env, "train", "--resume", folder, "--output-dir", other, "--no-progress"),
+                   other, "already holds a run")
+    fresh = tmp_path / "fresh"  # an empty folder elsewhere: the run continues there, the original stays
+    before = (folder / "checkpoint.npz").read_bytes()
+    assert cli(env, "train", "--resume", folder, "--output-dir", fresh, "--no-progress").returncode == 0
+    assert strict_load(fresh / "metrics.json")["completed"]
+    assert (folder / "checkpoint.npz").read_bytes() == before
+    shutil.copy(fresh / "checkpoint.npz", fresh / "checkpoint-epoch001.npz")  # stands for an older epoch file
+    one_line_error(cli(env, "train", "--resume", fresh / "checkpoint-epoch001.npz", "--no-progress"),
+                   "already holds a run")
