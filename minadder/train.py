@@ -151,7 +151,7 @@ class TrainConfig:
         for name in ("test_file", "extra_test_file"):
             if getattr(self, name) is not None and not self.dataset.startswith("cifar"):
                 raise ValueError(f"{flag(name)} applies to cifar10 and cifar100 only, not {self.dataset}")
-        if self.extra_test_file is not None and test_set_name(self.extra_test_file) == test_set_name(self.test_file):
+        if self.extra_test_file is not None and eval_set_name(self.extra_test_file) == eval_set_name(self.test_file):
             raise ValueError(f"--extra-test-file {self.extra_test_file} is the main test set already")
         return self
 
@@ -173,7 +173,7 @@ class CheckpointError(ValueError):
 
 
 # ============================================================================ small pieces
-def test_set_name(file):
+def eval_set_name(file):
     """How metrics.json names a test set: "test" for the split's usual files, else the file's stem."""
     return "test" if file is None else Path(file).name.rsplit(".", 1)[0]
 
@@ -459,7 +459,7 @@ def make_output_dir(out_dir, replace):
 
 # ============================================================================ data and model
 @dataclasses.dataclass
-class TestSet:
+class EvalSet:
     """One test set: how metrics.json names it, the data, and its batches."""
     name: str
     dataset: object
@@ -494,31 +494,47 @@ def _training_split(config):
     return load_dataset(config.dataset, "train", found.folder, fallback=False), found.folder, notes
 
 
-def load_data(config):
-    """Step 3: the training split, the test set(s) and their loaders. Both splits come from
-    the folder where the training split was found (``$MINADDER_DATA`` never supplies one
-    split while ``--data-dir`` supplies the other)."""
-    from .data import DATASETS, DataLoader, DatasetNotFoundError, load_dataset
-    train_set, folder, notes = _training_split(config)
+def _test_splits(config, folder):
+    """[(name, dataset, file)] for the main test set and the extra one, read from ``folder``
+    (the folder of the training split; None for the generated synthetic digits)."""
+    from .data import DatasetNotFoundError, load_dataset
     files = [config.test_file] + ([config.extra_test_file] if config.extra_test_file else [])
     tests = []
     for file in files:
+        if folder is None:
+            tests.append((eval_set_name(file), load_dataset(config.dataset, "test"), file))
+            continue
         try:
-            test = (load_dataset(config.dataset, "test") if folder is None
-                    else load_dataset(config.dataset, "test", folder, fallback=False, file=file))
+            tests.append((eval_set_name(file),
+                          load_dataset(config.dataset, "test", folder, fallback=False, file=file), file))
         except DatasetNotFoundError:
             wanted = f"the test file {file}" if file else "the test split"
             raise DatasetNotFoundError(
                 f"dataset {config.dataset!r}: {wanted} is not in {folder}, where the training split was "
                 f"found (both splits are read from one folder: put the test files there, or point "
                 f"--data-dir at a folder holding both)") from None
-        tests.append((test_set_name(file), test, file))
-    if config.dataset in DATASETS:
-        official = DATASETS[config.dataset][4]
-        for split, ds, file in [("train", train_set, None)] + [("test", t, f) for _, t, f in tests]:
-            if file is None and len(ds) != official[split]:
-                notes.append(f"the {split} split in {ds.source} has {len(ds)} images; "
-                             f"the official {config.dataset} {split} split has {official[split]}")
+    return tests
+
+
+def _size_notes(name, splits):
+    """Notes for the splits [(split, dataset, file)] whose size is not the official one
+    (a copy cut short, or a made-up one); a chosen file is expected to differ."""
+    from .data import DATASETS
+    if name not in DATASETS:
+        return []
+    official = DATASETS[name][4]
+    return [f"the {split} split in {ds.source} has {len(ds)} images; the official {name} {split} split "
+            f"has {official[split]}" for split, ds, file in splits if file is None and len(ds) != official[split]]
+
+
+def load_data(config):
+    """Step 3: the training split, the test set(s) and their loaders. Both splits come from
+    the folder where the training split was found (``$MINADDER_DATA`` never supplies one
+    split while ``--data-dir`` supplies the other)."""
+    from .data import DataLoader
+    train_set, folder, notes = _training_split(config)
+    tests = _test_splits(config, folder)
+    notes += _size_notes(config.dataset, [("train", train_set, None)] + [("test", t, f) for _, t, f in tests])
     train_set = _limit(train_set, config.limit_train, config.seed)
     c, h, w = train_set.shape
     pad_to = 32 if (h, w) == (28, 28) else None  # MNIST-like 28x28 -> 32x32, as in the paper
@@ -529,12 +545,12 @@ def load_data(config):
     drop_last = len(train_set) >= config.batch_size
     train_loader = DataLoader(train_set, config.batch_size, shuffle=True, seed=config.seed,
                               augment=augment, drop_last=drop_last, pad_to=pad_to)
-    test_sets = []
+    eval_sets = []
     for name, test, _ in tests:
         test = _limit(test, config.limit_test, config.seed)
-        test_sets.append(TestSet(name, test, DataLoader(test, config.batch_size, shuffle=False,
+        eval_sets.append(EvalSet(name, test, DataLoader(test, config.batch_size, shuffle=False,
                                                         seed=config.seed, pad_to=pad_to)))
-    return Data(train_set, train_loader, test_sets, (c, pad_to or h), pad_to, notes)
+    return Data(train_set, train_loader, eval_sets, (c, pad_to or h), pad_to, notes)
 
 
 def build(config, num_classes, channels, size):
@@ -621,13 +637,11 @@ def plot_curves(metrics, path):
     if epochs:
         loss_ax.plot(e, [r["train_loss"] for r in epochs], "o-", color="tab:blue", label="train (epoch)")
         acc_ax.plot(e, [100 * r["train_accuracy"] for r in epochs], "o-", color="tab:blue", label="train (epoch)")
-        names = list(epochs[-1].get("tests", {"test": None}))
-        for name, color in zip(names, ("tab:orange", "tab:green", "tab:red")):
-            results = [r.get("tests", {"test": {"loss": r["test_loss"], "accuracy": r["test_accuracy"]}})[name]
-                       for r in epochs]
+        for name, color in zip(_test_results(epochs[-1]), ("tab:orange", "tab:green", "tab:red")):
+            results = [_test_results(r)[name] for r in epochs]
             label = "test" if name == "test" else f"test ({name})"
-            loss_ax.plot(e, [nan_if_none(t["loss"]) for t in results], "s-", color=color, label=label)
-            acc_ax.plot(e, [100 * nan_if_none(t["accuracy"]) for t in results], "s-", color=color, label=label)
+            loss_ax.plot(e, [_nan_if_none(t["loss"]) for t in results], "s-", color=color, label=label)
+            acc_ax.plot(e, [100 * _nan_if_none(t["accuracy"]) for t in results], "s-", color=color, label=label)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     loss_ax.set_yscale("log")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
@@ -645,7 +659,14 @@ def plot_curves(metrics, path):
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def nan_if_none(value):
+def _test_results(record):
+    """{test set name: {"loss", "accuracy"}} of an epoch record (records written before
+    there could be several test sets hold only test_loss and test_accuracy)."""
+    return record.get("tests") or {"test": {"loss": record["test_loss"], "accuracy": record["test_accuracy"]}}
+
+
+def _nan_if_none(value):
+    """metrics.json writes a value that is not finite as null; matplotlib wants NaN (a gap)."""
     return math.nan if value is None else value
 
 
@@ -900,7 +921,7 @@ def evaluate_checkpoint(target, dataset=None, data_dir=None, test_file=None, lim
         raise CheckpointError(f"{path}: {exc}") from None
     loss, accuracy = evaluate(model, DataLoader(test, batch_size, shuffle=False, pad_to=pad_to))
     return strict_json({
-        "test_accuracy": accuracy, "test_loss": loss, "dataset": name, "test_set": test_set_name(test_file),
+        "test_accuracy": accuracy, "test_loss": loss, "dataset": name, "test_set": eval_set_name(test_file),
         "source": test.source, "images": len(test), "trained_on": config.dataset, "checkpoint": str(path),
         "epoch": saved.progress.epoch, "model": config.model, "kind": config.kind,
         "backend": backend.get_backend(), "notes": notes})
