@@ -153,6 +153,10 @@ def _run_train(args):
     if m["test_accuracy"] is not None:
         print(f"final test accuracy: {100 * m['test_accuracy']:.2f} % ({config.model} {kind} on {config.dataset}, "
               f"{len(epochs)} epoch{'s' * (len(epochs) != 1)}, {total:.1f} s training, backend {m['backend']})")
+        tests = epochs[-1].get("tests", {}) if epochs else {}
+        if list(tests) not in ([], ["test"]):  # chosen test files: each one by name
+            for name, result_of in tests.items():
+                print(f"  {name}: {100 * result_of['accuracy']:.2f} %")
     else:
         print("no epoch was trained (the checkpoint had already finished all epochs)")
     print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz)")

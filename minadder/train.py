@@ -778,9 +778,10 @@ class Run:
         progress.epoch = epoch + 1
         progress.start_epoch()
         self.in_step = False
-        others = "".join(f", {name} {100 * r['accuracy']:.2f}%" for name, r in list(results.items())[1:])
+        tests = ", ".join(f"{'test' if name == 'test' else name} acc {100 * r['accuracy']:.2f}%"
+                          for name, r in results.items())
         self.log(f"epoch {epoch + 1}/{config.epochs}: lr {record['lr']:.4g}, train loss {record['train_loss']:.4f}, "
-                 f"train acc {100 * record['train_accuracy']:.2f}%, test acc {100 * main['accuracy']:.2f}%{others}, "
+                 f"train acc {100 * record['train_accuracy']:.2f}%, {tests}, "
                  f"{record['time_s']:.1f}s ({record['images_per_s']:.0f} img/s)")
         self.save(CHECKPOINT)
         if config.keep_checkpoints:
