@@ -863,8 +863,14 @@ def train(config, callback=None, log=None):
     run = Run(config, out_dir, data, model, optimizer, log)
     if saved is not None:
         run.restore(checkpoint_file, saved)
+    created = not out_dir.exists()
     make_output_dir(out_dir, replace=config.overwrite and not resuming_here)
-    run.loop(callback)
+    try:
+        run.loop(callback)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # stopped before anything was saved: leave no empty folder behind
+        raise
     return {"metrics": run.metrics, "model": model, "output_dir": out_dir}
 
 

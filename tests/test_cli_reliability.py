@@ -138,7 +138,7 @@ def test_divergence_stops_the_run_with_a_non_zero_exit(env, tmp_path):
     result = cli(env, "train", *TINY, "--lr", "1e30", "--output-dir", tmp_path / "run")
     line = one_line_error(result, "diverged", "nan", "--lr", code=1)
     assert "no checkpoint" in line
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run").exists()  # nothing was saved: no empty folder is left behind
 
 
 def test_divergence_keeps_the_last_good_checkpoint(env, tmp_path):
