@@ -56,13 +56,13 @@ def _checked_property(name):
     """A property that stores the value in ``_name`` after ``check_number`` with RANGES[name]."""
     low, high, low_open, high_open = RANGES[name]
 
-    def get(self):
+    def read(self):
         return getattr(self, "_" + name)
 
-    def set(self, value):
+    def write(self, value):
         setattr(self, "_" + name, check_number(f"SGD: {name}", value, low, high, low_open, high_open))
 
-    return property(get, set, doc=f"{name}, checked on every assignment (see optim.RANGES)")
+    return property(read, write, doc=f"{name}, checked on every assignment (see optim.RANGES)")
 
 
 class SGD:
