@@ -326,9 +326,12 @@ def _load_arrays(path):
     try:
         return nn.load(path)
     except ValueError as exc:
-        if "pickle" in str(exc):  # an object array: minadder never writes one
+        if "Object arrays" in str(exc):  # an entry of pickled objects: minadder never writes one
             raise CheckpointError(f"{path}: holds pickled Python objects, which minadder checkpoints never "
                                   f"do; refusing to load it (unpickling can run code)") from None
+        if "pickle" in str(exc):  # neither a zip archive nor a .npy array: NumPy takes it for a pickle
+            raise CheckpointError(f"{path}: not an .npz file (neither a zip archive nor a NumPy array); "
+                                  f"refusing to unpickle it") from None
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({exc})") from None
     except Exception as exc:  # noqa: BLE001 -- truncated or bit-flipped zips raise many kinds
         what = {"EOFError": "empty or truncated file"}.get(type(exc).__name__, f"{type(exc).__name__}: {exc}")

@@ -90,6 +90,7 @@ def _flip(data, path):
 
 DAMAGES = {
     "empty": lambda data, path: path.write_bytes(b""),
+    "not-npz": lambda data, path: path.write_bytes(b"epoch 3 of 10\n"),
     "truncated": lambda data, path: path.write_bytes(data[:len(data) // 2]),
     "cut-at-the-end": lambda data, path: path.write_bytes(data[:-10]),
     "bit-flipped": _flip,
@@ -106,6 +107,8 @@ def test_a_damaged_checkpoint_gives_one_line_naming_the_file(env, tmp_path, dama
     line = one_line_error(cli(env, "train", "--resume", folder, "--no-progress"), path)
     if damage == "pickled":
         assert "pickled" in line and "allow_pickle" not in line
+    if damage == "not-npz":
+        assert "not an .npz file" in line and "allow_pickle" not in line
     if damage == "missing-entry":
         assert "missing state.step" in line
 
