@@ -58,6 +58,7 @@ import os
 import signal
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -334,8 +335,18 @@ def _load_arrays(path):
                                   f"refusing to unpickle it") from None
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({exc})") from None
     except Exception as exc:  # noqa: BLE001 -- truncated or bit-flipped zips raise many kinds
-        what = {"EOFError": "empty or truncated file"}.get(type(exc).__name__, f"{type(exc).__name__}: {exc}")
-        raise CheckpointError(f"{path}: damaged or not a checkpoint ({what})") from None
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({_what_is_wrong(exc)})") from None
+
+
+def _what_is_wrong(exc):
+    """A few words on why an .npz file could not be read."""
+    if isinstance(exc, EOFError):
+        return "empty or truncated file"
+    if isinstance(exc, zipfile.BadZipFile):
+        if "not a zip file" in str(exc):
+            return "truncated, or not a zip archive"
+        return f"corrupt zip archive: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def read_checkpoint(path):
