@@ -1,12 +1,16 @@
-"""Print the instruction mix of the innermost vector loops of the cpu kernels.
+"""Print the instruction mix of the innermost vector loops of the cpu kernels, and their
+stack traffic (spills).
 
-    python benchmarks/inspect_asm.py            # a summary per kernel
-    python benchmarks/inspect_asm.py --listing  # also the forward kernel's hot loop
+    python benchmarks/inspect_asm.py                          # this machine's target
+    NUMBA_CPU_NAME=haswell python benchmarks/inspect_asm.py   # the AVX2 code (16 ymm registers)
+    python benchmarks/inspect_asm.py --listing                # also the hottest loop's listing
 
 Numba refuses to show the assembly of code loaded from its on-disk cache, so this script
 compiles into a fresh temporary cache directory. A loop is a block that ends in a
-backward jump to its own label; the two with the most zmm (512-bit) instructions per
-instruction are shown for each kernel (float32 versions).
+backward jump to its own label; for each kernel and inner helper the loop with the most
+vector instructions is shown, with its count of stack accesses ([rsp ...] or [rbp ...]
+memory operands): a register block that does not fit the target's registers shows up
+there as spills and reloads. float32 versions.
 """
 import collections
 import os
@@ -21,12 +25,16 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from minadder.kernels import contract, cpu  # noqa: E402
+from minadder.kernels.target import TARGET  # noqa: E402
 
-KERNELS = ("_adder_forward_kernel", "_grad_input_kernel", "_grad_weight_sign_kernel",
-           "_im2col_kernel", "_col2im_kernel")
+#: the parallel kernels and the inner helpers that hold their hot loops
+FUNCTIONS = ("_forward_kernel", "_min_sums_4x4", "_min_sums_2x4", "_min_sums_1", "_copy_field_row",
+             "_grad_input_kernel", "_dx_row_full", "_dx_row_sign", "_add_field_row",
+             "_grad_weight_sign_kernel", "_im2col_kernel", "_col2im_kernel")
+STACK = re.compile(r"\[(rsp|rbp)[^\]]*\]")
 
 
-def loops(asm, max_len=120):
+def loops(asm, max_len=200):
     """Blocks of the listing that end with a jump back to their own first label."""
     lines = asm.splitlines()
     labels = {line.rstrip(":"): i for i, line in enumerate(lines) if re.match(r"^\.LBB\d+_\d+:", line)}
@@ -37,6 +45,7 @@ def loops(asm, max_len=120):
 
 
 def mix(body):
+    """Counter of 'mnemonic register-kind' over a loop body."""
     counts = collections.Counter()
     for line in body:
         m = re.match(r"\s+(\w+)\s+(.*)", line)
@@ -46,28 +55,46 @@ def mix(body):
     return counts
 
 
-def main():
+def hottest(asm):
+    """(vector instructions, stack accesses, mix, body) of the loop with the most vector work."""
+    best = None
+    for body in loops(asm):
+        c = mix(body)
+        vec = sum(v for k, v in c.items() if k.endswith(("zmm", "ymm")))
+        stack = sum(1 for line in body if STACK.search(line))
+        if best is None or vec > best[0]:
+            best = (vec, stack, c, body)
+    return best
+
+
+def run_kernels():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     y, cache = contract.adder2d_forward(cpu, x, w, 1, 1)
     contract.adder2d_backward(cpu, y, cache, "full")
     contract.adder2d_backward(cpu, y, cache, "sign")
-    for name in KERNELS:
-        kernel = getattr(cpu, name)
-        asm = kernel.overloads[kernel.signatures[0]].library.get_asm_str()
-        ranked = []
-        for body in loops(asm):
-            c = mix(body)
-            n = sum(c.values())
-            ranked.append((sum(v for k, v in c.items() if k.endswith("zmm")) / n, n, c, body))
-        ranked.sort(key=lambda r: -r[0])
-        print(f"{name}:")
-        for share, n, c, _ in ranked[:2]:
-            print(f"  loop of {n} instructions ({share:.0%} zmm): "
-                  + ", ".join(f"{k} x{v}" for k, v in c.most_common()))
-        if name == "_adder_forward_kernel" and "--listing" in sys.argv and ranked:
-            print("\n".join(ranked[0][3]))
+    cpu.col2im(cpu.im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1)
+
+
+def main():
+    run_kernels()
+    print(f"target: {TARGET.name} ({TARGET.machine}, {TARGET.registers} x {TARGET.vector_bits}-bit "
+          f"registers, blocking {TARGET.blocking!r}, MR = {cpu.MR})")
+    for name in FUNCTIONS:
+        fn = getattr(cpu, name)
+        if not fn.signatures:
+            print(f"{name}: not compiled for this target (not used here)")
+            continue
+        found = hottest(fn.overloads[fn.signatures[0]].library.get_asm_str())
+        if found is None:
+            print(f"{name}: no loop found")
+            continue
+        vec, stack, c, body = found
+        print(f"{name}: hottest loop {sum(c.values())} instructions, {vec} vector, "
+              f"{stack} stack accesses: " + ", ".join(f"{k} x{v}" for k, v in c.most_common(8)))
+        if "--listing" in sys.argv and name.startswith("_min_sums"):
+            print("\n".join(body))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""Which CPU the cpu kernels are compiled for, and the register blocking that fits it.
+
+The forward kernel's inner step keeps a block of filter values in vector registers while
+it streams the input: 4 channels x 4 rows (16 broadcast weights) fit a machine with 32
+vector registers (AVX-512's zmm0-31, aarch64's NEON v0-31) but not one with 16 (AVX2's
+ymm0-15), where the compiler spills them to the stack in the hottest loop. So the block
+is chosen for the target, here, once:
+
+    "wide"    32 registers: 4 channels x 4 rows per step  (AVX-512, aarch64 NEON/SVE)
+    "narrow"  16 registers: 2 channels x 4 rows per step  (AVX2, SSE, anything unknown)
+
+The target is the CPU Numba compiles for: the host, or the CPU named by
+``NUMBA_CPU_NAME`` (with ``NUMBA_CPU_FEATURES``, if given). So on an AVX-512 machine
+``NUMBA_CPU_NAME=haswell`` compiles and runs the AVX2 code, and both can be measured
+on one machine. Numba's on-disk cache keys compiled code by the target CPU too, so the
+two never mix.
+"""
+import os
+import platform
+from typing import NamedTuple
+
+#: LLVM CPU names whose cores have AVX-512F (and with it 32 vector registers)
+AVX512_CPUS = frozenset({
+    "knl", "knm", "skylake-avx512", "skx", "cascadelake", "cooperlake", "cannonlake",
+    "icelake-client", "icelake-server", "rocketlake", "tigerlake", "sapphirerapids",
+    "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids", "znver4",
+    "znver5", "x86-64-v4",
+})
+
+
+class Target(NamedTuple):
+    """The CPU the kernels are compiled for."""
+    name: str          # LLVM's name, e.g. "znver3", "haswell", "sapphirerapids", "apple-m1"
+    machine: str       # "x86_64", "aarch64", ...
+    vector_bits: int   # width of one vector register
+    registers: int     # number of vector registers
+
+    @property
+    def blocking(self):
+        """"wide" where 32 vector registers hold the 4 x 4 block, else "narrow"."""
+        return "wide" if self.registers >= 32 else "narrow"
+
+
+def _named_features(features):
+    """{"avx2": True, "avx512f": False, ...} from a '+avx2,-avx512f' string."""
+    return {f[1:]: f[0] == "+" for f in features.split(",") if f[:1] in "+-" and len(f) > 1}
+
+
+def describe(name, machine, features):
+    """The Target of CPU ``name`` on architecture ``machine`` with these LLVM features."""
+    machine = machine.lower()
+    if machine in ("aarch64", "arm64"):
+        return Target(name, machine, 128, 32)        # NEON: 32 x 128-bit
+    if machine in ("x86_64", "amd64", "i386", "i686", "x86"):
+        if features.get("avx512f", name in AVX512_CPUS):
+            return Target(name, machine, 512, 32)
+        if features.get("avx2") or features.get("avx"):
+            return Target(name, machine, 256, 16)
+        return Target(name, machine, 128, 16)
+    return Target(name, machine, 128, 16)             # unknown: the cautious choice
+
+
+def detect():
+    """The Target Numba compiles for here (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``, else the host)."""
+    machine = platform.machine()
+    name = os.environ.get("NUMBA_CPU_NAME", "host") or "host"
+    named = _named_features(os.environ.get("NUMBA_CPU_FEATURES", ""))
+    if name == "host":
+        try:
+            import llvmlite.binding as ll
+            name = ll.get_host_cpu_name()
+            host = dict(ll.get_host_cpu_features().items()) if not named else {}
+        except Exception:  # noqa: BLE001  (no llvmlite: the cpu backend is unavailable anyway)
+            name, host = "unknown", {}
+        return describe(name, machine, {**host, **named})
+    return describe(name, machine, named)
+
+
+#: detected once, when the cpu backend is first imported
+TARGET = detect()
