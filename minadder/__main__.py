@@ -1,21 +1,38 @@
-"""The command line: ``python -m minadder train | count | download`` (also the ``minadder`` script).
+"""The command line: ``python -m minadder train | evaluate | count | download`` (also the
+``minadder`` script).
 
     python -m minadder train                          # AdderNet LeNet-5-BN on the built-in digits
-    python -m minadder train --dataset mnist --data-dir ../shared/data/mnist --epochs 1
+    python -m minadder download mnist && python -m minadder train --dataset mnist --epochs 1
     python -m minadder train --resume runs/<run>      # continue after Ctrl-C
+    python -m minadder evaluate runs/<run> [--json]   # test accuracy of a run's checkpoint
     python -m minadder count --model resnet20 --kind adder [--json]
     python -m minadder download mnist [--root DIR]
+
+Every choice is taken from its registry (models, kinds, datasets, backends, gradient
+modes, schedules), so a new entry there appears here. Exit status: 0 done, 1 training
+diverged, 2 bad options or data, 130 interrupted.
 """
 import argparse
 import dataclasses
 import json
 import sys
 
-from . import models, optim
-from .train import AUGMENTS, LR_STEPS, SCHEDULES, TrainConfig, TrainingInterrupted
+from . import backend, models, optim
+from .data import registry
+from .kernels.contract import GRAD_MODES
+from .train import AUGMENTS, LR_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted
 
-DATASET_CHOICES = ("synthetic-digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 DEFAULTS = TrainConfig()
+
+
+def datasets():
+    """Every dataset name of the registry (the synthetic digits first)."""
+    return tuple(registry.DATASET_NAMES)
+
+
+def downloadable():
+    """The datasets that ``download`` fetches: all but the generated synthetic digits."""
+    return tuple(registry.DATASETS)
 
 
 def _add_train_parser(sub):
@@ -34,28 +51,36 @@ def _add_train_parser(sub):
 
     opt("--model", "network", choices=tuple(models.MODELS))
     opt("--kind", "adder layers or ordinary convolutions", choices=models.KINDS)
-    opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=DATASET_CHOICES)
-    opt("--data-dir", "folder holding the dataset's files (else $MINADDER_DATA, then ~/.cache/minadder)")
+    opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=datasets())
+    opt("--data-dir", "folder holding the dataset's files (else $MINADDER_DATA, then ~/.cache/minadder); "
+                      "both splits are read from the one folder where the training files are found")
+    opt("--test-file", "CIFAR: the test batch file to use instead of the usual one, e.g. "
+                       "test_batch_first1000_exact.bin (a name in the dataset's folder, or a path)")
+    opt("--extra-test-file", "CIFAR: a second test batch file, also evaluated after every epoch "
+                             "(metrics.json names each test set by its file)")
     opt("--epochs", "number of epochs", type=int)
     opt("--batch-size", "images per batch", type=int)
     opt("--lr", "initial learning rate", type=float)
-    opt("--schedule", "learning-rate decay", choices=SCHEDULES)
+    opt("--schedule", "learning-rate decay", choices=tuple(optim.SCHEDULES))
     opt("--lr-step", "decay the learning rate every batch (SGDR) or every epoch (the reference code)",
         choices=LR_STEPS)
     opt("--momentum", "SGD momentum", type=float)
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help=f"Nesterov momentum (default: {DEFAULTS.nesterov})")
     opt("--weight-decay", "L2 weight decay", type=float)
-    opt("--grad-mode", "adder gradients: full precision (Eq. 5, 6) or sign (Eq. 4)", choices=("full", "sign"))
+    opt("--grad-mode", "adder gradients: full precision (Eq. 5, 6) or sign (Eq. 4)", choices=GRAD_MODES)
     opt("--adder-scaling", "adder learning-rate scaling: adaptive (Eq. 13), fixed factor, or none",
         choices=optim.ADDER_SCALINGS)
     opt("--eta", "eta of the adaptive scaling (Eq. 13)", type=float)
     opt("--adder-factor", "factor of --adder-scaling fixed", type=float)
     opt("--augment", "random crop + flip: auto (on for CIFAR), cifar, none", choices=AUGMENTS)
-    opt("--backend", "kernel backend (default: the fastest that runs here)", choices=("numpy", "cpu", "cuda"))
+    opt("--backend", "kernel backend (default: the fastest that runs here)", choices=tuple(backend.BACKENDS))
     opt("--seed", "seed of initialisation, shuffling and augmentation", type=int)
     opt("--output-dir", "where outputs go (default: runs/<model>-<kind>-<dataset>-<time>)")
-    opt("--resume", "continue from an output directory or a checkpoint file")
+    opt("--resume", "continue from an output directory or a checkpoint file; the outputs go to "
+                    "that directory unless --output-dir is given")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the run in --output-dir if it holds one (refused otherwise)")
     opt("--limit-train", "train on a random subset of this many images", type=int)
     opt("--limit-test", "test on a random subset of this many images", type=int)
     p.add_argument("--keep-checkpoints", action="store_true", default=None,
@@ -75,18 +100,35 @@ def _add_count_parser(sub):
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _add_evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="test accuracy of a trained checkpoint",
+                       description="Evaluate a checkpoint's model on a dataset's test split with the "
+                                   "preprocessing it was trained with, and print the accuracy.")
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run's output directory or a checkpoint file")
+    p.add_argument("--dataset", default=None, choices=datasets(),
+                   help="dataset to test on (default: the one it was trained on; the image shape and "
+                        "number of classes must match)")
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
+    p.add_argument("--test-file", default=None, help="CIFAR: the test batch file, e.g. test_batch_first1000_exact.bin")
+    p.add_argument("--limit-test", type=int, default=None, help="test on a random subset of this many images")
+    p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
+                   help="kernel backend (default: the fastest that runs here)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a line")
+
+
 def _add_download_parser(sub):
     p = sub.add_parser("download", help="download datasets into the cache, checking their checksums")
-    p.add_argument("names", nargs="+", choices=DATASET_CHOICES[1:], metavar="NAME",
-                   help=f"datasets: {', '.join(DATASET_CHOICES[1:])}")
+    p.add_argument("names", nargs="+", choices=downloadable(), metavar="NAME",
+                   help=f"datasets: {', '.join(downloadable())}")
     p.add_argument("--root", default=None, help="target folder (default: $MINADDER_DATA or ~/.cache/minadder)")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="minadder", description="Train and inspect AdderNets (Chen et al., "
                                      "CVPR 2020) with a small NumPy autograd engine.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,count,download}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,count,download}")
     _add_train_parser(sub)
+    _add_evaluate_parser(sub)
     _add_count_parser(sub)
     _add_download_parser(sub)
     return parser
@@ -111,9 +153,33 @@ def _run_train(args):
     if m["test_accuracy"] is not None:
         print(f"final test accuracy: {100 * m['test_accuracy']:.2f} % ({config.model} {kind} on {config.dataset}, "
               f"{len(epochs)} epoch{'s' * (len(epochs) != 1)}, {total:.1f} s training, backend {m['backend']})")
+        tests = epochs[-1].get("tests", {}) if epochs else {}
+        if list(tests) not in ([], ["test"]):  # chosen test files: each one by name
+            for name, result_of in tests.items():
+                print(f"  {name}: {100 * result_of['accuracy']:.2f} %")
     else:
         print("no epoch was trained (the checkpoint had already finished all epochs)")
     print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz)")
+    return 0
+
+
+def _run_evaluate(args):
+    from .train import evaluate_checkpoint
+
+    if args.limit_test is not None and args.limit_test < 2:
+        raise ValueError(f"--limit-test must be an integer >= 2 (or left out for all); got {args.limit_test}")
+    if args.backend:
+        backend.set_backend(args.backend)
+    result = evaluate_checkpoint(args.target, dataset=args.dataset, data_dir=args.data_dir,
+                                 test_file=args.test_file, limit_test=args.limit_test)
+    if args.json:
+        print(json.dumps(result, indent=1, allow_nan=False))
+        return 0
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"test accuracy: {100 * result['test_accuracy']:.2f} % on {result['images']} images of "
+          f"{result['dataset']} ({result['test_set']}, from {result['source']}); {result['model']} "
+          f"{result['kind']} after {result['epoch']} epoch{'s' * (result['epoch'] != 1)}, backend {result['backend']}")
     return 0
 
 
@@ -138,7 +204,8 @@ def main(argv=None):
     """Entry point of ``python -m minadder`` and the ``minadder`` script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": _run_train, "count": _run_count, "download": _run_download}[args.command]
+    command = {"train": _run_train, "evaluate": _run_evaluate, "count": _run_count,
+               "download": _run_download}[args.command]
     try:
         return command(args)
     except TrainingInterrupted as exc:
@@ -147,6 +214,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"minadder {args.command}: interrupted", file=sys.stderr)
         return 130
+    except TrainingDiverged as exc:
+        print(f"minadder {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as exc:  # bad options, missing or corrupt data, failed downloads
         print(f"minadder {args.command}: error: {exc}", file=sys.stderr)
         return 2

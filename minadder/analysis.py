@@ -192,13 +192,14 @@ def l2_adder_from_conv(y_cnn, x, weight, stride=1, padding=0):
 
 
 # ============================================================ notebook helpers
-#: ../shared/data relative to the repository (this file is minadder/analysis.py).
+#: the data folder of the workspace that holds this checkout (this file is minadder/analysis.py),
+#: used by the notebooks when it exists.
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def notebook_digits(data_dir=None):
     """(train, test) digits for the notebooks: real MNIST if a copy is found (``data_dir``,
-    ``$MINADDER_DATA``, the download cache, or ../shared/data beside the repository),
+    ``$MINADDER_DATA``, the download cache, or ``SHARED_DATA`` beside the checkout),
     otherwise the embedded synthetic digits. ``train.name`` says which one was used."""
     from .data import DatasetNotFoundError, load_dataset
     for where in (data_dir, SHARED_DATA if SHARED_DATA.is_dir() else None):
@@ -265,17 +266,11 @@ def dataset_arrays(dataset, n=None, pad_to=32, seed=0):
 
 
 def evaluate(model, x, y, batch_size=500):
-    """(mean cross-entropy, accuracy) of ``model`` in evaluation mode on arrays (x, y)."""
-    from . import functional as F
-    model.eval()
-    loss, correct = 0.0, 0
-    with no_grad():
-        for i in range(0, len(y), batch_size):
-            logits = model(Tensor(x[i:i + batch_size]))
-            loss += float(F.cross_entropy(logits, y[i:i + batch_size]).item()) * len(logits.data)
-            correct += int((logits.data.argmax(axis=1) == y[i:i + batch_size]).sum())
-    model.train()
-    return loss / len(y), correct / len(y)
+    """(mean cross-entropy, accuracy) of ``model`` in evaluation mode on arrays (x, y):
+    the trainer's ``minadder.train.evaluate`` over batches of ``batch_size``."""
+    from .train import evaluate as evaluate_batches
+    batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))
+    return evaluate_batches(model, batches)
 
 
 def refresh_batchnorm(model, batches):
@@ -305,18 +300,19 @@ def refresh_batchnorm(model, batches):
 def train_steps(model, optimizer, loader, steps, test=None, eval_every=None, transform=None,
                 refresh_bn=8):
     """A small training loop for the notebooks: ``steps`` SGD steps on batches of
-    ``loader`` (a DataLoader, cycled over epochs), with the learning rate decayed from
-    ``optimizer.lr`` to 0 by a cosine over the steps (SPEC section 5, per step instead of
-    per epoch). Every ``eval_every`` steps and at the end, ``test = (x, y)`` is evaluated
-    in evaluation mode, after ``refresh_batchnorm`` on the last ``refresh_bn`` training
-    batches (0: use the running statistics as they are).
+    ``loader`` (a DataLoader, cycled over epochs), each the trainer's ``train_step``,
+    with the learning rate decayed from ``optimizer.lr`` to 0 by ``optim.CosineLR``
+    counted in steps instead of epochs. Every ``eval_every`` steps and at the end,
+    ``test = (x, y)`` is evaluated in evaluation mode, after ``refresh_batchnorm`` on the
+    last ``refresh_bn`` training batches (0: use the running statistics as they are).
     ``transform(x)``, if given, maps each input batch (e.g. a smaller image size).
     Returns a dict of lists: step, loss, accuracy (per batch); eval_step, test_loss, test_accuracy.
     """
     from collections import deque
-    from . import functional as F
-    from .optim import cosine_lr
+    from .optim import CosineLR
+    from .train import train_step
     base_lr = optimizer.lr
+    schedule = CosineLR(optimizer, steps)
     curves = {"step": [], "loss": [], "accuracy": [], "eval_step": [], "test_loss": [], "test_accuracy": []}
     recent = deque(maxlen=max(refresh_bn, 1))
 
@@ -337,15 +333,11 @@ def train_steps(model, optimizer, loader, steps, test=None, eval_every=None, tra
     for step, (x, y) in zip(range(1, steps + 1), batches()):
         x = transform(x) if transform is not None else x
         recent.append(x)
-        optimizer.lr = cosine_lr(base_lr, step - 1, steps)
-        logits = model(Tensor(x))
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        schedule.set(step - 1)
+        loss, correct = train_step(model, optimizer, x, y, check_finite=False)
         curves["step"].append(step)
-        curves["loss"].append(float(loss.item()))
-        curves["accuracy"].append(float((logits.data.argmax(axis=1) == y).mean()))
+        curves["loss"].append(loss)
+        curves["accuracy"].append(correct / len(y))
         if eval_every and step % eval_every == 0 and step != steps:
             record_eval(step)
     record_eval(steps)

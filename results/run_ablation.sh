@@ -11,7 +11,7 @@ mkdir -p runs/results
 run() {  # name, extra options
   local name=$1; shift
   python -m minadder train --dataset mnist --data-dir "$data" --epochs "$epochs" \
-    --output-dir "runs/results/$name" --no-progress "$@" > "runs/results/$name.log" 2>&1
+    --output-dir "runs/results/$name" --overwrite --no-progress "$@" > "runs/results/$name.log" 2>&1
   cp "runs/results/$name/metrics.json" "results/$name.json"
 }
 jobs=(

@@ -11,7 +11,7 @@ export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 mkdir -p runs/results
 for kind in adder cnn; do
   python -m minadder train --model resnet20 --dataset cifar10 --data-dir "$data" --kind "$kind" \
-    --epochs "$epochs" --output-dir "runs/results/cifar10-resnet20-$kind" --no-progress \
+    --epochs "$epochs" --output-dir "runs/results/cifar10-resnet20-$kind" --overwrite --no-progress \
     > "runs/results/cifar10-resnet20-$kind.log" 2>&1 &
 done
 wait

@@ -9,7 +9,7 @@ data=${2:-../shared/data/mnist}
 export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 for kind in adder cnn; do
   python -m minadder train --dataset mnist --data-dir "$data" --kind "$kind" --epochs "$epochs" \
-    --output-dir "runs/results/mnist-lenet5_bn-$kind" --no-progress > "runs/results/mnist-lenet5_bn-$kind.log" 2>&1 &
+    --output-dir "runs/results/mnist-lenet5_bn-$kind" --overwrite --no-progress > "runs/results/mnist-lenet5_bn-$kind.log" 2>&1 &
 done
 wait
 for kind in adder cnn; do

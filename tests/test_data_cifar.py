@@ -302,3 +302,12 @@ def test_corrupted_pickles_fail_cleanly(tmp_path, protocol, edits):
         assert str(path) in str(e)
     else:
         assert x.shape == (len(y), 3, 32, 32) and x.dtype == np.uint8 and ((0 <= y) & (y < 10)).all()
+
+
+def test_a_training_batch_cut_at_a_record_boundary_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}.bin").write_bytes(cifar10_bin(random_images(3 if i != 4 else 2, i), [i] * (3 if i != 4 else 2)))
+    with pytest.raises(DatasetFormatError, match=r"data_batch_4.bin: holds 2 records but the other batches .* up to 3"):
+        load_dataset("cifar10", "train", data_dir=tmp_path)

@@ -81,3 +81,29 @@ def test_default_root(home, tmp_path, monkeypatch):
     assert locate.default_root() == home / ".cache" / "minadder"
     monkeypatch.setenv("MINADDER_DATA", str(tmp_path / "x"))
     assert locate.default_root() == tmp_path / "x"
+
+
+def test_fallback_false_searches_data_dir_only(home, tmp_path):
+    write_mnist(home / ".cache" / "minadder" / "mnist", 5, split="test")
+    write_mnist(tmp_path / "given", 2, split="train")
+    found = locate.locate_dataset("mnist", "train", tmp_path / "given")
+    assert found.folder == tmp_path / "given" and found.why == "data_dir / --data-dir"
+    assert locate.locate_dataset("mnist", "test", tmp_path / "given").why == "cache"  # the fallback
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("mnist", "test", data_dir=tmp_path / "given", fallback=False)
+    assert str(tmp_path / "given") in str(e.value) and "(cache)" not in str(e.value)
+
+
+def test_a_chosen_cifar_file_by_name_or_path(home, tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    records = np.zeros((3, 3073), np.uint8)
+    records[:, 0] = [1, 2, 3]
+    (folder / "test_batch_first3.bin").write_bytes(records.tobytes())
+    ds = load_dataset("cifar10", "test", data_dir=tmp_path, file="test_batch_first3.bin")
+    assert ds.labels.tolist() == [1, 2, 3] and ds.source == str(folder)
+    assert len(load_dataset("cifar10", "test", file=str(folder / "test_batch_first3.bin"))) == 3
+    with pytest.raises(DatasetNotFoundError, match="test_batch_missing.bin"):
+        load_dataset("cifar10", "test", data_dir=tmp_path, file="test_batch_missing.bin")
+    with pytest.raises(ValueError, match="--test-file"):
+        load_dataset("mnist", "test", data_dir=tmp_path, file="x.bin")

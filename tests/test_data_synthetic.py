@@ -67,12 +67,24 @@ def test_cache_roundtrip(tmp_path, monkeypatch):
     assert again.mean == train.mean
 
 
-def test_damaged_cache_is_regenerated(tmp_path):
+def _flip_middle_byte(data):
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+
+
+@pytest.mark.parametrize("damage", [lambda d: b"not an npz", lambda d: b"", lambda d: d[:len(d) // 2],
+                                    lambda d: d[:-30], _flip_middle_byte],
+                         ids=["garbage", "empty", "truncated", "cut-directory", "bit-flip"])
+def test_damaged_cache_is_regenerated_and_replaced(tmp_path, damage):
     train, _ = synthetic_digits(n_train=30, n_test=10, seed=2, cache_dir=tmp_path)
     path = next(tmp_path.iterdir())
-    path.write_bytes(b"not an npz")
+    good = path.read_bytes()
+    path.write_bytes(damage(good))
     again, _ = synthetic_digits(n_train=30, n_test=10, seed=2, cache_dir=tmp_path)
     np.testing.assert_array_equal(again.images, train.images)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    with np.load(path, allow_pickle=False) as z:  # the damaged file was replaced by a good one
+        np.testing.assert_array_equal(z["x_train"], train.images)
 
 
 def test_load_dataset_uses_cache_dir_under_minadder_data(tmp_path, monkeypatch):

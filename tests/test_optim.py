@@ -1,4 +1,5 @@
-"""SGD updates against hand-computed values (SPEC section 3 and 5)."""
+"""SGD updates against hand-computed values (the paper's Sec. 4 recipe, Eq. 12-13), value
+ranges, and the learning-rate schedules."""
 import math
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 import minadder as ma
 from minadder.nn import Parameter
-from minadder.optim import SGD, CosineLR, PolyLR, adaptive_scale, cosine_lr, poly_lr
+from minadder.optim import SCHEDULES, SGD, CosineLR, PolyLR, adaptive_scale, cosine_lr, poly_lr
 
 
 def param(values, grad, is_adder=False):
@@ -119,12 +120,45 @@ def test_state_dict_round_trip_restores_momentum():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=-1), "non-negative"), (dict(lr=0.1, nesterov=True), "nesterov"),
+    (dict(lr=-1), r"lr must be a finite number >= 0; got -1"), (dict(lr=0.1, nesterov=True), "nesterov"),
     (dict(lr=0.1, adder_scaling="big"), "adder_scaling"),
+    (dict(lr=float("nan")), "lr must be a finite number"), (dict(lr=float("inf")), "lr must be"),
+    (dict(lr="0.1"), "lr must be"), (dict(lr=0.1, momentum=1.5), r"momentum must be in \[0, 1\); got 1.5"),
+    (dict(lr=0.1, momentum=1.0), "momentum must be in"), (dict(lr=0.1, momentum=-0.1), "momentum"),
+    (dict(lr=0.1, weight_decay=-1e-4), "weight_decay must be"),
+    (dict(lr=0.1, weight_decay=float("nan")), "weight_decay must be"),
+    (dict(lr=0.1, eta=0), "eta must be a finite number > 0; got 0"), (dict(lr=0.1, eta=-0.1), "eta must be"),
+    (dict(lr=0.1, adder_factor=0), "adder_factor must be"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SGD([param([1.0], [1.0])], **kwargs)
+
+
+@pytest.mark.parametrize("name, value", [("lr", -5), ("lr", float("nan")), ("momentum", 1.5),
+                                         ("weight_decay", -1.0), ("eta", 0.0)])
+def test_assigning_a_bad_value_is_refused_and_changes_nothing(name, value):
+    opt = SGD([param([1.0], [1.0])], lr=0.1, momentum=0.9, weight_decay=1e-4, eta=0.1)
+    before = getattr(opt, name)
+    with pytest.raises(ValueError, match=f"SGD: {name} must be"):
+        setattr(opt, name, value)
+    assert getattr(opt, name) == before
+
+
+def test_loading_a_bad_learning_rate_is_refused():
+    opt = SGD([param([1.0], [1.0])], lr=0.1)
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.load_state_dict({"lr": np.asarray(np.nan)})
+    assert opt.lr == 0.1
+
+
+def test_schedule_at_a_fraction_of_an_epoch_and_by_name():
+    opt = SGD([param([1.0], [1.0])], lr=0.3)
+    sched = SCHEDULES["cosine"](opt, total_epochs=2, base_lr=0.1)
+    assert sched.set(0.5) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4))) and opt.lr == sched.lr_at(0.5)
+    assert SCHEDULES["poly"](opt, 4, base_lr=0.1).set(3.5) == pytest.approx(0.1 * 0.125)
+    with pytest.raises(ValueError, match="total_epochs"):
+        CosineLR(opt, 0)
 
 
 def test_schedules():

@@ -145,7 +145,7 @@ def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def evaluate(*args):
         raise KeyboardInterrupt  # Ctrl-C while the test set is being evaluated
 
-    monkeypatch.setattr(T, "_evaluate", evaluate)
+    monkeypatch.setattr(T, "evaluate", evaluate)
     out = tmp_path / "cli"
     code = main(["train", "--epochs", "2", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
                  "--backend", "numpy", "--output-dir", str(out), "--no-progress"])
@@ -157,8 +157,8 @@ def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("kw, match", [({"epochs": 0}, "epochs"), ({"model": "alexnet"}, "model must be"),
-                                       ({"lr": -1.0}, "lr must be"), ({"limit_train": 1}, "limit_train"),
-                                       ({"momentum": 0.0}, "nesterov needs momentum")])
+                                       ({"lr": -1.0}, "lr must be"), ({"limit_train": 1}, "--limit-train"),
+                                       ({"momentum": 0.0}, "--nesterov needs --momentum")])
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         T.TrainConfig(**kw).validate()

@@ -1,7 +1,7 @@
 """Datasets for minadder: readers, download, lookup, synthetic digits, batching.
 
     from minadder.data import load_dataset, DataLoader
-    train = load_dataset("mnist", "train", data_dir="../shared/data")   # or "synthetic-digits"
+    train = load_dataset("mnist", "train")   # after `python -m minadder download mnist`; or "synthetic-digits"
     for x, y in DataLoader(train, 128, seed=0, pad_to=32):
         ...   # x: float32 (128, 1, 32, 32) normalised, y: int64 (128,)
 
@@ -16,7 +16,7 @@ from .dataset import Dataset, DatasetFormatError, DatasetNotFoundError, UnsafePi
 from .download import ChecksumError, DownloadError, download, download_file
 from .idx import read_idx
 from .loader import DataLoader, normalize, pad_images, random_crop_flip
-from .locate import default_root, find_dataset, search_places
+from .locate import Found, default_root, find_dataset, locate_dataset, search_places
 from .registry import DATASET_NAMES, DATASETS, load_dataset
 from .synthetic import SYNTHETIC_NAME, synthetic_digits
 
@@ -25,7 +25,7 @@ __all__ = [
     "load_dataset", "DATASET_NAMES", "DATASETS",
     "read_idx", "read_cifar_binary", "read_cifar_python", "safe_unpickle",
     "download", "download_file", "DownloadError", "ChecksumError",
-    "default_root", "find_dataset", "search_places",
+    "default_root", "find_dataset", "locate_dataset", "Found", "search_places",
     "synthetic_digits", "SYNTHETIC_NAME",
     "DataLoader", "normalize", "pad_images", "random_crop_flip",
 ]

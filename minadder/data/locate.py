@@ -10,10 +10,11 @@ In each base, the files may sit directly in it or in one of the usual subfolders
 """
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from .dataset import DatasetNotFoundError
 
-__all__ = ["default_root", "search_places", "find_dataset", "DATASET_FOLDERS", "ENV_VAR"]
+__all__ = ["default_root", "search_places", "find_dataset", "locate_dataset", "Found", "DATASET_FOLDERS", "ENV_VAR"]
 
 ENV_VAR = "MINADDER_DATA"
 SYSTEM_DIRS = (Path("/usr/share/datasets"),)
@@ -91,24 +92,50 @@ def _check_name_split(name, split):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-def find_dataset(name, split="train", data_dir=None):
-    """Find the files of one split: returns (format, [paths]) with format "idx",
-    "cifar-binary" or "cifar-python". Raises ``DatasetNotFoundError`` listing every folder
-    looked at and how to get the data."""
+class Found(NamedTuple):
+    """Where one split of a dataset was found: its format, its files, the folder holding
+    them, and why that folder was searched (``"data_dir / --data-dir"``, ``"$MINADDER_DATA"``, ...)."""
+    fmt: str
+    paths: list
+    folder: Path
+    why: str
+
+
+def locate_dataset(name, split="train", data_dir=None, fallback=True, file=None):
+    """Find the files of one split; returns a ``Found``.
+
+    ``fallback=False`` searches ``data_dir`` (and its usual subfolders) only, not
+    ``$MINADDER_DATA`` or the cache: the trainer uses it so that both splits come from
+    the one folder where the training split was found. ``file`` (CIFAR only) names one
+    batch file to read instead of the split's usual ones, e.g.
+    ``test_batch_first1000_exact.bin``; a path to an existing file is used as it is.
+    Raises ``DatasetNotFoundError`` listing every folder looked at and how to get the data."""
     _check_name_split(name, split)
+    alternatives = LAYOUTS[name][split]
+    if file is not None:
+        alternatives = [_file_layout(name, file)]
+        direct = Path(file).expanduser()
+        if direct.is_file() and (direct.is_absolute() or len(direct.parts) > 1):
+            return Found(alternatives[0][0], [direct], direct.parent, "a path given as the file")
+        file = direct.name
+    places = search_places(data_dir)
+    if not fallback:
+        if data_dir is None:
+            raise ValueError("locate_dataset: fallback=False needs a data_dir")
+        places = places[:1]
     looked = []
-    for base, why in search_places(data_dir):
+    for base, why in places:
         for folder in (base, *(base / sub for sub in _SUBFOLDERS[name])):
             looked.append(f"{folder}  ({why})")
             if not folder.is_dir():
                 continue
-            for fmt, names in LAYOUTS[name][split]:
+            for fmt, names in alternatives:
                 paths = _resolve(folder, fmt, names)
                 if paths is not None:
-                    return fmt, paths
+                    return Found(fmt, paths, folder, why)
     wanted = " or ".join(
         "{" + ", ".join(n + ("[.gz]" if fmt == "idx" else "") for n in names) + "}"
-        for fmt, names in LAYOUTS[name][split])
+        for fmt, names in alternatives)
     raise DatasetNotFoundError(
         f"dataset {name!r} ({split} split) not found: looked for {wanted} in\n  "
         + "\n  ".join(looked)
@@ -116,3 +143,18 @@ def find_dataset(name, split="train", data_dir=None):
           f"(or `minadder.data.download({name!r}, root)` in Python), which saves to "
           f"{default_root()}; or point --data-dir (data_dir=...) or ${ENV_VAR} at a folder "
           f"holding the files (or its parent folder).")
+
+
+def _file_layout(name, file):
+    """(format, (file name,)) for a single CIFAR batch file: binary if it ends in .bin."""
+    if not name.startswith("cifar"):
+        raise ValueError(f"a test file (--test-file) can be chosen for cifar10 and cifar100 only, not {name!r}")
+    file_name = Path(file).name
+    return ("cifar-binary" if file_name.endswith(".bin") else "cifar-python", (file_name,))
+
+
+def find_dataset(name, split="train", data_dir=None):
+    """Find the files of one split: returns (format, [paths]) with format "idx",
+    "cifar-binary" or "cifar-python" (``locate_dataset`` also says where and why)."""
+    found = locate_dataset(name, split, data_dir)
+    return found.fmt, found.paths

@@ -8,7 +8,7 @@ import numpy as np
 from .cifar import read_cifar_binary, read_cifar_python
 from .dataset import Dataset, DatasetFormatError
 from .idx import read_idx
-from .locate import find_dataset
+from .locate import locate_dataset
 from .synthetic import SYNTHETIC_NAME, synthetic_digits
 
 __all__ = ["load_dataset", "DATASETS", "DATASET_NAMES"]
@@ -48,13 +48,30 @@ def _read_idx_pair(name, image_path, label_path):
     return images[:, None], labels.astype(np.int64)
 
 
-def load_dataset(name="synthetic-digits", split="train", data_dir=None, coarse=False):
+def _read_cifar_batches(name, fmt, paths, coarse):
+    """Read CIFAR batch files one by one and join them. Several training batches must
+    hold the same number of records (10,000 each in the official files): a batch cut at a
+    record boundary would otherwise load silently with fewer images."""
+    reader = ((lambda p: read_cifar_binary(p, coarse=coarse, cifar100=(name == "cifar100")))
+              if fmt == "cifar-binary" else (lambda p: read_cifar_python(p, coarse=coarse)))
+    parts = [reader(p) for p in paths]
+    counts = [len(labels) for _, labels in parts]
+    if len(set(counts)) > 1:
+        short = paths[counts.index(min(counts))]
+        raise DatasetFormatError(f"{short}: holds {min(counts)} records but the other batches of "
+                                 f"the split hold up to {max(counts)}; the file is probably truncated")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_dataset(name="synthetic-digits", split="train", data_dir=None, coarse=False, fallback=True, file=None):
     """Load one split of a dataset as a ``Dataset`` (uint8 images, int64 labels).
 
     ``name``: "synthetic-digits" (generated, cached), "mnist", "fashion-mnist" (1x28x28;
     the trainer pads to 32), "cifar10", "cifar100" (3x32x32; ``coarse=True`` for the 20
     superclasses). Files are looked up in ``data_dir``, ``$MINADDER_DATA``, then
-    ``~/.cache/minadder`` (see ``minadder.data.locate``); a missing dataset raises
+    ``~/.cache/minadder`` (see ``minadder.data.locate``); ``fallback=False`` looks in
+    ``data_dir`` only. ``file`` (CIFAR only) reads that one batch file instead of the
+    split's usual files, e.g. ``test_batch_first1000_exact.bin``. A missing dataset raises
     ``FileNotFoundError`` saying where it looked and how to download it. The synthetic
     digits ignore ``data_dir``: they are generated (about 3 s) and cached as an .npz under
     ``$MINADDER_DATA`` or ``~/.cache/minadder``.
@@ -62,19 +79,18 @@ def load_dataset(name="synthetic-digits", split="train", data_dir=None, coarse=F
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == SYNTHETIC_NAME:
+        if file is not None:
+            raise ValueError(f"a test file (--test-file) can be chosen for cifar10 and cifar100 only, not {name!r}")
         train, test = synthetic_digits()
         return train if split == "train" else test
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASET_NAMES)}")
-    fmt, paths = find_dataset(name, split, data_dir)
+    found = locate_dataset(name, split, data_dir, fallback=fallback, file=file)
     num_classes, mean, std, classes, _ = DATASETS[name]
-    if fmt == "idx":
-        images, labels = _read_idx_pair(name, *paths)
-    elif fmt == "cifar-binary":
-        images, labels = read_cifar_binary(paths, coarse=coarse, cifar100=(name == "cifar100"))
+    if found.fmt == "idx":
+        images, labels = _read_idx_pair(name, *found.paths)
     else:
-        images, labels = read_cifar_python(paths, coarse=coarse)
+        images, labels = _read_cifar_batches(name, found.fmt, found.paths, coarse)
     if name == "cifar100" and coarse:
         num_classes, classes = 20, ()
-    source = str(paths[0].parent)
-    return Dataset(images, labels, num_classes, mean, std, name, source, classes)
+    return Dataset(images, labels, num_classes, mean, std, name, str(found.folder), classes)

@@ -21,6 +21,8 @@ matplotlib and FreeType versions for that reason).
 """
 import os
 import time
+import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -281,6 +283,27 @@ def _datasets(x_train, y_train, x_test, y_test, source):
             Dataset(x_test, y_test, 10, mean, std, SYNTHETIC_NAME, source, digits))
 
 
+#: what reading a damaged .npz can raise: a truncated or overwritten zip (BadZipFile,
+#: EOFError), a bad CRC or deflate stream (BadZipFile, zlib.error), a missing entry (KeyError),
+#: an unreadable file (OSError), a pickled or mis-shaped array (ValueError)
+_DAMAGED = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_cache(path, n_train, n_test):
+    """The cached (train, test) datasets at ``path``, or None if there is none or it is
+    damaged (a damaged file is then regenerated and replaced by the caller)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        if len(arrays[0]) != n_train or len(arrays[2]) != n_test:
+            return None
+        return _datasets(*arrays, "generated")
+    except _DAMAGED:
+        return None
+
+
 def synthetic_digits(n_train=None, n_test=None, seed=0, cache=True, cache_dir=None):
     """Generate (train, test) ``Dataset``s of 1x28x28 uint8 synthetic digits.
 
@@ -302,12 +325,9 @@ def synthetic_digits(n_train=None, n_test=None, seed=0, cache=True, cache_dir=No
         from .locate import default_root
         folder = Path(cache_dir) if cache_dir is not None else default_root() / SYNTHETIC_NAME
         path = _cache_file(folder, n_train, n_test, seed)
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    return _datasets(z["x_train"], z["y_train"], z["x_test"], z["y_test"], "generated")
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache file is simply regenerated
+        cached = _read_cache(path, n_train, n_test)
+        if cached is not None:
+            return cached
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     x_train, y_train = _generate(np.random.default_rng(train_seq), n_train)
     x_test, y_test = _generate(np.random.default_rng(test_seq), n_test)
