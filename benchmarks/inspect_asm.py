@@ -30,8 +30,9 @@ from minadder.kernels.target import TARGET  # noqa: E402
 #: the parallel kernels and the inner helpers that hold their hot loops
 FUNCTIONS = ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_4x4", "_min_sums_2x4",
              "_min_sums_1", "_copy_field_row",
-             "_grad_input_kernel", "_dx_row_full", "_dx_row_sign", "_add_field_row",
-             "_grad_weight_sign_kernel", "_im2col_kernel", "_col2im_kernel")
+             "_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign",
+             "_add_field_row",
+             "_grad_weight_kernel", "_wide_columns", "_im2col_kernel", "_col2im_kernel")
 STACK = re.compile(r"\[(rsp|rbp)[^\]]*\]")
 
 

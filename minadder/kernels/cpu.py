@@ -52,12 +52,14 @@ if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 from .contract import Window, check_grad_mode
-from .target import TARGET, full_width_features
+from .target import TARGET, full_width_features, named_cpu_features
 
 if numba is not None and numba.config.CPU_FEATURES is None:
-    # 512-bit vectors where LLVM would otherwise prefer 256 (target.full_width_features);
-    # read by Numba when it first compiles, and part of its cache key
-    numba.config.CPU_FEATURES = full_width_features()
+    # The features Numba compiles for (read when it first compiles; part of its cache key):
+    # a CPU named by NUMBA_CPU_NAME gets its own, not the host's; the host gets 512-bit
+    # vectors where LLVM would prefer 256 (see target.py)
+    named = named_cpu_features()
+    numba.config.CPU_FEATURES = named if named is not None else full_width_features()
 
 #: rows of X_col per packed panel of the forward (CHUNK_K x tile floats, in L2)
 CHUNK_K = 64
@@ -531,31 +533,28 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dx
 
 
 @njit(**_FAST)
-def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, tile_p, one, dxp):
+def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one, dxp):
     """dX for any stride, col2im fused (as _grad_input_wide_kernel): one task per (image n,
-    channel c); for each block of tile_p positions and filter offset (i, j) it copies that
-    row of X_col, computes the row of dX_col and adds it into the padded plane dxp[n, c]."""
+    channel c); for each filter offset (i, j) it copies that row of X_col (the image's
+    positions), computes the row of dX_col and adds it into the padded plane dxp[n, c]."""
     n_img, channels = xp.shape[0], xp.shape[1]
     plane = ho * wo
     for task in prange(n_img * channels):
         n, c = task // channels, task % channels
         dxp[n, c] = 0
-        xs = np.empty(tile_p, dtype=dxp.dtype)
-        d = np.empty(tile_p, dtype=dxp.dtype)
-        segs = np.empty((tile_p // wo + 2, 5), dtype=np.int64)
-        for p0 in range(0, plane, tile_p):
-            width = min(tile_p, plane - p0)
-            count = _segments(n * plane + p0, width, plane, wo, segs)
-            for i in range(kh):
-                for j in range(kw):
-                    k = (c * kh + i) * kw + j
-                    _copy_field_row(xp, c, i, j, stride, segs, count, xs)
-                    gn = g[n, :, p0:p0 + width]
-                    if full:
-                        _dx_row_full(xs, wk, gn, gsum[n, p0:p0 + width], k, width, one, d)
-                    else:
-                        _dx_row_sign(xs, wk, gn, k, width, one, d)
-                    _add_field_row(d, c, i, j, stride, segs, count, dxp)
+        xs = np.empty(plane, dtype=dxp.dtype)
+        d = np.empty(plane, dtype=dxp.dtype)
+        segs = np.empty((ho + 1, 5), dtype=np.int64)
+        count = _segments(n * plane, plane, plane, wo, segs)
+        for i in range(kh):
+            for j in range(kw):
+                k = (c * kh + i) * kw + j
+                _copy_field_row(xp, c, i, j, stride, segs, count, xs)
+                if full:
+                    _dx_row_full(xs, wk, g[n], gsum[n], k, plane, one, d)
+                else:
+                    _dx_row_sign(xs, wk, g[n], k, plane, one, d)
+                _add_field_row(d, c, i, j, stride, segs, count, dxp)
 
 
 def _wide(g, win, pitch):
@@ -588,18 +587,25 @@ def layer_grad_input(x, w2, g, win, mode="full"):
     else:
         gsum = g.sum(axis=1) if full else np.zeros((win.n, 1), dtype=x.dtype)
         _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo,
-                                  _tile(win.c_out, win.plane, largest=1024), one, dxp)
+                                  one, dxp)
     p = win.padding
     return np.ascontiguousarray(dxp[:, :, p:p + win.h, p:p + win.w])
 
 
 # ==================================================================== weight gradient
-@njit(**_FAST)
-def _grad_weight_sign_kernel(cols, weight, grad, one, dw):
-    """dw[t, k] += sum_l G[t, l] * sgn(X_col[k, l] - W[t, k])  (Eq. 4; reference.adder_grad_weight).
+@njit(inline="always")
+def _dw_term(xv, wv, full, one):
+    """D(x - w) of Eq. 5 / Eq. 4 without the w: x (full; the -w part is added apart) or sgn(x - w)."""
+    return xv if full else _sgn(xv - wv, one)
 
-    One task per (4 channels, row k): four dot-product-like reductions along L, which
-    LLVM vectorises (fastmath lets it reassociate the sums).
+
+@njit(**_FAST)
+def _grad_weight_kernel(cols, weight, grad, full, one, dw):
+    """dw[t, k] += sum_l G[t, l] * D(X_col[k, l] - W[t, k])  (reference.adder_grad_weight).
+
+    full (Eq. 5): the sum of G * X only; the caller subtracts W * sum_l G. sign (Eq. 4):
+    G * sgn(X - W). One task per (4 channels, row k): four dot-product-like reductions
+    along L, which LLVM vectorises (fastmath lets it reassociate the sums).
     """
     n_k, n_l = cols.shape
     n_t = weight.shape[0]
@@ -614,10 +620,10 @@ def _grad_weight_sign_kernel(cols, weight, grad, one, dw):
             s0 = s1 = s2 = s3 = one - one
             for l in range(n_l):
                 xv = xs[l]
-                s0 += g0[l] * _sgn(xv - w0, one)
-                s1 += g1[l] * _sgn(xv - w1, one)
-                s2 += g2[l] * _sgn(xv - w2, one)
-                s3 += g3[l] * _sgn(xv - w3, one)
+                s0 += g0[l] * _dw_term(xv, w0, full, one)
+                s1 += g1[l] * _dw_term(xv, w1, full, one)
+                s2 += g2[l] * _dw_term(xv, w2, full, one)
+                s3 += g3[l] * _dw_term(xv, w3, full, one)
             dw[t0, k] += s0
             dw[t0 + 1, k] += s1
             dw[t0 + 2, k] += s2
@@ -627,7 +633,7 @@ def _grad_weight_sign_kernel(cols, weight, grad, one, dw):
                 wv, g0 = weight[t, k], grad[t]
                 s = one - one
                 for l in range(n_l):
-                    s += g0[l] * _sgn(xs[l] - wv, one)
+                    s += g0[l] * _dw_term(xs[l], wv, full, one)
                 dw[t, k] += s
 
 
@@ -670,8 +676,9 @@ def layer_grad_weight(x, w2, g, win, mode="full"):
 
     Summed over chunks of images, X_col of one chunk at a time (at most 1/DW_CHUNKS of the
     layer's). full (Eq. 5, D = identity): in the shifted frame,
-    dW = sum_chunks G_c @ X'_c.T - W' * G.sum(axis=1), one BLAS product per chunk.
-    sign (Eq. 4): a Numba reduction per chunk.
+    dW = sum_chunks G_c X'_c^T - W' * G.sum(axis=1); sign (Eq. 4): sum G sgn(X - W).
+    (A Numba reduction rather than NumPy's BLAS, whose threads stall when the machine's
+    cores are busy with other work: 0.2-1.4 G/s measured so, against 7-40 alone.)
     """
     check_grad_mode(mode)
     x, w2, g = _same_dtype(x, w2, g)
@@ -681,10 +688,7 @@ def layer_grad_weight(x, w2, g, win, mode="full"):
     full = mode == "full"
     centre = _centre(x) if full else x.dtype.type(0)
     for cols, gc in _columns_in_chunks(x, g, win, centre):
-        if full:
-            dw += gc @ cols.T
-        else:
-            _grad_weight_sign_kernel(cols, w2, gc, x.dtype.type(1), dw)
+        _grad_weight_kernel(cols, w2, gc, full, x.dtype.type(1), dw)
     if full:
         dw -= (w2 - centre) * g.sum(axis=(0, 2))[:, None]
     return dw

@@ -28,6 +28,14 @@ AVX512_CPUS = frozenset({
 })
 
 
+#: LLVM CPU names of x86 cores without AVX (128-bit SSE vectors only)
+PRE_AVX_CPUS = frozenset({
+    "generic", "x86-64", "x86-64-v2", "core2", "penryn", "nehalem", "westmere", "atom",
+    "bonnell", "silvermont", "goldmont", "goldmont-plus", "tremont", "k8", "amdfam10",
+    "btver1", "pentium4", "prescott", "nocona",
+})
+
+
 class Target(NamedTuple):
     """The CPU the kernels are compiled for."""
     name: str          # LLVM's name, e.g. "znver3", "haswell", "sapphirerapids", "apple-m1"
@@ -54,7 +62,7 @@ def describe(name, machine, features):
     if machine in ("x86_64", "amd64", "i386", "i686", "x86"):
         if features.get("avx512f", name in AVX512_CPUS):
             return Target(name, machine, 512, 32)
-        if features.get("avx2") or features.get("avx"):
+        if features.get("avx2", features.get("avx", name not in PRE_AVX_CPUS)):
             return Target(name, machine, 256, 16)
         return Target(name, machine, 128, 16)
     return Target(name, machine, 128, 16)             # unknown: the cautious choice
@@ -74,6 +82,18 @@ def detect():
             name, host = "unknown", {}
         return describe(name, machine, {**host, **named})
     return describe(name, machine, named)
+
+
+def named_cpu_features():
+    """"" (the named CPU's own features) when NUMBA_CPU_NAME names a CPU and
+    NUMBA_CPU_FEATURES is not set, else None.
+
+    Numba otherwise pairs the named CPU with the *host's* features, so that
+    NUMBA_CPU_NAME=haswell on an AVX-512 machine would still compile 512-bit code.
+    """
+    if "NUMBA_CPU_FEATURES" in os.environ or os.environ.get("NUMBA_CPU_NAME", "host") in ("", "host"):
+        return None
+    return ""
 
 
 def full_width_features():

@@ -1,0 +1,74 @@
+"""The cpu kernels' target: which register blocking each CPU gets, and the narrow (AVX2)
+variant checked against the reference in a process compiled for Haswell."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minadder.kernels import target
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name,machine,features,bits,registers,blocking", [
+    ("haswell", "x86_64", {}, 256, 16, "narrow"),
+    ("znver3", "x86_64", {"avx2": True, "avx512f": False}, 256, 16, "narrow"),
+    ("skylake-avx512", "x86_64", {}, 512, 32, "wide"),
+    ("emeraldrapids", "x86_64", {"avx512f": True}, 512, 32, "wide"),
+    ("sapphirerapids", "x86_64", {"avx512f": False, "avx2": True}, 256, 16, "narrow"),  # features win
+    ("apple-m1", "arm64", {}, 128, 32, "wide"),
+    ("neoverse-n1", "aarch64", {}, 128, 32, "wide"),
+    ("core2", "x86_64", {"sse4.1": True}, 128, 16, "narrow"),
+    ("some-cpu", "riscv64", {}, 128, 16, "narrow"),
+])
+def test_describe_gives_each_cpu_its_registers(name, machine, features, bits, registers, blocking):
+    t = target.describe(name, machine, features)
+    assert (t.vector_bits, t.registers, t.blocking) == (bits, registers, blocking)
+
+
+def test_numba_cpu_name_selects_the_target(monkeypatch):
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    monkeypatch.delenv("NUMBA_CPU_FEATURES", raising=False)
+    t = target.detect()
+    assert t.name == "haswell" and t.blocking == ("narrow" if t.machine.startswith(("x86", "amd64")) else "wide")
+    assert target.full_width_features() is None          # an explicit CPU is left alone
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx2,-avx512f")
+    assert target.detect().vector_bits in (256, 128)
+
+
+def test_feature_strings_are_read():
+    assert target._named_features("+avx2,-avx512f,+fma") == {"avx2": True, "avx512f": False, "fma": True}
+
+
+NARROW_CHECK = r"""
+import numpy as np
+from minadder.kernels import contract, cpu, reference as ref
+assert cpu.MR == 2 and cpu.TARGET.blocking == "narrow", (cpu.MR, cpu.TARGET)
+rng = np.random.default_rng(0)
+for (n, c, h, co, k, s, p) in [(2, 3, 9, 7, 3, 1, 1), (3, 5, 8, 4, 3, 2, 1), (2, 6, 5, 9, 1, 1, 0)]:
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((co, c, k, k)).astype(np.float32)
+    y, cache = contract.adder2d_forward(cpu, x, w, s, p)
+    y_ref, cache_ref = contract.adder2d_forward(ref, x, w, s, p)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    for mode in ("full", "sign"):
+        for a, b in zip(contract.adder2d_backward(cpu, g, cache, mode), contract.adder2d_backward(ref, g, cache_ref, mode)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+print("narrow ok")
+"""
+
+
+@pytest.mark.skipif(not target.TARGET.machine.lower().startswith(("x86", "amd64")), reason="x86 only")
+def test_the_avx2_variant_equals_the_reference():
+    """NUMBA_CPU_NAME=haswell compiles the 16-register code (2 x 4 blocks); on any x86-64
+    machine that runs it (Haswell's instructions are a subset of every later x86 core's)."""
+    pytest.importorskip("numba")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell")
+    env.pop("NUMBA_CPU_FEATURES", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", NARROW_CHECK], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0 and "narrow ok" in proc.stdout, proc.stdout + proc.stderr[-3000:]
