@@ -1,30 +1,34 @@
-"""Per-layer speed of the adder layer: G adder-MAC/s for forward, dX and dW, and peak memory.
+"""Per-layer speed of the adder layer: G adder-MAC/s for forward, dX and dW, and peak memory,
+beside oneDNN's conv2d on the same shapes and threads (the machine's multiply-accumulate
+yardstick).
 
 For each layer shape (ResNet-20, LeNet-5, VGG-small; batch 32 by default) and each
 implementation:
 
   numpy        minadder's reference kernels (kernels/reference.py)
-  cpu          minadder's Numba kernels (kernels/cpu.py)
+  cpu          minadder's Numba kernels (kernels/cpu.py), compiled for this machine
+  cpu-avx2     the same compiled for Haswell (NUMBA_CPU_NAME=haswell): the AVX2 code with
+               its 16-register blocking, run on this machine (x86-64 only)
+  conv2d       torch.nn.functional.conv2d (oneDNN), the multiply-accumulate layer
   torch-unfold the formulation of the paper's reference code: unfold, then broadcast
                |W - X| over a (C_out, K, L) tensor; backward by torch autograd
   torch-cdist  unfold + torch.cdist(p=1) (forward only)
 
 One adder-MAC is one |x - w| accumulated; a pass (forward, dX or dW) of a layer costs
-C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out). The GMAC/s columns time the
-kernels on a ready X_col: adder_forward, adder_grad_input and adder_grad_weight (full
-mode); for torch, the layer's forward (unfold included). "fwd ms" times the whole layer
-forward, adder2d_forward (im2col included); "f+b ms" a whole forward + backward (full
-mode, dX and dW, col2im included). "peak" is the
-growth of the process's resident memory during one forward + backward (Linux VmHWM, reset
-through /proc/self/clear_refs), outputs and the cache included, next to the size of the
-layer's im2col buffer. Every measurement runs in its own child process, so the memory
-figures do not see each other; each figure is the best of --repeat timings in each of
---runs processes.
+C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out); a conv2d pass costs as many
+multiply-adds. "fwd" is the whole layer forward (contract.adder2d_forward), dX and dW
+the layer kernels of the backward (layer_grad_input, layer_grad_weight, full mode), for
+conv2d its forward and the two halves of its autograd backward together ("dX" column);
+"f+b ms" a whole forward + backward. "peak" is the growth of the process's resident
+memory during one forward + backward (Linux VmHWM, reset through /proc/self/clear_refs),
+outputs and the cache included, next to the size of the layer's im2col buffer. Every
+measurement runs in its own child process with --threads threads (Numba's and torch's),
+so the memory figures do not see each other; each figure is the best of --repeat
+timings in each of --runs processes.
 
     python benchmarks/bench_adder_layers.py                 # everything, table on stdout
     python benchmarks/bench_adder_layers.py --runs 3 --repeat 5 --markdown   # as in README.md
-    python benchmarks/bench_adder_layers.py --impl cpu numpy --layers resnet20
-    python benchmarks/bench_adder_layers.py --markdown      # the table as Markdown
+    python benchmarks/bench_adder_layers.py --impl cpu cpu-avx2 conv2d --layers resnet20 --threads 1
 
 torch is optional (pip install torch); without it the torch columns are skipped.
 """
@@ -53,7 +57,7 @@ LAYERS = {
     "vgg-small 256ch 16x16": (32, 256, 16, 256, 3, 1, 1),
     "vgg-small 512ch 8x8": (32, 512, 8, 512, 3, 1, 1),
 }
-IMPLS = ("numpy", "cpu", "torch-unfold", "torch-cdist")
+IMPLS = ("numpy", "cpu", "cpu-avx2", "conv2d", "torch-unfold", "torch-cdist")
 
 
 def geometry(layer, batch):
@@ -99,7 +103,8 @@ def best_time(fn, repeat, budget_s=20.0):
 # ------------------------------------------------------------------------- the children
 def run_minadder(name, layer, batch, repeat):
     from minadder import backend
-    backend.set_backend(name)
+    from minadder.kernels import contract
+    backend.set_backend("cpu" if name.startswith("cpu") else name)
     k_mod = backend.kernels()
     n, c, h, c_out, d, s, p = layer
     n = batch or n
@@ -109,14 +114,12 @@ def run_minadder(name, layer, batch, repeat):
     tiny_w = rng.standard_normal((c_out, c, d, d)).astype(np.float32)
     y, cache = contract.adder2d_forward(k_mod, tiny_x, tiny_w, s, p)
     contract.adder2d_backward(k_mod, y, cache, "full")
-    k_mod.adder_grad_input(cache[0], tiny_w.reshape(c_out, -1), y.transpose(1, 0, 2, 3).reshape(c_out, -1).copy())
 
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
     w = rng.standard_normal((c_out, c, d, d)).astype(np.float32)
     y, cache = contract.adder2d_forward(k_mod, x, w, s, p)
     g = rng.standard_normal(y.shape).astype(np.float32)
     del y, cache
-    getattr(k_mod, "_pool", {}).clear()   # cpu recycles its buffers: count them afresh
     gc.collect()
     base = rss_bytes()
     ok = reset_peak()
@@ -125,21 +128,49 @@ def run_minadder(name, layer, batch, repeat):
     peak = rss_bytes("VmHWM") - base if ok else None
     del y, dx, dw
 
-    cols = cache[0]
-    w2 = w.reshape(c_out, -1)
-    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(c_out, -1)
+    win, w2 = cache.window, w.reshape(c_out, -1)
+    g3 = g.reshape(n, c_out, -1)
 
     def fwd_bwd():
         yy, cc = contract.adder2d_forward(k_mod, x, w, s, p)
         contract.adder2d_backward(k_mod, g, cc, "full")
 
     return dict(
-        fwd_kernel=best_time(lambda: k_mod.adder_forward(cols, w2), repeat),
         fwd=best_time(lambda: contract.adder2d_forward(k_mod, x, w, s, p), repeat),
-        dx=best_time(lambda: k_mod.adder_grad_input(cols, w2, g2, "full"), repeat),
-        dw=best_time(lambda: k_mod.adder_grad_weight(cols, w2, g2, "full"), repeat),
+        dx=best_time(lambda: k_mod.layer_grad_input(x, w2, g3, win, "full"), repeat),
+        dw=best_time(lambda: k_mod.layer_grad_weight(x, w2, g3, win, "full"), repeat),
         fb=best_time(fwd_bwd, repeat),
         peak=peak)
+
+
+def run_conv2d(layer, batch, repeat):
+    """oneDNN's convolution on the same shapes: forward, and forward + autograd backward."""
+    import torch
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
+    n, c, h, c_out, d, s, p = layer
+    n = batch or n
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, h, generator=gen)
+    w = torch.randn(c_out, c, d, d, generator=gen)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    g = torch.randn_like(torch.nn.functional.conv2d(x, w, stride=s, padding=p))
+
+    def fwd():
+        with torch.no_grad():
+            torch.nn.functional.conv2d(x, w, stride=s, padding=p)
+
+    def fwd_bwd():
+        torch.nn.functional.conv2d(xr, wr, stride=s, padding=p).backward(g)
+
+    fwd(), fwd_bwd()
+    gc.collect()
+    base = rss_bytes()
+    ok = reset_peak()
+    fwd_bwd()
+    peak = rss_bytes("VmHWM") - base if ok else None
+    t_fwd, t_fb = best_time(fwd, repeat), best_time(fwd_bwd, repeat)
+    return dict(fwd=t_fwd, fb=t_fb, dx=max(t_fb - t_fwd, 1e-9) / 2, dw=max(t_fb - t_fwd, 1e-9) / 2,
+                peak=peak)
 
 
 def run_torch(name, layer, batch, repeat, max_temp_gb):
@@ -201,8 +232,10 @@ def run_torch(name, layer, batch, repeat, max_temp_gb):
 
 def child(args):
     layer = LAYERS[args.child_layer]
-    if args.child_impl in ("numpy", "cpu"):
+    if args.child_impl in ("numpy", "cpu", "cpu-avx2"):
         result = run_minadder(args.child_impl, layer, args.batch, args.repeat)
+    elif args.child_impl == "conv2d":
+        result = run_conv2d(layer, args.batch, args.repeat)
     else:
         result = run_torch(args.child_impl, layer, args.batch, args.repeat, args.max_temp_gb)
     print(json.dumps(result))
@@ -216,7 +249,12 @@ def measure(impl, layer_name, args):
            "--repeat", str(args.repeat), "--max-temp-gb", str(args.max_temp_gb)]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, BENCH_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
+               OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+    if impl == "cpu-avx2":
+        env["NUMBA_CPU_NAME"] = "haswell"
+        env.pop("NUMBA_CPU_FEATURES", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return dict(skipped="failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -262,6 +300,7 @@ def main():
                     help="skip the NumPy reference on layers with more G MACs per pass")
     ap.add_argument("--max-temp-gb", type=float, default=1.0,
                     help="skip torch-unfold when its (C_out, K, L) temporary is larger")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per child (Numba and torch)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--child-impl", help=argparse.SUPPRESS)
     ap.add_argument("--child-layer", help=argparse.SUPPRESS)
@@ -270,22 +309,24 @@ def main():
         return child(args)
 
     impls = list(args.impl)
-    if any(i.startswith("torch") for i in impls):
+    print(f"CPU: {cpu_model()}; {args.threads} thread(s); batch {args.batch or 32}")
+    if any(i.startswith("torch") or i == "conv2d" for i in impls):
         try:
             import torch  # noqa: F401
         except ImportError:
             print("torch is not installed: skipping the torch columns")
-            impls = [i for i in impls if not i.startswith("torch")]
+            impls = [i for i in impls if not (i.startswith("torch") or i == "conv2d")]
     names = [n for n in LAYERS if not args.layers or any(s in n for s in args.layers)]
 
     header = ["layer", "impl", "fwd GMAC/s", "dX GMAC/s", "dW GMAC/s", "fwd ms", "f+b ms",
-              "peak MB", "im2col MB", "f+b vs cpu"]
+              "peak MB", "im2col MB", "f+b vs cpu", "fwd vs conv2d"]
     rows = []
     for name in names:
         _, k, length, macs = geometry(LAYERS[name], args.batch)
         im2col_bytes = k * length * 4
         results = {impl: best_of_runs(impl, name, args) for impl in impls}
         cpu_fb = results.get("cpu", {}).get("fb")
+        conv_fwd = results.get("conv2d", {}).get("fwd")
         for impl in impls:
             r = results[impl]
             if "skipped" in r:
@@ -295,13 +336,27 @@ def main():
             ratio = f"{fb / cpu_fb:.1f}x" if fb and cpu_fb else "-"
             if impl == "torch-cdist" and cpu_fb:
                 ratio = f"fwd {r['fwd'] / cpu_fb:.1f}x"
-            rows.append([name, impl, fmt_rate(macs, r.get("fwd_kernel", r.get("fwd"))), fmt_rate(macs, r.get("dx")),
+            vs_conv = f"{conv_fwd / r['fwd']:.2f}x" if conv_fwd and r.get("fwd") and impl != "conv2d" else "-"
+            rows.append([name, impl, fmt_rate(macs, r.get("fwd")), fmt_rate(macs, r.get("dx")),
                          fmt_rate(macs, r.get("dw")), fmt_ms(r.get("fwd")), fmt_ms(fb),
-                         fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio])
+                         fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio, vs_conv])
         print_rows(header, rows[-len(impls):], args.markdown, first=(name == names[0]))
     print()
     print("f+b vs cpu: (this implementation's forward+backward time) / (cpu's); for torch-cdist, "
-          "its forward alone / cpu's forward+backward.")
+          "its forward alone / cpu's forward+backward. fwd vs conv2d: the forward's MAC rate / "
+          "conv2d's. conv2d's dX and dW columns are half its backward each.")
+
+
+def cpu_model():
+    """The CPU's model name (lscpu), and whether it has AVX-512."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
+    isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+    return f"{name} ({isa})"
 
 
 def print_rows(header, rows, markdown, first):
@@ -315,7 +370,7 @@ def print_rows(header, rows, markdown, first):
             else:
                 print("| " + " | ".join(r) + " |")
     else:
-        widths = [24, 13, 11, 10, 10, 9, 9, 8, 10, 10]
+        widths = [24, 13, 11, 10, 10, 9, 9, 8, 10, 11, 10]
         if first:
             print("".join(h.ljust(wd) for h, wd in zip(header, widths)))
         for r in rows:

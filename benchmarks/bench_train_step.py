@@ -1,14 +1,17 @@
 """Whole training steps per second: forward, cross-entropy, backward, SGD update.
 
-    python benchmarks/bench_train_step.py                       # the table
-    python benchmarks/bench_train_step.py --profile lenet5-adder  # cProfile of that step
+    python benchmarks/bench_train_step.py                          # the table, all cores
+    python benchmarks/bench_train_step.py --threads 1              # one thread (Numba and torch)
+    NUMBA_CPU_NAME=haswell python benchmarks/bench_train_step.py   # minadder's AVX2 code
+    python benchmarks/bench_train_step.py --profile resnet20-adder # cProfile of that step
 
 Rows (synthetic inputs of the real shapes: MNIST 1x32x32, CIFAR 3x32x32):
 
   minadder LeNet-5-BN adder / cnn, batch 256, on each requested backend
-  minadder ResNet-20 adder / cnn, batch 32 (a smaller batch: one adder step is seconds)
+  minadder ResNet-20 adder / cnn, batch 64 and 128 (--resnet-batch)
   torch LeNet-5-BN cnn (PyTorch's own CNN step) and torch LeNet-5-BN adder (the paper's
-  reference formulation: unfold + broadcast |W - X|, autograd backward), when torch is
+  reference formulation: unfold + broadcast |W - X|, autograd backward), and torch
+  ResNet-20 cnn (minadder.torch.resnet20("cnn"), oneDNN convolutions), when torch is
   installed.
 
 The optimizer is the paper's MNIST one (SGD, Nesterov momentum 0.9, weight decay 5e-4,
@@ -181,7 +184,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", nargs="*", default=["cpu", "numpy"])
     ap.add_argument("--lenet-batch", type=int, default=256)
-    ap.add_argument("--resnet-batch", type=int, default=32)
+    ap.add_argument("--resnet-batch", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--threads", type=int, default=None, help="threads for Numba and torch (default: all)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
@@ -190,20 +194,26 @@ def main():
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
 
+    threads = args.threads or os.cpu_count()
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if args.profile:
-        batch = args.lenet_batch if args.profile.startswith("lenet5") else args.resnet_batch
+        batch = args.lenet_batch if args.profile.startswith("lenet5") else args.resnet_batch[0]
         ma.set_backend(args.backends[0])
         return profile(args.profile, batch, args.steps, args.top)
 
     rows = []
+    from minadder.kernels.target import TARGET
+    print(f"CPU: {cpu_model()}; minadder's kernels compiled for {TARGET.name} "
+          f"({TARGET.registers} x {TARGET.vector_bits}-bit registers); {threads} thread(s)")
     print(f"{'row':34} {'batch':>6} {'best img/s':>11} {'median img/s':>13} {'best ms/step':>13}")
+    cases = [("lenet5", "adder", args.lenet_batch), ("lenet5", "cnn", args.lenet_batch)]
+    cases += [("resnet20", kind, b) for b in args.resnet_batch for kind in ("adder", "cnn")]
     for backend in args.backends:
         ma.set_backend(backend)
-        for model, kind, batch in (("lenet5", "adder", args.lenet_batch), ("lenet5", "cnn", args.lenet_batch),
-                                   ("resnet20", "adder", args.resnet_batch), ("resnet20", "cnn", args.resnet_batch)):
-            if f"{model}-{kind}" in args.skip or (backend == "numpy" and model == "resnet20" and kind == "adder"
-                                                  and "resnet20-adder-numpy" not in args.skip and args.resnet_batch > 8):
-                continue
+        for model, kind, batch in cases:
+            if f"{model}-{kind}" in args.skip or (backend == "numpy" and model == "resnet20"):
+                continue   # the NumPy reference takes minutes per ResNet-20 step
             best, med = time_steps(minadder_step(model, kind, batch), args.warmup, args.steps)
             rows.append((f"minadder[{backend}] {model} {kind}", batch, best, med))
             print_row(*rows[-1])
@@ -213,12 +223,48 @@ def main():
         except ImportError:
             print("torch is not installed: no torch rows")
         else:
-            torch.set_num_threads(os.cpu_count())
+            torch.set_num_threads(threads)
             for kind in ("cnn", "adder"):
                 best, med = time_steps(torch_lenet_step(kind, args.lenet_batch), args.warmup, args.steps)
                 label = "torch lenet5 cnn" if kind == "cnn" else "torch lenet5 adder (unfold)"
                 rows.append((label, args.lenet_batch, best, med))
                 print_row(*rows[-1])
+            for batch in args.resnet_batch:
+                best, med = time_steps(torch_resnet_step(batch), args.warmup, args.steps)
+                rows.append(("torch resnet20 cnn", batch, best, med))
+                print_row(*rows[-1])
+
+
+def torch_resnet_step(batch):
+    """PyTorch's own ResNet-20 CNN (the layers of minadder's, from minadder.torch) on CIFAR shapes."""
+    import torch
+    from minadder.torch import resnet20 as torch_resnet20
+    torch.manual_seed(0)
+    net = torch_resnet20(kind="cnn")
+    x, labels = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(x), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def cpu_model():
+    """The CPU's model name (lscpu) and its widest vector extension."""
+    import subprocess
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
+    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
 
 
 def print_row(label, batch, best, med):

@@ -85,9 +85,13 @@ def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path):
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for a, b in zip(got["raw"], raw):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            # float32 sums in another order (two half batches, each kernel call in its
+            # own shifted frame): equal up to rounding, a few ulps of the largest entry
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
         for a, b in zip(got["scaled"], scaled):     # Eq. 13 after the all-reduce: the same factor
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            # float32 sums in another order (two half batches, each kernel call in its
+            # own shifted frame): equal up to rounding, a few ulps of the largest entry
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
 
 
 def test_the_example_trains_under_torchrun(tmp_path):
