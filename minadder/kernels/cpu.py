@@ -452,7 +452,7 @@ def _sgn(z, one):
 
 @njit(fastmath=True, cache=True)
 def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
-    """d[q] = sum_t G[t, q] * HT(W'[t, k] - xs[q])  (Eq. 6), G = gn (C_out, >= width).
+    """d[q] += sum_t G[t, q] * HT(W'[t, k] - xs[q])  (Eq. 6), G = gn (C_out, >= width).
 
     HT(w - x) = clip(w, x - 1, x + 1) - x, so d = sum_t G clip(W', x - 1, x + 1) - x * gs
     with gs[q] = sum_t G[t, q]: a max, a min and a multiply-add per term, 8 channels per
@@ -461,7 +461,7 @@ def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
     """
     n_t = wsh.shape[0]
     for q in range(width):
-        d[q] = -xs[q] * gs[q]
+        d[q] -= xs[q] * gs[q]
     t = 0
     while t + 8 <= n_t:
         w0, w1, w2, w3 = wsh[t, k], wsh[t + 1, k], wsh[t + 2, k], wsh[t + 3, k]
@@ -481,10 +481,8 @@ def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
 
 @njit(fastmath=True, cache=True)
 def _dx_row_sign(xs, w2, gn, k, width, one, d):
-    """d[q] = sum_t G[t, q] * sgn(W[t, k] - xs[q]), G = gn; 4 channels per pass over d."""
+    """d[q] += sum_t G[t, q] * sgn(W[t, k] - xs[q]), G = gn; 4 channels per pass over d."""
     n_t = w2.shape[0]
-    for q in range(width):
-        d[q] = 0
     t = 0
     while t + 4 <= n_t:
         w0, w1, w2_, w3 = w2[t, k], w2[t + 1, k], w2[t + 2, k], w2[t + 3, k]
@@ -518,18 +516,14 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dx
         dst_plane = dxp2[n, c * plane:(c + 1) * plane]
         for q in range(plane):
             dst_plane[q] = 0
-        d = np.empty(npos, dtype=dxp2.dtype)
         for f in range(fields):
             k = c * fields + f
             off = koff[k]
-            xs = xp2[n, off:off + npos]
-            if full:
-                _dx_row_full(xs, wk, gw[n], gsum[n], k, npos, one, d)
+            xs, dst = xp2[n, off:off + npos], dxp2[n, off:off + npos]
+            if full:   # each row of dX_col is added straight into the pixels it came from
+                _dx_row_full(xs, wk, gw[n], gsum[n], k, npos, one, dst)
             else:
-                _dx_row_sign(xs, wk, gw[n], k, npos, one, d)
-            dst = dxp2[n, off:off + npos]
-            for q in range(npos):
-                dst[q] += d[q]
+                _dx_row_sign(xs, wk, gw[n], k, npos, one, dst)
 
 
 @njit(**_FAST)
@@ -550,6 +544,7 @@ def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one
             for j in range(kw):
                 k = (c * kh + i) * kw + j
                 _copy_field_row(xp, c, i, j, stride, segs, count, xs)
+                d[:] = 0
                 if full:
                     _dx_row_full(xs, wk, g[n], gsum[n], k, plane, one, d)
                 else:
@@ -671,12 +666,121 @@ def _columns_in_chunks(x, g, win, centre):
         yield cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
 
 
+@njit(fastmath=True, cache=True)
+def _dot_4x4(r0, r1, r2, r3, g0, g1, g2, g3, width, acc):
+    """acc[i, j] += sum_q g_i[q] * r_j[q]: a 4 x 4 block of dot products (16 accumulators)."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = acc[0, 0] - acc[0, 0]
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = s00
+    for q in range(width):
+        x0, x1, x2, x3 = r0[q], r1[q], r2[q], r3[q]
+        a, b, c, d = g0[q], g1[q], g2[q], g3[q]
+        s00 += a * x0
+        s01 += a * x1
+        s02 += a * x2
+        s03 += a * x3
+        s10 += b * x0
+        s11 += b * x1
+        s12 += b * x2
+        s13 += b * x3
+        s20 += c * x0
+        s21 += c * x1
+        s22 += c * x2
+        s23 += c * x3
+        s30 += d * x0
+        s31 += d * x1
+        s32 += d * x2
+        s33 += d * x3
+    acc[0, 0] += s00
+    acc[0, 1] += s01
+    acc[0, 2] += s02
+    acc[0, 3] += s03
+    acc[1, 0] += s10
+    acc[1, 1] += s11
+    acc[1, 2] += s12
+    acc[1, 3] += s13
+    acc[2, 0] += s20
+    acc[2, 1] += s21
+    acc[2, 2] += s22
+    acc[2, 3] += s23
+    acc[3, 0] += s30
+    acc[3, 1] += s31
+    acc[3, 2] += s32
+    acc[3, 3] += s33
+
+
+@njit(fastmath=True, cache=True)
+def _dot_4x2(r0, r1, g0, g1, g2, g3, width, acc):
+    """acc[i, j] += sum_q g_i[q] * r_j[q] for a 4 x 2 block (8 accumulators: AVX2's 16 registers)."""
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = acc[0, 0] - acc[0, 0]
+    for q in range(width):
+        x0, x1 = r0[q], r1[q]
+        a, b, c, d = g0[q], g1[q], g2[q], g3[q]
+        s00 += a * x0
+        s01 += a * x1
+        s10 += b * x0
+        s11 += b * x1
+        s20 += c * x0
+        s21 += c * x1
+        s30 += d * x0
+        s31 += d * x1
+    acc[0, 0] += s00
+    acc[0, 1] += s01
+    acc[1, 0] += s10
+    acc[1, 1] += s11
+    acc[2, 0] += s20
+    acc[2, 1] += s21
+    acc[3, 0] += s30
+    acc[3, 1] += s31
+
+
+#: rows of X per block of the full-mode dW product: 4 with 32 vector registers, else 2
+KB = 4 if MR == 4 else 2
+
+
+@njit(**_FAST)
+def _grad_weight_wide_kernel(xp2, koff, gw, npos, dw):
+    """dw[t, k] = sum_n sum_q G[n, t, q] X'[n, k, q] on wide positions, stride 1: the
+    G X'^T part of the full-mode dW (Eq. 5), reading row k of X' straight from the padded
+    input (xp2[n, koff[k]:]) and never building X_col. One task per (4 channels, KB rows):
+    a register block of 4 x KB dot products, run image by image."""
+    n_img, n_t = gw.shape[0], gw.shape[1]
+    n_k = koff.shape[0]
+    blocks_k = (n_k + KB - 1) // KB
+    for task in prange(((n_t + 3) // 4) * blocks_k):
+        t0, k0 = (task // blocks_k) * 4, (task % blocks_k) * KB
+        acc = np.zeros((4, 4), dtype=dw.dtype)
+        if t0 + 4 <= n_t and k0 + KB <= n_k:
+            for n in range(n_img):
+                img, gn = xp2[n], gw[n]
+                g0, g1, g2, g3 = gn[t0, :npos], gn[t0 + 1, :npos], gn[t0 + 2, :npos], gn[t0 + 3, :npos]
+                if KB == 4:
+                    o0, o1, o2, o3 = koff[k0], koff[k0 + 1], koff[k0 + 2], koff[k0 + 3]
+                    _dot_4x4(img[o0:o0 + npos], img[o1:o1 + npos], img[o2:o2 + npos], img[o3:o3 + npos],
+                             g0, g1, g2, g3, npos, acc)
+                else:
+                    o0, o1 = koff[k0], koff[k0 + 1]
+                    _dot_4x2(img[o0:o0 + npos], img[o1:o1 + npos], g0, g1, g2, g3, npos, acc)
+            for i in range(4):
+                for j in range(KB):
+                    dw[t0 + i, k0 + j] = acc[i, j]
+        else:   # the edge blocks, one dot product at a time
+            for t in range(t0, min(n_t, t0 + 4)):
+                for k in range(k0, min(n_k, k0 + KB)):
+                    s = acc[0, 0] - acc[0, 0]
+                    for n in range(n_img):
+                        row, gr = xp2[n, koff[k]:koff[k] + npos], gw[n, t, :npos]
+                        for q in range(npos):
+                            s += gr[q] * row[q]
+                    dw[t, k] = s
+
+
 def layer_grad_weight(x, w2, g, win, mode="full"):
     """dW (C_out, K) of the layer; see reference.layer_grad_weight.
 
-    Summed over chunks of images, X_col of one chunk at a time (at most 1/DW_CHUNKS of the
-    layer's). full (Eq. 5, D = identity): in the shifted frame,
-    dW = sum_chunks G_c X'_c^T - W' * G.sum(axis=1); sign (Eq. 4): sum G sgn(X - W).
+    full (Eq. 5, D = identity): in the shifted frame, dW = G X'^T - W' * G.sum(axis=1);
+    with stride 1 the product reads X' from the padded input (_grad_weight_wide_kernel).
+    sign (Eq. 4), and larger strides: sum G sgn(X - W) or G X'^T over chunks of images,
+    X_col of one chunk at a time (at most 1/DW_CHUNKS of the layer's).
     (A Numba reduction rather than NumPy's BLAS, whose threads stall when the machine's
     cores are busy with other work: 0.2-1.4 G/s measured so, against 7-40 alone.)
     """
@@ -687,8 +791,16 @@ def layer_grad_weight(x, w2, g, win, mode="full"):
         return dw
     full = mode == "full"
     centre = _centre(x) if full else x.dtype.type(0)
-    for cols, gc in _columns_in_chunks(x, g, win, centre):
-        _grad_weight_kernel(cols, w2, gc, full, x.dtype.type(1), dw)
+    pitch = win.w + 2 * win.padding
+    npos = (win.ho - 1) * pitch + win.wo
+    if full and win.stride == 1 and npos >= 200:   # rows read from the padded input, no X_col
+        # (with shorter rows the per-image reductions cost more than building X_col)
+        xp, flat = _padded(x, win.padding, centre)
+        gw = np.ascontiguousarray(_wide(g, win, pitch))
+        _grad_weight_wide_kernel(flat, _wide_offsets(win, xp), gw, npos, dw)
+    else:
+        for cols, gc in _columns_in_chunks(x, g, win, centre):
+            _grad_weight_kernel(cols, w2, gc, full, x.dtype.type(1), dw)
     if full:
         dw -= (w2 - centre) * g.sum(axis=(0, 2))[:, None]
     return dw
