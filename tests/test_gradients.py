@@ -73,6 +73,17 @@ def test_shape_ops(seed):
 
 @SETTINGS
 @given(seeds)
+def test_getitem_pad_stack(seed):
+    rng = np.random.default_rng(seed)
+    a, b = rand(rng, 3, 4), rand(rng, 3, 4)
+    gradcheck(lambda t: F.getitem(t, (slice(None), slice(1, None, 2))), [a])
+    gradcheck(lambda t: F.getitem(t, (np.array([0, 2, 0]),)), [a])     # row 0 picked twice
+    gradcheck(lambda t: F.pad(t, ((1, 0), (2, 1)), value=3.0), [a])
+    gradcheck(lambda s, t: F.stack([s, t], axis=1), [a, b])
+
+
+@SETTINGS
+@given(seeds)
 def test_relu_and_hardtanh_away_from_kinks(seed):
     rng = np.random.default_rng(seed)
     data = rng.uniform(0.1, 2.0, (3, 4)) * rng.choice([-1, 1], (3, 4))
