@@ -8,7 +8,7 @@ inputs): these records form a graph, and ``Tensor.backward`` walks it in reverse
 topological order, applying the chain rule. The primitives themselves are in ``ops.py``.
 """
 import contextlib
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -42,10 +42,19 @@ def _as_array(data, dtype=None):
 
 
 class Node(NamedTuple):
-    """How a tensor was computed: the record an operation leaves on its result."""
+    """How a tensor was computed: the record an operation leaves on its result.
+
+    ``backward`` frees a node once it has used it (``ctx`` becomes None and the inputs
+    are dropped, so the arrays saved for backward can be reclaimed): a second backward
+    through it raises, unless the first one was told ``retain_graph=True``.
+    """
     function: type                   # the Function subclass that made the tensor
-    ctx: "Context"                   # what its forward saved for its backward
+    ctx: Optional["Context"]         # what its forward saved for its backward; None once freed
     inputs: tuple                    # its arguments: Tensors and constants
+
+    @property
+    def freed(self):
+        return self.ctx is None
 
 
 class Tensor:
@@ -89,11 +98,12 @@ class Tensor:
         return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{grad})"
 
     # --- the chain rule -----------------------------------------------------------
-    def backward(self, grad=None):
+    def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         grad is d(Loss)/d(self); it defaults to 1 for a tensor with one element.
-        The graph is freed afterwards, as in PyTorch.
+        The graph is freed as it is used, as in PyTorch; ``retain_graph=True`` keeps it
+        for another backward.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad")
@@ -105,6 +115,7 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f"grad has shape {grad.shape}, expected {self.shape}")
         order = topological_order(self)
+        _refuse_freed(order)
 
         grads = {id(self): grad}              # d(self)/d(t) for the tensors t reached so far
         for t in reversed(order):             # every tensor before the inputs it was made from
@@ -125,7 +136,8 @@ class Tensor:
                     raise RuntimeError(f"{t.node.function.__name__}.backward returned a gradient of shape "
                                        f"{ig.shape} for an input of shape {inp.shape}")
                 grads[id(inp)] = grads[id(inp)] + ig if id(inp) in grads else ig
-            t.node = None                     # free the graph as we go
+            if not retain_graph:
+                t.node = t.node._replace(ctx=None, inputs=())   # free the graph as we go
 
     # --- operators, defined in ops ----------------------------------------
     def __add__(self, other): return ops.add(self, other)
@@ -175,6 +187,17 @@ def topological_order(root):
                 if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     return order
+
+
+def _refuse_freed(order):
+    """Raise before any gradient is touched if a node on the way was freed by an earlier backward."""
+    for t in order:
+        if t.node is not None and t.node.freed:
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time: the {t.node.function.__name__} "
+                f"that made a tensor of shape {t.shape} on the way was already freed by an earlier "
+                "backward(). Call that first backward with retain_graph=True to backward through "
+                "the graph again, or recompute the forward.")
 
 
 class Context:

@@ -106,7 +106,36 @@ def test_graph_is_freed_after_backward():
     x = ma.Tensor(np.ones(2), requires_grad=True)
     y = (x * 2).sum()
     y.backward()
-    assert y.node is None
+    assert y.node.freed and y.node.ctx is None and y.node.inputs == ()
+    assert y.node.function is F.Sum                 # what made it is still known
+
+
+def test_a_second_backward_through_a_freed_graph_raises():
+    a = ma.Tensor([2.0], requires_grad=True)
+    b = a * a
+    (b * 3).backward()
+    with pytest.raises(RuntimeError, match=r"backward through the graph a second time.*retain_graph=True"):
+        (b * 5).backward()
+    np.testing.assert_allclose(a.grad, [12.0])      # the refused pass changed nothing
+    assert b.grad is None
+
+
+def test_retain_graph_keeps_it_for_a_second_backward():
+    a = ma.Tensor([2.0], requires_grad=True)
+    b = a * a
+    (b * 3).backward(retain_graph=True)
+    (b * 5).backward()
+    np.testing.assert_allclose(a.grad, [32.0])      # d(3a^2 + 5a^2)/da = 16 a
+    with pytest.raises(RuntimeError, match="second time"):
+        (b * 7).backward()                          # the second pass freed it
+
+
+def test_backward_twice_from_the_same_root_raises():
+    x = ma.Tensor(np.ones(2), requires_grad=True)
+    y = (x * 2).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
 
 
 def test_deep_graph_needs_no_recursion():
