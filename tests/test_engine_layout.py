@@ -1,5 +1,10 @@
 """How the engine is laid out: primitives in ops.py, layers in layers.py, and
 ``minadder.functional`` still the one namespace that offers them all."""
+import re
+from pathlib import Path
+
+import pytest
+
 import minadder as ma
 from minadder import functional as F
 from minadder import layers, ops
@@ -30,3 +35,27 @@ def test_primitives_and_layers_are_apart():
     assert "add" in ops.__all__ and "unbroadcast" in ops.__all__
     assert not set(ops.__all__) & set(layers.__all__)
     assert ma.functional is F
+
+
+# ------------------------------------------------------------------ citations
+REPO = Path(__file__).resolve().parent.parent
+ENGINE_FILES = ["minadder/tensor.py", "minadder/ops.py", "minadder/layers.py", "minadder/functional.py",
+                "minadder/nn.py", "minadder/models.py", "minadder/gradcheck.py", "minadder/viz.py",
+                "minadder/__init__.py", "proofs/mathematics.md"]
+
+
+@pytest.mark.parametrize("path", ENGINE_FILES)
+def test_the_engine_cites_only_the_repository_and_the_paper(path):
+    text = (REPO / path).read_text()
+    for outside in ("SPEC", "DESIGN.md", "../shared"):
+        assert outside not in text, f"{path} cites {outside}, which a clone of the repository does not have"
+
+
+def test_the_mathematics_page_covers_the_equations_the_code_cites():
+    page = (REPO / "proofs" / "mathematics.md").read_text()
+    for eq in ("Eq. 2", "Eq. 4", "Eq. 5", "Eq. 6", "Eq. 7", "Eq. 10", "Eq. 12", "Eq. 13"):
+        assert eq in page, eq
+    cited = {m for path in ENGINE_FILES[:-1] for m in re.findall(r"Eqs?\. (\d+)", (REPO / path).read_text())}
+    on_page = set(re.findall(r"Eqs?\. (\d+)", page)) | set(re.findall(r"Eqs\. \d+-(\d+)", page))
+    assert cited <= on_page, f"equations cited by the code but not on the page: {sorted(cited - on_page)}"
+
