@@ -1,17 +1,9 @@
-"""The layers of a network, built on the primitives of ``ops.py``.
-
-``linear`` and the ``*_from_primitives`` definitions are plain compositions of primitives;
-the others are one ``Function`` each, fused so that a training step keeps few large
-temporaries alive:
-
-* ``conv2d`` and the adder layer ``adder2d`` / ``adder_linear`` (Eq. 2) call the active
-  kernel backend (``minadder.backend``), so one graph runs on NumPy, Numba or CUDA kernels;
-* ``max_pool2d`` and ``batch_norm`` (Eq. 10, 11) each have a few-line readable definition
-  from primitives beside them, ``max_pool2d_from_primitives`` and
-  ``batch_norm_from_primitives``: the tests hold the fused versions equal to them, values
-  and gradients. Read those first.
-
-The mathematics is in proofs/mathematics.md.
+"""The layers of a network, on top of the primitives of ``ops.py`` (the mathematics:
+proofs/mathematics.md). ``linear`` is a composition of primitives; the others are one
+fused ``Function`` each, so that a training step keeps few large temporaries alive.
+``conv2d`` and the adder layer (Eq. 2) call the active kernel backend (``minadder.backend``).
+``max_pool2d`` and ``batch_norm`` have readable definitions from primitives beside them
+(``*_from_primitives``, read those first), which the tests hold the fused ones equal to.
 """
 import numbers
 
@@ -179,12 +171,17 @@ def _windows(xp, k, stride, ho, wo):
             yield i, j, xp[_window_index(i, j, k, stride, ho, wo)]
 
 
-def _unpad(xp, padding, x_shape):
-    return xp[:, :, padding:padding + x_shape[2], padding:padding + x_shape[3]]
-
-
 def _pad_width(padding):
     return ((0, 0), (0, 0), (padding, padding), (padding, padding))
+
+
+def _padded_zeros(ctx, dtype):
+    n, c, h, w = ctx.x_shape
+    return np.zeros((n, c, h + 2 * ctx.padding, w + 2 * ctx.padding), dtype=dtype)
+
+
+def _unpad(xp, padding, x_shape):
+    return xp[:, :, padding:padding + x_shape[2], padding:padding + x_shape[3]]
 
 
 class MaxPool2d(Function):
@@ -212,15 +209,13 @@ class MaxPool2d(Function):
 
     @staticmethod
     def backward(ctx, g):
-        k, stride, padding = ctx.k, ctx.stride, ctx.padding
-        n, c, h, w = ctx.x_shape
-        dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=g.dtype)
-        for i, j, view in _windows(dxp, k, stride, g.shape[2], g.shape[3]):
-            if stride >= k:   # windows do not overlap: each input pixel is written once
+        k, dxp = ctx.k, _padded_zeros(ctx, g.dtype)
+        for i, j, view in _windows(dxp, k, ctx.stride, g.shape[2], g.shape[3]):
+            if ctx.stride >= k:   # windows do not overlap: each input pixel is written once
                 np.multiply(g, ctx.argmax == i * k + j, out=view)
             else:
                 view += g * (ctx.argmax == i * k + j)
-        return _unpad(dxp, padding, ctx.x_shape), None, None, None
+        return _unpad(dxp, ctx.padding, ctx.x_shape), None, None, None
 
 
 class AvgPool2d(Function):
@@ -237,12 +232,10 @@ class AvgPool2d(Function):
 
     @staticmethod
     def backward(ctx, g):
-        k, stride, padding = ctx.k, ctx.stride, ctx.padding
-        n, c, h, w = ctx.x_shape
-        dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=g.dtype)
-        for _, _, view in _windows(dxp, k, stride, g.shape[2], g.shape[3]):
-            view += g / (k * k)
-        return _unpad(dxp, padding, ctx.x_shape), None, None, None
+        dxp = _padded_zeros(ctx, g.dtype)
+        for _, _, view in _windows(dxp, ctx.k, ctx.stride, g.shape[2], g.shape[3]):
+            view += g / (ctx.k * ctx.k)
+        return _unpad(dxp, ctx.padding, ctx.x_shape), None, None, None
 
 
 def _check_pool_args(op, x, kernel_size, stride, padding):

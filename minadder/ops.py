@@ -1,11 +1,9 @@
 """The differentiable primitives: arithmetic, reductions, shapes and elementwise functions.
 
-Each primitive is a ``Function``: ``forward(ctx, ...)`` computes with NumPy and stores on
-``ctx``, under a name that says what it is, whatever ``backward(ctx, g)`` will need; the
-backward returns one gradient per input, of that input's shape. The operations that
-broadcast (+, -, *, /, @) sum their gradients back with ``unbroadcast`` themselves.
-
-Everything in ``layers.py`` is built on these, and ``functional.py`` exports both as ``F``.
+Each is a ``Function``: ``forward(ctx, ...)`` computes with NumPy and stores on ``ctx``,
+under a name that says what it is, what ``backward(ctx, g)`` needs; the backward returns
+one gradient per input, of that input's shape, so the ops that broadcast (+, -, *, /, @)
+sum theirs back with ``unbroadcast``. ``layers.py`` builds on these; ``functional`` has both.
 """
 import numbers
 

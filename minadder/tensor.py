@@ -42,12 +42,8 @@ def _as_array(data, dtype=None):
 
 
 class Node(NamedTuple):
-    """How a tensor was computed: the record an operation leaves on its result.
-
-    ``backward`` frees a node once it has used it (``ctx`` becomes None and the inputs
-    are dropped, so the arrays saved for backward can be reclaimed): a second backward
-    through it raises, unless the first one was told ``retain_graph=True``.
-    """
+    """How a tensor was computed: the record an operation leaves on its result. ``backward``
+    frees it once used (ctx None, inputs dropped, so what forward saved can be reclaimed)."""
     function: type                   # the Function subclass that made the tensor
     ctx: Optional["Context"]         # what its forward saved for its backward; None once freed
     inputs: tuple                    # its arguments: Tensors and constants
@@ -193,11 +189,9 @@ def _refuse_freed(order):
     """Raise before any gradient is touched if a node on the way was freed by an earlier backward."""
     for t in order:
         if t.node is not None and t.node.freed:
-            raise RuntimeError(
-                f"Trying to backward through the graph a second time: the {t.node.function.__name__} "
-                f"that made a tensor of shape {t.shape} on the way was already freed by an earlier "
-                "backward(). Call that first backward with retain_graph=True to backward through "
-                "the graph again, or recompute the forward.")
+            raise RuntimeError(f"Trying to backward through the graph a second time: the {t.node.function.__name__} "
+                               f"that made a tensor of shape {t.shape} on the way was freed by an earlier backward(). "
+                               "Call that backward with retain_graph=True to backward through the graph again.")
 
 
 class Context:

@@ -59,3 +59,19 @@ def test_the_mathematics_page_covers_the_equations_the_code_cites():
     on_page = set(re.findall(r"Eqs?\. (\d+)", page)) | set(re.findall(r"Eqs\. \d+-(\d+)", page))
     assert cited <= on_page, f"equations cited by the code but not on the page: {sorted(cited - on_page)}"
 
+
+# ------------------------------------------------------------------ size
+CORE = ["minadder/tensor.py", "minadder/functional.py", "minadder/ops.py", "minadder/layers.py",
+        "minadder/nn.py", "minadder/optim.py"]
+CORE_LIMIT = 1500
+
+
+def test_the_core_stays_small_enough_to_read_in_an_afternoon():
+    lines = {path: len((REPO / path).read_text().splitlines()) for path in CORE}
+    assert sum(lines.values()) < CORE_LIMIT, f"the core has {sum(lines.values())} lines (limit {CORE_LIMIT}): {lines}"
+
+
+def test_the_core_is_every_engine_module_that_functional_is_made_of():
+    from minadder import functional
+    parts = {"minadder/" + Path(m.__file__).name for m in (functional, layers, ops)}
+    assert parts <= set(CORE)
