@@ -9,14 +9,11 @@ The operations live in two modules, to be read in this order:
   definitions of the two fused ones (``*_from_primitives``).
 """
 from . import layers, ops
-from .layers import (  # noqa: F401  (the Function classes, for readers and custom layers)
-    Adder2d, AvgPool2d, BatchNorm, Conv2d, CrossEntropy, LogSoftmax, MaxPool2d,
-    adder2d, adder_linear, avg_pool2d, batch_norm, batch_norm_from_primitives, conv2d,
-    cross_entropy, linear, log_softmax, max_pool2d, max_pool2d_from_primitives)
-from .ops import (  # noqa: F401
-    Add, Div, Exp, GetItem, HardTanh, Log, MatMul, Max, Mul, Neg, Pad, Power, ReLU, Reshape,
-    Stack, Sub, Sum, Transpose,
-    add, div, exp, flatten, getitem, hardtanh, log, matmul, max, mean, mul, neg, pad, power,
-    relu, reshape, stack, sub, sum, transpose, unbroadcast)
+from .layers import *  # noqa: F401,F403  (the functions listed in layers.__all__)
+from .ops import *  # noqa: F401,F403
+# the Function classes too, for readers and for writing new layers
+from .layers import Adder2d, AvgPool2d, BatchNorm, Conv2d, CrossEntropy, LogSoftmax, MaxPool2d  # noqa: F401
+from .ops import (Add, Div, Exp, GetItem, HardTanh, Log, MatMul, Max, Mul, Neg, Pad, Power,  # noqa: F401
+                  ReLU, Reshape, Sub, Sum, Transpose)
 
 __all__ = ops.__all__ + layers.__all__

@@ -12,7 +12,7 @@ import numpy as np
 from . import backend
 from .kernels import contract
 from .kernels.contract import output_size
-from .ops import _raw, getitem, matmul, max, mean, pad, reshape, stack, transpose
+from .ops import _raw, getitem, matmul, max, mean, pad, reshape, transpose
 from .tensor import Function
 
 __all__ = [
@@ -90,25 +90,21 @@ def linear(x, weight, bias=None):
 class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
-        k = backend.kernels()
-        c_out, _, kh, kw = weight.shape
-        n, _, h, w = x.shape
-        ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-        cols = k.im2col(x, kh, kw, stride, padding)                   # X_col (K, L)
-        w2 = weight.reshape(c_out, -1)                                # W (C_out, K)
-        ctx.cols, ctx.w2, ctx.kernels = cols, w2, k
-        ctx.x_shape, ctx.w_shape, ctx.stride, ctx.padding = x.shape, weight.shape, stride, padding
-        y = (w2 @ cols).reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
+        k, win = backend.kernels(), contract.Window.of(x.shape, weight.shape, stride, padding)
+        cols = k.im2col(x, win.kh, win.kw, stride, padding)           # X_col (K, L)
+        w2 = weight.reshape(win.c_out, win.k)                         # W (C_out, K)
+        ctx.cols, ctx.w2, ctx.kernels, ctx.window = cols, w2, k, win
+        y = (w2 @ cols).reshape(win.c_out, win.n, win.ho, win.wo).transpose(1, 0, 2, 3)
         return np.ascontiguousarray(y)
 
     @staticmethod
     def backward(ctx, g):
-        c_out, _, kh, kw = ctx.w_shape
-        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(c_out, -1)   # G (C_out, L)
-        dw = (g2 @ ctx.cols.T).reshape(ctx.w_shape)
+        win = ctx.window
+        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(win.c_out, win.l)   # G (C_out, L)
+        dw = (g2 @ ctx.cols.T).reshape(win.c_out, win.c, win.kh, win.kw)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = ctx.kernels.col2im(ctx.w2.T @ g2, ctx.x_shape, kh, kw, ctx.stride, ctx.padding)
+            dx = ctx.kernels.col2im(ctx.w2.T @ g2, win.x_shape, win.kh, win.kw, win.stride, win.padding)
         return dx, dw, None, None
 
 
@@ -159,16 +155,12 @@ def adder_linear(x, weight, grad_mode="full"):
 
 
 # ============================================================================ pooling
-def _window_index(i, j, k, stride, ho, wo):
-    """The index of xp[..., i::s, j::s], cut to ho x wo: offset (i, j) of every window."""
-    return (slice(None), slice(None), slice(i, i + stride * ho, stride), slice(j, j + stride * wo, stride))
-
-
 def _windows(xp, k, stride, ho, wo):
-    """The k*k strided views of a padded input, one per window offset (i, j)."""
+    """The k*k strided views xp[..., i::s, j::s] (cut to ho x wo) of a padded input, one per
+    offset (i, j) in the window: view[n, c, u, v] = xp[n, c, s*u + i, s*v + j]."""
     for i in range(k):
         for j in range(k):
-            yield i, j, xp[_window_index(i, j, k, stride, ho, wo)]
+            yield i, j, xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
 
 
 def _pad_width(padding):
@@ -261,15 +253,15 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
 def max_pool2d_from_primitives(x, kernel_size, stride=None, padding=0):
     """max_pool2d written with primitives, the definition the fused MaxPool2d is tested against:
-    pad with -inf, stack the k*k strided views (one per offset in the window), take the max.
+    pad with -inf, gather every k x k window with one index, take each window's maximum.
     (On ties the gradient is shared here, where the fused version gives it to the first maximum.)"""
-    stride = _check_pool_args("max_pool2d", x, kernel_size, stride, padding)
+    k, stride = kernel_size, _check_pool_args("max_pool2d", x, kernel_size, stride, padding)
     n, c, h, w = np.shape(_raw(x))
-    ho, wo = output_size(h, kernel_size, stride, padding), output_size(w, kernel_size, stride, padding)
+    rows = stride * np.arange(output_size(h, k, stride, padding))[:, None] + np.arange(k)  # (H_out, k)
+    cols = stride * np.arange(output_size(w, k, stride, padding))[:, None] + np.arange(k)  # (W_out, k)
     xp = pad(x, _pad_width(padding), value=-np.inf)
-    views = [getitem(xp, _window_index(i, j, kernel_size, stride, ho, wo))
-             for i in range(kernel_size) for j in range(kernel_size)]
-    return max(stack(views), axis=0)
+    windows = getitem(xp, (slice(None), slice(None), rows[:, None, :, None], cols[None, :, None, :]))
+    return max(windows, axis=(4, 5))       # windows[n, c, u, v, i, j] = xp[n, c, s*u + i, s*v + j]
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):

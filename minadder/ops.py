@@ -14,7 +14,7 @@ from .tensor import Function, Tensor
 __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "matmul",
     "sum", "mean", "max", "reshape", "transpose", "flatten",
-    "getitem", "pad", "stack",
+    "getitem", "pad",
     "exp", "log", "relu", "hardtanh",
     "unbroadcast",
 ]
@@ -125,28 +125,12 @@ class MatMul(Function):
                 unbroadcast(np.swapaxes(a, -1, -2) @ g, b.shape))
 
 
-def add(a, b):
-    """a + b with broadcasting."""
-    return Add.apply(a, b)
-
-
-def sub(a, b):
-    """a - b with broadcasting."""
-    return Sub.apply(a, b)
-
-
-def mul(a, b):
-    """a * b with broadcasting."""
-    return Mul.apply(a, b)
-
-
-def div(a, b):
-    """a / b with broadcasting."""
-    return Div.apply(a, b)
-
-
-def neg(a):
-    return Neg.apply(a)
+# the operations that need no checks are their Function's apply: add(a, b) is Add.apply(a, b)
+add = Add.apply     # a + b, with broadcasting
+sub = Sub.apply     # a - b
+mul = Mul.apply     # a * b
+div = Div.apply     # a / b
+neg = Neg.apply     # -a
 
 
 def power(a, exponent):
@@ -170,11 +154,9 @@ def matmul(a, b):
 # ============================================================================ reductions
 def _expand(g, shape, axis, keepdims):
     """Give a reduced gradient back the reduced axes, so it broadcasts against the input."""
-    if axis is None:
-        return np.broadcast_to(np.reshape(g, (1,) * len(shape)), shape)
-    if not keepdims:
+    if axis is not None and not keepdims:
         g = np.expand_dims(g, axis)
-    return np.broadcast_to(g, shape)
+    return np.broadcast_to(g, shape)       # (a full reduction's g has shape () or all ones)
 
 
 class Sum(Function):
@@ -251,9 +233,7 @@ class Transpose(Function):
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.axes is None:
-            return np.transpose(g)
-        return np.transpose(g, np.argsort(ctx.axes))
+        return np.transpose(g, None if ctx.axes is None else np.argsort(ctx.axes))
 
 
 class GetItem(Function):
@@ -280,17 +260,6 @@ class Pad(Function):
         return g[ctx.inside], None, None
 
 
-class Stack(Function):
-    @staticmethod
-    def forward(ctx, *arrays, axis=0):
-        ctx.axis = axis
-        return np.stack(arrays, axis=axis)
-
-    @staticmethod
-    def backward(ctx, g):
-        return tuple(np.take(g, i, axis=ctx.axis) for i in range(g.shape[ctx.axis]))
-
-
 def reshape(a, *shape):
     """Reshape; accepts reshape(t, 2, 3) or reshape(t, (2, 3)); one -1 is inferred."""
     shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], numbers.Integral) else shape
@@ -314,19 +283,13 @@ def flatten(a, start_dim=1):
 
 
 def getitem(a, index):
-    """a[index], NumPy's indexing (slices, integers, index arrays); the gradient lands
-    on the entries that were picked."""
+    """a[index] with NumPy's indexing; the gradient lands on the entries that were picked."""
     return GetItem.apply(a, index)
 
 
 def pad(a, widths, value=0.0):
     """np.pad(a, widths, constant_values=value); widths is one (before, after) per axis."""
     return Pad.apply(a, tuple((int(lo), int(hi)) for lo, hi in widths), value)
-
-
-def stack(tensors, axis=0):
-    """Join tensors of one shape along a new axis."""
-    return Stack.apply(*tensors, axis=axis)
 
 
 # ============================================================================ elementwise
@@ -374,19 +337,7 @@ class HardTanh(Function):
         return g * ctx.inside
 
 
-def exp(a):
-    return Exp.apply(a)
-
-
-def log(a):
-    return Log.apply(a)
-
-
-def relu(a):
-    """max(0, a)."""
-    return ReLU.apply(a)
-
-
-def hardtanh(a):
-    """HT(a) = min(1, max(-1, a)), the paper's Eq. 7, which clips the adder layer's input gradient (Eq. 6)."""
-    return HardTanh.apply(a)
+exp = Exp.apply
+log = Log.apply
+relu = ReLU.apply             # max(0, a)
+hardtanh = HardTanh.apply     # HT(a) = min(1, max(-1, a)), Eq. 7: it clips the adder layer's input gradient (Eq. 6)

@@ -40,7 +40,6 @@ def _as_array(data, dtype=None):
     return array
 
 
-
 class Node(NamedTuple):
     """How a tensor was computed: the record an operation leaves on its result. ``backward``
     frees it once used (ctx None, inputs dropped, so what forward saved can be reclaimed)."""
@@ -111,7 +110,11 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f"grad has shape {grad.shape}, expected {self.shape}")
         order = topological_order(self)
-        _refuse_freed(order)
+        freed = [t.node.function.__name__ for t in order if t.node is not None and t.node.freed]
+        if freed:                             # refuse before touching any gradient
+            raise RuntimeError(f"Trying to backward through the graph a second time: the {freed[0]} on the way "
+                               "was freed by an earlier backward(). Call that backward with retain_graph=True "
+                               "to backward through the graph again.")
 
         grads = {id(self): grad}              # d(self)/d(t) for the tensors t reached so far
         for t in reversed(order):             # every tensor before the inputs it was made from
@@ -185,22 +188,10 @@ def topological_order(root):
     return order
 
 
-def _refuse_freed(order):
-    """Raise before any gradient is touched if a node on the way was freed by an earlier backward."""
-    for t in order:
-        if t.node is not None and t.node.freed:
-            raise RuntimeError(f"Trying to backward through the graph a second time: the {t.node.function.__name__} "
-                               f"that made a tensor of shape {t.shape} on the way was freed by an earlier backward(). "
-                               "Call that backward with retain_graph=True to backward through the graph again.")
-
-
 class Context:
-    """What a Function's forward leaves for its backward, as named attributes
-    (``ctx.mask``, ``ctx.x_shape``, ...), one name for one thing.
-
-    ``needs_input_grad[i]`` tells whether positional argument i wants a gradient, so a
-    backward can skip work nobody will use (the input gradient of a first layer).
-    """
+    """What a Function's forward leaves for its backward, as named attributes (``ctx.a``,
+    ``ctx.input_shape``, ...), one name for one thing. ``needs_input_grad[i]`` tells whether
+    argument i wants a gradient, so a backward can skip unused work (a first layer's dX)."""
 
     needs_input_grad = ()
 

@@ -39,7 +39,8 @@ def test_max_pool2d_equals_its_definition(seed, n, c, size, k, stride, p, dtype)
     g = rng.standard_normal(out_shape).astype(dtype)
     fused = values_and_grads(lambda t: F.max_pool2d(t, k, stride, p), [x], g)
     readable = values_and_grads(lambda t: F.max_pool2d_from_primitives(t, k, stride, p), [x], g)
-    assert_same(fused, readable, rtol=0)      # picking a maximum is exact
+    np.testing.assert_array_equal(fused[0], readable[0])       # picking a maximum is exact;
+    assert_same(fused, readable, rtol=1e-6 if dtype == np.float32 else 1e-14)  # overlaps sum in another order
 
 
 @SETTINGS
