@@ -1,4 +1,8 @@
 """draw_graph: a Figure with one box per tensor of the graph, labelled with ops and shapes."""
+import os
+import subprocess
+import sys
+
 import matplotlib
 import numpy as np
 import pytest
@@ -75,3 +79,10 @@ def test_chains_of_any_length(depth):
     for _ in range(depth):
         t = t + 1
     assert len(boxes(draw_graph(t))) == depth + 1
+
+
+def test_viz_is_reached_from_the_package_without_slowing_its_import():
+    code = ("import sys, minadder; assert 'matplotlib' not in sys.modules; "
+            "from matplotlib.figure import Figure; t = minadder.Tensor([1.0], requires_grad=True); "
+            "assert isinstance(minadder.viz.draw_graph(t * 2), Figure)")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, MPLBACKEND="Agg"))
