@@ -11,3 +11,11 @@ __all__ = [
     "set_backend", "get_backend", "use_backend", "available_backends",
     "functional", "nn", "optim", "models",
 ]
+
+
+def __getattr__(name):
+    """``minadder.viz`` is imported on first use: it needs matplotlib, which ``import minadder`` avoids."""
+    if name == "viz":
+        import importlib
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module 'minadder' has no attribute {name!r}")

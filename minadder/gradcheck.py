@@ -52,7 +52,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0):
     numeric = numerical_grad(fn, inputs, projection, eps)
     for i, (a, n) in enumerate(zip(analytic, numeric)):
         if not np.allclose(a, n, atol=atol, rtol=rtol):
-            worst = np.unravel_index(np.argmax(np.abs(a - n)), a.shape)
+            worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(a - n)), a.shape))
             raise AssertionError(
                 f"input {i} of shape {a.shape}: analytic and numerical gradients differ; "
                 f"worst at {worst}: {a[worst]} vs {n[worst]}")

@@ -1,4 +1,4 @@
-"""The networks of the paper (SPEC section 6), each as an AdderNet or as its CNN twin.
+"""The networks of the paper, each as an AdderNet or as its CNN twin (proofs/mathematics.md, section 6).
 
 Every builder takes ``kind``: "adder" turns the multiplying layers the paper turns into
 adder layers (Eq. 2) into ``nn.Adder2d`` / ``nn.AdderLinear``; "cnn" keeps them as
@@ -6,13 +6,13 @@ adder layers (Eq. 2) into ``nn.Adder2d`` / ``nn.AdderLinear``; "cnn" keeps them 
 an AdderNet of the same name have the same layers, shapes and batch norms, and differ
 only in how each of those layers compares its input with its filters.
 
-The rules (paper Sec. 4.1, 4.2; SPEC section 6):
+The rules (paper Sec. 4.1, 4.2):
 
 - LeNet-5-BN (MNIST): every conv AND fully connected layer is an adder layer.
 - VGG-small, ResNet-20, ResNet-32 (CIFAR): the first conv and the classifier stay full
   precision in both kinds, as for the paper's BNN baselines.
 - Every adder layer is followed by batch norm: an adder output -sum|x - f| is never
-  positive and its variance grows with the fan-in (SPEC section 8), so it must be
+  positive and its variance grows with the fan-in (Eq. 9, proofs/variance.md), so it must be
   re-centred and re-scaled before the next layer. The multiplying layers that take an
   adder layer's place keep that batch norm and drop their bias (batch norm's shift
   replaces it).

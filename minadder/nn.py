@@ -38,18 +38,19 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
-        for registry in (self._parameters, self._modules, self._buffers):
+        for registry in (self._parameters, self._modules):
             registry.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        if isinstance(value, (Parameter, Module)):
+            self._buffers.pop(name, None)
+            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value   # a buffer given a new array stays a buffer (and in state_dict)
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, array):
         """A non-learned array saved in the state_dict (batch norm's running statistics)."""
-        setattr(self, name, array)
         self._buffers[name] = array
+        setattr(self, name, array)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -275,19 +276,23 @@ class ReLU(Module):
         return F.relu(x)
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    """What both pooling layers hold: a k x k window, its stride (k by default) and padding."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}"
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool2d):
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 

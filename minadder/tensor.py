@@ -3,10 +3,12 @@
 A Tensor wraps a NumPy array. Every differentiable operation is a ``Function`` with a
 ``forward(ctx, *arrays)`` that computes on plain arrays and a ``backward(ctx, grad)``
 that returns one gradient per input. ``Function.apply`` runs the forward and, when a
-gradient is wanted, records the inputs on the output: the recorded links form a graph,
-and ``Tensor.backward`` walks it in reverse topological order, applying the chain rule.
+gradient is wanted, leaves a ``Node`` on the output (which Function, its ctx, its
+inputs): these records form a graph, and ``Tensor.backward`` walks it in reverse
+topological order, applying the chain rule. The primitives themselves are in ``ops.py``.
 """
 import contextlib
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -38,24 +40,25 @@ def _as_array(data, dtype=None):
     return array
 
 
-def unbroadcast(grad, shape):
-    """Sum a gradient over the axes that broadcasting added or stretched, back to `shape`."""
-    if grad.shape == tuple(shape):
-        return grad
-    extra = grad.ndim - len(shape)
-    grad = grad.sum(axis=tuple(range(extra))) if extra > 0 else grad
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)
-    return grad.reshape(shape)
+class Node(NamedTuple):
+    """How a tensor was computed: the record an operation leaves on its result. ``backward``
+    frees it once used (ctx None, inputs dropped, so what forward saved can be reclaimed)."""
+    function: type                   # the Function subclass that made the tensor
+    ctx: Optional["Context"]         # what its forward saved for its backward; None once freed
+    inputs: tuple                    # its arguments: Tensors and constants
+
+    @property
+    def freed(self):
+        return self.ctx is None
 
 
 class Tensor:
     """An n-dimensional array that remembers how it was computed.
 
     ``data`` is the NumPy array; ``grad`` is None until ``backward`` fills it (for leaf
-    tensors with ``requires_grad=True``). Operators (+, -, *, /, @, **) and methods such
-    as ``sum``, ``reshape`` and ``relu`` build the graph through ``minadder.functional``.
+    tensors with ``requires_grad=True``); ``node`` is the ``Node`` that made it, None for
+    a leaf. Operators (+, -, *, /, @, **) and methods such as ``sum``, ``reshape`` and
+    ``relu`` build the graph through the primitives of ``minadder.ops``.
     """
 
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
@@ -64,7 +67,7 @@ class Tensor:
         self.data = _as_array(data, dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._node = None  # (Function class, ctx, inputs) for results of an operation
+        self.node = None   # a Node for the result of an operation; None for a leaf
 
     # --- plain properties -------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -90,11 +93,12 @@ class Tensor:
         return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{grad})"
 
     # --- the chain rule -----------------------------------------------------------
-    def backward(self, grad=None):
+    def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         grad is d(Loss)/d(self); it defaults to 1 for a tensor with one element.
-        The graph is freed afterwards, as in PyTorch.
+        The graph is freed as it is used, as in PyTorch; ``retain_graph=True`` keeps it
+        for another backward.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad")
@@ -105,93 +109,99 @@ class Tensor:
         grad = _as_array(grad, self.dtype)
         if grad.shape != self.shape:
             raise ValueError(f"grad has shape {grad.shape}, expected {self.shape}")
+        order = topological_order(self)
+        freed = [t.node.function.__name__ for t in order if t.node is not None and t.node.freed]
+        if freed:                             # refuse before touching any gradient
+            raise RuntimeError(f"Trying to backward through the graph a second time: the {freed[0]} on the way "
+                               "was freed by an earlier backward(). Call that backward with retain_graph=True "
+                               "to backward through the graph again.")
 
-        grads = {id(self): grad}
-        for node in reversed(_topological_order(self)):
-            g = grads.pop(id(node), None)
+        grads = {id(self): grad}              # d(self)/d(t) for the tensors t reached so far
+        for t in reversed(order):             # every tensor before the inputs it was made from
+            g = grads.pop(id(t), None)
             if g is None:
                 continue
-            if node._node is None:  # a leaf: accumulate
-                node.grad = g.copy() if node.grad is None else node.grad + g
+            if t.node is None:                # a leaf: accumulate
+                t.grad = g.copy() if t.grad is None else t.grad + g
                 continue
-            fn, ctx, inputs = node._node
-            input_grads = fn.backward(ctx, g)
+            input_grads = t.node.function.backward(t.node.ctx, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for inp, ig in zip(inputs, input_grads):
+            for inp, ig in zip(t.node.inputs, input_grads):
                 if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
                     continue
-                ig = unbroadcast(np.asarray(ig, dtype=inp.dtype), inp.shape)
+                ig = np.asarray(ig, dtype=inp.dtype)
+                if ig.shape != inp.shape:
+                    raise RuntimeError(f"{t.node.function.__name__}.backward returned a gradient of shape "
+                                       f"{ig.shape} for an input of shape {inp.shape}")
                 grads[id(inp)] = grads[id(inp)] + ig if id(inp) in grads else ig
-            node._node = None  # free the graph as we go
+            if not retain_graph:
+                t.node = t.node._replace(ctx=None, inputs=())   # free the graph as we go
 
-    # --- operators, defined in functional ----------------------------------------
-    def __add__(self, other): return F.add(self, other)
-    def __radd__(self, other): return F.add(other, self)
-    def __sub__(self, other): return F.sub(self, other)
-    def __rsub__(self, other): return F.sub(other, self)
-    def __mul__(self, other): return F.mul(self, other)
-    def __rmul__(self, other): return F.mul(other, self)
-    def __truediv__(self, other): return F.div(self, other)
-    def __rtruediv__(self, other): return F.div(other, self)
-    def __neg__(self): return F.neg(self)
-    def __pow__(self, exponent): return F.power(self, exponent)
-    def __matmul__(self, other): return F.matmul(self, other)
-    def __rmatmul__(self, other): return F.matmul(other, self)
+    # --- operators, defined in ops ----------------------------------------
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __pow__(self, exponent): return ops.power(self, exponent)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
 
-    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
-    def reshape(self, *shape): return F.reshape(self, *shape)
-    def transpose(self, *axes): return F.transpose(self, *axes)
-    def flatten(self, start_dim=1): return F.flatten(self, start_dim)
-    def exp(self): return F.exp(self)
-    def log(self): return F.log(self)
-    def relu(self): return F.relu(self)
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
+    def reshape(self, *shape): return ops.reshape(self, *shape)
+    def transpose(self, *axes): return ops.transpose(self, *axes)
+    def flatten(self, start_dim=1): return ops.flatten(self, start_dim)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def relu(self): return ops.relu(self)
 
     @property
     def T(self):
-        return F.transpose(self)
+        return ops.transpose(self)
 
 
-def _topological_order(root):
-    """Tensors reachable from root, each after all of its inputs (iterative DFS)."""
+def topological_order(root):
+    """Tensors that require grad and lead to root, each after all of its inputs (an
+    iterative depth-first search, so deep graphs need no recursion)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        node, inputs_done = stack.pop()
+        t, inputs_done = stack.pop()
         if inputs_done:
-            order.append(node)
+            order.append(t)
             continue
-        if id(node) in visited:
+        if id(t) in visited:
             continue
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._node is not None:
-            for inp in node._node[2]:
+        visited.add(id(t))
+        stack.append((t, True))
+        if t.node is not None:
+            for inp in t.node.inputs:
                 if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     return order
 
 
 class Context:
-    """Scratch space a Function's forward leaves for its backward.
-
-    ``needs_input_grad[i]`` tells whether positional argument i wants a gradient, so a
-    backward can skip work nobody will use (the input gradient of a first layer).
-    """
+    """What a Function's forward leaves for its backward, as named attributes (``ctx.a``,
+    ``ctx.input_shape``, ...), one name for one thing. ``needs_input_grad[i]`` tells whether
+    argument i wants a gradient, so a backward can skip unused work (a first layer's dX)."""
 
     needs_input_grad = ()
-
-    def save_for_backward(self, *arrays):
-        self.saved = arrays
 
 
 class Function:
     """A differentiable operation. Subclasses define two static methods:
 
     forward(ctx, *args, **kwargs) -> ndarray     on plain arrays (Tensors are unwrapped)
-    backward(ctx, grad) -> gradient or tuple     one per positional argument (None if none)
+    backward(ctx, grad) -> gradient or tuple     one per positional argument (None if none),
+                                                 each of its argument's shape
     """
 
     @staticmethod
@@ -210,8 +220,8 @@ class Function:
         out = Tensor(cls.forward(ctx, *raw, **kwargs))
         if _grad_enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             out.requires_grad = True
-            out._node = (cls, ctx, args)
+            out.node = Node(cls, ctx, args)
         return out
 
 
-from . import functional as F  # noqa: E402  (functional needs Tensor, defined above)
+from . import ops  # noqa: E402  (ops needs Tensor and Function, defined above)

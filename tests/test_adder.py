@@ -37,7 +37,7 @@ def loops_forward(x, f, s, p):
 
 
 def loops_backward(x, f, g, s, p, mode):
-    """SPEC section 2 closed forms, one (n, t, u, v) output at a time:
+    """The closed forms of Eqs. 4-6 (proofs/mathematics.md, section 2), one (n, t, u, v) output at a time:
     dF += G * D(X - F) and dX += G * E(F - X) with D, E = (identity, HardTanh) or (sgn, sgn)."""
     xp = padded(x, p)
     d = f.shape[2]

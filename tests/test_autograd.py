@@ -4,7 +4,7 @@ import pytest
 
 import minadder as ma
 from minadder import functional as F
-from minadder.tensor import unbroadcast
+from minadder.ops import unbroadcast
 
 
 def test_chain_rule_on_a_small_expression():
@@ -55,6 +55,30 @@ def test_unbroadcast_sums_added_and_stretched_axes():
     np.testing.assert_allclose(unbroadcast(g, (4,)), g.sum(axis=(0, 1)))
 
 
+def test_a_backward_that_forgets_to_unbroadcast_is_named():
+    class BroadcastAdd(ma.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            return a + b
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g            # wrong for b, which was broadcast: unbroadcast(g, b.shape)
+
+    a, b = ma.Tensor(np.ones((2, 3)), requires_grad=True), ma.Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"BroadcastAdd.backward returned a gradient of shape "
+                                           r"\(2, 3\) for an input of shape \(3,\)"):
+        BroadcastAdd.apply(a, b).sum().backward()
+
+
+def test_the_record_on_a_result_names_its_function_and_inputs():
+    x = ma.Tensor(np.ones(2), requires_grad=True)
+    y = x * 2.0
+    assert x.node is None                      # a leaf
+    assert y.node.function is F.Mul and y.node.inputs[0] is x and y.node.inputs[1] == 2.0
+    np.testing.assert_array_equal(y.node.ctx.a, x.data)
+
+
 def test_no_grad_records_no_graph():
     x = ma.Tensor(np.ones(3), requires_grad=True)
     with ma.no_grad():
@@ -82,7 +106,36 @@ def test_graph_is_freed_after_backward():
     x = ma.Tensor(np.ones(2), requires_grad=True)
     y = (x * 2).sum()
     y.backward()
-    assert y._node is None
+    assert y.node.freed and y.node.ctx is None and y.node.inputs == ()
+    assert y.node.function is F.Sum                 # what made it is still known
+
+
+def test_a_second_backward_through_a_freed_graph_raises():
+    a = ma.Tensor([2.0], requires_grad=True)
+    b = a * a
+    (b * 3).backward()
+    with pytest.raises(RuntimeError, match=r"backward through the graph a second time.*retain_graph=True"):
+        (b * 5).backward()
+    np.testing.assert_allclose(a.grad, [12.0])      # the refused pass changed nothing
+    assert b.grad is None
+
+
+def test_retain_graph_keeps_it_for_a_second_backward():
+    a = ma.Tensor([2.0], requires_grad=True)
+    b = a * a
+    (b * 3).backward(retain_graph=True)
+    (b * 5).backward()
+    np.testing.assert_allclose(a.grad, [32.0])      # d(3a^2 + 5a^2)/da = 16 a
+    with pytest.raises(RuntimeError, match="second time"):
+        (b * 7).backward()                          # the second pass freed it
+
+
+def test_backward_twice_from_the_same_root_raises():
+    x = ma.Tensor(np.ones(2), requires_grad=True)
+    y = (x * 2).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
 
 
 def test_deep_graph_needs_no_recursion():

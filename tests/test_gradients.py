@@ -73,6 +73,18 @@ def test_shape_ops(seed):
 
 @SETTINGS
 @given(seeds)
+def test_getitem_and_pad(seed):
+    rng = np.random.default_rng(seed)
+    a = rand(rng, 3, 4)
+    gradcheck(lambda t: F.getitem(t, (slice(None), slice(1, None, 2))), [a])
+    gradcheck(lambda t: F.getitem(t, (np.array([0, 2, 0]),)), [a])     # row 0 picked twice
+    overlapping = (np.array([[0, 1], [1, 2]])[:, None, :, None], np.array([[1, 2], [2, 3]])[None, :, None, :])
+    gradcheck(lambda t: F.getitem(t, overlapping), [a])                # 2x2 windows, stride 1
+    gradcheck(lambda t: F.pad(t, ((1, 0), (2, 1)), value=3.0), [a])
+
+
+@SETTINGS
+@given(seeds)
 def test_relu_and_hardtanh_away_from_kinks(seed):
     rng = np.random.default_rng(seed)
     data = rng.uniform(0.1, 2.0, (3, 4)) * rng.choice([-1, 1], (3, 4))

@@ -1,4 +1,4 @@
-"""The networks of SPEC section 6: output shapes, and which layers are adder layers."""
+"""The networks (proofs/mathematics.md, section 6): output shapes, and which layers are adder layers."""
 import numpy as np
 import pytest
 

@@ -114,3 +114,29 @@ def test_setattr_before_init_is_explained():
 
     with pytest.raises(AttributeError, match="super"):
         Broken()
+
+
+def test_a_reassigned_buffer_stays_in_the_state_dict():
+    bn = nn.BatchNorm2d(3)
+    bn.running_mean = np.full(3, 2.0, np.float32)       # a new array, not an in-place update
+    state = bn.state_dict()
+    np.testing.assert_array_equal(state["running_mean"], [2.0, 2.0, 2.0])
+    bn.load_state_dict(dict(state, running_mean=np.full(3, 5.0, np.float32)))
+    np.testing.assert_array_equal(bn.running_mean, [5.0, 5.0, 5.0])   # loaded into the new array
+    bn.eval()
+    y = bn(ma.Tensor(np.full((2, 3, 1, 1), 5.0, np.float32)))          # and used by forward
+    np.testing.assert_allclose(y.data, 0.0, atol=1e-6)
+
+
+def test_a_buffer_replaced_by_a_parameter_is_a_parameter_only():
+    bn = nn.BatchNorm1d(2)
+    bn.running_var = nn.Parameter(np.ones(2, np.float32))
+    assert "running_var" in dict(bn.named_parameters())
+    assert "running_var" not in dict(bn.named_buffers())
+
+
+def test_avg_pool_is_not_a_kind_of_max_pool():
+    x = ma.Tensor(np.array([[[[1.0, 3.0], [5.0, 7.0]]]], np.float32))
+    assert not isinstance(nn.AvgPool2d(2), nn.MaxPool2d)
+    assert nn.AvgPool2d(2)(x).item() == 4.0 and nn.MaxPool2d(2)(x).item() == 7.0
+    assert repr(nn.AvgPool2d(2)) == "AvgPool2d(kernel_size=2)"

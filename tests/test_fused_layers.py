@@ -1,0 +1,72 @@
+"""The fused max_pool2d and batch_norm (tuned for memory) against their readable
+definitions written with primitives: the same values and the same gradients."""
+import numpy as np
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import minadder as ma
+from minadder import functional as F
+
+SETTINGS = settings(deadline=None, max_examples=25)
+seeds = st.integers(0, 2**31 - 1)
+
+
+def values_and_grads(fn, arrays, upstream):
+    """fn's output and the gradients of <fn(...), upstream> for fresh leaves made from arrays."""
+    leaves = [ma.Tensor(a.copy(), requires_grad=True) for a in arrays]
+    out = fn(*leaves)
+    out.backward(upstream)
+    return out.data, [t.grad for t in leaves]
+
+
+def assert_same(fused, readable, rtol):
+    (out_a, grads_a), (out_b, grads_b) = fused, readable
+    assert out_a.dtype == out_b.dtype
+    np.testing.assert_allclose(out_a, out_b, rtol=rtol, atol=rtol)
+    for ga, gb in zip(grads_a, grads_b):
+        np.testing.assert_allclose(ga, gb, rtol=rtol, atol=rtol)
+
+
+@SETTINGS
+@given(seeds, st.integers(1, 2), st.integers(1, 3), st.integers(2, 7), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 1), st.sampled_from([np.float32, np.float64]))
+def test_max_pool2d_equals_its_definition(seed, n, c, size, k, stride, p, dtype):
+    assume(k <= size + 2 * p and p <= k // 2)
+    rng = np.random.default_rng(seed)
+    # distinct values: on ties the two give the gradient to different maxima
+    x = (rng.permutation(n * c * size * size).reshape(n, c, size, size) * 0.1 - 1).astype(dtype)
+    out_shape = F.max_pool2d(ma.Tensor(x), k, stride, p).shape
+    g = rng.standard_normal(out_shape).astype(dtype)
+    fused = values_and_grads(lambda t: F.max_pool2d(t, k, stride, p), [x], g)
+    readable = values_and_grads(lambda t: F.max_pool2d_from_primitives(t, k, stride, p), [x], g)
+    np.testing.assert_array_equal(fused[0], readable[0])       # picking a maximum is exact;
+    assert_same(fused, readable, rtol=1e-6 if dtype == np.float32 else 1e-14)  # overlaps sum in another order
+
+
+@SETTINGS
+@given(seeds, st.sampled_from([(6, 3), (2, 3, 2, 2), (4, 2, 3, 1), (3, 4, 2, 3)]), st.booleans(),
+       st.booleans(), st.sampled_from([np.float32, np.float64]))
+def test_batch_norm_equals_its_definition(seed, shape, training, affine, dtype):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    weight, bias = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    stats0 = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+
+    def run(batch_norm):
+        running_mean, running_var = stats0[0].copy(), stats0[1].copy()
+
+        def fn(x, *affine_params):
+            return batch_norm(x, running_mean, running_var, *affine_params, training=training,
+                              momentum=0.1, eps=1e-5)
+        result = values_and_grads(fn, [x, weight, bias] if affine else [x], g)
+        return result, (running_mean, running_var)
+
+    (fused, fused_stats), (readable, readable_stats) = run(F.batch_norm), run(F.batch_norm_from_primitives)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    assert_same(fused, readable, rtol)
+    for a, b in zip(fused_stats, readable_stats):                 # the running statistics too
+        np.testing.assert_allclose(a, b, rtol=rtol)
+    if training:
+        assert not np.allclose(fused_stats[0], stats0[0])         # and they were updated
