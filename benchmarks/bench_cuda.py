@@ -54,7 +54,7 @@ except ImportError:  # torch is optional: its columns are skipped
     torch = None
 
 # (network, layer, batch, C_in, C_out, H=W, kernel, stride, padding). Only adder layers:
-# the first conv and the classifier of the CIFAR nets stay full precision (SPEC section 6);
+# the first conv and the classifier of the CIFAR nets stay full precision (proofs/mathematics.md);
 # repeated layers of the same shape are listed once.
 LAYERS = [
     ("ResNet-20", "stage1 3x3", 128, 16, 16, 32, 3, 1, 1),

@@ -32,7 +32,7 @@ FUNCTIONS = ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_4x4", 
              "_min_sums_1", "_copy_field_row",
              "_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign",
              "_add_field_row",
-             "_grad_weight_kernel", "_wide_columns", "_im2col_kernel", "_col2im_kernel")
+             "_grad_weight_kernel", "_grad_weight_wide_kernel", "_dot_4x4", "_dot_4x2", "_wide_columns")
 STACK = re.compile(r"\[(rsp|rbp)[^\]]*\]")
 
 

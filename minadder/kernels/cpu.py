@@ -51,6 +51,7 @@ if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
     # workqueue layer's workers sleep. Set NUMBA_THREADING_LAYER to choose another.
     numba.config.THREADING_LAYER = "workqueue"
 
+from . import reference
 from .contract import Window, check_grad_mode
 from .target import TARGET, full_width_features, named_cpu_features
 
@@ -157,66 +158,22 @@ def _add_field_row(src, c, i, j, stride, segs, count, dxp):
             dst[q] += part[q]
 
 
-@njit(parallel=True, cache=True)
-def _im2col_kernel(xp, kh, kw, stride, ho, wo, cols):
-    """cols[(c,i,j), (n,u,v)] = xp[n, c, s*u + i, s*v + j]  (reference.im2col, on the padded xp).
-
-    One task per (image, channel); each writes its image's columns of its kh*kw rows.
-    """
-    n_img, channels = xp.shape[0], xp.shape[1]
-    plane = ho * wo
-    for task in prange(n_img * channels):
-        n, c = task // channels, task % channels
-        segs = np.empty((plane // wo + 2, 5), dtype=np.int64)
-        count = _segments(n * plane, plane, plane, wo, segs)
-        for i in range(kh):
-            for j in range(kw):
-                _copy_field_row(xp, c, i, j, stride, segs, count, cols[(c * kh + i) * kw + j, n * plane:])
-
-
-@njit(parallel=True, cache=True)
-def _col2im_kernel(cols, kh, kw, stride, ho, wo, dxp):
-    """dxp[n, c] = the sum of the column entries that read each (padded) pixel (reference.col2im).
-
-    Parallel over (n, c) planes, which no two tasks share.
-    """
-    n_img, channels = dxp.shape[0], dxp.shape[1]
-    plane = ho * wo
-    for task in prange(n_img * channels):
-        n, c = task // channels, task % channels
-        dxp[n, c] = 0
-        segs = np.empty((plane // wo + 2, 5), dtype=np.int64)
-        count = _segments(n * plane, plane, plane, wo, segs)
-        for i in range(kh):
-            for j in range(kw):
-                _add_field_row(cols[(c * kh + i) * kw + j, n * plane:], c, i, j, stride, segs, count, dxp)
-
-
-def _out_hw(shape, kh, kw, stride, padding):
-    return (shape[2] + 2 * padding - kh) // stride + 1, (shape[3] + 2 * padding - kw) // stride + 1
-
-
 def _im2col(x, kh, kw, stride, padding, centre):
-    ho, wo = _out_hw(x.shape, kh, kw, stride, padding)
-    cols = np.empty((x.shape[1] * kh * kw, x.shape[0] * ho * wo), dtype=x.dtype)
-    _im2col_kernel(_padded(x, padding, centre)[0], kh, kw, stride, ho, wo, cols)
-    return cols
+    """X_col (K, L) in the frame shifted by centre: the reference's strided copies of the
+    shifted, padded input (NumPy moves these blocks as fast as a Numba loop would)."""
+    return reference.im2col(_padded(x, padding, centre)[0], kh, kw, stride, 0)
 
 
 def im2col(x, kh, kw, stride=1, padding=0):
-    """Unroll receptive fields into X_col (K, L); see reference.im2col."""
+    """Unroll receptive fields into X_col (K, L): reference.im2col (for conv2d)."""
     (x,) = _same_dtype(x)
-    return _im2col(x, kh, kw, stride, padding, x.dtype.type(0))
+    return reference.im2col(x, kh, kw, stride, padding)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
-    """Scatter-add columns back to an image (the adjoint of im2col); see reference.col2im."""
+    """Scatter-add columns back to an image (the adjoint of im2col): reference.col2im."""
     (cols,) = _same_dtype(cols)
-    n, c, h, w = (int(v) for v in x_shape)
-    ho, wo = _out_hw(x_shape, kh, kw, stride, padding)
-    dxp = np.empty((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    _col2im_kernel(cols, kh, kw, stride, ho, wo, dxp)
-    return np.ascontiguousarray(dxp[:, :, padding:padding + h, padding:padding + w])
+    return reference.col2im(cols, x_shape, kh, kw, stride, padding)
 
 
 # ===================================================================== forward (Eq. 2)
@@ -423,15 +380,44 @@ def _tile(c_out, positions, smallest=64, largest=512):
     return tile
 
 
+def _pointwise(win):
+    """A 1x1 layer without stride or padding (a fully connected one among them): its
+    X_col is the input's transpose, worked on as one image of a single long row."""
+    return win.kh == win.kw == 1 and win.stride == 1 and win.padding == 0 and win.n > 1
+
+
+def _as_row(a):
+    """(N, C, P) or (N, C, H, W) -> the image (1, C, 1, N*P) of a pointwise layer."""
+    n, c = a.shape[:2]
+    return np.ascontiguousarray(a.reshape(n, c, -1).transpose(1, 0, 2)).reshape(1, c, 1, -1)
+
+
+def _from_row(a, n, shape):
+    """The inverse of _as_row: (1, C, ..., N*P) -> (N, C) + shape."""
+    c = a.shape[1]
+    return np.ascontiguousarray(a.reshape(c, n, -1).transpose(1, 0, 2)).reshape((n, c) + tuple(shape))
+
+
+def _row_window(win):
+    return Window(1, win.c, 1, win.l, win.c_out, 1, 1, 1, 0)
+
+
+def _wide_rows(win):
+    """Stride 1 reads rows of X_col straight from the padded input (images of several rows)."""
+    return win.stride == 1 and win.ho > 1
+
+
 def layer_forward(x, w2, win):
     """Eq. 2 on images: y (N, C_out, P); see reference.layer_forward."""
     x, w2 = _same_dtype(x, w2)
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
     if y.size == 0:
         return y
+    if _pointwise(win):
+        return _from_row(layer_forward(_as_row(x), w2, _row_window(win)), win.n, (win.plane,))
     centre = _centre(x)
     xp, flat = _padded(x, win.padding, centre)
-    if win.stride == 1:
+    if _wide_rows(win):
         pitch = xp.shape[3]
         _forward_wide_kernel(flat, _wide_offsets(win, xp), w2 - centre, pitch,
                              win.ho, win.wo, _rows_per_task(win, pitch), y)
@@ -565,13 +551,16 @@ def layer_grad_input(x, w2, g, win, mode="full"):
     x, w2, g = _same_dtype(x, w2, g)
     if x.size == 0 or win.plane == 0:
         return np.zeros(win.x_shape, dtype=x.dtype)
+    if _pointwise(win):
+        dx = layer_grad_input(_as_row(x), w2, _as_row(g).reshape(1, win.c_out, -1), _row_window(win), mode)
+        return _from_row(dx, win.n, (win.h, win.w))
     full = mode == "full"
     centre = _centre(x) if full else x.dtype.type(0)
     wk = w2 - centre if full else w2
     one = x.dtype.type(1)
     xp, flat = _padded(x, win.padding, centre)
     dxp = np.empty(xp.shape, dtype=x.dtype)
-    if win.stride == 1:
+    if _wide_rows(win):
         pitch = xp.shape[3]
         gw = _wide(g, win, pitch)
         # sum_t G[n, t, p], which only the full mode reads
@@ -789,11 +778,13 @@ def layer_grad_weight(x, w2, g, win, mode="full"):
     dw = np.zeros(w2.shape, dtype=x.dtype)
     if win.n == 0 or win.plane == 0:
         return dw
+    if _pointwise(win):
+        return layer_grad_weight(_as_row(x), w2, _as_row(g).reshape(1, win.c_out, -1), _row_window(win), mode)
     full = mode == "full"
     centre = _centre(x) if full else x.dtype.type(0)
     pitch = win.w + 2 * win.padding
     npos = (win.ho - 1) * pitch + win.wo
-    if full and win.stride == 1 and npos >= 200:   # rows read from the padded input, no X_col
+    if full and _wide_rows(win) and npos >= 200:   # rows read from the padded input, no X_col
         # (with shorter rows the per-image reductions cost more than building X_col)
         xp, flat = _padded(x, win.padding, centre)
         gw = np.ascontiguousarray(_wide(g, win, pitch))
