@@ -213,16 +213,15 @@ _check_mode = check_grad_mode
 # These kernels move data (a few loads and stores per thread), so they keep plain signed
 # index arithmetic; the divisions that decode a flat index are done once per thread row.
 @cuda.jit
-def _im2col_kernel(x, cols, kh, kw, stride, padding):
+def _im2col_kernel(x, cols, kh, kw, stride, padding, ho, wo):
     """cols[(c,i,j), (n,u,v)] = Xp[n, c, s*u + i, s*v + j]  (zero outside the image).
 
     Grid x runs over the columns l = (n, u, v), grid y over the channels c; a thread
     decodes its l once and writes the kh*kw rows of its channel (coalesced along l).
+    (ho, wo: the output size, contract.output_size.)
     """
     _, channels, h, w = x.shape
     l_size = cols.shape[1]
-    ho = (h + 2 * padding - kh) // stride + 1
-    wo = (w + 2 * padding - kw) // stride + 1
     for c in range(cuda.blockIdx.y, channels, cuda.gridDim.y):
         for l in range(cuda.grid(1), l_size, cuda.gridsize(1)):
             n, uv = l // (ho * wo), l % (ho * wo)
@@ -238,7 +237,7 @@ def _im2col_kernel(x, cols, kh, kw, stride, padding):
 
 
 @cuda.jit
-def _col2im_kernel(cols, dx, kh, kw, stride, padding):
+def _col2im_kernel(cols, dx, kh, kw, stride, padding, ho, wo):
     """dX[n, c, y, x] = sum of cols[(c,i,j), (n,u,v)] over the windows with s*u+i = y+p, s*v+j = x+p.
 
     The adjoint of im2col, computed as a gather: one thread per pixel, so no two threads
@@ -247,8 +246,6 @@ def _col2im_kernel(cols, dx, kh, kw, stride, padding):
     one at each step (the same along x), so no division happens inside the loops.
     """
     n_img, channels, h, w = dx.shape
-    ho = (h + 2 * padding - kh) // stride + 1
-    wo = (w + 2 * padding - kw) // stride + 1
     for idx in range(cuda.grid(1), n_img * channels * h * w, cuda.gridsize(1)):
         n, rest = idx // (channels * h * w), idx % (channels * h * w)
         c, rest = rest // (h * w), rest % (h * w)
@@ -296,7 +293,8 @@ def _im2col_device(d_x, kh, kw, stride, padding):
                          f"{h + 2 * padding}x{w + 2 * padding}")
     cols = cuda.device_array((c * kh * kw, n * ho * wo), dtype=np.float32, stream=current_stream())
     blocks, threads = _elementwise_launch(cols.shape[1])
-    _im2col_kernel[(blocks, min(c, _MAX_BLOCKS)), threads, current_stream()](d_x, cols, kh, kw, stride, padding)
+    _im2col_kernel[(blocks, min(c, _MAX_BLOCKS)), threads, current_stream()](d_x, cols, kh, kw, stride, padding,
+                                                                          ho, wo)
     return cols
 
 
@@ -309,7 +307,7 @@ def _col2im_device(d_cols, x_shape, kh, kw, stride, padding):
                          f"{tuple(x_shape)}, got {tuple(d_cols.shape)}")
     dx = cuda.device_array(tuple(x_shape), dtype=np.float32, stream=current_stream())
     blocks, threads = _elementwise_launch(dx.size)
-    _col2im_kernel[blocks, threads, current_stream()](d_cols, dx, kh, kw, stride, padding)
+    _col2im_kernel[blocks, threads, current_stream()](d_cols, dx, kh, kw, stride, padding, ho, wo)
     return dx
 
 
@@ -638,8 +636,8 @@ def compile_targets():
     """
     i64 = "int64"
     targets = [
-        ("im2col", _im2col_kernel.py_func, f"void({_C4}, {_C2}, {i64}, {i64}, {i64}, {i64})"),
-        ("col2im", _col2im_kernel.py_func, f"void({_C2}, {_C4}, {i64}, {i64}, {i64}, {i64})"),
+        ("im2col", _im2col_kernel.py_func, f"void({_C4}, {_C2}, {i64}, {i64}, {i64}, {i64}, {i64}, {i64})"),
+        ("col2im", _col2im_kernel.py_func, f"void({_C2}, {_C4}, {i64}, {i64}, {i64}, {i64}, {i64}, {i64})"),
         ("swap01", _swap01_kernel.py_func, f"void({_C3}, {_C3})"),
         ("sum_splits", _sum_splits_kernel.py_func, f"void({_C3}, {_C2})"),
         ("row_sums", _row_sums_kernel.py_func, f"void({_C2}, {_C2})"),
