@@ -44,7 +44,7 @@ How the results compare with the paper's (see ``PAPER`` and ``compare``):
 import numpy as np
 
 from . import models, nn
-from .kernels.reference import output_size
+from .kernels.contract import output_size
 from .tensor import Tensor, no_grad
 
 #: Float multiplication and addition latencies of Sec. 4.1 (VIA Nano 2000), in cycles.

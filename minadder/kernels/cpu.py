@@ -71,7 +71,7 @@ VECTOR = 16
 #: spare numbers after each padded image, for those rounded-up reads
 SLACK = VECTOR
 #: dW sums over chunks of images whose X_col has at most 1/DW_CHUNKS of the layer's
-DW_CHUNKS = 4
+DW_CHUNKS = 8
 
 
 def check_available():
