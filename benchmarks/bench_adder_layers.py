@@ -309,6 +309,7 @@ def main():
         return child(args)
 
     impls = list(args.impl)
+    from minadder.kernels.target import cpu_model
     print(f"CPU: {cpu_model()}; {args.threads} thread(s); batch {args.batch or 32}")
     if any(i.startswith("torch") or i == "conv2d" for i in impls):
         try:
@@ -346,17 +347,6 @@ def main():
           "its forward alone / cpu's forward+backward. fwd vs conv2d: the forward's MAC rate / "
           "conv2d's. conv2d's dX and dW columns are half its backward each.")
 
-
-def cpu_model():
-    """The CPU's model name (lscpu), and whether it has AVX-512."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
-    isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-    return f"{name} ({isa})"
 
 
 def print_rows(header, rows, markdown, first):

@@ -203,7 +203,7 @@ def main():
         return profile(args.profile, batch, args.steps, args.top)
 
     rows = []
-    from minadder.kernels.target import TARGET
+    from minadder.kernels.target import TARGET, cpu_model
     print(f"CPU: {cpu_model()}; minadder's kernels compiled for {TARGET.name} "
           f"({TARGET.registers} x {TARGET.vector_bits}-bit registers); {threads} thread(s)")
     print(f"{'row':34} {'batch':>6} {'best img/s':>11} {'median img/s':>13} {'best ms/step':>13}")
@@ -254,17 +254,6 @@ def torch_resnet_step(batch):
 
     return step
 
-
-def cpu_model():
-    """The CPU's model name (lscpu) and its widest vector extension."""
-    import subprocess
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
-    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
 
 
 def print_row(label, batch, best, med):

@@ -116,5 +116,18 @@ def full_width_features():
     return features.flatten() + ",-prefer-256-bit"
 
 
+def cpu_model():
+    """The host CPU as benchmarks name it: lscpu's model name and its widest x86 vector ISA."""
+    import subprocess
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"unknown CPU ({platform.machine()})"
+    name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
+    return f"{name} ({isa})"
+
+
 #: detected once, when the cpu backend is first imported
 TARGET = detect()
