@@ -3,31 +3,37 @@
 Every public function here has the name, signature and result of its namesake in
 ``minadder.kernels.reference``, its definition and the oracle of tests/test_kernels_cpu.py.
 
-Implicit GEMM. The layer kernels read the input image directly and never build the whole
-(K, L) im2col matrix X_col (K = C*kh*kw, L = N*H_out*W_out):
+Implicit GEMM. The layer kernels read the input image and never build the whole (K, L)
+im2col matrix X_col (K = C*kh*kw, L = N*H_out*W_out). Each call first copies the input
+once into a padded buffer (in the shifted frame, below). With stride 1, on "wide"
+positions q = u * W_padded + v, row (c, i, j) of X_col is then a contiguous stretch of
+that buffer, starting at c*H_p*W_p + i*W_p + j (the positions v >= W_out straddle two
+rows of the image and are computed and dropped):
 
-* forward: a task owns a tile of output positions and every channel; it copies the
-  receptive fields of its positions into a small panel (CHUNK_K rows of X_col at a time,
-  in L1/L2) and runs the register-blocked inner step on it;
-* dX: a task owns one (image, channel) plane of dX; for each filter offset (i, j) it
-  copies one row of X_col, computes that row of dX_col and adds it straight into the
-  plane (col2im fused: no two tasks write the same pixel);
-* dW: sums over chunks of a few images: X_col of a chunk (at most a quarter of the
-  layer's) is built, used and dropped.
-The backward keeps the input x, not X_col (contract.AdderCache).
+* forward: a task owns a few output rows of one image and every channel, and reads the
+  rows of X_col in place (other strides: it packs a cache-sized panel of them);
+* dX: a task owns one (image, channel) plane; each row of dX_col is added straight into
+  the padded gradient at the pixels it came from (col2im fused: no two tasks write the
+  same plane);
+* dW: full mode reads X from the padded buffer in 4 x 4 (AVX2: 4 x 2) blocks of dot
+  products; otherwise it sums over chunks of 1/DW_CHUNKS of the batch, X_col of one chunk
+  at a time.
+The backward keeps the input x, not X_col (contract.AdderCache). A 1x1 layer without
+stride or padding (a fully connected one) is the input's transpose: one long row.
 
 The l1 "GEMM". |x - w| = x + w - 2 min(x, w): summed over k, the x + w part is
 colsum[l] + wsum[t], so the forward's inner loop is one min and one add per adder-MAC
-(instead of a subtract, an abs and an add). The inner step keeps MR channels x KR rows
-of W in registers while it streams a panel row; MR x KR is chosen for the CPU in
-``target.py`` (4 x 4 with 32 vector registers, 2 x 4 with AVX2's 16).
+(instead of a subtract, an abs and an add). The inner step keeps MR channels x 4 rows of
+W in registers while it streams rows of X_col; MR is chosen for the CPU in ``target.py``
+(4 x 4 with 32 vector registers, 2 x 4 with AVX2's 16; no stack accesses either way,
+benchmarks/inspect_asm.py).
 
 Precision. That identity, HardTanh as clip(w, x - 1, x + 1) - x, and the full-mode dW
 identity all cancel large terms when inputs and filters share a large offset (raw pixels
 0-255 fed to a first layer). |x - w|, HT(w - x) and x - w do not change when both are
 shifted by the same c, so the kernels work in a frame shifted by c = mean(W), computed
-per call: the padded input holds x - c and the filters become w - c. Sign-mode gradients compare
-x with w directly and need no shift.
+per call: the padded input holds x - c and the filters become w - c. Sign-mode gradients
+compare x with w directly and need no shift.
 
 Compilation is lazy (first call, once per dtype) and cached on disk (cache=True).
 ``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums: inputs must be finite;
