@@ -388,8 +388,10 @@ def _tile(c_out, positions, smallest=64, largest=512):
 
 def _pointwise(win):
     """A 1x1 layer without stride or padding (a fully connected one among them): its
-    X_col is the input's transpose, worked on as one image of a single long row."""
-    return win.kh == win.kw == 1 and win.stride == 1 and win.padding == 0 and win.n > 1
+    X_col is the input's transpose, worked on as one image of a single long row (an input
+    that is that row already, N = H = 1, goes straight to the kernels)."""
+    single_row = win.n == 1 and win.h == 1
+    return win.kh == win.kw == 1 and win.stride == 1 and win.padding == 0 and not single_row
 
 
 def _as_row(a):
