@@ -196,7 +196,9 @@ class MaxPool2d(Function):
         for i, j, view in windows:
             better = view > out
             np.maximum(out, view, out=out)
-            np.putmask(ctx.argmax, better, i * k + j)
+            # offsets come in increasing order: the argmax is the largest one at which the
+            # running maximum grew (a max, far faster than a masked store of random masks)
+            np.maximum(ctx.argmax, better * ctx.argmax.dtype.type(i * k + j), out=ctx.argmax)
         return out
 
     @staticmethod

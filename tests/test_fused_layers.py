@@ -43,6 +43,13 @@ def test_max_pool2d_equals_its_definition(seed, n, c, size, k, stride, p, dtype)
     assert_same(fused, readable, rtol=1e-6 if dtype == np.float32 else 1e-14)  # overlaps sum in another order
 
 
+def test_max_pool2d_gives_a_tie_to_its_first_maximum():
+    """As PyTorch (and argmax) do: the first of equal maxima, in row-major window order."""
+    x = ma.Tensor(np.array([[[[0., 5., 7., 7.], [1., 5., 7., 7.]]]]), requires_grad=True)
+    F.max_pool2d(x, 2).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[[[0, 1, 1, 0], [0, 0, 0, 0]]]])
+
+
 @SETTINGS
 @given(seeds, st.sampled_from([(6, 3), (2, 3, 2, 2), (4, 2, 3, 1), (3, 4, 2, 3)]), st.booleans(),
        st.booleans(), st.sampled_from([np.float32, np.float64]))

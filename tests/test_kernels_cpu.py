@@ -120,6 +120,41 @@ def test_adder2d_forward_and_backward_equal_the_reference(layer, mode, input_gra
         assert dx is None
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_full_mode_backward_reads_the_padded_input_of_the_forward(monkeypatch, stride):
+    """layer_input pads and shifts x once; the forward and both full-mode gradients read
+    that copy (the sign mode compares unshifted values and pads its own)."""
+    calls = []
+    padded = cpu._padded
+    monkeypatch.setattr(cpu, "_padded", lambda *args: calls.append(args[1:]) or padded(*args))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 9, 9)).astype(np.float32)
+    weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    y, cache = contract.adder2d_forward(cpu, x, weight, stride, 1)
+    contract.adder2d_backward(cpu, np.ones_like(y), cache, "full")
+    assert isinstance(cache.x, cpu.ShiftedInput) and len(calls) == 1
+    contract.adder2d_backward(cpu, np.ones_like(y), cache, "sign")
+    assert len(calls) == 3 and calls[1][1] == calls[2][1] == 0     # centre 0 for the sign mode
+
+
+@SETTINGS
+@given(layers(), st.sampled_from(ref.GRAD_MODES))
+def test_the_gradients_hold_for_filters_other_than_the_forward_ones(layer, mode):
+    """The padded copy is shifted by the forward's filter mean; the gradients for other
+    filters (any common shift of x and W leaves |x - w| unchanged) are still exact."""
+    x, weight, stride, padding = layer
+    y, cache = contract.adder2d_forward(cpu, x, weight, stride, padding)
+    other = (weight * 3 + 5).astype(x.dtype)
+    moved = contract.AdderCache(cache.x, other, cache.window)
+    g = np.random.default_rng(6).standard_normal(y.shape).astype(x.dtype)
+    dx, dw = contract.adder2d_backward(cpu, g, moved, mode)
+    win = cache.window
+    dx_ref = ref.layer_grad_input(x, other.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, -1), win, mode)
+    dw_ref = ref.layer_grad_weight(x, other.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, -1), win, mode)
+    np.testing.assert_allclose(dw.reshape(dw_ref.shape), dw_ref, **_grad_tol(x.dtype, y[:, 0].size, g, x, other))
+    np.testing.assert_allclose(dx, dx_ref, **_grad_tol(x.dtype, weight.shape[0] * win.k, g))
+
+
 @pytest.mark.parametrize("mode", ref.GRAD_MODES)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):

@@ -225,13 +225,18 @@ def test_cpu_tensors_reach_the_kernels_without_copies(monkeypatch):
     x, w = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
     seen = {}
     kernels = function._CpuPath.kernels()
-    original = kernels.layer_forward
+    original_input, original = kernels.layer_input, kernels.layer_forward
+
+    def spy_input(xa, w2, win):   # the first kernel that sees the input array
+        seen["x"] = xa
+        return original_input(xa, w2, win)
 
     def spy(xa, w2, win):
-        seen["x"], seen["w"] = xa, w2
+        seen["w"] = w2
         seen["y"] = original(xa, w2, win)
         return seen["y"]
 
+    monkeypatch.setattr(kernels, "layer_input", spy_input)
     monkeypatch.setattr(kernels, "layer_forward", spy)
     y = mt.adder2d(x, w, 1, 1)
     assert seen["x"].ctypes.data == x.data_ptr() and np.shares_memory(seen["w"], w.numpy())

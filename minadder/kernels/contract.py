@@ -7,11 +7,14 @@ the names in ``KERNEL_NAMES``. Two families:
   output gradient G (C_out, L), with K = C*kh*kw and L = N*H_out*W_out:
   ``im2col``, ``col2im``, ``adder_forward``, ``adder_grad_input``, ``adder_grad_weight``;
 * layer kernels, on images, which plug into the wrapper below:
+  ``layer_input(x, w2, win)`` -> the input as the backend's layer kernels read it (the
+  reference and cuda backends: x itself; the cpu backend: x with a padded copy in its
+  shifted frame, built once per forward and read again by both gradients),
   ``layer_forward(x, w2, win)`` -> y (N, C_out, P),
   ``layer_grad_weight(x, w2, g, win, mode)`` -> dW (C_out, K),
   ``layer_grad_input(x, w2, g, win, mode)`` -> dX (N, C, H, W),
-  with x (N, C, H, W), w2 = W (C_out, K), g = dLoss/dY as (N, C_out, P), P = H_out*W_out,
-  and ``win`` the layer's :class:`Window`.
+  with x (N, C, H, W) or what ``layer_input`` made of it, w2 = W (C_out, K),
+  g = dLoss/dY as (N, C_out, P), P = H_out*W_out, and ``win`` the layer's :class:`Window`.
 
 ``adder2d_forward`` / ``adder2d_backward`` are the layer, image in and image out, written
 once here for every backend: they check the arguments, describe the sliding window, keep
@@ -31,7 +34,7 @@ GRAD_MODES = ("full", "sign")
 KERNEL_NAMES = (
     "im2col", "col2im",                                          # sliding windows
     "adder_forward", "adder_grad_input", "adder_grad_weight",    # column kernels
-    "layer_forward", "layer_grad_input", "layer_grad_weight",    # layer kernels
+    "layer_input", "layer_forward", "layer_grad_input", "layer_grad_weight",    # layer kernels
 )
 
 
@@ -120,7 +123,7 @@ class Window(NamedTuple):
 
 class AdderCache(NamedTuple):
     """What adder2d_backward needs from the forward: the input itself, never X_col."""
-    x: Any          # (N, C, H, W), as the backend holds it (NumPy or device array)
+    x: Any          # (N, C, H, W) as the backend's layer_input made it (array or its own record)
     weight: Any     # (C_out, C, kh, kw)
     window: Window
 
@@ -133,7 +136,9 @@ def adder2d_forward(kernels, x, weight, stride=1, padding=0):
     """
     check_window_args("adder2d", x.shape, weight.shape, stride, padding)
     win = Window.of(x.shape, weight.shape, stride, padding)
-    y = kernels.layer_forward(x, weight.reshape(win.c_out, win.k), win)
+    w2 = weight.reshape(win.c_out, win.k)
+    x = kernels.layer_input(x, w2, win)
+    y = kernels.layer_forward(x, w2, win)
     return y.reshape(win.y_shape), AdderCache(x, weight, win)
 
 

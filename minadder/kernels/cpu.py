@@ -41,6 +41,7 @@ results differ from the reference only by float rounding.
 """
 import math
 import os
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -117,6 +118,32 @@ def _padded(x, padding, centre):
     return xp, buf
 
 
+class ShiftedInput(NamedTuple):
+    """The cpu layer kernels' input (``layer_input``): x and its padded copy in the frame
+    shifted by ``centre`` (the filters' mean when the forward ran). The forward builds it
+    once; the full-mode gradients read the same copy (any common shift of x and W leaves
+    |x - w| and its gradients unchanged) instead of building two more."""
+    x: np.ndarray       # (N, C, H, W)
+    xp: np.ndarray      # (N, C, H + 2p, W + 2p), a view into flat
+    flat: np.ndarray    # (N, C * Hp * Wp + SLACK), see _padded
+    centre: Any         # a scalar of x's dtype
+
+
+def _raw_input(x):
+    """The array x of a layer kernel's argument (an array, or layer_input's record)."""
+    return x.x if isinstance(x, ShiftedInput) else x
+
+
+def _shifted(given, x, w2, win):
+    """(xp, flat, centre): x padded in the frame shifted by the filters' mean, the copy
+    that layer_input made if ``given`` is one (of x's dtype and this window), else a new one."""
+    hp, wp = win.h + 2 * win.padding, win.w + 2 * win.padding
+    if isinstance(given, ShiftedInput) and given.xp.dtype == x.dtype and given.xp.shape[2:] == (hp, wp):
+        return given.xp, given.flat, given.centre
+    centre = _centre(w2)
+    return (*_padded(x, win.padding, centre), centre)
+
+
 @njit(cache=True)
 def _segments(l0, width, plane, wo, segs):
     """Cut the positions l0 .. l0 + width (l = n*P + u*wo + v) into runs along one output
@@ -162,12 +189,6 @@ def _add_field_row(src, c, i, j, stride, segs, count, dxp):
             dst = dxp[n, c, stride * u + i, start:start + stride * (length - 1) + 1:stride]
         for q in range(length):
             dst[q] += part[q]
-
-
-def _im2col(x, kh, kw, stride, padding, centre):
-    """X_col (K, L) in the frame shifted by centre: the reference's strided copies of the
-    shifted, padded input (NumPy moves these blocks as fast as a Numba loop would)."""
-    return reference.im2col(_padded(x, padding, centre)[0], kh, kw, stride, 0)
 
 
 def im2col(x, kh, kw, stride=1, padding=0):
@@ -415,16 +436,26 @@ def _wide_rows(win):
     return win.stride == 1 and win.ho > 1
 
 
+def layer_input(x, w2, win):
+    """The input as these layer kernels read it: a ShiftedInput (x padded and shifted once
+    for the forward and both gradients), or x itself for an empty or pointwise layer."""
+    x, w2 = _same_dtype(x, w2)
+    if x.size == 0 or win.plane == 0 or _pointwise(win):
+        return x
+    centre = _centre(w2)
+    return ShiftedInput(x, *_padded(x, win.padding, centre), centre)
+
+
 def layer_forward(x, w2, win):
     """Eq. 2 on images: y (N, C_out, P); see reference.layer_forward."""
-    x, w2 = _same_dtype(x, w2)
+    given = x
+    x, w2 = _same_dtype(_raw_input(x), w2)
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
     if y.size == 0:
         return y
     if _pointwise(win):
         return _from_row(layer_forward(_as_row(x), w2, _row_window(win)), win.n, (win.plane,))
-    centre = _centre(w2)
-    xp, flat = _padded(x, win.padding, centre)
+    xp, flat, centre = _shifted(given, x, w2, win)
     if _wide_rows(win):
         pitch = xp.shape[3]
         _forward_wide_kernel(flat, _wide_offsets(win, xp), w2 - centre, pitch,
@@ -556,17 +587,21 @@ def _wide(g, win, pitch):
 def layer_grad_input(x, w2, g, win, mode="full"):
     """dX (N, C, H, W) of the layer; see reference.layer_grad_input. col2im is fused in."""
     check_grad_mode(mode)
-    x, w2, g = _same_dtype(x, w2, g)
+    given = x
+    x, w2, g = _same_dtype(_raw_input(x), w2, g)
     if x.size == 0 or win.plane == 0:
         return np.zeros(win.x_shape, dtype=x.dtype)
     if _pointwise(win):
         dx = layer_grad_input(_as_row(x), w2, _as_row(g).reshape(1, win.c_out, -1), _row_window(win), mode)
         return _from_row(dx, win.n, (win.h, win.w))
     full = mode == "full"
-    centre = _centre(w2) if full else x.dtype.type(0)
-    wk = w2 - centre if full else w2
+    if full:
+        xp, flat, centre = _shifted(given, x, w2, win)
+        wk = w2 - centre
+    else:   # sgn(w - x) compares unshifted values (a shift could round a near-tie to 0)
+        xp, flat = _padded(x, win.padding, x.dtype.type(0))
+        wk = w2
     one = x.dtype.type(1)
-    xp, flat = _padded(x, win.padding, centre)
     dxp = np.empty(xp.shape, dtype=x.dtype)
     if _wide_rows(win):
         pitch = xp.shape[3]
@@ -641,24 +676,23 @@ def _wide_columns(xp2, koff, n0, n1, npos, cols):
             dst[q] = src[q]
 
 
-def _columns_in_chunks(x, g, win, centre):
-    """(X_col, G) of chunks of about N / DW_CHUNKS images: X_col (K, L_c) in the frame
-    shifted by centre, G (C_out, L_c) with the matching columns. Stride 1 uses wide
-    positions (G is zero at the dropped ones, so they add nothing to dW)."""
+def _columns_in_chunks(xp, flat, g, win):
+    """(X_col, G) of chunks of about N / DW_CHUNKS images, from the padded input xp (its
+    frame is X_col's): X_col (K, L_c), G (C_out, L_c) with the matching columns. Stride 1
+    uses wide positions (G is zero at the dropped ones, so they add nothing to dW)."""
     step = max(1, math.ceil(win.n / DW_CHUNKS))
     if win.stride == 1:
-        xp, flat = _padded(x, win.padding, centre)
         pitch = xp.shape[3]
         koff, npos = _wide_offsets(win, xp), (win.ho - 1) * pitch + win.wo
         gw = _wide(g, win, pitch)[:, :, :npos]
     for n0 in range(0, win.n, step):
         n1 = min(win.n, n0 + step)
         if win.stride == 1:
-            cols = np.empty((win.k, (n1 - n0) * npos), dtype=x.dtype)
+            cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
             _wide_columns(flat, koff, n0, n1, npos, cols)
             gc = gw[n0:n1]
         else:
-            cols = _im2col(x[n0:n1], win.kh, win.kw, win.stride, win.padding, centre)
+            cols = reference.im2col(xp[n0:n1], win.kh, win.kw, win.stride, 0)
             gc = g[n0:n1]
         yield cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
 
@@ -782,23 +816,27 @@ def layer_grad_weight(x, w2, g, win, mode="full"):
     cores are busy with other work: 0.2-1.4 G/s measured so, against 7-40 alone.)
     """
     check_grad_mode(mode)
-    x, w2, g = _same_dtype(x, w2, g)
+    given = x
+    x, w2, g = _same_dtype(_raw_input(x), w2, g)
     dw = np.zeros(w2.shape, dtype=x.dtype)
     if win.n == 0 or win.plane == 0:
         return dw
     if _pointwise(win):
         return layer_grad_weight(_as_row(x), w2, _as_row(g).reshape(1, win.c_out, -1), _row_window(win), mode)
     full = mode == "full"
-    centre = _centre(w2) if full else x.dtype.type(0)
-    pitch = win.w + 2 * win.padding
+    if full:
+        xp, flat, centre = _shifted(given, x, w2, win)
+    else:   # sgn(x - w) compares unshifted values
+        centre = x.dtype.type(0)
+        xp, flat = _padded(x, win.padding, centre)
+    pitch = xp.shape[3]
     npos = (win.ho - 1) * pitch + win.wo
     if full and _wide_rows(win) and npos >= 200:   # rows read from the padded input, no X_col
         # (with shorter rows the per-image reductions cost more than building X_col)
-        xp, flat = _padded(x, win.padding, centre)
         gw = np.ascontiguousarray(_wide(g, win, pitch))
         _grad_weight_wide_kernel(flat, _wide_offsets(win, xp), gw, npos, dw)
     else:
-        for cols, gc in _columns_in_chunks(x, g, win, centre):
+        for cols, gc in _columns_in_chunks(xp, flat, g, win):
             _grad_weight_kernel(cols, w2, gc, full, x.dtype.type(1), dw)
     if full:
         dw -= (w2 - centre) * g.sum(axis=(0, 2))[:, None]

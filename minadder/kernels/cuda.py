@@ -74,7 +74,7 @@ from ..backend import BackendUnavailable
 from .contract import check_grad_mode, output_size
 
 __all__ = ["check_available", "current_stream", "on_stream", "im2col", "col2im", "adder_forward", "adder_grad_input",
-           "adder_grad_weight", "layer_forward", "layer_grad_input", "layer_grad_weight"]
+           "adder_grad_weight", "layer_input", "layer_forward", "layer_grad_input", "layer_grad_weight"]
 
 
 def check_available():
@@ -734,6 +734,11 @@ def _layer_inputs(x, w2, g=None):
     to_host = not _is_device_array(x)
     d_x, d_w = _to_device(x, "x", 4), _to_device(w2, "weight", 2)
     return d_x, d_w, (None if g is None else _to_device(g, "grad_y", 3)), to_host
+
+
+def layer_input(x, w2, win):
+    """The input as these layer kernels read it: x itself (each rebuilds X_col on the device)."""
+    return x
 
 
 def layer_forward(x, w2, win):
