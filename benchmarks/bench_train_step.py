@@ -17,7 +17,9 @@ Rows (synthetic inputs of the real shapes: MNIST 1x32x32, CIFAR 3x32x32):
 The optimizer is the paper's MNIST one (SGD, Nesterov momentum 0.9, weight decay 5e-4,
 adaptive adder learning-rate scaling with eta = 0.1; torch: plain SGD with the same
 momentum and decay). Each row runs `--warmup` steps, then `--steps` timed steps, and
-reports images/s of the best and of the median step.
+reports images/s of the best and of the median step. Like `python -m minadder train`,
+the script first tells malloc to keep freed memory (minadder/memory.py; torch's rows run
+in the same process); `--malloc-default` leaves glibc's default.
 """
 import argparse
 import cProfile
@@ -192,9 +194,13 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip, e.g. resnet20-cnn")
     ap.add_argument("--profile", metavar="MODEL-KIND", help="cProfile one model (lenet5-adder, resnet20-adder, ...)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's malloc as it is (the training command keeps freed memory)")
     args = ap.parse_args()
 
     threads = args.threads or os.cpu_count()
+    from minadder.memory import keep_freed_memory
+    kept = False if args.malloc_default else keep_freed_memory()
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if args.profile:
@@ -205,7 +211,8 @@ def main():
     rows = []
     from minadder.kernels.target import TARGET, cpu_model
     print(f"CPU: {cpu_model()}; minadder's kernels compiled for {TARGET.name} "
-          f"({TARGET.registers} x {TARGET.vector_bits}-bit registers); {threads} thread(s)")
+          f"({TARGET.registers} x {TARGET.vector_bits}-bit registers); {threads} thread(s); "
+          f"malloc {'keeps freed memory' if kept else 'default'}")
     print(f"{'row':34} {'batch':>6} {'best img/s':>11} {'median img/s':>13} {'best ms/step':>13}")
     cases = [("lenet5", "adder", args.lenet_batch), ("lenet5", "cnn", args.lenet_batch)]
     cases += [("resnet20", kind, b) for b in args.resnet_batch for kind in ("adder", "cnn")]
