@@ -1,6 +1,6 @@
 """Draw the results page's figures from the metrics.json files in results/.
 
-    python results/plot.py        # writes results/ablation.png, results/eta.png, results/cifar10.png
+    python results/plot.py        # writes results/ablation.png (and ablation-50ep.png), results/eta.png, results/cifar10.png
 
 Only the figures whose runs are present are drawn.
 """
@@ -46,9 +46,10 @@ def figure(runs, title, path, ylim=None):
 
 
 def main():
-    figure([(f"{g} gradient, {s} scaling", f"ablation-{g}-{s}")
-            for g in ("full", "sign") for s in ("adaptive", "fixed", "none")],
-           "MNIST LeNet-5-BN AdderNet: ablation (Fig. 3)", HERE / "ablation.png")
+    for suffix, epochs in (("", 10), ("-50ep", 50)):
+        figure([(f"{g} gradient, {s} scaling", f"ablation-{g}-{s}{suffix}")
+                for g in ("full", "sign") for s in ("adaptive", "fixed", "none")],
+               f"MNIST LeNet-5-BN AdderNet: ablation (Fig. 3), {epochs} epochs", HERE / f"ablation{suffix}.png")
     figure([(f"eta = {e}", "ablation-full-adaptive" if e == "0.1" else f"eta-{e}")
             for e in ("1", "0.5", "0.2", "0.1", "0.05")],
            "MNIST LeNet-5-BN AdderNet: eta (Table 4)", HERE / "eta.png", ylim=(97, 100))
