@@ -35,35 +35,13 @@ sys.path.insert(0, ROOT)
 
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
-from minadder import nn, optim  # noqa: E402
+from minadder import optim  # noqa: E402
 
-try:
-    from minadder.models import lenet5_bn, resnet20
-except ImportError:  # models.py not there yet: the same nets from minadder.nn layers
-    lenet5_bn = resnet20 = None
-
-
-def lenet5_bn_inline(kind):
-    """LeNet-5-BN from minadder.nn layers (the fallback while models.py is missing)."""
-    def conv(i, o):
-        return nn.Adder2d(i, o, 5) if kind == "adder" else nn.Conv2d(i, o, 5, bias=False)
-
-    def fc(i, o):
-        return nn.AdderLinear(i, o) if kind == "adder" else nn.Linear(i, o, bias=False)
-
-    return nn.Sequential(conv(1, 6), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                         conv(6, 16), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         fc(400, 120), nn.BatchNorm1d(120), nn.ReLU(),
-                         fc(120, 84), nn.BatchNorm1d(84), nn.ReLU(),
-                         fc(84, 10), nn.BatchNorm1d(10))
+from minadder.models import lenet5_bn, resnet20  # noqa: E402
 
 
 def build(model, kind):
-    if model == "lenet5":
-        return lenet5_bn(kind) if lenet5_bn else lenet5_bn_inline(kind)
-    if resnet20 is None:
-        raise SystemExit("ResNet-20 needs minadder.models")
-    return resnet20(kind)
+    return lenet5_bn(kind) if model == "lenet5" else resnet20(kind)
 
 
 SHAPES = {"lenet5": (1, 32), "resnet20": (3, 32)}
