@@ -221,6 +221,21 @@ def test_double_backward_is_refused():
         dx.sum().backward()
 
 
+def test_the_backward_reuses_the_padded_input_of_the_forward(monkeypatch):
+    """As in minadder's own layer: one padded, shifted copy per layer, made in forward."""
+    from minadder.kernels import cpu
+    calls = []
+    padded = cpu._padded
+    monkeypatch.setattr(cpu, "_padded", lambda *args: calls.append(1) or padded(*args))
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    mt.adder2d(x, w, 1, 1).pow(2).sum().backward()
+    assert len(calls) == 1
+    dx, dw = function.backward_tensors(x.detach(), w.detach(), 2 * mt.adder2d(x, w, 1, 1).detach(), 1, 1, "full")
+    torch.testing.assert_close(x.grad, dx)
+    torch.testing.assert_close(w.grad, dw)
+
+
 def test_cpu_tensors_reach_the_kernels_without_copies(monkeypatch):
     x, w = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
     seen = {}

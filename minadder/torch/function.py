@@ -116,19 +116,26 @@ def _is_empty(win):
 def forward_tensors(x, weight, stride, padding):
     """Eq. 2 on tensors of one device; an empty batch returns at once (a GPU refuses a
     launch with a zero-size grid), and y = 0 when K = 0 (an empty sum)."""
+    return _forward(x, weight, stride, padding)[0]
+
+
+def _forward(x, weight, stride, padding):
+    """(y, layer_input): forward_tensors' y and, on the CPU, the kernels' layer input (x
+    with its padded, shifted copy) for backward_tensors to reuse; None elsewhere."""
     win = contract.Window.of(x.shape, weight.shape, stride, padding)
     if _is_empty(win):
-        return x.new_zeros(win.y_shape)
+        return x.new_zeros(win.y_shape), None
     path = path_for(x)
     kernels = path.kernels()
     with path.running(x.device):
-        y, _ = contract.adder2d_forward(kernels, path.array(x), path.array(weight), stride, padding)
-        return path.tensor(y, x)
+        y, cache = contract.adder2d_forward(kernels, path.array(x), path.array(weight), stride, padding)
+        return path.tensor(y, x), (cache.x if path is _CpuPath else None)
 
 
-def backward_tensors(x, weight, grad_y, stride, padding, mode, need_x=True, need_w=True):
+def backward_tensors(x, weight, grad_y, stride, padding, mode, need_x=True, need_w=True, layer_input=None):
     """(dX, dF) of Eq. 4 ("sign") or Eqs. 5-6 ("full"); None for a gradient not needed,
-    and the kernel that would compute it is skipped."""
+    and the kernel that would compute it is skipped. ``layer_input``: what the forward's
+    kernels read (see _forward), used in place of x."""
     if not (need_x or need_w):
         return None, None
     win = contract.Window.of(x.shape, weight.shape, stride, padding)
@@ -137,7 +144,8 @@ def backward_tensors(x, weight, grad_y, stride, padding, mode, need_x=True, need
     path = path_for(x)
     kernels = path.kernels()
     with path.running(x.device):
-        xa, wa, ga = path.array(x), path.array(weight), path.array(grad_y.to(x.dtype))
+        xa = path.array(x) if layer_input is None else layer_input
+        wa, ga = path.array(weight), path.array(grad_y.to(x.dtype))
         if need_w:
             dx, dw = contract.adder2d_backward(kernels, ga, contract.AdderCache(xa, wa, win), mode,
                                                input_grad=need_x)
@@ -159,7 +167,8 @@ class AdderFunction(torch.autograd.Function):
     def forward(ctx, x, weight, stride, padding, grad_mode, eta):
         ctx.save_for_backward(x, weight)
         ctx.config = (stride, padding, grad_mode, eta)
-        return forward_tensors(x, weight, stride, padding)
+        y, ctx.layer_input = _forward(x, weight, stride, padding)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -171,7 +180,8 @@ class AdderFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, grad_mode, eta = ctx.config
         need_x, need_w = ctx.needs_input_grad[:2]
-        dx, dw = backward_tensors(x, weight, grad_y, stride, padding, grad_mode, need_x, need_w)
+        dx, dw = backward_tensors(x, weight, grad_y, stride, padding, grad_mode, need_x, need_w,
+                                  ctx.layer_input)
         if dw is not None and eta is not None:
             dw = reference_scale(dw, eta)
         return dx, dw, None, None, None, None
