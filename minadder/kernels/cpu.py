@@ -4,8 +4,9 @@ Every public function here has the name, signature and result of its namesake in
 ``minadder.kernels.reference``, its definition and the oracle of tests/test_kernels_cpu.py.
 
 Implicit GEMM. The layer kernels read the input image and never build the whole (K, L)
-im2col matrix X_col (K = C*kh*kw, L = N*H_out*W_out). Each call first copies the input
-once into a padded buffer (in the shifted frame, below). With stride 1, on "wide"
+im2col matrix X_col (K = C*kh*kw, L = N*H_out*W_out). ``layer_input`` copies the input
+once into a padded buffer (in the shifted frame, below), which the forward and both
+full-mode gradients read (a ShiftedInput, kept in the cache). With stride 1, on "wide"
 positions q = u * W_padded + v, row (c, i, j) of X_col is then a contiguous stretch of
 that buffer, starting at c*H_p*W_p + i*W_p + j (the positions v >= W_out straddle two
 rows of the image and are computed and dropped):
@@ -18,7 +19,7 @@ rows of the image and are computed and dropped):
 * dW: full mode reads X from the padded buffer in 4 x 4 (AVX2: 4 x 2) blocks of dot
   products; otherwise it sums over chunks of 1/DW_CHUNKS of the batch, X_col of one chunk
   at a time.
-The backward keeps the input x, not X_col (contract.AdderCache). A 1x1 layer without
+The backward keeps the input x and its padded copy, never X_col (contract.AdderCache). A 1x1 layer without
 stride or padding (a fully connected one) is the input's transpose: one long row.
 
 The l1 "GEMM". |x - w| = x + w - 2 min(x, w): summed over k, the x + w part is
