@@ -19,8 +19,9 @@ rows of the image and are computed and dropped):
 * dW: full mode reads X from the padded buffer in 4 x 4 (AVX2: 4 x 2) blocks of dot
   products; otherwise it sums over chunks of 1/DW_CHUNKS of the batch, X_col of one chunk
   at a time.
-The backward keeps the input x and its padded copy, never X_col (contract.AdderCache). A 1x1 layer without
-stride or padding (a fully connected one) is the input's transpose: one long row.
+The backward keeps the input x and its padded copy, never X_col (contract.AdderCache).
+A 1x1 layer without stride or padding (a fully connected one) is the input's transpose:
+one long row.
 
 The l1 "GEMM". |x - w| = x + w - 2 min(x, w): summed over k, the x + w part is
 colsum[l] + wsum[t], so the forward's inner loop is one min and one add per adder-MAC
@@ -443,8 +444,7 @@ def layer_input(x, w2, win):
     x, w2 = _same_dtype(x, w2)
     if x.size == 0 or win.plane == 0 or _pointwise(win):
         return x
-    centre = _centre(w2)
-    return ShiftedInput(x, *_padded(x, win.padding, centre), centre)
+    return ShiftedInput(x, *_shifted(None, x, w2, win))
 
 
 def layer_forward(x, w2, win):
