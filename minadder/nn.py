@@ -129,9 +129,11 @@ class Module:
         return ""
 
 
-def save(state, path):
-    """Write a state_dict (or any name -> array mapping) with np.savez: no pickled objects."""
-    np.savez(path, **{k: np.asarray(v) for k, v in state.items()})
+def save(state, path, compress=False):
+    """Write a state_dict (or any name -> array mapping) with np.savez: no pickled objects.
+    ``compress=True`` uses np.savez_compressed (zlib; worth it for text, hardly for floats)."""
+    write = np.savez_compressed if compress else np.savez
+    write(path, **{k: np.asarray(v) for k, v in state.items()})
 
 
 def load(path):

@@ -47,8 +47,11 @@ drive (``TrainingDiverged``); the last good checkpoint is kept.
 Checkpoints are ``.npz`` files written by ``minadder.nn.save`` (no pickled objects): model
 arrays under ``model.<name>``, optimizer arrays under ``optim.<name>``, integers and sums
 under ``state.<name>``, and JSON text (configuration, metrics so far, the initialisation
-generator's state) under ``meta.<name>``. ``read_checkpoint`` checks all of it and raises
-``CheckpointError`` naming the file and what is wrong.
+generator's state) under ``meta.<name>``, as UTF-8 bytes (a uint8 array: a NumPy unicode
+string would spend 4 bytes per character, and the metrics hold every batch's loss). The
+archive is compressed, which shrinks the JSON tenfold and the float arrays hardly at all.
+``read_checkpoint`` checks all of it, reads the older format 1 too (the JSON as NumPy
+unicode), and raises ``CheckpointError`` naming the file and what is wrong.
 """
 import dataclasses
 import datetime
@@ -72,7 +75,8 @@ from .tensor import Tensor, no_grad
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 CURVES = "curves.png"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.* JSON as UTF-8 bytes in a compressed archive; 1: as NumPy unicode
+READABLE_VERSIONS = (1, 2)
 
 AUGMENTS = ("auto", "cifar", "none")
 LR_STEPS = ("batch", "epoch")
@@ -304,11 +308,25 @@ def save_checkpoint(path, model, optimizer, progress, config, metrics):
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays.update({f"state.{k}": np.asarray(v) for k, v in dataclasses.asdict(progress).items()})
     arrays["meta.format_version"] = np.asarray(FORMAT_VERSION)
-    arrays["meta.config"] = np.asarray(to_json(dataclasses.asdict(config)))
-    arrays["meta.metrics"] = np.asarray(to_json(metrics))
-    arrays["meta.init_rng"] = np.asarray(json.dumps(rng.generator().bit_generator.state))
-    atomic_write(path, lambda tmp: nn.save(arrays, tmp))
+    arrays["meta.config"] = _utf8(to_json(dataclasses.asdict(config)))
+    arrays["meta.metrics"] = _utf8(to_json(metrics))
+    arrays["meta.init_rng"] = _utf8(json.dumps(rng.generator().bit_generator.state))
+    atomic_write(path, lambda tmp: nn.save(arrays, tmp, compress=True))
     return Path(path)
+
+
+def _utf8(text):
+    """JSON text as a uint8 array of its UTF-8 bytes (one byte per ASCII character)."""
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _text(array):
+    """The JSON text of a meta entry: UTF-8 bytes (format 2) or a NumPy unicode scalar (format 1)."""
+    if array.dtype == np.uint8 and array.ndim == 1:
+        return array.tobytes().decode("utf-8")
+    if array.dtype.kind == "U" and array.shape == ():
+        return str(array)
+    raise ValueError(f"a meta entry of dtype {array.dtype} and shape {array.shape}")
 
 
 def checkpoint_path(resume, what="--resume"):
@@ -355,8 +373,10 @@ def read_checkpoint(path):
     ``CheckpointError`` naming the file and what is wrong."""
     arrays = _load_arrays(path)
     version = arrays.get("meta.format_version")
-    if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: not a minadder training checkpoint of format {FORMAT_VERSION}")
+    if (version is None or version.shape != () or version.dtype.kind not in "iu"
+            or int(version) not in READABLE_VERSIONS):
+        raise CheckpointError(f"{path}: not a minadder training checkpoint of format "
+                              f"{' or '.join(map(str, READABLE_VERSIONS))}")
     fields = [f.name for f in dataclasses.fields(Progress)]
     required = [f"state.{f}" for f in fields] + [f"meta.{m}" for m in _META] + ["optim.lr"]
     missing = [k for k in required if k not in arrays]
@@ -371,7 +391,7 @@ def read_checkpoint(path):
         numbers = {f: state[f].item() for f in fields}
         progress = Progress(**{f: (int if f in ("epoch", "step", "correct", "seen") else float)(numbers[f])
                                for f in fields})
-        meta = {m: json.loads(str(arrays[f"meta.{m}"])) for m in _META}
+        meta = {m: json.loads(_text(arrays[f"meta.{m}"])) for m in _META}
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: damaged entry ({exc})") from None
     if progress.epoch < 0 or progress.step < 0 or not isinstance(meta["config"], dict):

@@ -89,6 +89,62 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, stop_at):
     assert a[4]["steps"]["loss"] == b[4]["steps"]["loss"]
 
 
+def _as_format_1(path):
+    """Rewrite a checkpoint as format 1 wrote it: the JSON as NumPy unicode, not compressed."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for key in [k for k in arrays if k.startswith("meta.") and k != "meta.format_version"]:
+        arrays[key] = np.asarray(arrays[key].tobytes().decode("utf-8"))
+    arrays["meta.format_version"] = np.asarray(1)
+    np.savez(path, **arrays)
+
+
+def test_checkpoint_json_is_utf8_bytes_in_a_compressed_archive(tmp_path):
+    import zipfile
+    T.train(tiny(tmp_path, epochs=1), log=quiet)
+    path = tmp_path / "run" / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as ckpt:
+        metrics = ckpt["meta.metrics"]
+        assert metrics.dtype == np.uint8 and int(ckpt["meta.format_version"]) == 2
+        text = metrics.tobytes().decode("utf-8")
+        assert json.loads(text)["epochs"][0]["epoch"] == 1
+    with zipfile.ZipFile(path) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert z.getinfo("meta.metrics.npy").compress_size < len(text)  # under a byte a character
+    _as_format_1(path)  # what format 1 spent on the same JSON: 4 bytes a character, stored
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("meta.metrics.npy").compress_size > 4 * len(text)
+
+
+def test_a_format_1_checkpoint_resumes_bit_exactly(tmp_path):
+    full = T.train(tiny(tmp_path, "full", epochs=2), log=quiet)
+
+    def interrupt(epoch, step):
+        if (epoch, step) == (0, 2):
+            raise KeyboardInterrupt
+
+    with pytest.raises(T.TrainingInterrupted) as info:
+        T.train(tiny(tmp_path, "cut", epochs=2), callback=interrupt, log=quiet)
+    _as_format_1(info.value.checkpoint)
+    old = T.read_checkpoint(info.value.checkpoint)
+    assert old.progress.step == 2 and old.config["epochs"] == 2 and "steps" in old.metrics
+    resumed = T.train(T.config_from_checkpoint(tmp_path / "cut", progress=False), log=quiet)
+    assert states_equal(full["model"].state_dict(), resumed["model"].state_dict())
+    with np.load(tmp_path / "cut" / "checkpoint.npz", allow_pickle=False) as ckpt:
+        assert int(ckpt["meta.format_version"]) == 2  # rewritten in the new format
+
+
+def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
+    T.train(tiny(tmp_path, epochs=1), log=quiet)
+    path = tmp_path / "run" / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["meta.format_version"] = np.asarray(3)
+    np.savez(path, **arrays)
+    with pytest.raises(T.CheckpointError, match="format 1 or 2"):
+        T.read_checkpoint(path)
+
+
 def test_interrupt_inside_a_step_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = tiny(tmp_path, epochs=2)
     calls = []

@@ -142,6 +142,10 @@ def train(args):
         if args.save:
             save_safetensors(model, args.save)
             print(f"weights written to {args.save}", flush=True)
+    # Wait for rank 0's file before anyone leaves: a process that tears down gloo while a
+    # peer is still busy can make that peer abort at exit ("terminate called without an
+    # active exception").
+    dist.barrier()
     dist.destroy_process_group()
     return accuracy
 
