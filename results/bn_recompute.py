@@ -32,6 +32,7 @@ def load_model(saved):
 def recompute_batch_norm(model, batches):
     """Replace each BN layer's running statistics by their average over ``batches``."""
     layers = [m for m in model.modules() if isinstance(m, nn._BatchNorm)]
+    momenta = [m.momentum for m in layers]
     for m in layers:
         m.running_mean[:], m.running_var[:] = 0.0, 1.0
     model.train()
@@ -40,6 +41,8 @@ def recompute_batch_norm(model, batches):
             for m in layers:
                 m.momentum = 1.0 / (k + 1)  # running average with weight 1/(k+1): the plain mean
             model(Tensor(x))
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
     model.eval()
 
 
