@@ -84,7 +84,7 @@ def _add_train_parser(sub):
     opt("--limit-train", "train on a random subset of this many images", type=int)
     opt("--limit-test", "test on a random subset of this many images", type=int)
     p.add_argument("--keep-checkpoints", action="store_true", default=None,
-                   help="also keep checkpoint-epochNNN.npz for every epoch")
+                   help="also keep checkpoint-epochNNN.npz (and its .optim.npz) for every epoch")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar")
 
@@ -162,7 +162,7 @@ def _run_train(args):
                 print(f"  {name}: {100 * result_of['accuracy']:.2f} %")
     else:
         print("no epoch was trained (the checkpoint had already finished all epochs)")
-    print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz)")
+    print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz and checkpoint.optim.npz)")
     return 0
 
 

@@ -21,8 +21,8 @@ adder filters (Eq. 12, 13). The output directory receives:
   set, seconds, images/s), the per-batch training loss and accuracy, and the final
   ``test_accuracy``. Strict JSON: a value that is not finite is written as null.
 - ``curves.png``: loss and accuracy against epochs;
-- ``checkpoint.npz``: everything needed to continue (see below), rewritten after every
-  epoch (``keep_checkpoints=True`` also keeps a copy per epoch).
+- ``checkpoint.npz`` and ``checkpoint.optim.npz``: everything needed to continue (see
+  below), rewritten after every epoch (``keep_checkpoints=True`` also keeps a pair per epoch).
 
 Reproducibility. Given the same seed and backend a run is a pure function of its
 configuration: the weights are initialised from ``minadder.manual_seed(seed)``; the data
@@ -44,17 +44,22 @@ saved and the last good checkpoint is kept.
 Divergence. A loss that is not finite stops the run before the update that it would
 drive (``TrainingDiverged``); the last good checkpoint is kept.
 
-Checkpoints are ``.npz`` files written by ``minadder.nn.save`` (no pickled objects): model
-arrays under ``model.<name>``, optimizer arrays under ``optim.<name>``, integers and sums
-under ``state.<name>``, and JSON text (configuration, metrics so far, the initialisation
-generator's state) under ``meta.<name>``, as UTF-8 bytes (a uint8 array: a NumPy unicode
-string would spend 4 bytes per character, and the metrics hold every batch's loss). The
-archive is compressed, which shrinks the JSON tenfold and the float arrays hardly at all.
-``read_checkpoint`` checks all of it, reads the older format 1 too (the JSON as NumPy
-unicode), and raises ``CheckpointError`` naming the file and what is wrong.
+Checkpoints are pairs of compressed ``.npz`` files written by ``minadder.nn.save`` (no
+pickled objects). ``checkpoint.npz`` holds the model arrays under ``model.<name>``, integers
+and sums under ``state.<name>``, and JSON text (configuration, metrics so far, the
+initialisation generator's state) under ``meta.<name>``, as UTF-8 bytes (a uint8 array: a
+NumPy unicode string would spend 4 bytes per character, and the metrics hold every batch's
+loss). It is all that evaluating needs. ``checkpoint.optim.npz`` holds the optimizer arrays
+under ``optim.<name>``: the momentum buffers, as large as the weights and needed only to
+resume. Compression shrinks the JSON tenfold and the float arrays hardly at all, so the two
+halves are about the same size (1.1 MB each for ResNet-20). The first file records the
+SHA-256 of the second, so a pair that does not belong together is refused.
+``read_checkpoint`` checks all of it, reads the older one-file formats 1 and 2 too, and
+raises ``CheckpointError`` naming the file and what is wrong.
 """
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -75,8 +80,10 @@ from .tensor import Tensor, no_grad
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 CURVES = "curves.png"
-FORMAT_VERSION = 2  # 2: meta.* JSON as UTF-8 bytes in a compressed archive; 1: as NumPy unicode
-READABLE_VERSIONS = (1, 2)
+#: 3: a pair of files, the optimizer state in the second; 2: one file, its JSON as UTF-8 bytes;
+#: 1: one file, its JSON as NumPy unicode.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 AUGMENTS = ("auto", "cifar", "none")
 LR_STEPS = ("batch", "epoch")
@@ -217,10 +224,15 @@ def default_output_dir(config):
     return path
 
 
+def _temporary(path):
+    """The hidden name a file is written under before it is renamed to ``path``."""
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
 def atomic_write(path, write):
     """Call write(tmp_path), then rename tmp_path to path: a reader never sees a half file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = _temporary(path)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -303,16 +315,49 @@ _META = ("config", "metrics", "init_rng")
 
 
 def save_checkpoint(path, model, optimizer, progress, config, metrics):
-    """Write a checkpoint atomically (see the module docstring for its layout)."""
+    """Write a checkpoint, ``path`` and its optimizer file (see the module docstring)."""
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays.update({f"state.{k}": np.asarray(v) for k, v in dataclasses.asdict(progress).items()})
-    arrays["meta.format_version"] = np.asarray(FORMAT_VERSION)
     arrays["meta.config"] = _utf8(to_json(dataclasses.asdict(config)))
     arrays["meta.metrics"] = _utf8(to_json(metrics))
     arrays["meta.init_rng"] = _utf8(json.dumps(rng.generator().bit_generator.state))
-    atomic_write(path, lambda tmp: nn.save(arrays, tmp, compress=True))
-    return Path(path)
+    return write_checkpoint(path, arrays)
+
+
+def optimizer_file(path):
+    """Where the optimizer state of the checkpoint ``path`` lives: checkpoint.npz ->
+    checkpoint.optim.npz, beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.optim{path.suffix or '.npz'}")
+
+
+def write_checkpoint(path, arrays):
+    """Write the arrays of a checkpoint in the current format: the ``optim.*`` arrays (the
+    momentum buffers, as large as the weights) to ``optimizer_file(path)``, everything else
+    to ``path`` with the SHA-256 of the optimizer file, by which a reader knows that the two
+    belong together. Both are written under temporary names first and renamed one after the
+    other, so neither is ever half-written. (``write_checkpoint(path, nn.load(path))``
+    rewrites a format-2 checkpoint in format 3.)"""
+    path, side = Path(path), optimizer_file(path)
+    model = {k: v for k, v in arrays.items() if not k.startswith("optim.")}
+    model["meta.format_version"] = np.asarray(FORMAT_VERSION)
+    temporary = [_temporary(side), _temporary(path)]
+    try:
+        nn.save({k: v for k, v in arrays.items() if k.startswith("optim.")}, temporary[0], compress=True)
+        model["meta.optimizer_sha256"] = _utf8(_sha256(temporary[0]))
+        nn.save(model, temporary[1], compress=True)
+        os.replace(temporary[0], side)
+        os.replace(temporary[1], path)  # between these two renames the pair disagrees: readers say so
+    finally:
+        for tmp in temporary:
+            if tmp.exists():
+                tmp.unlink()
+    return path
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _utf8(text):
@@ -367,18 +412,46 @@ def _what_is_wrong(exc):
     return f"{type(exc).__name__}: {exc}"
 
 
-def read_checkpoint(path):
+def _read_optimizer_file(path, arrays):
+    """The ``optim.*`` arrays of a format-3 checkpoint, from the file beside it, once its
+    SHA-256 is the one the checkpoint recorded."""
+    side = optimizer_file(path)
+    if "meta.optimizer_sha256" not in arrays:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing meta.optimizer_sha256")
+    if not side.is_file():
+        raise CheckpointError(f"{path}: its optimizer state {side.name} is missing (resuming needs both "
+                              f"files, evaluating only {path.name}; copy them together)")
+    try:
+        recorded = _text(arrays["meta.optimizer_sha256"])
+    except ValueError:
+        raise CheckpointError(f"{path}: damaged entry meta.optimizer_sha256") from None
+    if _sha256(side) != recorded:
+        raise CheckpointError(f"{side}: does not belong to {path.name} (not the file saved with it: "
+                              f"damaged, or from another save); resuming needs the pair saved together")
+    return {k: v for k, v in _load_arrays(side).items() if k.startswith("optim.")}
+
+
+def read_checkpoint(path, optimizer=True):
     """The checkpoint's parts as a ``Checkpoint`` (model state, optimizer state, Progress,
     config dict, metrics, rng state); every part is checked, and any problem raises
-    ``CheckpointError`` naming the file and what is wrong."""
+    ``CheckpointError`` naming the file and what is wrong. ``optimizer=False`` skips the
+    optimizer state (evaluating needs only the model): ``.optim`` is then empty."""
+    path = Path(path)
     arrays = _load_arrays(path)
+    if arrays and all(k.startswith("optim.") for k in arrays):
+        raise CheckpointError(f"{path}: the optimizer state of a checkpoint, not a checkpoint; "
+                              f"give the checkpoint file beside it")
     version = arrays.get("meta.format_version")
     if (version is None or version.shape != () or version.dtype.kind not in "iu"
             or int(version) not in READABLE_VERSIONS):
         raise CheckpointError(f"{path}: not a minadder training checkpoint of format "
-                              f"{' or '.join(map(str, READABLE_VERSIONS))}")
+                              f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} or {READABLE_VERSIONS[-1]}")
+    if optimizer and int(version) >= 3:
+        arrays.update(_read_optimizer_file(path, arrays))
+    elif not optimizer:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("optim.")}
     fields = [f.name for f in dataclasses.fields(Progress)]
-    required = [f"state.{f}" for f in fields] + [f"meta.{m}" for m in _META] + ["optim.lr"]
+    required = [f"state.{f}" for f in fields] + [f"meta.{m}" for m in _META] + (["optim.lr"] if optimizer else [])
     missing = [k for k in required if k not in arrays]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
@@ -486,7 +559,8 @@ def make_output_dir(out_dir, replace):
     """Create the output folder; with ``replace`` (``--overwrite``) remove the old run's files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if replace:
-        for old in [out_dir / CHECKPOINT, out_dir / METRICS, out_dir / CURVES, *out_dir.glob("checkpoint-epoch*.npz")]:
+        for old in [out_dir / CHECKPOINT, optimizer_file(out_dir / CHECKPOINT), out_dir / METRICS, out_dir / CURVES,
+                    *out_dir.glob("checkpoint-epoch*.npz")]:  # the glob takes their .optim.npz files too
             if old.exists():
                 old.unlink()
 
@@ -937,7 +1011,7 @@ def evaluate_checkpoint(target, dataset=None, data_dir=None, test_file=None, lim
     ``test_accuracy``, ``test_loss``, the dataset, its source, the number of images, ..."""
     from .data import DataLoader
     path = checkpoint_path(target, what="evaluate")
-    saved = read_checkpoint(path)
+    saved = read_checkpoint(path, optimizer=False)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in saved.config.items() if k in fields})
     name = dataset or config.dataset

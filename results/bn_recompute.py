@@ -47,7 +47,7 @@ def recompute_batch_norm(model, batches):
 
 
 def main(target, data_dir="../shared/data/cifar-10-batches-bin"):
-    saved = T.read_checkpoint(T.checkpoint_path(target, what="bn_recompute"))
+    saved = T.read_checkpoint(T.checkpoint_path(target, what="bn_recompute"), optimizer=False)
     stats = saved.metrics["dataset"]
     norm = dict(mean=tuple(stats["mean"]), std=tuple(stats["std"]))
     test = dataclasses.replace(load_dataset("cifar10", "test", data_dir, fallback=False,

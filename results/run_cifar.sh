@@ -5,9 +5,9 @@
 # (ETA=0.2 for the reference code's value). Every epoch is evaluated on the 1,000 byte-exact
 # official test images (the headline) and on the JPEG-decoded 10,000.
 #
-# The run folders live under results/ (metrics.json, curves.png, checkpoint.npz), so a run
-# that outlasts a session is committed there and continued by running this script again:
-# a folder holding a checkpoint is resumed, not restarted.
+# The run folders live under results/ (metrics.json, curves.png, checkpoint.npz and
+# checkpoint.optim.npz), so a run that outlasts a session is committed there and continued
+# by running this script again: a folder holding a checkpoint is resumed, not restarted.
 #
 # Usage: results/run_cifar.sh [EPOCHS] [DATA_DIR]
 set -euo pipefail

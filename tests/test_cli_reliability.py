@@ -113,6 +113,25 @@ def test_a_damaged_checkpoint_gives_one_line_naming_the_file(env, tmp_path, dama
         assert "missing state.step" in line
 
 
+OPTIMIZER_DAMAGES = {
+    "missing": lambda path: path.unlink(),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:100]),
+    "bit-flipped": lambda path: _flip(path.read_bytes(), path),
+}
+
+
+@pytest.mark.parametrize("damage", list(OPTIMIZER_DAMAGES))
+def test_a_damaged_optimizer_file_gives_one_line_and_evaluate_still_works(env, tmp_path, damage):
+    folder = interrupted_run(tmp_path / "run")
+    side = folder / "checkpoint.optim.npz"
+    OPTIMIZER_DAMAGES[damage](side)
+    named = "checkpoint.optim.npz is missing" if damage == "missing" else f"{side}: does not belong"
+    one_line_error(cli(env, "train", "--resume", folder, "--no-progress"), named)
+    result = cli(env, "evaluate", folder, "--json")  # the model is in checkpoint.npz alone
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"] > 0
+
+
 def test_read_checkpoint_refuses_a_model_that_does_not_match(env, tmp_path):
     folder = interrupted_run(tmp_path / "run")
     path = folder / "checkpoint.npz"
@@ -305,6 +324,7 @@ def test_resuming_into_another_run_or_from_an_older_epoch_file_is_refused(env, t
     assert cli(env, "train", "--resume", folder, "--output-dir", fresh, "--no-progress").returncode == 0
     assert strict_load(fresh / "metrics.json")["completed"]
     assert (folder / "checkpoint.npz").read_bytes() == before
-    shutil.copy(fresh / "checkpoint.npz", fresh / "checkpoint-epoch001.npz")  # stands for an older epoch file
+    shutil.copy(fresh / "checkpoint.npz", fresh / "checkpoint-epoch001.npz")  # stands for an older epoch pair
+    shutil.copy(fresh / "checkpoint.optim.npz", fresh / "checkpoint-epoch001.optim.npz")
     one_line_error(cli(env, "train", "--resume", fresh / "checkpoint-epoch001.npz", "--no-progress"),
                    "already holds a run")

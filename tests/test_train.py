@@ -1,4 +1,5 @@
 """The training loop and `python -m minadder train`: outputs, exact resume, Ctrl-C."""
+import hashlib
 import json
 import os
 
@@ -59,9 +60,16 @@ def test_tiny_run_writes_metrics_curves_and_checkpoint(tmp_path):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with np.load(out / "checkpoint.npz", allow_pickle=False) as ckpt:
         assert int(ckpt["state.epoch"]) == 2 and int(ckpt["state.step"]) == 0
-        assert any(k.startswith("optim.velocity.") for k in ckpt.files)
+        assert not any(k.startswith("optim.") for k in ckpt.files)  # the momentum lives beside it
         state = {k[len("model."):]: ckpt[k] for k in ckpt.files if k.startswith("model.")}
+        recorded = ckpt["meta.optimizer_sha256"].tobytes().decode()
     assert states_equal(state, result["model"].state_dict())
+    side = out / "checkpoint.optim.npz"
+    assert T.optimizer_file(out / "checkpoint.npz") == side
+    assert recorded == hashlib.sha256(side.read_bytes()).hexdigest()
+    with np.load(side, allow_pickle=False) as ckpt:
+        assert any(k.startswith("optim.velocity.") for k in ckpt.files) and float(ckpt["optim.lr"]) > 0
+        assert all(k.startswith("optim.") for k in ckpt.files)
     assert not list(out.glob(".*tmp*"))  # no temporary files left behind
 
 
@@ -89,13 +97,18 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, stop_at):
     assert a[4]["steps"]["loss"] == b[4]["steps"]["loss"]
 
 
-def _as_format_1(path):
-    """Rewrite a checkpoint as format 1 wrote it: the JSON as NumPy unicode, not compressed."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+def _as_one_file(path, version):
+    """Rewrite a checkpoint pair as formats 1 and 2 wrote it: one file holding the optimizer
+    state too; format 2 compressed with the JSON as UTF-8 bytes, format 1 stored with the
+    JSON as NumPy unicode."""
+    arrays = {**minadder.nn.load(path), **minadder.nn.load(T.optimizer_file(path))}
+    del arrays["meta.optimizer_sha256"]
+    T.optimizer_file(path).unlink()
+    arrays["meta.format_version"] = np.asarray(version)
+    if version == 2:
+        return minadder.nn.save(arrays, path, compress=True)
     for key in [k for k in arrays if k.startswith("meta.") and k != "meta.format_version"]:
         arrays[key] = np.asarray(arrays[key].tobytes().decode("utf-8"))
-    arrays["meta.format_version"] = np.asarray(1)
     np.savez(path, **arrays)
 
 
@@ -105,18 +118,19 @@ def test_checkpoint_json_is_utf8_bytes_in_a_compressed_archive(tmp_path):
     path = tmp_path / "run" / "checkpoint.npz"
     with np.load(path, allow_pickle=False) as ckpt:
         metrics = ckpt["meta.metrics"]
-        assert metrics.dtype == np.uint8 and int(ckpt["meta.format_version"]) == 2
+        assert metrics.dtype == np.uint8 and int(ckpt["meta.format_version"]) == 3
         text = metrics.tobytes().decode("utf-8")
         assert json.loads(text)["epochs"][0]["epoch"] == 1
     with zipfile.ZipFile(path) as z:
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
         assert z.getinfo("meta.metrics.npy").compress_size < len(text)  # under a byte a character
-    _as_format_1(path)  # what format 1 spent on the same JSON: 4 bytes a character, stored
+    _as_one_file(path, 1)  # what format 1 spent on the same JSON: 4 bytes a character, stored
     with zipfile.ZipFile(path) as z:
         assert z.getinfo("meta.metrics.npy").compress_size > 4 * len(text)
 
 
-def test_a_format_1_checkpoint_resumes_bit_exactly(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_one_file_checkpoint_of_format_1_or_2_resumes_bit_exactly(tmp_path, version):
     full = T.train(tiny(tmp_path, "full", epochs=2), log=quiet)
 
     def interrupt(epoch, step):
@@ -125,13 +139,15 @@ def test_a_format_1_checkpoint_resumes_bit_exactly(tmp_path):
 
     with pytest.raises(T.TrainingInterrupted) as info:
         T.train(tiny(tmp_path, "cut", epochs=2), callback=interrupt, log=quiet)
-    _as_format_1(info.value.checkpoint)
+    _as_one_file(info.value.checkpoint, version)
     old = T.read_checkpoint(info.value.checkpoint)
     assert old.progress.step == 2 and old.config["epochs"] == 2 and "steps" in old.metrics
+    assert "lr" in old.optim and not T.optimizer_file(info.value.checkpoint).exists()
     resumed = T.train(T.config_from_checkpoint(tmp_path / "cut", progress=False), log=quiet)
     assert states_equal(full["model"].state_dict(), resumed["model"].state_dict())
     with np.load(tmp_path / "cut" / "checkpoint.npz", allow_pickle=False) as ckpt:
-        assert int(ckpt["meta.format_version"]) == 2  # rewritten in the new format
+        assert int(ckpt["meta.format_version"]) == 3  # rewritten in the new format, as a pair
+    assert T.read_checkpoint(tmp_path / "cut" / "checkpoint.npz").optim.keys() == old.optim.keys()
 
 
 def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
@@ -139,10 +155,47 @@ def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
     path = tmp_path / "run" / "checkpoint.npz"
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["meta.format_version"] = np.asarray(3)
+    arrays["meta.format_version"] = np.asarray(4)
     np.savez(path, **arrays)
-    with pytest.raises(T.CheckpointError, match="format 1 or 2"):
+    with pytest.raises(T.CheckpointError, match="format 1, 2 or 3"):
         T.read_checkpoint(path)
+
+
+def test_the_model_file_alone_is_enough_to_read_the_model_not_to_resume(tmp_path):
+    T.train(tiny(tmp_path, epochs=1), log=quiet)
+    path = tmp_path / "run" / "checkpoint.npz"
+    full = T.read_checkpoint(path)
+    T.optimizer_file(path).unlink()
+    alone = T.read_checkpoint(path, optimizer=False)
+    assert alone.optim == {} and states_equal(alone.model, full.model) and alone.progress == full.progress
+    with pytest.raises(T.CheckpointError, match="checkpoint.optim.npz is missing"):
+        T.read_checkpoint(path)
+
+
+def test_keep_checkpoints_keeps_a_pair_per_epoch_and_an_older_pair_resumes(tmp_path):
+    full = T.train(tiny(tmp_path, "full", keep_checkpoints=True), log=quiet)
+    out = tmp_path / "full"
+    kept = sorted(p.name for p in out.glob("checkpoint-epoch*"))
+    assert kept == ["checkpoint-epoch001.npz", "checkpoint-epoch001.optim.npz",
+                    "checkpoint-epoch002.npz", "checkpoint-epoch002.optim.npz"]
+    first = T.read_checkpoint(out / "checkpoint-epoch001.npz")
+    assert first.progress.epoch == 1 and len(first.metrics["epochs"]) == 1 and "lr" in first.optim
+    again = T.train(T.config_from_checkpoint(out / "checkpoint-epoch001.npz", progress=False,
+                                             output_dir=str(tmp_path / "again")), log=quiet)
+    assert states_equal(full["model"].state_dict(), again["model"].state_dict())
+
+
+def test_an_optimizer_file_from_another_save_is_refused(tmp_path):
+    """What a save cut between its two renames would leave: the new optimizer file beside
+    the old checkpoint."""
+    T.train(tiny(tmp_path, "a", epochs=1), log=quiet)
+    T.train(tiny(tmp_path, "b", epochs=1, seed=1), log=quiet)
+    path = tmp_path / "a" / "checkpoint.npz"
+    T.optimizer_file(path).write_bytes(T.optimizer_file(tmp_path / "b" / "checkpoint.npz").read_bytes())
+    with pytest.raises(T.CheckpointError, match="does not belong to checkpoint.npz"):
+        T.read_checkpoint(path)
+    with pytest.raises(T.CheckpointError, match="the optimizer state of a checkpoint, not a checkpoint"):
+        T.read_checkpoint(T.optimizer_file(path))
 
 
 def test_interrupt_inside_a_step_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
