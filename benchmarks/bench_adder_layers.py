@@ -6,7 +6,7 @@ For each layer shape (ResNet-20, LeNet-5, VGG-small; batch 32 by default) and ea
 implementation:
 
   numpy        minadder's reference kernels (kernels/reference.py)
-  cpu          minadder's Numba kernels (kernels/cpu.py), compiled for this machine
+  cpu          minadder's Numba kernels (the package kernels/cpu/), compiled for this machine
   cpu-avx2     the same compiled for Haswell (NUMBA_CPU_NAME=haswell): the AVX2 code with
                its 16-register blocking, run on this machine (x86-64 only)
   conv2d       torch.nn.functional.conv2d (oneDNN), the multiply-accumulate layer
@@ -16,8 +16,8 @@ implementation:
 
 One adder-MAC is one |x - w| accumulated; a pass (forward, dX or dW) of a layer costs
 C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out); a conv2d pass costs as many
-multiply-adds. "fwd" is the whole layer forward (contract.adder2d_forward), dX and dW
-the layer kernels of the backward (layer_grad_input, layer_grad_weight, full mode), for
+multiply-adds. "fwd" is the whole layer forward (the backend's adder2d_forward), dX and dW
+its backward asked for one gradient at a time (adder2d_backward, full mode), for
 conv2d its forward and the two halves of its autograd backward together ("dX" column);
 "f+b ms" a whole forward + backward. "peak" is the growth of the process's resident
 memory during one forward + backward (Linux VmHWM, reset through /proc/self/clear_refs),
@@ -103,7 +103,7 @@ def best_time(fn, repeat, budget_s=20.0):
 # ------------------------------------------------------------------------- the children
 def run_minadder(name, layer, batch, repeat):
     from minadder import backend
-    from minadder.kernels import contract
+    from minadder.kernels.geometry import Window
     backend.set_backend("cpu" if name.startswith("cpu") else name)
     k_mod = backend.kernels()
     n, c, h, c_out, d, s, p = layer
@@ -112,33 +112,31 @@ def run_minadder(name, layer, batch, repeat):
     # compile (cpu) on a tiny layer first, so neither the timings nor the peak see it
     tiny_x = rng.standard_normal((2, c, max(h, d), max(h, d))).astype(np.float32)
     tiny_w = rng.standard_normal((c_out, c, d, d)).astype(np.float32)
-    y, cache = contract.adder2d_forward(k_mod, tiny_x, tiny_w, s, p)
-    contract.adder2d_backward(k_mod, y, cache, "full")
+    y, saved = k_mod.adder2d_forward(tiny_x, tiny_w, Window.of(tiny_x.shape, tiny_w.shape, s, p))
+    k_mod.adder2d_backward(y, saved, "full")
 
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
     w = rng.standard_normal((c_out, c, d, d)).astype(np.float32)
-    y, cache = contract.adder2d_forward(k_mod, x, w, s, p)
+    win = Window.of(x.shape, w.shape, s, p)
+    y, saved = k_mod.adder2d_forward(x, w, win)
     g = rng.standard_normal(y.shape).astype(np.float32)
-    del y, cache
+    del y, saved
     gc.collect()
     base = rss_bytes()
     ok = reset_peak()
-    y, cache = contract.adder2d_forward(k_mod, x, w, s, p)
-    dx, dw = contract.adder2d_backward(k_mod, g, cache, "full")
+    y, saved = k_mod.adder2d_forward(x, w, win)
+    dx, dw = k_mod.adder2d_backward(g, saved, "full")
     peak = rss_bytes("VmHWM") - base if ok else None
     del y, dx, dw
 
-    win, w2 = cache.window, w.reshape(c_out, -1)
-    g3 = g.reshape(n, c_out, -1)
-
     def fwd_bwd():
-        yy, cc = contract.adder2d_forward(k_mod, x, w, s, p)
-        contract.adder2d_backward(k_mod, g, cc, "full")
+        _, ss = k_mod.adder2d_forward(x, w, win)
+        k_mod.adder2d_backward(g, ss, "full")
 
     return dict(
-        fwd=best_time(lambda: contract.adder2d_forward(k_mod, x, w, s, p), repeat),
-        dx=best_time(lambda: k_mod.layer_grad_input(x, w2, g3, win, "full"), repeat),
-        dw=best_time(lambda: k_mod.layer_grad_weight(x, w2, g3, win, "full"), repeat),
+        fwd=best_time(lambda: k_mod.adder2d_forward(x, w, win), repeat),
+        dx=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_weight_grad=False), repeat),
+        dw=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_input_grad=False), repeat),
         fb=best_time(fwd_bwd, repeat),
         peak=peak)
 
@@ -231,6 +229,8 @@ def run_torch(name, layer, batch, repeat, max_temp_gb):
 
 
 def child(args):
+    import minadder
+    minadder.configure()       # as the command line does (NUMBA_NUM_THREADS sets the threads)
     layer = LAYERS[args.child_layer]
     if args.child_impl in ("numpy", "cpu", "cpu-avx2"):
         result = run_minadder(args.child_impl, layer, args.batch, args.repeat)

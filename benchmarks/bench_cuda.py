@@ -42,10 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from minadder.kernels import cuda as kc  # noqa: E402  (guards np.row_stack, imports numba.cuda)
-from minadder.kernels import contract, reference as ref  # noqa: E402
+from numba import cuda  # noqa: E402
 
-cuda = kc.cuda
+from minadder.kernels import cuda as kc  # noqa: E402  (the contract: adder2d_forward / _backward)
+from minadder.kernels import reference as ref  # noqa: E402
+from minadder.kernels.cuda import columns, launch  # noqa: E402  (each kernel alone, the launch plan)
+from minadder.kernels.cuda.tiled import TILES  # noqa: E402
+from minadder.kernels.geometry import Window  # noqa: E402
 
 try:
     import torch
@@ -112,28 +115,28 @@ def tmacs(macs, seconds):
 def bench_minadder(batch, c_in, c_out, hw, d, stride, padding, rng):
     x = cuda.to_device(rng.standard_normal((batch, c_in, hw, hw)).astype(np.float32))
     w = cuda.to_device(rng.standard_normal((c_out, c_in, d, d)).astype(np.float32))
-    y, cache = contract.adder2d_forward(kc, x, w, stride, padding)
-    g4 = cuda.to_device(rng.standard_normal(y.shape).astype(np.float32))
-    win = cache.window
-    w2 = w.reshape(c_out, win.k)
-    g = g4.reshape(batch, c_out, win.plane)
+    win = Window.of(x.shape, w.shape, stride, padding)
+    y, saved = kc.adder2d_forward(x, w, win)
+    g = cuda.to_device(rng.standard_normal(y.shape).astype(np.float32))
 
-    # dX and dW as the layer's backward runs them: from the input kept by the forward
-    # (each rebuilds X_col on the device, as adder2d_backward does)
+    # dX alone and dW alone, as the layer's backward runs them: from the input kept by the
+    # forward (each call rebuilds X_col on the device)
+    def grad(mode, need_x, need_w):
+        return lambda: kc.adder2d_backward(g, saved, mode, need_x, need_w)
+
     sync = cuda.synchronize
     return {
-        "forward_s": time_gpu(lambda: contract.adder2d_forward(kc, x, w, stride, padding), sync),
-        "dx_s": time_gpu(lambda: kc.layer_grad_input(x, w2, g, win, "full"), sync),
-        "dw_s": time_gpu(lambda: kc.layer_grad_weight(x, w2, g, win, "full"), sync),
-        "dx_sign_s": time_gpu(lambda: kc.layer_grad_input(x, w2, g, win, "sign"), sync),
-        "dw_sign_s": time_gpu(lambda: kc.layer_grad_weight(x, w2, g, win, "sign"), sync),
+        "forward_s": time_gpu(lambda: kc.adder2d_forward(x, w, win), sync),
+        "dx_s": time_gpu(grad("full", True, False), sync),
+        "dw_s": time_gpu(grad("full", False, True), sync),
+        "dx_sign_s": time_gpu(grad("sign", True, False), sync),
+        "dw_sign_s": time_gpu(grad("sign", False, True), sync),
         "forward_backward_s": time_gpu(
-            lambda: contract.adder2d_backward(kc, g4, contract.adder2d_forward(kc, x, w, stride, padding)[1], "full"),
-            sync),
+            lambda: kc.adder2d_backward(g, kc.adder2d_forward(x, w, win)[1], "full"), sync),
         # (tile, splits of the reduction axis, reduction steps per split) of each l1 GEMM
-        "launch_plan": {"forward": kc.launch_plan(c_out, win.l, win.k),
-                        "dx": kc.launch_plan(win.k, win.l, c_out),
-                        "dw": kc.launch_plan(c_out, win.k, win.l)},
+        "launch_plan": {"forward": launch.launch_plan(c_out, win.l, win.k),
+                        "dx": launch.launch_plan(win.k, win.l, c_out),
+                        "dw": launch.launch_plan(c_out, win.k, win.l)},
     }
 
 
@@ -282,26 +285,27 @@ def check_correctness(tiny=False, seed=0):
         g64 = g.astype(np.float64)
         d_cols, d_w2, d_g = cuda.to_device(cols), cuda.to_device(w2), cuda.to_device(g)
 
-        _compare(results, "im2col", label, kc.im2col(cuda.to_device(x), d, d, stride, padding), cols64, 1)
-        _compare(results, "col2im", label, kc.col2im(d_cols, x_shape, d, d, stride, padding),
+        _compare(results, "im2col", label, columns.im2col(cuda.to_device(x), d, d, stride, padding), cols64, 1)
+        _compare(results, "col2im", label, columns.col2im(d_cols, x_shape, d, d, stride, padding),
                  ref.col2im(cols64, x_shape, d, d, stride, padding), d * d)
-        _compare(results, "adder_forward", label, kc.adder_forward(d_cols, d_w2),
+        _compare(results, "adder_forward", label, columns.adder_forward(d_cols, d_w2),
                  ref.adder_forward(cols64, w2_64), k)
         for mode in ("full", "sign"):
             _compare(results, f"adder_grad_input[{mode}]", label,
-                     kc.adder_grad_input(d_cols, d_w2, d_g, mode),
+                     columns.adder_grad_input(d_cols, d_w2, d_g, mode),
                      ref.adder_grad_input(cols64, w2_64, g64, mode), c_out)
             _compare(results, f"adder_grad_weight[{mode}]", label,
-                     kc.adder_grad_weight(d_cols, d_w2, d_g, mode),
+                     columns.adder_grad_weight(d_cols, d_w2, d_g, mode),
                      ref.adder_grad_weight(cols64, w2_64, g64, mode), 4 * l)
 
-        y, cache = contract.adder2d_forward(kc, cuda.to_device(x), cuda.to_device(w), stride, padding)
-        y_ref, cache_ref = contract.adder2d_forward(ref, x64, w64, stride, padding)
+        win = Window.of(x_shape, w_shape, stride, padding)
+        y, saved = kc.adder2d_forward(cuda.to_device(x), cuda.to_device(w), win)
+        y_ref, saved_ref = ref.adder2d_forward(x64, w64, win)
         _compare(results, "adder2d_forward", label, y, y_ref, k)
         gy = rng.standard_normal(y_ref.shape).astype(np.float32)
         for mode in ("full", "sign"):
-            dx, dw = contract.adder2d_backward(kc, cuda.to_device(gy), cache, mode)
-            dx_ref, dw_ref = contract.adder2d_backward(ref, gy.astype(np.float64), cache_ref, mode)
+            dx, dw = kc.adder2d_backward(cuda.to_device(gy), saved, mode)
+            dx_ref, dw_ref = ref.adder2d_backward(gy.astype(np.float64), saved_ref, mode)
             _compare(results, f"adder2d_backward dx[{mode}]", label, dx, dx_ref, c_out * d * d)
             _compare(results, f"adder2d_backward dw[{mode}]", label, dw, dw_ref, 4 * l)
 
@@ -320,10 +324,10 @@ def check_correctness(tiny=False, seed=0):
             "product": ((d_g, d_cols, None), (c_out, k), g64 @ c64.T, l),
         }
         for variant, (args, shape, want, terms) in cases.items():
-            for tile in kc.TILES:
+            for tile in TILES:
                 for splits in (1, 3):
                     out = cuda.device_array(shape, dtype=np.float32)
-                    kc.tiled(variant, *args, out, tile=tile, splits=splits)
+                    launch.tiled(variant, *args, out, tile=tile, splits=splits)
                     _compare(results, f"tiled {variant} {tile} splits={splits}",
                              f"K={k} L={l} C_out={c_out}", out, want, terms)
     return results

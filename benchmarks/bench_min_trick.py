@@ -1,6 +1,6 @@
 """Does |x - w| = x + w - 2 min(x, w) pay? The forward l1 sum written both ways.
 
-Both kernels have the tiling of kernels/cpu.py's forward (4 output channels x 4 rows of
+Both kernels have the register block of kernels/cpu/forward.py (4 output channels x 4 rows of
 X_col per pass over a 256-column tile); they differ only in the inner statement:
 
   abs:  acc += |x - w|        vsubps + vandps (abs) + vaddps: 3 instructions per adder-MAC
@@ -17,12 +17,16 @@ import sys
 import time
 
 import numpy as np
-from numba import njit, prange
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from minadder.kernels import cpu  # noqa: E402  (for im2col and its threading-layer choice)
+import minadder  # noqa: E402
+
+minadder.configure()   # before the kernels below are defined: the CPU features they compile for
+from numba import njit, prange  # noqa: E402
+
+from minadder.kernels.reference import im2col  # noqa: E402
 
 TT, TL = 4, 256
 
@@ -101,7 +105,7 @@ def main():
     for name, (n, c, h, c_out) in LAYERS.items():
         x = rng.standard_normal((n, c, h, h)).astype(np.float32)
         w = rng.standard_normal((c_out, c * 9)).astype(np.float32)
-        cols = cpu.im2col(x, 3, 3, 1, 1)
+        cols = im2col(x, 3, 3, 1, 1)
         out_a, out_m = (np.empty((c_out, cols.shape[1]), np.float32) for _ in range(2))
         colsum, wsum = cols.sum(axis=0), w.sum(axis=1)
         runs = {"abs": lambda: l1_abs(cols, w, out_a), "min": lambda: l1_min(cols, w, colsum, wsum, out_m)}

@@ -109,10 +109,14 @@ def torch_lenet_step(kind, batch):
                          fc(400, 120), tnn.BatchNorm1d(120), tnn.ReLU(),
                          fc(120, 84), tnn.BatchNorm1d(84), tnn.ReLU(),
                          fc(84, 10), tnn.BatchNorm1d(10))
-    x = torch.randn(batch, 1, 32, 32)
-    labels = torch.randint(0, 10, (batch,))
+    return torch_step(net, torch.randn(batch, 1, 32, 32), torch.randint(0, 10, (batch,)))
+
+
+def torch_step(net, x, labels):
+    """A closure running one training step of a torch network on the fixed batch (x, labels)."""
+    import torch
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    loss_fn = tnn.CrossEntropyLoss()
+    loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
         opt.zero_grad()
@@ -226,18 +230,7 @@ def torch_resnet_step(batch):
     from minadder.torch import resnet20 as torch_resnet20
     torch.manual_seed(0)
     net = torch_resnet20(kind="cnn")
-    x, labels = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(net(x), labels)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return torch_step(net, torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,)))
 
 
 

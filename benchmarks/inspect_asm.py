@@ -24,15 +24,22 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from minadder.kernels import contract, cpu  # noqa: E402
-from minadder.kernels.target import TARGET  # noqa: E402
+import minadder  # noqa: E402
 
-#: the parallel kernels and the inner helpers that hold their hot loops
-FUNCTIONS = ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_4x4", "_min_sums_2x4",
-             "_min_sums_1", "_copy_field_row",
-             "_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign",
-             "_add_field_row",
-             "_grad_weight_kernel", "_grad_weight_wide_kernel", "_dot_4x4", "_dot_4x2", "_wide_columns")
+minadder.configure()   # before the kernels are defined (imported): the CPU features they compile for
+from minadder.kernels import cpu  # noqa: E402
+from minadder.kernels.cpu import forward, grad_input, grad_weight, naive, positions  # noqa: E402
+from minadder.kernels.target import TARGET  # noqa: E402
+from minadder.kernels.geometry import Window  # noqa: E402
+
+#: the parallel kernels and the inner helpers that hold their hot loops, by module
+FUNCTIONS = (
+    (naive, ("_forward_loops", "_grad_input_loops", "_grad_weight_loops")),
+    (forward, ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_block", "_min_sums_1")),
+    (positions, ("field_row",)),
+    (grad_input, ("_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign")),
+    (grad_weight, ("_grad_weight_kernel", "_grad_weight_wide_kernel", "_dot_block", "_wide_columns")),
+)
 STACK = re.compile(r"\[(rsp|rbp)[^\]]*\]")
 
 
@@ -70,21 +77,24 @@ def hottest(asm):
 
 
 def run_kernels():
+    """Both rungs, both modes, stride 1 (wide positions, rows long enough for dW's product)
+    and stride 2 (packed panels)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 20, 20)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    y, cache = contract.adder2d_forward(cpu, x, w, 1, 1)
-    contract.adder2d_backward(cpu, y, cache, "full")
-    contract.adder2d_backward(cpu, y, cache, "sign")
-    cpu.col2im(cpu.im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1)
+    for module in (cpu, naive):
+        for stride in (1, 2):
+            y, saved = module.adder2d_forward(x, w, Window.of(x.shape, w.shape, stride, 1))
+            module.adder2d_backward(y, saved, "full")
+            module.adder2d_backward(y, saved, "sign")
 
 
 def main():
     run_kernels()
     print(f"target: {TARGET.name} ({TARGET.machine}, {TARGET.registers} x {TARGET.vector_bits}-bit "
-          f"registers, blocking {TARGET.blocking!r}, MR = {cpu.MR})")
-    for name in FUNCTIONS:
-        fn = getattr(cpu, name)
+          f"registers, blocking {TARGET.blocking!r}, MR = {forward.MR})")
+    for module, name in ((m, n) for m, names in FUNCTIONS for n in names):
+        fn = getattr(module, name)
         if not fn.signatures:
             print(f"{name}: not compiled for this target (not used here)")
             continue

@@ -13,14 +13,13 @@ modes, schedules), so a new entry there appears here. Exit status: 0 done, 1 tra
 diverged, 2 bad options or data, 130 interrupted.
 """
 import argparse
-import dataclasses
 import json
 import sys
 
 from . import backend, models, optim
 from .data import registry
 from .kernels.contract import GRAD_MODES
-from .train import AUGMENTS, LR_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted
+from .train import AUGMENTS, LR_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted, field_names
 
 DEFAULTS = TrainConfig()
 
@@ -139,9 +138,9 @@ def _run_train(args):
     from .memory import keep_freed_memory
     from .train import config_from_checkpoint, train
 
+    backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
     keep_freed_memory()   # large temporaries reuse warm pages: 10-20 % per step (memory.py)
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = field_names()
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.resume:
         given.pop("resume")
@@ -169,6 +168,7 @@ def _run_train(args):
 def _run_evaluate(args):
     from .train import evaluate_checkpoint
 
+    backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
     if args.limit_test is not None and args.limit_test < 2:
         raise ValueError(f"--limit-test must be an integer >= 2 (or left out for all); got {args.limit_test}")
     if args.backend:

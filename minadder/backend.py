@@ -1,7 +1,9 @@
-"""Which kernel module computes the adder (and im2col) kernels.
+"""Which kernel backend computes the adder (and ordinary) convolution.
 
 A backend is a module of plain functions with the names in
-``minadder.kernels.contract.KERNEL_NAMES``. The choice is global:
+``minadder.kernels.contract.KERNEL_NAMES``: ``check_available``, ``adder2d_forward``,
+``adder2d_backward``, ``conv2d_forward`` and ``conv2d_backward`` (the contract, with their
+signatures, is the docstring of ``minadder/kernels/contract.py``). The choice is global:
 
     minadder.set_backend("numpy")          # for the rest of the program
     with minadder.use_backend("numpy"):     # for a block
@@ -9,8 +11,9 @@ A backend is a module of plain functions with the names in
     MINADDER_BACKEND=numpy python train.py  # for a script
 
 Modules are imported only when first selected, so ``import minadder`` never pulls in
-Numba. A backend that cannot run raises a ValueError saying why; there is never a
-silent fallback to another one.
+Numba, and importing one changes no process-wide setting: ``configure()`` below does
+that, explicitly. A backend that cannot run raises a ValueError saying why; there is
+never a silent fallback to another one.
 """
 import contextlib
 import importlib
@@ -108,3 +111,22 @@ def use_backend(name):
 def kernels(name=None):
     """The kernel module of backend ``name``, or of the active backend when name is None."""
     return _load(get_backend() if name is None else name)
+
+
+def configure(threads=None):
+    """Set the process-wide options the cpu kernels run best with: Numba's threading layer
+    ("workqueue", unless NUMBA_THREADING_LAYER is set), the CPU features it compiles for
+    (unless NUMBA_CPU_FEATURES is set), and, if ``threads`` is given, its thread count.
+    See ``minadder/kernels/settings.py`` for why.
+
+    Call it once at a program's start, before the cpu kernels are imported or run: Numba
+    fixes the features when the first kernel is defined and the layer when its threads
+    start, and later changes to them have no effect (a late call warns). A second call is
+    harmless (it changes at most the thread count). Without Numba there is nothing to set.
+    The command line, the benchmarks and the tests call it.
+    """
+    try:
+        from .kernels import settings
+    except ImportError:
+        return
+    settings.configure(threads)

@@ -19,9 +19,9 @@ Table 2 (they stay full precision in every CIFAR row); this module reports total
 and without them. The latency estimate is the paper's Sec. 4.1 model: a float
 multiplication costs 4 cycles and an addition 2 (VIA Nano 2000 latencies).
 
-Layers are found by tracing: every weight layer's forward is replaced, for one call, by
-a stub that records its input and output shapes and returns zeros of the output shape,
-so the count follows the model's real forward (shortcuts included) without computing it.
+Layers are found by tracing: a forward hook on every weight layer, batch norm and
+residual block records the shapes it sees during one forward pass of a zero image, so
+the count follows the model's real forward (shortcuts included).
 
 How the results compare with the paper's (see ``PAPER`` and ``compare``):
 
@@ -44,7 +44,6 @@ How the results compare with the paper's (see ``PAPER`` and ``compare``):
 import numpy as np
 
 from . import models, nn
-from .kernels.contract import output_size
 from .tensor import Tensor, no_grad
 
 #: Float multiplication and addition latencies of Sec. 4.1 (VIA Nano 2000), in cycles.
@@ -62,66 +61,51 @@ _WEIGHT_LAYERS = (nn.Conv2d, nn.Adder2d, nn.Linear, nn.AdderLinear)
 
 
 # ============================================================================ tracing
-def _output_shape(layer, shape):
-    """Output shape of a weight layer for an input of `shape` (sliding-window arithmetic)."""
-    if isinstance(layer, (nn.Linear, nn.AdderLinear)):
-        return (shape[0], layer.weight.shape[0])
-    c_out, _, k, _ = layer.weight.shape
-    n, _, h, w = shape
-    return (n, c_out, output_size(h, k, layer.stride, layer.padding),
-            output_size(w, k, layer.stride, layer.padding))
+def _weight_row(rows, name):
+    """A forward hook that records a weight layer's shapes, fan-in K and pairs = K * outputs."""
+    def hook(layer, inputs, output):
+        fan_in = int(np.prod(layer.weight.shape[1:]))
+        rows.append({"name": name, "type": type(layer).__name__, "input": list(inputs[0].shape[1:]),
+                     "output": list(output.shape[1:]), "fan_in": fan_in,
+                     "pairs": fan_in * int(np.prod(output.shape[1:]))})
+    return hook
+
+
+def _value_row(rows, name, kind):
+    """A forward hook that records how many values a batch norm or residual add produces."""
+    def hook(module, inputs, output):
+        rows.append({"name": name, "type": kind, "output": list(output.shape[1:]),
+                     "values": int(np.prod(output.shape[1:]))})
+    return hook
 
 
 def trace(model, input_shape=None):
-    """Run one image through `model` with every weight layer stubbed out; return the rows.
+    """Run one zero image through `model` (evaluation mode) with forward hooks; return the rows.
 
     Each row is a dict: name, type, input/output shape (without the batch axis), fan_in K
     and ``pairs`` = K * outputs. Batch norm layers and residual blocks are recorded as
     rows of type "BatchNorm" (values normalised) and "residual add" (values added).
     """
     input_shape = tuple(input_shape or model.input_shape())
-    rows, patched = [], []
-
-    def stub(name, layer):
-        def forward(x):
-            out = _output_shape(layer, x.shape)
-            fan_in = int(np.prod(layer.weight.shape[1:]))
-            rows.append({"name": name, "type": type(layer).__name__, "input": list(x.shape[1:]),
-                         "output": list(out[1:]), "fan_in": fan_in,
-                         "pairs": fan_in * int(np.prod(out[1:]))})
-            return Tensor(np.zeros(out, dtype=np.float32))
-        return forward
-
-    def recorder(name, module, kind):
-        original = module.forward
-
-        def forward(*args, **kwargs):
-            y = original(*args, **kwargs)
-            rows.append({"name": name, "type": kind, "output": list(y.shape[1:]),
-                         "values": int(np.prod(y.shape[1:]))})
-            return y
-        return forward
-
+    rows, handles = [], []
     for name, module in model.named_modules():
-        name = name.rstrip(".")
         if isinstance(module, _WEIGHT_LAYERS):
-            fn = stub(name, module)
+            hook = _weight_row(rows, name)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            fn = recorder(name, module, "BatchNorm")
+            hook = _value_row(rows, name, "BatchNorm")
         elif isinstance(module, models.BasicBlock):
-            fn = recorder(name, module, "residual add")
+            hook = _value_row(rows, name, "residual add")
         else:
             continue
-        object.__setattr__(module, "forward", fn)  # an instance attribute shadows the method
-        patched.append(module)
+        handles.append(module.register_forward_hook(hook))
     was_training = model.training
     try:
         model.eval()
         with no_grad():
             model(Tensor(np.zeros((1,) + input_shape, dtype=np.float32)))
     finally:
-        for module in patched:
-            del module.__dict__["forward"]
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
     return rows
 
@@ -204,7 +188,7 @@ def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size
 
 def _full_precision_names(adder_model):
     """Names of the layers that multiply even in the AdderNet (first/last of CIFAR nets)."""
-    return {name.rstrip(".") for name, m in adder_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {name for name, m in adder_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
 # ============================================================================ printing

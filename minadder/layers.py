@@ -1,25 +1,26 @@
 """The layers of a network, on top of the primitives of ``ops.py`` (the mathematics:
-proofs/mathematics.md). ``linear`` is a composition of primitives; the others are one
-fused ``Function`` each, so that a training step keeps few large temporaries alive.
-``conv2d`` and the adder layer (Eq. 2) call the active kernel backend (``minadder.backend``).
-``max_pool2d`` and ``batch_norm`` have readable definitions from primitives beside them
-(``*_from_primitives``, read those first), which the tests hold the fused ones equal to.
+proofs/mathematics.md). ``linear`` is a composition of primitives. The pooling, adder and
+batch-norm layers come in two forms, to be read in this order: a readable definition from
+primitives (``*_from_primitives``), then the fused ``Function`` that training uses (it keeps
+few large temporaries alive), which the tests hold equal to the readable one. ``conv2d``
+and the fused adder layer (Eq. 2) call the active kernel backend (``minadder.backend``).
+The argument checks, and the messages they give, are in ``checks.py``.
 """
-import numbers
-
 import numpy as np
 
 from . import backend
 from .kernels import contract
-from .kernels.contract import output_size
-from .ops import _raw, getitem, matmul, max, mean, pad, reshape, transpose
+from .kernels.geometry import Window, output_size
+from . import checks
+from .kernels.reference import col2im, im2col   # the readable adder's full-precision Function
+from .ops import _raw, abs, getitem, matmul, max, mean, pad, reshape, sum, transpose  # noqa: A004
 from .tensor import Function
 
 __all__ = [
     "log_softmax", "cross_entropy", "linear",
     "conv2d", "adder2d", "adder_linear",
     "max_pool2d", "avg_pool2d", "batch_norm",
-    "max_pool2d_from_primitives", "batch_norm_from_primitives",
+    "max_pool2d_from_primitives", "adder2d_from_primitives", "batch_norm_from_primitives",
 ]
 
 
@@ -63,95 +64,15 @@ def cross_entropy(logits, labels):
 
     logits: (N, C) Tensor; labels: integer array or Tensor of shape (N,) with values in [0, C).
     """
-    shape = np.shape(_raw(logits))
-    if len(shape) != 2:
-        raise ValueError(f"cross_entropy: logits must be 2-D (N, C), got shape {shape}")
-    labels = np.asarray(_raw(labels))
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != (shape[0],):
-        raise ValueError(f"cross_entropy: labels must have shape ({shape[0]},) to match logits {shape}, got {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= shape[1]):
-        bad = labels[(labels < 0) | (labels >= shape[1])][0]
-        raise ValueError(f"cross_entropy: label {bad} is out of range for {shape[1]} classes (expected 0..{shape[1] - 1})")
-    return CrossEntropy.apply(logits, labels.astype(np.intp))
+    return CrossEntropy.apply(logits, checks.check_labels(logits, labels))
 
 
 # ============================================================================ weight layers
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape (out_features, in_features)."""
-    xs, ws = np.shape(_raw(x)), np.shape(_raw(weight))
-    if len(ws) != 2 or xs[-1] != ws[1]:
-        raise ValueError(f"linear: x has {xs[-1]} features but weight has shape {ws} (expected (out, {xs[-1]}))")
+    checks.check_features("linear", x, weight)
     y = matmul(x, transpose(weight))
     return y if bias is None else y + bias
-
-
-class Conv2d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding):
-        k, win = backend.kernels(), contract.Window.of(x.shape, weight.shape, stride, padding)
-        cols = k.im2col(x, win.kh, win.kw, stride, padding)           # X_col (K, L)
-        w2 = weight.reshape(win.c_out, win.k)                         # W (C_out, K)
-        ctx.cols, ctx.w2, ctx.kernels, ctx.window = cols, w2, k, win
-        y = (w2 @ cols).reshape(win.c_out, win.n, win.ho, win.wo).transpose(1, 0, 2, 3)
-        return np.ascontiguousarray(y)
-
-    @staticmethod
-    def backward(ctx, g):
-        win = ctx.window
-        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(win.c_out, win.l)   # G (C_out, L)
-        dw = (g2 @ ctx.cols.T).reshape(win.c_out, win.c, win.kh, win.kw)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dx = ctx.kernels.col2im(ctx.w2.T @ g2, win.x_shape, win.kh, win.kw, win.stride, win.padding)
-        return dx, dw, None, None
-
-
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D convolution (cross-correlation) via im2col: Y = W @ X_col, reshaped to (N, C_out, H_out, W_out)."""
-    contract.check_window_args("conv2d", np.shape(_raw(x)), np.shape(_raw(weight)), stride, padding)
-    y = Conv2d.apply(x, weight, stride, padding)
-    return y if bias is None else y + reshape(bias, 1, -1, 1, 1)
-
-
-class Adder2d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding, grad_mode):
-        k = backend.kernels()
-        y, ctx.cache = contract.adder2d_forward(k, x, weight, stride, padding)
-        ctx.kernels, ctx.grad_mode = k, grad_mode
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        dx, dw = contract.adder2d_backward(ctx.kernels, g, ctx.cache, ctx.grad_mode,
-                                           input_grad=ctx.needs_input_grad[0])
-        return dx, dw, None, None, None
-
-
-def adder2d(x, weight, stride=1, padding=0, grad_mode="full"):
-    """The adder layer (Eq. 2): Y[n,t,u,v] = -sum_{k,i,j} |Xp[n,k,s*u+i,s*v+j] - F[t,k,i,j]|.
-
-    x: (N, C_in, H, W), weight: (C_out, C_in, d, d), zero padding. grad_mode selects the
-    gradients (proofs/mathematics.md): "full" (X - F for the filters, Eq. 5, and
-    HardTanh(F - X) for the input, Eq. 6) or "sign" (the exact subgradient, Eq. 4).
-    """
-    contract.check_grad_mode(grad_mode, "adder2d")
-    contract.check_window_args("adder2d", np.shape(_raw(x)), np.shape(_raw(weight)), stride, padding)
-    return Adder2d.apply(x, weight, stride, padding, grad_mode)
-
-
-def adder_linear(x, weight, grad_mode="full"):
-    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map)."""
-    contract.check_grad_mode(grad_mode, "adder_linear")
-    xs, ws = np.shape(_raw(x)), np.shape(_raw(weight))
-    if len(xs) != 2:
-        raise ValueError(f"adder_linear: input x must be 2-D (N, in_features), got shape {xs}")
-    if len(ws) != 2 or ws[1] != xs[1]:
-        raise ValueError(f"adder_linear: x has {xs[1]} features but weight has shape {ws} (expected (out, {xs[1]}))")
-    y = Adder2d.apply(reshape(x, xs[0], xs[1], 1, 1), reshape(weight, ws[0], ws[1], 1, 1), 1, 0, grad_mode)
-    return reshape(y, xs[0], ws[0])
 
 
 # ============================================================================ pooling
@@ -167,6 +88,14 @@ def _pad_width(padding):
     return ((0, 0), (0, 0), (padding, padding), (padding, padding))
 
 
+def _gather_windows(xp, kh, kw, stride):
+    """Every kh x kw window of a padded input xp (N, C, Hp, Wp), with one getitem of index
+    arrays: windows[n, c, u, v, i, j] = xp[n, c, s*u + i, s*v + j], of shape (N, C, H_out, W_out, kh, kw)."""
+    rows = stride * np.arange(output_size(xp.shape[2], kh, stride, 0))[:, None] + np.arange(kh)  # (H_out, kh)
+    cols = stride * np.arange(output_size(xp.shape[3], kw, stride, 0))[:, None] + np.arange(kw)  # (W_out, kw)
+    return getitem(xp, (slice(None), slice(None), rows[:, None, :, None], cols[None, :, None, :]))
+
+
 def _padded_zeros(ctx, dtype):
     n, c, h, w = ctx.x_shape
     return np.zeros((n, c, h + 2 * ctx.padding, w + 2 * ctx.padding), dtype=dtype)
@@ -174,6 +103,15 @@ def _padded_zeros(ctx, dtype):
 
 def _unpad(xp, padding, x_shape):
     return xp[:, :, padding:padding + x_shape[2], padding:padding + x_shape[3]]
+
+
+def max_pool2d_from_primitives(x, kernel_size, stride=None, padding=0):
+    """max_pool2d written with primitives, the definition the fused MaxPool2d is tested against:
+    pad with -inf, gather every k x k window with one index, take each window's maximum.
+    (On ties the gradient is shared here, where the fused version gives it to the first maximum.)"""
+    k, stride = kernel_size, checks.check_pool_args("max_pool2d", x, kernel_size, stride, padding)
+    windows = _gather_windows(pad(x, _pad_width(padding), value=-np.inf), k, k, stride)
+    return max(windows, axis=(4, 5))
 
 
 class MaxPool2d(Function):
@@ -232,47 +170,140 @@ class AvgPool2d(Function):
         return _unpad(dxp, ctx.padding, ctx.x_shape), None, None, None
 
 
-def _check_pool_args(op, x, kernel_size, stride, padding):
-    xs = np.shape(_raw(x))
-    if len(xs) != 4:
-        raise ValueError(f"{op}: input x must be 4-D (N, C, H, W), got shape {xs}")
-    stride = kernel_size if stride is None else stride
-    for name, value, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
-        if not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
-    if padding > kernel_size // 2:
-        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel_size}")
-    if kernel_size > min(xs[2], xs[3]) + 2 * padding:
-        raise ValueError(f"{op}: kernel {kernel_size} is larger than the padded input {xs[2]}x{xs[3]} (padding={padding})")
-    return stride
-
-
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over k x k windows (stride defaults to k); padding counts as -inf."""
-    stride = _check_pool_args("max_pool2d", x, kernel_size, stride, padding)
+    stride = checks.check_pool_args("max_pool2d", x, kernel_size, stride, padding)
     return MaxPool2d.apply(x, kernel_size, stride, padding)
-
-
-def max_pool2d_from_primitives(x, kernel_size, stride=None, padding=0):
-    """max_pool2d written with primitives, the definition the fused MaxPool2d is tested against:
-    pad with -inf, gather every k x k window with one index, take each window's maximum.
-    (On ties the gradient is shared here, where the fused version gives it to the first maximum.)"""
-    k, stride = kernel_size, _check_pool_args("max_pool2d", x, kernel_size, stride, padding)
-    n, c, h, w = np.shape(_raw(x))
-    rows = stride * np.arange(output_size(h, k, stride, padding))[:, None] + np.arange(k)  # (H_out, k)
-    cols = stride * np.arange(output_size(w, k, stride, padding))[:, None] + np.arange(k)  # (W_out, k)
-    xp = pad(x, _pad_width(padding), value=-np.inf)
-    windows = getitem(xp, (slice(None), slice(None), rows[:, None, :, None], cols[None, :, None, :]))
-    return max(windows, axis=(4, 5))       # windows[n, c, u, v, i, j] = xp[n, c, s*u + i, s*v + j]
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over k x k windows (stride defaults to k); padding counts as zeros."""
-    stride = _check_pool_args("avg_pool2d", x, kernel_size, stride, padding)
+    stride = checks.check_pool_args("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel_size, stride, padding)
 
 
+# ============================================================================ convolution
+class Conv2d(Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        ctx.kernels = backend.kernels()
+        y, ctx.saved = ctx.kernels.conv2d_forward(x, weight, Window.of(x.shape, weight.shape, stride, padding))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dw = ctx.kernels.conv2d_backward(g, ctx.saved, need_input_grad=ctx.needs_input_grad[0],
+                                             need_weight_grad=ctx.needs_input_grad[1])
+        return dx, dw, None, None
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation) via im2col: Y = W @ X_col, reshaped to (N, C_out, H_out, W_out)."""
+    contract.check_window_args("conv2d", np.shape(_raw(x)), np.shape(_raw(weight)), stride, padding)
+    y = Conv2d.apply(x, weight, stride, padding)
+    return y if bias is None else y + reshape(bias, 1, -1, 1, 1)
+
+
+# ============================================================================ adder layer
+def adder2d_from_primitives(x, weight, stride=1, padding=0, grad_mode="sign"):
+    """The adder layer (Eq. 2) written with primitives, the definition every backend's fused
+    ``adder2d`` is tested against: pad, gather every window, subtract the filters, |.|, sum,
+    negate. Its plain autograd gives the exact subgradient (Eq. 4): dY/dF = sgn(X - F),
+    dY/dX = sgn(F - X). grad_mode="full" gives the paper's full-precision gradients (Eqs. 5,
+    6) instead, through ``AdderFullPrecision``."""
+    checks.check_adder2d_args("adder2d", x, weight, stride, padding, grad_mode)
+    if grad_mode == "full":
+        return AdderFullPrecision.apply(x, weight, stride, padding)
+    c_out, c, kh, kw = weight.shape
+    windows = _gather_windows(pad(x, _pad_width(padding)), kh, kw, stride)   # (N, C, H_out, W_out, kh, kw)
+    windows = reshape(windows, x.shape[0], 1, c, *windows.shape[2:])        # X[n, ., k, u, v, i, j]
+    filters = reshape(weight, 1, c_out, c, 1, 1, kh, kw)                     # F[., t, k, ., ., i, j]
+    return -sum(abs(windows - filters), axis=(2, 5, 6))   # Y[n, t, u, v] = -sum_{k,i,j} |X - F|
+
+
+class AdderFullPrecision(Function):
+    """Eq. 2 with the full-precision gradients, over the NumPy reference's im2col (X_col has one
+    receptive field a column): dY/dF = X - F (Eq. 5) and dY/dX = HardTanh(F - X) (Eq. 6)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        c_out, _, kh, kw = weight.shape
+        cols = im2col(x, kh, kw, stride, padding)                  # X_col (K, L)
+        ctx.diff = cols[None] - weight.reshape(c_out, -1, 1)       # X - F, (C_out, K, L)
+        ctx.x_shape, ctx.w_shape, ctx.window = x.shape, weight.shape, (kh, kw, stride, padding)
+        y = -np.abs(ctx.diff).sum(axis=1)                          # Y_col (C_out, L), Eq. 2
+        ho, wo = output_size(x.shape[2], kh, stride, padding), output_size(x.shape[3], kw, stride, padding)
+        return np.ascontiguousarray(y.reshape(c_out, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.transpose(1, 0, 2, 3).reshape(g.shape[1], 1, -1)            # G (C_out, 1, L)
+        dweight = (g * ctx.diff).sum(axis=2)                              # sum_l G (X - F), Eq. 5
+        dcols = (g * np.clip(-ctx.diff, -1, 1)).sum(axis=0)               # sum_t G HT(F - X), Eq. 6
+        return col2im(dcols, ctx.x_shape, *ctx.window), dweight.reshape(ctx.w_shape), None, None
+
+
+class Adder2d(Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, grad_mode):
+        ctx.kernels, ctx.grad_mode = backend.kernels(), grad_mode
+        y, ctx.saved = ctx.kernels.adder2d_forward(x, weight, Window.of(x.shape, weight.shape, stride, padding))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dw = ctx.kernels.adder2d_backward(g, ctx.saved, ctx.grad_mode, need_input_grad=ctx.needs_input_grad[0],
+                                              need_weight_grad=ctx.needs_input_grad[1])
+        return dx, dw, None, None, None
+
+
+def adder2d(x, weight, stride=1, padding=0, grad_mode="full"):
+    """The adder layer (Eq. 2): Y[n,t,u,v] = -sum_{k,i,j} |Xp[n,k,s*u+i,s*v+j] - F[t,k,i,j]|.
+
+    x: (N, C_in, H, W), weight: (C_out, C_in, d, d), zero padding. grad_mode selects the
+    gradients (proofs/mathematics.md): "full" (X - F for the filters, Eq. 5, and
+    HardTanh(F - X) for the input, Eq. 6) or "sign" (the exact subgradient, Eq. 4). It must
+    equal ``adder2d_from_primitives`` in both modes, on every backend (tests/test_adder_primitives.py).
+    """
+    checks.check_adder2d_args("adder2d", x, weight, stride, padding, grad_mode)
+    return Adder2d.apply(x, weight, stride, padding, grad_mode)
+
+
+def adder_linear(x, weight, grad_mode="full"):
+    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map)."""
+    contract.check_grad_mode(grad_mode, "adder_linear")
+    xs, ws = checks.check_features("adder_linear", x, weight, x_ndim=2)
+    y = Adder2d.apply(reshape(x, xs[0], xs[1], 1, 1), reshape(weight, ws[0], ws[1], 1, 1), 1, 0, grad_mode)
+    return reshape(y, xs[0], ws[0])
+
+
 # ============================================================================ batch norm
+def batch_norm_from_primitives(x, running_mean=None, running_var=None, weight=None, bias=None,
+                               training=False, momentum=0.1, eps=1e-5):
+    """batch_norm written with primitives, the definition the fused BatchNorm is tested against:
+    y = weight * (x - mean) / sqrt(var + eps) + bias per channel (Eq. 10), and the running
+    statistics updated in place exactly as batch_norm does."""
+    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
+    axes = (0,) if len(x.shape) == 2 else (0, 2, 3)      # all but the channel axis
+    channel_shape = (1, -1) if len(x.shape) == 2 else (1, -1, 1, 1)
+    if training:
+        mu = mean(x, axes, keepdims=True)
+        var = mean((x - mu) ** 2, axes, keepdims=True)     # biased
+        if running_mean is not None:
+            count = np.prod([x.shape[a] for a in axes])
+            _raw(running_mean)[...] = (1 - momentum) * _raw(running_mean) + momentum * mu.data.reshape(-1)
+            _raw(running_var)[...] = ((1 - momentum) * _raw(running_var)
+                                      + momentum * var.data.reshape(-1) * count / (count - 1))
+    else:
+        mu, var = _raw(running_mean).reshape(channel_shape), _raw(running_var).reshape(channel_shape)
+    y = (x - mu) / (var + eps) ** 0.5
+    if weight is not None:
+        y = y * reshape(weight, channel_shape)
+    if bias is not None:
+        y = y + reshape(bias, channel_shape)
+    return y
+
+
 def _channel_sum(a, b=None):
     """sum over every axis but 1 of a (or of a * b, without the product's temporary):
     the per-channel sums of batch norm, for (N, C) and (N, C, H, W) arrays."""
@@ -334,20 +365,6 @@ class BatchNorm(Function):
         return dx, dweight, dbias, None, None, None, None, None
 
 
-def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training):
-    xs = np.shape(_raw(x))
-    if len(xs) not in (2, 4):
-        raise ValueError(f"batch_norm: input must be 2-D (N, C) or 4-D (N, C, H, W), got shape {xs}")
-    for name, value in (("running_mean", running_mean), ("running_var", running_var),
-                        ("weight", weight), ("bias", bias)):
-        if value is not None and np.shape(_raw(value)) != (xs[1],):
-            raise ValueError(f"batch_norm: {name} must have shape ({xs[1]},), got {np.shape(_raw(value))}")
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
-    if training and xs[0] * (1 if len(xs) == 2 else xs[2] * xs[3]) < 2:
-        raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {xs}")
-
-
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                training=False, momentum=0.1, eps=1e-5):
     """Batch normalisation (Eq. 10, 11) of x (N, C) or (N, C, H, W) per channel.
@@ -356,32 +373,6 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     running statistics in place (momentum 0.1, unbiased variance); training=False uses
     the running statistics. Follows PyTorch's ``F.batch_norm`` argument order.
     """
-    _check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
+    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
     stats = [None if s is None else _raw(s) for s in (running_mean, running_var)]
     return BatchNorm.apply(x, weight, bias, *stats, training, momentum, eps)
-
-
-def batch_norm_from_primitives(x, running_mean=None, running_var=None, weight=None, bias=None,
-                               training=False, momentum=0.1, eps=1e-5):
-    """batch_norm written with primitives, the definition the fused BatchNorm is tested against:
-    y = weight * (x - mean) / sqrt(var + eps) + bias per channel (Eq. 10), and the running
-    statistics updated in place exactly as batch_norm does."""
-    _check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
-    axes = (0,) if len(x.shape) == 2 else (0, 2, 3)      # all but the channel axis
-    channel_shape = (1, -1) if len(x.shape) == 2 else (1, -1, 1, 1)
-    if training:
-        mu = mean(x, axes, keepdims=True)
-        var = mean((x - mu) ** 2, axes, keepdims=True)     # biased
-        if running_mean is not None:
-            count = np.prod([x.shape[a] for a in axes])
-            _raw(running_mean)[...] = (1 - momentum) * _raw(running_mean) + momentum * mu.data.reshape(-1)
-            _raw(running_var)[...] = ((1 - momentum) * _raw(running_var)
-                                      + momentum * var.data.reshape(-1) * count / (count - 1))
-    else:
-        mu, var = _raw(running_mean).reshape(channel_shape), _raw(running_var).reshape(channel_shape)
-    y = (x - mu) / (var + eps) ** 0.5
-    if weight is not None:
-        y = y * reshape(weight, channel_shape)
-    if bias is not None:
-        y = y + reshape(bias, channel_shape)
-    return y

@@ -5,6 +5,7 @@ attribute, so ``parameters()`` and ``state_dict()`` find them by walking the tre
 """
 import math
 from collections import OrderedDict
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
@@ -53,16 +55,29 @@ class Module:
         setattr(self, name, array)
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            output = output if result is None else result
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward, PyTorch's convention:
+        ``inputs`` is the tuple of positional arguments, and a result other than None
+        replaces the output. Returns a handle whose ``remove()`` takes the hook off."""
+        key = object()
+        self._forward_hooks[key] = hook
+        return SimpleNamespace(remove=lambda: self._forward_hooks.pop(key, None))
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError
 
     # --- walking the tree ------------------------------------------------------------
     def named_modules(self, prefix=""):
+        """(name, module) for this module ("") and every one inside it ("layer1.0.conv1")."""
         yield prefix, self
         for name, module in self._modules.items():
-            yield from module.named_modules(f"{prefix}{name}.")
+            yield from module.named_modules(_join(prefix, name))
 
     def modules(self):
         return [m for _, m in self.named_modules()]
@@ -70,7 +85,7 @@ class Module:
     def named_parameters(self):
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():
-                yield prefix + name, p
+                yield _join(prefix, name), p
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -78,7 +93,7 @@ class Module:
     def named_buffers(self):
         for prefix, module in self.named_modules():
             for name in module._buffers:
-                yield prefix + name, getattr(module, name)
+                yield _join(prefix, name), getattr(module, name)
 
     def zero_grad(self):
         for p in self.parameters():
@@ -104,18 +119,7 @@ class Module:
         a bad state_dict (missing, unexpected or mis-shaped entries) changes nothing."""
         targets = OrderedDict((name, p.data) for name, p in self.named_parameters())
         targets.update(self.named_buffers())
-        missing = [k for k in targets if k not in state]
-        unexpected = [k for k in state if k not in targets]
-        problems = []
-        if missing:
-            problems.append(f"missing entries: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected entries: {', '.join(unexpected)}")
-        for name, target in targets.items():
-            if name in state and np.shape(state[name]) != target.shape:
-                problems.append(f"{name} has shape {np.shape(state[name])}, expected {target.shape}")
-        if problems:
-            raise ValueError("load_state_dict: " + "; ".join(problems))
+        check_state({name: target.shape for name, target in targets.items()}, state, "load_state_dict")
         for name, target in targets.items():
             target[...] = state[name]
 
@@ -127,6 +131,24 @@ class Module:
 
     def extra_repr(self):
         return ""
+
+
+def _join(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def check_state(shapes, state, what, optional=()):
+    """Refuse ``state`` (name -> array) for a model whose entries have ``shapes`` (name ->
+    shape): one ValueError names every missing (unless ``optional``), unexpected or
+    mis-shaped entry. Also ``minadder.torch``'s check."""
+    missing = [k for k in shapes if k not in state and k not in optional]
+    problems = [f"missing entries: {', '.join(missing)}"] if missing else []
+    if any(k not in shapes for k in state):
+        problems.append(f"unexpected entries: {', '.join(k for k in state if k not in shapes)}")
+    problems += [f"{k} has shape {tuple(np.shape(v))}, expected {tuple(shapes[k])}"
+                 for k, v in state.items() if k in shapes and tuple(np.shape(v)) != tuple(shapes[k])]
+    if problems:
+        raise ValueError(f"{what}: " + "; ".join(problems))
 
 
 def save(state, path, compress=False):

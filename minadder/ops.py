@@ -2,8 +2,10 @@
 
 Each is a ``Function``: ``forward(ctx, ...)`` computes with NumPy and stores on ``ctx``,
 under a name that says what it is, what ``backward(ctx, g)`` needs; the backward returns
-one gradient per input, of that input's shape, so the ops that broadcast (+, -, *, /, @)
-sum theirs back with ``unbroadcast``. ``layers.py`` builds on these; ``functional`` has both.
+one gradient per input, of that input's shape. Two families share their plumbing: the
+``BinaryOp``s (+, -, *, /, @) broadcast, so their gradients are summed back with
+``unbroadcast``; the ``Elementwise`` functions (exp, log, relu, hardtanh, abs, sign) give
+f and f', and their backward is g * f'(a). ``layers.py`` builds on these; ``functional`` has both.
 """
 import numbers
 
@@ -15,7 +17,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "matmul",
     "sum", "mean", "max", "reshape", "transpose", "flatten",
     "getitem", "pad",
-    "exp", "log", "relu", "hardtanh",
+    "exp", "log", "relu", "hardtanh", "abs", "sign",
     "unbroadcast",
 ]
 
@@ -44,50 +46,46 @@ def unbroadcast(grad, shape):
 
 
 # ============================================================================ arithmetic
-class Add(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.a_shape, ctx.b_shape = np.shape(a), np.shape(b)
-        return np.add(a, b)
+class BinaryOp(Function):
+    """An operation on two operands that broadcast against each other. A subclass gives
+    ``compute(a, b)`` and ``grads(a, b, g)``, the gradients of the broadcast shape; the
+    backward sums each back to its operand's shape with ``unbroadcast``."""
 
-    @staticmethod
-    def backward(ctx, g):
-        return unbroadcast(g, ctx.a_shape), unbroadcast(g, ctx.b_shape)
-
-
-class Sub(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.a_shape, ctx.b_shape = np.shape(a), np.shape(b)
-        return np.subtract(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        return unbroadcast(g, ctx.a_shape), unbroadcast(-g, ctx.b_shape)
-
-
-class Mul(Function):
-    @staticmethod
-    def forward(ctx, a, b):
+    @classmethod
+    def forward(cls, ctx, a, b):
         ctx.a, ctx.b = a, b
-        return np.multiply(a, b)
+        return cls.compute(a, b)
 
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.a, ctx.b
-        return unbroadcast(g * b, np.shape(a)), unbroadcast(g * a, np.shape(b))
+    @classmethod
+    def backward(cls, ctx, g):
+        grad_a, grad_b = cls.grads(ctx.a, ctx.b, g)
+        return unbroadcast(grad_a, np.shape(ctx.a)), unbroadcast(grad_b, np.shape(ctx.b))
 
 
-class Div(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
-        return np.divide(a, b)
+class Add(BinaryOp):
+    compute = staticmethod(np.add)
+    grads = staticmethod(lambda a, b, g: (g, g))                     # d(a + b)/da = d(a + b)/db = 1
 
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.a, ctx.b
-        return unbroadcast(g / b, np.shape(a)), unbroadcast(-g * a / (b * b), np.shape(b))
+
+class Sub(BinaryOp):
+    compute = staticmethod(np.subtract)
+    grads = staticmethod(lambda a, b, g: (g, -g))                    # d(a - b)/db = -1
+
+
+class Mul(BinaryOp):
+    compute = staticmethod(np.multiply)
+    grads = staticmethod(lambda a, b, g: (g * b, g * a))             # d(ab)/da = b, d(ab)/db = a
+
+
+class Div(BinaryOp):
+    compute = staticmethod(np.divide)
+    grads = staticmethod(lambda a, b, g: (g / b, -g * a / (b * b)))  # d(a/b)/db = -a / b^2
+
+
+class MatMul(BinaryOp):
+    # dA = G B^T, dB = A^T G; a batched operand met an unbatched one: unbroadcast sums the batch out
+    compute = staticmethod(np.matmul)
+    grads = staticmethod(lambda a, b, g: (g @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ g))
 
 
 class Neg(Function):
@@ -109,20 +107,6 @@ class Power(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.exponent * np.power(ctx.a, ctx.exponent - 1), None
-
-
-class MatMul(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
-        return np.matmul(a, b)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.a, ctx.b
-        # a batched operand met an unbatched one: sum the batch axes out of its gradient
-        return (unbroadcast(g @ np.swapaxes(b, -1, -2), a.shape),
-                unbroadcast(np.swapaxes(a, -1, -2) @ g, b.shape))
 
 
 # the operations that need no checks are their Function's apply: add(a, b) is Add.apply(a, b)
@@ -293,51 +277,53 @@ def pad(a, widths, value=0.0):
 
 
 # ============================================================================ elementwise
-class Exp(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.out = np.exp(a)
+class Elementwise(Function):
+    """f applied to every entry: out = f(a). A subclass gives ``compute(a)`` and
+    ``derivative(a, out)``, f'(a); the backward is the chain rule entry by entry, g * f'(a)."""
+
+    @classmethod
+    def forward(cls, ctx, a):
+        ctx.a, ctx.out = a, cls.compute(a)
         return ctx.out
 
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.out
+    @classmethod
+    def backward(cls, ctx, g):
+        return g * cls.derivative(ctx.a, ctx.out)
 
 
-class Log(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.a = a
-        return np.log(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g / ctx.a
+class Exp(Elementwise):
+    compute = staticmethod(np.exp)
+    derivative = staticmethod(lambda a, out: out)                    # (e^a)' = e^a
 
 
-class ReLU(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.positive = a > 0
-        return np.maximum(a, a.dtype.type(0))
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.positive
+class Log(Elementwise):
+    compute = staticmethod(np.log)
+    derivative = staticmethod(lambda a, out: 1 / a)
 
 
-class HardTanh(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.inside = (a > -1) & (a < 1)
-        return np.clip(a, -1, 1)
+class ReLU(Elementwise):
+    compute = staticmethod(lambda a: np.maximum(a, a.dtype.type(0)))
+    derivative = staticmethod(lambda a, out: a > 0)
 
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.inside
+
+class HardTanh(Elementwise):
+    compute = staticmethod(lambda a: np.clip(a, -1, 1))
+    derivative = staticmethod(lambda a, out: (a > -1) & (a < 1))    # 1 inside (-1, 1), else 0
+
+
+class Abs(Elementwise):
+    compute = staticmethod(np.abs)
+    derivative = staticmethod(lambda a, out: np.sign(a))            # the subgradient 0 at a = 0
+
+
+class Sign(Elementwise):
+    compute = staticmethod(np.sign)
+    derivative = staticmethod(lambda a, out: np.zeros_like(a))      # flat on each side of 0
 
 
 exp = Exp.apply
 log = Log.apply
 relu = ReLU.apply             # max(0, a)
 hardtanh = HardTanh.apply     # HT(a) = min(1, max(-1, a)), Eq. 7: it clips the adder layer's input gradient (Eq. 6)
+abs = Abs.apply               # |a|, the adder layer's distance (Eq. 2)  # noqa: A001
+sign = Sign.apply             # sgn(a), its derivative (Eq. 4)

@@ -1,16 +1,17 @@
 """SGD with momentum, Nesterov momentum and weight decay (the paper's training recipe,
-Sec. 4), the adaptive learning-rate scaling of adder filters (Eq. 12, 13), and the
-learning-rate schedules (cosine decay, as in SGDR, the paper's ref. [20]; polynomial decay).
+Sec. 4) and the adaptive learning-rate scaling of adder filters (Eq. 12, 13). The
+learning-rate schedules are in ``schedules.py`` and re-exported here.
 
 Every hyper-parameter is checked where it is set, in the constructor and on assignment
 (``opt.lr = -5`` raises), so a value that cannot work fails at once with its name, not
 epochs later as a diverged or frozen run.
 """
 import math
-import numbers
 
 import numpy as np
 
+from .checks import check_number
+from .schedules import SCHEDULES, CosineLR, PolyLR, cosine_lr, poly_lr  # noqa: F401  (re-exported)
 from .tensor import no_grad
 
 ADDER_SCALINGS = ("adaptive", "fixed", "none")
@@ -23,22 +24,6 @@ def adaptive_scale(grad, eta):
     """
     norm = float(np.sqrt(np.sum(np.square(grad, dtype=np.float64))))
     return eta * math.sqrt(grad.size) / norm if norm > 0 else 0.0
-
-
-def check_number(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):
-    """Return ``value`` as a float if it is a finite real number in the interval from
-    ``low`` to ``high`` (each end closed unless ``*_open``); else raise a ValueError that
-    names it, e.g. "momentum must be in [0, 1); got 1.5"."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        if high == math.inf:
-            wanted = f"a finite number {'>' if low_open else '>='} {low:g}"
-        else:
-            wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be {wanted}; got {value!r}")
-    return float(value)
 
 
 #: name -> (low, high, low_open, high_open): the values of each hyper-parameter that can work.
@@ -147,65 +132,3 @@ class SGD:
                 velocity[i] = np.array(value, dtype=self.params[i].dtype)
         self.lr = float(state["lr"])
         self.velocity = velocity
-
-
-# ============================================================================ schedules
-def cosine_lr(base_lr, epoch, total_epochs):
-    """gamma_e = gamma_0 * (1 + cos(pi * e / T)) / 2."""
-    return base_lr * (1 + math.cos(math.pi * epoch / total_epochs)) / 2
-
-
-def poly_lr(base_lr, epoch, total_epochs, power=1.0):
-    """gamma_e = gamma_0 * (1 - e / T) ** power."""
-    return base_lr * (1 - epoch / total_epochs) ** power
-
-
-class _Schedule:
-    """Sets ``optimizer.lr`` from the position in training: ``set(e)`` for any e in
-    [0, total] (a fraction of an epoch too, for a rate that decays every batch), or
-    ``step()`` at the end of each epoch. ``base_lr`` defaults to the optimizer's lr;
-    with ``optimizer=None`` (and a ``base_lr``) the schedule only computes ``lr_at``."""
-
-    def __init__(self, optimizer, total_epochs, base_lr=None):
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral) or total_epochs < 1:
-            raise ValueError(f"total_epochs must be a positive integer, got {total_epochs!r}")
-        if optimizer is None and base_lr is None:
-            raise ValueError("a schedule without an optimizer needs a base_lr")
-        self.optimizer, self.total_epochs = optimizer, int(total_epochs)
-        self.base_lr = optimizer.lr if base_lr is None else check_number("base_lr", base_lr)
-        self.epoch = 0
-
-    def lr_at(self, epoch):
-        """The learning rate at position ``epoch`` (0 <= epoch <= total_epochs, may be fractional)."""
-        raise NotImplementedError
-
-    def set(self, epoch):
-        """Set the optimizer's lr to ``lr_at(epoch)`` and return it."""
-        self.optimizer.lr = self.lr_at(epoch)
-        return self.optimizer.lr
-
-    def step(self):
-        self.epoch += 1
-        return self.set(self.epoch)
-
-
-class CosineLR(_Schedule):
-    """Cosine decay from base_lr to 0 over total_epochs (``cosine_lr``)."""
-
-    def lr_at(self, epoch):
-        return cosine_lr(self.base_lr, epoch, self.total_epochs)
-
-
-class PolyLR(_Schedule):
-    """Polynomial decay from base_lr to 0 over total_epochs (``poly_lr``)."""
-
-    def __init__(self, optimizer, total_epochs, power=1.0, base_lr=None):
-        super().__init__(optimizer, total_epochs, base_lr)
-        self.power = power
-
-    def lr_at(self, epoch):
-        return poly_lr(self.base_lr, epoch, self.total_epochs, self.power)
-
-
-#: the schedules by the name the trainer's ``schedule`` option (--schedule) takes
-SCHEDULES = {"cosine": CosineLR, "poly": PolyLR}

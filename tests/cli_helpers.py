@@ -15,6 +15,16 @@ TINY = ["--epochs", "1", "--batch-size", "16", "--limit-train", "48", "--limit-t
 REPO = Path(__file__).resolve().parent.parent
 
 
+def private_places(root):
+    """(data, home) under ``root``: a private $MINADDER_DATA holding the synthetic digits'
+    cache, and an empty home folder."""
+    from minadder.data import synthetic
+    data, home = root / "data", root / "home"
+    home.mkdir()
+    synthetic.synthetic_digits(cache_dir=data / synthetic.SYNTHETIC_NAME)
+    return data, home
+
+
 def private_env(data, home):
     """An environment whose $MINADDER_DATA is ``data`` and whose home folder is ``home``
     (so no dataset of the machine's own cache is found); this checkout's minadder first."""

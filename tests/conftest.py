@@ -1,5 +1,11 @@
 import pytest
 
+import minadder
+
+# the process-wide settings the command line makes (Numba's threading layer, the CPU
+# features it compiles for), before any test compiles a kernel: tests run as the CLI does
+minadder.configure()
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,

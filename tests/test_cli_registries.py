@@ -31,7 +31,7 @@ def test_choices_are_the_registries():
 def test_the_grad_mode_is_checked_by_the_kernel_contract(monkeypatch):
     from minadder.kernels import contract
     seen = []
-    monkeypatch.setattr(T, "check_grad_mode", lambda mode, op: seen.append((mode, op)) or mode)
+    monkeypatch.setattr(T.config, "check_grad_mode", lambda mode, op: seen.append((mode, op)) or mode)
     T.TrainConfig(grad_mode="full").validate()
     assert seen == [("full", "--grad-mode")]
     with pytest.raises(ValueError, match=r"--grad-mode: grad_mode must be one of \('full', 'sign'\)"):

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from cli_helpers import TINY, cli, one_line_error, private_env, write_cifar10, write_mnist
+from cli_helpers import TINY, cli, one_line_error, private_env, private_places, write_cifar10, write_mnist
 from minadder import train as T
 from minadder.__main__ import main
 from minadder.data import synthetic
@@ -17,11 +17,7 @@ from minadder.data import synthetic
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     """A private $MINADDER_DATA holding the synthetic digits' cache, and a private home."""
-    root = tmp_path_factory.mktemp("cli")
-    data, home = root / "data", root / "home"
-    home.mkdir()
-    synthetic.synthetic_digits(cache_dir=data / synthetic.SYNTHETIC_NAME)
-    return data, home
+    return private_places(tmp_path_factory.mktemp("cli"))
 
 
 @pytest.fixture
@@ -181,7 +177,7 @@ def test_divergence_keeps_the_last_good_checkpoint(env, tmp_path):
     config = T.TrainConfig(epochs=3, batch_size=16, limit_train=48, limit_test=32, backend="numpy",
                            output_dir=str(tmp_path / "run"), progress=False)
     with minadder.use_backend("numpy"), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(T, "build", build)
+        mp.setattr(T.loop, "build", build)
         with pytest.raises(T.TrainingDiverged, match=r"nan at epoch 2, batch 2/3.*last checkpoint .* is kept"):
             T.train(config, callback=poison, log=lambda text: None)
     with np.load(tmp_path / "run" / "checkpoint.npz", allow_pickle=False) as z:
@@ -191,7 +187,7 @@ def test_divergence_keeps_the_last_good_checkpoint(env, tmp_path):
 
 
 def test_metrics_json_is_strict_json_when_a_loss_is_infinite(env, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "evaluate", lambda model, batches, should_stop=None: (float("inf"), 0.5))
+    monkeypatch.setattr(T.loop, "evaluate", lambda model, batches, should_stop=None: (float("inf"), 0.5))
     assert main(["train", *TINY, "--output-dir", str(tmp_path / "run")]) == 0
     metrics = strict_load(tmp_path / "run" / "metrics.json")
     assert metrics["epochs"][0]["test_loss"] is None and metrics["test_accuracy"] == 0.5
@@ -257,8 +253,8 @@ def test_a_read_only_output_folder_is_refused_before_training(env, tmp_path, mon
     out = tmp_path / "ro"
     out.mkdir()
     real_access = os.access
-    monkeypatch.setattr(T.os, "access", lambda path, mode: False if str(path) == str(out) else real_access(path, mode))
-    monkeypatch.setattr(T, "load_data", lambda config: pytest.fail("data loaded for an unwritable folder"))
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(out) else real_access(path, mode))
+    monkeypatch.setattr(T.loop, "load_data", lambda config: pytest.fail("data loaded for an unwritable folder"))
     assert main(["train", *TINY, "--output-dir", str(out)]) == 2
     assert "not writable" in capsys.readouterr().err
 
@@ -306,7 +302,7 @@ def test_ctrl_c_after_the_last_epoch_exits_130_and_says_the_run_finished(env, tm
         real_plot(metrics, path)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the last epoch's outputs are written
 
-    monkeypatch.setattr(T, "plot_curves", plot_then_ctrl_c)
+    monkeypatch.setattr(T.report, "plot_curves", plot_then_ctrl_c)
     assert main(["train", *TINY, "--output-dir", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "the run had finished" in err and str(tmp_path / "run") in err

@@ -67,11 +67,16 @@ def test_resnet32_matches_the_paper_with_the_first_layer():
     assert table["all"]["mul"] - last == 69_124_096  # the paper's 69.12M
 
 
-def test_trace_restores_the_model():
+def test_trace_takes_its_hooks_off_and_restores_the_mode():
     from minadder import models
     model = models.lenet5_bn()
-    C.trace(model)
-    assert "forward" not in model.conv1.__dict__ and model.training
+    rows = C.trace(model)
+    assert [r["name"] for r in rows if "pairs" in r] == list(LENET_PAIRS) and model.training
+    assert rows[0]["input"] == [1, 32, 32] and rows[0]["output"] == [6, 28, 28]
+    before = len(rows)
+    again = C.trace(model.eval())
+    assert len(rows) == before               # the first trace's hooks are gone: they record nothing more
+    assert again == rows and not model.training
 
 
 def test_cli_count_json_and_table(capsys):

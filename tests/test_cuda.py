@@ -73,8 +73,8 @@ def ptx_compiler():
 
 
 def _targets():
-    from minadder.kernels import cuda as kc
-    return kc.compile_targets()
+    from minadder.kernels.cuda import ptx
+    return ptx.compile_targets()
 
 
 @pytest.mark.parametrize("name", [name for name, _, _ in _targets()])
@@ -95,6 +95,8 @@ _NUMPY_25 = """
 import numpy as np
 if hasattr(np, "row_stack"):
     del np.row_stack                     # what NumPy >= 2.5 looks like
+import minadder.kernels.cuda
+assert not hasattr(np, "row_stack"), "importing the cuda backend changed NumPy"
 {guard}
 from numba import cuda
 
@@ -105,19 +107,35 @@ cuda.compile_ptx(probe, "void(float32[::1])", cc=(9, 0))
 """
 
 
-@pytest.mark.parametrize("guarded", [False, True])
-def test_row_stack_guard_for_numpy_2_5(ptx_compiler, guarded):
-    """numba-cuda 0.30 registers np.row_stack at the first compile; NumPy 2.5 removed it.
-    Importing minadder.kernels.cuda first restores the alias, and the compile works."""
-    guard = "import minadder.kernels.cuda" if guarded else ""
+def _run(code):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, "-c", _NUMPY_25.format(guard=guard)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_row_stack_guard_for_numpy_2_5(ptx_compiler, guarded):
+    """numba-cuda 0.30 registers np.row_stack at the first compile; NumPy 2.5 removed it.
+    Importing minadder.kernels.cuda leaves NumPy alone; the backend restores the alias
+    where a compile can follow (here ptx.compile_targets), and the compile works."""
+    guard = "from minadder.kernels.cuda import ptx; ptx.compile_targets()" if guarded else ""
+    proc = _run(_NUMPY_25.format(guard=guard))
     if guarded:
         assert proc.returncode == 0, proc.stderr[-3000:]
     elif proc.returncode == 0:
         pytest.skip("this numba-cuda no longer needs np.row_stack")
     else:
         assert "row_stack" in proc.stderr
+
+
+def test_importing_the_cuda_backend_changes_no_numpy_or_numba_setting():
+    code = ("import numpy as np, numba\n"
+            "before = (np.geterr(), hasattr(np, 'row_stack'), numba.config.THREADING_LAYER, numba.config.NUMBA_NUM_THREADS)\n"
+            "import minadder.kernels.cuda\n"
+            "after = (np.geterr(), hasattr(np, 'row_stack'), numba.config.THREADING_LAYER, numba.config.NUMBA_NUM_THREADS)\n"
+            "assert before == after, (before, after)\n"
+            "assert 'minadder.kernels.cpu' not in __import__('sys').modules\n")
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]

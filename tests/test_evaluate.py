@@ -4,18 +4,14 @@ import json
 
 import pytest
 
-from cli_helpers import TINY, cli, one_line_error, private_env, write_cifar10, write_cifar10_batch
+from cli_helpers import TINY, cli, one_line_error, private_env, private_places, write_cifar10, write_cifar10_batch
 from minadder import train as T
-from minadder.data import synthetic
 
 
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    data, home = root / "data", root / "home"
-    home.mkdir()
-    synthetic.synthetic_digits(cache_dir=data / synthetic.SYNTHETIC_NAME)
-    return root, data, home
+    return (root, *private_places(root))
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,27 @@ def test_relu_and_hardtanh_away_from_kinks(seed):
 
 
 @SETTINGS
+@given(seeds)
+def test_abs_away_from_its_kink_and_sign_is_flat(seed):
+    rng = np.random.default_rng(seed)
+    a = ma.Tensor(rng.uniform(0.1, 2.0, (3, 4)) * rng.choice([-1, 1], (3, 4)), requires_grad=True)
+    gradcheck(F.abs, [a])
+    gradcheck(F.sign, [a])                 # flat on each side of 0: a zero gradient
+    gradcheck(lambda t: F.abs(t) * F.sign(t), [a])    # = t, through both
+
+
+def test_abs_and_sign_values_and_their_gradient_at_zero():
+    a = ma.Tensor(np.array([-2.0, 0.0, 3.0]), requires_grad=True)
+    np.testing.assert_array_equal(F.abs(a).data, [2, 0, 3])
+    np.testing.assert_array_equal(F.sign(a).data, [-1, 0, 1])
+    F.abs(a).backward(np.array([5.0, 5.0, 5.0]))
+    np.testing.assert_array_equal(a.grad, [-5, 0, 5])     # g * sgn(a): the subgradient 0 at the kink
+    a.grad = None
+    F.sign(a).backward(np.ones(3))
+    np.testing.assert_array_equal(a.grad, [0, 0, 0])      # a zero array, not "no gradient"
+
+
+@SETTINGS
 @given(seeds, st.integers(1, 5), st.integers(2, 6))
 def test_log_softmax_and_cross_entropy(seed, n, c):
     rng = np.random.default_rng(seed)

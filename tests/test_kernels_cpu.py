@@ -1,9 +1,7 @@
-"""The Numba kernels (minadder/kernels/cpu.py) against their definition, the NumPy reference.
-
-Shapes, strides, paddings, channel counts and dtypes are drawn by Hypothesis, odd sizes
-included (C_out and K not multiples of the kernels' 4-wide blocks, L not a multiple of a
-tile). Forward results agree up to float rounding: the cpu kernel sums min(x, w) and
-reassociates, so the tolerance scales with K and the operands' magnitude.
+"""The cpu kernels (the package minadder/kernels/cpu/) on what only they do: the padded,
+shifted copy of the input shared by the forward and the gradients, tiles and chunks of a
+large layer, and precision when inputs and filters share a large offset. Their results
+on Hypothesis shapes, against an oracle, are in tests/test_kernels_contract.py.
 """
 import numpy as np
 import pytest
@@ -14,8 +12,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
-from minadder.kernels import KERNEL_NAMES  # noqa: E402
-from minadder.kernels import contract, cpu, reference as ref  # noqa: E402
+from minadder.kernels import cpu, reference as ref  # noqa: E402
+from minadder.kernels.cpu import frame, grad_weight  # noqa: E402
+from minadder.kernels.geometry import Window  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=25)
 
@@ -34,21 +33,9 @@ def layers(draw):
     stride = draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
-    if draw(st.booleans()):
-        # coarse values: exact ties x == w, where sgn(0) = 0 and HardTanh's corners matter
-        x = rng.integers(-3, 4, size=(n, c, h, w)) / 2
-        weight = rng.integers(-3, 4, size=(c_out, c, k, k)) / 2
-    else:
-        x = rng.standard_normal((n, c, h, w))
-        weight = rng.standard_normal((c_out, c, k, k))
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((c_out, c, k, k))
     return x.astype(dtype), weight.astype(dtype), stride, padding
-
-
-def _tol(dtype, k, *arrays):
-    """Rounding budget of a K-term sum: a few ulps of the largest partial sum."""
-    eps = np.finfo(dtype).eps
-    scale = 1 + sum(float(np.abs(a).max(initial=0)) for a in arrays)
-    return dict(rtol=0, atol=8 * eps * k * scale)
 
 
 def _grad_tol(dtype, terms, *arrays):
@@ -57,84 +44,30 @@ def _grad_tol(dtype, terms, *arrays):
     return dict(rtol=0, atol=8 * eps * terms * scale * scale)
 
 
-def test_the_module_exports_every_kernel_of_the_reference():
-    for name in KERNEL_NAMES:
-        assert callable(getattr(cpu, name)), name
-
-
-@SETTINGS
-@given(layers())
-def test_im2col_and_col2im_equal_the_reference(layer):
-    x, weight, stride, padding = layer
-    kh, kw = weight.shape[2:]
-    cols = cpu.im2col(x, kh, kw, stride, padding)
-    assert cols.dtype == x.dtype
-    np.testing.assert_array_equal(cols, ref.im2col(x, kh, kw, stride, padding))
-    d = np.random.default_rng(1).standard_normal(cols.shape).astype(x.dtype)
-    np.testing.assert_allclose(cpu.col2im(d, x.shape, kh, kw, stride, padding),
-                               ref.col2im(d, x.shape, kh, kw, stride, padding),
-                               **_tol(x.dtype, kh * kw, d))
-
-
-@SETTINGS
-@given(layers(), st.sampled_from(ref.GRAD_MODES))
-def test_l1_kernels_equal_the_reference(layer, mode):
-    x, weight, stride, padding = layer
-    kh, kw = weight.shape[2:]
-    cols = ref.im2col(x, kh, kw, stride, padding)
-    w2 = weight.reshape(weight.shape[0], -1)
-    k = cols.shape[0]
-
-    y = cpu.adder_forward(cols, w2)
-    assert y.dtype == x.dtype and y.shape == (w2.shape[0], cols.shape[1])
-    np.testing.assert_allclose(y, ref.adder_forward(cols, w2), **_tol(x.dtype, k, cols, w2))
-
-    g = np.random.default_rng(2).standard_normal(y.shape).astype(x.dtype)
-    np.testing.assert_allclose(cpu.adder_grad_input(cols, w2, g, mode),
-                               ref.adder_grad_input(cols, w2, g, mode),
-                               **_grad_tol(x.dtype, w2.shape[0], g))
-    np.testing.assert_allclose(cpu.adder_grad_weight(cols, w2, g, mode),
-                               ref.adder_grad_weight(cols, w2, g, mode),
-                               **_grad_tol(x.dtype, cols.shape[1], g, cols, w2))
-
-
-@SETTINGS
-@given(layers(), st.sampled_from(ref.GRAD_MODES), st.booleans())
-def test_adder2d_forward_and_backward_equal_the_reference(layer, mode, input_grad):
-    x, weight, stride, padding = layer
-    y, cache = contract.adder2d_forward(cpu, x, weight, stride, padding)
-    y_ref, cache_ref = contract.adder2d_forward(ref, x, weight, stride, padding)
-    assert y.shape == y_ref.shape and y.dtype == x.dtype and y.flags.c_contiguous
-    k = weight[0].size
-    np.testing.assert_allclose(y, y_ref, **_tol(x.dtype, k, x, weight))
-
-    g = np.random.default_rng(3).standard_normal(y.shape).astype(x.dtype)
-    dx, dw = contract.adder2d_backward(cpu, g, cache, mode, input_grad)
-    dx_ref, dw_ref = contract.adder2d_backward(ref, g, cache_ref, mode, input_grad)
-    assert dw.shape == weight.shape and dw.dtype == x.dtype
-    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(x.dtype, y[:, 0].size, g, x, weight))
-    if input_grad:
-        assert dx.shape == x.shape and dx.dtype == x.dtype
-        np.testing.assert_allclose(dx, dx_ref, **_grad_tol(x.dtype, weight.shape[0] * k, g))
-    else:
-        assert dx is None
+def _both(module, x, weight, stride, padding, g_seed, mode):
+    """(y, dx, dw) of a backend's contract functions, G drawn from g_seed."""
+    win = Window.of(x.shape, weight.shape, stride, padding)
+    y, saved = module.adder2d_forward(x, weight, win)
+    g = np.random.default_rng(g_seed).standard_normal(y.shape).astype(y.dtype)
+    return (y, *module.adder2d_backward(g, saved, mode))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_the_full_mode_backward_reads_the_padded_input_of_the_forward(monkeypatch, stride):
-    """layer_input pads and shifts x once; the forward and both full-mode gradients read
-    that copy (the sign mode compares unshifted values and pads its own)."""
+    """The forward pads and shifts x once and keeps the copy in ``saved``; both full-mode
+    gradients read it. The sign mode compares unshifted values: it pads one copy of its
+    own (centre 0), which both of its gradients read."""
     calls = []
-    padded = cpu._padded
-    monkeypatch.setattr(cpu, "_padded", lambda *args: calls.append(args[1:]) or padded(*args))
+    padded = frame.padded
+    monkeypatch.setattr(frame, "padded", lambda *args: calls.append(args[1:]) or padded(*args))
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 3, 9, 9)).astype(np.float32)
     weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    y, cache = contract.adder2d_forward(cpu, x, weight, stride, 1)
-    contract.adder2d_backward(cpu, np.ones_like(y), cache, "full")
-    assert isinstance(cache.x, cpu.ShiftedInput) and len(calls) == 1
-    contract.adder2d_backward(cpu, np.ones_like(y), cache, "sign")
-    assert len(calls) == 3 and calls[1][1] == calls[2][1] == 0     # centre 0 for the sign mode
+    y, saved = cpu.adder2d_forward(x, weight, Window.of(x.shape, weight.shape, stride, 1))
+    cpu.adder2d_backward(np.ones_like(y), saved, "full")
+    assert isinstance(saved.frame, frame.ShiftedInput) and len(calls) == 1
+    cpu.adder2d_backward(np.ones_like(y), saved, "sign")
+    assert len(calls) == 2 and calls[1][1] == 0     # centre 0 for the sign mode
 
 
 @SETTINGS
@@ -143,15 +76,14 @@ def test_the_gradients_hold_for_filters_other_than_the_forward_ones(layer, mode)
     """The padded copy is shifted by the forward's filter mean; the gradients for other
     filters (any common shift of x and W leaves |x - w| unchanged) are still exact."""
     x, weight, stride, padding = layer
-    y, cache = contract.adder2d_forward(cpu, x, weight, stride, padding)
+    win = Window.of(x.shape, weight.shape, stride, padding)
+    y, saved = cpu.adder2d_forward(x, weight, win)
     other = (weight * 3 + 5).astype(x.dtype)
-    moved = contract.AdderCache(cache.x, other, cache.window)
     g = np.random.default_rng(6).standard_normal(y.shape).astype(x.dtype)
-    dx, dw = contract.adder2d_backward(cpu, g, moved, mode)
-    win = cache.window
-    dx_ref = ref.layer_grad_input(x, other.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, -1), win, mode)
-    dw_ref = ref.layer_grad_weight(x, other.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, -1), win, mode)
-    np.testing.assert_allclose(dw.reshape(dw_ref.shape), dw_ref, **_grad_tol(x.dtype, y[:, 0].size, g, x, other))
+    dx, dw = cpu.adder2d_backward(g, saved._replace(weight=other), mode)
+    _, saved_ref = ref.adder2d_forward(x, other, win)
+    dx_ref, dw_ref = ref.adder2d_backward(g, saved_ref, mode)
+    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(x.dtype, y[:, 0].size, g, x, other))
     np.testing.assert_allclose(dx, dx_ref, **_grad_tol(x.dtype, weight.shape[0] * win.k, g))
 
 
@@ -159,16 +91,15 @@ def test_the_gradients_hold_for_filters_other_than_the_forward_ones(layer, mode)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):
     """Several images per dW chunk (a batch not a multiple of DW_CHUNKS), several row
-    blocks per image in the forward, C_out not a multiple of the register block."""
+    blocks per image in the forward, C_out not a multiple of the register block, and (stride
+    1, full mode) rows long enough for the dW product read from the padded input."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((7, 3, 37, 29)).astype(np.float32)
     weight = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
-    y, cache = contract.adder2d_forward(cpu, x, weight, stride, 1)
-    y_ref, cache_ref = contract.adder2d_forward(ref, x, weight, stride, 1)
-    np.testing.assert_allclose(y, y_ref, **_tol(np.float32, 27, x, weight))
-    g = rng.standard_normal(y.shape).astype(np.float32)
-    dx, dw = contract.adder2d_backward(cpu, g, cache, mode)
-    dx_ref, dw_ref = contract.adder2d_backward(ref, g, cache_ref, mode)
+    assert (37 - 1) * 31 + 29 >= grad_weight.WIDE_DW_MIN_POSITIONS and 7 % grad_weight.DW_CHUNKS
+    y, dx, dw = _both(cpu, x, weight, stride, 1, 7, mode)
+    y_ref, dx_ref, dw_ref = _both(ref, x, weight, stride, 1, 7, mode)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=8 * np.finfo(np.float32).eps * 27 * 8)
     np.testing.assert_allclose(dx, dx_ref, atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(dw, dw_ref, atol=2e-3, rtol=1e-5)
 
@@ -189,20 +120,11 @@ def test_precision_when_inputs_and_filters_share_a_large_offset(offset, seed, mo
     weight = (offset + rng.standard_normal((5, 4, 3, 3))).astype(np.float32)
     results = {}
     for name, module, dtype in (("cpu", cpu, np.float32), ("ref32", ref, np.float32), ("oracle", ref, np.float64)):
-        y, cache = contract.adder2d_forward(module, x.astype(dtype), weight.astype(dtype), stride, 1)
-        gy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(dtype)
-        dx, dw = contract.adder2d_backward(module, gy, cache, mode)
-        results[name] = (y, dx, dw)
+        results[name] = _both(module, x.astype(dtype), weight.astype(dtype), stride, 1, seed + 1, mode)
     eps = np.finfo(np.float32).eps
     for part, got, ref32, want in zip(("y", "dx", "dw"), results["cpu"], results["ref32"], results["oracle"]):
         err, err_ref = _relative_error(got, want), _relative_error(ref32, want)
         assert err <= 4 * err_ref + 16 * eps, (part, offset, err, err_ref)
-
-
-def test_bad_mode_is_rejected_with_its_name():
-    cols, w2 = np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float32)
-    with pytest.raises(ValueError, match="mode"):
-        cpu.adder_grad_weight(cols, w2, np.zeros((2, 4), np.float32), "exact")
 
 
 # ------------------------------------------------------------- through the autograd engine

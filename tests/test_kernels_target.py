@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from minadder.kernels import target
+pytest.importorskip("numba")
+from minadder.kernels import target  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,18 +45,27 @@ def test_feature_strings_are_read():
 
 NARROW_CHECK = r"""
 import numpy as np
-from minadder.kernels import contract, cpu, reference as ref
-assert cpu.MR == 2 and cpu.TARGET.blocking == "narrow", (cpu.MR, cpu.TARGET)
+import minadder
+minadder.configure()    # before the kernels are defined: the CPU named by NUMBA_CPU_NAME gets its own features
+from minadder.kernels import cpu, reference as ref
+from minadder.kernels.cpu import forward, grad_weight
+from minadder.kernels.geometry import Window
+from numba.core.registry import cpu_target
+assert forward.MR == 2 and grad_weight.KB == 2 and forward.TARGET.blocking == "narrow", (forward.MR, forward.TARGET)
+codegen = cpu_target.target_context.codegen()
+features = codegen._tm_features
+assert codegen._get_host_cpu_name() == "haswell" and "+avx512f" not in features, features
 rng = np.random.default_rng(0)
-for (n, c, h, co, k, s, p) in [(2, 3, 9, 7, 3, 1, 1), (3, 5, 8, 4, 3, 2, 1), (2, 6, 5, 9, 1, 1, 0)]:
+for (n, c, h, co, k, s, p) in [(2, 3, 9, 7, 3, 1, 1), (3, 5, 8, 4, 3, 2, 1), (2, 6, 5, 9, 1, 1, 0), (2, 3, 20, 6, 3, 1, 1)]:
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
     w = rng.standard_normal((co, c, k, k)).astype(np.float32)
-    y, cache = contract.adder2d_forward(cpu, x, w, s, p)
-    y_ref, cache_ref = contract.adder2d_forward(ref, x, w, s, p)
+    win = Window.of(x.shape, w.shape, s, p)
+    y, saved = cpu.adder2d_forward(x, w, win)
+    y_ref, saved_ref = ref.adder2d_forward(x, w, win)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
     g = rng.standard_normal(y.shape).astype(np.float32)
     for mode in ("full", "sign"):
-        for a, b in zip(contract.adder2d_backward(cpu, g, cache, mode), contract.adder2d_backward(ref, g, cache_ref, mode)):
+        for a, b in zip(cpu.adder2d_backward(g, saved, mode), ref.adder2d_backward(g, saved_ref, mode)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 print("narrow ok")
 """
@@ -64,8 +74,9 @@ print("narrow ok")
 @pytest.mark.skipif(not target.TARGET.machine.lower().startswith(("x86", "amd64")), reason="x86 only")
 def test_the_avx2_variant_equals_the_reference():
     """NUMBA_CPU_NAME=haswell compiles the 16-register code (2 x 4 blocks); on any x86-64
-    machine that runs it (Haswell's instructions are a subset of every later x86 core's)."""
-    pytest.importorskip("numba")
+    machine that runs it (Haswell's instructions are a subset of every later x86 core's).
+    configure() runs before the kernels are defined, and the check asserts that Numba's
+    CPU target is Haswell without AVX-512 (not Haswell's name with the host's features)."""
     env = dict(os.environ, NUMBA_CPU_NAME="haswell")
     env.pop("NUMBA_CPU_FEATURES", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

@@ -1,9 +1,10 @@
-"""The networks (proofs/mathematics.md, section 6): output shapes, and which layers are adder layers."""
+"""The networks (proofs/mathematics.md, section 6): output shapes, which layers are adder layers,
+and the one description (minadder.architectures) each is built from."""
 import numpy as np
 import pytest
 
 import minadder
-from minadder import Tensor, models, nn
+from minadder import Tensor, architectures, models, nn
 
 
 
@@ -17,7 +18,7 @@ CIFAR_NETS = ("vgg_small", "resnet20", "resnet32")
 
 
 def weight_layers(model):
-    return [(name.rstrip("."), m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
 def is_adder(module):
@@ -122,8 +123,48 @@ def test_bad_arguments(kwargs, match):
         models.lenet5_bn(**kwargs)
 
 
+def test_lenet_pp_widths_are_part_of_its_description():
+    model = models.lenet_pp("cnn", widths=(2, 2, 3, 3, 4, 4), input_size=16, feature_dim=2)
+    assert [m.weight.shape[0] for n, m in weight_layers(model)] == [2, 2, 3, 3, 4, 4, 2, 10]
+    assert model.feature.weight.shape == (2, 4 * 2 * 2)
+    assert model.config()["widths"] == (2, 2, 3, 3, 4, 4) and model.config()["feature_dim"] == 2
+    again = models.build_model("lenet_pp", **model.config())
+    assert [(n, p.shape) for n, p in again.named_parameters()] == [(n, p.shape) for n, p in model.named_parameters()]
+    with pytest.raises(ValueError, match="widths must be 6 channel counts"):
+        models.lenet_pp(widths=(2, 2))
+
+
+def test_only_lenet_pp_has_features():
+    x = Tensor(np.zeros((2, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="lenet5_bn has no feature layer"):
+        models.lenet5_bn().features(x)
+    with pytest.raises(ValueError, match="lenet5_bn has no feature layer"):
+        models.lenet5_bn()(x, return_features=True)
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_the_description_names_every_module_and_records_what_was_asked(name):
+    model = models.build_model(name, kind="adder", grad_mode="sign", num_classes=5)
+    described = model.architecture
+    assert isinstance(described, architectures.Architecture) and described == architectures.DESCRIPTIONS[name](
+        kind="adder", grad_mode="sign", num_classes=5)
+    assert (model.name, model.kind, model.grad_mode, model.num_classes) == (name, "adder", "sign", 5)
+    top = [r.name for r in described.layers if getattr(r, "name", None)]
+    assert top == list(model._modules)                      # the records' names, in their order
+    assert name in repr(model)
+
+
+def test_descriptions_compute_their_flattened_sizes():
+    # LeNet-5 on 28x28 (no padding to 32): 28 -> 24 -> 12 -> 8 -> 4, so fc1 takes 16*4*4
+    assert models.lenet5_bn(input_size=28).fc1.weight.shape == (120, 256)
+    assert models.vgg_small(input_size=16).fc.weight.shape == (10, 512 * 2 * 2)
+    assert architectures.spatial_size(architectures.lenet5_bn().layers, 32) == 5
+
+
 def test_bad_input_shape_and_name():
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 32, 32\), got \(2, 1, 28, 28\)"):
         models.lenet5_bn()(Tensor(np.zeros((2, 1, 28, 28), np.float32)))
     with pytest.raises(ValueError, match="unknown model 'resnet18'"):
         models.build_model("resnet18")
+    with pytest.raises(ValueError, match="depth must be 6n"):
+        architectures.resnet(21)

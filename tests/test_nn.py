@@ -140,3 +140,47 @@ def test_avg_pool_is_not_a_kind_of_max_pool():
     assert not isinstance(nn.AvgPool2d(2), nn.MaxPool2d)
     assert nn.AvgPool2d(2)(x).item() == 4.0 and nn.MaxPool2d(2)(x).item() == 7.0
     assert repr(nn.AvgPool2d(2)) == "AvgPool2d(kernel_size=2)"
+
+
+def test_named_modules_follow_pytorchs_names():
+    block = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.BatchNorm2d(2), nn.ReLU()))
+    net = nn.Sequential(block, nn.Flatten())
+    names = [n for n, _ in net.named_modules()]
+    assert names == ["", "0", "0.0", "0.1", "0.1.0", "0.1.1", "1"]
+    assert dict(net.named_modules())["0.1.0"] is block[1][0]
+    assert [n for n, _ in net.named_parameters()] == ["0.0.weight", "0.0.bias", "0.1.0.weight", "0.1.0.bias"]
+    assert [n for n, _ in net.named_buffers()] == ["0.1.0.running_mean", "0.1.0.running_var"]
+
+
+def test_forward_hook_sees_inputs_and_output_and_may_replace_the_output():
+    net = small_net().eval()
+    x = ma.Tensor(np.random.default_rng(3).standard_normal((2, 1, 8, 8)).astype(np.float32))
+    calls = []
+
+    def record(module, inputs, output):
+        calls.append((module, inputs, output.shape))   # returns None: the output stays
+
+    handle = net[2].register_forward_hook(record)
+    y = net(x)
+    assert len(calls) == 1 and calls[0][0] is net[2] and calls[0][2] == (2, 4, 8, 8)
+    assert len(calls[0][1]) == 1 and calls[0][1][0].shape == (2, 4, 8, 8)   # (input,) of the ReLU
+    ones = ma.Tensor(np.ones((2, 64), np.float32))
+    swap = net[4].register_forward_hook(lambda m, inputs, out: ones)   # replaces Flatten's output
+    y1 = net(x)
+    assert y1.shape == y.shape and not np.allclose(y1.data, y.data)
+    np.testing.assert_array_equal(net[6](net[5](ones)).data, y1.data)
+    handle.remove()
+    swap.remove()
+    swap.remove()                                    # removing twice is harmless
+    np.testing.assert_array_equal(net(x).data, y.data)
+    assert len(calls) == 2
+
+
+def test_hooks_run_in_registration_order_and_are_called_through_call_only():
+    layer, order = nn.ReLU(), []
+    layer.register_forward_hook(lambda m, i, o: order.append("a"))
+    layer.register_forward_hook(lambda m, i, o: order.append("b"))
+    x = ma.Tensor(np.ones((1, 2), np.float32))
+    layer(x)
+    layer.forward(x)                                 # forward itself does not run hooks
+    assert order == ["a", "b"]

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minadder as ma
-from minadder import analysis as A
 from minadder import functional as F
+from minadder.paper import l2_adder as l2
 
 SETTINGS = settings(deadline=None, max_examples=40)
 
@@ -44,11 +44,11 @@ def test_eq28_with_the_engine_conv2d(geom, scale, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c_in, hw, hw)) * scale
     w = rng.standard_normal((c_out, c_in, k, k))
-    direct = A.l2_adder2d(x, w, stride, padding)
+    direct = l2.l2_adder2d(x, w, stride, padding)
     np.testing.assert_allclose(direct, l2_by_loops(x, w, stride, padding), rtol=1e-12, atol=1e-12)
 
     y_cnn = F.conv2d(ma.Tensor(x), ma.Tensor(w), stride=stride, padding=padding).data
-    via_conv = A.l2_adder_from_conv(y_cnn, x, w, stride, padding)
+    via_conv = l2.l2_adder_from_conv(y_cnn, x, w, stride, padding)
     np.testing.assert_allclose(via_conv, direct, rtol=1e-10, atol=1e-9 * scale ** 2)
 
 
@@ -61,7 +61,7 @@ def test_the_two_norm_terms_depend_on_position_only_and_on_channel_only(geom, se
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c_in, hw, hw))
     w = rng.standard_normal((c_out, c_in, k, k))
-    y_l2 = A.l2_adder2d(x, w, stride, padding)
+    y_l2 = l2.l2_adder2d(x, w, stride, padding)
     y_cnn = F.conv2d(ma.Tensor(x), ma.Tensor(w), stride=stride, padding=padding).data
     diff = (y_l2 - 2 * y_cnn)                       # = -|P|^2 - |W_t|^2
     across_channels = diff - diff[:, :1]            # removes |P|^2: leaves |W_0|^2 - |W_t|^2

@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import minadder as ma
-from minadder import analysis as A
+from minadder.paper import propositions as prop
 
 SETTINGS = settings(deadline=None, max_examples=60)
 
@@ -32,9 +32,9 @@ def frac_part(r):
 @given(rationals(-10, 10), rationals(-10, 10), positive_alpha)
 def test_walk_then_oscillation_exactly_as_proved(f0, x, alpha):
     r = (x - f0) / alpha
-    n, low, high = A.sign_limit(f0, x, alpha)
+    n, low, high = prop.sign_limit(f0, x, alpha)
     assert n == math.floor(abs(r))
-    path = A.sign_descent(f0, x, alpha, n + 8)
+    path = prop.sign_descent(f0, x, alpha, n + 8)
 
     # part 1: a full step of alpha towards x at each of the first n steps
     s = (r > 0) - (r < 0)
@@ -67,7 +67,7 @@ def test_walk_then_oscillation_exactly_as_proved(f0, x, alpha):
 @given(rationals(-10, 10), positive_alpha, st.integers(-25, 25))
 def test_integer_ratio_converges_in_exactly_abs_k_steps(f0, alpha, k):
     x = f0 + k * alpha
-    path = A.sign_descent(f0, x, alpha, abs(k) + 5)
+    path = prop.sign_descent(f0, x, alpha, abs(k) + 5)
     assert all(f != x for f in path[:abs(k)])
     assert all(f == x for f in path[abs(k):])
 
@@ -77,8 +77,8 @@ def test_integer_ratio_converges_in_exactly_abs_k_steps(f0, alpha, k):
 def test_non_integer_ratio_never_converges(f0, alpha, k, theta):
     assume(0 < theta < 1)
     x = f0 + (k + theta) * alpha
-    n, low, high = A.sign_limit(f0, x, alpha)
-    path = A.sign_descent(f0, x, alpha, n + 40)
+    n, low, high = prop.sign_limit(f0, x, alpha)
+    path = prop.sign_descent(f0, x, alpha, n + 40)
     assert all(f != x for f in path)
     assert path[-1] in (low, high) and path[-2] in (low, high) and path[-1] != path[-2]
     # the error averaged over one period is alpha / 2, whatever f0 and x
@@ -98,7 +98,7 @@ def test_vector_converges_iff_every_coordinate_ratio_is_integer(m, p, data):
     x = f0 + r * alpha                         # r a multiple of 1/4: exact, and integer or not
     integer = r == np.round(r)
     steps = int(np.floor(np.abs(r)).max())
-    path = A.sign_descent(f0, x, alpha, steps + 6)
+    path = prop.sign_descent(f0, x, alpha, steps + 6)
     tail = path[steps:]
     converged = np.all(tail == x, axis=0)
     np.testing.assert_array_equal(converged, integer)
@@ -122,7 +122,7 @@ def test_engine_adder_layer_follows_the_same_iteration(m, p, seed, mode):
     layer = ma.nn.AdderLinear(m, 1, grad_mode=mode)
     layer.weight.data[...] = f0
     opt = ma.optim.SGD(layer.parameters(), lr=alpha, adder_scaling="none")
-    step = A.sign_step if mode == "sign" else A.full_step
+    step = prop.sign_step if mode == "sign" else prop.full_step
     expected = f0.astype(np.float64)
     for _ in range(12):
         opt.zero_grad()

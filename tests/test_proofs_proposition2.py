@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from minadder import analysis as A
+from minadder.paper import propositions as prop
 
 SETTINGS = settings(deadline=None, max_examples=60)
 STEPS = 25
@@ -24,18 +24,18 @@ def sign(z):
 @SETTINGS
 @given(rationals(-10, 10), rationals(-10, 10), rationals(-1, 4))
 def test_closed_form_holds_exactly_at_every_step(f0, x, alpha):
-    path = A.full_descent(f0, x, alpha, STEPS)
+    path = prop.full_descent(f0, x, alpha, STEPS)
     for j, f in enumerate(path):
         assert f - x == (1 - alpha) ** j * (f0 - x)
-        assert f == A.full_closed_form(f0, x, alpha, j)
+        assert f == prop.full_closed_form(f0, x, alpha, j)
 
 
 @SETTINGS
 @given(rationals(-10, 10), rationals(-10, 10), rationals(0, 4))
 def test_each_regime_of_the_table(f0, x, alpha):
     assume(f0 != x and alpha > 0)
-    e = [f - x for f in A.full_descent(f0, x, alpha, STEPS)]
-    regime = A.full_regime(alpha)
+    e = [f - x for f in prop.full_descent(f0, x, alpha, STEPS)]
+    regime = prop.full_regime(alpha)
     if alpha < 1:
         assert regime == "monotone"
         assert all(sign(ej) == sign(e[0]) for ej in e)                  # never crosses x
@@ -51,7 +51,7 @@ def test_each_regime_of_the_table(f0, x, alpha):
     elif alpha == 2:
         assert regime == "oscillates"
         assert all(f == (f0 if j % 2 == 0 else 2 * x - f0)
-                   for j, f in enumerate(A.full_descent(f0, x, alpha, STEPS)))
+                   for j, f in enumerate(prop.full_descent(f0, x, alpha, STEPS)))
     else:
         assert regime == "diverges"
         assert all(sign(b) == -sign(a) for a, b in zip(e, e[1:]))
@@ -61,7 +61,7 @@ def test_each_regime_of_the_table(f0, x, alpha):
 @SETTINGS
 @given(rationals(-10, 10), rationals(-10, 10), st.sampled_from([Fraction(2), Fraction(5, 2), Fraction(3)]))
 def test_no_convergence_for_alpha_at_least_2_unless_started_at_x(f0, x, alpha):
-    e_last = A.full_descent(f0, x, alpha, STEPS)[-1] - x
+    e_last = prop.full_descent(f0, x, alpha, STEPS)[-1] - x
     if f0 == x:
         assert e_last == 0
     else:
@@ -74,7 +74,7 @@ def test_paper_inequality_corrected_f_climbs_towards_x_from_below(f0, gap, alpha
     """Eq. 25 for 0 < alpha < 1 and f^j < x: f^{j+1} < x and f^{j+1} > f^j (the paper prints <)."""
     assume(gap > 0)   # x above f0 by construction, alpha in (0, 1): almost nothing is filtered
     x = f0 + gap
-    path = A.full_descent(f0, x, alpha, STEPS)
+    path = prop.full_descent(f0, x, alpha, STEPS)
     for a, b in zip(path, path[1:]):
         assert a < b < x
 
@@ -84,7 +84,7 @@ def test_paper_inequality_corrected_f_climbs_towards_x_from_below(f0, gap, alpha
 def test_vector_rate_is_the_same_in_every_norm_and_dimension(m, alpha, seed):
     rng = np.random.default_rng(seed)
     x, f0 = rng.standard_normal(m), rng.standard_normal(m)
-    path = A.full_descent(f0, x, alpha, STEPS)
+    path = prop.full_descent(f0, x, alpha, STEPS)
     q = abs(1 - alpha)
     roundoff = 1e-13 * m        # each step rounds f - alpha (f - x) at about 1e-16 |f|
     for j in range(STEPS + 1):
@@ -101,7 +101,7 @@ def test_steps_to_reach_a_tolerance(alpha, eps, seed):
     x, f0 = rng.standard_normal(), rng.standard_normal()
     assume(abs(f0 - x) > 1e-3)
     j = math.ceil(math.log(eps / abs(f0 - x)) / math.log(abs(1 - alpha)))
-    path = A.full_descent(f0, x, alpha, max(j, 0) + 1)
+    path = prop.full_descent(f0, x, alpha, max(j, 0) + 1)
     assert abs(path[max(j, 0)] - x) <= eps * (1 + 1e-9)
     if j >= 1:
         assert abs(path[j - 1] - x) > eps * (1 - 1e-9)

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minadder as ma
-from minadder import analysis as A
 from minadder import functional as F
+from minadder.paper import variance as eqs
 from minadder.kernels.reference import im2col
 
 MC = settings(deadline=None, max_examples=12, derandomize=True)
@@ -44,14 +44,14 @@ def test_eq8_and_corrected_eq9_by_monte_carlo(shape, var_x, var_f, seed):
     f = rng.normal(0, math.sqrt(var_f), (m, k))
 
     var, se = variance_and_se((x * f).sum(axis=1), mean=0.0)
-    assert abs(var - A.conv_output_variance(d, c_in, var_x, var_f)) < Z * se
+    assert abs(var - eqs.conv_output_variance(d, c_in, var_x, var_f)) < Z * se
 
     y = -np.abs(x - f).sum(axis=1)
     expected_mean = -k * math.sqrt(2 / math.pi * (var_x + var_f))
     var, se = variance_and_se(y, mean=expected_mean)
-    assert abs(var - A.adder_output_variance(d, c_in, var_x, var_f)) < Z * se
+    assert abs(var - eqs.adder_output_variance(d, c_in, var_x, var_f)) < Z * se
     # the constant the paper prints, sqrt(pi/2), is far outside the error bars
-    assert abs(var - A.adder_output_variance_as_printed(d, c_in, var_x, var_f)) > 50 * se
+    assert abs(var - eqs.adder_output_variance_as_printed(d, c_in, var_x, var_f)) > 50 * se
     # and the mean of Y_adder is -K sqrt(2 (Var X + Var F) / pi)
     assert abs(y.mean() - expected_mean) < Z * y.std() / math.sqrt(m)
 
@@ -71,7 +71,7 @@ def test_eq8_and_eq9_through_the_engine_layers(shape, var_x, var_f, seed):
         w = rng.normal(0, math.sqrt(var_f), (32, c_in, d, d))
         estimates["conv"].append(np.mean(F.conv2d(ma.Tensor(x), ma.Tensor(w)).data ** 2))
         estimates["adder"].append(np.mean((F.adder2d(ma.Tensor(x), ma.Tensor(w)).data - mean_adder) ** 2))
-    for name, formula in (("conv", A.conv_output_variance), ("adder", A.adder_output_variance)):
+    for name, formula in (("conv", eqs.conv_output_variance), ("adder", eqs.adder_output_variance)):
         e = np.array(estimates[name])
         se = e.std(ddof=1) / math.sqrt(e.size)
         assert abs(e.mean() - formula(d, c_in, var_x, var_f)) < Z * se, name
@@ -79,7 +79,7 @@ def test_eq8_and_eq9_through_the_engine_layers(shape, var_x, var_f, seed):
 
 def test_folded_normal_moments_at_zero_mean_are_the_lemma():
     for var in (0.1, 1.0, 7.5):
-        mean, v = A.folded_normal_moments(0.0, var)
+        mean, v = eqs.folded_normal_moments(0.0, var)
         assert math.isclose(mean, math.sqrt(var) * math.sqrt(2 / math.pi), rel_tol=1e-12)
         assert math.isclose(v, (1 - 2 / math.pi) * var, rel_tol=1e-12)
 
@@ -92,9 +92,9 @@ def test_fixed_filter_variance_by_monte_carlo(shape, var_x, var_f, seed):
     rng = np.random.default_rng(seed)
     w = rng.normal(0, math.sqrt(var_f), k)
     x = rng.normal(0, math.sqrt(var_x), (m, k))
-    means, _ = A.folded_normal_moments(-w, var_x)
+    means, _ = eqs.folded_normal_moments(-w, var_x)
     var, se = variance_and_se(-np.abs(x - w).sum(axis=1), mean=-means.sum())
-    formula = A.adder_output_variance_fixed_filter(w, var_x)
+    formula = eqs.adder_output_variance_fixed_filter(w, var_x)
     assert abs(var - formula) < Z * se
     # the bounds (1 - 2/pi) K Var[X] <= Var[Y | w] <= K Var[X]
     assert (1 - 2 / math.pi) * k * var_x * (1 - 1e-12) <= formula <= k * var_x * (1 + 1e-12)
@@ -103,13 +103,13 @@ def test_fixed_filter_variance_by_monte_carlo(shape, var_x, var_f, seed):
 def test_fixed_filter_term_variance_is_even_and_increasing_in_abs_w():
     for var_x in (0.25, 1.0, 4.0):
         w = np.linspace(0, 3 * math.sqrt(var_x), 301)   # beyond ~4 sigma v(w) is var_x to rounding
-        _, v = A.folded_normal_moments(-w, var_x)
-        _, v_neg = A.folded_normal_moments(w, var_x)
+        _, v = eqs.folded_normal_moments(-w, var_x)
+        _, v_neg = eqs.folded_normal_moments(w, var_x)
         np.testing.assert_allclose(v, v_neg, rtol=1e-12)
         assert np.all(np.diff(v) > 0)
         assert math.isclose(v[0], (1 - 2 / math.pi) * var_x, rel_tol=1e-12)
         assert v[-1] < var_x
-        _, v_far = A.folded_normal_moments(-10 * math.sqrt(var_x), var_x)
+        _, v_far = eqs.folded_normal_moments(-10 * math.sqrt(var_x), var_x)
         assert math.isclose(v_far, var_x, rel_tol=1e-9)
 
 
@@ -132,7 +132,7 @@ def test_batch_norm_gradient_formula_zero_sum_bound_and_scaling(n, c, hw, scale,
     dx = engine_bn_grad(x, g, gamma, eps=1e-5)
     for ch in range(c):
         xc, gc, dc = x[:, ch].ravel(), g[:, ch].ravel(), dx[:, ch].ravel()
-        np.testing.assert_allclose(dc, A.batch_norm_grad(xc, gc, gamma[ch], eps=1e-5), rtol=1e-6, atol=1e-10)
+        np.testing.assert_allclose(dc, eqs.batch_norm_grad(xc, gc, gamma[ch], eps=1e-5), rtol=1e-6, atol=1e-10)
         sigma = math.sqrt(xc.var() + 1e-5)
         assert abs(dc.sum()) <= 1e-8 * np.abs(dc).sum() + 1e-12               # (i)
         assert np.linalg.norm(dc) <= gamma[ch] / sigma * np.linalg.norm(gc) * (1 + 1e-9)   # (ii)

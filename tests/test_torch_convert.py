@@ -13,11 +13,12 @@ import minadder  # noqa: E402
 import minadder.torch as mt  # noqa: E402
 from minadder import Tensor, models, no_grad  # noqa: E402
 
-BUILDERS = [("resnet20", "adder"), ("resnet20", "cnn"), ("lenet5_bn", "adder"), ("lenet5_bn", "cnn")]
+BUILDERS = [("resnet20", "adder"), ("resnet20", "cnn"), ("lenet5_bn", "adder"), ("lenet5_bn", "cnn"),
+            ("lenet_pp", "adder"), ("vgg_small", "cnn")]
 
 
 def _input(name, n=4, seed=0):
-    shape = (n, 3, 32, 32) if name.startswith("resnet") else (n, 1, 32, 32)
+    shape = (n, 1, 32, 32) if name.startswith("lenet") else (n, 3, 32, 32)
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
@@ -72,11 +73,33 @@ def test_minadder_to_torch_keeps_grad_mode_classes_and_training_mode(name):
     np.testing.assert_allclose(_logits_minadder(model, x), logits, rtol=1e-4, atol=1e-4)
 
 
+def test_every_network_exists_in_both_with_the_same_state_names_and_shapes():
+    assert list(mt.MODELS) == list(models.MODELS)
+    for name in models.MODELS:
+        for kind in ("adder", "cnn"):
+            ours = mt.MODELS[name](kind=kind, num_classes=3).state_dict()
+            theirs = models.build_model(name, kind=kind, num_classes=3).state_dict()
+            # the same names and shapes (minadder lists the parameters first, then the buffers)
+            assert {k: tuple(v.shape) for k, v in ours.items() if "num_batches" not in k} == \
+                {k: v.shape for k, v in theirs.items()}, (name, kind)
+
+
+def test_conversion_reads_each_layers_grad_mode_and_the_class_count_from_the_model():
+    model = models.lenet5_bn(kind="adder", grad_mode="full", num_classes=4)
+    model.fc2.grad_mode = "sign"             # changed after building: the layer's own mode travels
+    module = mt.from_minadder(model)
+    modes = {name: m.grad_mode for name, m in mt.adder_modules(module)}
+    assert modes == {"conv1": "full", "conv2": "full", "fc1": "full", "fc2": "sign", "fc3": "full"}
+    assert module.fc3.weight.shape == (4, 84) and module.num_classes == 4
+    back = mt.to_minadder(module)
+    assert back.fc2.grad_mode == "sign" and back.conv1.grad_mode == "full"
+
+
 def test_to_minadder_refuses_what_it_cannot_convert():
     with pytest.raises(TypeError, match="to_minadder: expected a minadder.torch model"):
         mt.to_minadder(torch.nn.Linear(2, 2))
-    with pytest.raises(TypeError, match="from_minadder: minadder.torch has the models"):
-        mt.from_minadder(models.vgg_small())
+    with pytest.raises(TypeError, match="from_minadder: expected a minadder model"):
+        mt.from_minadder(minadder.nn.Linear(2, 2))
 
 
 # ============================================================================ reference code
@@ -168,6 +191,27 @@ def test_safetensors_from_torch_into_minadder_and_back(tmp_path):
         if "num_batches" not in key:
             assert torch.equal(value, back.state_dict()[key]), key
     assert mt.load_safetensors(path2, into=models.resnet20()) is not None
+
+
+@pytest.mark.parametrize("framework", ["torch", "minadder"])
+def test_safetensors_carry_the_grad_mode_and_class_count(tmp_path, framework):
+    minadder.manual_seed(6)
+    model = models.lenet_pp(kind="adder", grad_mode="sign", num_classes=4, widths=(2, 2, 3, 3, 4, 4), input_size=16)
+    path = tmp_path / "lenet_pp.safetensors"
+    mt.save_safetensors(model, path)
+    info = mt.read_metadata(path)
+    assert (info["name"], info["kind"], info["grad_mode"], info["num_classes"]) == ("lenet_pp", "adder", "sign", "4")
+    loaded = mt.load_safetensors_model(path, framework)
+    assert isinstance(loaded, mt.models.Network if framework == "torch" else models.Network)
+    assert loaded.grad_mode == "sign" and loaded.num_classes == 4 and loaded.config()["widths"] == (2, 2, 3, 3, 4, 4)
+    assert loaded.conv3.grad_mode == "sign"
+    saved = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        if "num_batches" not in key:
+            assert np.array_equal(np.asarray(value), saved[key]), key
+    mt.save_safetensors(dict(saved), tmp_path / "bare.safetensors")   # plain arrays say nothing
+    with pytest.raises(ValueError, match="does not say which network"):
+        mt.load_safetensors_model(tmp_path / "bare.safetensors")
 
 
 def test_safetensors_shape_mismatch_changes_nothing(tmp_path):

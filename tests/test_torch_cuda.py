@@ -62,35 +62,37 @@ def _layer(seed=0):
 
 
 def _reference(x, w, g, mode):
-    from minadder.kernels import contract, reference
+    from minadder.kernels import reference
+    from minadder.kernels.geometry import Window
 
-    y, cache = contract.adder2d_forward(reference, x, w, 1, 0)
-    return (y, *contract.adder2d_backward(reference, g, cache, mode))
+    y, saved = reference.adder2d_forward(x, w, Window.of(x.shape, w.shape))
+    return (y, *reference.adder2d_backward(g, saved, mode))
 
 
 @sim_only
 def test_every_launch_and_buffer_goes_to_the_chosen_stream(launches):
     from numba import cuda
 
-    from minadder.kernels import contract
     from minadder.kernels import cuda as kc
+    from minadder.kernels.cuda import columns, memory, streams
+    from minadder.kernels.geometry import Window
 
     x, w, g = _layer()
     stream = cuda.stream()
     with kc.on_stream(stream):
         assert kc.current_stream() is stream
         d_x, d_w, d_g = (cuda.to_device(a, stream=stream) for a in (x, w, g))
-        y, cache = contract.adder2d_forward(kc, d_x, d_w, 1, 0)
-        dx, dw = contract.adder2d_backward(kc, d_g, cache, "full")
+        y, saved = kc.adder2d_forward(d_x, d_w, Window.of(x.shape, w.shape))
+        dx, dw = kc.adder2d_backward(d_g, saved, "full")
     assert kc.current_stream() == 0
     assert launches and all(s is stream for s in launches), launches
     assert dx.stream is stream           # allocated on the stream (y and dw are reshaped views)
     for got, want in zip((y, dx, dw), _reference(x, w, g, "full")):
         np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-5, atol=1e-5)
-    ours = [key for key in kc._workspace if key[2] == kc.stream_key(stream)]
-    assert ours and all(kc._workspace[key].stream is stream for key in ours)
+    ours = [key for key in memory._workspace if key[2] == streams.stream_key(stream)]
+    assert ours and all(memory._workspace[key].stream is stream for key in ours)
     launches.clear()
-    kc.adder_forward(x.reshape(-1)[:12].reshape(4, 3), w.reshape(2, -1)[:, :4].copy())   # no stream chosen: 0
+    columns.adder_forward(x.reshape(-1)[:12].reshape(4, 3), w.reshape(2, -1)[:, :4].copy())   # no stream chosen: 0
     assert launches and all(s == 0 for s in launches)
 
 
@@ -98,15 +100,15 @@ def test_every_launch_and_buffer_goes_to_the_chosen_stream(launches):
 def test_reused_buffers_are_per_stream():
     from numba import cuda
 
-    from minadder.kernels import cuda as kc
+    from minadder.kernels.cuda import memory, streams
 
     a, b = cuda.stream(), cuda.stream()
-    with kc.on_stream(a):
-        first, again = kc._scratch("t", (2, 3)), kc._scratch("t", (2, 3))
-    with kc.on_stream(b):
-        other = kc._scratch("t", (2, 3))
+    with streams.on_stream(a):
+        first, again = memory.scratch("t", (2, 3)), memory.scratch("t", (2, 3))
+    with streams.on_stream(b):
+        other = memory.scratch("t", (2, 3))
     assert first is again and other is not first
-    assert kc.stream_key(0) == 0 and kc.stream_key(a) != kc.stream_key(b)
+    assert streams.stream_key(0) == 0 and streams.stream_key(a) != streams.stream_key(b)
 
 
 @sim_only
@@ -154,17 +156,18 @@ def test_the_bridge_runs_cuda_tensors_on_torchs_current_stream(mode, monkeypatch
 
     monkeypatch.setattr(torch.cuda, "current_stream", lambda index=None: CurrentStream())
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(function._CudaPath, "tensor", staticmethod(lambda a, like: a))
+    # the results stay numba device arrays (no torch CUDA tensor can exist here)
+    monkeypatch.setitem(function.DEVICES, "cuda", function.DEVICES["cuda"]._replace(tensor=lambda a, like: a))
     x, w, g = _layer(1)
     tx, tw, tg = _CudaStandIn(x), _CudaStandIn(w), _CudaStandIn(g)
-    assert function.path_for(tx) is function._CudaPath
-    y = function.forward_tensors(tx, tw, 1, 0)
-    dx, dw = function.backward_tensors(tx, tw, tg, 1, 0, mode)
+    assert function.device_of(tx).backend == "cuda"
+    y, saved = function.forward_tensors(tx, tw, 1, 0)
+    dx, dw = function.backward_tensors(tx, tw, tg, saved, mode)
     torch_stream = streams.numba_stream(0, 0)
     assert launches and all(s is torch_stream for s in launches)
     for got, want in zip((y, dx, dw), _reference(x, w, g, mode)):
         np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-5, atol=1e-5)
     launches.clear()
-    dx_only, none = function.backward_tensors(tx, tw, tg, 1, 0, mode, need_x=True, need_w=False)
+    dx_only, none = function.backward_tensors(tx, tw, tg, saved, mode, need_x=True, need_w=False)
     assert none is None and launches
     np.testing.assert_allclose(dx_only.copy_to_host(), dx.copy_to_host())

@@ -120,27 +120,42 @@ def test_float32_matches_minadder_functional_bit_for_bit():
     np.testing.assert_array_equal(tw.grad.numpy(), mw.grad)
 
 
+def cpu_kernels():
+    from minadder import backend
+    return backend.kernels("cpu")
+
+
+def spy(monkeypatch, name, record):
+    """Wrap the cpu backend's contract function ``name``: record(args, result) at each call."""
+    kernels = cpu_kernels()
+    original = getattr(kernels, name)
+
+    def wrapper(*args):
+        out = original(*args)
+        record(args, out)
+        return out
+
+    monkeypatch.setattr(kernels, name, wrapper)
+
+
 def test_needs_input_grad_is_respected(monkeypatch):
-    calls = []
-    for name in ("layer_grad_input", "layer_grad_weight"):
-        kernels = function._CpuPath.kernels()
-        original = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    asked = []
+    spy(monkeypatch, "adder2d_backward", lambda args, out: asked.append((args[3:], out[0] is None, out[1] is None)))
     x = torch.randn(2, 3, 5, 5)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     mt.adder2d(x, w, 1, 1).sum().backward()           # a first layer: no dX
-    assert calls == ["layer_grad_weight"] and x.grad is None and w.grad is not None
-    calls.clear()
+    assert asked == [((False, True), True, False)] and x.grad is None and w.grad is not None
+    asked.clear()
     x.requires_grad_(True)
     w2 = w.detach()                                    # frozen filters: no dF
     mt.adder2d(x, w2, 1, 1).sum().backward()
-    assert calls == ["layer_grad_input"] and x.grad is not None
+    assert asked == [((True, False), False, True)] and x.grad is not None
 
 
 @pytest.mark.parametrize("mode", ["full", "sign"])
 def test_empty_batch_returns_at_once(mode, monkeypatch):
-    kernels = function._CpuPath.kernels()
-    monkeypatch.setattr(kernels, "layer_forward", lambda *a: pytest.fail("a kernel ran on an empty batch"))
+    for name in ("adder2d_forward", "adder2d_backward"):
+        monkeypatch.setattr(cpu_kernels(), name, lambda *a: pytest.fail("a kernel ran on an empty batch"))
     x = torch.zeros(0, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     y = mt.adder2d(x, w, 2, 1, mode)
@@ -193,7 +208,7 @@ def test_adder_linear_is_adder2d_on_a_1x1_map():
         mt.adder_linear(x, w[:, :6])
 
 
-def test_kernel_threads_follow_torch():
+def test_kernel_threads_follow_torch(monkeypatch):
     import numba
 
     before = torch.get_num_threads()
@@ -201,13 +216,8 @@ def test_kernel_threads_follow_torch():
         torch.set_num_threads(1)
         assert mt.kernel_threads() == 1
         seen = []
-        kernels = function._CpuPath.kernels()
-        original = kernels.layer_forward
-        try:
-            kernels.layer_forward = lambda *a: seen.append(numba.get_num_threads()) or original(*a)
-            mt.adder2d(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3))
-        finally:
-            kernels.layer_forward = original
+        spy(monkeypatch, "adder2d_forward", lambda args, out: seen.append(numba.get_num_threads()))
+        mt.adder2d(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3))
         assert seen == [1]
     finally:
         torch.set_num_threads(before)
@@ -221,17 +231,18 @@ def test_double_backward_is_refused():
         dx.sum().backward()
 
 
-def test_the_backward_reuses_the_padded_input_of_the_forward(monkeypatch):
-    """As in minadder's own layer: one padded, shifted copy per layer, made in forward."""
-    from minadder.kernels import cpu
-    calls = []
-    padded = cpu._padded
-    monkeypatch.setattr(cpu, "_padded", lambda *args: calls.append(1) or padded(*args))
+def test_the_backward_reads_what_the_forward_saved(monkeypatch):
+    """The backend's ``saved`` goes from its forward to its backward untouched (for the cpu
+    backend: the padded, shifted copy of the input made once, in forward)."""
+    saved, given = [], []
+    spy(monkeypatch, "adder2d_forward", lambda args, out: saved.append(out[1]))
+    spy(monkeypatch, "adder2d_backward", lambda args, out: given.append(args[1]))
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     mt.adder2d(x, w, 1, 1).pow(2).sum().backward()
-    assert len(calls) == 1
-    dx, dw = function.backward_tensors(x.detach(), w.detach(), 2 * mt.adder2d(x, w, 1, 1).detach(), 1, 1, "full")
+    assert len(saved) == 1 and given == saved
+    y, kept = function.forward_tensors(x.detach(), w.detach(), 1, 1)
+    dx, dw = function.backward_tensors(x.detach(), w.detach(), 2 * y, kept, "full")
     torch.testing.assert_close(x.grad, dx)
     torch.testing.assert_close(w.grad, dw)
 
@@ -239,20 +250,16 @@ def test_the_backward_reuses_the_padded_input_of_the_forward(monkeypatch):
 def test_cpu_tensors_reach_the_kernels_without_copies(monkeypatch):
     x, w = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
     seen = {}
-    kernels = function._CpuPath.kernels()
-    original_input, original = kernels.layer_input, kernels.layer_forward
-
-    def spy_input(xa, w2, win):   # the first kernel that sees the input array
-        seen["x"] = xa
-        return original_input(xa, w2, win)
-
-    def spy(xa, w2, win):
-        seen["w"] = w2
-        seen["y"] = original(xa, w2, win)
-        return seen["y"]
-
-    monkeypatch.setattr(kernels, "layer_input", spy_input)
-    monkeypatch.setattr(kernels, "layer_forward", spy)
+    spy(monkeypatch, "adder2d_forward", lambda args, out: seen.update(x=args[0], w=args[1], y=out[0]))
     y = mt.adder2d(x, w, 1, 1)
     assert seen["x"].ctypes.data == x.data_ptr() and np.shares_memory(seen["w"], w.numpy())
     assert y.data_ptr() == seen["y"].ctypes.data          # the kernel's result, not a copy
+
+
+def test_every_device_type_names_its_backend_and_dtypes():
+    from minadder import backend
+
+    assert set(function.DEVICES) == set(function.DTYPES) == {"cpu", "cuda"}
+    assert all(entry.backend in backend.BACKENDS for entry in function.DEVICES.values())
+    with pytest.raises(ValueError, match="minadder has kernels for cpu and cuda tensors, got a tensor on meta"):
+        mt.adder2d(torch.zeros(1, 1, 3, 3, device="meta"), torch.zeros(1, 1, 2, 2, device="meta"))

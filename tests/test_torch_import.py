@@ -44,3 +44,43 @@ def test_importing_minadder_torch_loads_no_cuda_and_no_kernels():
     proc = _run("import sys, minadder.torch\n"
                 "assert 'numba.cuda' not in sys.modules and 'minadder.kernels.cpu' not in sys.modules\n")
     assert proc.returncode == 0, proc.stderr
+
+
+TORCH_PACKAGE = REPO / "minadder" / "torch"
+
+
+def _sibling_imports(path):
+    """The minadder.torch modules that ``path`` imports, anywhere in it (also inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module.split(".")[0]] if node.module else [alias.name for alias in node.names]
+            found.update(names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("minadder.torch."):
+            found.add(node.module.split(".")[2])
+    return found
+
+
+def test_the_imports_inside_minadder_torch_form_a_tree():
+    """No module imports, even lazily, a module that imports it back (the package's
+    __init__ aside, which imports them all and is imported by none)."""
+    modules = {p.stem: p for p in TORCH_PACKAGE.glob("*.py") if p.stem != "__init__"}
+    graph = {name: _sibling_imports(path) & set(modules) for name, path in modules.items()}
+    assert not any("__init__" in _sibling_imports(path) for path in modules.values())
+
+    def reaches(start, target, seen=()):
+        return any(nxt == target or (nxt not in seen and reaches(nxt, target, (*seen, nxt)))
+                   for nxt in graph[start])
+
+    assert graph["function"] and "scaling" in graph["function"]     # the walk does see imports
+    circles = sorted(name for name in graph if reaches(name, name))
+    assert not circles, {name: sorted(graph[name]) for name in circles}
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in TORCH_PACKAGE.glob("*.py") if p.stem != "__init__"))
+def test_each_minadder_torch_module_imports_alone(module):
+    pytest.importorskip("torch", reason='minadder.torch needs PyTorch: pip install "minadder[torch]"')
+    proc = _run(f"import minadder.torch.{module}\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]

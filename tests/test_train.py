@@ -254,7 +254,7 @@ def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def evaluate(*args):
         raise KeyboardInterrupt  # Ctrl-C while the test set is being evaluated
 
-    monkeypatch.setattr(T, "evaluate", evaluate)
+    monkeypatch.setattr(T.loop, "evaluate", evaluate)  # the loop's own name for it
     out = tmp_path / "cli"
     code = main(["train", "--epochs", "2", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
                  "--backend", "numpy", "--output-dir", str(out), "--no-progress"])
@@ -271,6 +271,17 @@ def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         T.TrainConfig(**kw).validate()
+
+
+def test_a_saved_config_is_rebuilt_ignoring_fields_no_longer_known():
+    saved = {**T.TrainConfig(epochs=5, kind="cnn").__dict__, "a_field_of_an_older_version": 1}
+    assert T.config_from_dict(saved) == T.TrainConfig(epochs=5, kind="cnn")
+    assert T.config_from_dict({"lr": 0.5}) == T.TrainConfig(lr=0.5)  # missing fields take the default
+
+
+def test_28x28_images_are_padded_to_32_as_in_the_paper_and_others_are_not():
+    assert T.padding_for((1, 28, 28)) == 32
+    assert T.padding_for((3, 32, 32)) is None and T.padding_for((1, 16, 16)) is None
 
 
 def test_learning_rate_decays_per_batch_or_per_epoch():

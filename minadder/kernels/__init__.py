@@ -1,9 +1,10 @@
 """Kernel backends for the adder (and ordinary) convolution.
 
-Every backend module in this package exports the same flat functions with the same
-signatures, listed in ``contract.KERNEL_NAMES``; ``reference.py`` is their definition and
-``contract.py`` holds what they share (grad modes, output size, the window geometry, the
-adder cache, and the layer wrapper ``adder2d_forward`` / ``adder2d_backward``).
+Every backend exports the five functions of ``contract.KERNEL_NAMES`` with the signatures
+``contract.py`` states: ``reference.py`` ("numpy") is their readable definition, the
+package ``cpu/`` ("cpu") climbs from plain Numba loops (``cpu/naive.py``) to the blocked
+kernels, and ``cuda.py`` ("cuda") runs them on a GPU. ``geometry.py`` holds what is
+neither: the output size, the window checks and the Window record.
 
 The autograd layer never imports a backend directly; it asks
 ``minadder.backend.kernels()`` for the active one.

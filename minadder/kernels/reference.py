@@ -16,12 +16,15 @@ The paper's reference code broadcasts |X_col - W| into a (C_out, K, L) temporary
 the L axis is cut into chunks so that the temporary never exceeds ``CHUNK_ELEMENTS``
 numbers, which keeps a ResNet-20 layer at batch 256 within a few hundred MB.
 
-The layer kernels at the end plug these column kernels into ``contract.adder2d_forward``
-and ``contract.adder2d_backward``, the layer on images.
+The contract's functions at the end (``contract.py``: ``adder2d_forward`` /
+``adder2d_backward``, ``conv2d_forward`` / ``conv2d_backward``) are these column kernels
+on images: im2col, the column kernel, and back (col2im for the input gradient). The
+forward keeps the input, not X_col; the backward rebuilds X_col once for both gradients.
 """
 import numpy as np
 
-from .contract import GRAD_MODES, check_grad_mode, output_size  # noqa: F401  (re-exported)
+from .contract import GRAD_MODES  # noqa: F401  (re-exported)
+from .geometry import output_size
 
 #: Largest (C_out, K, chunk) temporary the reference builds, in elements (64 MB of float32).
 CHUNK_ELEMENTS = 1 << 24
@@ -84,7 +87,6 @@ def adder_forward(cols, weight):
 
 def adder_grad_weight(cols, weight, grad_out, mode="full"):
     """dW[t, k] = sum_l G[t, l] * D(X_col[k, l] - W[t, k])  (Eq. 4 sign, Eq. 5 full)."""
-    check_grad_mode(mode)
     dw = np.zeros(weight.shape, dtype=np.result_type(cols, weight, grad_out))
     for sl in _chunks(*weight.shape, cols.shape[1]):
         diff = cols[None, :, sl] - weight[:, :, None]          # X - F, (C_out, K, chunk)
@@ -96,7 +98,6 @@ def adder_grad_weight(cols, weight, grad_out, mode="full"):
 
 def adder_grad_input(cols, weight, grad_out, mode="full"):
     """dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l])  (Eq. 6: E = HardTanh, or sgn)."""
-    check_grad_mode(mode)
     dcols = np.empty(cols.shape, dtype=np.result_type(cols, weight, grad_out))
     for sl in _chunks(*weight.shape, cols.shape[1]):
         diff = weight[:, :, None] - cols[None, :, sl]          # F - X, (C_out, K, chunk)
@@ -105,34 +106,55 @@ def adder_grad_input(cols, weight, grad_out, mode="full"):
     return dcols
 
 
-# ---------------------------------------------- layer kernels (see contract.py), image in
-def _g_cols(g, win):
-    """G (N, C_out, P) as the column kernels' (C_out, L)."""
-    return np.ascontiguousarray(g.transpose(1, 0, 2)).reshape(win.c_out, win.l)
+# ------------------------------------------------- the contract (contract.py), image in
+def check_available():
+    """The reference needs only NumPy: it always runs."""
 
 
-def layer_input(x, w2, win):
-    """The input as these layer kernels read it: x itself (each builds X_col from it)."""
-    return x
+def _columns_of(g):
+    """G (N, C_out, H_out, W_out) as the column kernels' (C_out, L)."""
+    return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(g.shape[1], -1)
 
 
-def layer_forward(x, w2, win):
-    """Eq. 2 on images: im2col, the column kernel, and back to (N, C_out, P)."""
+def _image_of(y_cols, win):
+    """Y (C_out, L) back to the image (N, C_out, H_out, W_out)."""
+    y = y_cols.reshape(win.c_out, win.n, win.ho, win.wo).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(y)
+
+
+def adder2d_forward(x, weight, win):
+    """Eq. 2 on images: im2col, the column kernel, and back. saved = (x, weight, win)."""
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
-    y = adder_forward(cols, w2).reshape(win.c_out, win.n, win.plane)
-    return np.ascontiguousarray(y.transpose(1, 0, 2))
+    y = adder_forward(cols, weight.reshape(win.c_out, win.k))
+    return _image_of(y, win), (x, weight, win)
 
 
-def layer_grad_weight(x, w2, g, win, mode="full"):
-    """dW (C_out, K) of the layer (Eq. 4 or 5), from the input x and G (N, C_out, P)."""
-    check_grad_mode(mode)
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
+    """dX (Eq. 6, or sgn) and dF (Eq. 5, or Eq. 4's sgn) from one X_col rebuilt from x."""
+    x, weight, win = saved
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
-    return adder_grad_weight(cols, w2, _g_cols(g, win), mode)
+    w2, g = weight.reshape(win.c_out, win.k), _columns_of(grad_y)
+    dw = adder_grad_weight(cols, w2, g, mode).reshape(weight.shape) if need_weight_grad else None
+    dx = None
+    if need_input_grad:
+        dcols = adder_grad_input(cols, w2, g, mode)
+        dx = col2im(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding)
+    return dx, dw
 
 
-def layer_grad_input(x, w2, g, win, mode="full"):
-    """dX (N, C, H, W) of the layer (Eq. 6 or sgn): dX_col, then col2im, its adjoint fold."""
-    check_grad_mode(mode)
-    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
-    dcols = adder_grad_input(cols, w2, _g_cols(g, win), mode)
-    return col2im(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding)
+def conv2d_forward(x, weight, win):
+    """Convolution via im2col: Y = W @ X_col. saved = (X_col, W, win)."""
+    cols = im2col(x, win.kh, win.kw, win.stride, win.padding)        # X_col (K, L)
+    w2 = weight.reshape(win.c_out, win.k)                            # W (C_out, K)
+    return _image_of(w2 @ cols, win), (cols, w2, win)
+
+
+def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
+    """dW = G @ X_col^T and dX = col2im(W^T @ G), with G (C_out, L)."""
+    cols, w2, win = saved
+    g = _columns_of(grad_y)
+    dw = (g @ cols.T).reshape(win.c_out, win.c, win.kh, win.kw) if need_weight_grad else None
+    dx = None
+    if need_input_grad:
+        dx = col2im(w2.T @ g, win.x_shape, win.kh, win.kw, win.stride, win.padding)
+    return dx, dw

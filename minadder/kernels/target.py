@@ -13,7 +13,8 @@ The target is the CPU Numba compiles for: the host, or the CPU named by
 ``NUMBA_CPU_NAME`` (with ``NUMBA_CPU_FEATURES``, if given). So on an AVX-512 machine
 ``NUMBA_CPU_NAME=haswell`` compiles and runs the AVX2 code, and both can be measured
 on one machine. Numba's on-disk cache keys compiled code by the target CPU too, so the
-two never mix.
+two never mix. This module defines no kernel: settings.py reads it before the cpu kernels
+are imported (see there why that order matters).
 """
 import os
 import platform
@@ -129,5 +130,5 @@ def cpu_model():
     return f"{name} ({isa})"
 
 
-#: detected once, when the cpu backend is first imported
+#: detected once, when this module is first imported
 TARGET = detect()

@@ -5,10 +5,12 @@
   for CUDA tensors, gradients of Eq. 4 ("sign") or Eqs. 5-6 ("full");
 * ``scale_adder_grads``: the adaptive learning-rate scaling of Eq. 13 for any PyTorch
   optimizer (call it between ``loss.backward()`` and ``optimizer.step()``);
-* ``resnet20``, ``resnet32``, ``lenet5_bn``: minadder's models with the same layers;
+* ``lenet5_bn``, ``lenet_pp``, ``vgg_small``, ``resnet20``, ``resnet32``: minadder's
+  networks, built from the same descriptions (``minadder.architectures``);
   ``to_minadder`` / ``from_minadder`` convert either way, ``load_reference_checkpoint``
   reads a ResNet-20 checkpoint of the paper's reference code, and ``save_safetensors`` /
-  ``load_safetensors`` write and read weights both ecosystems can load safely;
+  ``load_safetensors`` / ``load_safetensors_model`` write and read weights both
+  ecosystems can load safely;
 * ``python -m minadder.torch.train_ddp`` (under ``torchrun``): data-parallel training.
 
 minadder itself never imports torch; only this package does.
@@ -23,15 +25,15 @@ except ImportError as exc:  # pragma: no cover - exercised in a process without 
 from .convert import from_minadder, load_reference_checkpoint, to_minadder
 from .function import adder2d, adder_linear
 from .layers import Adder2d, AdderLinear, adder_modules
-from .models import lenet5_bn, resnet20, resnet32
+from .models import MODELS, lenet5_bn, lenet_pp, resnet20, resnet32, vgg_small
 from .scaling import reference_scale, scale_adder_grads
 from .threads import kernel_threads
-from .weights import load_safetensors, save_safetensors
+from .weights import load_safetensors, load_safetensors_model, read_metadata, save_safetensors
 
 __all__ = [
     "adder2d", "adder_linear", "Adder2d", "AdderLinear", "adder_modules",
     "scale_adder_grads", "reference_scale", "kernel_threads",
-    "resnet20", "resnet32", "lenet5_bn",
+    "lenet5_bn", "lenet_pp", "vgg_small", "resnet20", "resnet32", "MODELS",
     "to_minadder", "from_minadder", "load_reference_checkpoint",
-    "save_safetensors", "load_safetensors",
+    "save_safetensors", "load_safetensors", "load_safetensors_model", "read_metadata",
 ]

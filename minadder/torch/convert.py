@@ -1,9 +1,12 @@
 """Weights between minadder and PyTorch, and checkpoints of the paper's reference code.
 
-Both sides name parameters and buffers alike (``minadder.torch.models`` mirrors
-``minadder.models``), so a conversion is a copy by name: the same float32 numbers, bit
-for bit. PyTorch's batch norms also count ``num_batches_tracked``, which minadder does
-not keep: it is dropped on the way to minadder and left as it is on the way back.
+Both sides build the same descriptions (``minadder.architectures``), so they name
+parameters and buffers alike and a conversion is a copy by name: the same float32
+numbers, bit for bit. The twin is built from what the model itself holds: its
+description (kind, class count, input) and each adder layer's own ``grad_mode``, so
+nothing is guessed. PyTorch's batch norms also count ``num_batches_tracked``, which
+minadder does not keep: it is dropped on the way to minadder and left as it is on the
+way back.
 """
 import os
 from collections import OrderedDict
@@ -11,7 +14,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .models import MODELS, resnet20
+from .. import models as minadder_models
+from ..nn import check_state
+from .models import Network, resnet20
 
 TORCH_ONLY = ("num_batches_tracked",)
 
@@ -27,23 +32,12 @@ def numpy_state(module):
 
 
 def load_numpy_state(module, arrays, what="load"):
-    """Copy name -> array into a torch module; every entry is checked first.
-
-    Missing entries are an error except the torch-only ones, which keep their values.
-    """
+    """Copy name -> array into a torch module; every entry is checked first (minadder's
+    ``nn.check_state``). Missing entries are an error except the torch-only ones, which
+    keep their values."""
     expected = module.state_dict()
-    missing = [k for k in expected if k not in arrays and not _torch_only(k)]
-    unexpected = [k for k in arrays if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing entries: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected entries: {', '.join(unexpected)}")
-    for name, value in arrays.items():
-        if name in expected and tuple(np.shape(value)) != tuple(expected[name].shape):
-            problems.append(f"{name} has shape {tuple(np.shape(value))}, expected {tuple(expected[name].shape)}")
-    if problems:
-        raise ValueError(f"{what}: " + "; ".join(problems))
+    check_state({k: tuple(v.shape) for k, v in expected.items()}, arrays, what,
+                optional=[k for k in expected if _torch_only(k)])
     with torch.no_grad():
         for name, value in arrays.items():
             target = expected[name]
@@ -57,34 +51,34 @@ def _same_mode(source_training, target):
 
 
 # ============================================================================ both ways
-def to_minadder(module):
-    """The minadder twin of a ``minadder.torch`` model, with the same weights and mode."""
-    from .. import models as minadder_models
+def _twin(source, network_class):
+    """A ``network_class`` built from ``source``'s description, each adder layer given the
+    grad mode of the source layer of the same name (the model's own, not a default)."""
+    target = network_class(source.architecture)
+    layers = dict(source.named_modules())
+    for name, layer in target.named_modules():
+        if hasattr(layer, "grad_mode") and name:
+            layer.grad_mode = layers[name].grad_mode
+    return target
 
-    if not hasattr(module, "config") or module.name not in minadder_models.MODELS:
-        raise TypeError(f"to_minadder: expected a minadder.torch model ({', '.join(MODELS)}), "
+
+def to_minadder(module):
+    """The minadder twin of a ``minadder.torch`` model, with the same weights, grad modes and mode."""
+    if not isinstance(module, Network):
+        raise TypeError(f"to_minadder: expected a minadder.torch model (minadder.torch.models.Network), "
                         f"got {type(module).__name__}")
-    model = minadder_models.build_model(module.name, **module.config())
+    model = _twin(module, minadder_models.Network)
     model.load_state_dict(numpy_state(module))
     return _same_mode(module.training, model)
 
 
-def _minadder_grad_mode(model):
-    modes = {m.grad_mode for m in model.modules() if hasattr(m, "grad_mode")}
-    return modes.pop() if len(modes) == 1 else "full"
-
-
 def from_minadder(model):
-    """The ``minadder.torch`` twin of a minadder model, with the same weights and mode."""
-    name = getattr(model, "name", None)
-    if name not in MODELS:
-        raise TypeError(f"from_minadder: minadder.torch has the models {', '.join(MODELS)}, "
-                        f"got {type(model).__name__} {name!r}")
-    state = model.state_dict()
-    num_classes = int(state[f"{model.last_layer}.weight"].shape[0])
-    module = MODELS[name](kind=model.kind, grad_mode=_minadder_grad_mode(model), num_classes=num_classes,
-                          in_channels=model.in_channels, input_size=model.input_size)
-    load_numpy_state(module, state, "from_minadder")
+    """The ``minadder.torch`` twin of a minadder model, with the same weights, grad modes and mode."""
+    if not isinstance(model, minadder_models.Network):
+        raise TypeError(f"from_minadder: expected a minadder model (minadder.models.Network), "
+                        f"got {type(model).__name__}")
+    module = _twin(model, Network)
+    load_numpy_state(module, model.state_dict(), "from_minadder")
     return _same_mode(model.training, module)
 
 

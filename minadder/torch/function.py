@@ -1,4 +1,4 @@
-"""The adder layer as a ``torch.autograd.Function`` over minadder's kernels.
+"""The adder layer as a ``torch.autograd.Function`` over minadder's kernel contract.
 
 Forward (Eq. 2):  Y[n, t, u, v] = -sum_{c,i,j} |Xp[n, c, s*u + i, s*v + j] - F[t, c, i, j]|.
 Backward, for G = dLoss/dY:
@@ -6,80 +6,74 @@ Backward, for G = dLoss/dY:
 * "sign" (Eq. 4): dF = sum G * sgn(X - F), dX = sum G * sgn(F - X), the exact subgradient;
 * "full" (Eqs. 5-6): dF = sum G * (X - F), dX = sum G * HardTanh(F - X).
 
-The arguments are checked as ``minadder.functional.adder2d`` checks them (the kernel
-contract's ``check_grad_mode`` / ``check_window_args``, with the same messages). The
-work itself is ``minadder.kernels.contract.adder2d_forward`` / ``adder2d_backward`` on
-the backend of the tensors' device (see ``_CpuPath`` and ``_CudaPath``), with no copies.
+The arguments are checked as ``minadder.functional.adder2d`` checks them (the contract's
+``check_grad_mode`` and geometry's ``check_window_args``, with the same messages). The
+work is the contract's two functions (``minadder.kernels.contract``) on the backend named
+after the tensors' device type: ``adder2d_forward(x, weight, win) -> (y, saved)`` in the
+forward, ``adder2d_backward(g, saved, mode, need_x, need_w)`` in the backward, with
+``saved`` kept between them. ``DEVICES`` says, per device type, how a tensor becomes that
+backend's array and back without a copy, and how the kernels run there (threads, stream).
 """
 import numbers
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from .. import backend
-from ..kernels import contract
+from ..kernels import contract, geometry
 from . import streams, threads
+from .scaling import reference_scale
 
 #: dtypes the kernels compute in, per device type (the cuda kernels are float32 only)
 DTYPES = {"cpu": (torch.float32, torch.float64), "cuda": (torch.float32,)}
 
 
 # ============================================================================ devices
-class _CpuPath:
-    """CPU tensors: minadder's cpu backend on NumPy views of the tensors' memory."""
-
-    @staticmethod
-    def kernels():
-        return backend.kernels("cpu")
-
-    @staticmethod
-    def array(t):
-        """A NumPy view of a tensor (``Tensor.numpy()`` shares memory; only a
-        non-contiguous tensor is copied, by ``contiguous()``)."""
-        return t.detach().contiguous().numpy()
-
-    @staticmethod
-    def tensor(a, like):
-        """A kernel's result as a tensor sharing its memory (torch keeps the array alive)."""
-        return torch.from_numpy(np.ascontiguousarray(a))
-
-    @staticmethod
-    def running(device):
-        return threads.torch_thread_count()
+class Device(NamedTuple):
+    """How tensors of one device type reach their kernel backend, and come back."""
+    backend: str                  # the name of the kernel backend (minadder.backend.kernels)
+    array: Callable               # tensor -> the backend's array, sharing the tensor's memory
+    tensor: Callable              # (backend array, like) -> a tensor on like's device, sharing memory
+    running: Callable             # torch.device -> a context manager to run the kernels in
 
 
-class _CudaPath:
-    """CUDA tensors: minadder's cuda backend through ``__cuda_array_interface__``, on
-    PyTorch's current stream; nothing goes through host memory."""
-
-    @staticmethod
-    def kernels():
-        return backend.kernels("cuda")
-
-    @staticmethod
-    def array(t):
-        """The tensor itself: the cuda backend reads it through ``__cuda_array_interface__``."""
-        return t.detach().contiguous()
-
-    @staticmethod
-    def tensor(a, like):
-        """A numba device array as a CUDA tensor on ``like``'s device, sharing its memory."""
-        return torch.as_tensor(a, device=like.device)
-
-    @staticmethod
-    def running(device):
-        return streams.on_torch_stream(device)
+def _numpy_view(t):
+    """A NumPy view of a tensor (``Tensor.numpy()`` shares memory; only a non-contiguous
+    tensor is copied, by ``contiguous()``)."""
+    return t.detach().contiguous().numpy()
 
 
-PATHS = {"cpu": _CpuPath, "cuda": _CudaPath}
+def _from_numpy(a, like):
+    """A kernel's result as a tensor sharing its memory (torch keeps the array alive)."""
+    return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def path_for(t):
-    """The device path (kernels and conversions) for a tensor, by its device type."""
+def _cuda_tensor(t):
+    """The tensor itself: the cuda backend reads it through ``__cuda_array_interface__``."""
+    return t.detach().contiguous()
+
+
+def _from_device_array(a, like):
+    """A numba device array as a CUDA tensor on ``like``'s device, sharing its memory."""
+    return torch.as_tensor(a, device=like.device)
+
+
+DEVICES = {
+    # CPU tensors: the cpu backend on NumPy views, with torch's thread count
+    "cpu": Device("cpu", _numpy_view, _from_numpy, lambda device: threads.torch_thread_count()),
+    # CUDA tensors: the cuda backend on the tensors' GPU memory, on PyTorch's current
+    # stream; nothing goes through host memory
+    "cuda": Device("cuda", _cuda_tensor, _from_device_array, streams.on_torch_stream),
+}
+
+
+def device_of(t):
+    """The ``Device`` entry for a tensor, by its device type."""
     kind = t.device.type
-    if kind not in PATHS:
+    if kind not in DEVICES:
         raise ValueError(f"adder2d: minadder has kernels for cpu and cuda tensors, got a tensor on {t.device}")
-    return PATHS[kind]
+    return DEVICES[kind]
 
 
 def _check_tensors(op, x, weight):
@@ -89,7 +83,7 @@ def _check_tensors(op, x, weight):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if x.device != weight.device:
         raise ValueError(f"{op}: x is on {x.device} but weight is on {weight.device}")
-    path_for(x)
+    device_of(x)
     if x.dtype != weight.dtype:
         raise TypeError(f"{op}: x is {x.dtype} but weight is {weight.dtype}; give both the same dtype")
     allowed = DTYPES[x.device.type]
@@ -114,46 +108,32 @@ def _is_empty(win):
 
 
 def forward_tensors(x, weight, stride, padding):
-    """Eq. 2 on tensors of one device; an empty batch returns at once (a GPU refuses a
-    launch with a zero-size grid), and y = 0 when K = 0 (an empty sum)."""
-    return _forward(x, weight, stride, padding)[0]
+    """(y, saved): Eq. 2 on tensors of one device, and what backward_tensors needs.
 
-
-def _forward(x, weight, stride, padding):
-    """(y, layer_input): forward_tensors' y and, on the CPU, the kernels' layer input (x
-    with its padded, shifted copy) for backward_tensors to reuse; None elsewhere."""
-    win = contract.Window.of(x.shape, weight.shape, stride, padding)
+    An empty batch returns at once (a GPU refuses a launch with a zero-size grid), with
+    y = 0 when K = 0 (an empty sum) and saved = None.
+    """
+    win = geometry.Window.of(x.shape, weight.shape, stride, padding)
     if _is_empty(win):
         return x.new_zeros(win.y_shape), None
-    path = path_for(x)
-    kernels = path.kernels()
-    with path.running(x.device):
-        y, cache = contract.adder2d_forward(kernels, path.array(x), path.array(weight), stride, padding)
-        return path.tensor(y, x), (cache.x if path is _CpuPath else None)
+    device = device_of(x)
+    with device.running(x.device):
+        y, saved = backend.kernels(device.backend).adder2d_forward(device.array(x), device.array(weight), win)
+        return device.tensor(y, x), saved
 
 
-def backward_tensors(x, weight, grad_y, stride, padding, mode, need_x=True, need_w=True, layer_input=None):
-    """(dX, dF) of Eq. 4 ("sign") or Eqs. 5-6 ("full"); None for a gradient not needed,
-    and the kernel that would compute it is skipped. ``layer_input``: what the forward's
-    kernels read (see _forward), used in place of x."""
+def backward_tensors(x, weight, grad_y, saved, mode, need_x=True, need_w=True):
+    """(dX, dF) of Eq. 4 ("sign") or Eqs. 5-6 ("full") from forward_tensors' ``saved``;
+    None for a gradient not needed, and the kernel that would compute it is skipped."""
     if not (need_x or need_w):
         return None, None
-    win = contract.Window.of(x.shape, weight.shape, stride, padding)
-    if _is_empty(win):
+    if saved is None:   # an empty layer: zero gradients
         return (torch.zeros_like(x) if need_x else None), (torch.zeros_like(weight) if need_w else None)
-    path = path_for(x)
-    kernels = path.kernels()
-    with path.running(x.device):
-        xa = path.array(x) if layer_input is None else layer_input
-        wa, ga = path.array(weight), path.array(grad_y.to(x.dtype))
-        if need_w:
-            dx, dw = contract.adder2d_backward(kernels, ga, contract.AdderCache(xa, wa, win), mode,
-                                               input_grad=need_x)
-        else:   # dX alone: the contract's layer kernel for it, without the dF kernel
-            dx = kernels.layer_grad_input(xa, wa.reshape(win.c_out, win.k),
-                                          ga.reshape(win.n, win.c_out, win.plane), win, mode)
-            dw = None
-        return (None if dx is None else path.tensor(dx, x)), (None if dw is None else path.tensor(dw, x))
+    device = device_of(x)
+    with device.running(x.device):
+        g = device.array(grad_y.to(x.dtype))
+        dx, dw = backend.kernels(device.backend).adder2d_backward(g, saved, mode, need_x, need_w)
+        return (None if dx is None else device.tensor(dx, x)), (None if dw is None else device.tensor(dw, x))
 
 
 class AdderFunction(torch.autograd.Function):
@@ -165,9 +145,9 @@ class AdderFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, stride, padding, grad_mode, eta):
-        ctx.save_for_backward(x, weight)
-        ctx.config = (stride, padding, grad_mode, eta)
-        y, ctx.layer_input = _forward(x, weight, stride, padding)
+        ctx.save_for_backward(x, weight)   # so that autograd refuses x or F changed in place
+        ctx.config = (grad_mode, eta)
+        y, ctx.kernel_saved = forward_tensors(x, weight, stride, padding)
         return y
 
     @staticmethod
@@ -175,13 +155,10 @@ class AdderFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         # the kernels' gradients are not themselves differentiable: a double backward
         # (create_graph=True through this layer) is refused rather than silently wrong
-        from .scaling import reference_scale
-
         x, weight = ctx.saved_tensors
-        stride, padding, grad_mode, eta = ctx.config
+        grad_mode, eta = ctx.config
         need_x, need_w = ctx.needs_input_grad[:2]
-        dx, dw = backward_tensors(x, weight, grad_y, stride, padding, grad_mode, need_x, need_w,
-                                  ctx.layer_input)
+        dx, dw = backward_tensors(x, weight, grad_y, ctx.kernel_saved, grad_mode, need_x, need_w)
         if dw is not None and eta is not None:
             dw = reference_scale(dw, eta)
         return dx, dw, None, None, None, None
@@ -197,7 +174,7 @@ def adder2d(x, weight, stride=1, padding=0, grad_mode="full", eta=None):
     holds under DistributedDataParallel.
     """
     contract.check_grad_mode(grad_mode, "adder2d")
-    contract.check_window_args("adder2d", tuple(x.shape), tuple(weight.shape), stride, padding)
+    geometry.check_window_args("adder2d", tuple(x.shape), tuple(weight.shape), stride, padding)
     _check_tensors("adder2d", x, weight)
     eta = _check_eta("adder2d", eta)
     return AdderFunction.apply(x, weight, int(stride), int(padding), grad_mode, eta)

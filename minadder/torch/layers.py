@@ -2,8 +2,9 @@
 
 The filters are the parameter ``.weight`` (so code that looks for ``.weight``, as for a
 convolution, finds them), initialised N(0, 1) as in the paper's reference code and in
-``minadder.nn.Adder2d``; ``weight.is_adder`` is True, and ``adder_modules`` lists the
-layers that ``scale_adder_grads`` (Eq. 13) rescales.
+``minadder.nn.Adder2d``; ``weight.is_adder`` is True. Each class says
+``is_adder_layer = True``, by which ``adder_modules`` (defined in scaling.py, re-exported
+here) lists the layers that ``scale_adder_grads`` (Eq. 13) rescales.
 """
 import numbers
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from ..kernels import contract
 from .function import adder2d, adder_linear
+from .scaling import adder_modules  # noqa: F401  (re-exported: minadder.torch.layers.adder_modules)
 
 
 def _check_size(op, name, value, low):
@@ -33,6 +35,8 @@ class Adder2d(nn.Module):
     (zeros). ``eta``: None, or the reference code's in-backward normalisation of the
     filter gradient (0.2 there); see ``minadder.torch.scaling``.
     """
+
+    is_adder_layer = True   # scale_adder_grads rescales its filters (Eq. 13)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
                  grad_mode="full", eta=None, device=None, dtype=None):
@@ -58,6 +62,8 @@ class Adder2d(nn.Module):
 class AdderLinear(nn.Module):
     """Fully connected adder layer: y[n, t] = -sum_k |x[n, k] - W[t, k]|, W ~ N(0, 1)."""
 
+    is_adder_layer = True
+
     def __init__(self, in_features, out_features, bias=False, grad_mode="full", eta=None,
                  device=None, dtype=None):
         super().__init__()
@@ -75,7 +81,3 @@ class AdderLinear(nn.Module):
     def extra_repr(self):
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, grad_mode={self.grad_mode!r}"
 
-
-def adder_modules(module):
-    """(name, layer) for every Adder2d / AdderLinear inside ``module`` (itself included)."""
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, (Adder2d, AdderLinear))]

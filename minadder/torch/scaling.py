@@ -13,12 +13,15 @@ computes the same alpha_l and the replicas stay identical.
 ``reference_scale`` is the same rescaling done inside backward, as the paper's reference
 code does it (eta = 0.2 there): ``Adder2d(..., eta=0.2)``. Inside backward it sees one
 process's gradient, before any all-reduce.
+
+This module imports nothing else of minadder.torch (function.py uses ``reference_scale``,
+layers.py re-exports ``adder_modules``), so the package's imports form a tree. An adder
+layer is a module whose class says ``is_adder_layer = True``, as Adder2d and AdderLinear
+do: a class attribute, which copies, pickles and ``.to()`` keep.
 """
 import math
 
 import torch
-
-from .layers import adder_modules
 
 
 def adaptive_factor(grad, eta):
@@ -34,6 +37,12 @@ def reference_scale(grad, eta=0.2):
     """grad rescaled to the norm eta * sqrt(k): Eq. 13 applied inside backward, as the
     paper's reference code does (its eta is 0.2)."""
     return grad * adaptive_factor(grad, eta)
+
+
+def adder_modules(module):
+    """(name, layer) for every adder layer inside ``module`` (itself included): Adder2d,
+    AdderLinear, and any module whose class sets ``is_adder_layer = True``."""
+    return [(name, m) for name, m in module.named_modules() if getattr(type(m), "is_adder_layer", False)]
 
 
 @torch.no_grad()

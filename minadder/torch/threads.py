@@ -1,13 +1,17 @@
 """How many threads minadder's cpu kernels use when they run inside PyTorch.
 
-They follow ``torch.get_num_threads()``: set it with ``torch.set_num_threads(n)`` (or the
-``OMP_NUM_THREADS`` variable, which ``torchrun`` sets to 1 for each of several processes),
-and PyTorch's own operators and minadder's kernels share the same budget. Two processes
-on two cores then run one thread each instead of oversubscribing the cores. Numba's pool
-has ``NUMBA_NUM_THREADS`` workers (the machine's cores unless set), so the count is capped
-there. The full-mode filter gradient (Eq. 5) is one NumPy matrix product, whose BLAS
-library reads its own thread count (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``) at
-start-up: under torchrun that is 1 as well.
+``kernel_threads()`` is ``torch.get_num_threads()``, capped at the size of Numba's pool
+(``NUMBA_NUM_THREADS``, the machine's cores unless set): set it with
+``torch.set_num_threads(n)``, or the ``OMP_NUM_THREADS`` variable, which ``torchrun`` sets
+to 1 for each of several processes. PyTorch's operators and minadder's kernels then share
+one budget, and two processes on two cores run one thread each instead of
+oversubscribing the cores. ``torch_thread_count()`` sets Numba's count to that number
+around each kernel call and restores it after; Numba's count belongs to the calling
+thread, and the forward runs in the caller's thread, the backward in autograd's.
+
+Only the count is set here. The process-wide Numba settings (the threading layer, the CPU
+features it compiles for) are ``minadder.configure()``'s, which a program calls once at
+its start, before the first kernel runs; importing minadder.torch sets nothing.
 """
 import contextlib
 
@@ -26,8 +30,9 @@ def torch_thread_count():
     """Run the block's Numba kernels with ``kernel_threads()`` threads, then restore the count.
 
     Numba's count is per calling thread, so it is set where the kernels are called (the
-    forward in the caller's thread, the backward in autograd's). minadder's cpu backend
-    must be imported first: it chooses Numba's threading layer before the pool starts.
+    forward in the caller's thread, the backward in autograd's). Reading it starts Numba's
+    pool if it was not running: call ``minadder.configure()`` before, so that the pool
+    starts with the threading layer chosen there.
     """
     import numba
 

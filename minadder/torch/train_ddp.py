@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from .. import backend as minadder_backend
 from ..data.loader import normalize, random_crop_flip
 from .models import resnet20
 from .scaling import scale_adder_grads
@@ -100,6 +101,7 @@ def evaluate(model, dataset, args, device):
 
 
 def train(args):
+    minadder_backend.configure()          # Numba's settings for the cpu kernels, before they load
     device, backend = setup(args)
     rank, world = dist.get_rank(), dist.get_world_size()
     if args.threads:

@@ -15,8 +15,10 @@ assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run these tests through t
 
 from numba import cuda  # noqa: E402  (after the environment check)
 
-from minadder.kernels import cuda as kc  # noqa: E402
 from minadder.kernels import reference as ref  # noqa: E402
+from minadder.kernels.cuda import columns as kc  # noqa: E402  (each kernel alone, host in/out)
+from minadder.kernels.cuda import launch  # noqa: E402
+from minadder.kernels.cuda.tiled import VARIANTS  # noqa: E402
 
 FEW = settings(deadline=None, max_examples=8)
 MODES = ("full", "sign")
@@ -114,7 +116,7 @@ def test_sign_mode_treats_ties_as_zero():
 
 
 # ------------------------------------------ every tile shape, and the split reduction
-@pytest.mark.parametrize("variant", sorted(kc._VARIANTS))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("tile,splits", [("16x64", 3), ("16x128", 1), ("32x128", 1), ("64x128", 2)])
 def test_tiled_kernels_every_tile_and_split(variant, tile, splits):
     """The template with forced tiles and a split reduction axis (the launcher picks these
@@ -135,7 +137,7 @@ def test_tiled_kernels_every_tile_and_split(variant, tile, splits):
     else:  # product
         args, out_shape, want = (d["g"], d["cols"], None), (c_out, k), g @ cols.T
     out = cuda.device_array(out_shape, dtype=np.float32)
-    kc.tiled(variant, *args, out, tile=tile, splits=splits)
+    launch.tiled(variant, *args, out, tile=tile, splits=splits)
     assert_close(out.copy_to_host(), want, 4 * max(k, l, c_out))
 
 
@@ -144,19 +146,19 @@ def test_largest_tile_once():
     rng = np.random.default_rng(3)
     cols, w = values(rng, (9, 131), "normal"), values(rng, (129, 9), "normal")
     out = cuda.device_array((129, 131), dtype=np.float32)
-    kc.tiled("forward", cuda.to_device(w), cuda.to_device(cols), None, out, tile="128x128")
+    launch.tiled("forward", cuda.to_device(w), cuda.to_device(cols), None, out, tile="128x128")
     assert_close(out.copy_to_host(), ref.adder_forward(cols, w), 9)
 
 
 def test_launch_choices():
-    assert kc.choose_tile(16, 100) == "16x64"          # narrow output
-    assert kc.choose_tile(16, 1 << 17) == "16x128"     # ResNet-20 stage 1 forward
-    assert kc.choose_tile(6, 1 << 17) == "16x128"      # LeNet conv1: C_out = 6
-    assert kc.choose_tile(144, 1 << 17) == "32x128"    # dX with K = 144: 160 rows, not 256
-    assert kc.choose_tile(288, 1 << 15) == "64x128"
-    assert kc.choose_tile(512, 4096) == "128x128"
+    assert launch.choose_tile(16, 100) == "16x64"          # narrow output
+    assert launch.choose_tile(16, 1 << 17) == "16x128"     # ResNet-20 stage 1 forward
+    assert launch.choose_tile(6, 1 << 17) == "16x128"      # LeNet conv1: C_out = 6
+    assert launch.choose_tile(144, 1 << 17) == "32x128"    # dX with K = 144: 160 rows, not 256
+    assert launch.choose_tile(288, 1 << 15) == "64x128"
+    assert launch.choose_tile(512, 4096) == "128x128"
     # dW of a ResNet-20 layer: a 16 x 144 output (2 tiles of 64 threads), reduced over
     # 128*32*32 positions: split into hundreds of parts
-    assert kc.choose_splits(tiles=2, threads_per_block=64, r_size=128 * 32 * 32) > 100
-    assert kc.choose_splits(tiles=10_000, threads_per_block=256, r_size=144) == 1
-    assert kc.choose_splits(tiles=1, threads_per_block=64, r_size=100) == 1    # too short
+    assert launch.choose_splits(tiles=2, threads_per_block=64, r_size=128 * 32 * 32) > 100
+    assert launch.choose_splits(tiles=10_000, threads_per_block=256, r_size=144) == 1
+    assert launch.choose_splits(tiles=1, threads_per_block=64, r_size=100) == 1    # too short

@@ -1,0 +1,103 @@
+"""What every public layer and optimizer setting refuses, and the message it gives.
+
+The layers (``layers.py``) and the optimizer (``optim.py``) call these before any work,
+so a bad argument fails at once with its name and what was expected. The sliding-window
+shape checks are ``kernels.geometry.check_window_args``, and the one grad_mode check is
+``kernels.contract.check_grad_mode``; the adder layer's entry points call both here.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .kernels.contract import check_grad_mode
+from .kernels.geometry import check_window_args
+
+
+def _shape(t):
+    """The shape of a Tensor or an array."""
+    return np.shape(getattr(t, "data", t))
+
+
+def check_adder2d_args(op, x, weight, stride, padding, grad_mode):
+    """The adder layer's operands (x 4-D, weight (C_out, C_in, kh, kw), a window that fits)
+    and its grad_mode, one of contract.GRAD_MODES."""
+    check_grad_mode(grad_mode, op)
+    check_window_args(op, _shape(x), _shape(weight), stride, padding)
+
+
+def check_number(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):
+    """Return ``value`` as a float if it is a finite real number in the interval from
+    ``low`` to ``high`` (each end closed unless ``*_open``); else raise a ValueError that
+    names it, e.g. "momentum must be in [0, 1); got 1.5"."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        if high == math.inf:
+            wanted = f"a finite number {'>' if low_open else '>='} {low:g}"
+        else:
+            wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be {wanted}; got {value!r}")
+    return float(value)
+
+
+def check_labels(logits, labels):
+    """cross_entropy's labels: integers, one per row of the 2-D logits, each a class index.
+    Returns them as an intp array."""
+    shape = _shape(logits)
+    if len(shape) != 2:
+        raise ValueError(f"cross_entropy: logits must be 2-D (N, C), got shape {shape}")
+    labels = np.asarray(getattr(labels, "data", labels))
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (shape[0],):
+        raise ValueError(f"cross_entropy: labels must have shape ({shape[0]},) to match logits {shape}, got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= shape[1]):
+        bad = labels[(labels < 0) | (labels >= shape[1])][0]
+        raise ValueError(f"cross_entropy: label {bad} is out of range for {shape[1]} classes (expected 0..{shape[1] - 1})")
+    return labels.astype(np.intp)
+
+
+def check_features(op, x, weight, x_ndim=None):
+    """A fully connected layer's operands: weight (out, in) with in = x's last axis (and x
+    of x_ndim dimensions when given). Returns the two shapes."""
+    xs, ws = _shape(x), _shape(weight)
+    if x_ndim is not None and len(xs) != x_ndim:
+        raise ValueError(f"{op}: input x must be {x_ndim}-D (N, in_features), got shape {xs}")
+    if len(ws) != 2 or xs[-1] != ws[1]:
+        raise ValueError(f"{op}: x has {xs[-1]} features but weight has shape {ws} (expected (out, {xs[-1]}))")
+    return xs, ws
+
+
+def check_pool_args(op, x, kernel_size, stride, padding):
+    """A pooling layer's window: integers, padding at most half the kernel, a kernel that
+    fits the padded input. Returns the stride (the kernel size when None)."""
+    xs = _shape(x)
+    if len(xs) != 4:
+        raise ValueError(f"{op}: input x must be 4-D (N, C, H, W), got shape {xs}")
+    stride = kernel_size if stride is None else stride
+    for name, value, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
+        if not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
+    if padding > kernel_size // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel_size}")
+    if kernel_size > min(xs[2], xs[3]) + 2 * padding:
+        raise ValueError(f"{op}: kernel {kernel_size} is larger than the padded input {xs[2]}x{xs[3]} (padding={padding})")
+    return stride
+
+
+def check_batch_norm_args(x, running_mean, running_var, weight, bias, training):
+    """batch_norm's operands: x (N, C) or (N, C, H, W), per-channel vectors of C, running
+    statistics for evaluation, and more than one value per channel for training."""
+    xs = _shape(x)
+    if len(xs) not in (2, 4):
+        raise ValueError(f"batch_norm: input must be 2-D (N, C) or 4-D (N, C, H, W), got shape {xs}")
+    for name, value in (("running_mean", running_mean), ("running_var", running_var),
+                        ("weight", weight), ("bias", bias)):
+        if value is not None and _shape(value) != (xs[1],):
+            raise ValueError(f"batch_norm: {name} must have shape ({xs[1]},), got {_shape(value)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+    if training and xs[0] * (1 if len(xs) == 2 else xs[2] * xs[3]) < 2:
+        raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {xs}")

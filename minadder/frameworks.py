@@ -1,0 +1,154 @@
+"""How a framework, minadder or PyTorch, builds and runs a network described in ``minadder.architectures``.
+
+A ``Framework`` record lends the layer classes (minadder.nn and torch.nn take the same
+constructor arguments) and four functions. ``make_layer`` turns one named record into a
+module (an adder layer or its multiplying twin, by ``kind``), ``add_layers`` gives a
+module one child per named record, and ``run`` applies the records in order. The two
+mix-ins ``NetworkModule`` and ``BlockModule`` hold everything a network and ResNet's
+basic block do; ``minadder.models`` and ``minadder.torch.models`` put each in front of
+their framework's ``Module``.
+"""
+import functools
+from typing import Any, NamedTuple, Optional
+
+from .architectures import (BatchNorm1d, BatchNorm2d, Conv2d, Features, Flatten, GlobalAvgPool, Linear, MaxPool,
+                            ReLU, Stage, block_layers)
+
+
+class Framework(NamedTuple):
+    """What a framework lends to build and run a description: its layer classes (the
+    same constructor arguments in minadder.nn and torch.nn) and four functions."""
+    Conv2d: Any
+    Linear: Any
+    BatchNorm2d: Any
+    BatchNorm1d: Any
+    Sequential: Any
+    Adder2d: Any
+    AdderLinear: Any
+    relu: Any
+    max_pool2d: Any
+    flatten: Any
+    spatial_mean: Any
+
+
+def make_layer(fw, record, kind, grad_mode, block_class=None):
+    """The module for one named record, from framework ``fw``."""
+    adder = kind == "adder" and getattr(record, "adder", False)
+    if isinstance(record, Conv2d):
+        size = (record.in_channels, record.out_channels, record.kernel_size, record.stride, record.padding)
+        return fw.Adder2d(*size, grad_mode=grad_mode) if adder else fw.Conv2d(*size, bias=False)
+    if isinstance(record, Linear):
+        size = (record.in_features, record.out_features)
+        return fw.AdderLinear(*size, grad_mode=grad_mode) if adder else fw.Linear(*size, bias=record.bias)
+    if isinstance(record, BatchNorm2d):
+        return fw.BatchNorm2d(record.num_features)
+    if isinstance(record, BatchNorm1d):
+        return fw.BatchNorm1d(record.num_features)
+    if isinstance(record, Stage):
+        return fw.Sequential(*(block_class(block, kind, grad_mode) for block in record.blocks))
+    raise TypeError(f"no layer for {record!r}")
+
+
+def add_layers(module, records, kind, grad_mode):
+    """Give ``module`` one sub-module per named record, in order."""
+    for record in records:
+        if getattr(record, "name", None) is not None:
+            setattr(module, record.name, make_layer(module.framework, record, kind, grad_mode,
+                                                    getattr(module, "block_class", None)))
+
+
+def run(module, records, x):
+    """``records`` applied to ``x`` in order: a named record is ``module``'s sub-module."""
+    fw = module.framework
+    for record in records:
+        if isinstance(record, ReLU):
+            x = fw.relu(x)
+        elif isinstance(record, MaxPool):
+            x = fw.max_pool2d(x, record.kernel_size)
+        elif isinstance(record, Flatten):
+            x = fw.flatten(x, 1)
+        elif isinstance(record, GlobalAvgPool):
+            x = fw.spatial_mean(x)
+        elif not isinstance(record, Features):
+            x = getattr(module, record.name)(x)
+    return x
+
+
+class NetworkModule:
+    """What a network does in either framework; mixed in before that framework's Module
+    by ``minadder.models.Network`` and ``minadder.torch.models.Network``."""
+
+    framework: Optional[Framework] = None
+    block_class = None
+
+    def __init__(self, architecture):
+        super().__init__()
+        a = self.architecture = architecture
+        self.name, self.kind, self.grad_mode, self.num_classes = a.name, a.kind, a.grad_mode, a.num_classes
+        self.in_channels, self.input_size, self.first_layer, self.last_layer = (
+            a.in_channels, a.input_size, a.first_layer, a.last_layer)
+        add_layers(self, architecture.layers, architecture.kind, architecture.grad_mode)
+
+    def input_shape(self):
+        """(C, H, W) of one input image."""
+        return (self.in_channels, self.input_size, self.input_size)
+
+    def config(self):
+        """The builder's keyword arguments for this model: ``MODELS[model.name](**model.config())``."""
+        return dict(kind=self.kind, grad_mode=self.grad_mode, num_classes=self.num_classes,
+                    in_channels=self.in_channels, input_size=self.input_size, **dict(self.architecture.options))
+
+    def _split(self):
+        layers = self.architecture.layers
+        cut = next((i for i, r in enumerate(layers) if isinstance(r, Features)), None)
+        return (layers, None) if cut is None else (layers[:cut], layers[cut + 1:])
+
+    def features(self, x):
+        """The values at the ``Features`` mark (LeNet++'s 3-D features)."""
+        head, tail = self._split()
+        if tail is None:
+            raise ValueError(f"{self.name} has no feature layer")
+        return run(self, head, self._checked(x))
+
+    def forward(self, x, return_features=False):
+        head, tail = self._split()
+        if tail is None and not return_features:
+            return run(self, head, self._checked(x))
+        f = self.features(x)
+        logits = run(self, tail, f)
+        return (logits, f) if return_features else logits
+
+    def _checked(self, x):
+        c, s = self.in_channels, self.input_size
+        if len(x.shape) != 4 or tuple(x.shape[1:]) != (c, s, s):
+            raise ValueError(f"{self.name}: expected input of shape (N, {c}, {s}, {s}), got {tuple(x.shape)}")
+        return x
+
+    def extra_repr(self):
+        return f"{self.name}, kind={self.kind!r}, input={self.input_shape()}"
+
+
+class BlockModule:
+    """ResNet's basic block in either framework: relu(body(x) + shortcut(x))."""
+
+    framework: Optional[Framework] = None
+
+    def __init__(self, block, kind, grad_mode):
+        super().__init__()
+        self.body_records, shortcut = block_layers(block)
+        add_layers(self, self.body_records, kind, grad_mode)
+        self.downsample = None if shortcut is None else self.framework.Sequential(
+            *(make_layer(self.framework, record, kind, grad_mode) for record in shortcut))
+
+    def forward(self, x):
+        out = run(self, self.body_records, x)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.framework.relu(out + shortcut)
+
+
+def builder(describe, network_class):
+    """The public builder of one network: ``describe``'s arguments, a ``network_class``."""
+    @functools.wraps(describe)
+    def build(*args, **kwargs):
+        return network_class(describe(*args, **kwargs))
+    return build

@@ -1,0 +1,149 @@
+"""The "cpu" backend: the kernel contract (contract.py) in Numba, parallel and vectorised.
+
+The package is a ladder; read it from the bottom rung up:
+
+    naive.py        Eq. 2 and its gradients as plain loops (no blocking): the definition
+                    in Numba, exporting adder2d_forward / adder2d_backward too
+    frame.py        the padded input, shifted by the filters' mean (why: precision)
+    positions.py    where a row of X_col lies in that input: wide positions, runs
+    forward.py      the blocked forward: the min identity, register blocks
+    grad_input.py   the blocked dX, col2im fused in
+    grad_weight.py  the blocked dW: a register-blocked product, or chunks of X_col
+
+and, one level up because they must be read before any kernel is defined, ../target.py
+(which CPU the code is compiled for, and the register block it gets) and ../settings.py
+(the Numba settings minadder.configure() sets; importing this package sets none).
+
+This module is the contract's five functions over those rungs (implicit GEMM: no
+(K, L) im2col matrix X_col is built, except dW's chunks). The forward pads and shifts
+the input once (frame.py) and keeps that copy in ``saved``; both full-mode gradients read
+it again. A 1x1 layer without stride or padding (a fully connected one) is worked on as
+one image of a single long row (its X_col is the input's transpose).
+
+Compilation is lazy (first call, once per dtype) and cached on disk (cache=True).
+``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums: inputs must be finite;
+results differ from the reference only by float rounding (tests/test_kernels_cpu.py).
+"""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+try:
+    import numba  # noqa: F401
+except ImportError as exc:   # the backend registry reports this as BackendUnavailable
+    raise ImportError("backend 'cpu' needs numba: pip install numba") from exc
+
+from .. import reference
+from ..geometry import Window
+from .forward import blocked_forward
+from .frame import ShiftedInput, same_dtype, shifted, unshifted
+from .grad_input import blocked_grad_input
+from .grad_weight import blocked_grad_weight
+
+
+def check_available():
+    """The cpu backend runs wherever Numba imports (the import above checked that)."""
+
+
+class Saved(NamedTuple):
+    """What adder2d_backward needs from the forward: the input, never X_col."""
+    x: np.ndarray                     # (N, C, H, W), float32 or float64
+    weight: np.ndarray                # (C_out, C, kh, kw), of x's dtype
+    win: Window
+    frame: Optional[ShiftedInput]     # x padded and shifted by the filters' mean, or None
+
+
+# ============================================================ shapes the kernels skip
+def _empty(win):
+    """No work: an empty sum (K = 0) or no outputs."""
+    return win.k == 0 or win.l == 0 or win.c_out == 0
+
+
+def _pointwise(win):
+    """A 1x1 layer without stride or padding (a fully connected one among them): its
+    X_col is the input's transpose, worked on as one image of a single long row (an input
+    that is that row already, N = H = 1, goes straight to the kernels)."""
+    single_row = win.n == 1 and win.h == 1
+    return win.kh == win.kw == 1 and win.stride == 1 and win.padding == 0 and not single_row
+
+
+def _as_row(a):
+    """(N, C, P) or (N, C, H, W) -> the image (1, C, 1, N*P) of a pointwise layer."""
+    n, c = a.shape[:2]
+    return np.ascontiguousarray(a.reshape(n, c, -1).transpose(1, 0, 2)).reshape(1, c, 1, -1)
+
+
+def _from_row(a, n, shape):
+    """The inverse of _as_row: (1, C, ..., N*P) -> (N, C) + shape."""
+    c = a.shape[1]
+    return np.ascontiguousarray(a.reshape(c, n, -1).transpose(1, 0, 2)).reshape((n, c) + tuple(shape))
+
+
+def _row_window(win):
+    return Window(1, win.c, 1, win.l, win.c_out, 1, 1, 1, 0)
+
+
+# ====================================================================== the contract
+def adder2d_forward(x, weight, win):
+    """Eq. 2 on images: (y (N, C_out, H_out, W_out), saved); see contract.py."""
+    x, weight = same_dtype(x, weight)
+    if _empty(win):
+        return np.zeros(win.y_shape, dtype=x.dtype), Saved(x, weight, win, None)
+    w2 = weight.reshape(win.c_out, win.k)
+    if _pointwise(win):
+        row_win = _row_window(win)
+        y = np.empty((1, win.c_out, win.l), dtype=x.dtype)
+        blocked_forward(w2, row_win, shifted(_as_row(x), w2, row_win), y)
+        return _from_row(y, win.n, (win.ho, win.wo)), Saved(x, weight, win, None)
+    frame = shifted(x, w2, win)
+    y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
+    blocked_forward(w2, win, frame, y)
+    return y.reshape(win.y_shape), Saved(x, weight, win, frame)
+
+
+def _frame_for(mode, x, w2, win, saved_frame):
+    """The padded input the gradients of ``mode`` read: the forward's shifted copy in
+    full mode (a new one if there is none of this dtype), a new unshifted one in sign mode."""
+    if mode != "full":
+        return unshifted(x, win)
+    if saved_frame is not None and saved_frame.xp.dtype == x.dtype:
+        return saved_frame      # any common shift of x and W leaves the gradients unchanged
+    return shifted(x, w2, win)
+
+
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
+    """(dX, dF) of ``mode`` (full: Eqs. 5, 6; sign: Eq. 4), None for one not needed."""
+    if not (need_input_grad or need_weight_grad):
+        return None, None
+    x, weight, win, saved_frame = saved
+    x, weight, g = same_dtype(x, weight, grad_y)
+    if _empty(win):
+        return (np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None,
+                np.zeros(weight.shape, dtype=x.dtype) if need_weight_grad else None)
+    w2, g = weight.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
+    if _pointwise(win):   # the layer on one long row: x, G and dX as rows
+        row_win, x_row = _row_window(win), _as_row(x)
+        g_row = _as_row(g).reshape(1, win.c_out, win.l)
+        dx, dw = _backward(w2, g_row, row_win, mode, _frame_for(mode, x_row, w2, row_win, None),
+                           need_input_grad, need_weight_grad)
+        dx = None if dx is None else _from_row(dx, win.n, (win.h, win.w))
+    else:
+        dx, dw = _backward(w2, g, win, mode, _frame_for(mode, x, w2, win, saved_frame),
+                           need_input_grad, need_weight_grad)
+    return dx, (None if dw is None else dw.reshape(weight.shape))
+
+
+def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad):
+    dx = blocked_grad_input(w2, g, win, mode, frame) if need_input_grad else None
+    dw = blocked_grad_weight(w2, g, win, mode, frame) if need_weight_grad else None
+    return dx, dw
+
+
+def conv2d_forward(x, weight, win):
+    """The ordinary convolution: the reference's im2col and matrix product (NumPy's BLAS)."""
+    return reference.conv2d_forward(*same_dtype(x, weight), win)
+
+
+def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
+    """dX and dW of conv2d_forward: the reference's."""
+    return reference.conv2d_backward(grad_y, saved, need_input_grad, need_weight_grad)

@@ -1,0 +1,225 @@
+"""The blocked forward (Eq. 2): the min identity and register blocks of the filters.
+
+Against naive.py's loop, three things change, each measured in benchmarks/README.md:
+
+* The l1 "GEMM" as a min. |x - w| = x + w - 2 min(x, w): summed over k, the x + w part is
+  colsum[l] + wsum[t], so the inner loop is one min and one add per adder-MAC instead of
+  a subtract, an abs and an add (17-29 % faster, ``bench_min_trick.py``). It works in the
+  shifted frame of frame.py, where this identity does not cancel large terms.
+* Register blocking. The inner step keeps MR channels x 4 rows of W (4 x 4 = 16 broadcast
+  weights) in vector registers while it streams 4 rows of X_col: each x vector loaded
+  serves MR channels, each accumulator load and store serves 4 rows. MR is chosen for the
+  CPU in target.py (no stack accesses either way, ``inspect_asm.py``).
+* Reading X_col in place. With stride 1 a task owns a few output rows of one image and
+  reads the rows of X_col straight from the padded input on wide positions
+  (positions.py); other strides pack a cache-sized panel of them per task.
+"""
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from .frame import VECTOR
+from .positions import field_row, segments, wide_offsets, wide_rows
+from ..target import TARGET
+
+#: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
+#: was measured (+30 % on VGG-size layers, K up to 4608: benchmarks/README.md, "What
+#: made the difference", 2); the value 64 was chosen by hand and not re-measured.
+CHUNK_K = 64
+#: the register block's channels: 4 with 32 vector registers, 2 with 16 (target.py;
+#: the 4 x 4 block compiled for 16 registers spilled, 174 stack accesses in its hottest loop)
+MR = 4 if TARGET.blocking == "wide" else 2
+#: wide positions per stride-1 task (C_out x 512 accumulators); chosen by hand, not re-measured
+WIDE_TASK_POSITIONS = 512
+#: tasks per thread the forward aims for, so that no thread idles at the end of a launch;
+#: chosen by hand, not re-measured
+TASKS_PER_THREAD = 4
+#: accumulators (floats) per packed task: C_out x tile floats = 128 KB of float32 stay in
+#: L2; chosen by hand from the cache size, not re-measured. A tile is 64 to 512 positions.
+PACKED_TASK_FLOATS = 32768
+PACKED_TILE_MIN, PACKED_TILE_MAX = 64, 512
+
+
+# The inner steps read rows of X_col from a flat array ``src``: row k0 + kk starts at
+# src[base + koff[kk]]. Row views indexed by a range variable let Numba emit plain
+# vector loads (an index it cannot prove non-negative gets gathers: 2.5-3.5x slower).
+# The block is unrolled by hand so that its 16 (or 8) weights are scalars, which LLVM
+# keeps in registers; a loop over an array of them would load them again every step.
+# MR is a constant: Numba compiles the ``if MR == 4`` parts in or out, one variant.
+@njit(fastmath=True, cache=True)
+def _min_sums_block(src, koff, base, wsh, t0, k0, nk, width, acc):
+    """acc[t0 + r, q] += sum_{kk < nk} min(X'[k0 + kk, q], W'[t0 + r, k0 + kk]) for r < MR.
+
+    The inner step: MR channels x 4 rows of W' as scalars; each x vector loaded serves MR
+    channels, each accumulator load and store 4 rows. MR = 4 ("wide", 32 vector
+    registers), or 2 ("narrow": 8 broadcast weights, 4 x vectors and 2 accumulators fit
+    AVX2's 16 ymm registers).
+    """
+    a_0, a_1 = acc[t0, :width], acc[t0 + 1, :width]
+    if MR == 4:
+        a_2, a_3 = acc[t0 + 2, :width], acc[t0 + 3, :width]
+    nk4 = nk - nk % 4
+    for kk in range(0, nk4, 4):
+        k = k0 + kk
+        w00, w01, w02, w03 = wsh[t0, k], wsh[t0, k + 1], wsh[t0, k + 2], wsh[t0, k + 3]
+        w10, w11, w12, w13 = wsh[t0 + 1, k], wsh[t0 + 1, k + 1], wsh[t0 + 1, k + 2], wsh[t0 + 1, k + 3]
+        if MR == 4:
+            w20, w21, w22, w23 = wsh[t0 + 2, k], wsh[t0 + 2, k + 1], wsh[t0 + 2, k + 2], wsh[t0 + 2, k + 3]
+            w30, w31, w32, w33 = wsh[t0 + 3, k], wsh[t0 + 3, k + 1], wsh[t0 + 3, k + 2], wsh[t0 + 3, k + 3]
+        s0, s1, s2, s3 = base + koff[kk], base + koff[kk + 1], base + koff[kk + 2], base + koff[kk + 3]
+        r0, r1, r2, r3 = src[s0:s0 + width], src[s1:s1 + width], src[s2:s2 + width], src[s3:s3 + width]
+        for q in range(width):
+            x0, x1, x2, x3 = r0[q], r1[q], r2[q], r3[q]
+            a_0[q] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
+            a_1[q] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
+            if MR == 4:
+                a_2[q] += (min(x0, w20) + min(x1, w21)) + (min(x2, w22) + min(x3, w23))
+                a_3[q] += (min(x0, w30) + min(x1, w31)) + (min(x2, w32) + min(x3, w33))
+    for kk in range(nk4, nk):   # rows left over
+        k, s0 = k0 + kk, base + koff[kk]
+        w0, w1 = wsh[t0, k], wsh[t0 + 1, k]
+        if MR == 4:
+            w2, w3 = wsh[t0 + 2, k], wsh[t0 + 3, k]
+        r0 = src[s0:s0 + width]
+        for q in range(width):
+            x0 = r0[q]
+            a_0[q] += min(x0, w0)
+            a_1[q] += min(x0, w1)
+            if MR == 4:
+                a_2[q] += min(x0, w2)
+                a_3[q] += min(x0, w3)
+
+
+@njit(fastmath=True, cache=True)
+def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]): one channel left over."""
+    a = acc[t, :width]
+    for kk in range(nk):
+        wv, s0 = wsh[t, k0 + kk], base + koff[kk]
+        r0 = src[s0:s0 + width]
+        for q in range(width):
+            a[q] += min(r0[q], wv)
+
+
+@njit(fastmath=True, cache=True)
+def _min_sums_all(src, koff, base, wsh, k0, nk, width, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t."""
+    n_t = wsh.shape[0]
+    t = 0
+    while t + MR <= n_t:
+        _min_sums_block(src, koff, base, wsh, t, k0, nk, width, acc)
+        t += MR
+    for tt in range(t, n_t):   # the C_out % MR channels left over
+        _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, acc)
+
+
+@njit(fastmath=True, cache=True)
+def _weight_sums(wsh):
+    n_t, n_k = wsh.shape
+    wsum = np.zeros(n_t, dtype=wsh.dtype)
+    for t in range(n_t):
+        for k in range(n_k):
+            wsum[t] += wsh[t, k]
+    return wsum
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
+    """Eq. 2 for stride 1, reading X_col straight from the padded input.
+
+    In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
+    out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t]. A task owns ``rows`` output rows of
+    one image and every channel, on wide positions q = (u - u0)*pitch + v: row k of X_col
+    is the stretch xp2[n, koff[k] + u0*pitch + q].
+    """
+    n_k = wsh.shape[1]
+    n_img, n_t = out.shape[0], out.shape[1]
+    wsum = _weight_sums(wsh)
+    blocks = (ho + rows - 1) // rows
+    for task in prange(n_img * blocks):
+        n, u0 = task // blocks, (task % blocks) * rows
+        u1 = min(ho, u0 + rows)
+        width = (u1 - u0 - 1) * pitch + wo
+        width += (-width) % VECTOR                         # whole vectors (SLACK covers it)
+        base = u0 * pitch
+        img = xp2[n]
+        acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
+        colsum = np.zeros(width, dtype=wsh.dtype)          # sum_k x'
+        for k in range(n_k):
+            row = img[base + koff[k]:base + koff[k] + width]
+            for q in range(width):
+                colsum[q] += row[q]
+        for k0 in range(0, n_k, CHUNK_K):
+            nk = min(CHUNK_K, n_k - k0)
+            _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, acc)
+        for t in range(n_t):   # out = 2 acc - colsum - wsum, output row by output row
+            for u in range(u0, u1):
+                q0 = (u - u0) * pitch
+                dst, a, cs = out[n, t, u * wo:(u + 1) * wo], acc[t, q0:q0 + wo], colsum[q0:q0 + wo]
+                for v in range(wo):
+                    dst[v] = (a[v] + a[v]) - cs[v] - wsum[t]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, out):
+    """Eq. 2 for any stride: as _forward_wide_kernel, but a task owns ``tile`` positions
+    and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time."""
+    n_k = wsh.shape[1]
+    n_img, n_t, plane = out.shape
+    n_l = n_img * plane
+    wsum = _weight_sums(wsh)
+    koff = np.arange(CHUNK_K) * tile            # panel row kk starts at kk * tile
+    for b in prange((n_l + tile - 1) // tile):
+        l0 = b * tile
+        width = min(tile, n_l - l0)
+        segs = np.empty((tile // wo + 2, 5), dtype=np.int64)
+        count = segments(l0, width, plane, wo, segs)
+        panel = np.empty(CHUNK_K * tile, dtype=wsh.dtype)
+        acc = np.zeros((n_t, width), dtype=wsh.dtype)
+        colsum = np.zeros(width, dtype=wsh.dtype)
+        for k0 in range(0, n_k, CHUNK_K):
+            nk = min(CHUNK_K, n_k - k0)
+            for kk in range(nk):
+                c, ij = (k0 + kk) // (kh * kw), (k0 + kk) % (kh * kw)
+                row = panel[kk * tile:kk * tile + width]
+                field_row(xp, c, ij // kw, ij % kw, stride, segs, count, row, False)
+                for q in range(width):
+                    colsum[q] += row[q]
+            _min_sums_all(panel, koff, 0, wsh, k0, nk, width, acc)
+        for t in range(n_t):
+            for r in range(count):
+                n, u, v0, length, q0 = segs[r, 0], segs[r, 1], segs[r, 2], segs[r, 3], segs[r, 4]
+                dst = out[n, t, u * wo + v0:u * wo + v0 + length]
+                a, cs = acc[t, q0:q0 + length], colsum[q0:q0 + length]
+                for q in range(length):
+                    dst[q] = (a[q] + a[q]) - cs[q] - wsum[t]
+
+
+def _rows_per_task(win, pitch):
+    """Output rows per stride-1 task: about WIDE_TASK_POSITIONS wide positions, fewer when
+    that leaves a thread without work."""
+    rows = max(1, min(win.ho, WIDE_TASK_POSITIONS // pitch))
+    while rows > 1 and win.n * -(-win.ho // rows) < TASKS_PER_THREAD * get_num_threads():
+        rows = -(-rows // 2)
+    return rows
+
+
+def _tile(c_out, positions):
+    """Positions per packed task: C_out x tile accumulators stay in L2, and there are
+    enough tasks for every thread."""
+    tile = min(PACKED_TILE_MAX, max(PACKED_TILE_MIN, (PACKED_TASK_FLOATS // max(1, c_out)) // 16 * 16))
+    while tile > PACKED_TILE_MIN and -(-positions // tile) < TASKS_PER_THREAD * get_num_threads():
+        tile //= 2
+    return tile
+
+
+def blocked_forward(w2, win, frame, out):
+    """Eq. 2 into out (N, C_out, P) from the ShiftedInput ``frame`` (its centre c shifts W too)."""
+    wsh = w2 - frame.centre
+    if wide_rows(win):
+        pitch = frame.xp.shape[3]
+        _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), wsh, pitch,
+                             win.ho, win.wo, _rows_per_task(win, pitch), out)
+    else:
+        _forward_packed_kernel(frame.xp, wsh, win.kh, win.kw, win.stride, win.ho, win.wo,
+                               _tile(win.c_out, win.l), out)
+    return out

@@ -1,0 +1,143 @@
+"""The blocked input gradient dX (Eq. 6, or sgn for Eq. 4), with col2im fused in.
+
+    dX_col[k, l] = sum_t G[t, l] * E(W[t, k] - X_col[k, l]),   E = HardTanh (full) | sgn (sign)
+
+and dX = col2im(dX_col). Against naive.py's loop:
+
+* One task per (image n, channel c) plane: each of its kh*kw rows of dX_col is computed
+  and added straight into the padded gradient at the pixels it came from (col2im fused,
+  no dX_col is ever stored; no two tasks write the same plane).
+* Stride 1 reads the rows of X_col in place on wide positions (positions.py), where the
+  pixels a row of X_col reads are the same stretch of the padded dX; G is laid out on
+  wide positions too, with zeros at the dropped ones, which then add nothing.
+* HardTanh(w - x) = clip(w, x - 1, x + 1) - x: a max, a min and a multiply-add per term,
+  the "- x" summed once as x * sum_t G (in the shifted frame of frame.py, where this
+  does not cancel large terms). Sign mode compares unshifted values.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .naive import sgn
+from .positions import field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
+
+
+# Both row kernels are unrolled by hand over 8 (full) or 4 (sign) channels: the weights
+# become scalars kept in registers, and each load and store of d[q] serves 8 (4)
+# channels (vmaxps, vminps and vfmadd231ps x8 per loop, 0 stack accesses with AVX2:
+# benchmarks/README.md). The block sizes were chosen by hand, not re-measured.
+@njit(fastmath=True, cache=True)
+def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
+    """d[q] += sum_t G[t, q] * HT(W'[t, k] - xs[q])  (Eq. 6), G = gn (C_out, >= width).
+
+    HT(w - x) = clip(w, x - 1, x + 1) - x, so d = sum_t G clip(W', x - 1, x + 1) - x * gs
+    with gs[q] = sum_t G[t, q]. The rows of G are indexed through one 2-D array (not 8
+    views), so that LLVM needs a single run-time alias check between d and G to vectorise.
+    """
+    n_t = wsh.shape[0]
+    for q in range(width):
+        d[q] -= xs[q] * gs[q]
+    t = 0
+    while t + 8 <= n_t:
+        w0, w1, w2, w3 = wsh[t, k], wsh[t + 1, k], wsh[t + 2, k], wsh[t + 3, k]
+        w4, w5, w6, w7 = wsh[t + 4, k], wsh[t + 5, k], wsh[t + 6, k], wsh[t + 7, k]
+        for q in range(width):
+            lo, hi = xs[q] - one, xs[q] + one
+            d[q] += ((gn[t, q] * min(max(w0, lo), hi) + gn[t + 1, q] * min(max(w1, lo), hi))
+                     + (gn[t + 2, q] * min(max(w2, lo), hi) + gn[t + 3, q] * min(max(w3, lo), hi))) \
+                + ((gn[t + 4, q] * min(max(w4, lo), hi) + gn[t + 5, q] * min(max(w5, lo), hi))
+                   + (gn[t + 6, q] * min(max(w6, lo), hi) + gn[t + 7, q] * min(max(w7, lo), hi)))
+        t += 8
+    for tt in range(t, n_t):   # channels left over
+        wv = wsh[tt, k]
+        for q in range(width):
+            d[q] += gn[tt, q] * min(max(wv, xs[q] - one), xs[q] + one)
+
+
+@njit(fastmath=True, cache=True)
+def _dx_row_sign(xs, w2, gn, k, width, one, d):
+    """d[q] += sum_t G[t, q] * sgn(W[t, k] - xs[q]), G = gn; 4 channels per pass over d."""
+    n_t = w2.shape[0]
+    t = 0
+    while t + 4 <= n_t:
+        w0, w1, w2_, w3 = w2[t, k], w2[t + 1, k], w2[t + 2, k], w2[t + 3, k]
+        for q in range(width):
+            xv = xs[q]
+            d[q] += (gn[t, q] * sgn(w0 - xv, one) + gn[t + 1, q] * sgn(w1 - xv, one)) \
+                + (gn[t + 2, q] * sgn(w2_ - xv, one) + gn[t + 3, q] * sgn(w3 - xv, one))
+        t += 4
+    for tt in range(t, n_t):
+        wv = w2[tt, k]
+        for q in range(width):
+            d[q] += gn[tt, q] * sgn(wv - xs[q], one)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dxp2):
+    """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
+    xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
+    padded dX, so each row of dX_col is added straight into dxp2. One task per (image,
+    channel): its ``fields`` = kh*kw rows write only that channel's plane."""
+    n_img = xp2.shape[0]
+    channels = koff.shape[0] // fields
+    plane = dxp2.shape[1] // channels
+    for task in prange(n_img * channels):
+        n, c = task // channels, task % channels
+        dst_plane = dxp2[n, c * plane:(c + 1) * plane]
+        for q in range(plane):
+            dst_plane[q] = 0
+        for f in range(fields):
+            k = c * fields + f
+            off = koff[k]
+            xs, dst = xp2[n, off:off + npos], dxp2[n, off:off + npos]
+            if full:
+                _dx_row_full(xs, wk, gw[n], gsum[n], k, npos, one, dst)
+            else:
+                _dx_row_sign(xs, wk, gw[n], k, npos, one, dst)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one, dxp):
+    """dX for any stride (as _grad_input_wide_kernel): one task per (image n, channel c);
+    for each filter offset (i, j) it copies that row of X_col (the image's positions),
+    computes the row of dX_col and adds it into the padded plane dxp[n, c]."""
+    n_img, channels = xp.shape[0], xp.shape[1]
+    plane = ho * wo
+    for task in prange(n_img * channels):
+        n, c = task // channels, task % channels
+        dxp[n, c] = 0
+        xs = np.empty(plane, dtype=dxp.dtype)
+        d = np.empty(plane, dtype=dxp.dtype)
+        segs = np.empty((ho + 1, 5), dtype=np.int64)
+        count = segments(n * plane, plane, plane, wo, segs)
+        for i in range(kh):
+            for j in range(kw):
+                k = (c * kh + i) * kw + j
+                field_row(xp, c, i, j, stride, segs, count, xs, False)
+                d[:] = 0
+                if full:
+                    _dx_row_full(xs, wk, g[n], gsum[n], k, plane, one, d)
+                else:
+                    _dx_row_sign(xs, wk, g[n], k, plane, one, d)
+                field_row(dxp, c, i, j, stride, segs, count, d, True)
+
+
+def blocked_grad_input(w2, g, win, mode, frame):
+    """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
+    the filters' mean in full mode, unshifted in sign mode)."""
+    full = mode == "full"
+    wk = w2 - frame.centre if full else w2
+    xp, dtype = frame.xp, frame.xp.dtype
+    one = dtype.type(1)
+    dxp = np.empty(xp.shape, dtype=dtype)
+    if wide_rows(win):
+        pitch = xp.shape[3]
+        gw = on_wide_positions(g, win, pitch)
+        gsum = gw.sum(axis=1) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
+        _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, full, win.kh * win.kw,
+                                wide_count(win, pitch), one, dxp.reshape(win.n, -1))
+    else:
+        gsum = g.sum(axis=1) if full else np.zeros((win.n, 1), dtype=dtype)
+        _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo,
+                                  one, dxp)
+    p = win.padding
+    return np.ascontiguousarray(dxp[:, :, p:p + win.h, p:p + win.w])

@@ -1,0 +1,208 @@
+"""The blocked filter gradient dW (Eq. 5, or sgn for Eq. 4).
+
+    dW[t, k] = sum_l G[t, l] * D(X_col[k, l] - W[t, k]),   D = identity (full) | sgn (sign)
+
+Against naive.py's loop:
+
+* Full mode is a matrix product: dW = G X'^T - W' * sum_l G (X' = X - c, W' = W - c in
+  the shifted frame of frame.py, where the subtraction does not cancel large terms).
+  With stride 1 and long rows the product reads X' straight from the padded input on
+  wide positions (positions.py), in register blocks of 4 x 4 dot products (4 x 2 with
+  AVX2's 16 registers): no X_col at all.
+* Otherwise (sign mode, other strides, short rows) X_col is built for a chunk of about
+  1/DW_CHUNKS of the batch at a time, and one task per (4 filters, row k) runs four
+  dot-product-like reductions along it.
+
+A Numba reduction rather than NumPy's BLAS, whose threads stalled when the machine's
+cores were busy with other work (0.2-1.4 G/s measured so, against 7-40 alone).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .. import reference
+from .naive import sgn
+from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
+from ..target import TARGET
+
+#: X_col is built for at most 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers'
+#: peak memory 0.75x -> 0.5x of their im2col buffer, commit ed5e863)
+DW_CHUNKS = 8
+#: full mode reads X from the padded input (no X_col) when an image has at least this
+#: many wide positions; with shorter rows the per-image reductions cost more than
+#: building X_col. Chosen by hand between the 8x8 layers (78 positions) and the 16x16
+#: ones (286); not re-measured.
+WIDE_DW_MIN_POSITIONS = 200
+#: rows of X per register block of the full-mode product: 4 with 32 vector registers
+#: (16 accumulators), else 2 (8 accumulators fit AVX2's 16 registers; target.py)
+KB = 4 if TARGET.blocking == "wide" else 2
+
+
+@njit(inline="always")
+def _dw_term(xv, wv, full, one):
+    """D(x - w) of Eq. 5 / Eq. 4 without the w: x (full; the -w part is added apart) or sgn(x - w)."""
+    return xv if full else sgn(xv - wv, one)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _grad_weight_kernel(cols, weight, grad, full, one, dw):
+    """dw[t, k] += sum_l G[t, l] * D(X_col[k, l] - W[t, k])  (reference.adder_grad_weight).
+
+    full (Eq. 5): the sum of G * X only; the caller subtracts W * sum_l G. sign (Eq. 4):
+    G * sgn(X - W). One task per (4 channels, row k): four reductions along L, unrolled
+    so that each x loaded serves 4 channels; LLVM vectorises them (fastmath lets it
+    reassociate the sums).
+    """
+    n_k, n_l = cols.shape
+    n_t = weight.shape[0]
+    blocks_t = (n_t + 3) // 4
+    for tile in prange(blocks_t * n_k):
+        t0 = (tile // n_k) * 4
+        k = tile % n_k
+        xs = cols[k]
+        if t0 + 4 <= n_t:
+            w0, w1, w2, w3 = weight[t0, k], weight[t0 + 1, k], weight[t0 + 2, k], weight[t0 + 3, k]
+            g0, g1, g2, g3 = grad[t0], grad[t0 + 1], grad[t0 + 2], grad[t0 + 3]
+            s0 = s1 = s2 = s3 = one - one
+            for l in range(n_l):
+                xv = xs[l]
+                s0 += g0[l] * _dw_term(xv, w0, full, one)
+                s1 += g1[l] * _dw_term(xv, w1, full, one)
+                s2 += g2[l] * _dw_term(xv, w2, full, one)
+                s3 += g3[l] * _dw_term(xv, w3, full, one)
+            dw[t0, k] += s0
+            dw[t0 + 1, k] += s1
+            dw[t0 + 2, k] += s2
+            dw[t0 + 3, k] += s3
+        else:
+            for t in range(t0, n_t):
+                wv, g0 = weight[t, k], grad[t]
+                s = one - one
+                for l in range(n_l):
+                    s += g0[l] * _dw_term(xs[l], wv, full, one)
+                dw[t, k] += s
+
+
+@njit(parallel=True, cache=True)
+def _wide_columns(xp2, koff, n0, n1, npos, cols):
+    """cols[k, (n - n0)*npos + q] = xp2[n, koff[k] + q]: X_col of images n0..n1 on wide positions."""
+    n_k = koff.shape[0]
+    for task in prange((n1 - n0) * n_k):
+        n, k = n0 + task // n_k, task % n_k
+        src = xp2[n, koff[k]:koff[k] + npos]
+        dst = cols[k, (n - n0) * npos:(n - n0 + 1) * npos]
+        for q in range(npos):
+            dst[q] = src[q]
+
+
+def _columns_in_chunks(frame, g, win):
+    """(X_col, G) of chunks of about N / DW_CHUNKS images, from the padded input (in its
+    frame): X_col (K, L_c), G (C_out, L_c) with the matching columns. Stride 1 uses wide
+    positions (G is zero at the dropped ones, so they add nothing to dW)."""
+    xp = frame.xp
+    step = max(1, math.ceil(win.n / DW_CHUNKS))
+    if win.stride == 1:
+        pitch = xp.shape[3]
+        koff, npos = wide_offsets(win, xp), wide_count(win, pitch)
+        gw = on_wide_positions(g, win, pitch)[:, :, :npos]
+    for n0 in range(0, win.n, step):
+        n1 = min(win.n, n0 + step)
+        if win.stride == 1:
+            cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
+            _wide_columns(frame.flat, koff, n0, n1, npos, cols)
+            gc = gw[n0:n1]
+        else:
+            cols = reference.im2col(xp[n0:n1], win.kh, win.kw, win.stride, 0)
+            gc = g[n0:n1]
+        yield cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
+
+
+@njit(inline="always")
+def _add_column(acc, j, s0, s1, s2, s3):
+    """acc[:, j] += (s0, s1, s2, s3)."""
+    acc[0, j] += s0
+    acc[1, j] += s1
+    acc[2, j] += s2
+    acc[3, j] += s3
+
+
+# The register block of the full-mode product, unrolled by hand so that its 16 (or 8)
+# partial sums are scalars kept in registers across the loop over positions. KB is a
+# constant: Numba compiles the ``if KB == 4`` parts in or out, one variant.
+@njit(fastmath=True, cache=True)
+def _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc):
+    """acc[i, j] += sum_q g_i[q] * X'[k0 + j, q] for i < 4, j < KB, where row k of X' is
+    img[koff[k]:koff[k] + npos]: a 4 x KB block of dot products (16 or 8 accumulators)."""
+    o0, o1 = koff[k0], koff[k0 + 1]
+    r0, r1 = img[o0:o0 + npos], img[o1:o1 + npos]
+    if KB == 4:
+        o2, o3 = koff[k0 + 2], koff[k0 + 3]
+        r2, r3 = img[o2:o2 + npos], img[o3:o3 + npos]
+    s00 = s10 = s20 = s30 = s01 = s11 = s21 = s31 = acc[0, 0] - acc[0, 0]
+    if KB == 4:
+        s02 = s12 = s22 = s32 = s03 = s13 = s23 = s33 = s00
+    for q in range(npos):
+        a, b, c, d = g0[q], g1[q], g2[q], g3[q]
+        x0, x1 = r0[q], r1[q]
+        s00, s10, s20, s30 = s00 + a * x0, s10 + b * x0, s20 + c * x0, s30 + d * x0
+        s01, s11, s21, s31 = s01 + a * x1, s11 + b * x1, s21 + c * x1, s31 + d * x1
+        if KB == 4:
+            x2, x3 = r2[q], r3[q]
+            s02, s12, s22, s32 = s02 + a * x2, s12 + b * x2, s22 + c * x2, s32 + d * x2
+            s03, s13, s23, s33 = s03 + a * x3, s13 + b * x3, s23 + c * x3, s33 + d * x3
+    _add_column(acc, 0, s00, s10, s20, s30)
+    _add_column(acc, 1, s01, s11, s21, s31)
+    if KB == 4:
+        _add_column(acc, 2, s02, s12, s22, s32)
+        _add_column(acc, 3, s03, s13, s23, s33)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _grad_weight_wide_kernel(xp2, koff, gw, npos, dw):
+    """dw[t, k] = sum_n sum_q G[n, t, q] X'[n, k, q] on wide positions, stride 1: the
+    G X'^T part of the full-mode dW (Eq. 5), reading row k of X' straight from the padded
+    input (xp2[n, koff[k]:]). One task per (4 channels, KB rows): a register block of
+    4 x KB dot products, run image by image."""
+    n_img, n_t = gw.shape[0], gw.shape[1]
+    n_k = koff.shape[0]
+    blocks_k = (n_k + KB - 1) // KB
+    for task in prange(((n_t + 3) // 4) * blocks_k):
+        t0, k0 = (task // blocks_k) * 4, (task % blocks_k) * KB
+        acc = np.zeros((4, 4), dtype=dw.dtype)
+        if t0 + 4 <= n_t and k0 + KB <= n_k:
+            for n in range(n_img):
+                img, gn = xp2[n], gw[n]
+                g0, g1, g2, g3 = gn[t0, :npos], gn[t0 + 1, :npos], gn[t0 + 2, :npos], gn[t0 + 3, :npos]
+                _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc)
+            for i in range(4):
+                for j in range(KB):
+                    dw[t0 + i, k0 + j] = acc[i, j]
+        else:   # the edge blocks, one dot product at a time
+            for t in range(t0, min(n_t, t0 + 4)):
+                for k in range(k0, min(n_k, k0 + KB)):
+                    s = acc[0, 0] - acc[0, 0]
+                    for n in range(n_img):
+                        row, gr = xp2[n, koff[k]:koff[k] + npos], gw[n, t, :npos]
+                        for q in range(npos):
+                            s += gr[q] * row[q]
+                    dw[t, k] = s
+
+
+def blocked_grad_weight(w2, g, win, mode, frame):
+    """dW (C_out, K) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
+    the filters' mean in full mode, unshifted in sign mode)."""
+    full = mode == "full"
+    xp = frame.xp
+    dw = np.zeros(w2.shape, dtype=xp.dtype)
+    pitch = xp.shape[3]
+    npos = wide_count(win, pitch)
+    if full and wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS:   # no X_col
+        gw = np.ascontiguousarray(on_wide_positions(g, win, pitch))
+        _grad_weight_wide_kernel(frame.flat, wide_offsets(win, xp), gw, npos, dw)
+    else:
+        for cols, gc in _columns_in_chunks(frame, g, win):
+            _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
+    if full:
+        dw -= (w2 - frame.centre) * g.sum(axis=(0, 2))[:, None]
+    return dw

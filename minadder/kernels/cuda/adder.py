@@ -1,0 +1,61 @@
+"""The adder layer on the GPU, the contract's ``adder2d_forward`` / ``adder2d_backward``.
+
+Image in, image out, on the device: im2col builds X_col (K, L) there, the tiled kernels
+of ``columns.py`` run Eq. 2 (forward), Eq. 4-6 (gradients) on it, and col2im folds dX_col
+back onto the image. ``saved`` keeps the input and the filters on the device, never
+X_col: the backward builds X_col again (an im2col is cheap next to the l1 kernels).
+Host in, host out; device in, device out (``memory.py``); float32 throughout.
+"""
+from typing import Any, NamedTuple
+
+from ..geometry import Window
+from . import columns, windows
+from .memory import is_device_array, result, scratch, to_device
+
+
+class Saved(NamedTuple):
+    """What adder2d_backward reads: the input and the filters as device arrays, and the window."""
+    x: Any           # (N, C, H, W), float32 on the device
+    w2: Any          # W = F as (C_out, K), float32 on the device
+    win: Window
+
+
+def adder2d_forward(x, weight, win):
+    """Eq. 2: y[n, t, u, v] = -sum_{c,i,j} |Xp[n, c, s*u+i, s*v+j] - F[t, c, i, j]|; (y, saved).
+
+    im2col, the tiled l1 kernel giving Y_col (C_out, L), and a swap to (N, C_out, H_out, W_out).
+    """
+    d_x = to_device(x, "x", 4)
+    d_w = to_device(weight, "weight", 4).reshape(win.c_out, win.k)
+    cols = windows.im2col(d_x, win)                                            # (K, L)
+    y_col = columns.forward(cols, d_w, out=scratch("y_col", (win.c_out, win.l)))
+    y = windows.swap01(y_col, (win.c_out, win.n, win.plane))                 # (N, C_out, P)
+    return result(y.reshape(win.y_shape), not is_device_array(x)), Saved(d_x, d_w, win)
+
+
+def _g_cols(grad_y, win):
+    """G = grad_y (N, C_out, H_out, W_out) on the device as the tiled kernels' (C_out, L)."""
+    d_g = to_device(grad_y, "grad_y", 4).reshape(win.n, win.c_out, win.plane)
+    g = windows.swap01(d_g, (win.n, win.c_out, win.plane), out=scratch("g", (win.c_out, win.n, win.plane)))
+    return g.reshape(win.c_out, win.l)
+
+
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
+    """(dx, dweight) for G = grad_y: Eq. 5 and Eq. 6 ("full") or Eq. 4 ("sign").
+
+    A gradient not needed is None and its kernel does not run.
+    """
+    if not (need_input_grad or need_weight_grad):
+        return None, None
+    d_x, d_w, win = saved
+    to_host = not is_device_array(grad_y)
+    g = _g_cols(grad_y, win)
+    cols = windows.im2col(d_x, win)
+    dw = dx = None
+    if need_weight_grad:
+        dw = columns.grad_weight(cols, d_w, g, mode).reshape(win.c_out, win.c, win.kh, win.kw)
+        dw = result(dw, to_host)
+    if need_input_grad:
+        dcols = columns.grad_input(cols, d_w, g, mode, out=scratch("dcols", cols.shape))
+        dx = result(windows.col2im(dcols, win), to_host)
+    return dx, dw

@@ -1,0 +1,135 @@
+"""The adder kernels on im2col's matrix, device side: Eq. 2, Eq. 4-6 on X_col (K, L).
+
+With X_col (K, L), the filters W (C_out, K) and G = dLoss/dY_col (C_out, L):
+
+    forward      Y[t, l]      = -sum_k |X_col[k, l] - W[t, k]|                        (Eq. 2)
+    dX_col       dX_col[k, l] =  sum_t G[t, l] * E(W[t, k] - X_col[k, l])  E = HardTanh (Eq. 6) | sgn
+    dW           dW[t, k]     =  sum_l G[t, l] * D(X_col[k, l] - W[t, k])  D = identity (Eq. 5) | sgn (Eq. 4)
+
+Each is one tiled kernel (``tiled.py``), except dW in full mode, which is the identity
+dW = G @ X_col.T - W * G.sum(axis=1): the product kernel, then the two small kernels
+below. ``forward`` / ``grad_input`` / ``grad_weight`` take device arrays and return device
+arrays; the layer (``adder.py``) calls them. ``im2col`` ... ``adder_grad_weight`` at the
+end are the same kernels one by one, host in and host out (or device in and device out),
+for the tests and the benchmark to hold against the NumPy reference.
+"""
+import math
+
+from numba import cuda, float32
+
+from ..geometry import Window
+from . import windows
+from .launch import sm_count, tiled
+from .memory import elementwise_launch, empty, is_device_array, result, scratch, to_device
+from .streams import current_stream
+
+_ROW_SUM_THREADS = 64
+
+
+@cuda.jit
+def row_sums_kernel(g, partials):
+    """partials[s, t] = sum of G[t, l] over chunk s of the l axis.
+
+    Block (t, s) reduces one chunk with a shared-memory tree; many chunks per row keep
+    the GPU busy when C_out is small and L = N*H_out*W_out is long.
+    """
+    cache = cuda.shared.array(_ROW_SUM_THREADS, float32)
+    t, s, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    l_size = g.shape[1]
+    chunk = (l_size + partials.shape[0] - 1) // partials.shape[0]
+    acc = float32(0.0)
+    for l in range(s * chunk + tid, min(l_size, (s + 1) * chunk), _ROW_SUM_THREADS):
+        acc += g[t, l]
+    cache[tid] = acc
+    cuda.syncthreads()
+    width = _ROW_SUM_THREADS // 2
+    while width > 0:
+        if tid < width:
+            cache[tid] += cache[tid + width]
+        cuda.syncthreads()
+        width //= 2
+    if tid == 0:
+        partials[s, t] = cache[0]
+
+
+@cuda.jit
+def subtract_w_gsum_kernel(dw, w, gsum_partials):
+    """dW[t, k] -= W[t, k] * sum_l G[t, l]: the second term of the full-mode dW identity."""
+    t_size, k_size = dw.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, t_size * k_size, step):
+        t, k = idx // k_size, idx % k_size
+        gsum = float32(0.0)
+        for s in range(gsum_partials.shape[0]):
+            gsum += gsum_partials[s, t]
+        dw[t, k] -= w[t, k] * gsum
+
+
+
+# ====================================================================== device side
+def forward(d_cols, d_w, out=None):
+    """Eq. 2: Y_col (C_out, L) from X_col (K, L) and W (C_out, K)."""
+    out = empty((d_w.shape[0], d_cols.shape[1])) if out is None else out
+    return tiled("forward", d_w, d_cols, None, out)
+
+
+def grad_input(d_cols, d_w, d_g, mode, out=None):
+    """dX_col (K, L): Eq. 6 (HardTanh) in "full" mode, sgn in "sign" mode."""
+    out = empty(d_cols.shape) if out is None else out
+    return tiled("dx_full" if mode == "full" else "dx_sign", d_w, d_g, d_cols, out)
+
+
+def grad_weight(d_cols, d_w, d_g, mode):
+    """dW (C_out, K): Eq. 5 (X - F) in "full" mode, Eq. 4 (sgn) in "sign" mode."""
+    out = empty(d_w.shape)
+    if mode == "sign":
+        return tiled("dw_sign", d_g, d_cols, d_w, out)
+    # full (Eq. 5): sum_l G[t,l] (X[k,l] - W[t,k]) = (G @ X_col.T)[t,k] - W[t,k] * sum_l G[t,l]
+    tiled("product", d_g, d_cols, None, out)
+    c_out, l_size = d_g.shape
+    chunks = max(1, min(math.ceil(4 * sm_count() / c_out), l_size // 4096))
+    gsum_partials = scratch("gsum", (chunks, c_out))
+    row_sums_kernel[(c_out, chunks), _ROW_SUM_THREADS, current_stream()](d_g, gsum_partials)
+    blocks, threads = elementwise_launch(out.size)
+    subtract_w_gsum_kernel[blocks, threads, current_stream()](out, d_w, gsum_partials)
+    return out
+
+
+# ============================================== one kernel at a time, for tests and benchmarks
+def _window(x_shape, kh, kw, stride, padding):
+    return Window.of(x_shape, (1, x_shape[1], kh, kw), stride, padding)
+
+
+def im2col(x, kh, kw, stride=1, padding=0):
+    """X_col (C*kh*kw, N*H_out*W_out) of x (N, C, H, W); see reference.im2col."""
+    d_x = to_device(x, "x", 4)
+    return result(windows.im2col(d_x, _window(d_x.shape, kh, kw, stride, padding)), not is_device_array(x))
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
+    """The adjoint of im2col: dX[n, c, y, x] = sum of the column entries that read that pixel."""
+    d_cols = to_device(cols, "cols", 2)
+    return result(windows.col2im(d_cols, _window(x_shape, kh, kw, stride, padding)), not is_device_array(cols))
+
+
+def _matrices(cols, weight, grad_out=None):
+    d_cols, d_w = to_device(cols, "cols", 2), to_device(weight, "weight", 2)
+    return d_cols, d_w, (None if grad_out is None else to_device(grad_out, "grad_out", 2))
+
+
+def adder_forward(cols, weight):
+    """Eq. 2 in im2col form, (K, L), (C_out, K) -> (C_out, L); see reference.adder_forward."""
+    d_cols, d_w, _ = _matrices(cols, weight)
+    return result(forward(d_cols, d_w), not is_device_array(cols))
+
+
+def adder_grad_input(cols, weight, grad_out, mode="full"):
+    """dX_col (K, L) (Eq. 6, or sgn); see reference.adder_grad_input."""
+    d_cols, d_w, d_g = _matrices(cols, weight, grad_out)
+    return result(grad_input(d_cols, d_w, d_g, mode), not is_device_array(cols))
+
+
+def adder_grad_weight(cols, weight, grad_out, mode="full"):
+    """dW (C_out, K) (Eq. 5, or Eq. 4); see reference.adder_grad_weight."""
+    d_cols, d_w, d_g = _matrices(cols, weight, grad_out)
+    return result(grad_weight(d_cols, d_w, d_g, mode), not is_device_array(cols))

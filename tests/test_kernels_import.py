@@ -1,0 +1,84 @@
+"""Importing a kernel module changes no process-wide setting; minadder.configure() does.
+
+Each check runs in a fresh interpreter (this test process has been configured by
+conftest.py), without NUMBA_THREADING_LAYER / NUMBA_CPU_FEATURES in its environment.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("numba")
+
+# the settings before and after an import, as JSON on the last line
+PROBE = r"""
+import json, sys
+import numpy as np
+import numba
+
+def _snapshot():
+    return {"layer": numba.config.THREADING_LAYER, "features": numba.config.CPU_FEATURES,
+            "threads": numba.get_num_threads(), "errors": np.geterr()}
+
+before = _snapshot()
+exec(sys.argv[1])
+print(json.dumps({"before": before, "after": _snapshot()}))
+"""
+
+
+def _run(statement):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "NUMBA_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", PROBE, statement], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["minadder.kernels.cpu", "minadder.kernels.cpu.naive",
+                                    "minadder.kernels.reference", "minadder"])
+def test_importing_a_kernel_module_changes_no_global_setting(module):
+    result = _run(f"import {module}")
+    assert result["after"] == result["before"]
+    assert result["before"]["layer"] != "workqueue"      # so that configure() below shows a change
+
+
+def test_configure_sets_the_threading_layer_the_features_and_the_threads():
+    """configure() before the kernels are imported: Numba's CPU target is set up with the
+    features settings.cpu_features() chose (or its default when that is None)."""
+    result = _run("import minadder, numba\n"
+                  "from minadder.kernels import settings\n"
+                  "minadder.configure(threads=1)\n"
+                  "want = settings.cpu_features()\n"
+                  "assert numba.config.CPU_FEATURES == want, (numba.config.CPU_FEATURES, want)\n"
+                  "import minadder.kernels.cpu\n"
+                  "from numba.core.registry import cpu_target\n"
+                  "used = cpu_target.target_context.codegen()._tm_features\n"
+                  "assert want is None or used == want, (used, want)\n"
+                  "minadder.configure()            # a second call is harmless\n")
+    after = result["after"]
+    assert after["layer"] == "workqueue" and after["threads"] == 1
+    assert after["errors"] == result["before"]["errors"]
+
+
+def test_configure_after_the_kernels_are_defined_warns_when_it_would_change_the_features():
+    result = _run("import warnings, numba, minadder\n"
+                  "from minadder.kernels import settings\n"
+                  "import minadder.kernels.cpu\n"
+                  "with warnings.catch_warnings(record=True) as caught:\n"
+                  "    warnings.simplefilter('always')\n"
+                  "    minadder.configure()\n"
+                  "late = [w for w in caught if 'CPU features' in str(w.message)]\n"
+                  "assert len(late) == (settings.cpu_features() is not None), caught\n"
+                  "assert numba.config.CPU_FEATURES is None\n")
+    assert result["after"]["layer"] == "workqueue"
+
+
+def test_an_environment_choice_of_threading_layer_is_kept():
+    out = subprocess.run([sys.executable, "-c", "import minadder, numba; minadder.configure(); "
+                          "print(numba.config.THREADING_LAYER)"],
+                         env=dict(os.environ, NUMBA_THREADING_LAYER="omp"), capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip() == "omp"
