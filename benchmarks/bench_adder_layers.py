@@ -17,7 +17,8 @@ implementation:
 One adder-MAC is one |x - w| accumulated; a pass (forward, dX or dW) of a layer costs
 C_out * K * L of them (K = C_in*d*d, L = N*H_out*W_out); a conv2d pass costs as many
 multiply-adds. "fwd" is the whole layer forward (the backend's adder2d_forward), dX and dW
-its backward asked for one gradient at a time (adder2d_backward, full mode), for
+its backward asked for one gradient at a time (adder2d_backward, full mode; "dW sign"
+the filter gradient in sign mode), for
 conv2d its forward and the two halves of its autograd backward together ("dX" column);
 "f+b ms" a whole forward + backward. "peak" is the growth of the process's resident
 memory during one forward + backward (Linux VmHWM, reset through /proc/self/clear_refs),
@@ -29,6 +30,14 @@ timings in each of --runs processes.
     python benchmarks/bench_adder_layers.py                 # everything, table on stdout
     python benchmarks/bench_adder_layers.py --runs 3 --repeat 5 --markdown   # as in README.md
     python benchmarks/bench_adder_layers.py --impl cpu cpu-avx2 conv2d --layers resnet20 --threads 1
+    python benchmarks/bench_adder_layers.py --ceiling measure     # measure the ceilings first, in this run
+
+A second table gives each kernel's rate as a fraction of the ceiling of its instruction
+mix on this machine (ceiling.py, same vector width, same thread count): the forward
+against min + add, dX (full) against clamp + FMA, dW (full) against FMA and against
+NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. The ceilings are read
+from --ceiling PATH (default results/ceiling-<cpu>.json, written by
+``ceiling.py --json``), or measured first with --ceiling measure.
 
 torch is optional (pip install torch); without it the torch columns are skipped.
 """
@@ -38,6 +47,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -58,6 +68,9 @@ LAYERS = {
     "vgg-small 512ch 8x8": (32, 512, 8, 512, 3, 1, 1),
 }
 IMPLS = ("numpy", "cpu", "cpu-avx2", "conv2d", "torch-unfold", "torch-cdist")
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: the ceiling (ceiling.py's mix) each timed pass is divided by
+CEILING_OF = {"fwd": "min+add", "dx": "clamp+fma", "dw": "fma", "dws": "select+add"}
 
 
 def geometry(layer, batch):
@@ -137,6 +150,7 @@ def run_minadder(name, layer, batch, repeat):
         fwd=best_time(lambda: k_mod.adder2d_forward(x, w, win), repeat),
         dx=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_weight_grad=False), repeat),
         dw=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_input_grad=False), repeat),
+        dws=best_time(lambda: k_mod.adder2d_backward(g, saved, "sign", need_input_grad=False), repeat),
         fb=best_time(fwd_bwd, repeat),
         peak=peak)
 
@@ -287,6 +301,75 @@ def fmt_mb(b):
     return f"{b / 2**20:.0f}" if b is not None else "-"
 
 
+# ---------------------------------------------------------------------------- ceilings
+def default_ceiling_path():
+    from minadder.kernels.target import TARGET
+    return os.path.join(HERE, "results", f"ceiling-{TARGET.name}.json")
+
+
+def load_ceilings(choice, threads):
+    """ceiling.py's record: read from the file ``choice`` (default: this CPU's file in
+    results/), measured now (``measure``: ceiling.py in a child process, before any layer is
+    timed) or none (``none``). (record or None, a line saying which)."""
+    if choice == "none":
+        return None, "no ceilings (--ceiling none)"
+    if choice != "measure":
+        return read_ceilings(choice or default_ceiling_path())
+    with tempfile.TemporaryDirectory(prefix="minadder-ceiling-") as tmp:
+        path = os.path.join(tmp, "ceiling.json")
+        proc = subprocess.run([sys.executable, os.path.join(HERE, "ceiling.py"), "--threads", str(threads),
+                               "--json", path], capture_output=True, text=True)
+        print(proc.stdout)
+        if not os.path.exists(path):
+            return None, "no ceilings: ceiling.py failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+        record, note = read_ceilings(path)
+    return record, note.replace(path, "ceiling.py, measured in this run")
+
+
+def read_ceilings(path):
+    """(record, note) from ceiling.py's JSON at ``path``; (None, why not) if it cannot be read."""
+    if not os.path.exists(path):
+        return None, (f"no ceilings: {os.path.relpath(path)} does not exist (run benchmarks/ceiling.py --json, "
+                      "or give --ceiling measure)")
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        record["rows"] = [r for r in record["rows"] if {"mix", "width", "threads", "gterms"} <= set(r)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return None, f"no ceilings: {path} is not ceiling.py's JSON ({e})"
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    note = f"ceilings from {shown} ({record.get('cpu', '?')}, {record.get('time', '?')})"
+    if record.get("quick"):
+        note += "; ceiling.py --quick: not a measurement"
+    return record, note
+
+
+def ceiling_rate(record, mix, impl, threads):
+    """The ceiling in G terms/s of ``mix`` for ``impl``'s code at ``threads`` threads, or None:
+    cpu-avx2 against the 256-bit loops, every other implementation against this CPU's own."""
+    if record is None:
+        return None
+    width = "avx2" if impl == "cpu-avx2" else "native"
+    if mix == "sgemm":
+        width = "sgemm"
+    rows = [r for r in record["rows"] if r["mix"] == mix and r["threads"] == threads]
+    found = [r for r in rows if r["width"] == width]
+    if not found and width == "avx2":      # a 256-bit machine: its native code is the AVX2 code
+        found = [r for r in rows if r["width"] == "native" and r.get("bits") == 256]
+    return found[0]["gterms"] * 1e9 if found else None
+
+
+def fraction_row(name, impl, result, macs, record, threads):
+    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dW sign] as fractions of their ceilings."""
+    def part(key, mix):
+        t, ceil = result.get(key), ceiling_rate(record, mix, impl, threads)
+        return f"{macs / t / ceil:.2f}" if t and ceil else "-"
+    if impl == "conv2d":                   # multiply-adds: all against the FMA ceiling
+        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm"), "-"]
+    return [name, impl] + [part(key, CEILING_OF[key]) for key in ("fwd", "dx", "dw")] + \
+        [part("dw", "sgemm"), part("dws", CEILING_OF["dws"])]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", nargs="*", default=list(IMPLS), choices=IMPLS)
@@ -302,6 +385,9 @@ def main():
                     help="skip torch-unfold when its (C_out, K, L) temporary is larger")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per child (Numba and torch)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--ceiling", default=None, metavar="PATH|measure|none",
+                    help="ceiling.py's JSON for the fraction-of-ceiling table (default: "
+                         "results/ceiling-<cpu>.json if it exists); 'measure' runs ceiling.py first")
     ap.add_argument("--child-impl", help=argparse.SUPPRESS)
     ap.add_argument("--child-layer", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -311,6 +397,7 @@ def main():
     impls = list(args.impl)
     from minadder.kernels.target import cpu_model
     print(f"CPU: {cpu_model()}; {args.threads} thread(s); batch {args.batch or 32}")
+    ceilings, ceiling_note = load_ceilings(args.ceiling, args.threads)
     if any(i.startswith("torch") or i == "conv2d" for i in impls):
         try:
             import torch  # noqa: F401
@@ -319,9 +406,9 @@ def main():
             impls = [i for i in impls if not (i.startswith("torch") or i == "conv2d")]
     names = [n for n in LAYERS if not args.layers or any(s in n for s in args.layers)]
 
-    header = ["layer", "impl", "fwd GMAC/s", "dX GMAC/s", "dW GMAC/s", "fwd ms", "f+b ms",
+    header = ["layer", "impl", "fwd GMAC/s", "dX GMAC/s", "dW GMAC/s", "dW sign GMAC/s", "fwd ms", "f+b ms",
               "peak MB", "im2col MB", "f+b vs cpu", "fwd vs conv2d"]
-    rows = []
+    rows, fractions = [], []
     for name in names:
         _, k, length, macs = geometry(LAYERS[name], args.batch)
         im2col_bytes = k * length * 4
@@ -339,13 +426,34 @@ def main():
                 ratio = f"fwd {r['fwd'] / cpu_fb:.1f}x"
             vs_conv = f"{conv_fwd / r['fwd']:.2f}x" if conv_fwd and r.get("fwd") and impl != "conv2d" else "-"
             rows.append([name, impl, fmt_rate(macs, r.get("fwd")), fmt_rate(macs, r.get("dx")),
-                         fmt_rate(macs, r.get("dw")), fmt_ms(r.get("fwd")), fmt_ms(fb),
+                         fmt_rate(macs, r.get("dw")), fmt_rate(macs, r.get("dws")), fmt_ms(r.get("fwd")), fmt_ms(fb),
                          fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio, vs_conv])
+            if impl in ("cpu", "cpu-avx2", "conv2d"):
+                fractions.append(fraction_row(name, impl, r, macs, ceilings, args.threads))
         print_rows(header, rows[-len(impls):], args.markdown, first=(name == names[0]))
     print()
     print("f+b vs cpu: (this implementation's forward+backward time) / (cpu's); for torch-cdist, "
           "its forward alone / cpu's forward+backward. fwd vs conv2d: the forward's MAC rate / "
           "conv2d's. conv2d's dX and dW columns are half its backward each.")
+    print_fractions(fractions, args.markdown, ceiling_note)
+
+
+def print_fractions(rows, markdown, note):
+    """The second table: each pass's rate over the ceiling of its instruction mix."""
+    if not rows:
+        return
+    header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
+              "dW sign / select+add"]
+    print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
+    if markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        widths = [24, 11, 15, 16, 10, 12, 20]
+        for r in [header] + rows:
+            print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
+    print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds).")
 
 
 
@@ -360,7 +468,7 @@ def print_rows(header, rows, markdown, first):
             else:
                 print("| " + " | ".join(r) + " |")
     else:
-        widths = [24, 13, 11, 10, 10, 9, 9, 8, 10, 11, 10]
+        widths = [24, 13, 11, 10, 10, 15, 9, 9, 8, 10, 11, 10]
         if first:
             print("".join(h.ljust(wd) for h, wd in zip(header, widths)))
         for r in rows:

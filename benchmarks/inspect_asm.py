@@ -8,9 +8,13 @@ stack traffic (spills).
 Numba refuses to show the assembly of code loaded from its on-disk cache, so this script
 compiles into a fresh temporary cache directory. A loop is a block that ends in a
 backward jump to its own label; for each kernel and inner helper the loop with the most
-vector instructions is shown, with its count of stack accesses ([rsp ...] or [rbp ...]
-memory operands): a register block that does not fit the target's registers shows up
-there as spills and reloads. float32 versions.
+vector instructions among the innermost ones (loops holding no loop of their own) is
+shown, with its count of stack accesses (memory operands on %rsp or %rbp, in the AT&T
+syntax Numba prints: ``64(%rsp)``): a register block that does not fit the target's
+registers shows up there as spills and reloads. float32 versions.
+
+The loop finder (``loops``, ``innermost``, ``mix``) is also used by ceiling.py; the
+kernels are imported only when this script runs.
 """
 import collections
 import os
@@ -18,29 +22,18 @@ import re
 import sys
 import tempfile
 
-os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="minadder-asm-")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
-
-import minadder  # noqa: E402
-
-minadder.configure()   # before the kernels are defined (imported): the CPU features they compile for
-from minadder.kernels import cpu  # noqa: E402
-from minadder.kernels.cpu import forward, grad_input, grad_weight, naive, positions  # noqa: E402
-from minadder.kernels.target import TARGET  # noqa: E402
-from minadder.kernels.geometry import Window  # noqa: E402
-
-#: the parallel kernels and the inner helpers that hold their hot loops, by module
+#: the parallel kernels and the inner helpers that hold their hot loops, by module name
 FUNCTIONS = (
-    (naive, ("_forward_loops", "_grad_input_loops", "_grad_weight_loops")),
-    (forward, ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_block", "_min_sums_1")),
-    (positions, ("field_row",)),
-    (grad_input, ("_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign")),
-    (grad_weight, ("_grad_weight_kernel", "_grad_weight_wide_kernel", "_dot_block", "_wide_columns")),
+    ("naive", ("_forward_loops", "_grad_input_loops", "_grad_weight_loops")),
+    ("forward", ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_block", "_min_sums_1")),
+    ("positions", ("field_row",)),
+    ("grad_input", ("_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign")),
+    ("grad_weight", ("_grad_weight_kernel", "_grad_weight_wide_kernel", "_dot_block", "_wide_columns")),
 )
-STACK = re.compile(r"\[(rsp|rbp)[^\]]*\]")
+#: a memory operand on the stack: AT&T syntax (what Numba prints) or Intel syntax
+STACK = re.compile(r"\(%(rsp|rbp)[^)]*\)|\[(rsp|rbp)[^\]]*\]")
 
 
 def loops(asm, max_len=200):
@@ -51,6 +44,13 @@ def loops(asm, max_len=200):
         m = re.match(r"\s+j\w+\s+(\.LBB\d+_\d+)", line)
         if m and m.group(1) in labels and 0 < i - labels[m.group(1)] < max_len:
             yield lines[labels[m.group(1)]:i + 1]
+
+
+def innermost(body):
+    """Whether a loop body holds no loop of its own (no jump back to a label inside it but its last)."""
+    labels = {line.rstrip(":") for line in body if line.startswith(".LBB")}
+    jumps = (re.match(r"\s+j\w+\s+(\.LBB\d+_\d+)", line) for line in body[:-1])
+    return not any(j and j.group(1) in labels for j in jumps)
 
 
 def mix(body):
@@ -65,9 +65,9 @@ def mix(body):
 
 
 def hottest(asm):
-    """(vector instructions, stack accesses, mix, body) of the loop with the most vector work."""
+    """(vector instructions, stack accesses, mix, body) of the innermost loop with the most vector work."""
     best = None
-    for body in loops(asm):
+    for body in filter(innermost, loops(asm)):
         c = mix(body)
         vec = sum(v for k, v in c.items() if k.endswith(("zmm", "ymm")))
         stack = sum(1 for line in body if STACK.search(line))
@@ -76,9 +76,11 @@ def hottest(asm):
     return best
 
 
-def run_kernels():
+def run_kernels(cpu, naive, Window):
     """Both rungs, both modes, stride 1 (wide positions, rows long enough for dW's product)
     and stride 2 (packed panels)."""
+    import numpy as np
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 20, 20)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
@@ -90,11 +92,23 @@ def run_kernels():
 
 
 def main():
-    run_kernels()
+    # Numba shows no assembly for code loaded from its on-disk cache: compile afresh
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="minadder-asm-")
+    sys.path.insert(0, ROOT)
+    import importlib
+
+    import minadder
+    minadder.configure()   # before the kernels are defined (imported): the CPU features they compile for
+    from minadder.kernels import cpu
+    from minadder.kernels.cpu import forward, naive
+    from minadder.kernels.geometry import Window
+    from minadder.kernels.target import TARGET
+
+    run_kernels(cpu, naive, Window)
     print(f"target: {TARGET.name} ({TARGET.machine}, {TARGET.registers} x {TARGET.vector_bits}-bit "
           f"registers, blocking {TARGET.blocking!r}, MR = {forward.MR})")
     for module, name in ((m, n) for m, names in FUNCTIONS for n in names):
-        fn = getattr(module, name)
+        fn = getattr(importlib.import_module(f"minadder.kernels.cpu.{module}"), name)
         if not fn.signatures:
             print(f"{name}: not compiled for this target (not used here)")
             continue

@@ -9,7 +9,7 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 * Register blocking. The inner step keeps MR channels x 4 rows of W (4 x 4 = 16 broadcast
   weights) in vector registers while it streams 4 rows of X_col: each x vector loaded
   serves MR channels, each accumulator load and store serves 4 rows. MR is chosen for the
-  CPU in target.py (no stack accesses either way, ``inspect_asm.py``).
+  CPU in target.py (``inspect_asm.py`` shows each loop and its stack accesses).
 * Reading X_col in place. With stride 1 a task owns a few output rows of one image and
   reads the rows of X_col straight from the padded input on wide positions
   (positions.py); other strides pack a cache-sized panel of them per task.

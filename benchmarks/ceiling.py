@@ -1,0 +1,411 @@
+"""The machine's ceilings: how many terms per second each instruction mix of the cpu kernels
+can reach at all on this CPU, one thread and all threads, with nothing but that mix to do.
+
+    python benchmarks/ceiling.py                       # this CPU's widest vectors, and the AVX2 code
+    python benchmarks/ceiling.py --json                # also writes results/ceiling-<cpu>.json
+    python benchmarks/ceiling.py --quick               # a few milliseconds per figure: checks, no result
+
+A kernel's speed in G terms/s means little alone: "fast" depends on the CPU. Divided by
+the ceiling of its own instruction mix it says how much of this machine the kernel uses
+(bench_adder_layers.py prints that fraction). The mixes, one term each (one lane of one
+vector instruction group):
+
+    mix         term                          the kernel it bounds
+    fma         acc = acc * a + b             the yardstick; dW in full precision (Eq. 5)
+    min+add     acc = min(acc, w) + x         the forward: |x - w| = x + w - 2 min(x, w)  (Eq. 2)
+    clamp+fma   acc = min(max(acc, lo), hi) * g + b
+                                              dX in full precision: HardTanh (Eq. 6) as a clip
+                                              and a multiply-add (kernels/cpu/grad_input.py)
+    select+add  acc = acc + (g if acc < w else -g)
+                                              dW in sign mode: g * sgn(x - w) (Eq. 4) as a
+                                              compare, a blend and an add
+
+How the loops keep everything in registers. Each loop updates CHAINS independent vector
+accumulators (enough to cover an instruction's latency times its throughput: 16 with 32
+vector registers, 12 with 16), held in a small array ``acc`` of CHAINS x LANES floats
+whose length is a compile-time constant: LLVM vectorises the inner loop over it, unrolls it
+completely and then keeps its CHAINS vectors in registers across the outer loop
+(``reps`` times). The constants are loaded once, before the loop; the term's input is the
+accumulator itself, so nothing is hoisted out and every instruction stays in the loop.
+No data are read from memory inside the loop at all.
+
+How each loop is checked. After compiling, the script reads the function's assembly
+(Numba's ``inspect_asm``), finds the loop with the most vector instructions (the loop
+finder of inspect_asm.py) and asserts that it holds exactly CHAINS of each claimed
+instruction on the claimed registers (zmm for 512-bit, ymm for 256-bit), no other vector
+instruction and no memory operand (so no stack spill); the counts are printed beside
+each rate. The all-threads figure runs the same loop on every thread (Numba's prange,
+one independent accumulator array per thread), and its compiled code is checked too.
+
+The 512-bit code is compiled for this machine through ``minadder.configure()``, as the cpu
+backend is; the 256-bit code in a child process compiled for Haswell
+(``NUMBA_CPU_NAME=haswell``, as inspect_asm.py and tests/test_kernels_target.py do).
+The "sgemm" rows time NumPy's float32 matmul on a large square (n^3 terms), the yardstick
+of a full-precision dW done through BLAS.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import numpy as np  # noqa: E402
+
+import minadder  # noqa: E402
+
+minadder.configure()   # before any function is defined with njit: the CPU features they compile for
+import numba  # noqa: E402
+from numba import njit, prange, typeof  # noqa: E402
+
+from inspect_asm import innermost, loops, mix  # noqa: E402
+from minadder.kernels.target import TARGET, cpu_model  # noqa: E402
+
+#: float32 lanes in one vector register of the target
+LANES = TARGET.vector_bits // 32
+#: independent accumulators per loop: 16 leave room for the constants in 32 registers,
+#: 12 in 16 (AVX2's ymm0-15); either covers latency x throughput of these mixes
+CHAINS = 16 if TARGET.registers >= 32 else 12
+#: select+add needs two more registers per term in flight (the compare's mask, the blend's
+#: result): with 16 registers 12 accumulators spilled to the stack, 11 did not; 10 are used
+SELECT_CHAINS = CHAINS if TARGET.registers >= 32 else 10
+#: floats in one loop's accumulator array: a constant, so LLVM unrolls the loop over it
+TERMS = LANES * CHAINS
+SELECT_TERMS = LANES * SELECT_CHAINS
+#: x86 register name of each vector width
+REGISTER = {512: "zmm", 256: "ymm", 128: "xmm"}
+#: a memory operand in AT&T (``8(%rsp)``, ``(%rax,%rcx,4)``) or Intel (``[rsp + 8]``) syntax
+MEMORY = re.compile(r"\(%|\[")
+#: x86 flags printed first (lscpu's names)
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw")
+DEFAULT_JSON = os.path.join(HERE, "results", f"ceiling-{TARGET.name}.json")
+
+
+# ----------------------------------------------------------------------------- the loops
+# Every loop has the same signature (acc, consts, reps), so one parallel driver runs any
+# of them; the constants become scalars before the loop, so they are read once.
+@njit(fastmath=True)
+def fma_loop(acc, consts, reps):
+    """acc = acc * a + b, one fused multiply-add per term."""
+    a, b = consts[0], consts[1]
+    for _ in range(reps):
+        for q in range(TERMS):
+            acc[q] = acc[q] * a + b
+
+
+@njit(fastmath=True)
+def min_add_loop(acc, consts, reps):
+    """acc = min(acc, w) + x, the forward's min and add per term."""
+    w, x = consts[0], consts[1]
+    for _ in range(reps):
+        for q in range(TERMS):
+            acc[q] = min(acc[q], w) + x
+
+
+@njit(fastmath=True)
+def clamp_fma_loop(acc, consts, reps):
+    """acc = clip(acc, lo, hi) * g + b, dX's max, min and multiply-add per term."""
+    lo, hi, g, b = consts[0], consts[1], consts[2], consts[3]
+    for _ in range(reps):
+        for q in range(TERMS):
+            acc[q] = min(max(acc[q], lo), hi) * g + b
+
+
+@njit(fastmath=True)
+def select_add_loop(acc, consts, reps):
+    """acc = acc + (g if acc < w else -g), the sign-mode dW's compare, blend and add per term."""
+    w, g = consts[0], consts[1]
+    minus_g = -g
+    for _ in range(reps):
+        for q in range(SELECT_TERMS):
+            v = acc[q]
+            acc[q] = v + (g if v < w else minus_g)
+
+
+@njit(parallel=True)
+def on_threads(loop, accs, consts, reps):
+    """The same loop on every thread, each on its own row of accs (one row per thread)."""
+    for i in prange(accs.shape[0]):
+        loop(accs[i], consts, reps)
+
+
+class Mix:
+    """One instruction mix: its loop, its constants (values stay finite: each term's
+    map has a fixed point) and the x86 instructions one term claims to be."""
+
+    def __init__(self, name, bounds, loop, consts, claims, chains=CHAINS):
+        self.name, self.bounds, self.loop = name, bounds, loop
+        self.consts = np.array(consts, dtype=np.float32)
+        self.claims, self.chains = claims, chains
+
+
+MIXES = (
+    Mix("fma", "yardstick; dW full", fma_loop, (0.5, 1.0), ("vfmadd",)),
+    Mix("min+add", "forward", min_add_loop, (2.0, 0.5), ("vminps", "vaddps")),
+    Mix("clamp+fma", "dX full", clamp_fma_loop, (-1.0, 1.0, 0.5, 0.25), ("vmaxps", "vminps", "vfmadd")),
+    Mix("select+add", "dW sign", select_add_loop, (0.3, 0.01), ("vcmp", "vblend", "vaddps"),
+        SELECT_CHAINS),
+)
+
+
+# ------------------------------------------------------------------------- the checks
+def memory_operands(body):
+    """How many instructions of an assembly loop body read or write memory."""
+    return sum(1 for line in body if re.match(r"\s+\w", line) and MEMORY.search(line.split(None, 1)[-1]))
+
+
+def vector_loop(asm):
+    """(instruction counts, memory operands) of the innermost loop with the most vector
+    instructions: the loop that runs ``reps`` times (an enclosing loop, e.g. over the
+    threads' rows, loads and stores the accumulators once per row and is not counted)."""
+    best = None
+    for body in filter(innermost, loops(asm)):
+        counts = mix(body)
+        vector = sum(v for k, v in counts.items() if k.endswith(("zmm", "ymm", "xmm")))
+        if best is None or vector > best[0]:
+            best = (vector, counts, memory_operands(body))
+    if best is None:
+        return {}, 0
+    return dict(best[1]), best[2]
+
+
+def problems(counts, memory, claims, register, chains):
+    """What is wrong with a loop that claims ``chains`` of each of ``claims`` on ``register``s:
+    [] when its vector instructions are exactly those and it touches no memory."""
+    found = []
+    for claim in claims:
+        n = sum(v for k, v in counts.items() if k.startswith(claim) and k.endswith(register))
+        if n != chains:
+            found.append(f"{n} {claim} {register} (want {chains})")
+    others = {k: v for k, v in counts.items()
+              if k.endswith(("zmm", "ymm", "xmm")) and not (k.startswith(claims) and k.endswith(register))}
+    if others:
+        found.append("other vector instructions " + ", ".join(f"{k} x{v}" for k, v in others.items()))
+    if memory:
+        found.append(f"{memory} memory operands (loads, stores or stack spills)")
+    return found
+
+
+def asm_of(dispatcher, first=None):
+    """The assembly of a dispatcher's compiled version (the one whose first argument is of
+    the type of ``first``, when given: on_threads is compiled once per loop)."""
+    sigs = [s for s in dispatcher.signatures if first is None or s[0] == typeof(first)]
+    return dispatcher.overloads[sigs[0]].library.get_asm_str()
+
+
+def describe_loop(counts):
+    """'vminps zmm x16, vaddps zmm x16' (vector instructions only, most frequent first)."""
+    vector = sorted(((k, v) for k, v in counts.items() if k.endswith(("zmm", "ymm", "xmm"))),
+                    key=lambda kv: -kv[1])
+    return ", ".join(f"{k} x{v}" for k, v in vector) or "no vector loop"
+
+
+# ------------------------------------------------------------------------- the timings
+def best_rate(run, terms_per_rep, seconds, repeat):
+    """Best terms/s over ``repeat`` timed calls of run(reps), reps sized for ``seconds``."""
+    reps = 1000
+    while True:
+        t0 = time.perf_counter()
+        run(reps)
+        took = time.perf_counter() - t0
+        if took > seconds / 10 or reps > 1 << 40:
+            break
+        reps *= 10
+    reps = max(1, int(reps * seconds / took))
+    best = 0.0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run(reps)
+        best = max(best, reps * terms_per_rep / (time.perf_counter() - t0))
+    return best
+
+
+def checked_loop(m, threads, asm):
+    """(instruction counts, memory operands, checked) of mix m's hot loop in ``asm``; exits
+    naming what is wrong when it is not what m claims (x86 only: the claims are x86's)."""
+    counts, memory = vector_loop(asm)
+    if not TARGET.machine.lower().startswith(("x86", "amd64")):
+        return counts, memory, False
+    wrong = problems(counts, memory, m.claims, REGISTER.get(TARGET.vector_bits, "xmm"), m.chains)
+    if wrong:
+        raise SystemExit(f"ceiling.py: the {m.name} loop ({TARGET.name}, {threads} thread(s)) is not what "
+                         f"it claims: {'; '.join(wrong)}")
+    return counts, memory, True
+
+
+def measure_mix(m, threads, seconds, repeat):
+    """The rows of one mix: compiled, checked in its assembly, timed on 1 and on ``threads`` threads."""
+    terms = LANES * m.chains
+    accs = np.ones((threads, terms), dtype=np.float32)
+    m.loop(accs[0], m.consts, 1)                       # compile both before reading their assembly
+    on_threads(m.loop, accs, m.consts, 1)
+    ways = [(1, asm_of(m.loop), lambda reps: m.loop(accs[0], m.consts, reps))]
+    if threads > 1:
+        ways.append((threads, asm_of(on_threads, m.loop), lambda reps: on_threads(m.loop, accs, m.consts, reps)))
+    rows = []
+    for n, asm, run in ways:
+        counts, memory, checked = checked_loop(m, n, asm)
+        rate = best_rate(run, terms * n, seconds, repeat)
+        if not np.isfinite(accs).all():
+            raise SystemExit(f"ceiling.py: the {m.name} loop left non-finite accumulators")
+        rows.append(dict(mix=m.name, bounds=m.bounds, bits=TARGET.vector_bits, target=TARGET.name,
+                         threads=n, gterms=rate / 1e9, chains=m.chains, checked=checked,
+                         loop=counts, memory_operands=memory))
+    return rows
+
+
+def measure_sgemm(n, seconds, repeat):
+    """NumPy's float32 matmul of two n x n matrices, in G terms (multiply-adds) per second;
+    the BLAS threads are set by the environment this process was started with."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    t0 = time.perf_counter()
+    a @ b
+    calls = max(1, int(seconds / max(time.perf_counter() - t0, 1e-9)))
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return n ** 3 / best / 1e9
+
+
+# ---------------------------------------------------------------- children and parent
+def settings(quick):
+    """(seconds per timing, timings per figure, sgemm size)."""
+    return (0.002, 2, 256) if quick else (0.2, 5, 2048)
+
+
+def child(args):
+    seconds, repeat, n = settings(args.quick)
+    if args.child == "sgemm":
+        rows = [dict(mix="sgemm", bounds=f"NumPy float32 matmul, n = {n}", bits=None, target="BLAS",
+                     threads=args.threads, gterms=measure_sgemm(n, seconds, repeat))]
+    else:
+        minadder.configure(threads=args.threads)
+        rows = [row for m in MIXES for row in measure_mix(m, args.threads, seconds, repeat)]
+        for row in rows:
+            row["width"] = args.child
+    print(json.dumps(rows))
+
+
+def run_child(kind, threads, quick):
+    """Rows measured in a fresh process: 'native' (this CPU's code), 'avx2' (compiled for
+    Haswell) or 'sgemm' (NumPy's BLAS on ``threads`` threads). (rows, error line)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--threads", str(threads)]
+    cmd += ["--quick"] if quick else []
+    env = dict(os.environ)
+    if kind == "avx2":
+        env["NUMBA_CPU_NAME"] = "haswell"
+        env.pop("NUMBA_CPU_FEATURES", None)
+    if kind == "sgemm":
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip() or proc.stdout.strip() or "?").splitlines()[-1]
+        return [], f"no figures for {kind}: {last.removeprefix('ceiling.py: ')}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), None
+
+
+def lscpu():
+    """(model name, {flag: present}) from lscpu; ('?', {}) where there is no lscpu."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?", {}
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return fields.get("Model name", "?").strip(), {f: f in flags for f in FLAGS}
+
+
+def add_fractions(rows):
+    """Each row's rate over the fma rate of the same width and threads."""
+    fma = {(r["width"], r["threads"]): r["gterms"] for r in rows if r["mix"] == "fma"}
+    for r in rows:
+        key = (r.get("width"), r["threads"])
+        r["fraction_of_fma"] = r["gterms"] / fma[key] if key in fma else None
+
+
+def print_table(rows, markdown):
+    header = ["mix", "bounds", "vector", "threads", "G terms/s", "of FMA", "loop (vector instructions)"]
+    table = [[r["mix"], r["bounds"], f"{r['bits']}-bit {r['target']}" if r["bits"] else r["target"],
+              str(r["threads"]), f"{r['gterms']:.1f}",
+              f"{r['fraction_of_fma']:.2f}" if r["fraction_of_fma"] is not None else "-",
+              describe_loop(r["loop"]) + ("" if r.get("checked", True) else " (not checked)")
+              if "loop" in r else "-"] for r in rows]
+    if markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for line in table:
+            print("| " + " | ".join(line) + " |")
+        return
+    widths = [max(len(str(c)) for c in col) + 2 for col in zip(header, *table)]
+    for line in [header] + table:
+        print("".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="the all-threads figure's threads")
+    ap.add_argument("--widths", nargs="*", default=None, choices=("native", "avx2"),
+                    help="which code to time (default: this CPU's, and the AVX2 code where this CPU has wider)")
+    ap.add_argument("--quick", action="store_true", help="milliseconds per figure: checks the loops, measures nothing")
+    ap.add_argument("--json", nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
+                    help=f"write the rows as JSON (default path: {os.path.relpath(DEFAULT_JSON)})")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--child", choices=("native", "avx2", "sgemm"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads < 1:
+        ap.error(f"--threads must be at least 1, not {args.threads}")
+    if args.child:
+        return child(args)
+
+    model, flags = lscpu()
+    print(f"CPU: {cpu_model()}; lscpu model name: {model}")
+    print("flags: " + ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in flags.items()) +
+          f"; Numba compiles for {TARGET.name} ({TARGET.vector_bits}-bit vectors, {TARGET.registers} registers)")
+    if args.quick:
+        print("--quick: a few milliseconds per figure; the loops are checked, the rates are not measurements")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    widths = args.widths or (["native", "avx2"] if x86 and TARGET.vector_bits > 256 else ["native"])
+    jobs = [(w, args.threads) for w in widths] + [("sgemm", 1)]
+    jobs += [("sgemm", args.threads)] if args.threads > 1 else []
+    rows, errors = [], []
+    for kind, threads in jobs:           # one after another: two timings never share the cores
+        got, error = run_child(kind, threads, args.quick)
+        rows += [dict(r, width=r.get("width", kind)) for r in got]
+        errors += [error] if error else []
+    add_fractions(rows)
+    print()
+    print_table(rows, args.markdown)
+    chains = sorted({r["chains"] for r in rows if "chains" in r})
+    print(f"\nOne term: one lane of one accumulator update ({' or '.join(map(str, chains))} independent "
+          "vector accumulators per loop, all in registers); sgemm: one multiply-add of its n^3.")
+    if args.json:
+        record = dict(cpu=cpu_model(), model=model, flags=flags, llvm_cpu=TARGET.name, threads=args.threads,
+                      quick=args.quick, numpy=np.__version__, numba=numba.__version__,
+                      time=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rows=rows)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump(record, f, indent=1)
+        except OSError as e:
+            errors.append(f"--json {args.json}: cannot write it ({e.strerror})")
+        else:
+            print(f"wrote {args.json}")
+    for error in errors:
+        print(f"ceiling.py: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

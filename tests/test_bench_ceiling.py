@@ -1,0 +1,165 @@
+"""benchmarks/ceiling.py: its loops are the instructions they claim, on registers only, on this
+machine's target (and the AVX2 code); its quick mode prints the table; bench_adder_layers.py
+divides each kernel by the matching ceiling.
+
+Nothing here is a timing: --quick runs every loop for milliseconds only. ceiling.py sets
+Numba's CPU features as it is imported, so it runs in child processes, never in this one.
+"""
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba")
+
+REPO = Path(__file__).resolve().parents[1]
+CEILING = REPO / "benchmarks" / "ceiling.py"
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+#: what one term of each mix must compile to (x86 mnemonic prefixes), written here apart
+#: from ceiling.py's own claims
+EXPECTED = {
+    "fma": ("vfmadd",),
+    "min+add": ("vminps", "vaddps"),
+    "clamp+fma": ("vmaxps", "vminps", "vfmadd"),
+    "select+add": ("vcmp", "vblend", "vaddps"),
+}
+REGISTER = {512: "zmm", 256: "ymm", 128: "xmm"}
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _host_flags():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return set(next((ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("Flags")), "").split())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """(stdout, record) of one `ceiling.py --quick --threads 2 --json PATH`."""
+    path = tmp_path_factory.mktemp("ceiling") / "ceiling.json"
+    proc = subprocess.run([sys.executable, str(CEILING), "--quick", "--threads", "2", "--json", str(path)],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(path.read_text())
+
+
+def test_quick_mode_prints_the_cpu_and_a_table(quick):
+    stdout, record = quick
+    lines = stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "lscpu model name" in lines[0]
+    if X86:
+        assert all(f"{flag} " in lines[1] for flag in ("avx2", "fma", "avx512f", "avx512bw")), lines[1]
+    header = next(ln for ln in lines if ln.startswith("mix"))
+    assert all(col in header for col in ("vector", "threads", "G terms/s", "of FMA"))
+    assert record["quick"] is True and record["threads"] == 2
+    for width in {r["width"] for r in record["rows"]}:
+        got = {(r["mix"], r["threads"]) for r in record["rows"] if r["width"] == width}
+        want = {("sgemm", 1), ("sgemm", 2)} if width == "sgemm" else {(m, t) for m in EXPECTED for t in (1, 2)}
+        assert got == want, (width, got)
+    for r in record["rows"]:
+        assert r["gterms"] > 0, r
+        if r["width"] != "sgemm":
+            fma = next(f for f in record["rows"]
+                       if (f["mix"], f["width"], f["threads"]) == ("fma", r["width"], r["threads"]))
+            assert r["fraction_of_fma"] == pytest.approx(r["gterms"] / fma["gterms"])
+            assert f"{r['gterms']:.1f}" in stdout
+
+
+@pytest.mark.skipif(not X86, reason="the claimed instructions are x86's")
+def test_every_loop_is_its_claimed_instructions_on_registers_only(quick):
+    """The loop that runs ``reps`` times: exactly ``chains`` of each claimed instruction on
+    the width's registers, no other vector instruction, no memory operand (no spill)."""
+    _, record = quick
+    flags = _host_flags()
+    widths = {r["width"]: r["bits"] for r in record["rows"] if r["width"] != "sgemm"}
+    assert widths["native"] == (512 if "avx512f" in flags else 256 if "avx2" in flags else 128)
+    if "avx512f" in flags:
+        assert widths["avx2"] == 256
+    for r in (r for r in record["rows"] if r["width"] != "sgemm"):
+        register = REGISTER[r["bits"]]
+        vector = {k: v for k, v in r["loop"].items() if k.endswith(("zmm", "ymm", "xmm"))}
+        for claim in EXPECTED[r["mix"]]:
+            assert sum(v for k, v in vector.items() if k.startswith(claim) and k.endswith(register)) \
+                == r["chains"], (r["mix"], r["width"], vector)
+        assert set(vector) == {k for k in vector if k.startswith(EXPECTED[r["mix"]])}, (r["mix"], vector)
+        assert r["memory_operands"] == 0 and r["chains"] >= 8, r
+
+
+CHECKER = r"""
+import json, sys
+sys.argv = ["ceiling.py"]
+import ceiling as c
+spill = ["\tvmovups\t64(%rsp), %ymm3", "\tvaddps\t%ymm1, %ymm2, %ymm2", "\tvmovaps\t%ymm4, (%rax,%rcx,4)",
+         "\tvmovups\tymm0, ymmword ptr [rsp + 32]"]
+nested = [".LBB0_1:", "\tvaddps\t%zmm1, %zmm0, %zmm0", ".LBB0_2:", "\tjne\t.LBB0_2", "\tjne\t.LBB0_1"]
+right = {"vminps zmm": 16, "vaddps zmm": 16, "decq": 1}
+out = {
+    "memory": c.memory_operands(spill),
+    "nested": c.innermost(nested), "inner": c.innermost(nested[2:4]),
+    "right": c.problems(right, 0, ("vminps", "vaddps"), "zmm", 16),
+    "short": c.problems({"vminps zmm": 12, "vaddps zmm": 16}, 0, ("vminps", "vaddps"), "zmm", 16),
+    "ymm": c.problems({"vminps ymm": 16, "vaddps ymm": 16}, 0, ("vminps", "vaddps"), "zmm", 16),
+    "extra": c.problems(dict(right, **{"vmovups zmm": 2}), 0, ("vminps", "vaddps"), "zmm", 16),
+    "spill": c.problems(right, 3, ("vminps", "vaddps"), "zmm", 16),
+}
+print(json.dumps(out))
+"""
+
+
+def test_the_loop_check_catches_spills_and_wrong_instructions():
+    """The check itself can fail: memory operands in both syntaxes, a loop holding a loop,
+    too few or too narrow instructions, an extra load."""
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(CEILING.parent), env["PYTHONPATH"]])
+    proc = subprocess.run([sys.executable, "-c", CHECKER], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["memory"] == 3
+    assert out["nested"] is False and out["inner"] is True
+    assert out["right"] == []
+    assert any("12 vminps zmm" in p for p in out["short"])
+    assert len(out["ymm"]) == 3 and "other vector instructions" in out["ymm"][-1]
+    assert out["extra"] == ["other vector instructions vmovups zmm x2"]
+    assert out["spill"] == ["3 memory operands (loads, stores or stack spills)"]
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_adder_layers", REPO / "benchmarks" / "bench_adder_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_layer_benchmark_divides_by_the_matching_ceiling(tmp_path):
+    bench = _bench_module()
+    rows = [dict(mix=m, width=w, threads=t, bits=b, gterms=g) for m, w, t, b, g in [
+        ("fma", "native", 2, 512, 200.0), ("min+add", "native", 2, 512, 100.0),
+        ("clamp+fma", "native", 2, 512, 50.0), ("select+add", "native", 2, 512, 40.0),
+        ("min+add", "native", 1, 512, 55.0), ("min+add", "avx2", 2, 256, 80.0),
+        ("sgemm", "sgemm", 2, None, 160.0)]]
+    path = tmp_path / "ceiling.json"
+    path.write_text(json.dumps(dict(cpu="test CPU", time="now", quick=False, rows=rows)))
+    record, note = bench.load_ceilings(str(path), 2)
+    assert "test CPU" in note and "not a measurement" not in note
+    macs = 10e9                              # 1 s per pass is 10 G terms/s
+    result = dict(fwd=1.0, dx=0.5, dw=0.25, dws=1.0)
+    assert bench.fraction_row("L", "cpu", result, macs, record, 2) == ["L", "cpu", "0.10", "0.40", "0.20", "0.25", "0.25"]
+    assert bench.fraction_row("L", "cpu-avx2", result, macs, record, 2)[2:4] == ["0.12", "-"]
+    assert bench.fraction_row("L", "cpu", result, macs, record, 1)[2:4] == ["0.18", "-"]
+    assert bench.fraction_row("L", "conv2d", result, macs, record, 2)[2:] == ["0.05", "0.10", "0.20", "0.25", "-"]
+    assert bench.load_ceilings(str(tmp_path / "missing.json"), 2)[0] is None
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert bench.load_ceilings(str(tmp_path / "bad.json"), 2)[0] is None
