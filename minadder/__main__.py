@@ -9,8 +9,10 @@
     python -m minadder download mnist [--root DIR]
 
 Every choice is taken from its registry (models, kinds, datasets, backends, gradient
-modes, schedules), so a new entry there appears here. Exit status: 0 done, 1 training
-diverged, 2 bad options or data, 130 interrupted.
+modes, schedules), so a new entry there appears here. Paths (``--output-dir ~/runs/$RUN``)
+are expanded as a shell expands them. Exit status: 0 done, 1 training diverged, 2 bad
+options, data or a run folder in use, 128 + the signal's number when stopped by one (130
+Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 SIGUSR1; see ``train/interrupts.py``).
 """
 import argparse
 import json
@@ -19,7 +21,8 @@ import sys
 from . import backend, models, optim
 from .data import registry
 from .kernels.contract import GRAD_MODES
-from .train import AUGMENTS, LR_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted, field_names
+from .train import (AUGMENTS, INTEGER_RANGES, LR_STEPS, FolderInUse, StopSignals, Stopped, TrainConfig,
+                    TrainingDiverged, TrainingInterrupted, exit_status, expand_path, field_names)
 
 DEFAULTS = TrainConfig()
 
@@ -52,11 +55,12 @@ def _add_train_parser(sub):
     opt("--kind", "adder layers or ordinary convolutions", choices=models.KINDS)
     opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=datasets())
     opt("--data-dir", "folder holding the dataset's files (else $MINADDER_DATA, then ~/.cache/minadder); "
-                      "both splits are read from the one folder where the training files are found")
+                      "both splits are read from the one folder where the training files are found",
+        type=expand_path)
     opt("--test-file", "CIFAR: the test batch file to use instead of the usual one, e.g. "
-                       "test_batch_first1000_exact.bin (a name in the dataset's folder, or a path)")
+                       "test_batch_first1000_exact.bin (a name in the dataset's folder, or a path)", type=expand_path)
     opt("--extra-test-file", "CIFAR: a second test batch file, also evaluated after every epoch "
-                             "(metrics.json names each test set by its file)")
+                             "(metrics.json names each test set by its file)", type=expand_path)
     opt("--epochs", "number of epochs", type=int)
     opt("--batch-size", "images per batch", type=int)
     opt("--lr", "initial learning rate", type=float)
@@ -75,9 +79,9 @@ def _add_train_parser(sub):
     opt("--augment", "random crop + flip: auto (on for CIFAR), cifar, none", choices=AUGMENTS)
     opt("--backend", "kernel backend (default: the fastest that runs here)", choices=tuple(backend.BACKENDS))
     opt("--seed", "seed of initialisation, shuffling and augmentation", type=int)
-    opt("--output-dir", "where outputs go (default: runs/<model>-<kind>-<dataset>-<time>)")
+    opt("--output-dir", "where outputs go (default: runs/<model>-<kind>-<dataset>-<time>)", type=expand_path)
     opt("--resume", "continue from an output directory or a checkpoint file; the outputs go to "
-                    "that directory unless --output-dir is given")
+                    "that directory unless --output-dir is given", type=expand_path)
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace the run in --output-dir if it holds one (refused otherwise)")
     opt("--limit-train", "train on a random subset of this many images", type=int)
@@ -95,7 +99,7 @@ def _add_count_parser(sub):
                                    "and the latency estimate of Sec. 4.1 (mul 4 cycles, add 2).")
     p.add_argument("--model", default="resnet20", choices=tuple(models.MODELS), help="network (default: resnet20)")
     p.add_argument("--kind", default="adder", choices=models.KINDS, help="adder or cnn (default: adder)")
-    p.add_argument("--num-classes", type=int, default=10, help="classes (default: 10)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes, 2 to 100,000 (default: 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -103,12 +107,14 @@ def _add_evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="test accuracy of a trained checkpoint",
                        description="Evaluate a checkpoint's model on a dataset's test split with the "
                                    "preprocessing it was trained with, and print the accuracy.")
-    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run's output directory or a checkpoint file")
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", type=expand_path,
+                   help="a run's output directory or a checkpoint file")
     p.add_argument("--dataset", default=None, choices=datasets(),
                    help="dataset to test on (default: the one it was trained on; the image shape and "
                         "number of classes must match)")
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
-    p.add_argument("--test-file", default=None, help="CIFAR: the test batch file, e.g. test_batch_first1000_exact.bin")
+    p.add_argument("--data-dir", default=None, type=expand_path, help="folder holding the dataset's files")
+    p.add_argument("--test-file", default=None, type=expand_path,
+                   help="CIFAR: the test batch file, e.g. test_batch_first1000_exact.bin")
     p.add_argument("--limit-test", type=int, default=None, help="test on a random subset of this many images")
     p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
                    help="kernel backend (default: the fastest that runs here)")
@@ -119,7 +125,8 @@ def _add_download_parser(sub):
     p = sub.add_parser("download", help="download datasets into the cache, checking their checksums")
     p.add_argument("names", nargs="+", choices=downloadable(), metavar="NAME",
                    help=f"datasets: {', '.join(downloadable())}")
-    p.add_argument("--root", default=None, help="target folder (default: $MINADDER_DATA or ~/.cache/minadder)")
+    p.add_argument("--root", default=None, type=expand_path,
+                   help="target folder (default: $MINADDER_DATA or ~/.cache/minadder)")
 
 
 def build_parser():
@@ -161,7 +168,7 @@ def _run_train(args):
                 print(f"  {name}: {100 * result_of['accuracy']:.2f} %")
     else:
         print("no epoch was trained (the checkpoint had already finished all epochs)")
-    print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz and checkpoint.optim.npz)")
+    print(f"outputs: {result['output_dir']}/ (metrics.json, curves.png, checkpoint.npz and its optimizer file)")
     return 0
 
 
@@ -169,8 +176,10 @@ def _run_evaluate(args):
     from .train import evaluate_checkpoint
 
     backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
-    if args.limit_test is not None and args.limit_test < 2:
-        raise ValueError(f"--limit-test must be an integer >= 2 (or left out for all); got {args.limit_test}")
+    low, high = INTEGER_RANGES["limit_test"]
+    if args.limit_test is not None and not low <= args.limit_test <= high:
+        raise ValueError(f"--limit-test must be an integer from {low} to {high:,} (or left out for all); "
+                         f"got {args.limit_test}")
     if args.backend:
         backend.set_backend(args.backend)
     result = evaluate_checkpoint(args.target, dataset=args.dataset, data_dir=args.data_dir,
@@ -210,17 +219,18 @@ def main(argv=None):
     command = {"train": _run_train, "evaluate": _run_evaluate, "count": _run_count,
                "download": _run_download}[args.command]
     try:
-        return command(args)
-    except TrainingInterrupted as exc:
+        with StopSignals():  # SIGTERM, SIGHUP, SIGUSR1 end a command as Ctrl-C does, cleaning up
+            return command(args)
+    except (TrainingInterrupted, Stopped) as exc:
         print(f"minadder {args.command}: {exc}", file=sys.stderr)
-        return 130
+        return exit_status(exc.signum)
     except KeyboardInterrupt:
         print(f"minadder {args.command}: interrupted", file=sys.stderr)
         return 130
     except TrainingDiverged as exc:
         print(f"minadder {args.command}: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:  # bad options, missing or corrupt data, failed downloads
+    except (ValueError, OSError, FolderInUse) as exc:  # bad options, missing or corrupt data, failed downloads
         print(f"minadder {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

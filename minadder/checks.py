@@ -76,15 +76,46 @@ def check_pool_args(op, x, kernel_size, stride, padding):
     xs = _shape(x)
     if len(xs) != 4:
         raise ValueError(f"{op}: input x must be 4-D (N, C, H, W), got shape {xs}")
-    stride = kernel_size if stride is None else stride
-    for name, value, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
-        if not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
-    if padding > kernel_size // 2:
-        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel_size}")
+    kernel_size, stride, padding = check_pool_layer(op, kernel_size, stride, padding)
     if kernel_size > min(xs[2], xs[3]) + 2 * padding:
         raise ValueError(f"{op}: kernel {kernel_size} is larger than the padded input {xs[2]}x{xs[3]} (padding={padding})")
     return stride
+
+
+def check_sizes(op, low=1, **sizes):
+    """Each of ``sizes`` (name=value) as an int, if it is an integer >= ``low`` (True and
+    False are not sizes); else a ValueError naming ``op`` and the argument, e.g.
+    "Conv2d: kernel_size must be an integer >= 1, got 0". The layers check at construction,
+    as PyTorch's do, so a bad size never reaches a forward."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
+    return tuple(int(v) for v in sizes.values())
+
+
+def check_conv_layer(op, in_channels, out_channels, kernel_size, stride, padding):
+    """A sliding-window layer's sizes (Adder2d, Conv2d): positive channels and kernel,
+    stride >= 1, padding >= 0. Returns them as ints, in that order."""
+    return check_sizes(op, 1, in_channels=in_channels, out_channels=out_channels,
+                       kernel_size=kernel_size, stride=stride) + check_sizes(op, 0, padding=padding)
+
+
+def check_pool_layer(op, kernel_size, stride, padding):
+    """A pooling window: kernel >= 1, stride None (the kernel size) or >= 1, padding >= 0
+    and at most half the kernel, as PyTorch requires. Returns (kernel_size, stride, padding)."""
+    stride = kernel_size if stride is None else stride
+    kernel_size, stride = check_sizes(op, 1, kernel_size=kernel_size, stride=stride)
+    (padding,) = check_sizes(op, 0, padding=padding)
+    if padding > kernel_size // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel_size}")
+    return kernel_size, stride, padding
+
+
+def check_batch_norm_layer(op, num_features, eps, momentum):
+    """A batch norm's settings: num_features >= 1, eps > 0, momentum in [0, 1]."""
+    (num_features,) = check_sizes(op, 1, num_features=num_features)
+    eps, momentum = check_number(f"{op}: eps", eps, low_open=True), check_number(f"{op}: momentum", momentum, 0, 1)
+    return num_features, eps, momentum
 
 
 def check_batch_norm_args(x, running_mean, running_var, weight, bias, training):

@@ -140,6 +140,17 @@ def _as_kind(kind, row, full_precision):
     return "cnn" if row["name"] in full_precision else kind
 
 
+#: The most classes ``count`` builds a classifier for (ImageNet-21k has about 21,000):
+#: the weights of a larger one would not fit in memory.
+MAX_CLASSES = 100_000
+
+
+def check_num_classes(num_classes):
+    """Refuse a number of classes no classifier can have (--num-classes)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"--num-classes must be an integer from 2 to {MAX_CLASSES:,}; got {num_classes!r}")
+
+
 def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size=None):
     """The op counts of one forward pass of `model_name` as a JSON-ready dict.
 
@@ -147,6 +158,7 @@ def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size
     "all" and "without_first_last"; ``table`` holds the three rows of the paper's Table 2
     (BNN, AdderNet, CNN) both ways; ``not_counted`` has batch norm and residual additions.
     """
+    check_num_classes(num_classes)
     kwargs = {"num_classes": num_classes}
     if in_channels is not None:
         kwargs["in_channels"] = in_channels

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from . import bounded, checks
 from . import functional as F
 from .kernels import contract
 from .rng import generator
@@ -114,14 +115,21 @@ class Module:
         state.update((name, np.array(b, copy=True)) for name, b in self.named_buffers())
         return state
 
-    def load_state_dict(self, state):
-        """Copy arrays into the parameters and buffers. Every entry is checked first, so
-        a bad state_dict (missing, unexpected or mis-shaped entries) changes nothing."""
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters and buffers, all or nothing, as PyTorch does: every
+        entry is checked first (names, shapes, dtypes), so a bad state_dict changes nothing.
+        ``strict=False`` skips missing and unexpected entries. Returns their names, as
+        ``missing_keys`` and ``unexpected_keys``."""
         targets = OrderedDict((name, p.data) for name, p in self.named_parameters())
         targets.update(self.named_buffers())
-        check_state({name: target.shape for name, target in targets.items()}, state, "load_state_dict")
-        for name, target in targets.items():
-            target[...] = state[name]
+        missing, unexpected = [k for k in targets if k not in state], [k for k in state if k not in targets]
+        check_state({name: target.shape for name, target in targets.items()},
+                    state if strict else {k: v for k, v in state.items() if k in targets}, "load_state_dict",
+                    optional=() if strict else missing, dtypes={name: t.dtype for name, t in targets.items()})
+        arrays = {name: np.asarray(state[name]) for name in targets if name in state}
+        for name, array in arrays.items():
+            targets[name][...] = array
+        return SimpleNamespace(missing_keys=missing, unexpected_keys=unexpected)
 
     def __repr__(self):
         lines = [f"{type(self).__name__}({self.extra_repr()}"]
@@ -137,16 +145,20 @@ def _join(prefix, name):
     return f"{prefix}.{name}" if prefix else name
 
 
-def check_state(shapes, state, what, optional=()):
+def check_state(shapes, state, what, optional=(), dtypes=None):
     """Refuse ``state`` (name -> array) for a model whose entries have ``shapes`` (name ->
-    shape): one ValueError names every missing (unless ``optional``), unexpected or
-    mis-shaped entry. Also ``minadder.torch``'s check."""
+    shape): one ValueError names every missing (unless ``optional``), unexpected,
+    mis-shaped or mis-typed entry: a value must be real floating, or of its entry's own
+    dtype in ``dtypes`` (complex, text and objects never). Also ``minadder.torch``'s check."""
     missing = [k for k in shapes if k not in state and k not in optional]
     problems = [f"missing entries: {', '.join(missing)}"] if missing else []
     if any(k not in shapes for k in state):
         problems.append(f"unexpected entries: {', '.join(k for k in state if k not in shapes)}")
     problems += [f"{k} has shape {tuple(np.shape(v))}, expected {tuple(shapes[k])}"
                  for k, v in state.items() if k in shapes and tuple(np.shape(v)) != tuple(shapes[k])]
+    kinds = {k: np.asarray(v).dtype for k, v in state.items() if k in shapes}
+    problems += [f"{k} has dtype {d}, expected a real floating one" for k, d in kinds.items()
+                 if d.kind != "f" and d != (dtypes or {}).get(k)]
     if problems:
         raise ValueError(f"{what}: " + "; ".join(problems))
 
@@ -159,9 +171,10 @@ def save(state, path, compress=False):
 
 
 def load(path):
-    """Read a file written by ``save``; allow_pickle=False, so loading can never run code."""
-    with np.load(path, allow_pickle=False) as f:
-        return OrderedDict((k, f[k]) for k in f.files)
+    """Read a file written by ``save``, its sizes checked before anything is decompressed
+    and no pickled objects (``bounded.load_npz``): loading can neither run code nor fill
+    the memory. A damaged or hostile file raises ``bounded.FileRejected`` naming it."""
+    return OrderedDict(bounded.load_npz(path))
 
 
 # ======================================================================== containers
@@ -198,6 +211,8 @@ class Adder2d(Module):
                  bias=False, grad_mode="full", dtype=np.float32):
         super().__init__()
         contract.check_grad_mode(grad_mode, "Adder2d")
+        in_channels, out_channels, kernel_size, stride, padding = checks.check_conv_layer(
+            "Adder2d", in_channels, out_channels, kernel_size, stride, padding)
         self.stride, self.padding, self.grad_mode = stride, padding, grad_mode
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = Parameter(generator().standard_normal(shape).astype(dtype), is_adder=True)
@@ -218,6 +233,8 @@ class AdderLinear(Module):
     def __init__(self, in_features, out_features, bias=False, grad_mode="full", dtype=np.float32):
         super().__init__()
         contract.check_grad_mode(grad_mode, "AdderLinear")
+        in_features, out_features = checks.check_sizes("AdderLinear", in_features=in_features,
+                                                       out_features=out_features)
         self.grad_mode = grad_mode
         self.weight = Parameter(generator().standard_normal((out_features, in_features)).astype(dtype), is_adder=True)
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
@@ -235,6 +252,8 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, dtype=np.float32):
         super().__init__()
+        in_channels, out_channels, kernel_size, stride, padding = checks.check_conv_layer(
+            "Conv2d", in_channels, out_channels, kernel_size, stride, padding)
         self.stride, self.padding = stride, padding
         bound = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
         self.weight = Parameter(_uniform((out_channels, in_channels, kernel_size, kernel_size), bound, dtype))
@@ -253,6 +272,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
+        in_features, out_features = checks.check_sizes("Linear", in_features=in_features, out_features=out_features)
         bound = 1 / math.sqrt(in_features)
         self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
         self.bias = Parameter(_uniform((out_features,), bound, dtype)) if bias else None
@@ -269,6 +289,7 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
+        num_features, eps, momentum = checks.check_batch_norm_layer(type(self).__name__, num_features, eps, momentum)
         self.eps, self.momentum = eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
@@ -305,7 +326,8 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding = checks.check_pool_layer(type(self).__name__, kernel_size,
+                                                                             stride, padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}"

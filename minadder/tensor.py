@@ -66,8 +66,19 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_array(data, dtype)
         self.grad = None
-        self.requires_grad = bool(requires_grad)
+        self.requires_grad = requires_grad
         self.node = None   # a Node for the result of an operation; None for a leaf
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        """Only floating tensors take gradients (a gradient of an integer is no integer), as in PyTorch."""
+        if value and not np.issubdtype(self.data.dtype, np.floating):
+            raise RuntimeError(f"Only Tensors of floating point dtype can require gradients, got {self.data.dtype}")
+        self._requires_grad = bool(value)
 
     # --- plain properties -------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -218,7 +229,7 @@ class Function:
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = Tensor(cls.forward(ctx, *raw, **kwargs))
-        if _grad_enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        if _grad_enabled and out.dtype.kind == "f" and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             out.requires_grad = True
             out.node = Node(cls, ctx, args)
         return out

@@ -77,3 +77,59 @@ def write_cifar10(folder, per_batch=10, test=20):
         write_cifar10_batch(folder / f"data_batch_{i}.bin", per_batch, seed=i)
     write_cifar10_batch(folder / "test_batch.bin", test, seed=9)
     return folder
+
+
+_SHARED = []
+
+
+def shared_places(tmp_path_factory):
+    """``private_places`` made once per test session (rendering the digits takes seconds);
+    give a test that writes into the home folder a home of its own."""
+    if not _SHARED:
+        _SHARED.append(private_places(tmp_path_factory.mktemp("shared-places")))
+    return _SHARED[0]
+
+
+#: ``python -m minadder ARGS`` with a hook in the training loop: after batch AT (1-based,
+#: counted over the whole run) it sends itself the signal SIG (a name; "" for none), or,
+#: with a READY file named, creates READY and waits (up to 60 s) until GO exists.
+_DRIVER = """
+import os, signal, sys, time
+from minadder.train import loop
+from minadder.__main__ import main
+at, sig, ready, go = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+real_step, calls = loop.train_step, []
+def train_step(*args, **kw):
+    result = real_step(*args, **kw)
+    calls.append(1)
+    if len(calls) == at:
+        if sig:
+            os.kill(os.getpid(), getattr(signal, sig))
+        if ready:
+            open(ready, "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.02)
+    return result
+loop.train_step = train_step
+sys.exit(main(sys.argv[5:]))
+"""
+
+
+def cli_hooked(env, at, *args, signal="", ready="", go="", wait=True):
+    """Run the driver above: ``python -m minadder ARGS`` stopped after batch ``at``; a
+    CompletedProcess (``wait``) or the running Popen."""
+    command = [sys.executable, "-c", _DRIVER, str(at), signal, str(ready), str(go), *map(str, args)]
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def wait_for(path, process, seconds=120):
+    """Wait until ``path`` exists (the hooked run reached its batch); fail if the process ended first."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not Path(path).exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)

@@ -311,3 +311,38 @@ def test_a_training_batch_cut_at_a_record_boundary_is_refused(tmp_path):
         (folder / f"data_batch_{i}.bin").write_bytes(cifar10_bin(random_images(3 if i != 4 else 2, i), [i] * (3 if i != 4 else 2)))
     with pytest.raises(DatasetFormatError, match=r"data_batch_4.bin: holds 2 records but the other batches .* up to 3"):
         load_dataset("cifar10", "train", data_dir=tmp_path)
+
+
+# ============================================================================ sizes bounded
+def test_a_pickle_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    """A 68-byte pickle that calls NumPy's array reconstructor with the shape (10**7, 3072),
+    30 GB: an array may not be larger than the file that should hold its bytes."""
+    data = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + pickle.BININT
+            + struct.pack("<i", 10 ** 7) + pickle.BININT2 + struct.pack("<H", 3072) + pickle.TUPLE2
+            + pickle.SHORT_BINSTRING + b"\x01b" + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(data)
+    with pytest.raises(DatasetFormatError, match=r"shape \(10000000, 3072\) and dtype int8 is larger than "
+                                                 r"the file \(68 bytes\)") as e:
+        read_cifar_python(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+def test_a_batch_file_larger_than_any_real_one_is_refused_unread(tmp_path, monkeypatch):
+    from minadder.data import cifar
+    monkeypatch.setattr(cifar, "DATA_FILE_LIMIT", 3073 * 2)
+    path = tmp_path / "data_batch_1.bin"
+    path.write_bytes(cifar10_bin(random_images(3), [0, 1, 2]))
+    with pytest.raises(DatasetFormatError, match="file of 9,219 bytes exceeds the limit of 6,146 bytes"):
+        read_cifar_binary(path)
+
+
+def test_python_version_empty_batch_and_the_other_label_set_are_checked(tmp_path):
+    path = tmp_path / "train"
+    path.write_bytes(py2_pickle({b"data": np.zeros((0, 3072), np.uint8), b"fine_labels": [], b"coarse_labels": []}))
+    with pytest.raises(DatasetFormatError, match="holds no images"):
+        read_cifar_python(path)
+    batch = {b"data": random_images(2).reshape(2, -1), b"fine_labels": [5, 3], b"coarse_labels": [19, 20]}
+    path.write_bytes(py2_pickle(batch))
+    with pytest.raises(DatasetFormatError, match="coarse label 20 of record 1 is outside 0-19"):
+        read_cifar_python(path)   # the fine labels are chosen; the coarse ones are checked too

@@ -4,6 +4,7 @@ connections, and whole datasets (MNIST files, a CIFAR tar.gz) end to end."""
 import gzip
 import hashlib
 import io
+import socket
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from minadder.data import (ChecksumError, DownloadError, download, download_file, load_dataset,
+from minadder.data import (ChecksumError, DownloadError, download, download_file, extract, load_dataset,
                            locate)
 
 
@@ -270,7 +271,7 @@ def test_archive_with_path_traversal_is_refused(server, tmp_path):
     archive = make_tar_gz({"../evil.txt": b"gotcha", "cifar-10-batches-bin/x.bin": b"1"})
     server.files["/k/cifar-10-binary.tar.gz"] = archive
     root = tmp_path / "root"
-    with pytest.raises(DownloadError, match="extract"):
+    with pytest.raises(DownloadError, match="'../evil.txt' points outside the dataset's folder"):
         download("cifar10", root, url=server.url + "/k", expected_md5=md5(archive), progress=False)
     assert not (tmp_path / "evil.txt").exists()
     assert not (root / "cifar-10-batches-bin").exists()
@@ -284,7 +285,6 @@ def test_unknown_and_synthetic_names(tmp_path):
 
 
 def test_offline_fails_fast_with_advice(tmp_path, monkeypatch):
-    import socket
     import urllib.error
     import urllib.request
     calls = []
@@ -309,3 +309,81 @@ def test_complete_part_is_verified_not_refetched(server, tmp_path):
     download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=md5(BODY), **FAST)
     assert (tmp_path / "f.bin").read_bytes() == BODY
     assert server.requests == [("/f.bin", f"bytes={len(BODY)}-")]
+
+
+# ============================================================================ extraction
+def _archive(tmp_path, members):
+    path = tmp_path / "cifar-10-binary.tar.gz"
+    path.write_bytes(make_tar_gz(members) if isinstance(members, dict) else members)
+    return path
+
+
+def _batches(prefix="cifar-10-batches-bin/"):
+    return {prefix + name: bytes(3073 * 2) for name in extract.MEMBERS["cifar10"]}
+
+
+def test_members_named_with_a_leading_dot_slash_are_the_datasets_own(tmp_path):
+    archive = _archive(tmp_path, _batches("./cifar-10-batches-bin/"))
+    extract.extract_dataset("cifar10", archive, tmp_path / "root", "cifar-10-batches-bin", exact=False)
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["cifar-10-batches-bin"]
+    assert extract.missing_files("cifar10", tmp_path / "root" / "cifar-10-batches-bin", exact=False) == []
+
+
+def test_a_hard_link_member_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in _batches().items():
+            info = tarfile.TarInfo(name)
+            if name.endswith("test_batch.bin"):
+                info.type, info.linkname = tarfile.LNKTYPE, "cifar-10-batches-bin/data_batch_1.bin"
+                tar.addfile(info)
+                continue
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    archive = _archive(tmp_path, buf.getvalue())
+    with pytest.raises(DownloadError, match="'cifar-10-batches-bin/test_batch.bin' is not a regular file"):
+        extract.extract_dataset("cifar10", archive, tmp_path / "root", "cifar-10-batches-bin", exact=False)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_a_member_larger_than_the_official_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(extract.MEMBERS, "cifar10", {n: 3073 * 2 for n in extract.MEMBERS["cifar10"]})
+    members = _batches()
+    members["cifar-10-batches-bin/data_batch_2.bin"] += bytes(3073)
+    with pytest.raises(DownloadError, match="declares 9,219 bytes, more than the 6,146 it may hold"):
+        extract.extract_dataset("cifar10", _archive(tmp_path, members), tmp_path / "root",
+                                "cifar-10-batches-bin", exact=True)
+
+
+def test_a_file_in_the_place_of_the_datasets_folder_is_left_alone(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cifar-10-batches-bin").write_text("mine")
+    with pytest.raises(DownloadError, match="exists and is not a folder"):
+        extract.extract_dataset("cifar10", _archive(tmp_path, _batches()), root, "cifar-10-batches-bin", exact=False)
+    assert (root / "cifar-10-batches-bin").read_text() == "mine"
+    assert [p.name for p in root.iterdir()] == ["cifar-10-batches-bin"]
+
+
+def test_missing_files_checks_official_sizes_or_whole_records(tmp_path):
+    for name in extract.MEMBERS["cifar10"]:
+        (tmp_path / name).write_bytes(bytes(3073 * 3))
+    assert extract.missing_files("cifar10", tmp_path, exact=False) == []
+    assert extract.missing_files("cifar10", tmp_path, exact=True)[0] == "data_batch_1.bin has 9,219 bytes, not 30,730,000"
+    (tmp_path / "test_batch.bin").write_bytes(bytes(3074))
+    (tmp_path / "data_batch_5.bin").unlink()
+    assert extract.missing_files("cifar10", tmp_path, exact=False) == [
+        "data_batch_5.bin is missing", "test_batch.bin has 3,074 bytes, not a whole number of 3073-byte records"]
+
+
+def test_the_offline_message_is_one_line(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def no_dns(request, timeout=None):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    with pytest.raises(DownloadError) as e:
+        download("cifar10", tmp_path, progress=False)
+    assert "\n" not in str(e.value) and "could not download cifar-10-binary.tar.gz for cifar10" in str(e.value)

@@ -158,3 +158,49 @@ def test_corrupted_idx_fails_cleanly(tmp_path, gz, cut, flips):
         assert str(path) in str(e)
     else:
         assert isinstance(out, np.ndarray)
+
+
+# ============================================================================ headers bounded
+@pytest.mark.parametrize("ndim", [0, 5, 255])
+def test_a_dimension_count_outside_1_to_4_is_refused(tmp_path, ndim):
+    path = tmp_path / "x.idx"
+    path.write_bytes(bytes([0, 0, 8, ndim]) + bytes(4 * ndim))
+    with pytest.raises(DatasetFormatError, match=f"declares {ndim} dimensions") as e:
+        read_idx(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+def test_sizes_over_the_limit_are_refused_before_the_payload_is_read(tmp_path, monkeypatch):
+    """A header declaring 4 x 2**32-1 values: refused from the header alone (the payload
+    that follows is never decompressed, nor an array allocated)."""
+    path = tmp_path / "x.idx.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 0x0E, 4]) + b"\xff" * 16 + bytes(100)))
+    monkeypatch.setattr(np, "empty", None)   # would fail if an array were allocated
+    with pytest.raises(DatasetFormatError, match=r"dimensions \(4294967295, 4294967295, 4294967295, "
+                                                 r"4294967295\) of float64, .* over the limit of 256 MiB"):
+        read_idx(path)
+
+
+def test_the_limit_is_exact(tmp_path):
+    path = tmp_path / "x.idx.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros((10, 10), np.float32))))
+    assert read_idx(path, limit=400).shape == (10, 10)
+    with pytest.raises(DatasetFormatError, match="over the limit of 399 bytes"):
+        read_idx(path, limit=399)
+
+
+def test_a_gzip_file_with_more_than_its_header_declares_stops_after_one_extra_byte(tmp_path):
+    """Two labels declared, 64 MiB of zeros following: refused as trailing bytes, without
+    decompressing the rest."""
+    from bombs import gzip_bomb
+    path = gzip_bomb(tmp_path / "labels.gz", expanded=64 << 20, head=idx_bytes(np.array([1, 2], np.uint8)))
+    with pytest.raises(DatasetFormatError, match="trailing bytes"):
+        read_idx(path, limit=1 << 20)
+
+
+@pytest.mark.parametrize("split, prefix", [("train", "train"), ("test", "t10k")])
+def test_an_empty_split_is_refused_naming_its_image_file(tmp_path, split, prefix):
+    write_mnist(tmp_path, n=0, split=split)
+    with pytest.raises(DatasetFormatError, match="holds no images") as e:
+        load_dataset("mnist", split, data_dir=tmp_path)
+    assert str(e.value).startswith(str(tmp_path / f"{prefix}-images-idx3-ubyte.gz"))

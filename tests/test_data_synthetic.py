@@ -106,3 +106,50 @@ def test_templates_cover_every_font_and_digit():
 def test_bad_sizes():
     with pytest.raises(ValueError, match="n_train"):
         synthetic_digits(n_train=-1, cache=False)
+
+
+class FullDisk:
+    """A file open for writing that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, path, mode, room):
+        self.file, self.room = open(path, mode), room
+
+    def write(self, data):
+        if len(data) > self.room:
+            import errno
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+@pytest.mark.parametrize("room", [0, 1000, 30_000])
+def test_a_full_disk_while_the_cache_is_written_leaves_no_temporary_file(tmp_path, monkeypatch, room):
+    """The write fails after ``room`` bytes: the digits are returned from memory, and the
+    cache folder holds neither a cache file nor the half-written temporary one."""
+    opened = []
+    monkeypatch.setattr(synthetic, "open", lambda path, mode: opened.append(path) or FullDisk(path, mode, room),
+                        raising=False)
+    train, test = synthetic_digits(n_train=40, n_test=20, seed=6, cache_dir=tmp_path)
+    assert len(train) == 40 and len(test) == 20
+    assert len(opened) == 1 and opened[0].name.endswith(".tmp.npz")   # the write was tried
+    assert list(tmp_path.iterdir()) == []
+    expected, _ = synthetic_digits(n_train=40, n_test=20, seed=6, cache=False)
+    np.testing.assert_array_equal(train.images, expected.images)
+
+
+def test_an_interrupted_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(synthetic.np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic_digits(n_train=20, n_test=10, seed=6, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -197,8 +197,16 @@ def test_unsupported_dtypes_and_mixed_tensors_are_refused_clearly():
         mt.adder2d(torch.randn(1, 3, 5, 5, dtype=torch.float64), w)
     with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
         mt.adder2d(torch.randn(1, 3, 5, 5), w.numpy())
-    with pytest.raises(ValueError, match="eta must be None or a non-negative number"):
+    with pytest.raises(ValueError, match="eta must be None or a finite non-negative number"):
         mt.adder2d(torch.randn(1, 3, 5, 5), w, eta=-1)
+
+
+@pytest.mark.parametrize("eta", [float("inf"), float("-inf"), float("nan"), -0.5, True, "0.2"])
+def test_eta_must_be_a_finite_non_negative_number(eta):
+    x, w = torch.randn(1, 3, 5, 5), torch.randn(4, 3, 3, 3)
+    for call in (lambda: mt.adder2d(x, w, eta=eta), lambda: mt.adder_linear(x[:, :, 0, 0], w[:, :, 0, 0], eta=eta)):
+        with pytest.raises(ValueError, match=r"adder(2d|_linear): eta must be None or a finite non-negative number"):
+            call()
 
 
 def test_adder_linear_is_adder2d_on_a_1x1_map():

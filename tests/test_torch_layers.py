@@ -36,11 +36,31 @@ def test_adder2d_bias_and_adder_linear():
 @pytest.mark.parametrize("bad, match", [
     (dict(grad_mode="fast"), "Adder2d: grad_mode must be one of"),
     (dict(kernel_size=0), "Adder2d: kernel_size must be an integer >= 1"),
+    (dict(kernel_size=True), "Adder2d: kernel_size must be an integer >= 1"),
+    (dict(out_channels=-2), "Adder2d: out_channels must be an integer >= 1"),
+    (dict(stride=0), "Adder2d: stride must be an integer >= 1"),
+    (dict(padding=-1), "Adder2d: padding must be an integer >= 0"),
+    (dict(eta=float("inf")), "Adder2d: eta must be None or a finite non-negative number, got inf"),
+    (dict(eta=float("nan")), "Adder2d: eta must be None or a finite non-negative number, got nan"),
+    (dict(eta=-0.1), "Adder2d: eta must be None or a finite non-negative number, got -0.1"),
 ])
 def test_adder2d_checks_its_arguments(bad, match):
     args = dict(in_channels=3, out_channels=4, kernel_size=3) | bad
     with pytest.raises(ValueError, match=match):
         mt.Adder2d(**args)
+
+
+@pytest.mark.parametrize("eta", [float("inf"), float("nan"), -1.0, None, True])
+def test_adder_linear_and_scale_adder_grads_refuse_a_bad_eta(eta):
+    if eta is not None:
+        with pytest.raises(ValueError, match="AdderLinear: eta must be None or a finite non-negative number"):
+            mt.AdderLinear(3, 2, eta=eta)
+    net = torch.nn.Sequential(mt.AdderLinear(3, 2))
+    net(torch.randn(4, 3)).sum().backward()
+    before = net[0].weight.grad.clone()
+    with pytest.raises(ValueError, match="scale_adder_grads: eta must be a finite non-negative number"):
+        mt.scale_adder_grads(net, eta=eta)
+    assert torch.equal(net[0].weight.grad, before)      # refused before any gradient was touched
 
 
 def test_adder2d_trains_with_a_torch_optimizer():

@@ -64,8 +64,8 @@ def test_tiny_run_writes_metrics_curves_and_checkpoint(tmp_path):
         state = {k[len("model."):]: ckpt[k] for k in ckpt.files if k.startswith("model.")}
         recorded = ckpt["meta.optimizer_sha256"].tobytes().decode()
     assert states_equal(state, result["model"].state_dict())
-    side = out / "checkpoint.optim.npz"
-    assert T.optimizer_file(out / "checkpoint.npz") == side
+    side = out / f"checkpoint.optim-{recorded[:16]}.npz"  # named after its contents
+    assert T.optimizer_file(out / "checkpoint.npz") == side and T.optimizer_files(out / "checkpoint.npz") == [side]
     assert recorded == hashlib.sha256(side.read_bytes()).hexdigest()
     with np.load(side, allow_pickle=False) as ckpt:
         assert any(k.startswith("optim.velocity.") for k in ckpt.files) and float(ckpt["optim.lr"]) > 0
@@ -101,9 +101,10 @@ def _as_one_file(path, version):
     """Rewrite a checkpoint pair as formats 1 and 2 wrote it: one file holding the optimizer
     state too; format 2 compressed with the JSON as UTF-8 bytes, format 1 stored with the
     JSON as NumPy unicode."""
-    arrays = {**minadder.nn.load(path), **minadder.nn.load(T.optimizer_file(path))}
-    del arrays["meta.optimizer_sha256"]
-    T.optimizer_file(path).unlink()
+    side = T.optimizer_file(path)
+    arrays = {**minadder.nn.load(path), **minadder.nn.load(side)}
+    del arrays["meta.optimizer_sha256"], arrays["meta.optimizer_file"]
+    side.unlink()
     arrays["meta.format_version"] = np.asarray(version)
     if version == 2:
         return minadder.nn.save(arrays, path, compress=True)
@@ -118,7 +119,7 @@ def test_checkpoint_json_is_utf8_bytes_in_a_compressed_archive(tmp_path):
     path = tmp_path / "run" / "checkpoint.npz"
     with np.load(path, allow_pickle=False) as ckpt:
         metrics = ckpt["meta.metrics"]
-        assert metrics.dtype == np.uint8 and int(ckpt["meta.format_version"]) == 3
+        assert metrics.dtype == np.uint8 and int(ckpt["meta.format_version"]) == 4
         text = metrics.tobytes().decode("utf-8")
         assert json.loads(text)["epochs"][0]["epoch"] == 1
     with zipfile.ZipFile(path) as z:
@@ -142,11 +143,11 @@ def test_a_one_file_checkpoint_of_format_1_or_2_resumes_bit_exactly(tmp_path, ve
     _as_one_file(info.value.checkpoint, version)
     old = T.read_checkpoint(info.value.checkpoint)
     assert old.progress.step == 2 and old.config["epochs"] == 2 and "steps" in old.metrics
-    assert "lr" in old.optim and not T.optimizer_file(info.value.checkpoint).exists()
+    assert "lr" in old.optim and not T.optimizer_files(info.value.checkpoint)
     resumed = T.train(T.config_from_checkpoint(tmp_path / "cut", progress=False), log=quiet)
     assert states_equal(full["model"].state_dict(), resumed["model"].state_dict())
     with np.load(tmp_path / "cut" / "checkpoint.npz", allow_pickle=False) as ckpt:
-        assert int(ckpt["meta.format_version"]) == 3  # rewritten in the new format, as a pair
+        assert int(ckpt["meta.format_version"]) == 4  # rewritten in the new format, as a pair
     assert T.read_checkpoint(tmp_path / "cut" / "checkpoint.npz").optim.keys() == old.optim.keys()
 
 
@@ -155,9 +156,9 @@ def test_a_checkpoint_of_an_unknown_format_is_refused(tmp_path):
     path = tmp_path / "run" / "checkpoint.npz"
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["meta.format_version"] = np.asarray(4)
+    arrays["meta.format_version"] = np.asarray(5)
     np.savez(path, **arrays)
-    with pytest.raises(T.CheckpointError, match="format 1, 2 or 3"):
+    with pytest.raises(T.CheckpointError, match="format 1, 2, 3 or 4"):
         T.read_checkpoint(path)
 
 
@@ -168,7 +169,7 @@ def test_the_model_file_alone_is_enough_to_read_the_model_not_to_resume(tmp_path
     T.optimizer_file(path).unlink()
     alone = T.read_checkpoint(path, optimizer=False)
     assert alone.optim == {} and states_equal(alone.model, full.model) and alone.progress == full.progress
-    with pytest.raises(T.CheckpointError, match="checkpoint.optim.npz is missing"):
+    with pytest.raises(T.CheckpointError, match=r"checkpoint\.optim-[0-9a-f]{16}\.npz is missing"):
         T.read_checkpoint(path)
 
 
@@ -176,8 +177,9 @@ def test_keep_checkpoints_keeps_a_pair_per_epoch_and_an_older_pair_resumes(tmp_p
     full = T.train(tiny(tmp_path, "full", keep_checkpoints=True), log=quiet)
     out = tmp_path / "full"
     kept = sorted(p.name for p in out.glob("checkpoint-epoch*"))
-    assert kept == ["checkpoint-epoch001.npz", "checkpoint-epoch001.optim.npz",
-                    "checkpoint-epoch002.npz", "checkpoint-epoch002.optim.npz"]
+    assert [name[:24] for name in kept] == ["checkpoint-epoch001.npz", "checkpoint-epoch001.opti",
+                                            "checkpoint-epoch002.npz", "checkpoint-epoch002.opti"]
+    assert T.optimizer_file(out / "checkpoint-epoch001.npz").name == kept[1]
     first = T.read_checkpoint(out / "checkpoint-epoch001.npz")
     assert first.progress.epoch == 1 and len(first.metrics["epochs"]) == 1 and "lr" in first.optim
     again = T.train(T.config_from_checkpoint(out / "checkpoint-epoch001.npz", progress=False,
@@ -247,7 +249,7 @@ def test_cli_train_resume_and_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["train", "--epochs", "0"]) == 2
-    assert "epochs must be a positive integer" in capsys.readouterr().err
+    assert "--epochs must be an integer from 1 to 1,000,000; got 0" in capsys.readouterr().err
 
 
 def test_cli_ctrl_c_saves_and_says_how_to_resume(tmp_path, capsys, monkeypatch):

@@ -7,7 +7,8 @@
 
 Modules: ``dataset`` (the Dataset record and errors), ``idx`` (MNIST/Fashion-MNIST),
 ``cifar`` (CIFAR binary and a safe reader for the pickled python version), ``locate``
-(where files are looked up), ``download`` (checksummed, resumable fetching),
+(where files are looked up), ``download`` (checksummed, resumable fetching), ``extract``
+(unpacking only a dataset's own members into its own folder),
 ``synthetic`` (digits rendered from matplotlib's fonts), ``loader`` (batching,
 normalisation, augmentation), ``registry`` (``load_dataset``).
 """

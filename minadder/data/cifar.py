@@ -10,13 +10,20 @@ dict. ``pickle.load`` would run any function a file names, so a downloaded batch
 execute code. ``SafeUnpickler`` instead resolves only the few globals these files use
 (NumPy's array reconstructor and dtype, and the codec Python 3 uses for bytes) and
 refuses every other one before anything is called.
+
+Both forms are read through ``minadder.bounded``: a file larger than ``DATA_FILE_LIMIT``
+is refused before it is read, and an array a pickle declares may not be larger than the
+pickle itself (its bytes must be in the file), so a small file cannot claim gigabytes.
 """
 import codecs
+import functools
+import io
 import os
 import pickle
 
 import numpy as np
 
+from ..bounded import DATA_FILE_LIMIT, FileRejected, describe_size, read_bounded
 from .dataset import DatasetFormatError, UnsafePickleError
 
 __all__ = ["read_cifar_binary", "read_cifar_python", "safe_unpickle", "SafeUnpickler",
@@ -50,10 +57,17 @@ def _binary_variant(path, size, coarse, cifar100):
     return size % (CIFAR_IMAGE_BYTES + 1) != 0 and size % (CIFAR_IMAGE_BYTES + 2) == 0
 
 
+def _read_file(path):
+    """The bytes of a CIFAR batch file, refused when it is larger than any real one."""
+    try:
+        return read_bounded(path, DATA_FILE_LIMIT, gunzip=False)
+    except FileRejected as e:
+        raise DatasetFormatError(str(e)) from None
+
+
 def _read_one_binary(path, coarse, cifar100):
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = _read_file(path)
     is100 = _binary_variant(path, len(raw), coarse, cifar100)
     label_bytes = 2 if is100 else 1
     record = CIFAR_IMAGE_BYTES + label_bytes
@@ -116,12 +130,18 @@ def _safe_dtype(spec, align=False, copy=False):
     return dtype
 
 
-def _safe_reconstruct(subtype, shape, typecode):
+def _safe_reconstruct(subtype, shape, typecode, max_bytes=DATA_FILE_LIMIT):
     """What numpy.core.multiarray._reconstruct does for plain ndarrays: an empty array
-    whose contents the pickle then sets with ``ndarray.__setstate__`` (BUILD opcode)."""
+    whose contents the pickle then sets with ``ndarray.__setstate__`` (BUILD opcode).
+    Its size is checked first: no more than ``max_bytes`` (the pickle's own size)."""
     if subtype is not _NdarrayType:
         raise UnsafePickleError(f"array subtype {subtype!r} is not numpy.ndarray")
-    return np.ndarray(tuple(shape), dtype=_safe_dtype(typecode))
+    dtype = _safe_dtype(typecode)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape) or np.prod(shape, dtype=object) * dtype.itemsize > max_bytes:
+        raise DatasetFormatError(f"an array of shape {shape} and dtype {dtype} is larger than the "
+                                 f"file ({describe_size(max_bytes)}) that should hold it")
+    return np.ndarray(shape, dtype=dtype)
 
 
 def _safe_frombuffer(buffer, dtype, shape, order):
@@ -160,13 +180,20 @@ class SafeUnpickler(pickle.Unpickler):
     tuples, strings, bytes, numbers and plain numeric arrays load as usual.
     """
 
+    def __init__(self, file, *, max_array_bytes=DATA_FILE_LIMIT, **kwargs):
+        super().__init__(file, **kwargs)
+        self.max_array_bytes = max_array_bytes
+
     def find_class(self, module, name):
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            found = _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise UnsafePickleError(
                 f"refusing to load global {module}.{name}: CIFAR batches hold only dicts, "
                 f"lists, strings and NumPy arrays") from None
+        if found is _safe_reconstruct:
+            return functools.partial(_safe_reconstruct, max_bytes=self.max_array_bytes)
+        return found
 
     def persistent_load(self, pid):
         raise UnsafePickleError("refusing a persistent id in the pickle")
@@ -174,13 +201,18 @@ class SafeUnpickler(pickle.Unpickler):
 
 def safe_unpickle(path):
     """Unpickle ``path`` with ``SafeUnpickler`` (``encoding='bytes'``, as CIFAR's Python 2
-    pickles need). Raises ``UnsafePickleError`` or ``DatasetFormatError`` naming the file."""
+    pickles need). Raises ``UnsafePickleError`` or ``DatasetFormatError`` naming the file.
+    The file is read whole first (bounded), so a length the pickle declares can never
+    make the reader allocate more than the file holds."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    raw = _read_file(path)
+    with io.BytesIO(raw) as f:
         try:
-            return SafeUnpickler(f, encoding="bytes").load()
+            return SafeUnpickler(f, encoding="bytes", max_array_bytes=len(raw)).load()
         except UnsafePickleError as e:
             raise UnsafePickleError(f"{path}: {e}") from None
+        except DatasetFormatError as e:
+            raise DatasetFormatError(f"{path}: {e}") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                 IndexError, KeyError, OverflowError, MemoryError) as e:
             raise DatasetFormatError(f"{path}: not a readable CIFAR pickle "
@@ -202,10 +234,9 @@ def _read_one_python(path, coarse):
     if "labels" in batch:
         if coarse:
             raise ValueError(f"coarse=True needs a CIFAR-100 batch; {path} is a CIFAR-10 batch")
-        key, num_classes, what = "labels", 10, "label"
-    elif "fine_labels" in batch:
-        key, num_classes, what = (("coarse_labels", 20, "coarse label") if coarse
-                                  else ("fine_labels", 100, "fine label"))
+        keys = [("labels", 10, "label")]
+    elif "fine_labels" in batch:   # both label sets are checked, the chosen one first
+        keys = [("fine_labels", 100, "fine label"), ("coarse_labels", 20, "coarse label")][::-1 if coarse else 1]
     else:
         raise DatasetFormatError(f"{path}: the pickled dict has no 'labels' or 'fine_labels' entry")
     data = batch["data"]
@@ -214,14 +245,22 @@ def _read_one_python(path, coarse):
         raise DatasetFormatError(
             f"{path}: 'data' must be a uint8 array of shape (N, {CIFAR_IMAGE_BYTES}); got "
             f"{getattr(data, 'dtype', type(data).__name__)} {np.shape(data)}")
+    if len(data) == 0:
+        raise DatasetFormatError(f"{path}: holds no images (an empty split cannot be trained or tested on)")
+    labels = [_python_labels(batch, key, len(data), num_classes, what, path)
+              for i, (key, num_classes, what) in enumerate(keys) if i == 0 or key in batch]
+    return data.reshape(-1, 3, 32, 32).copy(), labels[0]
+
+
+def _python_labels(batch, key, count, num_classes, what, path):
+    """The entry ``key`` of a python-version batch as int64 labels, each checked."""
     try:
         labels = np.asarray(batch.get(key), dtype=np.int64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DatasetFormatError(f"{path}: '{key}' is not a list of integers") from None
-    if labels.shape != (len(data),):
-        raise DatasetFormatError(f"{path}: {len(data)} images but '{key}' has shape {labels.shape}")
-    labels = _check_labels(labels, num_classes, what, path)
-    return data.reshape(-1, 3, 32, 32).copy(), labels
+    if labels.shape != (count,):
+        raise DatasetFormatError(f"{path}: {count} images but '{key}' has shape {labels.shape}")
+    return _check_labels(labels, num_classes, what, path)
 
 
 def read_cifar_python(path, coarse=False):

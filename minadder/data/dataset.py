@@ -1,4 +1,4 @@
-"""The in-memory dataset every reader returns, and the errors readers raise.
+"""The in-memory dataset every reader returns, and the errors readers and the downloader raise.
 
 A ``Dataset`` is deliberately plain: a uint8 image array in (N, C, H, W) order, the int64
 labels, and the per-channel mean/std (on the [0, 1] pixel scale) that ``normalize`` uses.
@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Dataset", "DatasetFormatError", "UnsafePickleError", "DatasetNotFoundError"]
+__all__ = ["Dataset", "DatasetFormatError", "UnsafePickleError", "DatasetNotFoundError",
+           "DownloadError", "ChecksumError"]
 
 
 class DatasetFormatError(ValueError):
@@ -21,6 +22,15 @@ class UnsafePickleError(DatasetFormatError):
 
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of a dataset was found; the message lists every place that was looked at."""
+
+
+class DownloadError(OSError):
+    """A download failed after its retries (network error or HTTP error status), or what
+    it fetched was refused or incomplete."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded bytes do not have the expected MD5; nothing was kept."""
 
 
 @dataclass

@@ -7,31 +7,30 @@ The rules that keep a cache trustworthy:
 - an interrupted download keeps its ``.part``; the next attempt asks the server for the
   rest with an HTTP ``Range`` request and restarts from zero when the server ignores it;
 - a dropped connection is retried a few times (resuming), then reported.
-CIFAR archives are unpacked (with tarfile's "data" filter, which refuses links and paths
-leaving the target folder) into a temporary folder that is renamed when complete.
+- a CIFAR archive is unpacked by ``extract.py``: only the dataset's own members, into its
+  own folder, via a temporary folder inside the cache root; nothing else in the root is
+  touched, even when the root is a home folder;
+- a dataset counts as downloaded only when every file its loader reads is there (CIFAR:
+  with the official sizes; MNIST: with the published MD5s), before and after a download.
+
+Why not pooch: it would add requests and its dependencies, does not resume a partial
+download, and unpacks with tarfile as it is: the member list, the bounds and the
+completeness check below would stay hand-written anyway.
 """
 import hashlib
 import os
-import shutil
 import socket
-import tarfile
 import time
 import urllib.error
 import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
+from .dataset import ChecksumError, DownloadError
+from .extract import extract_dataset, missing_files
 from .locate import DATASET_FOLDERS, default_root
 
 __all__ = ["download", "download_file", "DownloadError", "ChecksumError", "SOURCES", "md5sum"]
-
-
-class DownloadError(OSError):
-    """A download failed after its retries (network error or HTTP error status)."""
-
-
-class ChecksumError(DownloadError):
-    """The downloaded bytes do not have the expected MD5; nothing was kept."""
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -176,30 +175,23 @@ def download_file(url, dest, md5=None, retries=3, timeout=30.0, progress=True,
                             f"the file was deleted")
 
 
-def _extract(archive, root):
-    """Unpack a .tar.gz into ``root`` via a temporary folder renamed into place at the end."""
-    tmp = Path(root) / (Path(archive).name + ".extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:  # Python without extraction filters: check the names ourselves
-                for member in tar.getmembers():
-                    name = Path(member.name)
-                    if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-                        raise DownloadError(f"{archive}: unsafe archive member {member.name!r}")
-                tar.extractall(tmp)
-        for entry in tmp.iterdir():
-            target = Path(root) / entry.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(entry, target)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DownloadError(f"{archive}: cannot extract ({e})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _fetch(name, filename, md5, dest, mirrors, folder, **options):
+    """Download one file of dataset ``name`` from the first mirror that has it."""
+    errors = []
+    for base in mirrors:
+        try:
+            return download_file(base + filename, dest, md5=md5, **options)
+        except ChecksumError:
+            raise
+        except DownloadError as e:
+            errors.append(str(e))
+    raise DownloadError(
+        f"could not download {filename} for {name} ({'; '.join(errors)}); without network access, copy "
+        f"the dataset's files into {folder} (or pass --data-dir / set $MINADDER_DATA to a folder that holds them)")
+
+
+def _incomplete(name, folder, problems):
+    return DownloadError(f"{folder}: the {name} download is incomplete: {'; '.join(problems)}")
 
 
 def download(name, root=None, url=None, expected_md5=None, progress=True, retries=3,
@@ -229,28 +221,25 @@ def download(name, root=None, url=None, expected_md5=None, progress=True, retrie
         md5s.update(expected_md5)
     mirrors = (url if url.endswith("/") else url + "/",) if url else source["mirrors"]
     folder = root / DATASET_FOLDERS[name]
-    target_dir = root if source["archive"] else folder
-    for filename, md5 in md5s.items():
-        dest = target_dir / filename
-        if source["archive"] and folder.is_dir() and any(folder.iterdir()) and not dest.exists():
-            continue  # already unpacked earlier
-        errors = []
-        for base in mirrors:
-            try:
-                download_file(base + filename, dest, md5=md5, retries=retries,
-                              timeout=timeout, progress=progress, backoff=backoff)
-                break
-            except ChecksumError:
-                raise
-            except DownloadError as e:
-                errors.append(str(e))
-        else:
-            raise DownloadError(
-                f"could not download {filename} for {name}:\n  " + "\n  ".join(errors)
-                + f"\nWithout network access, copy the dataset's files into {folder} "
-                  f"(or pass --data-dir / set $MINADDER_DATA to a folder that holds them).")
-        if source["archive"]:
-            _extract(dest, root)
-            if not keep_archive:
-                dest.unlink()
+    options = dict(retries=retries, timeout=timeout, progress=progress, backoff=backoff)
+    if not source["archive"]:   # MNIST-like: each file checked against its MD5, kept if it matches
+        for filename, md5 in md5s.items():
+            _fetch(name, filename, md5, folder / filename, mirrors, folder, **options)
+        problems = [f"{f} is missing" for f in md5s if not (folder / f).is_file()]
+        if problems:
+            raise _incomplete(name, folder, problems)
+        return folder
+    (filename, md5), = md5s.items()
+    exact = md5 == source["files"][filename]   # the official archive: the official sizes
+    if not missing_files(name, folder, exact):
+        return folder   # every file the loader reads is already there
+    archive = _fetch(name, filename, md5, root / filename, mirrors, folder, **options)
+    try:
+        extract_dataset(name, archive, root, DATASET_FOLDERS[name], exact)
+    finally:  # unpacked, or refused: either way the archive is not needed again
+        if not keep_archive:
+            archive.unlink(missing_ok=True)
+    problems = missing_files(name, folder, exact)
+    if problems:
+        raise _incomplete(name, folder, problems)
     return folder

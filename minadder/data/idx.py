@@ -1,19 +1,23 @@
-"""Reader for the IDX format of MNIST and Fashion-MNIST (plain or gzip-compressed).
+"""Reader for the IDX format of MNIST and Fashion-MNIST (plain or gzip-compressed), its header checked before anything is allocated.
 
 An IDX file is a 4-byte magic number, one big-endian uint32 per dimension, then the
 values in C order. The magic number is two zero bytes, a type code and the number of
 dimensions: 0x00000803 is a 3-D uint8 array (images), 0x00000801 a 1-D one (labels).
+
+The header is read first, through a bounded stream (``minadder.bounded``): a file with
+an unknown type code, more than ``MAX_IDX_DIMS`` dimensions, or sizes whose product
+exceeds the limit is refused before its payload is decompressed or any array allocated,
+and the payload must then be exactly as long as the header says.
 """
-import gzip
 import math
 import os
-import zlib
 
 import numpy as np
 
+from ..bounded import DATA_FILE_LIMIT, FileRejected, describe_size, fill_from, open_bounded
 from .dataset import DatasetFormatError
 
-__all__ = ["read_idx", "IDX_DTYPES"]
+__all__ = ["read_idx", "IDX_DTYPES", "MAX_IDX_DIMS"]
 
 # IDX type code -> NumPy dtype (multi-byte types are big-endian in the file).
 IDX_DTYPES = {
@@ -25,50 +29,63 @@ IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 
-_GZIP_MAGIC = b"\x1f\x8b"
+#: MNIST-like files are 1-D (labels) or 3-D (images); 4 leaves room for a channel axis.
+MAX_IDX_DIMS = 4
 
 
-def _read_bytes(path):
-    """All bytes of ``path``, gunzipped when the file starts with the gzip magic."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as e:
-        raise DatasetFormatError(f"{path}: corrupt or truncated gzip data ({e})") from None
-
-
-def read_idx(path):
-    """Read an IDX file (``.gz`` or raw) into a NumPy array of native byte order.
-
-    Checks the magic number, the type code, the dimension count and that the payload
-    holds exactly prod(dims) values; raises ``DatasetFormatError`` naming the file otherwise.
-    """
-    path = os.fspath(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DatasetFormatError(f"{path}: {len(data)} bytes is too short for an IDX header (4 bytes)")
-    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+def _read_header(f, path):
+    """(dtype, dims) from an IDX header, each field checked."""
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise DatasetFormatError(f"{path}: {len(magic)} bytes is too short for an IDX header (4 bytes)")
+    zero, code, ndim = int.from_bytes(magic[:2], "big"), magic[2], magic[3]
     if zero != 0 or code not in IDX_DTYPES:
         raise DatasetFormatError(
-            f"{path}: bad IDX magic number 0x{data[:4].hex()} (expected 0x0000TTDD with type "
+            f"{path}: bad IDX magic number 0x{magic.hex()} (expected 0x0000TTDD with type "
             f"code TT in {{{', '.join(f'0x{c:02x}' for c in IDX_DTYPES)}}}); not an IDX file?")
-    if ndim == 0:
-        raise DatasetFormatError(f"{path}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetFormatError(f"{path}: truncated IDX header ({len(data)} bytes, need {header} "
-                                 f"for {ndim} dimensions)")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = IDX_DTYPES[code]
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DatasetFormatError(f"{path}: IDX header declares {ndim} dimensions; MNIST-like files "
+                                 f"have 1 to {MAX_IDX_DIMS}")
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DatasetFormatError(f"{path}: truncated IDX header ({4 + len(sizes)} bytes, need "
+                                 f"{4 + 4 * ndim} for {ndim} dimensions)")
+    return IDX_DTYPES[code], tuple(int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(ndim))
+
+
+def _payload_bytes(path, dtype, dims, limit):
+    """The payload size the header declares, refused when it exceeds ``limit``."""
     expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
-    payload = len(data) - header
-    if payload != expected:
-        what = "truncated" if payload < expected else "has trailing bytes"
-        raise DatasetFormatError(
-            f"{path}: {what}: dimensions {dims} of {dtype.name} need {expected} payload bytes, "
-            f"the file has {payload}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=True)
+    if expected > limit:
+        raise DatasetFormatError(f"{path}: IDX header declares dimensions {dims} of {dtype.name}, "
+                                 f"{describe_size(expected)}, over the limit of {describe_size(limit)}")
+    return expected
+
+
+def read_idx(path, limit=DATA_FILE_LIMIT):
+    """Read an IDX file (``.gz`` or raw) into a NumPy array of native byte order.
+
+    Checks the magic number, the type code, the dimension count (1 to ``MAX_IDX_DIMS``),
+    that the declared array fits in ``limit`` bytes, and that the payload holds exactly
+    prod(dims) values; raises ``DatasetFormatError`` naming the file otherwise. A .gz
+    file is decompressed as it is read, never more than ``limit`` bytes of it.
+    """
+    path = os.fspath(path)
+    try:
+        with open_bounded(path, limit + 4 + 4 * MAX_IDX_DIMS) as f:
+            dtype, dims = _read_header(f, path)
+            expected = _payload_bytes(path, dtype, dims, limit)
+            array = np.empty(dims, dtype=dtype)
+            try:
+                fill_from(f, array, path, "IDX payload")
+            except FileRejected as e:
+                if not e.problem.startswith("truncated"):
+                    raise
+                raise DatasetFormatError(f"{path}: truncated: dimensions {dims} of {dtype.name} need "
+                                         f"{expected} payload bytes, the file has fewer") from None
+            if f.read(1):
+                raise DatasetFormatError(f"{path}: has trailing bytes after the {expected} payload bytes "
+                                         f"that dimensions {dims} of {dtype.name} need")
+    except FileRejected as e:
+        raise DatasetFormatError(str(e)) from None
+    return array.astype(dtype.newbyteorder("="), copy=False)

@@ -30,6 +30,9 @@ DATASETS = {
 }
 DATASET_NAMES = (SYNTHETIC_NAME, *DATASETS)
 
+#: the error for a split without images: said when the file is read, not after an epoch
+_EMPTY = "{path}: holds no images (an empty split cannot be trained or tested on)"
+
 
 def _read_idx_pair(name, image_path, label_path):
     images, labels = read_idx(image_path), read_idx(label_path)
@@ -39,6 +42,8 @@ def _read_idx_pair(name, image_path, label_path):
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise DatasetFormatError(f"{label_path}: expected a 1-D uint8 label array, "
                                  f"got {labels.dtype} {labels.shape}")
+    if len(images) == 0:
+        raise DatasetFormatError(_EMPTY.format(path=image_path))
     if len(labels) != len(images):
         raise DatasetFormatError(f"{label_path}: {len(labels)} labels for the {len(images)} "
                                  f"images of {image_path}")
@@ -91,6 +96,9 @@ def load_dataset(name="synthetic-digits", split="train", data_dir=None, coarse=F
         images, labels = _read_idx_pair(name, *found.paths)
     else:
         images, labels = _read_cifar_batches(name, found.fmt, found.paths, coarse)
+    if len(images) == 0:   # each reader refuses an empty file; this guards their sum
+        where = found.paths[0] if len(found.paths) == 1 else found.folder
+        raise DatasetFormatError(_EMPTY.format(path=where))
     if name == "cifar100" and coarse:
         num_classes, classes = 20, ()
     return Dataset(images, labels, num_classes, mean, std, name, str(found.folder), classes)

@@ -19,15 +19,15 @@ Everything random comes from one NumPy generator seeded by ``seed``, so a seed g
 the same images everywhere the fonts render the same (the cache key includes the
 matplotlib and FreeType versions for that reason).
 """
+import contextlib
 import os
 import time
-import zipfile
-import zlib
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ..bounded import load_npz
 from .dataset import Dataset
 
 __all__ = ["synthetic_digits", "render_templates", "SYNTHETIC_NAME", "SYNTHETIC_VERSION",
@@ -283,25 +283,39 @@ def _datasets(x_train, y_train, x_test, y_test, source):
             Dataset(x_test, y_test, 10, mean, std, SYNTHETIC_NAME, source, digits))
 
 
-#: what reading a damaged .npz can raise: a truncated or overwritten zip (BadZipFile,
-#: EOFError), a bad CRC or deflate stream (BadZipFile, zlib.error), a missing entry (KeyError),
-#: an unreadable file (OSError), a pickled or mis-shaped array (ValueError)
-_DAMAGED = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error)
-
-
 def _read_cache(path, n_train, n_test):
     """The cached (train, test) datasets at ``path``, or None if there is none or it is
-    damaged (a damaged file is then regenerated and replaced by the caller)."""
+    damaged (a damaged file is then regenerated and replaced by the caller). Read with
+    ``load_npz``: every size is checked before anything is allocated."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        z = load_npz(path)
+        arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
         if len(arrays[0]) != n_train or len(arrays[2]) != n_test:
             return None
         return _datasets(*arrays, "generated")
-    except _DAMAGED:
+    except (OSError, KeyError, ValueError):  # unreadable, an entry missing, damaged or mis-shaped
         return None
+
+
+def _write_cache(path, arrays):
+    """Store ``arrays`` at ``path`` atomically: into a temporary file beside it, renamed once
+    complete. A write that fails (a full disk, a read-only folder) removes the temporary
+    file and leaves the cache as it was; returns whether the cache was written."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{time.time_ns()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)  # atomic: readers never see a half-written cache file
+        return True
+    except BaseException as exc:  # also Ctrl-C mid-write: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not isinstance(exc, OSError):
+            raise
+        return False
 
 
 def synthetic_digits(n_train=None, n_test=None, seed=0, cache=True, cache_dir=None):
@@ -331,12 +345,6 @@ def synthetic_digits(n_train=None, n_test=None, seed=0, cache=True, cache_dir=No
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     x_train, y_train = _generate(np.random.default_rng(train_seq), n_train)
     x_test, y_test = _generate(np.random.default_rng(test_seq), n_test)
-    if cache:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.{time.time_ns()}.tmp.npz")
-            np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-            os.replace(tmp, path)  # atomic: readers never see a half-written cache file
-        except OSError:
-            pass  # a read-only home folder only costs regeneration next time
+    if cache:  # a cache that cannot be written (full disk, read-only home) costs regeneration next time
+        _write_cache(path, dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test))
     return _datasets(x_train, y_train, x_test, y_test, "generated")

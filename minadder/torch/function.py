@@ -14,7 +14,6 @@ forward, ``adder2d_backward(g, saved, mode, need_x, need_w)`` in the backward, w
 ``saved`` kept between them. ``DEVICES`` says, per device type, how a tensor becomes that
 backend's array and back without a copy, and how the kernels run there (threads, stream).
 """
-import numbers
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from .. import backend
 from ..kernels import contract, geometry
 from . import streams, threads
-from .scaling import reference_scale
+from .scaling import check_eta, reference_scale
 
 #: dtypes the kernels compute in, per device type (the cuda kernels are float32 only)
 DTYPES = {"cpu": (torch.float32, torch.float64), "cuda": (torch.float32,)}
@@ -91,14 +90,6 @@ def _check_tensors(op, x, weight):
         names = " or ".join(str(d).replace("torch.", "") for d in allowed)
         raise TypeError(f"{op}: {x.device.type} tensors must be {names}, got {x.dtype}; "
                         f"convert them first, e.g. x.float()")
-
-
-def _check_eta(op, eta):
-    if eta is None:
-        return None
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
-        raise ValueError(f"{op}: eta must be None or a non-negative number, got {eta!r}")
-    return float(eta)
 
 
 # ============================================================================ the Function
@@ -176,7 +167,7 @@ def adder2d(x, weight, stride=1, padding=0, grad_mode="full", eta=None):
     contract.check_grad_mode(grad_mode, "adder2d")
     geometry.check_window_args("adder2d", tuple(x.shape), tuple(weight.shape), stride, padding)
     _check_tensors("adder2d", x, weight)
-    eta = _check_eta("adder2d", eta)
+    eta = check_eta("adder2d", eta)
     return AdderFunction.apply(x, weight, int(stride), int(padding), grad_mode, eta)
 
 
@@ -189,7 +180,7 @@ def adder_linear(x, weight, grad_mode="full", eta=None):
     if len(ws) != 2 or ws[1] != xs[1]:
         raise ValueError(f"adder_linear: x has {xs[1]} features but weight has shape {ws} (expected (out, {xs[1]}))")
     _check_tensors("adder_linear", x, weight)
-    eta = _check_eta("adder_linear", eta)
+    eta = check_eta("adder_linear", eta)
     y = AdderFunction.apply(x.reshape(xs[0], xs[1], 1, 1), weight.reshape(ws[0], ws[1], 1, 1),
                             1, 0, grad_mode, eta)
     return y.reshape(xs[0], ws[0])

@@ -6,20 +6,13 @@ convolution, finds them), initialised N(0, 1) as in the paper's reference code a
 ``is_adder_layer = True``, by which ``adder_modules`` (defined in scaling.py, re-exported
 here) lists the layers that ``scale_adder_grads`` (Eq. 13) rescales.
 """
-import numbers
-
 import torch
 from torch import nn
 
+from .. import checks
 from ..kernels import contract
 from .function import adder2d, adder_linear
-from .scaling import adder_modules  # noqa: F401  (re-exported: minadder.torch.layers.adder_modules)
-
-
-def _check_size(op, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+from .scaling import adder_modules, check_eta  # noqa: F401  (re-exported: minadder.torch.layers.adder_modules)
 
 
 def _adder_weight(shape, device, dtype):
@@ -42,10 +35,10 @@ class Adder2d(nn.Module):
                  grad_mode="full", eta=None, device=None, dtype=None):
         super().__init__()
         contract.check_grad_mode(grad_mode, "Adder2d")
-        in_channels = _check_size("Adder2d", "in_channels", in_channels, 1)
-        out_channels = _check_size("Adder2d", "out_channels", out_channels, 1)
-        kernel_size = _check_size("Adder2d", "kernel_size", kernel_size, 1)
-        self.stride, self.padding, self.grad_mode, self.eta = stride, padding, grad_mode, eta
+        in_channels, out_channels, kernel_size, stride, padding = checks.check_conv_layer(
+            "Adder2d", in_channels, out_channels, kernel_size, stride, padding)
+        self.stride, self.padding, self.grad_mode = stride, padding, grad_mode
+        self.eta = check_eta("Adder2d", eta)
         self.weight = _adder_weight((out_channels, in_channels, kernel_size, kernel_size), device, dtype)
         self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=self.weight.dtype)) if bias else None
 
@@ -68,9 +61,9 @@ class AdderLinear(nn.Module):
                  device=None, dtype=None):
         super().__init__()
         contract.check_grad_mode(grad_mode, "AdderLinear")
-        in_features = _check_size("AdderLinear", "in_features", in_features, 1)
-        out_features = _check_size("AdderLinear", "out_features", out_features, 1)
-        self.grad_mode, self.eta = grad_mode, eta
+        in_features, out_features = checks.check_sizes("AdderLinear", in_features=in_features,
+                                                       out_features=out_features)
+        self.grad_mode, self.eta = grad_mode, check_eta("AdderLinear", eta)
         self.weight = _adder_weight((out_features, in_features), device, dtype)
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=self.weight.dtype)) if bias else None
 

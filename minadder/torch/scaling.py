@@ -14,14 +14,27 @@ computes the same alpha_l and the replicas stay identical.
 code does it (eta = 0.2 there): ``Adder2d(..., eta=0.2)``. Inside backward it sees one
 process's gradient, before any all-reduce.
 
+``check_eta`` is the one check of eta, for the layers, the functions and scale_adder_grads.
 This module imports nothing else of minadder.torch (function.py uses ``reference_scale``,
 layers.py re-exports ``adder_modules``), so the package's imports form a tree. An adder
 layer is a module whose class says ``is_adder_layer = True``, as Adder2d and AdderLinear
 do: a class attribute, which copies, pickles and ``.to()`` keep.
 """
 import math
+import numbers
 
 import torch
+
+
+def check_eta(op, eta, optional=True):
+    """eta of Eq. 13 as a float (None stays None when ``optional``): a finite number >= 0;
+    inf, NaN, negatives and True/False are refused with a message naming ``op`` and eta."""
+    if eta is None and optional:
+        return None
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not (math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"{op}: eta must be {'None or ' if optional else ''}a finite non-negative number, "
+                         f"got {eta!r}")
+    return float(eta)
 
 
 def adaptive_factor(grad, eta):
@@ -53,8 +66,7 @@ def scale_adder_grads(module, eta=0.1):
     backward, whose all-reduce has then finished). Returns {layer name: alpha_l}. Filters
     without a gradient are left alone.
     """
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
-        raise ValueError(f"scale_adder_grads: eta must be a non-negative number, got {eta!r}")
+    eta = check_eta("scale_adder_grads", eta, optional=False)
     factors = {}
     for name, layer in adder_modules(module):
         grad = layer.weight.grad

@@ -1,4 +1,4 @@
-"""The checkpoint format 3: the pair checkpoint.npz + checkpoint.optim.npz, written atomically; formats 1-2 read too.
+"""The checkpoint format 4: checkpoint.npz names its optimizer file, one rename commits the pair; 1-3 read too.
 
 Reproducibility makes a checkpoint small. Given the same seed and backend a run is a pure
 function of its configuration: the weights are initialised from ``minadder.manual_seed(seed)``;
@@ -7,42 +7,51 @@ the data order and augmentation of epoch e are a pure function of (seed, e)
 checkpoint needs only the arrays: weights, batch-norm statistics, momentum buffers, the
 epoch and batch reached, and the running sums of the epoch in progress (``Progress``).
 
-Checkpoints are pairs of compressed ``.npz`` files written by ``minadder.nn.save`` (no
-pickled objects). ``checkpoint.npz`` holds the model arrays under ``model.<name>``, integers
-and sums under ``state.<name>``, and JSON text (configuration, metrics so far, the
-initialisation generator's state) under ``meta.<name>``, as UTF-8 bytes (a uint8 array: a
-NumPy unicode string would spend 4 bytes per character, and the metrics hold every batch's
-loss). It is all that evaluating needs. ``checkpoint.optim.npz`` holds the optimizer arrays
-under ``optim.<name>``: the momentum buffers, as large as the weights and needed only to
-resume. Compression shrinks the JSON tenfold and the float arrays hardly at all, so the two
-halves are about the same size (1.2 and 1.0 MB for ResNet-20). The first file records the
-SHA-256 of the second, so a pair that does not belong together is refused.
-``read_checkpoint`` checks all of it, reads the older one-file formats 1 and 2 too, and
-raises ``CheckpointError`` naming the file and what is wrong.
+A checkpoint is two compressed ``.npz`` files of arrays only (no pickled objects).
+``checkpoint.npz`` holds the model arrays under ``model.<name>``, integers and sums under
+``state.<name>``, and JSON text (configuration, metrics so far, the initialisation
+generator's state) under ``meta.<name>``, as UTF-8 bytes (a uint8 array: a NumPy unicode
+string would spend 4 bytes per character, and the metrics hold every batch's loss). It is
+all that evaluating needs. The optimizer file holds the ``optim.<name>`` arrays: the
+momentum buffers, as large as the weights and needed only to resume.
+
+How a pair is committed as one step (``write_checkpoint``). The optimizer file is named
+after its contents, ``checkpoint.optim-<first 16 hex digits of its SHA-256>.npz``, so a
+new one never replaces the one the current checkpoint.npz names. A save
+
+1. writes the new optimizer file under a temporary name and renames it to its own name,
+   beside the old pair (which stays complete);
+2. writes the new checkpoint.npz, recording that name and the SHA-256, under a temporary
+   name, and renames it over the old one: this one atomic rename commits the new pair;
+3. removes the optimizer files no checkpoint.npz names any more.
+
+A crash at any instant leaves either the old pair or the new one complete, plus perhaps a
+temporary or an unnamed optimizer file, which the next save (or the next run in the folder)
+removes. ``read_checkpoint`` checks all of it (sizes bounded before anything is
+decompressed: ``minadder.bounded``; every metadata field: ``metadata.py``), reads format 3
+(the optimizer file always ``checkpoint.optim.npz``, as in results/) and the one-file
+formats 1 and 2, and raises ``CheckpointError`` naming the file and what is wrong.
 """
 import dataclasses
 import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .. import nn, rng
-from .files import temporary_name, to_json
+from .. import bounded, nn, rng
+from .files import flush_to_disk, sync_folder, temporary_name, to_json
+from .metadata import CheckpointError, check_metadata
 
 CHECKPOINT = "checkpoint.npz"
-#: 3: a pair of files, the optimizer state in the second; 2: one file, its JSON as UTF-8 bytes;
+#: 4: checkpoint.npz names its optimizer file (committed by one rename); 3: a pair, the
+#: optimizer state always in checkpoint.optim.npz; 2: one file, its JSON as UTF-8 bytes;
 #: 1: one file, its JSON as NumPy unicode.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 _META = ("config", "metrics", "init_rng")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is damaged, incomplete, or not a minadder training checkpoint (the message names it)."""
 
 
 @dataclasses.dataclass
@@ -83,39 +92,58 @@ def save_checkpoint(path, model, optimizer, progress, config, metrics):
     return write_checkpoint(path, arrays)
 
 
-def optimizer_file(path):
-    """Where the optimizer state of the checkpoint ``path`` lives: checkpoint.npz ->
-    checkpoint.optim.npz, beside it."""
+def optimizer_files(path):
+    """Every optimizer file beside the checkpoint ``path`` (committed or left by a crash):
+    checkpoint.optim.npz (format 3) and checkpoint.optim-<hash>.npz (format 4)."""
     path = Path(path)
-    return path.with_name(f"{path.stem}.optim{path.suffix or '.npz'}")
+    return sorted(path.parent.glob(f"{path.stem}.optim*.npz"))
 
 
 def write_checkpoint(path, arrays):
-    """Write the arrays of a checkpoint in the current format: the ``optim.*`` arrays (the
-    momentum buffers, as large as the weights) to ``optimizer_file(path)``, everything else
-    to ``path`` with the SHA-256 of the optimizer file, by which a reader knows that the two
-    belong together. Both are written under temporary names first and renamed one after the
-    other, so neither is ever half-written. (``write_checkpoint(path, nn.load(path))``
-    rewrites a format-2 checkpoint in format 3.)"""
-    path, side = Path(path), optimizer_file(path)
+    """Write the arrays of a checkpoint in the current format and commit the pair with one
+    rename (steps 1-3 of the module docstring): the ``optim.*`` arrays go to the optimizer
+    file, everything else to ``path`` with that file's name and SHA-256. (``write_checkpoint(
+    path, nn.load(path))`` rewrites a format-2 checkpoint in format 4.)"""
+    path = Path(path)
     model = {k: v for k, v in arrays.items() if not k.startswith("optim.")}
     model["meta.format_version"] = np.asarray(FORMAT_VERSION)
-    temporary = [temporary_name(side), temporary_name(path)]
+    temporary = [temporary_name(path.with_name(f"{path.stem}.optim.npz")), temporary_name(path)]
     try:
-        nn.save({k: v for k, v in arrays.items() if k.startswith("optim.")}, temporary[0], compress=True)
-        model["meta.optimizer_sha256"] = _utf8(_sha256(temporary[0]))
-        nn.save(model, temporary[1], compress=True)
-        os.replace(temporary[0], side)
-        os.replace(temporary[1], path)  # between these two renames the pair disagrees: readers say so
+        _write_npz(temporary[0], {k: v for k, v in arrays.items() if k.startswith("optim.")})
+        digest = hashlib.sha256(temporary[0].read_bytes()).hexdigest()
+        side = path.with_name(f"{path.stem}.optim-{digest[:16]}.npz")
+        os.replace(temporary[0], side)                      # 1. beside the old pair
+        model["meta.optimizer_file"] = _utf8(side.name)
+        model["meta.optimizer_sha256"] = _utf8(digest)
+        _write_npz(temporary[1], model)
+        os.replace(temporary[1], path)                      # 2. the commit
     finally:
         for tmp in temporary:
             if tmp.exists():
                 tmp.unlink()
+    sync_folder(path.parent)
+    remove_unnamed_optimizer_files(path, side)              # 3. what no checkpoint names
     return path
 
 
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def remove_unnamed_optimizer_files(path, named=None):
+    """Remove the optimizer files beside the checkpoint ``path`` other than the one it names
+    (``named``, else read from it; a checkpoint that cannot be read keeps them all)."""
+    if named is None:
+        try:
+            named = optimizer_file(path)
+        except (CheckpointError, OSError):
+            return
+    for old in optimizer_files(path):
+        if old != named:
+            old.unlink()
+
+
+def _write_npz(tmp, arrays):
+    """The arrays into the new file ``tmp``, compressed and flushed to the disk."""
+    with open(tmp, "xb") as file:  # "x": never write into a file that exists
+        nn.save(arrays, file, compress=True)
+        flush_to_disk(file)
 
 
 def _utf8(text):
@@ -124,13 +152,26 @@ def _utf8(text):
 
 
 # ============================================================================ reading
-def _text(array):
-    """The JSON text of a meta entry: UTF-8 bytes (format 2) or a NumPy unicode scalar (format 1)."""
-    if array.dtype == np.uint8 and array.ndim == 1:
-        return array.tobytes().decode("utf-8")
-    if array.dtype.kind == "U" and array.shape == ():
-        return str(array)
-    raise ValueError(f"a meta entry of dtype {array.dtype} and shape {array.shape}")
+def _text(path, arrays, key):
+    """The text of a meta entry: UTF-8 bytes (formats 2-4) or a NumPy unicode scalar (format 1)."""
+    array = arrays[key]
+    try:
+        if array.dtype == np.uint8 and array.ndim == 1:
+            return array.tobytes().decode("utf-8")
+        if array.dtype.kind == "U" and array.shape == ():
+            return str(array)
+    except UnicodeDecodeError:
+        pass
+    raise CheckpointError(f"{path}: damaged entry {key} (not UTF-8 text: dtype {array.dtype}, shape {array.shape})")
+
+
+def _json(path, arrays, key):
+    """The JSON value of a meta entry."""
+    text = _text(path, arrays, key)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: damaged entry {key} (not JSON: {exc})") from None
 
 
 def checkpoint_path(resume, what="--resume"):
@@ -145,46 +186,36 @@ def checkpoint_path(resume, what="--resume"):
 
 
 def _load_arrays(path):
-    """All arrays of an .npz file, or CheckpointError saying what is wrong with the file."""
+    """All arrays of an .npz file, read with bounded sizes, or CheckpointError saying what is wrong."""
     try:
-        return nn.load(path)
-    except ValueError as exc:
-        if "Object arrays" in str(exc):  # an entry of pickled objects: minadder never writes one
-            raise CheckpointError(f"{path}: holds pickled Python objects, which minadder checkpoints never "
-                                  f"do; refusing to load it (unpickling can run code)") from None
-        if "pickle" in str(exc):  # neither a zip archive nor a .npy array: NumPy takes it for a pickle
-            raise CheckpointError(f"{path}: not an .npz file (neither a zip archive nor a NumPy array); "
-                                  f"refusing to unpickle it") from None
-        raise CheckpointError(f"{path}: damaged or not a checkpoint ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 -- truncated or bit-flipped zips raise many kinds
-        raise CheckpointError(f"{path}: damaged or not a checkpoint ({_what_is_wrong(exc)})") from None
+        return bounded.load_npz(path)
+    except bounded.FileRejected as exc:
+        raise CheckpointError(f"{path}: damaged or not a checkpoint: {exc.problem}") from None
 
 
-def _what_is_wrong(exc):
-    """A few words on why an .npz file could not be read."""
-    if isinstance(exc, EOFError):
-        return "empty or truncated file"
-    if isinstance(exc, zipfile.BadZipFile):
-        if "not a zip file" in str(exc):
-            return "truncated, or not a zip archive"
-        return f"corrupt zip archive: {exc}"
-    return f"{type(exc).__name__}: {exc}"
+def optimizer_file(path, arrays=None):
+    """The optimizer file of the checkpoint ``path``: the one its ``meta.optimizer_file``
+    names (format 4), else checkpoint.optim.npz beside it (format 3)."""
+    path = Path(path)
+    arrays = _load_arrays(path) if arrays is None else arrays
+    if "meta.optimizer_file" not in arrays:
+        return path.with_name(f"{path.stem}.optim{path.suffix or '.npz'}")
+    name = _text(path, arrays, "meta.optimizer_file")
+    if Path(name).name != name or not name.endswith(".npz") or name.startswith("."):
+        raise CheckpointError(f"{path}: damaged entry meta.optimizer_file ({name!r} is not a file name)")
+    return path.with_name(name)
 
 
 def _read_optimizer_file(path, arrays):
-    """The ``optim.*`` arrays of a format-3 checkpoint, from the file beside it, once its
-    SHA-256 is the one the checkpoint recorded."""
-    side = optimizer_file(path)
+    """The ``optim.*`` arrays of a format-3 or -4 checkpoint, from the file beside it, once
+    its SHA-256 is the one the checkpoint recorded."""
+    side = optimizer_file(path, arrays)
     if "meta.optimizer_sha256" not in arrays:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing meta.optimizer_sha256")
     if not side.is_file():
         raise CheckpointError(f"{path}: its optimizer state {side.name} is missing (resuming needs both "
                               f"files, evaluating only {path.name}; copy them together)")
-    try:
-        recorded = _text(arrays["meta.optimizer_sha256"])
-    except ValueError:
-        raise CheckpointError(f"{path}: damaged entry meta.optimizer_sha256") from None
-    if _sha256(side) != recorded:
+    if hashlib.sha256(side.read_bytes()).hexdigest() != _text(path, arrays, "meta.optimizer_sha256"):
         raise CheckpointError(f"{side}: does not belong to {path.name} (not the file saved with it: "
                               f"damaged, or from another save); resuming needs the pair saved together")
     return {k: v for k, v in _load_arrays(side).items() if k.startswith("optim.")}
@@ -224,14 +255,6 @@ def read_checkpoint(path, optimizer=True):
     def part(prefix):
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-    state = part("state.")
-    try:
-        numbers = {f: state[f].item() for f in fields}
-        progress = Progress(**{f: (int if f in ("epoch", "step", "correct", "seen") else float)(numbers[f])
-                               for f in fields})
-        meta = {m: json.loads(_text(arrays[f"meta.{m}"])) for m in _META}
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: damaged entry ({exc})") from None
-    if progress.epoch < 0 or progress.step < 0 or not isinstance(meta["config"], dict):
-        raise CheckpointError(f"{path}: damaged state (epoch {progress.epoch}, batch {progress.step})")
+    meta = {m: _json(path, arrays, f"meta.{m}") for m in _META}
+    progress = Progress(**check_metadata(path, part("state."), meta))
     return Checkpoint(part("model."), part("optim."), progress, meta["config"], meta["metrics"], meta["init_rng"])

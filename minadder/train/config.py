@@ -13,6 +13,11 @@ from ..kernels.contract import check_grad_mode
 AUGMENTS = ("auto", "cifar", "none")
 LR_STEPS = ("batch", "epoch")
 
+#: The range of every integer option: a seed as NumPy's legacy generators and PyTorch take
+#: it; other bounds far beyond any real run, so that a typo is refused before it allocates.
+INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (1, 1 << 20), "seed": (0, 2**32 - 1),
+                  "limit_train": (2, 2**31 - 1), "limit_test": (2, 2**31 - 1)}
+
 #: Fields that may differ between a checkpoint and the run that resumes it: they change
 #: where things are read or written, or how fast, not what is computed.
 RESUME_MAY_CHANGE = ("data_dir", "output_dir", "resume", "backend", "progress", "keep_checkpoints", "overwrite")
@@ -86,18 +91,16 @@ class TrainConfig:
         check_grad_mode(self.grad_mode, "--grad-mode")  # the kernels' own check
 
     def _check_numbers(self):
-        """Counts are integers in range; the optimizer's numbers are in optim.RANGES."""
-        for name, low, what in (("epochs", 1, "a positive integer"), ("batch_size", 1, "a positive integer"),
-                                ("seed", 0, "a non-negative integer")):
+        """Counts are integers in ``INTEGER_RANGES``; the optimizer's numbers are in optim.RANGES."""
+        for name, (low, high) in INTEGER_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{flag(name)} must be {what}; got {value!r}")
+            if value is None and name.startswith("limit_"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{flag(name)} must be an integer from {low} to {high:,}"
+                                 f"{' (or left out for all)' if name.startswith('limit_') else ''}; got {value!r}")
         for name, (low, high, low_open, high_open) in optim.RANGES.items():
             optim.check_number(flag(name), getattr(self, name), low, high, low_open, high_open)
-        for name in ("limit_train", "limit_test"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-                raise ValueError(f"{flag(name)} must be an integer >= 2 (or left out for all); got {value!r}")
 
     def _check_combinations(self):
         """Options that are each valid but do not go together."""

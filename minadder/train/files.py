@@ -1,7 +1,9 @@
-"""Writing a run's files safely: atomic writes (a temporary name, then a rename) and strict JSON.
+"""Writing a run's files safely: atomic writes (a temporary name, then a rename), strict JSON, expanded paths.
 
 A reader (or a run resumed after a crash) never sees a half-written file: every file is
-written under a hidden temporary name and renamed into place, and renaming is atomic.
+written under a hidden temporary name of its own process, flushed to the disk, and renamed
+into place, and renaming is atomic. A crash leaves at most a temporary file behind, which
+the next run in the folder removes (``remove_leftovers``).
 """
 import json
 import math
@@ -9,10 +11,45 @@ import os
 from pathlib import Path
 
 
+def expand_path(text):
+    """``~`` and environment variables expanded as a shell would: ``~/runs/$RUN`` -> /home/me/runs/7.
+    (A path given to Python keeps its ``~`` otherwise: ``Path("~/x").mkdir()`` makes a folder named "~".)"""
+    return os.path.expanduser(os.path.expandvars(str(text)))
+
+
 def temporary_name(path):
-    """The hidden name a file is written under before it is renamed to ``path``."""
+    """The hidden name a file is written under before it is renamed to ``path``:
+    .checkpoint.tmp-<pid>.npz; one per process, so two processes never write the same one."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def remove_leftovers(folder):
+    """Remove the temporary files that writes cut short by a crash left in ``folder`` (call it
+    only while holding the folder's lock: then no other process is writing there)."""
+    for tmp in Path(folder).glob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink()
+
+
+def flush_to_disk(file):
+    """Make the bytes written to the open ``file`` durable before it is renamed into place."""
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def sync_folder(folder):
+    """Make the renames in ``folder`` durable (not possible on every system: then skipped)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path, write):
@@ -21,6 +58,8 @@ def atomic_write(path, write):
     tmp = temporary_name(path)
     try:
         write(tmp)
+        with open(tmp, "rb+") as file:
+            flush_to_disk(file)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -13,10 +13,12 @@ The recipe, with the defaults of ``TrainConfig`` (the paper's MNIST settings):
 
 1. ``open_checkpoint``: with ``--resume``, read and check the checkpoint (before any work);
 2. ``output_dir_for`` and ``check_output_dir``: where the outputs go, which must be
-   writable and must not hold another run (unless ``--overwrite``);
+   writable, must not hold another run (unless ``--overwrite``) and must not be in use;
 3. ``load_data``: the training split and one or more test sets, all from one place;
 4. ``build``: the model and the optimizer, from the seed;
-5. ``Run``: restores a checkpoint, then per epoch ``train_epoch`` (``train_step`` per
+5. ``RunLock``: the folder is created and locked (one run per folder), then
+   ``prepare_output_dir`` clears what a crash or ``--overwrite`` leaves;
+6. ``Run``: restores a checkpoint, then per epoch ``train_epoch`` (``train_step`` per
    batch), ``evaluate`` on every test set, and ``end_epoch`` (the epoch's record, the
    checkpoint and ``write_outputs``).
 
@@ -25,6 +27,8 @@ computing anything) and carries on, so an interrupted and resumed run ends bit-f
 where an uninterrupted run ends (see checkpoint.py and interrupts.py).
 """
 import math
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,10 +39,11 @@ from ..tensor import Tensor
 from .checkpoint import CHECKPOINT, CheckpointError, Progress, save_checkpoint
 from .datasets import load_data
 from .evaluation import evaluate
-from .interrupts import DeferredInterrupt, TrainingDiverged, TrainingInterrupted
+from .interrupts import DeferredInterrupt, TrainingDiverged, TrainingInterrupted, signal_name
+from .lock import RunLock, describe
 from .report import epoch_line, epoch_record, new_metrics, write_outputs
 from .resume import open_checkpoint
-from .run_folder import check_output_dir, continues_in_place, make_output_dir, output_dir_for
+from .run_folder import check_output_dir, continues_in_place, output_dir_for, prepare_output_dir
 
 
 # ============================================================================ the recipe
@@ -114,13 +119,19 @@ class Run:
                 self.metrics[key] = saved.metrics[key]
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not match this run ({exc})") from None
+        if saved.progress.step > self.batches:
+            raise CheckpointError(f"{path}: does not match this run (batch {saved.progress.step} of an epoch "
+                                  f"of {self.batches} batches)")
         self.progress = saved.progress
+        self.metrics["completed"] = self.progress.epoch >= self.config.epochs
         self.log(f"resuming {path} at epoch {self.progress.epoch + 1}, batch {self.progress.step}/{self.batches}")
 
     def loop(self, callback=None):
-        """Train the remaining epochs; Ctrl-C (deferred to a batch boundary) saves and raises
-        TrainingInterrupted."""
+        """Train the remaining epochs; Ctrl-C or another stop signal (deferred to a batch
+        boundary) saves and raises TrainingInterrupted."""
         with DeferredInterrupt(self.log) as interrupt:
+            if self.progress.epoch >= self.config.epochs and (self.out_dir / CHECKPOINT).exists():
+                write_outputs(self.out_dir, self.metrics)  # finished: outputs as its checkpoint says
             try:
                 for epoch in range(self.progress.epoch, self.config.epochs):
                     self.train_epoch(epoch, interrupt, callback)
@@ -130,10 +141,11 @@ class Run:
                     self.bar.close()
                 if isinstance(exc, TrainingInterrupted):
                     raise
-                raise self._interrupted() from None
+                raise self._interrupted(interrupt.signum or signal.SIGINT) from None
             if interrupt.requested:  # Ctrl-C while the last epoch's outputs were being written
-                raise TrainingInterrupted(f"interrupted after the last epoch: the run had finished and its "
-                                          f"outputs are saved in {self.out_dir}", self.out_dir / CHECKPOINT)
+                raise TrainingInterrupted(f"{signal_name(interrupt.signum)} after the last epoch: the run had "
+                                          f"finished and its outputs are saved in {self.out_dir}",
+                                          self.out_dir / CHECKPOINT, interrupt.signum)
 
     def train_epoch(self, epoch, interrupt, callback=None):
         """Train through one epoch from batch ``progress.step`` (the batches before it were
@@ -200,9 +212,9 @@ class Run:
         self.progress.start_epoch()
         self.in_step = False
         self.log(epoch_line(record, self.config.epochs))
-        self.save(CHECKPOINT)
-        if self.config.keep_checkpoints:
+        if self.config.keep_checkpoints:  # first: a crash between the two saves redoes the epoch
             self.save(f"checkpoint-epoch{epoch + 1:03d}.npz")
+        self.save(CHECKPOINT)
         write_outputs(self.out_dir, self.metrics)
 
     def save(self, name=CHECKPOINT):
@@ -214,17 +226,19 @@ class Run:
         return (f"the last checkpoint ({last}) is kept" if last.exists() else "no checkpoint yet"), \
             (last if last.exists() else None)
 
-    def _interrupted(self):
-        """Save what can be saved after Ctrl-C and build the exception that reports it."""
+    def _interrupted(self, signum):
+        """Save what can be saved after Ctrl-C (or ``signum``) and build the exception that reports it."""
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
         if self.in_step:  # the interrupt landed inside a training step: the weights may be half-updated
             kept, last = self._last_checkpoint()
-            return TrainingInterrupted("interrupted inside a training step; nothing saved, " + kept, last)
+            return TrainingInterrupted(f"{how} inside a training step; nothing saved, " + kept, last, signum)
         path = self.save()
         if self.metrics["epochs"] or self.metrics["steps"]["epoch"]:
             write_outputs(self.out_dir, self.metrics)
         return TrainingInterrupted(
-            f"interrupted: saved {path} at epoch {self.progress.epoch + 1}, batch {self.progress.step}/"
-            f"{self.batches}; continue with: python -m minadder train --resume {self.out_dir}", path)
+            f"{how}: saved {path} at epoch {self.progress.epoch + 1}, batch {self.progress.step}/"
+            f"{self.batches}; continue with: python -m minadder train --resume {shlex.quote(str(self.out_dir))}",
+            path, signum)
 
     def _diverged(self, exc, epoch, step, lr):
         if self.bar is not None:
@@ -259,13 +273,17 @@ def train(config, callback=None, log=None):
     for note in data.notes:
         log(f"note: {note}")
     model, optimizer = build(config, data.train_set.num_classes, *data.image)  # step 4
-    run = Run(config, out_dir, data, model, optimizer, log)               # step 5
+    run = Run(config, out_dir, data, model, optimizer, log)               # step 6
     if saved is not None:
         run.restore(checkpoint_file, saved)
     created = not out_dir.exists()
-    make_output_dir(out_dir, replace=config.overwrite and not resuming_here)
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        run.loop(callback)
+        with RunLock(out_dir) as lock:                                    # step 5
+            if lock.stale:
+                log(f"note: took over the lock of a run that no longer runs ({describe(lock.stale)})")
+            prepare_output_dir(out_dir, replace=config.overwrite and not resuming_here)
+            run.loop(callback)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # stopped before anything was saved: leave no empty folder behind

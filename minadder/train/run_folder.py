@@ -1,6 +1,7 @@
-"""The output-folder policy: where a run writes, refusing a folder holding another run, resuming in place.
+"""The output-folder policy: where a run writes, refusing a folder holding or running another run, resuming in place.
 
-A new run refuses a folder that holds another run unless ``--overwrite`` replaces it;
+A new run refuses a folder that holds another run unless ``--overwrite`` replaces it, and
+any run refuses a folder another process is writing into (its lock, ``lock.py``);
 ``--resume`` continues in the folder of the checkpoint. Everything here is checked before
 any work (loading data, building the model), so that a run that cannot write its results
 stops at once and leaves nothing behind.
@@ -9,7 +10,9 @@ import datetime
 import os
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT, optimizer_file
+from .checkpoint import CHECKPOINT, optimizer_files, remove_unnamed_optimizer_files
+from .files import remove_leftovers
+from .lock import check_not_in_use
 from .report import CURVES, METRICS
 
 
@@ -63,16 +66,23 @@ def check_output_dir(out_dir, config, resuming_here):
         raise NotADirectoryError(f"{where} cannot be created: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{where} is not writable ({existing} is read-only for this user)")
+    check_not_in_use(out_dir)
     if not resuming_here and holds_run(out_dir) and not config.overwrite:
         raise FileExistsError(f"{where} already holds a run ({CHECKPOINT}, {METRICS}); continue it with "
                               f"--resume {out_dir}, choose another --output-dir, or pass --overwrite to replace it")
 
 
-def make_output_dir(out_dir, replace):
-    """Create the output folder; with ``replace`` (``--overwrite``) remove the old run's files."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def prepare_output_dir(out_dir, replace):
+    """Once the folder's lock is held: with ``replace`` (``--overwrite``) remove the old run's
+    files; remove what writes cut short by a crash left behind: temporary files, and
+    optimizer files that no checkpoint names."""
     if replace:
-        for old in [out_dir / CHECKPOINT, optimizer_file(out_dir / CHECKPOINT), out_dir / METRICS, out_dir / CURVES,
-                    *out_dir.glob("checkpoint-epoch*.npz")]:  # the glob takes their .optim.npz files too
+        old_files = [out_dir / CHECKPOINT, out_dir / METRICS, out_dir / CURVES, *optimizer_files(out_dir / CHECKPOINT),
+                     *out_dir.glob("checkpoint-epoch*.npz")]  # the glob takes their optimizer files too
+        for old in old_files:
             if old.exists():
                 old.unlink()
+    remove_leftovers(out_dir)
+    for checkpoint in out_dir.glob("checkpoint*.npz"):
+        if ".optim" not in checkpoint.name:
+            remove_unnamed_optimizer_files(checkpoint)

@@ -21,8 +21,13 @@ it again. A 1x1 layer without stride or padding (a fully connected one) is worke
 one image of a single long row (its X_col is the input's transpose).
 
 Compilation is lazy (first call, once per dtype) and cached on disk (cache=True).
-``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums: inputs must be finite;
-results differ from the reference only by float rounding (tests/test_kernels_cpu.py).
+``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums, and the identities above
+(the shifted frame, the min identity, dW = G X^T - W sum G) cancel infinities into NaN:
+the blocked kernels hold for finite numbers only. So every call first asks whether its
+operands are finite (``_finite``: one sum each, a read of x that costs a few per cent of
+the forward) and sends one that is not to the NumPy reference, whose inf and NaN are the
+definition. Finite results differ from the reference only by float rounding
+(tests/test_kernels_cpu.py; tests/test_nonfinite.py for inf and NaN).
 """
 from typing import NamedTuple, Optional
 
@@ -51,6 +56,15 @@ class Saved(NamedTuple):
     weight: np.ndarray                # (C_out, C, kh, kw), of x's dtype
     win: Window
     frame: Optional[ShiftedInput]     # x padded and shifted by the filters' mean, or None
+    finite: bool = True               # x and weight hold no inf or NaN (else: the reference)
+
+
+def _finite(*arrays):
+    """Whether every number in ``arrays`` is finite, by one sum each (no temporary): an
+    IEEE sum is finite only if every term is (inf + -inf and NaN + anything are NaN). A
+    finite array whose sum overflows reads as not finite; the reference then takes it."""
+    with np.errstate(over="ignore"):
+        return all(np.isfinite(a.sum()) for a in arrays)
 
 
 # ============================================================ shapes the kernels skip
@@ -89,6 +103,9 @@ def adder2d_forward(x, weight, win):
     x, weight = same_dtype(x, weight)
     if _empty(win):
         return np.zeros(win.y_shape, dtype=x.dtype), Saved(x, weight, win, None)
+    if not _finite(x, weight):   # inf or NaN: the reference's definition, not the identities
+        with np.errstate(invalid="ignore", over="ignore"):   # inf - inf is NaN, silently, as in PyTorch
+            return reference.adder2d_forward(x, weight, win)[0], Saved(x, weight, win, None, False)
     w2 = weight.reshape(win.c_out, win.k)
     if _pointwise(win):
         row_win = _row_window(win)
@@ -115,11 +132,14 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     """(dX, dF) of ``mode`` (full: Eqs. 5, 6; sign: Eq. 4), None for one not needed."""
     if not (need_input_grad or need_weight_grad):
         return None, None
-    x, weight, win, saved_frame = saved
+    x, weight, win, saved_frame, finite = saved
     x, weight, g = same_dtype(x, weight, grad_y)
     if _empty(win):
         return (np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None,
                 np.zeros(weight.shape, dtype=x.dtype) if need_weight_grad else None)
+    if not (finite and _finite(g)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return reference.adder2d_backward(g, (x, weight, win), mode, need_input_grad, need_weight_grad)
     w2, g = weight.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
     if _pointwise(win):   # the layer on one long row: x, G and dX as rows
         row_win, x_row = _row_window(win), _as_row(x)

@@ -27,8 +27,8 @@ from .frame import same_dtype
 # literal 1.0 is float64 in Numba, and would turn the whole loop into float64 code).
 @njit(inline="always")
 def sgn(z, one):
-    """sgn(z) with sgn(0) = 0."""
-    return one if z > 0 else (-one if z < 0 else one - one)
+    """sgn(z) with sgn(0) = 0 and sgn(NaN) = NaN, as np.sign (the product keeps the NaN)."""
+    return one if z > 0 else (-one if z < 0 else (one - one) * z)
 
 
 @njit(inline="always")

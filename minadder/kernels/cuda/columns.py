@@ -8,7 +8,8 @@ With X_col (K, L), the filters W (C_out, K) and G = dLoss/dY_col (C_out, L):
 
 Each is one tiled kernel (``tiled.py``), except dW in full mode, which is the identity
 dW = G @ X_col.T - W * G.sum(axis=1): the product kernel, then the two small kernels
-below. ``forward`` / ``grad_input`` / ``grad_weight`` take device arrays and return device
+below (the second sums Eq. 5 directly where W or G holds inf or NaN, so that every
+result agrees with the reference's on non-finite inputs too). ``forward`` / ``grad_input`` / ``grad_weight`` take device arrays and return device
 arrays; the layer (``adder.py``) calls them. ``im2col`` ... ``adder_grad_weight`` at the
 end are the same kernels one by one, host in and host out (or device in and device out),
 for the tests and the benchmark to hold against the NumPy reference.
@@ -53,8 +54,14 @@ def row_sums_kernel(g, partials):
 
 
 @cuda.jit
-def subtract_w_gsum_kernel(dw, w, gsum_partials):
-    """dW[t, k] -= W[t, k] * sum_l G[t, l]: the second term of the full-mode dW identity."""
+def subtract_w_gsum_kernel(dw, w, gsum_partials, g, cols):
+    """dW[t, k] -= W[t, k] * sum_l G[t, l]: the second term of the full-mode dW identity.
+
+    Where W[t, k] or that sum is inf or NaN, the identity would cancel infinities into NaN
+    (inf - inf) where Eq. 5 does not: that entry is summed as Eq. 5 states it,
+    sum_l G[t, l] * (X_col[k, l] - W[t, k]) (one thread, a loop over L: slow, and only
+    ever run on inputs that are not finite).
+    """
     t_size, k_size = dw.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, t_size * k_size, step):
@@ -62,7 +69,14 @@ def subtract_w_gsum_kernel(dw, w, gsum_partials):
         gsum = float32(0.0)
         for s in range(gsum_partials.shape[0]):
             gsum += gsum_partials[s, t]
-        dw[t, k] -= w[t, k] * gsum
+        wv = w[t, k]
+        if math.isfinite(wv) and math.isfinite(gsum):
+            dw[t, k] -= wv * gsum
+        else:
+            total = float32(0.0)
+            for l in range(g.shape[1]):
+                total += g[t, l] * (cols[k, l] - wv)
+            dw[t, k] = total
 
 
 
@@ -91,7 +105,7 @@ def grad_weight(d_cols, d_w, d_g, mode):
     gsum_partials = scratch("gsum", (chunks, c_out))
     row_sums_kernel[(c_out, chunks), _ROW_SUM_THREADS, current_stream()](d_g, gsum_partials)
     blocks, threads = elementwise_launch(out.size)
-    subtract_w_gsum_kernel[blocks, threads, current_stream()](out, d_w, gsum_partials)
+    subtract_w_gsum_kernel[blocks, threads, current_stream()](out, d_w, gsum_partials, d_g, d_cols)
     return out
 
 

@@ -22,7 +22,7 @@ def compile_targets():
         ("swap01", windows.swap01_kernel.py_func, f"void({_C3}, {_C3})"),
         ("sum_splits", launch.sum_splits_kernel.py_func, f"void({_C3}, {_C2})"),
         ("row_sums", columns.row_sums_kernel.py_func, f"void({_C2}, {_C2})"),
-        ("subtract_w_gsum", columns.subtract_w_gsum_kernel.py_func, f"void({_C2}, {_C2}, {_C2})"),
+        ("subtract_w_gsum", columns.subtract_w_gsum_kernel.py_func, f"void({_C2}, {_C2}, {_C2}, {_C2}, {_C2})"),
     ]
     for variant in VARIANTS:
         for tile_name in TILES:

@@ -39,25 +39,44 @@ def _op_l1(acc, w, x, unused):
 
 
 @cuda.jit(device=True, inline=True)
+def _or_nan(z, value):
+    """value, or z where z is NaN: a select (setp.nan, selp), not a branch.
+
+    On the GPU, min and max are fminf and fmaxf, which return the other operand of a NaN,
+    and every comparison with a NaN is false: HT and sgn below would turn a NaN into a
+    number where the reference (np.clip, np.sign) keeps it. (The simulator runs Python's
+    min and max, which happen to keep it: only a real GPU shows the difference.)
+    """
+    return z if z != z else value
+
+
+@cuda.jit(device=True, inline=True)
 def _op_hardtanh_input(acc, w, g, x):
-    """dX full, Eq. 6: acc + g * HT(w - x), HT(z) = min(1, max(-1, z))."""
-    return acc + g * min(max(w - x, float32(-1.0)), float32(1.0))
+    """dX full, Eq. 6: acc + g * HT(w - x), HT(z) = min(1, max(-1, z)), HT(NaN) = NaN."""
+    z = w - x
+    return acc + g * _or_nan(z, min(max(z, float32(-1.0)), float32(1.0)))
+
+
+@cuda.jit(device=True, inline=True)
+def _sgn(z):
+    """sgn(z) with sgn(0) = 0 and sgn(NaN) = NaN, as the reference's np.sign.
+
+    (z > 0) - (z < 0) in float32: comparisons that set 1.0 or 0.0, no branch (an if/else
+    here compiles to a branch per multiply-add, three times slower).
+    """
+    return _or_nan(z, float32(z > float32(0.0)) - float32(z < float32(0.0)))
 
 
 @cuda.jit(device=True, inline=True)
 def _op_sign_input(acc, w, g, x):
-    """dX sign: acc + g * sgn(w - x), sgn(0) = 0.
-
-    sgn as (w > x) - (w < x) in float32: comparisons that set 1.0 or 0.0, no branch
-    (an if/else here compiles to a branch per multiply-add, three times slower).
-    """
-    return acc + g * (float32(w > x) - float32(w < x))
+    """dX sign: acc + g * sgn(w - x)."""
+    return acc + g * _sgn(w - x)
 
 
 @cuda.jit(device=True, inline=True)
 def _op_sign_weight(acc, g, x, w):
-    """dW sign, Eq. 4: acc + g * sgn(x - w), sgn(0) = 0 (branch-free, as above)."""
-    return acc + g * (float32(x > w) - float32(x < w))
+    """dW sign, Eq. 4: acc + g * sgn(x - w)."""
+    return acc + g * _sgn(x - w)
 
 
 @cuda.jit(device=True, inline=True)
