@@ -9,6 +9,9 @@ implementation:
   cpu          minadder's Numba kernels (the package kernels/cpu/), compiled for this machine
   cpu-avx2     the same compiled for Haswell (NUMBA_CPU_NAME=haswell): the AVX2 code with
                its 16-register blocking, run on this machine (x86-64 only)
+  cpu-blas-dw  cpu with the full-mode dW product always through BLAS sgemm on chunks of
+               X_col (kernels/cpu/grad_weight.py FULL_DW_PRODUCT = "blas")
+  cpu-numba-dw cpu with it always through the Numba register blocks or reduction ("numba")
   conv2d       torch.nn.functional.conv2d (oneDNN), the multiply-accumulate layer
   torch-unfold the formulation of the paper's reference code: unfold, then broadcast
                |W - X| over a (C_out, K, L) tensor; backward by torch autograd
@@ -67,7 +70,7 @@ LAYERS = {
     "vgg-small 256ch 16x16": (32, 256, 16, 256, 3, 1, 1),
     "vgg-small 512ch 8x8": (32, 512, 8, 512, 3, 1, 1),
 }
-IMPLS = ("numpy", "cpu", "cpu-avx2", "conv2d", "torch-unfold", "torch-cdist")
+IMPLS = ("numpy", "cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw", "conv2d", "torch-unfold", "torch-cdist")
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the ceiling (ceiling.py's mix) each timed pass is divided by
 CEILING_OF = {"fwd": "min+add", "dx": "clamp+fma", "dw": "fma", "dws": "select+add"}
@@ -119,6 +122,9 @@ def run_minadder(name, layer, batch, repeat):
     from minadder.kernels.geometry import Window
     backend.set_backend("cpu" if name.startswith("cpu") else name)
     k_mod = backend.kernels()
+    if name in ("cpu-blas-dw", "cpu-numba-dw"):
+        from minadder.kernels.cpu import grad_weight
+        grad_weight.FULL_DW_PRODUCT = name[4:-3]
     n, c, h, c_out, d, s, p = layer
     n = batch or n
     rng = np.random.default_rng(0)
@@ -246,7 +252,7 @@ def child(args):
     import minadder
     minadder.configure()       # as the command line does (NUMBA_NUM_THREADS sets the threads)
     layer = LAYERS[args.child_layer]
-    if args.child_impl in ("numpy", "cpu", "cpu-avx2"):
+    if args.child_impl in ("numpy", "cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw"):
         result = run_minadder(args.child_impl, layer, args.batch, args.repeat)
     elif args.child_impl == "conv2d":
         result = run_conv2d(layer, args.batch, args.repeat)
@@ -372,7 +378,7 @@ def fraction_row(name, impl, result, macs, record, threads):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--impl", nargs="*", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--impl", nargs="*", default=[i for i in IMPLS if not i.endswith("-dw")], choices=IMPLS)
     ap.add_argument("--layers", nargs="*", default=None,
                     help="substrings of layer names to keep (default: all)")
     ap.add_argument("--batch", type=int, default=None, help="override the batch size (32)")
@@ -428,7 +434,7 @@ def main():
             rows.append([name, impl, fmt_rate(macs, r.get("fwd")), fmt_rate(macs, r.get("dx")),
                          fmt_rate(macs, r.get("dw")), fmt_rate(macs, r.get("dws")), fmt_ms(r.get("fwd")), fmt_ms(fb),
                          fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio, vs_conv])
-            if impl in ("cpu", "cpu-avx2", "conv2d"):
+            if impl in ("cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw", "conv2d"):
                 fractions.append(fraction_row(name, impl, r, macs, ceilings, args.threads))
         print_rows(header, rows[-len(impls):], args.markdown, first=(name == names[0]))
     print()

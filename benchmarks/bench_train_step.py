@@ -184,7 +184,9 @@ def main():
     from minadder.memory import keep_freed_memory
     kept = False if args.malloc_default else keep_freed_memory()
     import numba
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # as the command line does, before the kernels load: Numba's workqueue threading layer
+    # and the CPU features of this machine (512-bit vectors on AVX-512), then the threads
+    ma.configure(threads=min(threads, numba.config.NUMBA_NUM_THREADS))
     if args.profile:
         batch = args.lenet_batch if args.profile.startswith("lenet5") else args.resnet_batch[0]
         ma.set_backend(args.backends[0])

@@ -49,25 +49,31 @@ def unbroadcast(grad, shape):
 class BinaryOp(Function):
     """An operation on two operands that broadcast against each other. A subclass gives
     ``compute(a, b)`` and ``grads(a, b, g)``, the gradients of the broadcast shape; the
-    backward sums each back to its operand's shape with ``unbroadcast``."""
+    backward sums each back to its operand's shape with ``unbroadcast``. Only the ops
+    whose gradients read the operands keep them (``uses_operands``): a kept array stays
+    alive until backward, and a training step's memory is mostly such arrays."""
+    uses_operands = True
 
     @classmethod
     def forward(cls, ctx, a, b):
-        ctx.a, ctx.b = a, b
+        ctx.shapes = np.shape(a), np.shape(b)
+        ctx.a, ctx.b = (a, b) if cls.uses_operands else (None, None)
         return cls.compute(a, b)
 
     @classmethod
     def backward(cls, ctx, g):
         grad_a, grad_b = cls.grads(ctx.a, ctx.b, g)
-        return unbroadcast(grad_a, np.shape(ctx.a)), unbroadcast(grad_b, np.shape(ctx.b))
+        return unbroadcast(grad_a, ctx.shapes[0]), unbroadcast(grad_b, ctx.shapes[1])
 
 
 class Add(BinaryOp):
+    uses_operands = False
     compute = staticmethod(np.add)
     grads = staticmethod(lambda a, b, g: (g, g))                     # d(a + b)/da = d(a + b)/db = 1
 
 
 class Sub(BinaryOp):
+    uses_operands = False
     compute = staticmethod(np.subtract)
     grads = staticmethod(lambda a, b, g: (g, -g))                    # d(a - b)/db = -1
 
@@ -279,46 +285,52 @@ def pad(a, widths, value=0.0):
 # ============================================================================ elementwise
 class Elementwise(Function):
     """f applied to every entry: out = f(a). A subclass gives ``compute(a)`` and
-    ``derivative(a, out)``, f'(a); the backward is the chain rule entry by entry, g * f'(a)."""
+    ``derivative(kept)``, f'(a) from what it keeps: ``keeps`` = "a" (the input) or "out"
+    (the result; one array kept, not both). The backward is the chain rule entry by entry,
+    g * f'(a)."""
+    keeps = "a"
 
     @classmethod
     def forward(cls, ctx, a):
-        ctx.a, ctx.out = a, cls.compute(a)
-        return ctx.out
+        out = cls.compute(a)
+        ctx.kept = a if cls.keeps == "a" else out
+        return out
 
     @classmethod
     def backward(cls, ctx, g):
-        return g * cls.derivative(ctx.a, ctx.out)
+        return g * cls.derivative(ctx.kept)
 
 
 class Exp(Elementwise):
+    keeps = "out"
     compute = staticmethod(np.exp)
-    derivative = staticmethod(lambda a, out: out)                    # (e^a)' = e^a
+    derivative = staticmethod(lambda out: out)                       # (e^a)' = e^a
 
 
 class Log(Elementwise):
     compute = staticmethod(np.log)
-    derivative = staticmethod(lambda a, out: 1 / a)
+    derivative = staticmethod(lambda a: 1 / a)
 
 
 class ReLU(Elementwise):
+    keeps = "out"
     compute = staticmethod(lambda a: np.maximum(a, a.dtype.type(0)))
-    derivative = staticmethod(lambda a, out: a > 0)
+    derivative = staticmethod(lambda out: out > 0)                   # a > 0 exactly where out > 0
 
 
 class HardTanh(Elementwise):
     compute = staticmethod(lambda a: np.clip(a, -1, 1))
-    derivative = staticmethod(lambda a, out: (a > -1) & (a < 1))    # 1 inside (-1, 1), else 0
+    derivative = staticmethod(lambda a: (a > -1) & (a < 1))          # 1 inside (-1, 1), else 0
 
 
 class Abs(Elementwise):
     compute = staticmethod(np.abs)
-    derivative = staticmethod(lambda a, out: np.sign(a))            # the subgradient 0 at a = 0
+    derivative = staticmethod(lambda a: np.sign(a))                  # the subgradient 0 at a = 0
 
 
 class Sign(Elementwise):
     compute = staticmethod(np.sign)
-    derivative = staticmethod(lambda a, out: np.zeros_like(a))      # flat on each side of 0
+    derivative = staticmethod(lambda a: np.zeros_like(a))            # flat on each side of 0
 
 
 exp = Exp.apply

@@ -13,8 +13,13 @@ Against naive.py's loop:
   1/DW_CHUNKS of the batch at a time, and one task per (4 filters, row k) runs four
   dot-product-like reductions along it.
 
-A Numba reduction rather than NumPy's BLAS, whose threads stalled when the machine's
-cores were busy with other work (0.2-1.4 G/s measured so, against 7-40 alone).
+* Full mode on every other layer: G X'^T is NumPy's matrix product (BLAS sgemm) on the
+  same chunks of X_col. dW is exact linear algebra, and BLAS is tuned for it, except when
+  C_out is small and the rows are long (then sgemm's output block is too thin).
+  FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
+  (benchmarks/bench_adder_layers.py --impl cpu cpu-numba-dw cpu-blas-dw compares them).
+  BLAS's threads can stall when the machine's cores are busy with other work (0.2-1.4 G/s
+  measured so once, against 7-40 alone): measure on an idle machine.
 """
 import math
 
@@ -37,6 +42,14 @@ WIDE_DW_MIN_POSITIONS = 200
 #: rows of X per register block of the full-mode product: 4 with 32 vector registers
 #: (16 accumulators), else 2 (8 accumulators fit AVX2's 16 registers; target.py)
 KB = 4 if TARGET.blocking == "wide" else 2
+#: how full mode computes G X'^T: "auto", "numba" (the register blocks below) or "blas"
+FULL_DW_PRODUCT = "auto"
+#: "auto" keeps the register-block product (no X_col) for long rows only up to this many
+#: filters. Measured 2026-12-04 on a 2-core AVX-512 Intel, batch 64, 2 threads, G MAC/s
+#: register blocks vs BLAS: ResNet-20 16ch 32x32 35.3 vs 15.6, 32ch 16x16 41.9 vs 24.1
+#: (blocks win); VGG-small 256ch 16x16 48.3 vs 80.6 (BLAS wins); short rows (8x8 layers,
+#: LeNet's conv2 and fc1) 1.6-3.4x faster through BLAS than the chunked Numba reduction.
+WIDE_DW_MAX_CHANNELS = 32
 
 
 @njit(inline="always")
@@ -197,7 +210,13 @@ def blocked_grad_weight(w2, g, win, mode, frame):
     dw = np.zeros(w2.shape, dtype=xp.dtype)
     pitch = xp.shape[3]
     npos = wide_count(win, pitch)
-    if full and wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS:   # no X_col
+    long_rows = wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS
+    blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
+                                            and win.c_out <= WIDE_DW_MAX_CHANNELS)
+    if full and not blocks:
+        for cols, gc in _columns_in_chunks(frame, g, win):
+            dw += gc @ cols.T                       # sgemm on at most 1/DW_CHUNKS of X_col
+    elif full and long_rows:   # the register-block product, no X_col
         gw = np.ascontiguousarray(on_wide_positions(g, win, pitch))
         _grad_weight_wide_kernel(frame.flat, wide_offsets(win, xp), gw, npos, dw)
     else:
