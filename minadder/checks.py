@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from .kernels.contract import check_grad_mode
+from .kernels.contract import DISTANCES, check_grad_mode
 from .kernels.geometry import check_window_args
 
 
@@ -19,11 +19,24 @@ def _shape(t):
     return np.shape(getattr(t, "data", t))
 
 
-def check_adder2d_args(op, x, weight, stride, padding, grad_mode):
-    """The adder layer's operands (x 4-D, weight (C_out, C_in, kh, kw), a window that fits)
-    and its grad_mode, one of contract.GRAD_MODES."""
-    check_grad_mode(grad_mode, op)
+def check_adder2d_args(op, x, weight, stride, padding, grad_mode, distance="l1"):
+    """The adder layer's operands (x 4-D, weight (C_out, C_in, kh, kw), a window that fits),
+    its grad_mode, one of contract.GRAD_MODES, and its distance (check_distance)."""
+    check_distance(op, distance, grad_mode)
     check_window_args(op, _shape(x), _shape(weight), stride, padding)
+
+
+def check_distance(op, distance, grad_mode):
+    """An adder layer's distance, one of contract.DISTANCES, with a grad_mode that fits it:
+    grad_mode chooses among the l1 layer's gradients; the l2 layer's are exact, and asking
+    it for the sign gradient (Eq. 4) is an error rather than a silently ignored setting."""
+    check_grad_mode(grad_mode, op)
+    if not isinstance(distance, str) or distance not in DISTANCES:
+        raise ValueError(f"{op}: distance must be one of {DISTANCES}, got {distance!r}")
+    if distance == "l2" and grad_mode == "sign":
+        raise ValueError(f"{op}: grad_mode='sign' applies to the l1 distance only; "
+                         "an l2 layer's gradients are exact (use grad_mode='full')")
+    return distance
 
 
 def check_number(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):

@@ -205,20 +205,23 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
 
 # ============================================================================ adder layer
-def adder2d_from_primitives(x, weight, stride=1, padding=0, grad_mode="sign"):
+def adder2d_from_primitives(x, weight, stride=1, padding=0, grad_mode=None, distance="l1"):
     """The adder layer (Eq. 2) written with primitives, the definition every backend's fused
     ``adder2d`` is tested against: pad, gather every window, subtract the filters, |.|, sum,
     negate. Its plain autograd gives the exact subgradient (Eq. 4): dY/dF = sgn(X - F),
     dY/dX = sgn(F - X). grad_mode="full" gives the paper's full-precision gradients (Eqs. 5,
-    6) instead, through ``AdderFullPrecision``."""
-    checks.check_adder2d_args("adder2d", x, weight, stride, padding, grad_mode)
-    if grad_mode == "full":
+    6) instead, through ``AdderFullPrecision``. distance="l2" is Appendix B's -sum (X - F)(X - F),
+    whose autograd is exact: dY/dF = 2 (X - F), dY/dX = 2 (F - X) (grad_mode: None or "full")."""
+    grad_mode = ("sign" if distance == "l1" else "full") if grad_mode is None else grad_mode
+    checks.check_adder2d_args("adder2d", x, weight, stride, padding, grad_mode, distance)
+    if grad_mode == "full" and distance == "l1":
         return AdderFullPrecision.apply(x, weight, stride, padding)
     c_out, c, kh, kw = weight.shape
     windows = _gather_windows(pad(x, _pad_width(padding)), kh, kw, stride)   # (N, C, H_out, W_out, kh, kw)
     windows = reshape(windows, x.shape[0], 1, c, *windows.shape[2:])        # X[n, ., k, u, v, i, j]
     filters = reshape(weight, 1, c_out, c, 1, 1, kh, kw)                     # F[., t, k, ., ., i, j]
-    return -sum(abs(windows - filters), axis=(2, 5, 6))   # Y[n, t, u, v] = -sum_{k,i,j} |X - F|
+    diff = windows - filters
+    return -sum(diff * diff if distance == "l2" else abs(diff), axis=(2, 5, 6))   # -sum_{k,i,j} |X - F| or (X - F)^2
 
 
 class AdderFullPrecision(Function):
@@ -245,35 +248,38 @@ class AdderFullPrecision(Function):
 
 class Adder2d(Function):
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, grad_mode):
+    def forward(ctx, x, weight, stride, padding, grad_mode, distance="l1"):
         ctx.kernels, ctx.grad_mode = backend.kernels(), grad_mode
-        y, ctx.saved = ctx.kernels.adder2d_forward(x, weight, Window.of(x.shape, weight.shape, stride, padding))
+        win = Window.of(x.shape, weight.shape, stride, padding)
+        y, ctx.saved = ctx.kernels.adder2d_forward(x, weight, win, distance=distance)
         return y
 
     @staticmethod
     def backward(ctx, g):
         dx, dw = ctx.kernels.adder2d_backward(g, ctx.saved, ctx.grad_mode, need_input_grad=ctx.needs_input_grad[0],
                                               need_weight_grad=ctx.needs_input_grad[1])
-        return dx, dw, None, None, None
+        return dx, dw, None, None, None, None
 
 
-def adder2d(x, weight, stride=1, padding=0, grad_mode="full"):
+def adder2d(x, weight, stride=1, padding=0, grad_mode="full", distance="l1"):
     """The adder layer (Eq. 2): Y[n,t,u,v] = -sum_{k,i,j} |Xp[n,k,s*u+i,s*v+j] - F[t,k,i,j]|.
 
     x: (N, C_in, H, W), weight: (C_out, C_in, d, d), zero padding. grad_mode selects the
     gradients (proofs/mathematics.md): "full" (X - F for the filters, Eq. 5, and
     HardTanh(F - X) for the input, Eq. 6) or "sign" (the exact subgradient, Eq. 4). It must
     equal ``adder2d_from_primitives`` in both modes, on every backend (tests/test_adder_primitives.py).
+    distance="l2" is the l2 distance of Appendix B, -sum (X - F)^2, with exact gradients (grad_mode "full").
     """
-    checks.check_adder2d_args("adder2d", x, weight, stride, padding, grad_mode)
-    return Adder2d.apply(x, weight, stride, padding, grad_mode)
+    checks.check_adder2d_args("adder2d", x, weight, stride, padding, grad_mode, distance)
+    return Adder2d.apply(x, weight, stride, padding, grad_mode, distance)
 
 
-def adder_linear(x, weight, grad_mode="full"):
-    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map)."""
-    contract.check_grad_mode(grad_mode, "adder_linear")
+def adder_linear(x, weight, grad_mode="full", distance="l1"):
+    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map),
+    or -sum_k (x[n, k] - W[t, k])^2 for distance="l2"."""
+    checks.check_distance("adder_linear", distance, grad_mode)
     xs, ws = checks.check_features("adder_linear", x, weight, x_ndim=2)
-    y = Adder2d.apply(reshape(x, xs[0], xs[1], 1, 1), reshape(weight, ws[0], ws[1], 1, 1), 1, 0, grad_mode)
+    y = Adder2d.apply(reshape(x, xs[0], xs[1], 1, 1), reshape(weight, ws[0], ws[1], 1, 1), 1, 0, grad_mode, distance)
     return reshape(y, xs[0], ws[0])
 
 

@@ -11,7 +11,6 @@ import numpy as np
 
 from . import bounded, checks
 from . import functional as F
-from .kernels import contract
 from .rng import generator
 from .tensor import Tensor
 
@@ -205,12 +204,13 @@ def _uniform(shape, bound, dtype):
 
 class Adder2d(Module):
     """Adder layer (Eq. 2) with filters (out, in, k, k) initialised N(0, 1), as the
-    reference code does. ``grad_mode`` is "full" (Eq. 5, 6) or "sign" (Eq. 4)."""
+    reference code does. ``grad_mode`` is "full" (Eq. 5, 6) or "sign" (Eq. 4); ``distance``
+    "l1" (Eq. 2) or "l2" (Appendix B, exact gradients: grad_mode "full")."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 bias=False, grad_mode="full", dtype=np.float32):
+                 bias=False, grad_mode="full", dtype=np.float32, distance="l1"):
         super().__init__()
-        contract.check_grad_mode(grad_mode, "Adder2d")
+        self.distance = checks.check_distance("Adder2d", distance, grad_mode)
         in_channels, out_channels, kernel_size, stride, padding = checks.check_conv_layer(
             "Adder2d", in_channels, out_channels, kernel_size, stride, padding)
         self.stride, self.padding, self.grad_mode = stride, padding, grad_mode
@@ -219,20 +219,21 @@ class Adder2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
 
     def forward(self, x):
-        y = F.adder2d(x, self.weight, self.stride, self.padding, self.grad_mode)
+        y = F.adder2d(x, self.weight, self.stride, self.padding, self.grad_mode, self.distance)
         return y if self.bias is None else y + F.reshape(self.bias, 1, -1, 1, 1)
 
     def extra_repr(self):
         o, i, k, _ = self.weight.shape
-        return f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}, grad_mode={self.grad_mode!r}"
+        return f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}, grad_mode={self.grad_mode!r}, distance={self.distance!r}"
 
 
 class AdderLinear(Module):
-    """Fully connected adder layer: y[n, t] = -sum_k |x[n, k] - W[t, k]|, W ~ N(0, 1)."""
+    """Fully connected adder layer: y[n, t] = -sum_k |x[n, k] - W[t, k]| (or (x - W)^2 for
+    distance="l2"), W ~ N(0, 1)."""
 
-    def __init__(self, in_features, out_features, bias=False, grad_mode="full", dtype=np.float32):
+    def __init__(self, in_features, out_features, bias=False, grad_mode="full", dtype=np.float32, distance="l1"):
         super().__init__()
-        contract.check_grad_mode(grad_mode, "AdderLinear")
+        self.distance = checks.check_distance("AdderLinear", distance, grad_mode)
         in_features, out_features = checks.check_sizes("AdderLinear", in_features=in_features,
                                                        out_features=out_features)
         self.grad_mode = grad_mode
@@ -240,11 +241,11 @@ class AdderLinear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
 
     def forward(self, x):
-        y = F.adder_linear(x, self.weight, self.grad_mode)
+        y = F.adder_linear(x, self.weight, self.grad_mode, self.distance)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self):
-        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, grad_mode={self.grad_mode!r}"
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, grad_mode={self.grad_mode!r}, distance={self.distance!r}"
 
 
 class Conv2d(Module):

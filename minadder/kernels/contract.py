@@ -9,19 +9,21 @@ A backend is a module (or package) of plain functions with the names in ``KERNEL
         Raise ``minadder.backend.BackendUnavailable`` (saying why) when the backend cannot
         run here; return None when it can.
 
-    adder2d_forward(x, weight, win) -> (y, saved)
+    adder2d_forward(x, weight, win, distance="l1") -> (y, saved)
         The adder layer, Eq. 2: y[n, t, u, v] = -sum_{c,i,j} |Xp[n, c, s*u+i, s*v+j] - F[t, c, i, j]|
-        with Xp the zero-padded input. x (N, C, H, W), weight F (C_out, C, kh, kw),
+        with Xp the zero-padded input; distance="l2" is Appendix B's Eq. 27, the same sum
+        of (Xp - F)^2 (one of DISTANCES; a backend without it raises NotImplementedError). x (N, C, H, W), weight F (C_out, C, kh, kw),
         win = geometry.Window.of(x.shape, weight.shape, stride, padding); y has shape
         win.y_shape = (N, C_out, H_out, W_out). ``saved`` is opaque: only the same
-        backend's adder2d_backward reads it.
+        backend's adder2d_backward reads it (and it remembers the distance).
 
     adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True)
         -> (dx or None, dweight or None)
         The gradients for G = grad_y (N, C_out, H_out, W_out), in one of GRAD_MODES:
         "full" is Eq. 5 for the filters (X - F) and Eq. 6 for the input (HardTanh(F - X));
         "sign" is Eq. 4, the exact subgradient (sgn). A gradient not needed is None and
-        its kernel is skipped (the input gradient of a network's first layer).
+        its kernel is skipped (the input gradient of a network's first layer). An l2 layer's
+        gradients are exact whatever the mode: dY/dF = 2 (X - F), dY/dX = 2 (F - X).
 
     conv2d_forward(x, weight, win) -> (y, saved)
     conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True) -> (dx, dweight)
@@ -40,6 +42,9 @@ from .geometry import Window, check_window_args, output_size  # noqa: F401  (re-
 
 #: the two gradients of the adder layer: "full" (Eqs. 5 and 6) and "sign" (Eq. 4)
 GRAD_MODES = ("full", "sign")
+
+#: the two distances of the adder layer: "l1" (Eq. 2) and "l2" (Appendix B, Eq. 27)
+DISTANCES = ("l1", "l2")
 
 #: the functions every backend exports (see above)
 KERNEL_NAMES = ("check_available", "adder2d_forward", "adder2d_backward", "conv2d_forward", "conv2d_backward")

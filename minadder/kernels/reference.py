@@ -106,6 +106,28 @@ def adder_grad_input(cols, weight, grad_out, mode="full"):
     return dcols
 
 
+# ------------------------------------------------------------ l2 distance (Appendix B)
+def l2_forward(cols, weight):
+    """Eq. 27 in im2col form: Y[t, l] = -sum_k (X_col[k, l] - W[t, k])^2, by its definition."""
+    out = np.empty((weight.shape[0], cols.shape[1]), dtype=np.result_type(cols, weight))
+    for sl in _chunks(*weight.shape, cols.shape[1]):
+        diff = cols[None, :, sl] - weight[:, :, None]          # (C_out, K, chunk)
+        out[:, sl] = -(diff * diff).sum(axis=1)
+    return out
+
+
+def l2_grads(cols, weight, grad_out):
+    """The exact gradients of Eq. 27: dW[t, k] = sum_l G[t, l] * 2 (X_col[k, l] - W[t, k])
+    and dX_col[k, l] = sum_t G[t, l] * 2 (W[t, k] - X_col[k, l])."""
+    dw = np.zeros(weight.shape, dtype=np.result_type(cols, weight, grad_out))
+    dcols = np.empty(cols.shape, dtype=dw.dtype)
+    for sl in _chunks(*weight.shape, cols.shape[1]):
+        diff = cols[None, :, sl] - weight[:, :, None]          # X - F, (C_out, K, chunk)
+        dw += 2 * np.einsum("tkl,tl->tk", diff, grad_out[:, sl])
+        dcols[:, sl] = -2 * np.einsum("tkl,tl->kl", diff, grad_out[:, sl])
+    return dw, dcols
+
+
 # ------------------------------------------------- the contract (contract.py), image in
 def check_available():
     """The reference needs only NumPy: it always runs."""
@@ -122,24 +144,27 @@ def _image_of(y_cols, win):
     return np.ascontiguousarray(y)
 
 
-def adder2d_forward(x, weight, win):
-    """Eq. 2 on images: im2col, the column kernel, and back. saved = (x, weight, win)."""
+def adder2d_forward(x, weight, win, distance="l1"):
+    """Eq. 2 (or Eq. 27 for distance="l2") on images: im2col, the column kernel, and back.
+    saved = (x, weight, win, distance)."""
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
-    y = adder_forward(cols, weight.reshape(win.c_out, win.k))
-    return _image_of(y, win), (x, weight, win)
+    y = (l2_forward if distance == "l2" else adder_forward)(cols, weight.reshape(win.c_out, win.k))
+    return _image_of(y, win), (x, weight, win, distance)
 
 
 def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
-    """dX (Eq. 6, or sgn) and dF (Eq. 5, or Eq. 4's sgn) from one X_col rebuilt from x."""
-    x, weight, win = saved
+    """dX (Eq. 6, or sgn) and dF (Eq. 5, or Eq. 4's sgn) from one X_col rebuilt from x; for
+    an l2 layer the exact gradients of Eq. 27, whatever the mode."""
+    x, weight, win, distance = saved
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
     w2, g = weight.reshape(win.c_out, win.k), _columns_of(grad_y)
-    dw = adder_grad_weight(cols, w2, g, mode).reshape(weight.shape) if need_weight_grad else None
-    dx = None
-    if need_input_grad:
-        dcols = adder_grad_input(cols, w2, g, mode)
-        dx = col2im(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding)
-    return dx, dw
+    if distance == "l2":
+        dw, dcols = l2_grads(cols, w2, g)
+    else:
+        dw = adder_grad_weight(cols, w2, g, mode) if need_weight_grad else None
+        dcols = adder_grad_input(cols, w2, g, mode) if need_input_grad else None
+    dx = col2im(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding) if need_input_grad else None
+    return dx, (dw.reshape(weight.shape) if need_weight_grad else None)
 
 
 def conv2d_forward(x, weight, win):

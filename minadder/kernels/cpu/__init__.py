@@ -9,6 +9,7 @@ The package is a ladder; read it from the bottom rung up:
     forward.py      the blocked forward: the min identity, register blocks
     grad_input.py   the blocked dX, col2im fused in
     grad_weight.py  the blocked dW: a register-blocked product, or chunks of X_col
+    l2.py           the l2 layer (Eq. 27) through Eq. 28: BLAS on chunks of X_col
 
 and, one level up because they must be read before any kernel is defined, ../target.py
 (which CPU the code is compiled for, and the register block it gets) and ../settings.py
@@ -44,6 +45,7 @@ from .forward import blocked_forward
 from .frame import ShiftedInput, same_dtype, shifted, unshifted
 from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
+from .l2 import l2_backward, l2_forward
 
 
 def check_available():
@@ -57,6 +59,7 @@ class Saved(NamedTuple):
     win: Window
     frame: Optional[ShiftedInput]     # x padded and shifted by the filters' mean, or None
     finite: bool = True               # x and weight hold no inf or NaN (else: the reference)
+    distance: str = "l1"              # "l1" (Eq. 2) or "l2" (Eq. 27)
 
 
 def _finite(*arrays):
@@ -98,15 +101,19 @@ def _row_window(win):
 
 
 # ====================================================================== the contract
-def adder2d_forward(x, weight, win):
-    """Eq. 2 on images: (y (N, C_out, H_out, W_out), saved); see contract.py."""
+def adder2d_forward(x, weight, win, distance="l1"):
+    """Eq. 2 (Eq. 27 for distance="l2") on images: (y (N, C_out, H_out, W_out), saved)."""
     x, weight = same_dtype(x, weight)
     if _empty(win):
-        return np.zeros(win.y_shape, dtype=x.dtype), Saved(x, weight, win, None)
+        return np.zeros(win.y_shape, dtype=x.dtype), Saved(x, weight, win, None, True, distance)
     if not _finite(x, weight):   # inf or NaN: the reference's definition, not the identities
         with np.errstate(invalid="ignore", over="ignore"):   # inf - inf is NaN, silently, as in PyTorch
-            return reference.adder2d_forward(x, weight, win)[0], Saved(x, weight, win, None, False)
+            y = reference.adder2d_forward(x, weight, win, distance)[0]
+            return y, Saved(x, weight, win, None, False, distance)
     w2 = weight.reshape(win.c_out, win.k)
+    if distance == "l2":
+        y, frame = l2_forward(x, w2, win)
+        return y.reshape(win.y_shape), Saved(x, weight, win, frame, True, distance)
     if _pointwise(win):
         row_win = _row_window(win)
         y = np.empty((1, win.c_out, win.l), dtype=x.dtype)
@@ -132,15 +139,19 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     """(dX, dF) of ``mode`` (full: Eqs. 5, 6; sign: Eq. 4), None for one not needed."""
     if not (need_input_grad or need_weight_grad):
         return None, None
-    x, weight, win, saved_frame, finite = saved
+    x, weight, win, saved_frame, finite, distance = saved
     x, weight, g = same_dtype(x, weight, grad_y)
     if _empty(win):
         return (np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None,
                 np.zeros(weight.shape, dtype=x.dtype) if need_weight_grad else None)
     if not (finite and _finite(g)):
         with np.errstate(invalid="ignore", over="ignore"):
-            return reference.adder2d_backward(g, (x, weight, win), mode, need_input_grad, need_weight_grad)
+            return reference.adder2d_backward(g, (x, weight, win, distance), mode, need_input_grad, need_weight_grad)
     w2, g = weight.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
+    if distance == "l2":   # exact gradients, whatever the mode
+        frame = saved_frame if saved_frame.xp.dtype == x.dtype else shifted(x, w2, win)
+        dx, dw = l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad)
+        return dx, (None if dw is None else dw.reshape(weight.shape))
     if _pointwise(win):   # the layer on one long row: x, G and dX as rows
         row_win, x_row = _row_window(win), _as_row(x)
         g_row = _as_row(g).reshape(1, win.c_out, win.l)

@@ -1,0 +1,75 @@
+"""The l2 adder layer (Appendix B, Eq. 27) on the cpu backend: BLAS products through Eq. 28.
+
+Eq. 27 is Y[t, l] = -sum_k (X_col[k, l] - W[t, k])^2. Expanding the square (Eq. 28),
+
+    Y = 2 W X_col - |X_col|^2 - |W|^2          |X_col|^2 per column l, |W|^2 per filter t
+
+a matrix product plus two vectors of squared norms. Its gradients are exact (G = dLoss/dY):
+
+    dW     = 2 (G X_col^T - W * rowsum(G))          = sum_l G[t, l] 2 (X - W)
+    dX_col = 2 (W^T G - X_col * colsum(G))          = sum_t G[t, l] 2 (W - X), then col2im
+
+Precision. The three terms of Eq. 28 are each about |X|^2 when inputs and filters sit near
+a common offset (raw pixels and filters that learnt them), and cancel to a much smaller Y.
+(x - w)^2 does not change when x and w are shifted by the same c, so everything is computed
+with x - c and w - c, c the filters' mean: the frame.py copy the l1 kernels read.
+
+Memory. X_col is built for about N / DW_CHUNKS images at a time (as the l1 layer's dW is),
+so no more than that part of the layer's im2col buffer exists at once.
+"""
+import math
+
+import numpy as np
+
+from .. import reference
+from .frame import shifted
+from .grad_weight import DW_CHUNKS
+
+
+def _image_chunks(win):
+    """Slices of the batch of about N / DW_CHUNKS images each."""
+    step = max(1, math.ceil(win.n / DW_CHUNKS))
+    return [slice(n0, min(win.n, n0 + step)) for n0 in range(0, win.n, step)]
+
+
+def _columns(frame, win, images):
+    """X_col (K, L_c) of some images, from the padded, shifted input (no padding left to add)."""
+    return reference.im2col(frame.xp[images], win.kh, win.kw, win.stride, 0)
+
+
+def _g_columns(g, images):
+    """G (N, C_out, P) of some images as (C_out, L_c), in im2col's column order."""
+    gc = g[images]
+    return np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(gc.shape[1], -1)
+
+
+def l2_forward(x, w2, win):
+    """Eq. 28 per chunk of images: (y (N, C_out, P), the shifted frame for the backward)."""
+    frame = shifted(x, w2, win)
+    wc = w2 - frame.centre                                    # W - c (C_out, K)
+    w_norms = (wc * wc).sum(axis=1)[:, None]                   # |W - c|^2 per filter
+    y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
+    for images in _image_chunks(win):
+        cols = _columns(frame, win, images)                    # X_col - c (K, L_c)
+        yc = 2 * (wc @ cols) - (cols * cols).sum(axis=0) - w_norms
+        y[images] = yc.reshape(win.c_out, -1, win.plane).transpose(1, 0, 2)
+    return y, frame
+
+
+def l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad):
+    """The exact gradients of Eq. 27 (dX (N, C, H, W), dW (C_out, K); None where not needed)
+    for G = g (N, C_out, P), from the forward's shifted frame."""
+    wc = (w2 - frame.centre).astype(frame.xp.dtype)
+    dw = np.zeros(w2.shape, dtype=wc.dtype) if need_weight_grad else None
+    dxp = np.zeros(frame.xp.shape, dtype=wc.dtype) if need_input_grad else None
+    for images in _image_chunks(win):
+        cols, gc = _columns(frame, win, images), _g_columns(g, images)
+        if need_weight_grad:
+            dw += gc @ cols.T - wc * gc.sum(axis=1)[:, None]
+        if need_input_grad:
+            dcols = wc.T @ gc - cols * gc.sum(axis=0)
+            dxp[images] += reference.col2im(dcols, (images.stop - images.start,) + frame.xp.shape[1:],
+                                            win.kh, win.kw, win.stride, 0)
+    p = win.padding
+    dx = None if dxp is None else 2 * dxp[:, :, p:p + win.h, p:p + win.w]
+    return dx, (None if dw is None else 2 * dw)
