@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 import minadder
@@ -19,3 +21,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def private_data_folder(tmp_path_factory):
+    """$MINADDER_DATA pointed at a folder of this test module's own (the synthetic digits are
+    generated there once), restored afterwards."""
+    old = os.environ.get("MINADDER_DATA")
+    os.environ["MINADDER_DATA"] = str(tmp_path_factory.mktemp("minadder-data"))
+    yield
+    if old is None:
+        os.environ.pop("MINADDER_DATA", None)
+    else:
+        os.environ["MINADDER_DATA"] = old

@@ -16,19 +16,7 @@ CRASHED = 99
 
 
 @pytest.fixture(scope="module", autouse=True)
-def data_cache(tmp_path_factory):
-    """The synthetic digits in a private folder, generated once (restored after this module)."""
-    old = os.environ.get("MINADDER_DATA")
-    os.environ["MINADDER_DATA"] = str(tmp_path_factory.mktemp("minadder-data"))
-    yield
-    if old is None:
-        os.environ.pop("MINADDER_DATA", None)
-    else:
-        os.environ["MINADDER_DATA"] = old
-
-
-@pytest.fixture(scope="module", autouse=True)
-def data_once(data_cache):
+def data_once(private_data_folder):
     """Every run here trains on the same tiny data: read them once (the forked copies inherit them)."""
     loaded = []
     real_load = T.loop.load_data

@@ -4,7 +4,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 import minadder as ma
 from minadder import bounded, nn
@@ -27,6 +26,7 @@ def test_integer_and_bool_tensors_cannot_require_grad(data):
 
 def test_pytorch_refuses_the_same_tensors():
     """The reference behaviour the engine copies."""
+    torch = pytest.importorskip("torch")
     with pytest.raises(RuntimeError, match=PYTORCH_MESSAGE):
         torch.tensor([1, 2, 3], requires_grad=True)
 

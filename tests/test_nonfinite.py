@@ -58,6 +58,19 @@ def check_backend(backend, x, w, g, win):
         assert_agree(dw, dw_ref, f"dF ({mode})")
 
 
+def one_special(x_shape, w_shape, where, special, seed, at):
+    """(x, w, g, win) of a random stride-1, padding-1 layer with ``special`` (inf or NaN) put
+    into operand ``where`` ("x", "w" or "g") at the fraction ``at`` of its entries."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    win = geometry.Window.of(x.shape, w.shape, 1, 1)
+    g = rng.standard_normal(win.y_shape).astype(np.float32)
+    target = {"x": x, "w": w, "g": g}[where]
+    target.flat[int(target.size * at)] = special
+    return x, w, g, win
+
+
 @pytest.mark.parametrize("backend", [cpu, naive], ids=["cpu", "naive"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=layer_with_specials())
@@ -69,14 +82,7 @@ def test_backends_agree_with_the_reference_on_inf_and_nan(backend, case):
 @pytest.mark.parametrize("where", ["x", "w", "g"])
 def test_a_wide_layer_with_one_special_value_agrees(where, special):
     """A stride-1 layer big enough for the blocked kernels' wide paths (and dW's no-X_col path)."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 4, 20, 20)).astype(np.float32)
-    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
-    win = geometry.Window.of(x.shape, w.shape, 1, 1)
-    g = rng.standard_normal(win.y_shape).astype(np.float32)
-    target = {"x": x, "w": w, "g": g}[where]
-    target.flat[target.size // 3] = special
-    check_backend(cpu, x, w, g, win)
+    check_backend(cpu, *one_special((2, 4, 20, 20), (8, 4, 3, 3), where, special, seed=0, at=1 / 3))
 
 
 @pytest.mark.filterwarnings("error")

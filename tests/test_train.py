@@ -1,7 +1,6 @@
 """The training loop and `python -m minadder train`: outputs, exact resume, Ctrl-C."""
 import hashlib
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,16 +10,7 @@ from minadder import train as T
 from minadder.__main__ import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def data_cache(tmp_path_factory):
-    """Generate the synthetic digits into a private folder (restored after this module)."""
-    old = os.environ.get("MINADDER_DATA")
-    os.environ["MINADDER_DATA"] = str(tmp_path_factory.mktemp("minadder-data"))
-    yield
-    if old is None:
-        os.environ.pop("MINADDER_DATA", None)
-    else:
-        os.environ["MINADDER_DATA"] = old
+pytestmark = pytest.mark.usefixtures("private_data_folder")   # the digits in this module's own folder
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run these tests through tests/test_cuda.py"
 
 from minadder.kernels import cuda as kc  # noqa: E402
-from minadder.kernels import geometry  # noqa: E402
-from tests.test_nonfinite import SPECIALS, check_backend, layer_with_specials  # noqa: E402
+from tests.test_nonfinite import SPECIALS, check_backend, layer_with_specials, one_special  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # inf - inf in simulated float32
 
@@ -28,11 +27,4 @@ def test_cuda_agrees_with_the_reference_on_inf_and_nan(case):
 
 @pytest.mark.parametrize("where, special", [("x", np.nan), ("w", np.inf), ("g", -np.inf), ("w", np.nan)])
 def test_one_special_value_in_each_operand(where, special):
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
-    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-    win = geometry.Window.of(x.shape, w.shape, 1, 1)
-    g = rng.standard_normal(win.y_shape).astype(np.float32)
-    target = {"x": x, "w": w, "g": g}[where]
-    target.flat[target.size // 2] = special
-    check_backend(kc, x, w, g, win)
+    check_backend(kc, *one_special((1, 2, 4, 4), (3, 2, 3, 3), where, special, seed=2, at=1 / 2))
