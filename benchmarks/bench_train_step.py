@@ -184,7 +184,7 @@ def main():
     from minadder.memory import keep_freed_memory
     kept = False if args.malloc_default else keep_freed_memory()
     import numba
-    # as the command line does, before the kernels load: Numba's workqueue threading layer
+    # as the command line does, before the kernels load: Numba's threading layer, one BLAS thread
     # and the CPU features of this machine (512-bit vectors on AVX-512), then the threads
     ma.configure(threads=min(threads, numba.config.NUMBA_NUM_THREADS))
     if args.profile:

@@ -115,8 +115,10 @@ def kernels(name=None):
 
 def configure(threads=None):
     """Set the process-wide options the cpu kernels run best with: Numba's threading layer
-    ("workqueue", unless NUMBA_THREADING_LAYER is set), the CPU features it compiles for
-    (unless NUMBA_CPU_FEATURES is set), and, if ``threads`` is given, its thread count.
+    ("omp", else "workqueue"; unless NUMBA_THREADING_LAYER is set), the CPU features it
+    compiles for (unless NUMBA_CPU_FEATURES is set), one thread for NumPy's BLAS (unless
+    OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set), and, if ``threads`` is given, Numba's
+    thread count.
     See ``minadder/kernels/settings.py`` for why.
 
     Call it once at a program's start, before the cpu kernels are imported or run: Numba

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 pytest.importorskip("numba")
+from minadder.kernels import settings  # noqa: E402
 
 # the settings before and after an import, as JSON on the last line
 PROBE = r"""
@@ -42,7 +43,7 @@ def _run(statement):
 def test_importing_a_kernel_module_changes_no_global_setting(module):
     result = _run(f"import {module}")
     assert result["after"] == result["before"]
-    assert result["before"]["layer"] != "workqueue"      # so that configure() below shows a change
+    assert result["before"]["layer"] == "default"        # Numba's own; configure() below changes it
 
 
 def test_configure_sets_the_threading_layer_the_features_and_the_threads():
@@ -57,9 +58,10 @@ def test_configure_sets_the_threading_layer_the_features_and_the_threads():
                   "from numba.core.registry import cpu_target\n"
                   "used = cpu_target.target_context.codegen()._tm_features\n"
                   "assert want is None or used == want, (used, want)\n"
-                  "minadder.configure()            # a second call is harmless\n")
+                  "minadder.configure()            # a second call is harmless\n"
+                  "assert numba.config.THREADING_LAYER == settings.threading_layer()\n")
     after = result["after"]
-    assert after["layer"] == "workqueue" and after["threads"] == 1
+    assert after["layer"] in settings.THREADING_LAYERS and after["threads"] == 1
     assert after["errors"] == result["before"]["errors"]
 
 
@@ -73,12 +75,42 @@ def test_configure_after_the_kernels_are_defined_warns_when_it_would_change_the_
                   "late = [w for w in caught if 'CPU features' in str(w.message)]\n"
                   "assert len(late) == (settings.cpu_features() is not None), caught\n"
                   "assert numba.config.CPU_FEATURES is None\n")
-    assert result["after"]["layer"] == "workqueue"
+    assert result["after"]["layer"] in settings.THREADING_LAYERS
 
 
 def test_an_environment_choice_of_threading_layer_is_kept():
     out = subprocess.run([sys.executable, "-c", "import minadder, numba; minadder.configure(); "
                           "print(numba.config.THREADING_LAYER)"],
-                         env=dict(os.environ, NUMBA_THREADING_LAYER="omp"), capture_output=True, text=True,
+                         env=dict(os.environ, NUMBA_THREADING_LAYER="workqueue"), capture_output=True, text=True,
                          timeout=300, check=True)
-    assert out.stdout.strip() == "omp"
+    assert out.stdout.strip() == "workqueue"
+
+
+def _blas_threads_after_configure(extra_env):
+    """The BLAS thread count NumPy's OpenBLAS reports after minadder.configure(), read
+    through its own get_num_threads in a fresh process (None: not OpenBLAS)."""
+    code = ("import ctypes, minadder, numpy as np\n"
+            "from minadder.kernels import settings\n"
+            "minadder.configure()\n"
+            "paths = {l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.lower()}\n"
+            "counts = []\n"
+            "for path in paths:\n"
+            "    lib = ctypes.CDLL(path)\n"
+            "    for name in ('scipy_openblas_get_num_threads64_', 'openblas_get_num_threads64_',\n"
+            "                 'openblas_get_num_threads'):\n"
+            "        if hasattr(lib, name):\n"
+            "            counts.append(getattr(lib, name)()); break\n"
+            "print(counts[0] if counts else None)\n")
+    env = {k: v for k, v in os.environ.items() if k not in settings.BLAS_THREAD_VARIABLES}
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra_env), capture_output=True,
+                         text=True, timeout=300, check=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds OpenBLAS through /proc/self/maps")
+def test_configure_gives_blas_one_thread_unless_the_environment_chose():
+    chosen = _blas_threads_after_configure({})
+    if chosen == "None":
+        pytest.skip("NumPy is not linked against OpenBLAS here")
+    assert chosen == "1"
+    assert _blas_threads_after_configure({"OPENBLAS_NUM_THREADS": "2"}) == "2"

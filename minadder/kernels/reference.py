@@ -133,12 +133,12 @@ def check_available():
     """The reference needs only NumPy: it always runs."""
 
 
-def _columns_of(g):
+def columns_of(g):
     """G (N, C_out, H_out, W_out) as the column kernels' (C_out, L)."""
     return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(g.shape[1], -1)
 
 
-def _image_of(y_cols, win):
+def image_of(y_cols, win):
     """Y (C_out, L) back to the image (N, C_out, H_out, W_out)."""
     y = y_cols.reshape(win.c_out, win.n, win.ho, win.wo).transpose(1, 0, 2, 3)
     return np.ascontiguousarray(y)
@@ -149,7 +149,7 @@ def adder2d_forward(x, weight, win, distance="l1"):
     saved = (x, weight, win, distance)."""
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
     y = (l2_forward if distance == "l2" else adder_forward)(cols, weight.reshape(win.c_out, win.k))
-    return _image_of(y, win), (x, weight, win, distance)
+    return image_of(y, win), (x, weight, win, distance)
 
 
 def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
@@ -157,7 +157,7 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     an l2 layer the exact gradients of Eq. 27, whatever the mode."""
     x, weight, win, distance = saved
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
-    w2, g = weight.reshape(win.c_out, win.k), _columns_of(grad_y)
+    w2, g = weight.reshape(win.c_out, win.k), columns_of(grad_y)
     if distance == "l2":
         dw, dcols = l2_grads(cols, w2, g)
     else:
@@ -171,13 +171,13 @@ def conv2d_forward(x, weight, win):
     """Convolution via im2col: Y = W @ X_col. saved = (X_col, W, win)."""
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)        # X_col (K, L)
     w2 = weight.reshape(win.c_out, win.k)                            # W (C_out, K)
-    return _image_of(w2 @ cols, win), (cols, w2, win)
+    return image_of(w2 @ cols, win), (cols, w2, win)
 
 
 def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
     """dW = G @ X_col^T and dX = col2im(W^T @ G), with G (C_out, L)."""
     cols, w2, win = saved
-    g = _columns_of(grad_y)
+    g = columns_of(grad_y)
     dw = (g @ cols.T).reshape(win.c_out, win.c, win.kh, win.kw) if need_weight_grad else None
     dx = None
     if need_input_grad:

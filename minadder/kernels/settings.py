@@ -3,12 +3,16 @@
 Importing a kernel module changes no global setting; ``minadder.configure()`` calls
 ``configure`` here, once, at a program's start:
 
-* the threading layer: Numba picks OpenMP when it can, whose idle workers spin. On a
-  small machine shared with other processes a spinning worker holds a core that a
-  running one needs, and every parallel launch waits for a descheduled thread (a
-  LeNet-5-BN step: 345 images/s on OpenMP against 2,050 on workqueue in the same minute,
-  benchmarks/README.md). The workqueue layer's workers sleep. NUMBA_THREADING_LAYER, if
-  set, is kept.
+* the threading layer: OpenMP when Numba has it (its workers spin between parallel
+  loops, so the many short kernels of a step start without waking anyone), else
+  workqueue. NUMBA_THREADING_LAYER, if set, is kept; on a machine shared with other busy
+  processes, workqueue (sleeping workers) is the better choice (benchmarks/README.md).
+* BLAS's own threads: one. NumPy's OpenBLAS keeps its workers spinning for up to about
+  0.1 s after every matrix product, and on a small machine they take the cores from the
+  kernels' threads: a ResNet-20 AdderNet step ran at 80 images/s on OpenMP with two BLAS
+  threads and at 172 with one (workqueue: 126 and 141; benchmarks/README.md). The cpu
+  backend splits its own large matrix products over threads instead. OPENBLAS_NUM_THREADS
+  or OMP_NUM_THREADS, if set, is kept.
 * the CPU features Numba compiles for (part of its on-disk cache key): a CPU named by
   NUMBA_CPU_NAME gets its own features, not the host's; an AVX-512 host gets 512-bit
   vectors where LLVM would prefer 256 (the zmm loops ran 1.6-2x faster; target.py).
@@ -21,6 +25,7 @@ its kernels), and the threading layer when it first starts its threads. So this 
 imports no kernel, and ``configure`` must run before the cpu kernels are imported; called
 later it warns that the features stay as they were.
 """
+import ctypes
 import os
 import warnings
 
@@ -28,8 +33,10 @@ import numba
 
 from .target import full_width_features, named_cpu_features
 
-#: the threading layer used unless NUMBA_THREADING_LAYER says otherwise (see above)
-THREADING_LAYER = "workqueue"
+#: the threading layers tried, in order, unless NUMBA_THREADING_LAYER says otherwise (see above)
+THREADING_LAYERS = ("omp", "workqueue")
+#: the environment variables that mean the user chose the BLAS thread count
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cpu_features():
@@ -45,12 +52,56 @@ def _cpu_target_is_set_up():
     return "_toplevel_target_context" in vars(cpu_target)
 
 
-def configure(threads=None):
+def threading_layer():
+    """The first of THREADING_LAYERS this Numba can start (its OpenMP layer needs libgomp)."""
+    for layer in THREADING_LAYERS:
+        try:
+            if layer == "omp":
+                import numba.np.ufunc.omppool  # noqa: F401  (loads libgomp, starts nothing)
+            return layer
+        except ImportError:
+            continue
+    return "workqueue"
+
+
+def _openblas_thread_setter():
+    """NumPy's OpenBLAS ``set_num_threads`` function, found among the libraries this process
+    has loaded (Linux), or None (another BLAS, another system)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                return setter
+    return None
+
+
+def set_blas_threads(count):
+    """Tell NumPy's OpenBLAS to use ``count`` threads; True if it could be told."""
+    setter = _openblas_thread_setter()
+    if setter is None:
+        return False
+    setter(int(count))
+    return True
+
+
+def configure(threads=None, blas_threads=1):
     """Set Numba's threading layer and CPU features (unless the environment chose them),
-    and its thread count if ``threads`` is given (that starts Numba's threads, so the
-    layer is set first). A second call changes at most the thread count."""
+    its thread count if ``threads`` is given (that starts Numba's threads, so the layer is
+    set first), and BLAS's thread count to ``blas_threads`` (unless the environment chose
+    it; None leaves it). A second call changes at most the two thread counts."""
     if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = THREADING_LAYER
+        numba.config.THREADING_LAYER = threading_layer()
     wanted = cpu_features() if numba.config.CPU_FEATURES is None else None
     if wanted is not None:
         if _cpu_target_is_set_up():
@@ -61,3 +112,5 @@ def configure(threads=None):
             numba.config.CPU_FEATURES = wanted
     if threads is not None:
         numba.set_num_threads(int(threads))
+    if blas_threads is not None and not any(v in os.environ for v in BLAS_THREAD_VARIABLES):
+        set_blas_threads(blas_threads)

@@ -10,6 +10,8 @@ The package is a ladder; read it from the bottom rung up:
     grad_input.py   the blocked dX, col2im fused in
     grad_weight.py  the blocked dW: a register-blocked product, or chunks of X_col
     l2.py           the l2 layer (Eq. 27) through Eq. 28: BLAS on chunks of X_col
+    products.py     large matrix products split over threads (one BLAS call each)
+    columns.py      parallel im2col / col2im for the ordinary convolution
 
 and, one level up because they must be read before any kernel is defined, ../target.py
 (which CPU the code is compiled for, and the register block it gets) and ../settings.py
@@ -45,6 +47,7 @@ from .forward import blocked_forward
 from .frame import ShiftedInput, same_dtype, shifted, unshifted
 from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
+from . import columns, products
 from .l2 import l2_backward, l2_forward
 
 
@@ -171,10 +174,19 @@ def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad):
 
 
 def conv2d_forward(x, weight, win):
-    """The ordinary convolution: the reference's im2col and matrix product (NumPy's BLAS)."""
-    return reference.conv2d_forward(*same_dtype(x, weight), win)
+    """The ordinary convolution: X_col by a parallel im2col, then Y = W @ X_col split over threads."""
+    x, weight = same_dtype(x, weight)
+    cols = columns.im2col(x, win.kh, win.kw, win.stride, win.padding)
+    w2 = weight.reshape(win.c_out, win.k)
+    return reference.image_of(products.matmul(w2, cols), win), (cols, w2, win)
 
 
 def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
-    """dX and dW of conv2d_forward: the reference's."""
-    return reference.conv2d_backward(grad_y, saved, need_input_grad, need_weight_grad)
+    """dW = G @ X_col^T and dX = col2im(W^T @ G), as the reference, the products split over threads."""
+    cols, w2, win = saved
+    g = reference.columns_of(grad_y)
+    dw = products.matmul(g, cols.T).reshape(win.c_out, win.c, win.kh, win.kw) if need_weight_grad else None
+    dx = None
+    if need_input_grad:
+        dx = columns.col2im(products.matmul(w2.T, g), win.x_shape, win.kh, win.kw, win.stride, win.padding)
+    return dx, dw

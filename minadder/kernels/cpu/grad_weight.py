@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import reference
+from . import products
 from .naive import sgn
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
 from ..target import TARGET
@@ -215,7 +216,7 @@ def blocked_grad_weight(w2, g, win, mode, frame):
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
     if full and not blocks:
         for cols, gc in _columns_in_chunks(frame, g, win):
-            dw += gc @ cols.T                       # sgemm on at most 1/DW_CHUNKS of X_col
+            dw += products.matmul(gc, cols.T)       # sgemm on at most 1/DW_CHUNKS of X_col
     elif full and long_rows:   # the register-block product, no X_col
         gw = np.ascontiguousarray(on_wide_positions(g, win, pitch))
         _grad_weight_wide_kernel(frame.flat, wide_offsets(win, xp), gw, npos, dw)

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .. import reference
+from . import products
 from .frame import shifted
 from .grad_weight import DW_CHUNKS
 
@@ -51,7 +52,7 @@ def l2_forward(x, w2, win):
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
     for images in _image_chunks(win):
         cols = _columns(frame, win, images)                    # X_col - c (K, L_c)
-        yc = 2 * (wc @ cols) - (cols * cols).sum(axis=0) - w_norms
+        yc = 2 * products.matmul(wc, cols) - (cols * cols).sum(axis=0) - w_norms
         y[images] = yc.reshape(win.c_out, -1, win.plane).transpose(1, 0, 2)
     return y, frame
 
@@ -65,9 +66,9 @@ def l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad):
     for images in _image_chunks(win):
         cols, gc = _columns(frame, win, images), _g_columns(g, images)
         if need_weight_grad:
-            dw += gc @ cols.T - wc * gc.sum(axis=1)[:, None]
+            dw += products.matmul(gc, cols.T) - wc * gc.sum(axis=1)[:, None]
         if need_input_grad:
-            dcols = wc.T @ gc - cols * gc.sum(axis=0)
+            dcols = products.matmul(wc.T, gc) - cols * gc.sum(axis=0)
             dxp[images] += reference.col2im(dcols, (images.stop - images.start,) + frame.xp.shape[1:],
                                             win.kh, win.kw, win.stride, 0)
     p = win.padding

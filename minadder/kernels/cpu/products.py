@@ -1,0 +1,52 @@
+"""Large matrix products split over threads, each thread one single-threaded BLAS call.
+
+minadder.configure() gives NumPy's BLAS one thread (settings.py says why: its idle workers
+spin and take the cores from the adder kernels). The ordinary convolution and the
+full-precision dW still want every core, so this module splits a product A @ B by
+columns of B into one block per Numba thread and runs the blocks on a small pool of
+Python threads (NumPy releases the GIL inside the product). Results are those of
+``a @ b`` up to float rounding of the split.
+"""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+#: below this many multiply-adds a product runs as one call: handing a block to another
+#: thread costs tens of microseconds (chosen by hand, not re-measured)
+MIN_SPLIT_TERMS = 1 << 21
+
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _workers(count):
+    """The pool of ``count`` helper threads, made (or remade, if the count changed) once."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != count:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool, _pool_size = ThreadPoolExecutor(count, thread_name_prefix="minadder-blas"), count
+        return _pool
+
+
+def matmul(a, b):
+    """a (M, K) @ b (K, N), its columns split over numba.get_num_threads() threads."""
+    m, k = a.shape
+    n = b.shape[1]
+    threads = min(numba.get_num_threads(), max(1, n // 64))
+    if threads == 1 or m * k * n < MIN_SPLIT_TERMS:
+        return a @ b
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+    edges = np.linspace(0, n, threads + 1).astype(int)
+    blocks = list(zip(edges[:-1], edges[1:]))
+    pool = _workers(threads - 1)
+    pending = [pool.submit(np.matmul, a, b[:, lo:hi], out=out[:, lo:hi]) for lo, hi in blocks[1:]]
+    lo, hi = blocks[0]
+    np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])       # the calling thread takes the first block
+    for job in pending:
+        job.result()
+    return out

@@ -1,0 +1,61 @@
+"""The cpu backend's threaded matrix product and parallel im2col / col2im equal NumPy's."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+pytest.importorskip("numba")
+import numba  # noqa: E402
+
+from minadder.kernels.cpu import products  # noqa: E402
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Split every product, however small, over 2 threads."""
+    monkeypatch.setattr(products, "MIN_SPLIT_TERMS", 0)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield numba.get_num_threads()
+    numba.set_num_threads(before)
+
+
+# the fixture's setting holds for every example, which is what is wanted here
+@settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(m=st.integers(1, 9), k=st.integers(1, 40), n=st.integers(1, 300), transposed=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_threaded_product_equals_numpy(split_everything, m, k, n, transposed, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32).T if transposed else \
+        rng.standard_normal((k, n)).astype(np.float32)
+    out = products.matmul(a, b)
+    assert out.shape == (m, n) and out.dtype == np.float32
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-5, atol=1e-4)
+
+
+def test_a_product_wide_enough_is_split_into_one_block_per_thread(split_everything, monkeypatch):
+    if split_everything < 2:
+        pytest.skip("needs 2 Numba threads")
+    calls = []
+    real = np.matmul
+    monkeypatch.setattr(products.np, "matmul", lambda a, b, out: calls.append(b.shape) or real(a, b, out=out))
+    a, b = np.ones((3, 4)), np.ones((4, 256))
+    np.testing.assert_array_equal(products.matmul(a, b), np.full((3, 256), 4.0))
+    assert sorted(calls) == [(4, 128), (4, 128)]
+
+
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+       k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_parallel_im2col_and_col2im_equal_the_reference(n, c, h, w, k, stride, padding, seed):
+    from minadder.kernels import reference
+    from minadder.kernels.cpu import columns
+    if h + 2 * padding < k or w + 2 * padding < k:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    cols = reference.im2col(x, k, k, stride, padding)
+    np.testing.assert_array_equal(columns.im2col(x, k, k, stride, padding), cols)
+    g = rng.standard_normal(cols.shape).astype(np.float32)
+    np.testing.assert_allclose(columns.col2im(g, x.shape, k, k, stride, padding),
+                               reference.col2im(g, x.shape, k, k, stride, padding), rtol=1e-6, atol=1e-6)
