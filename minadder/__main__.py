@@ -20,7 +20,7 @@ import sys
 
 from . import backend, models, optim
 from .data import registry
-from .kernels.contract import GRAD_MODES
+from .kernels.contract import DISTANCES, GRAD_MODES
 from .train import (AUGMENTS, INTEGER_RANGES, LR_STEPS, FolderInUse, StopSignals, Stopped, TrainConfig,
                     TrainingDiverged, TrainingInterrupted, exit_status, expand_path, field_names)
 
@@ -72,6 +72,7 @@ def _add_train_parser(sub):
                    help=f"Nesterov momentum (default: {DEFAULTS.nesterov})")
     opt("--weight-decay", "L2 weight decay", type=float)
     opt("--grad-mode", "adder gradients: full precision (Eq. 5, 6) or sign (Eq. 4)", choices=GRAD_MODES)
+    opt("--distance", "adder layers' distance: l1 (Eq. 2) or l2 (Eq. 27, Appendix B)", choices=DISTANCES)
     opt("--adder-scaling", "adder learning-rate scaling: adaptive (Eq. 13), fixed factor, or none",
         choices=optim.ADDER_SCALINGS)
     opt("--eta", "eta of the adaptive scaling (Eq. 13)", type=float)
@@ -98,7 +99,9 @@ def _add_count_parser(sub):
                                    "without the first and last layers, as in the paper's Tables 2 and 3, "
                                    "and the latency estimate of Sec. 4.1 (mul 4 cycles, add 2).")
     p.add_argument("--model", default="resnet20", choices=tuple(models.MODELS), help="network (default: resnet20)")
-    p.add_argument("--kind", default="adder", choices=models.KINDS, help="adder or cnn (default: adder)")
+    p.add_argument("--kind", default="adder", choices=models.KINDS, help="adder, cnn or bnn (default: adder)")
+    p.add_argument("--distance", default="l1", choices=DISTANCES,
+                   help="the adder layers' distance: l1, or l2 with a multiplication per term (default: l1)")
     p.add_argument("--num-classes", type=int, default=10, help="classes, 2 to 100,000 (default: 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -144,6 +147,7 @@ def build_parser():
 def _run_train(args):
     from .memory import keep_freed_memory
     from .train import config_from_checkpoint, train
+    from .train.report import network_label
 
     backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
     keep_freed_memory()   # large temporaries reuse warm pages: 10-20 % per step (memory.py)
@@ -158,7 +162,7 @@ def _run_train(args):
     m = result["metrics"]
     epochs = m["epochs"]
     total = sum(r["time_s"] for r in epochs)  # time_s is per epoch, training only
-    kind = "AdderNet" if config.kind == "adder" else "CNN"
+    kind = network_label(config.kind, config.distance)
     if m["test_accuracy"] is not None:
         print(f"final test accuracy: {100 * m['test_accuracy']:.2f} % ({config.model} {kind} on {config.dataset}, "
               f"{len(epochs)} epoch{'s' * (len(epochs) != 1)}, {total:.1f} s training, backend {m['backend']})")
@@ -198,7 +202,9 @@ def _run_evaluate(args):
 def _run_count(args):
     from .count import count, format_report
 
-    report = count(args.model, args.kind, num_classes=args.num_classes)
+    if args.distance != "l1" and args.kind != "adder":
+        raise ValueError(f"--distance {args.distance} applies to --kind adder only, not {args.kind}")
+    report = count(args.model, args.kind, num_classes=args.num_classes, distance=args.distance)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 

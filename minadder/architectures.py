@@ -13,8 +13,12 @@ GlobalAvgPool) are functions applied on the way. ``minadder.models`` and
 
 ``kind`` picks what the multiplying layers become (paper Sec. 4.1, 4.2): with
 kind="adder", every ``Conv2d`` / ``Linear`` record whose ``adder`` flag is set becomes an
-adder layer (Eq. 2, ``Adder2d`` / ``AdderLinear``); with kind="cnn" it stays a bias-free
-convolution / linear layer. Nothing else changes between the two kinds.
+adder layer (Eq. 2, ``Adder2d`` / ``AdderLinear``; with ``distance="l2"`` the l2 layer of
+Appendix B, Eq. 27); with kind="cnn" it stays a bias-free convolution / linear layer;
+with kind="bnn" it becomes a binary layer (``minadder.binary``: weights and inputs
+binarized by sign, the paper's BNN baseline of Tables 2 and 3), and the network's first
+and last layers stay full precision, as in the BNN papers. Nothing else changes between
+the kinds.
 
 - LeNet-5-BN (MNIST): every conv AND fully connected layer is an adder layer.
 - VGG-small, ResNet-20, ResNet-32 (CIFAR): the first conv and the classifier stay full
@@ -30,10 +34,11 @@ leaves out of the paper's Table 2 totals.
 import numbers
 from typing import NamedTuple
 
+from .checks import check_distance
 from .kernels.contract import check_grad_mode
 from .kernels.geometry import output_size
 
-KINDS = ("adder", "cnn")
+KINDS = ("adder", "cnn", "bnn")
 
 
 # ============================================================================ layer records
@@ -117,6 +122,7 @@ class Architecture(NamedTuple):
     last_layer: str
     layers: tuple
     options: tuple = ()
+    distance: str = "l1"
 
 
 def block_layers(block):
@@ -141,11 +147,14 @@ def spatial_size(layers, size):
     return size
 
 
-def check_args(model, kind, grad_mode, num_classes, in_channels, input_size, min_size):
-    """Refuse a kind, grad mode or size the network cannot be built with, naming it."""
+def check_args(model, kind, grad_mode, num_classes, in_channels, input_size, min_size, distance="l1"):
+    """Refuse a kind, grad mode, distance or size the network cannot be built with, naming it."""
     if kind not in KINDS:
         raise ValueError(f"{model}: kind must be one of {KINDS}, got {kind!r}")
     check_grad_mode(grad_mode, model)
+    check_distance(model, distance, grad_mode)
+    if distance != "l1" and kind != "adder":
+        raise ValueError(f"{model}: distance={distance!r} applies to kind='adder' only, got kind={kind!r}")
     for name, value, low in (("num_classes", num_classes, 2), ("in_channels", in_channels, 1),
                              ("input_size", input_size, min_size)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -153,7 +162,7 @@ def check_args(model, kind, grad_mode, num_classes, in_channels, input_size, min
 
 
 # ============================================================================ the networks
-def lenet5_bn(kind="adder", grad_mode="full", num_classes=10, in_channels=1, input_size=32):
+def lenet5_bn(kind="adder", grad_mode="full", num_classes=10, in_channels=1, input_size=32, distance="l1"):
     """LeNet-5 with batch norm after every weight layer (paper Sec. 4.1), for 1x32x32 inputs:
 
     conv 1->6 k5, BN, ReLU, maxpool 2; conv 6->16 k5, BN, ReLU, maxpool 2;
@@ -165,7 +174,7 @@ def lenet5_bn(kind="adder", grad_mode="full", num_classes=10, in_channels=1, inp
     the first step. The reference code does the same for ResNet-20; the CNN twin keeps it
     too, so that the two kinds have identical architectures.
     """
-    check_args("lenet5_bn", kind, grad_mode, num_classes, in_channels, input_size, 16)
+    check_args("lenet5_bn", kind, grad_mode, num_classes, in_channels, input_size, 16, distance)
     convs = (Conv2d("conv1", in_channels, 6, 5), BatchNorm2d("bn1", 6), ReLU(), MaxPool(2),
              Conv2d("conv2", 6, 16, 5), BatchNorm2d("bn2", 16), ReLU(), MaxPool(2))
     size = spatial_size(convs, input_size)   # 32 -> 28 -> 14 -> 10 -> 5
@@ -173,11 +182,12 @@ def lenet5_bn(kind="adder", grad_mode="full", num_classes=10, in_channels=1, inp
                       Linear("fc1", 16 * size * size, 120), BatchNorm1d("bn3", 120), ReLU(),
                       Linear("fc2", 120, 84), BatchNorm1d("bn4", 84), ReLU(),
                       Linear("fc3", 84, num_classes), BatchNorm1d("bn5", num_classes))
-    return Architecture("lenet5_bn", kind, grad_mode, num_classes, in_channels, input_size, "conv1", "fc3", layers)
+    return Architecture("lenet5_bn", kind, grad_mode, num_classes, in_channels, input_size, "conv1", "fc3", layers,
+                        distance=distance)
 
 
 def lenet_pp(kind="adder", grad_mode="full", num_classes=10, in_channels=1, input_size=32, feature_dim=3,
-             widths=(32, 32, 64, 64, 128, 128)):
+             widths=(32, 32, 64, 64, 128, 128), distance="l1"):
     """LeNet++ (paper Fig. 1, after Wen et al.'s centre-loss network): six 5x5 layers of
     ``widths`` channels (padding 2, max pooling after every pair), a fully connected layer
     down to ``feature_dim`` = 3 features, and the classifier. Every weight layer is
@@ -190,7 +200,7 @@ def lenet_pp(kind="adder", grad_mode="full", num_classes=10, in_channels=1, inpu
     ``forward(x, return_features=True)`` returns (logits, features). Narrower ``widths``
     give the notebooks' small version.
     """
-    check_args("lenet_pp", kind, grad_mode, num_classes, in_channels, input_size, 8)
+    check_args("lenet_pp", kind, grad_mode, num_classes, in_channels, input_size, 8, distance)
     if len(widths) != 6:
         raise ValueError(f"lenet_pp: widths must be 6 channel counts, got {tuple(widths)}")
     channels, convs = (in_channels, *widths), ()
@@ -202,17 +212,17 @@ def lenet_pp(kind="adder", grad_mode="full", num_classes=10, in_channels=1, inpu
                       BatchNorm1d("bn_feature", feature_dim), Features(),
                       Linear("fc", feature_dim, num_classes), BatchNorm1d("bn_fc", num_classes))
     return Architecture("lenet_pp", kind, grad_mode, num_classes, in_channels, input_size, "conv1", "fc", layers,
-                        (("feature_dim", feature_dim), ("widths", tuple(widths))))
+                        (("feature_dim", feature_dim), ("widths", tuple(widths))), distance)
 
 
-def vgg_small(kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32):
+def vgg_small(kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32, distance="l1"):
     """VGG-small for 3x32x32 inputs (the BNN papers' network the paper uses in Table 2):
 
     conv 3->128 (full precision), then 128, 128, M, 256, 256, M, 512, 512, M as 3x3
     layers (adder layers in the AdderNet), each with BN + ReLU, then a full-precision
     linear classifier 512*4*4 -> num_classes (with bias: nothing normalises after it).
     """
-    check_args("vgg_small", kind, grad_mode, num_classes, in_channels, input_size, 8)
+    check_args("vgg_small", kind, grad_mode, num_classes, in_channels, input_size, 8, distance)
     layers = (Conv2d("conv0", in_channels, 128, 3, 1, 1, adder=False), BatchNorm2d("bn0", 128), ReLU())
     for i, (c_in, c_out, pool_before) in enumerate(((128, 128, False), (128, 256, True), (256, 256, False),
                                                     (256, 512, True), (512, 512, False)), start=1):
@@ -221,10 +231,11 @@ def vgg_small(kind="adder", grad_mode="full", num_classes=10, in_channels=3, inp
     layers += (MaxPool(2),)
     size = spatial_size(layers, input_size)
     layers += (Flatten(), Linear("fc", 512 * size * size, num_classes, adder=False, bias=True))
-    return Architecture("vgg_small", kind, grad_mode, num_classes, in_channels, input_size, "conv0", "fc", layers)
+    return Architecture("vgg_small", kind, grad_mode, num_classes, in_channels, input_size, "conv0", "fc", layers,
+                        distance=distance)
 
 
-def resnet(depth, kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32):
+def resnet(depth, kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32, distance="l1"):
     """CIFAR ResNet-(6n+2) in the reference code's style: conv 3->16 (full precision) +
     BN + ReLU; three stages of n basic blocks with 16, 32, 64 channels (stride 2 at the
     start of stages 2 and 3); global average pooling; a full-precision classifier
@@ -233,7 +244,7 @@ def resnet(depth, kind="adder", grad_mode="full", num_classes=10, in_channels=3,
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or (depth - 2) % 6 != 0 or depth < 8:
         raise ValueError(f"ResNet: depth must be 6n+2 with n >= 1, got {depth}")
     name = f"resnet{depth}"
-    check_args(name, kind, grad_mode, num_classes, in_channels, input_size, 4)
+    check_args(name, kind, grad_mode, num_classes, in_channels, input_size, 4, distance)
     layers = (Conv2d("conv1", in_channels, 16, 3, 1, 1, adder=False), BatchNorm2d("bn1", 16), ReLU())
     width, n = 16, (depth - 2) // 6
     for stage, (channels, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
@@ -243,17 +254,18 @@ def resnet(depth, kind="adder", grad_mode="full", num_classes=10, in_channels=3,
             width = channels
         layers += (Stage(f"layer{stage}", tuple(blocks)),)
     layers += (GlobalAvgPool(), Linear("fc", 64, num_classes, adder=False), BatchNorm1d("bn2", num_classes))
-    return Architecture(name, kind, grad_mode, num_classes, in_channels, input_size, "conv1", "fc", layers)
+    return Architecture(name, kind, grad_mode, num_classes, in_channels, input_size, "conv1", "fc", layers,
+                        distance=distance)
 
 
-def resnet20(kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32):
+def resnet20(kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32, distance="l1"):
     """ResNet-20 (3 blocks per stage) for 3x32x32 inputs; see ``resnet``."""
-    return resnet(20, kind, grad_mode, num_classes, in_channels, input_size)
+    return resnet(20, kind, grad_mode, num_classes, in_channels, input_size, distance)
 
 
-def resnet32(kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32):
+def resnet32(kind="adder", grad_mode="full", num_classes=10, in_channels=3, input_size=32, distance="l1"):
     """ResNet-32 (5 blocks per stage) for 3x32x32 inputs; see ``resnet``."""
-    return resnet(32, kind, grad_mode, num_classes, in_channels, input_size)
+    return resnet(32, kind, grad_mode, num_classes, in_channels, input_size, distance)
 
 
 DESCRIPTIONS = {"lenet5_bn": lenet5_bn, "lenet_pp": lenet_pp, "vgg_small": vgg_small,

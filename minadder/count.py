@@ -111,11 +111,15 @@ def trace(model, input_shape=None):
 
 
 # ============================================================================ counting
-def layer_ops(row, kind):
-    """mul, add, xnor of one weight layer computed as `kind` ("cnn", "adder" or "bnn")."""
+def layer_ops(row, kind, distance="l1"):
+    """mul, add, xnor of one weight layer computed as `kind` ("cnn", "adder" or "bnn").
+
+    An l1 adder term |x - w| is a subtraction and an accumulation (the absolute value is a
+    sign bit); an l2 term (x - w)^2 (Eq. 27) is a subtraction, a multiplication and an
+    accumulation: the l2-AdderNet multiplies as often as the CNN does."""
     pairs = row["pairs"]
     if kind == "adder":
-        return {"mul": 0, "add": 2 * pairs, "xnor": 0}
+        return {"mul": pairs if distance == "l2" else 0, "add": 2 * pairs, "xnor": 0}
     if kind == "bnn":
         return {"mul": 0, "add": pairs, "xnor": pairs}
     return {"mul": pairs, "add": pairs, "xnor": 0}
@@ -135,9 +139,10 @@ def _sum(op_rows):
     return total
 
 
-def _as_kind(kind, row, full_precision):
-    """The kind a layer runs as: full-precision layers stay "cnn" in every kind."""
-    return "cnn" if row["name"] in full_precision else kind
+def _as_kind(kind, row, full_precision, edge=()):
+    """The kind a layer runs as: full-precision layers stay "cnn" in every kind, and a
+    BNN keeps its first and last layers (``edge``) full precision too."""
+    return "cnn" if row["name"] in full_precision or (kind == "bnn" and row["name"] in edge) else kind
 
 
 #: The most classes ``count`` builds a classifier for (ImageNet-21k has about 21,000):
@@ -151,12 +156,13 @@ def check_num_classes(num_classes):
         raise ValueError(f"--num-classes must be an integer from 2 to {MAX_CLASSES:,}; got {num_classes!r}")
 
 
-def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size=None):
+def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size=None, distance="l1"):
     """The op counts of one forward pass of `model_name` as a JSON-ready dict.
 
-    ``layers`` lists every weight layer with its mul/add/xnor as `kind`; ``totals`` has
-    "all" and "without_first_last"; ``table`` holds the three rows of the paper's Table 2
-    (BNN, AdderNet, CNN) both ways; ``not_counted`` has batch norm and residual additions.
+    ``layers`` lists every weight layer with its mul/add/xnor as `kind` (its adder layers
+    of ``distance``); ``totals`` has "all" and "without_first_last"; ``table`` holds the
+    three rows of the paper's Table 2 (BNN, AdderNet, CNN) both ways, and "adder_l2", the
+    l2-AdderNet of Appendix B; ``not_counted`` has batch norm and residual additions.
     """
     check_num_classes(num_classes)
     kwargs = {"num_classes": num_classes}
@@ -165,7 +171,11 @@ def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size
     if input_size is not None:
         kwargs["input_size"] = input_size
     adder_twin = models.build_model(model_name, kind="adder", **kwargs)
-    model = adder_twin if kind == "adder" else models.build_model(model_name, kind=kind, **kwargs)
+    if kind == "adder":
+        model = models.build_model(model_name, kind=kind, distance=distance, **kwargs)
+    else:
+        model = models.build_model(model_name, kind=kind, **kwargs)
+        distance = "l1"
     rows = trace(model)
     weight_rows = [r for r in rows if "pairs" in r]
     # the layers the AdderNet keeps multiplying (the first and last of the CIFAR nets)
@@ -175,23 +185,23 @@ def count(model_name, kind="adder", num_classes=10, in_channels=None, input_size
     layers = []
     for r in weight_rows:
         role = "first" if r["name"] == model.first_layer else "last" if r["name"] == model.last_layer else ""
-        ops = layer_ops(r, _as_kind(kind, r, full_precision))
+        ops = layer_ops(r, _as_kind(kind, r, full_precision, edge), distance)
         layers.append({**r, "role": role, **ops, "cycles": cycles(ops)})
 
-    def totals(as_kind):
-        per_layer = [(r, layer_ops(r, _as_kind(as_kind, r, full_precision))) for r in weight_rows]
+    def totals(as_kind, as_distance="l1"):
+        per_layer = [(r, layer_ops(r, _as_kind(as_kind, r, full_precision, edge), as_distance)) for r in weight_rows]
         return {"all": _sum(ops for _, ops in per_layer),
                 "without_first_last": _sum(ops for r, ops in per_layer if r["name"] not in edge)}
 
     bn_values = sum(r["values"] for r in rows if r["type"] == "BatchNorm")
     residual_values = sum(r["values"] for r in rows if r["type"] == "residual add")
     return {
-        "model": model_name, "kind": kind, "input_shape": list(model.input_shape()),
+        "model": model_name, "kind": kind, "distance": distance, "input_shape": list(model.input_shape()),
         "first_layer": model.first_layer, "last_layer": model.last_layer,
         "full_precision_layers": sorted(full_precision),
         "layers": layers,
-        "totals": totals(kind),
-        "table": {k: totals(k) for k in ("bnn", "adder", "cnn")},
+        "totals": totals(kind, distance),
+        "table": {**{k: totals(k) for k in ("bnn", "adder", "cnn")}, "adder_l2": totals("adder", "l2")},
         "not_counted": {"batch_norm_values": bn_values, "batch_norm_folded": {"mul": bn_values, "add": bn_values},
                         "residual_adds": residual_values},
         "paper": PAPER.get(model_name, {}),
@@ -214,7 +224,9 @@ def _si(n):
 
 def format_report(report):
     """The report of ``count`` as the text table the command line prints."""
-    kind_name = {"adder": "AdderNet", "cnn": "CNN"}[report["kind"]]
+    kind_name = {"adder": "AdderNet", "cnn": "CNN", "bnn": "BNN"}[report["kind"]]
+    if report.get("distance") == "l2":
+        kind_name = "l2-AdderNet"
     shape = "x".join(map(str, report["input_shape"]))
     lines = [f"{report['model']} ({kind_name}), one {shape} image", ""]
     header = f"{'layer':<28}{'type':<12}{'output':>12}{'mul':>14}{'add':>14}"
@@ -235,7 +247,7 @@ def format_report(report):
                  f"cycles: mul {MUL_CYCLES}, add {ADD_CYCLES}")
     lines.append(f"{'':<10}{'#Mul':>10}{'#Add':>10}{'XNOR':>10}{'cycles':>10}  |"
                  f"{'#Mul':>10}{'#Add':>10}{'XNOR':>10}{'cycles':>10}")
-    for kind, label in (("bnn", "BNN"), ("adder", "AddNN"), ("cnn", "CNN")):
+    for kind, label in (("bnn", "BNN"), ("adder", "AddNN"), ("adder_l2", "AddNN-l2"), ("cnn", "CNN")):
         cells = []
         for key in ("without_first_last", "all"):
             t = report["table"][kind][key]

@@ -25,35 +25,65 @@ class Framework(NamedTuple):
     Sequential: Any
     Adder2d: Any
     AdderLinear: Any
+    BinaryConv2d: Any
+    BinaryLinear: Any
     relu: Any
     max_pool2d: Any
     flatten: Any
     spatial_mean: Any
 
 
-def make_layer(fw, record, kind, grad_mode, block_class=None):
-    """The module for one named record, from framework ``fw``."""
-    adder = kind == "adder" and getattr(record, "adder", False)
+class LayerChoice(NamedTuple):
+    """What the weight layers whose ``adder`` flag is set become: ``kind`` ("adder", "cnn"
+    or "bnn"), the adder layers' ``grad_mode`` and ``distance``, and the names of the
+    records kept full precision whatever the kind (a BNN's first and last layers)."""
+    kind: str
+    grad_mode: str = "full"
+    distance: str = "l1"
+    full_precision: tuple = ()
+
+
+def choice_of(architecture):
+    """The LayerChoice of a network's top-level records."""
+    a = architecture
+    edges = (a.first_layer, a.last_layer) if a.kind == "bnn" else ()
+    return LayerChoice(a.kind, a.grad_mode, a.distance, edges)
+
+
+def _weight_kind(record, choice):
+    if not getattr(record, "adder", False) or record.name in choice.full_precision:
+        return "cnn"
+    return choice.kind
+
+
+def make_layer(fw, record, choice, block_class=None):
+    """The module for one named record, from framework ``fw``, as ``choice`` (a LayerChoice) says."""
+    kind = _weight_kind(record, choice) if isinstance(record, (Conv2d, Linear)) else None
     if isinstance(record, Conv2d):
         size = (record.in_channels, record.out_channels, record.kernel_size, record.stride, record.padding)
-        return fw.Adder2d(*size, grad_mode=grad_mode) if adder else fw.Conv2d(*size, bias=False)
+        if kind == "adder":
+            return fw.Adder2d(*size, grad_mode=choice.grad_mode, distance=choice.distance)
+        return (fw.BinaryConv2d if kind == "bnn" else fw.Conv2d)(*size, bias=False)
     if isinstance(record, Linear):
         size = (record.in_features, record.out_features)
-        return fw.AdderLinear(*size, grad_mode=grad_mode) if adder else fw.Linear(*size, bias=record.bias)
+        if kind == "adder":
+            return fw.AdderLinear(*size, grad_mode=choice.grad_mode, distance=choice.distance)
+        return (fw.BinaryLinear if kind == "bnn" else fw.Linear)(*size, bias=record.bias)
     if isinstance(record, BatchNorm2d):
         return fw.BatchNorm2d(record.num_features)
     if isinstance(record, BatchNorm1d):
         return fw.BatchNorm1d(record.num_features)
-    if isinstance(record, Stage):
-        return fw.Sequential(*(block_class(block, kind, grad_mode) for block in record.blocks))
+    if isinstance(record, Stage):   # a block's own "conv1" is not the network's first layer
+        inner = choice._replace(full_precision=())
+        return fw.Sequential(*(block_class(block, inner) for block in record.blocks))
     raise TypeError(f"no layer for {record!r}")
 
 
-def add_layers(module, records, kind, grad_mode):
+def add_layers(module, records, choice):
     """Give ``module`` one sub-module per named record, in order."""
     for record in records:
         if getattr(record, "name", None) is not None:
-            setattr(module, record.name, make_layer(module.framework, record, kind, grad_mode,
+            setattr(module, record.name, make_layer(module.framework, record, choice,
                                                     getattr(module, "block_class", None)))
 
 
@@ -87,7 +117,8 @@ class NetworkModule:
         self.name, self.kind, self.grad_mode, self.num_classes = a.name, a.kind, a.grad_mode, a.num_classes
         self.in_channels, self.input_size, self.first_layer, self.last_layer = (
             a.in_channels, a.input_size, a.first_layer, a.last_layer)
-        add_layers(self, architecture.layers, architecture.kind, architecture.grad_mode)
+        self.distance = a.distance
+        add_layers(self, architecture.layers, choice_of(architecture))
 
     def input_shape(self):
         """(C, H, W) of one input image."""
@@ -96,7 +127,8 @@ class NetworkModule:
     def config(self):
         """The builder's keyword arguments for this model: ``MODELS[model.name](**model.config())``."""
         return dict(kind=self.kind, grad_mode=self.grad_mode, num_classes=self.num_classes,
-                    in_channels=self.in_channels, input_size=self.input_size, **dict(self.architecture.options))
+                    in_channels=self.in_channels, input_size=self.input_size, distance=self.distance,
+                    **dict(self.architecture.options))
 
     def _split(self):
         layers = self.architecture.layers
@@ -125,7 +157,8 @@ class NetworkModule:
         return x
 
     def extra_repr(self):
-        return f"{self.name}, kind={self.kind!r}, input={self.input_shape()}"
+        distance = f", distance={self.distance!r}" if self.distance != "l1" else ""
+        return f"{self.name}, kind={self.kind!r}{distance}, input={self.input_shape()}"
 
 
 class BlockModule:
@@ -133,12 +166,12 @@ class BlockModule:
 
     framework: Optional[Framework] = None
 
-    def __init__(self, block, kind, grad_mode):
+    def __init__(self, block, choice):
         super().__init__()
         self.body_records, shortcut = block_layers(block)
-        add_layers(self, self.body_records, kind, grad_mode)
+        add_layers(self, self.body_records, choice)
         self.downsample = None if shortcut is None else self.framework.Sequential(
-            *(make_layer(self.framework, record, kind, grad_mode) for record in shortcut))
+            *(make_layer(self.framework, record, choice) for record in shortcut))
 
     def forward(self, x):
         out = run(self, self.body_records, x)

@@ -10,12 +10,13 @@ PyTorch's layers. Here they become ``Network`` modules::
 
 ``kind``: "adder" turns the layers the paper turns into adder layers (Eq. 2) into
 ``nn.Adder2d`` / ``nn.AdderLinear``; "cnn" keeps them as bias-free ``nn.Conv2d`` /
-``nn.Linear``. A CNN and an AdderNet of the same name have the same layers, shapes, names
-and batch norms. Each model records ``first_layer`` and ``last_layer``, which the op
+``nn.Linear``; "bnn" makes them binary layers (``minadder.binary``, the paper's BNN
+baseline). A CNN, a BNN and an AdderNet of the same name have the same layers, shapes,
+names and batch norms. Each model records ``first_layer`` and ``last_layer``, which the op
 counter (``minadder.count``) reports totals with and without, as the paper's Table 2 does.
 """
 from . import architectures as arch
-from . import frameworks
+from . import binary, frameworks
 from . import functional as F
 from . import nn
 from .architectures import KINDS
@@ -27,6 +28,7 @@ __all__ = ["lenet5_bn", "lenet_pp", "vgg_small", "resnet20", "resnet32", "MODELS
 LAYERS = frameworks.Framework(
     Conv2d=nn.Conv2d, Linear=nn.Linear, BatchNorm2d=nn.BatchNorm2d, BatchNorm1d=nn.BatchNorm1d,
     Sequential=nn.Sequential, Adder2d=nn.Adder2d, AdderLinear=nn.AdderLinear,
+    BinaryConv2d=binary.BinaryConv2d, BinaryLinear=binary.BinaryLinear,
     relu=F.relu, max_pool2d=F.max_pool2d, flatten=F.flatten, spatial_mean=lambda x: F.mean(x, axis=(2, 3)))
 
 
@@ -40,15 +42,16 @@ class Network(frameworks.NetworkModule, nn.Module):
     framework, block_class = LAYERS, BasicBlock
 
 
-def conv(kind, in_channels, out_channels, kernel_size, stride=1, padding=0, grad_mode="full"):
-    """A k x k layer: an adder layer (Eq. 2) or a bias-free convolution (batch norm follows)."""
+def conv(kind, in_channels, out_channels, kernel_size, stride=1, padding=0, grad_mode="full", distance="l1"):
+    """A k x k layer: an adder layer (Eq. 2, or Eq. 27), a bias-free convolution or a binary one (batch norm follows)."""
     record = arch.Conv2d("conv", in_channels, out_channels, kernel_size, stride, padding)
-    return frameworks.make_layer(LAYERS, record, kind, grad_mode)
+    return frameworks.make_layer(LAYERS, record, frameworks.LayerChoice(kind, grad_mode, distance))
 
 
-def linear(kind, in_features, out_features, grad_mode="full"):
-    """A fully connected layer: an adder layer on a 1x1 map, or a bias-free linear layer."""
-    return frameworks.make_layer(LAYERS, arch.Linear("fc", in_features, out_features), kind, grad_mode)
+def linear(kind, in_features, out_features, grad_mode="full", distance="l1"):
+    """A fully connected layer: an adder layer on a 1x1 map, a bias-free linear layer or a binary one."""
+    record = arch.Linear("fc", in_features, out_features)
+    return frameworks.make_layer(LAYERS, record, frameworks.LayerChoice(kind, grad_mode, distance))
 
 
 MODELS = {name: frameworks.builder(describe, Network) for name, describe in arch.DESCRIPTIONS.items()}

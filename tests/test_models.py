@@ -114,7 +114,10 @@ def test_same_seed_same_weights():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"kind": "bnn"}, "kind must be one of"),
+    ({"kind": "xnor"}, "kind must be one of"),
+    ({"kind": "cnn", "distance": "l2"}, "applies to kind=.adder. only"),
+    ({"distance": "l2", "grad_mode": "sign"}, "applies to the l1 distance only"),
+    ({"distance": "l3"}, "distance must be one of"),
     ({"grad_mode": "exact"}, "grad_mode must be one of"),
     ({"num_classes": 1}, "num_classes must be an integer >= 2"),
 ])

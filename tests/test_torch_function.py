@@ -130,8 +130,8 @@ def spy(monkeypatch, name, record):
     kernels = cpu_kernels()
     original = getattr(kernels, name)
 
-    def wrapper(*args):
-        out = original(*args)
+    def wrapper(*args, **kwargs):
+        out = original(*args, **kwargs)
         record(args, out)
         return out
 

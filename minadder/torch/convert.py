@@ -59,6 +59,7 @@ def _twin(source, network_class):
     for name, layer in target.named_modules():
         if hasattr(layer, "grad_mode") and name:
             layer.grad_mode = layers[name].grad_mode
+            layer.distance = getattr(layers[name], "distance", "l1")
     return target
 
 

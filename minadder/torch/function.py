@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from .. import backend
+from .. import backend, checks
 from ..kernels import contract, geometry
 from . import streams, threads
 from .scaling import check_eta, reference_scale
@@ -98,8 +98,9 @@ def _is_empty(win):
     return win.n == 0 or win.c_out == 0 or win.k == 0 or win.plane == 0
 
 
-def forward_tensors(x, weight, stride, padding):
-    """(y, saved): Eq. 2 on tensors of one device, and what backward_tensors needs.
+def forward_tensors(x, weight, stride, padding, distance="l1"):
+    """(y, saved): Eq. 2 (or Eq. 27, ``distance="l2"``) on tensors of one device, and what
+    backward_tensors needs.
 
     An empty batch returns at once (a GPU refuses a launch with a zero-size grid), with
     y = 0 when K = 0 (an empty sum) and saved = None.
@@ -109,7 +110,8 @@ def forward_tensors(x, weight, stride, padding):
         return x.new_zeros(win.y_shape), None
     device = device_of(x)
     with device.running(x.device):
-        y, saved = backend.kernels(device.backend).adder2d_forward(device.array(x), device.array(weight), win)
+        y, saved = backend.kernels(device.backend).adder2d_forward(device.array(x), device.array(weight), win,
+                                                                   distance=distance)
         return device.tensor(y, x), saved
 
 
@@ -135,10 +137,10 @@ class AdderFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, grad_mode, eta):
+    def forward(ctx, x, weight, stride, padding, grad_mode, eta, distance="l1"):
         ctx.save_for_backward(x, weight)   # so that autograd refuses x or F changed in place
         ctx.config = (grad_mode, eta)
-        y, ctx.kernel_saved = forward_tensors(x, weight, stride, padding)
+        y, ctx.kernel_saved = forward_tensors(x, weight, stride, padding, distance)
         return y
 
     @staticmethod
@@ -152,28 +154,30 @@ class AdderFunction(torch.autograd.Function):
         dx, dw = backward_tensors(x, weight, grad_y, ctx.kernel_saved, grad_mode, need_x, need_w)
         if dw is not None and eta is not None:
             dw = reference_scale(dw, eta)
-        return dx, dw, None, None, None, None
+        return dx, dw, None, None, None, None, None
 
 
-def adder2d(x, weight, stride=1, padding=0, grad_mode="full", eta=None):
+def adder2d(x, weight, stride=1, padding=0, grad_mode="full", eta=None, distance="l1"):
     """The adder layer (Eq. 2) on torch tensors, with minadder's kernels.
 
     x: (N, C_in, H, W), weight: (C_out, C_in, d, d), zero padding; float32 (float64 too on
     the CPU). ``grad_mode``: "full" (Eqs. 5-6, the paper's training gradients) or "sign"
     (Eq. 4). ``eta``: None, or the reference code's normalisation of dF inside backward
     (it used 0.2); prefer ``scale_adder_grads`` (Eq. 13) after ``backward()``, which also
-    holds under DistributedDataParallel.
+    holds under DistributedDataParallel. ``distance``: "l1" (Eq. 2) or "l2" (Eq. 27, exact
+    gradients; grad_mode "sign" is refused for it).
     """
-    contract.check_grad_mode(grad_mode, "adder2d")
+    checks.check_distance("adder2d", distance, grad_mode)
     geometry.check_window_args("adder2d", tuple(x.shape), tuple(weight.shape), stride, padding)
     _check_tensors("adder2d", x, weight)
     eta = check_eta("adder2d", eta)
-    return AdderFunction.apply(x, weight, int(stride), int(padding), grad_mode, eta)
+    return AdderFunction.apply(x, weight, int(stride), int(padding), grad_mode, eta, distance)
 
 
-def adder_linear(x, weight, grad_mode="full", eta=None):
-    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map)."""
-    contract.check_grad_mode(grad_mode, "adder_linear")
+def adder_linear(x, weight, grad_mode="full", eta=None, distance="l1"):
+    """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map;
+    the squares for distance="l2")."""
+    checks.check_distance("adder_linear", distance, grad_mode)
     xs, ws = tuple(x.shape), tuple(weight.shape)
     if len(xs) != 2:
         raise ValueError(f"adder_linear: input x must be 2-D (N, in_features), got shape {xs}")
@@ -182,5 +186,5 @@ def adder_linear(x, weight, grad_mode="full", eta=None):
     _check_tensors("adder_linear", x, weight)
     eta = check_eta("adder_linear", eta)
     y = AdderFunction.apply(x.reshape(xs[0], xs[1], 1, 1), weight.reshape(ws[0], ws[1], 1, 1),
-                            1, 0, grad_mode, eta)
+                            1, 0, grad_mode, eta, distance)
     return y.reshape(xs[0], ws[0])

@@ -15,12 +15,14 @@ from torch import nn
 from .. import architectures as arch
 from .. import frameworks
 from ..architectures import KINDS  # noqa: F401  (the same kinds as minadder.models)
+from .binary import BinaryConv2d, BinaryLinear
 from .layers import Adder2d, AdderLinear
 
 #: PyTorch's layer classes (minadder's adder layers among them) and functions.
 TORCH_LAYERS = frameworks.Framework(
     Conv2d=nn.Conv2d, Linear=nn.Linear, BatchNorm2d=nn.BatchNorm2d, BatchNorm1d=nn.BatchNorm1d,
     Sequential=nn.Sequential, Adder2d=Adder2d, AdderLinear=AdderLinear,
+    BinaryConv2d=BinaryConv2d, BinaryLinear=BinaryLinear,
     relu=F.relu, max_pool2d=F.max_pool2d, flatten=torch.flatten, spatial_mean=lambda x: x.mean(dim=(2, 3)))
 
 

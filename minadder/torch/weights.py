@@ -43,7 +43,7 @@ def save_safetensors(model, path, metadata=None):
     if isinstance(model, (minadder_models.Network, torch_models.Network)):
         config = model.config()
         info.update(name=model.name, config=json.dumps(config),
-                    **{k: str(config[k]) for k in ("kind", "grad_mode", "num_classes")})
+                    **{k: str(config[k]) for k in ("kind", "grad_mode", "distance", "num_classes")})
     info.update(metadata or {})
     save_file(dict(_arrays(model)), str(path), metadata=info)
 

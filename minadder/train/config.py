@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from .. import models, optim
-from ..kernels.contract import check_grad_mode
+from ..kernels.contract import DISTANCES, check_grad_mode
 
 AUGMENTS = ("auto", "cifar", "none")
 LR_STEPS = ("batch", "epoch")
@@ -58,6 +58,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     grad_mode: str = "full"
+    distance: str = "l1"        # checkpoints written before this option existed are l1 ones
     adder_scaling: str = "adaptive"
     eta: float = 0.1
     adder_factor: float = 100.0
@@ -89,6 +90,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{flag(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         check_grad_mode(self.grad_mode, "--grad-mode")  # the kernels' own check
+        if self.distance not in DISTANCES:
+            raise ValueError(f"--distance must be one of {', '.join(DISTANCES)}; got {self.distance!r}")
 
     def _check_numbers(self):
         """Counts are integers in ``INTEGER_RANGES``; the optimizer's numbers are in optim.RANGES."""
@@ -104,6 +107,10 @@ class TrainConfig:
 
     def _check_combinations(self):
         """Options that are each valid but do not go together."""
+        if self.distance == "l2" and self.kind != "adder":
+            raise ValueError(f"--distance l2 applies to --kind adder only, not {self.kind}")
+        if self.distance == "l2" and self.grad_mode == "sign":
+            raise ValueError("--grad-mode sign applies to the l1 distance only; an l2 layer's gradients are exact")
         if self.nesterov and self.momentum <= 0:
             raise ValueError("--nesterov needs --momentum > 0 (pass --no-nesterov or a momentum)")
         for name in ("test_file", "extra_test_file"):
@@ -115,7 +122,8 @@ class TrainConfig:
     def build_network(self, num_classes, channels, size):
         """The network this configuration names (initialised from the global generator:
         call ``minadder.manual_seed`` first to make it repeatable)."""
-        return models.build_model(self.model, kind=self.kind, grad_mode=self.grad_mode, num_classes=num_classes,
+        return models.build_model(self.model, kind=self.kind, grad_mode=self.grad_mode, distance=self.distance,
+                                  num_classes=num_classes,
                                   in_channels=channels, input_size=size)
 
 

@@ -91,10 +91,17 @@ def plot_curves(metrics, path):
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     c = metrics["config"]
-    fig.suptitle(f"{c['model']} ({'AdderNet' if c['kind'] == 'adder' else 'CNN'}) on {c['dataset']}, "
+    fig.suptitle(f"{c['model']} ({network_label(c['kind'], c.get('distance', 'l1'))}) on {c['dataset']}, "
                  f"backend {metrics['backend']}")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def network_label(kind, distance="l1"):
+    """What a learner calls a network of ``kind``: AdderNet, l2-AdderNet, CNN or BNN."""
+    if kind == "adder":
+        return "l2-AdderNet" if distance == "l2" else "AdderNet"
+    return {"cnn": "CNN", "bnn": "BNN"}.get(kind, kind)
 
 
 def _test_results(record):

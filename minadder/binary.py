@@ -1,0 +1,46 @@
+"""The paper's BNN baseline (Tables 2 and 3): convolution and linear layers on signs.
+
+A binary layer replaces its weights W and its input X by their signs before an ordinary
+convolution (or linear map), as in BinaryNet (Hubara et al., 2016), the BNN the paper
+compares against:
+
+    Y = conv(sgn(X), sgn(W)),      sgn(a) = +1 if a > 0 else -1
+
+so every product is +-1 (an XNOR of two bits on binary hardware: ``minadder.count``
+counts them so), while batch norm and the network's first and last layers stay full
+precision. sgn is flat, so training needs a gradient that is not its derivative: the
+straight-through estimator passes the gradient through where |a| <= 1 and stops it
+elsewhere, dL/da = dL/dsgn(a) * 1{|a| <= 1} (the derivative of HardTanh, Eq. 7's clip).
+
+sgn(0) is -1 here, so that sgn(relu(x)) = sgn(x): the networks keep their ReLUs (the
+BNN row shares the AdderNet's and the CNN's architecture) and a binary layer after a
+ReLU still sees both signs.
+"""
+import numpy as np
+
+from . import functional as F
+from . import nn
+from .ops import Elementwise
+
+
+class Binarize(Elementwise):
+    """sgn(a) in {-1, +1} forward; the straight-through estimator 1{|a| <= 1} backward."""
+    compute = staticmethod(lambda a: np.where(a > 0, 1, -1).astype(a.dtype))
+    derivative = staticmethod(lambda a: (np.abs(a) <= 1).astype(a.dtype))
+
+
+binarize = Binarize.apply
+
+
+class BinaryConv2d(nn.Conv2d):
+    """Y = conv2d(sgn(X), sgn(W)): a convolution of signs (weights kept real for training)."""
+
+    def forward(self, x):
+        return F.conv2d(binarize(x), binarize(self.weight), self.bias, self.stride, self.padding)
+
+
+class BinaryLinear(nn.Linear):
+    """Y = sgn(X) @ sgn(W).T (+ bias): a fully connected layer of signs."""
+
+    def forward(self, x):
+        return F.linear(binarize(x), binarize(self.weight), self.bias)
