@@ -19,6 +19,11 @@ vector instruction group):
     select+add  acc = acc + (g if acc < w else -g)
                                               dW in sign mode: g * sgn(x - w) (Eq. 4) as a
                                               compare, a blend and an add
+    sad         acc = acc + psadbw(acc, w)    the integer adder layer (kernels/cpu/sad.py):
+                                              one term is one |a - b| of one byte pair, 64
+                                              per vpsadbw with AVX-512BW, 32 with AVX2, and
+                                              one vpaddq per vpsadbw adds it up (Eq. 2 in
+                                              integers)
 
 How the loops keep everything in registers. Each loop updates CHAINS independent vector
 accumulators (enough to cover an instruction's latency times its throughput: 16 with 32
@@ -27,7 +32,11 @@ whose length is a compile-time constant: LLVM vectorises the inner loop over it,
 completely and then keeps its CHAINS vectors in registers across the outer loop
 (``reps`` times). The constants are loaded once, before the loop; the term's input is the
 accumulator itself, so nothing is hoisted out and every instruction stays in the loop.
-No data are read from memory inside the loop at all.
+No data are read from memory inside the loop at all. The sad loop is written in LLVM IR
+(a Numba intrinsic, as the kernel's blocks are): CHAINS <8 x i64> (or <4 x i64>)
+accumulators as loop values, each one's bytes fed back into its own psadbw with w, a
+vector loaded once before the loop. It runs where sad.py's vector code runs (the CPU has
+the instruction and Numba compiles for it), at that code's width, and is left out elsewhere.
 
 How each loop is checked. After compiling, the script reads the function's assembly
 (Numba's ``inspect_asm``), finds the loop with the most vector instructions (the loop
@@ -64,7 +73,14 @@ minadder.configure()   # before any function is defined with njit: the CPU featu
 import numba  # noqa: E402
 from numba import njit, prange, typeof  # noqa: E402
 
+from llvmlite import ir  # noqa: E402
+from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
 from inspect_asm import innermost, loops, mix  # noqa: E402
+from minadder.kernels.cpu import sad as int8_sad  # noqa: E402
+from minadder.kernels.cpu.sad_intrinsics import byte_vector, lane_vector, load_bytes, psad  # noqa: E402
 from minadder.kernels.target import TARGET, cpu_model  # noqa: E402
 
 #: float32 lanes in one vector register of the target
@@ -78,6 +94,8 @@ SELECT_CHAINS = CHAINS if TARGET.registers >= 32 else 10
 #: floats in one loop's accumulator array: a constant, so LLVM unrolls the loop over it
 TERMS = LANES * CHAINS
 SELECT_TERMS = LANES * SELECT_CHAINS
+#: bytes per vector of the SAD loop: sad.py's best variant here (0: portable only, no sad rows)
+SAD_BYTES = int8_sad.VECTOR_BYTES[int8_sad.available()[0]]
 #: x86 register name of each vector width
 REGISTER = {512: "zmm", 256: "ymm", 128: "xmm"}
 #: a memory operand in AT&T (``8(%rsp)``, ``(%rax,%rcx,4)``) or Intel (``[rsp + 8]``) syntax
@@ -128,6 +146,40 @@ def select_add_loop(acc, consts, reps):
             acc[q] = v + (g if v < w else minus_g)
 
 
+@intrinsic
+def psad_chains(typingctx, acc, reps, width):
+    """CHAINS accumulators, loaded from acc (bytes), ``reps`` times acc_i += psadbw(acc_i, w)
+    with w = acc's first vector (loaded once); stored back at the end. width: a literal,
+    64 or 32 bytes."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    nbytes = width.literal_value
+
+    def codegen(context, builder, signature, args):
+        acc_v, reps_v, _ = args
+        data = context.make_array(signature.args[0])(context, builder, acc_v).data
+        starts = [ir.Constant(ir.IntType(64), i * nbytes) for i in range(CHAINS)]
+        w = load_bytes(builder, data, starts[0], nbytes)
+        slots = [cgutils.alloca_once_value(builder, builder.bitcast(load_bytes(builder, data, start, nbytes),
+                                                                     lane_vector(nbytes))) for start in starts]
+        with cgutils.for_range(builder, reps_v):      # LLVM keeps the slots in registers
+            for slot in slots:
+                v = builder.load(slot)
+                builder.store(builder.add(v, psad(builder, builder.bitcast(v, byte_vector(nbytes)), w, nbytes)), slot)
+        for slot, start in zip(slots, starts):
+            address = builder.bitcast(builder.gep(data, [start]), lane_vector(nbytes).as_pointer())
+            builder.store(builder.load(slot), address, align=1)
+        return context.get_dummy_value()
+
+    return types.void(acc, reps, width), codegen
+
+
+@njit
+def sad_loop(acc, consts, reps):
+    """acc = acc + psadbw(acc, w), one vpsadbw and one vpaddq per vector of byte pairs."""
+    psad_chains(acc, reps, SAD_BYTES)
+
+
 @njit(parallel=True)
 def on_threads(loop, accs, consts, reps):
     """The same loop on every thread, each on its own row of accs (one row per thread)."""
@@ -137,12 +189,15 @@ def on_threads(loop, accs, consts, reps):
 
 class Mix:
     """One instruction mix: its loop, its constants (values stay finite: each term's
-    map has a fixed point) and the x86 instructions one term claims to be."""
+    map has a fixed point), the x86 instructions one term claims to be, and its vectors:
+    ``lanes`` terms each, ``bits`` wide, accumulators of ``dtype``."""
 
-    def __init__(self, name, bounds, loop, consts, claims, chains=CHAINS):
+    def __init__(self, name, bounds, loop, consts, claims, chains=CHAINS, lanes=LANES,
+                 bits=TARGET.vector_bits, dtype=np.float32):
         self.name, self.bounds, self.loop = name, bounds, loop
         self.consts = np.array(consts, dtype=np.float32)
         self.claims, self.chains = claims, chains
+        self.lanes, self.bits, self.dtype = lanes, bits, dtype
 
 
 MIXES = (
@@ -151,7 +206,8 @@ MIXES = (
     Mix("clamp+fma", "dX full", clamp_fma_loop, (-1.0, 1.0, 0.5, 0.25), ("vmaxps", "vminps", "vfmadd")),
     Mix("select+add", "dW sign", select_add_loop, (0.3, 0.01), ("vcmp", "vblend", "vaddps"),
         SELECT_CHAINS),
-)
+) + ((Mix("sad", "int8 adder layer", sad_loop, (), ("vpsadbw", "vpaddq"), lanes=SAD_BYTES,
+          bits=8 * SAD_BYTES, dtype=np.uint8),) if SAD_BYTES else ())
 
 
 # ------------------------------------------------------------------------- the checks
@@ -232,7 +288,7 @@ def checked_loop(m, threads, asm):
     counts, memory = vector_loop(asm)
     if not TARGET.machine.lower().startswith(("x86", "amd64")):
         return counts, memory, False
-    wrong = problems(counts, memory, m.claims, REGISTER.get(TARGET.vector_bits, "xmm"), m.chains)
+    wrong = problems(counts, memory, m.claims, REGISTER.get(m.bits, "xmm"), m.chains)
     if wrong:
         raise SystemExit(f"ceiling.py: the {m.name} loop ({TARGET.name}, {threads} thread(s)) is not what "
                          f"it claims: {'; '.join(wrong)}")
@@ -241,8 +297,8 @@ def checked_loop(m, threads, asm):
 
 def measure_mix(m, threads, seconds, repeat):
     """The rows of one mix: compiled, checked in its assembly, timed on 1 and on ``threads`` threads."""
-    terms = LANES * m.chains
-    accs = np.ones((threads, terms), dtype=np.float32)
+    terms = m.lanes * m.chains
+    accs = np.ones((threads, terms), dtype=m.dtype)
     m.loop(accs[0], m.consts, 1)                       # compile both before reading their assembly
     on_threads(m.loop, accs, m.consts, 1)
     ways = [(1, asm_of(m.loop), lambda reps: m.loop(accs[0], m.consts, reps))]
@@ -254,7 +310,7 @@ def measure_mix(m, threads, seconds, repeat):
         rate = best_rate(run, terms * n, seconds, repeat)
         if not np.isfinite(accs).all():
             raise SystemExit(f"ceiling.py: the {m.name} loop left non-finite accumulators")
-        rows.append(dict(mix=m.name, bounds=m.bounds, bits=TARGET.vector_bits, target=TARGET.name,
+        rows.append(dict(mix=m.name, bounds=m.bounds, bits=m.bits, target=TARGET.name,
                          threads=n, gterms=rate / 1e9, chains=m.chains, checked=checked,
                          loop=counts, memory_operands=memory))
     return rows
@@ -389,7 +445,8 @@ def main():
     print_table(rows, args.markdown)
     chains = sorted({r["chains"] for r in rows if "chains" in r})
     print(f"\nOne term: one lane of one accumulator update ({' or '.join(map(str, chains))} independent "
-          "vector accumulators per loop, all in registers); sgemm: one multiply-add of its n^3.")
+          "vector accumulators per loop, all in registers); sad: one |a - b| of one byte pair; "
+          "sgemm: one multiply-add of its n^3.")
     if args.json:
         record = dict(cpu=cpu_model(), model=model, flags=flags, llvm_cpu=TARGET.name, threads=args.threads,
                       quick=args.quick, numpy=np.__version__, numba=numba.__version__,

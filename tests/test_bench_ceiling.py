@@ -1,6 +1,6 @@
 """benchmarks/ceiling.py: its loops are the instructions they claim, on registers only, on this
-machine's target (and the AVX2 code); its quick mode prints the table; bench_adder_layers.py
-divides each kernel by the matching ceiling.
+machine's target (and the AVX2 code), the integer SAD loop wherever the CPU has vpsadbw; its
+quick mode prints the table; bench_adder_layers.py divides each kernel by the matching ceiling.
 
 Nothing here is a timing: --quick runs every loop for milliseconds only. ceiling.py sets
 Numba's CPU features as it is imported, so it runs in child processes, never in this one.
@@ -28,6 +28,7 @@ EXPECTED = {
     "min+add": ("vminps", "vaddps"),
     "clamp+fma": ("vmaxps", "vminps", "vfmadd"),
     "select+add": ("vcmp", "vblend", "vaddps"),
+    "sad": ("vpsadbw", "vpaddq"),
 }
 REGISTER = {512: "zmm", 256: "ymm", 128: "xmm"}
 
@@ -44,6 +45,14 @@ def _host_flags():
     except (OSError, subprocess.SubprocessError):
         return set()
     return set(next((ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("Flags")), "").split())
+
+
+def _sad_bits(width, flags):
+    """The SAD loop's vector bits in a width's rows: AVX-512BW's 512 for this CPU's own code
+    where it has them, AVX2's 256, or None (no vpsadbw: no sad rows)."""
+    if width == "native" and "avx512bw" in flags:
+        return 512
+    return 256 if "avx2" in flags else None
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +74,11 @@ def test_quick_mode_prints_the_cpu_and_a_table(quick):
     header = next(ln for ln in lines if ln.startswith("mix"))
     assert all(col in header for col in ("vector", "threads", "G terms/s", "of FMA"))
     assert record["quick"] is True and record["threads"] == 2
+    flags = _host_flags() if X86 else set()
     for width in {r["width"] for r in record["rows"]}:
         got = {(r["mix"], r["threads"]) for r in record["rows"] if r["width"] == width}
-        want = {("sgemm", 1), ("sgemm", 2)} if width == "sgemm" else {(m, t) for m in EXPECTED for t in (1, 2)}
+        mixes = [m for m in EXPECTED if m != "sad" or _sad_bits(width, flags)]
+        want = {("sgemm", 1), ("sgemm", 2)} if width == "sgemm" else {(m, t) for m in mixes for t in (1, 2)}
         assert got == want, (width, got)
     for r in record["rows"]:
         assert r["gterms"] > 0, r
@@ -84,11 +95,13 @@ def test_every_loop_is_its_claimed_instructions_on_registers_only(quick):
     the width's registers, no other vector instruction, no memory operand (no spill)."""
     _, record = quick
     flags = _host_flags()
-    widths = {r["width"]: r["bits"] for r in record["rows"] if r["width"] != "sgemm"}
+    widths = {r["width"]: r["bits"] for r in record["rows"] if r["mix"] == "fma"}
     assert widths["native"] == (512 if "avx512f" in flags else 256 if "avx2" in flags else 128)
     if "avx512f" in flags:
         assert widths["avx2"] == 256
     for r in (r for r in record["rows"] if r["width"] != "sgemm"):
+        if r["mix"] == "sad":
+            assert r["bits"] == _sad_bits(r["width"], flags), r
         register = REGISTER[r["bits"]]
         vector = {k: v for k, v in r["loop"].items() if k.endswith(("zmm", "ymm", "xmm"))}
         for claim in EXPECTED[r["mix"]]:
