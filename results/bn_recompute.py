@@ -46,7 +46,7 @@ def recompute_batch_norm(model, batches):
     model.eval()
 
 
-def main(target, data_dir="../shared/data/cifar-10-batches-bin"):
+def main(target, data_dir):
     saved = T.read_checkpoint(T.checkpoint_path(target, what="bn_recompute"), optimizer=False)
     stats = saved.metrics["dataset"]
     norm = dict(mean=tuple(stats["mean"]), std=tuple(stats["std"]))

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-10}
-data=${2:-../shared/data/mnist}
+data=${2:?usage: results/run_ablation.sh EPOCHS DATA_DIR}
 export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 suffix=""
 [ "$epochs" != 10 ] && suffix="-${epochs}ep"

@@ -9,20 +9,26 @@
 # checkpoint.optim.npz), so a run that outlasts a session is committed there and continued
 # by running this script again: a folder holding a checkpoint is resumed, not restarted.
 #
-# Usage: results/run_cifar.sh [EPOCHS] [DATA_DIR]
+# RUNS picks the networks (default "adder cnn"): adder, cnn, bnn, or adder-l2 (the
+# l2-AdderNet of Appendix B), e.g. RUNS="adder-l2 bnn" results/run_cifar.sh 30 DIR.
+#
+# Usage: results/run_cifar.sh EPOCHS DATA_DIR (the folder of the binary CIFAR-10 batches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-30}
-data=${2:-../shared/data/cifar-10-batches-bin}
+data=${2:?usage: results/run_cifar.sh EPOCHS DATA_DIR}
 eta=${ETA:-0.1}
 export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-for kind in ${KINDS:-adder cnn}; do
-  out="results/cifar10-resnet20-$kind-${epochs}ep"
+for run in ${RUNS:-${KINDS:-adder cnn}}; do
+  kind=${run%-l2}
+  distance=l1
+  [ "$run" != "$kind" ] && distance=l2
+  out="results/cifar10-resnet20-$run-${epochs}ep"
   [ "$eta" != "0.1" ] && out="$out-eta$eta"
   if [ -f "$out/checkpoint.npz" ]; then
     args=(--resume "$out")
   else
-    args=(--model resnet20 --dataset cifar10 --data-dir "$data" --kind "$kind" --epochs "$epochs"
+    args=(--model resnet20 --dataset cifar10 --data-dir "$data" --kind "$kind" --distance "$distance" --epochs "$epochs"
           --batch-size 128 --lr 0.1 --schedule cosine --momentum 0.9 --nesterov --weight-decay 5e-4
           --eta "$eta" --test-file test_batch_first1000_exact.bin --extra-test-file test_batch.bin
           --output-dir "$out")
