@@ -17,8 +17,8 @@ adder layer (Eq. 2, ``Adder2d`` / ``AdderLinear``; with ``distance="l2"`` the l2
 Appendix B, Eq. 27); with kind="cnn" it stays a bias-free convolution / linear layer;
 with kind="bnn" it becomes a binary layer (``minadder.binary``: weights and inputs
 binarized by sign, the paper's BNN baseline of Tables 2 and 3), and the network's first
-and last layers stay full precision, as in the BNN papers. Nothing else changes between
-the kinds.
+and last layers stay full precision, as in the BNN papers; its ReLUs act as HardTanh
+(``frameworks.activation`` says why). Nothing else changes between the kinds.
 
 - LeNet-5-BN (MNIST): every conv AND fully connected layer is an adder layer.
 - VGG-small, ResNet-20, ResNet-32 (CIFAR): the first conv and the classifier stay full

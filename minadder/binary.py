@@ -12,9 +12,9 @@ precision. sgn is flat, so training needs a gradient that is not its derivative:
 straight-through estimator passes the gradient through where |a| <= 1 and stops it
 elsewhere, dL/da = dL/dsgn(a) * 1{|a| <= 1} (the derivative of HardTanh, Eq. 7's clip).
 
-sgn(0) is -1 here, so that sgn(relu(x)) = sgn(x): the networks keep their ReLUs (the
-BNN row shares the AdderNet's and the CNN's architecture) and a binary layer after a
-ReLU still sees both signs.
+sgn(0) is -1 here. A network of kind "bnn" uses HardTanh where the others use ReLU
+(``frameworks.activation``), as BinaryNet does: the signs are the same, and the estimator
+then passes wherever the pre-activation is within [-1, 1], not only on its positive half.
 """
 import numpy as np
 

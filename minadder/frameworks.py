@@ -28,6 +28,7 @@ class Framework(NamedTuple):
     BinaryConv2d: Any
     BinaryLinear: Any
     relu: Any
+    hardtanh: Any
     max_pool2d: Any
     flatten: Any
     spatial_mean: Any
@@ -87,12 +88,22 @@ def add_layers(module, records, choice):
                                                     getattr(module, "block_class", None)))
 
 
+def activation(module):
+    """The function a ReLU record stands for: ReLU, or HardTanh in a BNN (``module.binary``).
+
+    A binary layer's straight-through gradient passes where its input a has |a| <= 1
+    (minadder.binary). After HardTanh that is where the pre-activation z has |z| <= 1, as
+    in BinaryNet; after a ReLU it would be only 0 < z <= 1, half the window, although
+    sgn(relu(z)) = sgn(hardtanh(z)) = sgn(z) in the forward pass."""
+    return module.framework.hardtanh if getattr(module, "binary", False) else module.framework.relu
+
+
 def run(module, records, x):
     """``records`` applied to ``x`` in order: a named record is ``module``'s sub-module."""
     fw = module.framework
     for record in records:
         if isinstance(record, ReLU):
-            x = fw.relu(x)
+            x = activation(module)(x)
         elif isinstance(record, MaxPool):
             x = fw.max_pool2d(x, record.kernel_size)
         elif isinstance(record, Flatten):
@@ -117,7 +128,7 @@ class NetworkModule:
         self.name, self.kind, self.grad_mode, self.num_classes = a.name, a.kind, a.grad_mode, a.num_classes
         self.in_channels, self.input_size, self.first_layer, self.last_layer = (
             a.in_channels, a.input_size, a.first_layer, a.last_layer)
-        self.distance = a.distance
+        self.distance, self.binary = a.distance, a.kind == "bnn"
         add_layers(self, architecture.layers, choice_of(architecture))
 
     def input_shape(self):
@@ -168,6 +179,7 @@ class BlockModule:
 
     def __init__(self, block, choice):
         super().__init__()
+        self.binary = choice.kind == "bnn"
         self.body_records, shortcut = block_layers(block)
         add_layers(self, self.body_records, choice)
         self.downsample = None if shortcut is None else self.framework.Sequential(
@@ -176,7 +188,7 @@ class BlockModule:
     def forward(self, x):
         out = run(self, self.body_records, x)
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.framework.relu(out + shortcut)
+        return activation(self)(out + shortcut)
 
 
 def builder(describe, network_class):

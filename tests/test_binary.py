@@ -76,3 +76,16 @@ def test_the_torch_bnn_is_the_same_network():
     assert isinstance(twin, torch_models.Network) and type(twin.conv2).__name__ == "BinaryConv2d"
     np.testing.assert_allclose(tout.detach().numpy(), out.data, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(twin.conv2.weight.grad.numpy(), model.conv2.weight.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_a_bnn_uses_hardtanh_where_the_others_use_relu():
+    from minadder import frameworks
+    from minadder import functional as F
+    bnn, adder = models.resnet20("bnn"), models.resnet20("adder")
+    assert frameworks.activation(bnn) is F.hardtanh and frameworks.activation(bnn.layer2[0]) is F.hardtanh
+    assert frameworks.activation(adder) is F.relu and frameworks.activation(adder.layer2[0]) is F.relu
+    x = ma.Tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    bnn.eval()
+    stem = bnn.bn1(bnn.conv1(x))
+    inside = frameworks.run(bnn, bnn.architecture.layers[:3], x).data       # conv1, bn1, activation
+    np.testing.assert_allclose(inside, np.clip(stem.data, -1, 1), rtol=1e-6)

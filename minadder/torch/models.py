@@ -23,7 +23,7 @@ TORCH_LAYERS = frameworks.Framework(
     Conv2d=nn.Conv2d, Linear=nn.Linear, BatchNorm2d=nn.BatchNorm2d, BatchNorm1d=nn.BatchNorm1d,
     Sequential=nn.Sequential, Adder2d=Adder2d, AdderLinear=AdderLinear,
     BinaryConv2d=BinaryConv2d, BinaryLinear=BinaryLinear,
-    relu=F.relu, max_pool2d=F.max_pool2d, flatten=torch.flatten, spatial_mean=lambda x: x.mean(dim=(2, 3)))
+    relu=F.relu, hardtanh=F.hardtanh, max_pool2d=F.max_pool2d, flatten=torch.flatten, spatial_mean=lambda x: x.mean(dim=(2, 3)))
 
 
 class BasicBlock(frameworks.BlockModule, nn.Module):
