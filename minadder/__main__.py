@@ -1,10 +1,12 @@
-"""The command line: ``python -m minadder train | evaluate | count | download`` (also the
+"""The command line: ``python -m minadder train | evaluate | quantize | count | download`` (also the
 ``minadder`` script).
 
     python -m minadder train                          # AdderNet LeNet-5-BN on the built-in digits
     python -m minadder download mnist && python -m minadder train --dataset mnist --epochs 1
     python -m minadder train --resume runs/<run>      # continue after Ctrl-C
     python -m minadder evaluate runs/<run> [--json]   # test accuracy of a run's checkpoint
+    python -m minadder quantize runs/<run>            # its int8 AdderNet, runs/<run>/int8.npz
+    python -m minadder evaluate runs/<run> --int8     # the int8 model's accuracy and images/s
     python -m minadder count --model resnet20 --kind adder [--json]
     python -m minadder download mnist [--root DIR]
 
@@ -121,7 +123,31 @@ def _add_evaluate_parser(sub):
     p.add_argument("--limit-test", type=int, default=None, help="test on a random subset of this many images")
     p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
                    help="kernel backend (default: the fastest that runs here)")
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default: 500)")
+    p.add_argument("--int8", action="store_true",
+                   help="evaluate the run's int8 model (int8.npz beside the checkpoint; made with the "
+                        "quantize command's defaults when there is none)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a line")
+
+
+def _add_quantize_parser(sub):
+    from .int8 import DEFAULT_CALIBRATION_BATCHES, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+    p = sub.add_parser("quantize", help="post-training int8 quantization of a trained AdderNet",
+                       description="Quantize a trained AdderNet's l1 adder layers to 8 bits (one scale per layer "
+                                   "for its inputs and filters, calibrated on a few training batches; batch norm "
+                                   "folded in) and write int8.npz beside its checkpoint.")
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", type=expand_path,
+                   help="a run's output directory or a checkpoint file")
+    p.add_argument("--calibration-batches", type=int, default=DEFAULT_CALIBRATION_BATCHES,
+                   help=f"training batches (of the run's batch size) the scales are calibrated on "
+                        f"(default: {DEFAULT_CALIBRATION_BATCHES})")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
+                   help=f"each layer's range: the extremes of its inputs, or their {DEFAULT_PERCENTILE}th percentiles "
+                        f"(default: {DEFAULT_METHOD})")
+    p.add_argument("--data-dir", default=None, type=expand_path, help="folder holding the dataset's files")
+    p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
+                   help="kernel backend of the float passes and the integer kernel (default: the fastest "
+                        "that runs here)")
 
 
 def _add_download_parser(sub):
@@ -135,9 +161,10 @@ def _add_download_parser(sub):
 def build_parser():
     parser = argparse.ArgumentParser(prog="minadder", description="Train and inspect AdderNets (Chen et al., "
                                      "CVPR 2020) with a small NumPy autograd engine.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,count,download}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,quantize,count,download}")
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
+    _add_quantize_parser(sub)
     _add_count_parser(sub)
     _add_download_parser(sub)
     return parser
@@ -176,26 +203,54 @@ def _run_train(args):
     return 0
 
 
+def _check_range(flag, value, low, high, optional=False):
+    """Refuse an integer option outside [low, high], naming its flag (None passes when ``optional``)."""
+    if value is None and optional:
+        return
+    if not low <= value <= high:
+        raise ValueError(f"{flag} must be an integer from {low} to {high:,}"
+                         f"{' (or left out for all)' if optional else ''}; got {value}")
+
+
 def _run_evaluate(args):
     from .train import evaluate_checkpoint
 
     backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
-    low, high = INTEGER_RANGES["limit_test"]
-    if args.limit_test is not None and not low <= args.limit_test <= high:
-        raise ValueError(f"--limit-test must be an integer from {low} to {high:,} (or left out for all); "
-                         f"got {args.limit_test}")
+    _check_range("--limit-test", args.limit_test, *INTEGER_RANGES["limit_test"], optional=True)
+    _check_range("--batch-size", args.batch_size, *INTEGER_RANGES["batch_size"])
     if args.backend:
         backend.set_backend(args.backend)
     result = evaluate_checkpoint(args.target, dataset=args.dataset, data_dir=args.data_dir,
-                                 test_file=args.test_file, limit_test=args.limit_test)
+                                 test_file=args.test_file, limit_test=args.limit_test, batch_size=args.batch_size,
+                                 int8=args.int8)
     if args.json:
         print(json.dumps(result, indent=1, allow_nan=False))
         return 0
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    speed = result["images_per_s"]
     print(f"test accuracy: {100 * result['test_accuracy']:.2f} % on {result['images']} images of "
           f"{result['dataset']} ({result['test_set']}, from {result['source']}); {result['model']} "
-          f"{result['kind']} after {result['epoch']} epoch{'s' * (result['epoch'] != 1)}, backend {result['backend']}")
+          f"{result['kind']} after {result['epoch']} epoch{'s' * (result['epoch'] != 1)}, {result['precision']}"
+          f"{' (' + result['int8_file'] + ')' if args.int8 else ''} at "
+          f"{'?' if speed is None else f'{speed:,.0f}'} images/s, backend {result['backend']}")
+    return 0
+
+
+def _run_quantize(args):
+    from .int8 import CALIBRATION_BATCHES_RANGE, quantize_run
+
+    backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
+    _check_range("--calibration-batches", args.calibration_batches, *CALIBRATION_BATCHES_RANGE)
+    if args.backend:
+        backend.set_backend(args.backend)
+    file, network, notes = quantize_run(args.target, args.calibration_batches, args.method, args.data_dir)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    c = network.calibration
+    print(f"int8 model: {file} ({network.architecture.name}: {len(network.adder_names)} adder layers in 8 bits, "
+          f"float32 layers: {', '.join(network.float_names) or 'none'}; scales by {c['method']} over "
+          f"{c['images']} training images in {c['batches']} batches)")
     return 0
 
 
@@ -222,7 +277,7 @@ def main(argv=None):
     """Entry point of ``python -m minadder`` and the ``minadder`` script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": _run_train, "evaluate": _run_evaluate, "count": _run_count,
+    command = {"train": _run_train, "evaluate": _run_evaluate, "quantize": _run_quantize, "count": _run_count,
                "download": _run_download}[args.command]
     try:
         with StopSignals():  # SIGTERM, SIGHUP, SIGUSR1 end a command as Ctrl-C does, cleaning up

@@ -1,5 +1,6 @@
-"""Measuring a model on test data: ``evaluate`` (one pass, after every epoch) and ``evaluate_checkpoint`` (the CLI)."""
+"""Measuring a model on test data: ``evaluate`` (every epoch), ``evaluate_checkpoint`` (float32 or int8), images/s."""
 import dataclasses
+import time
 
 from .. import backend
 from .. import functional as F
@@ -10,24 +11,50 @@ from .datasets import load_test_split, padding_for, random_subset
 from .files import strict_json
 
 
-def evaluate(model, batches, should_stop=None):
-    """(mean loss, accuracy) over the (x, y) batches, in eval mode (running batch-norm
-    statistics), without a graph; the model is put back in training mode afterwards.
-    ``should_stop()``, checked after every batch, raises KeyboardInterrupt when true."""
-    model.eval()
+class ForwardTimer:
+    """Seconds spent in forward passes and the images they took: ``images_per_s`` counts the
+    network alone, not the loading, padding and normalising of the batches."""
+
+    def __init__(self):
+        self.seconds, self.images = 0.0, 0
+
+    def run(self, forward, x):
+        """``forward(x)``, timed."""
+        start = time.perf_counter()
+        out = forward(x)
+        self.seconds += time.perf_counter() - start
+        self.images += len(x)
+        return out
+
+    @property
+    def images_per_s(self):
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+def score(forward, batches, timer=None, should_stop=None):
+    """(mean loss, accuracy) of ``forward`` (float32 images -> NumPy logits) over the (x, y)
+    batches. ``should_stop()``, checked after every batch, raises KeyboardInterrupt when true."""
+    timer = timer or ForwardTimer()
     loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        logits = timer.run(forward, x)
+        loss_sum += float(F.cross_entropy(Tensor(logits), y).item()) * len(y)
+        correct += int((logits.argmax(axis=1) == y).sum())
+        seen += len(y)
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
+    return loss_sum / seen, correct / seen
+
+
+def evaluate(model, batches, should_stop=None, timer=None):
+    """(mean loss, accuracy) of a float model over the (x, y) batches, in eval mode (running
+    batch-norm statistics), without a graph; the model is put back in training mode afterwards."""
+    model.eval()
     try:
         with no_grad():
-            for x, y in batches:
-                logits = model(Tensor(x))
-                loss_sum += float(F.cross_entropy(logits, y).item()) * len(y)
-                correct += int((logits.data.argmax(axis=1) == y).sum())
-                seen += len(y)
-                if should_stop is not None and should_stop():
-                    raise KeyboardInterrupt
+            return score(lambda x: model(Tensor(x)).data, batches, timer, should_stop)
     finally:
         model.train()
-    return loss_sum / seen, correct / seen
 
 
 def _trained_image(config, saved_metrics):
@@ -38,38 +65,67 @@ def _trained_image(config, saved_metrics):
     return (3 if config.dataset.startswith("cifar") else 1), 32  # checkpoints from before "image" was saved
 
 
-def evaluate_checkpoint(target, dataset=None, data_dir=None, test_file=None, limit_test=None, batch_size=500):
-    """Evaluate the model of a checkpoint (``target``: a run folder or a checkpoint file) on
-    a test split, with the preprocessing it was trained with (the training set's mean and
-    std, the same padding). ``dataset`` defaults to the one it was trained on; another
-    one must have the same image shape and number of classes. Returns a dict with
-    ``test_accuracy``, ``test_loss``, the dataset, its source, the number of images, ..."""
-    from ..data import DataLoader
-    path = checkpoint_path(target, what="evaluate")
+def normalised_as_trained(dataset, saved_metrics):
+    """``dataset`` normalised with the mean and std the checkpoint's model was trained with."""
+    trained = saved_metrics.get("dataset", {})
+    if trained.get("mean") and trained.get("std"):
+        return dataclasses.replace(dataset, mean=tuple(trained["mean"]), std=tuple(trained["std"]))
+    return dataset
+
+
+def load_trained_model(target, what="evaluate"):
+    """(checkpoint path, Checkpoint, TrainConfig, model holding its weights) of ``target``, a
+    run folder or a checkpoint file."""
+    path = checkpoint_path(target, what=what)
     saved = read_checkpoint(path, optimizer=False)
     config = config_from_dict(saved.config)
-    name = dataset or config.dataset
-    trained = saved.metrics.get("dataset", {})
-    num_classes = int(trained.get("num_classes", 10))
     channels, size = _trained_image(config, saved.metrics)
-    test, notes = load_test_split(name, data_dir, test_file)
-    c, h, w = test.shape
-    pad_to = padding_for(test.shape)
-    if (c, pad_to or h, pad_to or w) != (channels, size, size) or test.num_classes != num_classes:
-        raise ValueError(f"{path}: the model was trained on {config.dataset} ({channels}x{size}x{size} images, "
-                         f"{num_classes} classes) and cannot be evaluated on {name} ({c}x{h}x{w} images, "
-                         f"{test.num_classes} classes)")
-    if trained.get("mean") and trained.get("std"):  # normalise as in training
-        test = dataclasses.replace(test, mean=tuple(trained["mean"]), std=tuple(trained["std"]))
-    test = random_subset(test, limit_test, config.seed)
-    model = config.build_network(num_classes, channels, size)
+    model = config.build_network(int(saved.metrics.get("dataset", {}).get("num_classes", 10)), channels, size)
     try:
         model.load_state_dict(saved.model)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    loss, accuracy = evaluate(model, DataLoader(test, batch_size, shuffle=False, pad_to=pad_to))
+    return path, saved, config, model
+
+
+def _test_set(path, saved, config, model, name, data_dir, test_file, limit_test):
+    """The test split ``name`` preprocessed as in training, its padding and notes; refused
+    when its images or classes are not the model's."""
+    test, notes = load_test_split(name, data_dir, test_file)
+    c, h, w = test.shape
+    pad_to = padding_for(test.shape)
+    channels, size = model.in_channels, model.input_size
+    if (c, pad_to or h, pad_to or w) != (channels, size, size) or test.num_classes != model.num_classes:
+        raise ValueError(f"{path}: the model was trained on {config.dataset} ({channels}x{size}x{size} images, "
+                         f"{model.num_classes} classes) and cannot be evaluated on {name} ({c}x{h}x{w} images, "
+                         f"{test.num_classes} classes)")
+    return random_subset(normalised_as_trained(test, saved.metrics), limit_test, config.seed), pad_to, notes
+
+
+def evaluate_checkpoint(target, dataset=None, data_dir=None, test_file=None, limit_test=None, batch_size=500,
+                        int8=False):
+    """Evaluate the model of a checkpoint (``target``: a run folder or a checkpoint file) on
+    a test split, with the preprocessing it was trained with (the training set's mean and
+    std, the same padding). ``dataset`` defaults to the one it was trained on; another
+    one must have the same image shape and number of classes. ``int8``: run the int8
+    model of the checkpoint (``minadder.int8``; quantized now, into int8.npz beside the
+    checkpoint, when there is none yet). Returns a dict with ``test_accuracy``,
+    ``test_loss``, ``images_per_s`` (forward passes only), the dataset, its source, ..."""
+    from ..data import DataLoader
+    path, saved, config, model = load_trained_model(target)
+    name = dataset or config.dataset
+    test, pad_to, notes = _test_set(path, saved, config, model, name, data_dir, test_file, limit_test)
+    batches, timer, extra = DataLoader(test, batch_size, shuffle=False, pad_to=pad_to), ForwardTimer(), {}
+    if int8:
+        from ..int8 import run as int8_run
+        network, extra, int8_notes = int8_run.network_for_checkpoint(path, saved, config, model, data_dir)
+        notes = notes + int8_notes
+        loss, accuracy = score(network, batches, timer)
+    else:
+        loss, accuracy = evaluate(model, batches, timer=timer)
     return strict_json({
         "test_accuracy": accuracy, "test_loss": loss, "dataset": name, "test_set": eval_set_name(test_file),
         "source": test.source, "images": len(test), "trained_on": config.dataset, "checkpoint": str(path),
         "epoch": saved.progress.epoch, "model": config.model, "kind": config.kind,
-        "backend": backend.get_backend(), "notes": notes})
+        "backend": backend.get_backend(), "precision": "int8" if int8 else "float32", "batch_size": batch_size,
+        "images_per_s": timer.images_per_s, **extra, "notes": notes})

@@ -1,0 +1,49 @@
+"""The one integer SAD kernel the int8 layers call: minadder.kernels.cpu.sad when it imports, else the NumPy reference.
+
+Both modules export the same two functions, bit for bit equal on every input:
+
+    sad2d(xq, wq, stride, padding, pad_value)   Y[n,t,u,v] = sum |Xp - W|  (int32)
+    sad_linear(xq, wq)                          Y[n,t]     = sum_k |x[n,k] - w[t,k]|
+
+``minadder.kernels.int8_reference`` is the definition, in NumPy; ``minadder.kernels.cpu.sad``
+is the compiled kernel (packed sums of absolute differences of bytes). The compiled one is
+imported the first time a layer runs, not when ``minadder.int8`` is imported, and only
+when the backend is not "numpy": ``--backend numpy`` keeps every kernel, float and
+integer, on the NumPy definitions.
+"""
+import functools
+
+from .. import backend
+from ..kernels import int8_reference
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    """The compiled module, or None where it does not import (not written yet, no Numba)."""
+    try:
+        from ..kernels.cpu import sad
+    except ImportError:
+        return None
+    return sad
+
+
+def _module():
+    if backend.get_backend() == "numpy":
+        return int8_reference
+    return _compiled() or int8_reference
+
+
+def name():
+    """Which integer kernel runs now: "cpu" (compiled) or "numpy" (the reference)."""
+    return "numpy" if _module() is int8_reference else "cpu"
+
+
+def sad2d(xq, wq, stride=1, padding=0, pad_value=0):
+    """int32 sums of |xq - wq| over each receptive field; uint8 xq (N, C, H, W) padded with
+    ``pad_value``, uint8 wq (C_out, C, kh, kw)."""
+    return _module().sad2d(xq, wq, stride, padding, pad_value)
+
+
+def sad_linear(xq, wq):
+    """int32 sums of |xq[n] - wq[t]| for uint8 xq (N, K) and wq (C_out, K)."""
+    return _module().sad_linear(xq, wq)
