@@ -8,11 +8,18 @@
 Rows (synthetic inputs of the real shapes: MNIST 1x32x32, CIFAR 3x32x32):
 
   minadder LeNet-5-BN adder / cnn, batch 256, on each requested backend
-  minadder ResNet-20 adder / cnn, batch 64 and 128 (--resnet-batch)
+  minadder ResNet-20 and ResNet-32 (--resnets) adder / cnn, batch 64 and 128 (--resnet-batch)
   torch LeNet-5-BN cnn (PyTorch's own CNN step) and torch LeNet-5-BN adder (the paper's
   reference formulation: unfold + broadcast |W - X|, autograd backward), and torch
-  ResNet-20 cnn (minadder.torch.resnet20("cnn"), oneDNN convolutions), when torch is
-  installed.
+  ResNet-20/32 cnn (minadder.torch's, oneDNN convolutions), when torch is installed.
+
+A second table puts every cpu row beside PyTorch's CNN of the same network and batch,
+and for the AdderNets says where the step goes and how far it is from what the machine
+allows: the share of the step in the adder kernels (forward, dX, dW: the cpu backend's
+entry points wrapped with timers), and the step's ceiling, the images/s of a step that
+did nothing but its adder terms (C_out * K * positions per layer, three passes), each
+pass at the ceiling of its instruction mix (forward min + add, dX clamp + FMA, dW FMA)
+read from results/ceiling-<cpu>.json (benchmarks/ceiling.py --json).
 
 The optimizer is the paper's MNIST one (SGD, Nesterov momentum 0.9, weight decay 5e-4,
 adaptive adder learning-rate scaling with eta = 0.1; torch: plain SGD with the same
@@ -23,6 +30,7 @@ in the same process); `--malloc-default` leaves glibc's default.
 """
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import sys
@@ -37,14 +45,17 @@ import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder import optim  # noqa: E402
 
-from minadder.models import lenet5_bn, resnet20  # noqa: E402
+from minadder.models import lenet5_bn, resnet20, resnet32  # noqa: E402
+
+BUILDERS = {"lenet5": lenet5_bn, "resnet20": resnet20, "resnet32": resnet32}
+SHAPES = {"lenet5": (1, 32), "resnet20": (3, 32), "resnet32": (3, 32)}
+#: the ceiling (benchmarks/ceiling.py) each pass of an adder layer is held to: the forward's
+#: min + add, dX's clamp + FMA, and the full-precision dW, a product (FMA)
+PASS_CEILINGS = {"forward": "min+add", "dX": "clamp+fma", "dW": "fma"}
 
 
 def build(model, kind):
-    return lenet5_bn(kind) if model == "lenet5" else resnet20(kind)
-
-
-SHAPES = {"lenet5": (1, 32), "resnet20": (3, 32)}
+    return BUILDERS[model](kind)
 
 
 def minadder_step(model, kind, batch):
@@ -143,6 +154,66 @@ def time_steps(step, warmup, steps, budget_s=60.0):
     return min(times), float(np.median(times))
 
 
+# ----------------------------------------------------------- where the step goes, and its ceiling
+def kernel_shares(step, steps):
+    """(share of the step in the forward, dX and dW kernels of the cpu backend, ms per step):
+    the three entry points wrapped with timers for ``steps`` steps."""
+    from minadder.kernels import cpu
+    spent = {"forward": 0.0, "dX": 0.0, "dW": 0.0}
+    originals = {"forward": ("adder2d_forward", cpu.adder2d_forward),
+                 "dX": ("blocked_grad_input", cpu.blocked_grad_input),
+                 "dW": ("blocked_grad_weight", cpu.blocked_grad_weight)}
+
+    def timed(key, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+        return wrapper
+
+    for key, (attr, fn) in originals.items():
+        setattr(cpu, attr, timed(key, fn))
+    try:
+        step()
+        for key in spent:
+            spent[key] = 0.0
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - start
+    finally:
+        for attr, fn in originals.values():
+            setattr(cpu, attr, fn)
+    return {key: t / total for key, t in spent.items()}, total / steps * 1e3
+
+
+def adder_terms(model):
+    """Adder terms |x - w| of one image's forward: the sum of C_out * K * positions over its adder layers."""
+    from minadder import count
+    report = count.count({"lenet5": "lenet5_bn"}.get(model, model), "adder")
+    return sum(r["pairs"] for r in report["layers"] if r["add"] > r["mul"] and r["mul"] == 0)
+
+
+def step_ceiling(model, batch, threads):
+    """Images/s of a step that did nothing but its adder terms, each pass at its ceiling
+    (forward, dX and dW: three passes over the terms), from ceiling.py's JSON; or None."""
+    from minadder.kernels.target import TARGET
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"ceiling-{TARGET.name}.json")
+    try:
+        with open(path) as f:
+            rows = json.load(f)["rows"]
+    except (OSError, ValueError, KeyError):
+        return None
+    rate = {r["mix"]: r["gterms"] for r in rows if r.get("threads") == threads and r.get("width") == "native"}
+    if not all(mix in rate for mix in PASS_CEILINGS.values()):
+        return None
+    terms = adder_terms(model) * batch
+    seconds = sum(terms / (rate[mix] * 1e9) for mix in PASS_CEILINGS.values())
+    return batch / seconds
+
+
 def profile(name, batch, steps, top):
     model, kind = name.split("-")
     step = minadder_step(model, kind, batch)
@@ -169,6 +240,7 @@ def main():
     ap.add_argument("--backends", nargs="*", default=["cpu", "numpy"])
     ap.add_argument("--lenet-batch", type=int, default=256)
     ap.add_argument("--resnet-batch", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--resnets", nargs="*", default=["resnet20", "resnet32"], choices=["resnet20", "resnet32"])
     ap.add_argument("--threads", type=int, default=None, help="threads for Numba and torch (default: all)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
@@ -199,12 +271,12 @@ def main():
           f"malloc {'keeps freed memory' if kept else 'default'}")
     print(f"{'row':34} {'batch':>6} {'best img/s':>11} {'median img/s':>13} {'best ms/step':>13}")
     cases = [("lenet5", "adder", args.lenet_batch), ("lenet5", "cnn", args.lenet_batch)]
-    cases += [("resnet20", kind, b) for b in args.resnet_batch for kind in ("adder", "cnn")]
+    cases += [(net, kind, b) for net in args.resnets for b in args.resnet_batch for kind in ("adder", "cnn")]
     for backend in args.backends:
         ma.set_backend(backend)
         for model, kind, batch in cases:
-            if f"{model}-{kind}" in args.skip or (backend == "numpy" and model == "resnet20"):
-                continue   # the NumPy reference takes minutes per ResNet-20 step
+            if f"{model}-{kind}" in args.skip or (backend == "numpy" and model != "lenet5"):
+                continue   # the NumPy reference takes minutes per ResNet step
             best, med = time_steps(minadder_step(model, kind, batch), args.warmup, args.steps)
             rows.append((f"minadder[{backend}] {model} {kind}", batch, best, med))
             print_row(*rows[-1])
@@ -220,18 +292,45 @@ def main():
                 label = "torch lenet5 cnn" if kind == "cnn" else "torch lenet5 adder (unfold)"
                 rows.append((label, args.lenet_batch, best, med))
                 print_row(*rows[-1])
-            for batch in args.resnet_batch:
-                best, med = time_steps(torch_resnet_step(batch), args.warmup, args.steps)
-                rows.append(("torch resnet20 cnn", batch, best, med))
-                print_row(*rows[-1])
+            for net in args.resnets:
+                for batch in args.resnet_batch:
+                    best, med = time_steps(torch_resnet_step(net, batch), args.warmup, args.steps)
+                    rows.append((f"torch {net} cnn", batch, best, med))
+                    print_row(*rows[-1])
+    compare(rows, cases, args, min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def torch_resnet_step(batch):
-    """PyTorch's own ResNet-20 CNN (the layers of minadder's, from minadder.torch) on CIFAR shapes."""
+def compare(rows, cases, args, threads):
+    """The second table: each cpu row against PyTorch's CNN of the same network and batch,
+    the share of its step in the adder kernels, and the step's distance to its ceiling."""
+    best = {(label, batch): batch / t for label, batch, t, _ in rows}
+    print(f"\n{'row':34} {'batch':>6} {'vs torch cnn':>13} {'fwd':>6} {'dX':>6} {'dW':>6} {'kernels':>8} "
+          f"{'ceiling img/s':>14} {'of ceiling':>11}")
+    ma.set_backend("cpu")
+    for model, kind, batch in cases:
+        label = f"minadder[cpu] {model} {kind}"
+        if (label, batch) not in best:
+            continue
+        torch_rate = best.get((f"torch {model} cnn", batch))
+        versus = f"{best[label, batch] / torch_rate:.2f}x" if torch_rate else "-"
+        cells = ["-"] * 4
+        ceiling = fraction = "-"
+        if kind == "adder":
+            shares, _ = kernel_shares(minadder_step(model, kind, batch), max(2, args.steps // 2))
+            cells = [f"{shares[k]:.0%}" for k in ("forward", "dX", "dW")] + [f"{sum(shares.values()):.0%}"]
+            rate = step_ceiling(model, batch, threads)
+            if rate:
+                ceiling, fraction = f"{rate:,.0f}", f"{best[label, batch] / rate:.2f}"
+        print(f"{label:34} {batch:6d} {versus:>13} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {cells[3]:>8} "
+              f"{ceiling:>14} {fraction:>11}")
+
+
+def torch_resnet_step(name, batch):
+    """PyTorch's own ResNet-20/32 CNN (the layers of minadder's, from minadder.torch) on CIFAR shapes."""
     import torch
-    from minadder.torch import resnet20 as torch_resnet20
+    from minadder.torch.models import MODELS
     torch.manual_seed(0)
-    net = torch_resnet20(kind="cnn")
+    net = MODELS[name](kind="cnn")
     return torch_step(net, torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,)))
 
 
