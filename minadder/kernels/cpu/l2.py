@@ -21,8 +21,7 @@ import math
 
 import numpy as np
 
-from .. import reference
-from . import products
+from . import columns, products
 from .frame import shifted
 from .grad_weight import DW_CHUNKS
 
@@ -35,7 +34,7 @@ def _image_chunks(win):
 
 def _columns(frame, win, images):
     """X_col (K, L_c) of some images, from the padded, shifted input (no padding left to add)."""
-    return reference.im2col(frame.xp[images], win.kh, win.kw, win.stride, 0)
+    return columns.im2col(frame.xp[images], win.kh, win.kw, win.stride, 0)
 
 
 def _g_columns(g, images):
@@ -69,7 +68,7 @@ def l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad):
             dw += products.matmul(gc, cols.T) - wc * gc.sum(axis=1)[:, None]
         if need_input_grad:
             dcols = products.matmul(wc.T, gc) - cols * gc.sum(axis=0)
-            dxp[images] += reference.col2im(dcols, (images.stop - images.start,) + frame.xp.shape[1:],
+            dxp[images] += columns.col2im(dcols, (images.stop - images.start,) + frame.xp.shape[1:],
                                             win.kh, win.kw, win.stride, 0)
     p = win.padding
     dx = None if dxp is None else 2 * dxp[:, :, p:p + win.h, p:p + win.w]
