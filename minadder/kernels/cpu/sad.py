@@ -4,21 +4,15 @@ The same function as int8_reference.py, bit for bit, for uint8 inputs and filter
 
     Y[n, t, u, v] = sum_{c,i,j} |Xp[n, c, s*u+i, s*v+j] - W[t, c, i, j]|     (Eq. 2 in integers)
 
-The layout puts the reduction axis k = (c, i, j) in contiguous memory, so that one vector
-load takes 64 (or 32) consecutive terms of one sum:
-
-* each output position's receptive field is gathered into one row of bytes (padding
-  positions hold ``pad_value``), a chunk of positions at a time (bounded memory);
-* each filter is one row of bytes, W reshaped to (C_out, K);
-* both are padded with zero bytes to Kp, a multiple of the vector width: a zero in an
-  input row meets a zero in a filter row, and |0 - 0| adds nothing, so the sums stay exact;
-  the positions and the filters are padded to whole blocks with rows of zeros too (their
-  sums are computed and dropped).
-
-Then Y is a "GEMM" of rows against rows with |a - b| in place of a * b, done by
-sad_intrinsics.sad_block: 2 input rows x 4 filter rows per call, psadbw on each pair of
-vectors (8 per step, each input vector loaded once for 4 filters). A task owns a chunk of
-positions; the tasks run in parallel (prange).
+The bytes are laid out 8 per lane group (sad_layout.py): the channels in groups of 8, so
+that word g of ``columns`` holds 8 bytes of one output position's receptive field, for a
+chunk of consecutive positions, and word g of ``words`` the same 8 bytes of a filter. One
+vector of a columns row then holds word g of 8 consecutive positions (4 with AVX2), and
+psadbw against filter t's word g, broadcast to every 8-byte group, gives the 8 positions'
+partial sums in its 8 lanes: sad_intrinsics.sad_block adds them over g (vpaddq) for a block
+of 32 positions x 4 filters, with no sum across lanes, and stores 8 outputs per vector into
+``sums`` (C_out, positions of the chunk), copied from there into out image by image. A
+task owns a chunk of positions; the tasks run in parallel (prange).
 
 Three variants compute the blocks, chosen by ``variant()``:
 
@@ -39,7 +33,8 @@ from numba.extending import overload
 
 from ..geometry import check_window_args, output_size
 from ..target import AVX512_CPUS, _named_features
-from .sad_intrinsics import BLOCK_FILTERS, BLOCK_ROWS, sad_block
+from .sad_intrinsics import BLOCK_FILTERS, block_positions, sad_block
+from .sad_layout import GROUP, filter_words, gather, padded_pixels, scatter
 
 #: the variants, best first, and the bytes of one vector of each (0: no vectors of our own)
 VARIANTS = ("avx512bw", "avx2", "portable")
@@ -60,10 +55,12 @@ AVX2_CPUS = AVX512_CPUS | {
 }
 CPUS_WITH = {"avx512bw": AVX512BW_CPUS, "avx2": AVX2_CPUS}
 
-#: row length multiple: one 512-bit vector (also two 256-bit ones)
-ROW_MULTIPLE = 64
-#: bytes of gathered rows per task (a chunk of positions x Kp): about half a core's L2, so
-#: that the rows stay in cache while every filter passes; chosen by hand, not re-measured
+#: positions per block of the portable loops; every chunk is a multiple of CHUNK_MULTIPLE,
+#: which every variant's block divides (32 positions with AVX-512, 8 with AVX2)
+PORTABLE_POSITIONS, CHUNK_MULTIPLE = 8, 32
+#: bytes of gathered columns per task (a chunk of positions x Kp): about half a core's L2,
+#: so that they stay in cache while every filter passes; measured (one thread, ResNet-20
+#: layers): 16 KiB to 256 KiB all within 10 %
 CHUNK_BYTES = 1 << 17
 #: tasks per thread at least, so that no thread idles at the end; chosen by hand, not re-measured
 TASKS_PER_THREAD = 4
@@ -118,103 +115,104 @@ def variant():
 
 # ------------------------------------------------------------------------ the kernel
 @njit(cache=True)
-def _gather(xq, l, stride, padding, pad, kh, kw, ho, wo, row):
-    """row[k] = Xp[n, c, s*u + i, s*v + j] for k = (c, i, j), the receptive field of output
-    position l = (n, u, v); pad where the window leaves the image. row[K:] is left as it is."""
-    plane = ho * wo
-    n, p = l // plane, l % plane
-    u, v = p // wo, p % wo
-    h, w = xq.shape[2], xq.shape[3]
-    k = 0
-    for c in range(xq.shape[1]):
-        for i in range(kh):
-            y = u * stride + i - padding
-            for j in range(kw):
-                x = v * stride + j - padding
-                row[k] = xq[n, c, y, x] if 0 <= y < h and 0 <= x < w else pad
-                k += 1
+def _portable_block(columns, q, tiles, t, sums):
+    """sad_block's sums in plain loops that LLVM vectorizes, for PORTABLE_POSITIONS x
+    BLOCK_FILTERS, in psadbw's lanes: ``lanes`` holds one int32 sum of |a - b| (int32:
+    bytes would wrap around) per byte of the positions' columns, added over g against the
+    filter's 8 bytes repeated once per position (``tiles``: portable_tiles); each
+    position's 8 lanes are added up at the end."""
+    span = GROUP * PORTABLE_POSITIONS
+    lanes = np.empty(span, dtype=np.int32)
+    for b in range(BLOCK_FILTERS):
+        lanes[:] = 0
+        for g in range(columns.shape[0]):
+            x, f = columns[g, GROUP * q:GROUP * q + span], tiles[t + b, g * span:(g + 1) * span]
+            for j in range(span):
+                lanes[j] += abs(np.int32(x[j]) - np.int32(f[j]))
+        for a in range(PORTABLE_POSITIONS):
+            sums[t + b, q + a] = lanes[GROUP * a:GROUP * (a + 1)].sum()
 
 
-@njit(cache=True)
-def _portable_block(rows, r, filters, t, sums):
-    """sad_block's block in plain loops: sums[a * BLOCK_FILTERS + b] = sum_k |rows[r + a, k]
-    - filters[t + b, k]|, each difference in int32 (bytes would wrap around)."""
-    for a in range(BLOCK_ROWS):
-        x = rows[r + a]
-        for b in range(BLOCK_FILTERS):
-            f = filters[t + b]
-            total = np.int32(0)
-            for k in range(x.shape[0]):
-                total += abs(np.int32(x[k]) - np.int32(f[k]))
-            sums[a * BLOCK_FILTERS + b] = total
-
-
-def _block(rows, r, filters, t, sums, width):
+def _block(columns, q, words, t, sums, width):
     """One block of sums with vectors of ``width`` bytes, or the portable loops (width 0).
     Only its compiled form exists (below): Numba picks the code by the literal width."""
 
 
 @overload(_block)
-def _block_for_width(rows, r, filters, t, sums, width):
+def _block_for_width(columns, q, words, t, sums, width):
     """Numba calls this while compiling, with the argument types: the width is a literal
     (the kernel asks for that with ``literally``), so the choice costs nothing at run time.
     Numba tries the plain int type first: None sends it on to the literal."""
     if not isinstance(width, types.IntegerLiteral):
         return None
     if width.literal_value == 0:
-        return lambda rows, r, filters, t, sums, width: _portable_block(rows, r, filters, t, sums)
-    return lambda rows, r, filters, t, sums, width: sad_block(rows, r, filters, t, sums, width)
-
-
-@njit(cache=True)
-def _chunk_sads(rows, count, l0, filters, c_out, ho, wo, out, width):
-    """out[n, t, u, v] for the ``count`` positions l0 .. whose gathered rows are ``rows``,
-    and every filter: block after block; the padding rows' sums are dropped."""
-    plane = ho * wo
-    sums = np.empty(BLOCK_ROWS * BLOCK_FILTERS, dtype=np.int64)
-    for r in range(0, count, BLOCK_ROWS):
-        for t in range(0, c_out, BLOCK_FILTERS):
-            _block(rows, r, filters, t, sums, width)
-            for a in range(min(BLOCK_ROWS, count - r)):
-                n, p = (l0 + r + a) // plane, (l0 + r + a) % plane
-                for b in range(min(BLOCK_FILTERS, c_out - t)):
-                    out[n, t + b, p // wo, p % wo] = sums[a * BLOCK_FILTERS + b]
+        return lambda columns, q, words, t, sums, width: _portable_block(columns, q, words, t, sums)
+    return lambda columns, q, words, t, sums, width: sad_block(columns, q, words, t, sums, width)
 
 
 @njit(parallel=True, cache=True)
-def _sad_kernel(xq, filters, c_out, stride, padding, pad, kh, kw, chunk, out, width):
-    """out = the integer SAD of xq against the filter rows (C_out padded, Kp), a chunk of
-    ``chunk`` positions per task: gathered into zeroed rows, then summed block by block."""
+def _sad_kernel(pixels, words, stride, kh, kw, wo, chunk, step, out, width):
+    """out (N, C_out, Ho * Wo) = the integer SAD of the pixels' fields against the filter
+    words (the portable loops: their tiles), a chunk of ``chunk`` positions per task:
+    gathered into columns, summed block by block (``step`` positions x BLOCK_FILTERS
+    filters), copied into out. Numba's on-disk cache of this function is keyed on this
+    file alone: after editing sad_layout.py or sad_intrinsics.py, delete
+    __pycache__/sad.*.nbi (the old code would still run)."""
     literally(width)                # compile once per width, which picks the block's code
-    ho, wo = out.shape[2], out.shape[3]
-    positions = out.shape[0] * ho * wo
+    plane = out.shape[2]
+    positions = out.shape[0] * plane
+    groups, cout = pixels.shape[1] * kh * kw, words.shape[0]
     for task in prange((positions + chunk - 1) // chunk):
         l0 = task * chunk
         count = min(chunk, positions - l0)
-        rows = np.zeros((count + (-count) % BLOCK_ROWS, filters.shape[1]), dtype=np.uint8)
-        for q in range(count):
-            _gather(xq, l0 + q, stride, padding, pad, kh, kw, ho, wo, rows[q])
-        _chunk_sads(rows, count, l0, filters, c_out, ho, wo, out, width)
+        padded = count + (-count) % CHUNK_MULTIPLE
+        columns = np.empty((groups, GROUP * padded), dtype=np.uint8)
+        columns[:, GROUP * count:] = 0          # positions past the layer: sums dropped
+        sums = np.empty((cout, padded), dtype=np.int32)
+        gather(pixels, l0, count, stride, kh, kw, wo, plane, columns.view(np.uint64))
+        for q in range(0, padded, step):
+            for t in range(0, cout, BLOCK_FILTERS):
+                _block(columns, q, words, t, sums, width)
+        scatter(sums, l0, count, out)
+
+
+# One compiled entry per variant: each passes its width as a constant, which Numba types
+# as a literal while compiling. (A width passed from Python would make every call ask the
+# dispatcher for the literal again: some 20 ms a call.)
+@njit(cache=True)
+def _sad_avx512bw(pixels, words, stride, kh, kw, wo, chunk, step, out):
+    _sad_kernel(pixels, words, stride, kh, kw, wo, chunk, step, out, 64)
+
+
+@njit(cache=True)
+def _sad_avx2(pixels, words, stride, kh, kw, wo, chunk, step, out):
+    _sad_kernel(pixels, words, stride, kh, kw, wo, chunk, step, out, 32)
+
+
+@njit(cache=True)
+def _sad_portable(pixels, words, stride, kh, kw, wo, chunk, step, out):
+    _sad_kernel(pixels, words, stride, kh, kw, wo, chunk, step, out, 0)
+
+
+KERNELS = {"avx512bw": _sad_avx512bw, "avx2": _sad_avx2, "portable": _sad_portable}
 
 
 # --------------------------------------------------------------- the Python functions
-def filter_rows(wq):
-    """The filters as rows (C_out rounded up to BLOCK_FILTERS, Kp) of bytes, zero-padded;
-    Kp is K = C*kh*kw rounded up to ROW_MULTIPLE (at least one vector)."""
-    c_out, k = wq.shape[0], int(np.prod(wq.shape[1:]))
-    kp = max(ROW_MULTIPLE, -(-k // ROW_MULTIPLE) * ROW_MULTIPLE)
-    rows = np.zeros((c_out + (-c_out) % BLOCK_FILTERS, kp), dtype=np.uint8)
-    rows[:c_out, :k] = wq.reshape(c_out, k)
-    return rows
-
-
 def chunk_positions(positions, row_bytes):
-    """Positions per task: about CHUNK_BYTES of rows, fewer when that leaves a thread idle;
-    a whole number of blocks."""
-    chunk = max(BLOCK_ROWS, CHUNK_BYTES // row_bytes)
-    while chunk > BLOCK_ROWS and -(-positions // chunk) < TASKS_PER_THREAD * get_num_threads():
+    """Positions per task: about CHUNK_BYTES of columns, fewer when that leaves a thread
+    idle; a multiple of CHUNK_MULTIPLE."""
+    chunk = max(CHUNK_MULTIPLE, CHUNK_BYTES // row_bytes)
+    while chunk > CHUNK_MULTIPLE and -(-positions // chunk) < TASKS_PER_THREAD * get_num_threads():
         chunk //= 2
-    return max(BLOCK_ROWS, chunk - chunk % BLOCK_ROWS)
+    return max(CHUNK_MULTIPLE, chunk - chunk % CHUNK_MULTIPLE)
+
+
+def portable_tiles(words):
+    """The filter words for _portable_block: each word repeated PORTABLE_POSITIONS times,
+    (C_out', Kg * 8 * PORTABLE_POSITIONS) bytes."""
+    tiled = np.broadcast_to(words.reshape(words.shape[0], -1, 1, GROUP),
+                            (words.shape[0], words.shape[1] // GROUP, PORTABLE_POSITIONS, GROUP))
+    return np.ascontiguousarray(tiled).reshape(words.shape[0], -1)
 
 
 def pad_byte(pad_value):
@@ -244,10 +242,14 @@ def sad2d(xq, wq, stride=1, padding=0, pad_value=0):
     out = np.empty((n, c_out, ho, wo), dtype=np.int32)
     if out.size == 0:
         return out
-    filters = filter_rows(wq)
-    chunk = chunk_positions(n * ho * wo, filters.shape[1])
-    _sad_kernel(np.ascontiguousarray(xq), filters, c_out, stride, padding, pad_byte(pad_value),
-                kh, kw, chunk, out, VECTOR_BYTES[variant()])
+    words = filter_words(wq, BLOCK_FILTERS)
+    pixels = padded_pixels(np.ascontiguousarray(xq), padding, pad_byte(pad_value))
+    name, chunk = variant(), chunk_positions(n * ho * wo, words.shape[1])
+    if name == "portable":
+        words, step = portable_tiles(words), PORTABLE_POSITIONS
+    else:
+        step = block_positions(VECTOR_BYTES[name])
+    KERNELS[name](pixels, words, stride, kh, kw, wo, chunk, step, out.reshape(n, c_out, ho * wo))
     return out
 
 
