@@ -56,17 +56,32 @@ def test_an_adder_layer_on_the_grid_is_exactly_minus_s_times_sad(stride, padding
     np.testing.assert_allclose(y, float_adder(layer, x), rtol=1e-5, atol=1e-4)
 
 
+def test_fewer_bits_give_fewer_codes_and_a_coarser_step():
+    """bits=4: codes 0..15, s = range / 15; the same range in 8 bits has 17 times finer a step."""
+    q4, q8 = int8.quantizer_for(-0.5, 2.0, bits=4), int8.quantizer_for(-0.5, 2.0)
+    assert q4.bits == 4 and q4.top == 15 and q8.bits == 8 and q8.top == 255
+    assert q4.scale == pytest.approx(2.5 / 15) and q4.scale == pytest.approx(17 * q8.scale)
+    codes = q4.codes(np.linspace(-10, 10, 101))
+    assert codes.dtype == np.uint8 and codes.min() == 0 and codes.max() == 15
+    assert int8.quantizer_for(-4.0, -1.0, bits=2).offset == 3      # widened up to hold 0: the top code
+    for bad in (1, 9, 8.0, True, "8"):
+        with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+            int8.quantizer_for(-1.0, 1.0, bits=bad)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("make", [lambda: nn.Adder2d(5, 6, 3, 1, 1), lambda: nn.AdderLinear(40, 7)])
-def test_rounding_moves_an_adder_output_by_at_most_k_times_s(make):
+def test_rounding_moves_an_adder_output_by_at_most_k_times_s(make, bits):
     """Any input in the range and any filter: |Y - Y_int8| <= K * s, K the terms summed
-    (each input and each clipped filter value moves by at most s/2)."""
+    (each input and each clipped filter value moves by at most s/2), s the step of the
+    quantizer's own width: 17 times larger in 4 bits than in 8."""
     ma.manual_seed(1)
     rng = np.random.default_rng(1)
     layer = make()
     layer.weight.data *= 2.0                                    # many filters beyond [-1, 1.5]
     shape = (8, 5, 6, 6) if isinstance(layer, nn.Adder2d) else (8, 40)
     x = rng.uniform(-1.0, 1.5, shape).astype(np.float32)
-    q = int8.quantizer_for(-1.0, 1.5)
+    q = int8.quantizer_for(-1.0, 1.5, bits)
     exact, quantized = float_adder(layer, x), layers.AdderLayer.from_float(layer, None, q)(x)
     k = layer.weight.data[0].size
     error = np.abs(quantized - exact)
@@ -148,6 +163,28 @@ def test_an_int8_network_tracks_its_float_model(build, float_layers):
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.75
 
 
+def test_a_4_bit_network_keeps_its_codes_below_16():
+    """quantize(bits=4): every adder layer's filters and inputs in codes 0..15, the step
+    about 17 times the 8-bit one, and the logits further from the float model's."""
+    ma.manual_seed(3)
+    model = models.lenet5_bn()
+    x = np.random.default_rng(3).standard_normal((64, 1, 32, 32)).astype(np.float32)
+    fitted(model, x[:32])
+    net4, net8 = int8.quantize(model, [x[:32]], bits=4), int8.quantize(model, [x[:32]])
+    assert net4.bits == 4 and net4.calibration["bits"] == 4 and "in 4 bits" in repr(net4) and net8.bits == 8
+    for name in net4.adder_names:
+        layer = net4.layers[name]
+        assert layer.quantizer.bits == 4 and layer.codes.max() <= 15
+        assert layer.quantizer.codes(x * 100).max() == 15        # inputs far out clip to the top code
+        assert layer.quantizer.scale == pytest.approx(17 * net8.layers[name].quantizer.scale, rel=1e-5)
+    with no_grad():
+        expected = model(Tensor(x[32:])).data
+    error4, error8 = (np.abs(net(x[32:]) - expected).mean() for net in (net4, net8))
+    assert error4 > 5 * error8
+    with pytest.raises(ValueError, match="bits must be an integer from 2 to 8; got 9"):
+        int8.quantize(model, [x[:32]], bits=9)
+
+
 def test_max_and_percentile_calibration_both_work_and_differ():
     ma.manual_seed(4)
     model = models.lenet5_bn()
@@ -194,6 +231,26 @@ def test_the_file_round_trip_gives_the_same_network(saved):
         assert arrays["layer1.0.conv1.codes"].dtype == np.uint8 and arrays["conv1.weight"].dtype == np.float32
 
 
+def test_the_file_keeps_the_bits_and_an_8_bit_file_has_no_bits_entry(saved, tmp_path):
+    """A 4-bit network comes back 4-bit with the same outputs; an 8-bit file has no ``bits``
+    entry (the file as before bits existed), and a file without one reads as 8-bit."""
+    network, path, x = saved
+    with np.load(path, allow_pickle=False) as arrays:
+        assert "bits" not in arrays
+    assert int8.load(path).bits == 8
+    with backend.use_backend("numpy"):
+        ma.manual_seed(5)
+        model = models.Network(architectures.resnet(8, input_size=8, num_classes=3))
+        narrow = int8.quantize(fitted(model, x), [x], bits=4)
+    path4 = files.save(narrow, tmp_path / "int4.npz")
+    again = int8.load(path4)
+    assert again.bits == 4 and all(again.layers[n].quantizer.bits == 4 for n in again.adder_names)
+    assert again.calibration == narrow.calibration
+    np.testing.assert_array_equal(again(x), narrow(x))
+    with np.load(path4, allow_pickle=False) as arrays:
+        assert arrays["bits"] == 4 and arrays["layer1.0.conv1.codes"].max() <= 15
+
+
 def rewrite(path, target, change):
     """A copy of the int8 file ``path`` at ``target`` with its arrays passed through ``change``."""
     with np.load(path, allow_pickle=False) as f:
@@ -211,6 +268,8 @@ def rewrite(path, target, change):
     (lambda a: a.update({"fc.bias": np.full(3, np.nan, np.float32)}), ["fc.bias", "not finite"]),
     (lambda a: a.update({"layer1.0.conv2.scale": np.float32(-1)}), ["layer1.0.conv2.scale", "positive"]),
     (lambda a: a.update({"format_version": np.int64(99)}), ["not a minadder int8 model file of format 1"]),
+    (lambda a: a.update({"bits": np.uint8(9)}), ["entry bits", "from 2 to 8", "9"]),
+    (lambda a: a.update({"bits": np.uint8(2)}), ["above 3, the largest of 2 bits"]),
     (lambda a: a.update({"meta.architecture": np.frombuffer(b"{not json", np.uint8)}),
      ["meta.architecture", "not UTF-8 JSON"]),
     (lambda a: a.update({"meta.architecture": np.frombuffer(json.dumps(

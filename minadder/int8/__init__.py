@@ -1,6 +1,7 @@
 """Post-training int8 quantization of an l1 AdderNet, and its integer inference (issue 28).
 
     network = quantize(model, batches)          # an Int8Network, calibrated on a few batches
+    quantize(model, batches, bits=4)            # codes 0..15 instead of 0..255, the same kernel
     logits = network(images)                    # adder layers as sums of absolute byte differences
     save(network, "int8.npz"); load("int8.npz") # one .npz of arrays, no pickle
     quantize_run("runs/<run>")                  # python -m minadder quantize runs/<run>
@@ -19,11 +20,11 @@ Read the modules in this order:
 """
 from .calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from .files import FORMAT_VERSION, Int8FileError, load, save
-from .layers import AdderLayer, FloatLayer, Quantizer, fold_batch_norm, quantizer_for
+from .layers import BITS_RANGE, AdderLayer, FloatLayer, Quantizer, fold_batch_norm, quantizer_for
 from .model import Int8Network, quantize, weight_layers
 from .run import CALIBRATION_BATCHES_RANGE, DEFAULT_CALIBRATION_BATCHES, INT8_FILE, int8_path, quantize_run
 
-__all__ = ["AdderLayer", "CALIBRATION_BATCHES_RANGE", "DEFAULT_CALIBRATION_BATCHES", "DEFAULT_METHOD",
+__all__ = ["AdderLayer", "BITS_RANGE", "CALIBRATION_BATCHES_RANGE", "DEFAULT_CALIBRATION_BATCHES", "DEFAULT_METHOD",
            "DEFAULT_PERCENTILE", "FORMAT_VERSION", "FloatLayer", "INT8_FILE", "Int8FileError", "Int8Network",
            "METHODS", "Quantizer", "fold_batch_norm", "int8_path", "load", "quantize", "quantize_run",
            "quantizer_for", "save", "weight_layers"]

@@ -98,7 +98,7 @@ def observe_inputs(model, batches, names, method=DEFAULT_METHOD, percentile=DEFA
     return ranges, images
 
 
-def input_quantizers(input_ranges):
+def input_quantizers(input_ranges, bits=8):
     """{name: Quantizer} for each adder layer of ``input_ranges`` ({name: (low, high)}): the
-    one quantizer of its inputs and (clipped) filters."""
-    return {name: quantizer_for(low, high) for name, (low, high) in input_ranges.items()}
+    one quantizer of its inputs and (clipped) filters, with codes of ``bits`` bits."""
+    return {name: quantizer_for(low, high, bits) for name, (low, high) in input_ranges.items()}

@@ -6,8 +6,12 @@ its state dict (``conv1``, ``layer2.0.downsample.0``, ``fc``, ...):
     format_version                 int64 scalar, FORMAT_VERSION
     meta.architecture              UTF-8 JSON: name, kind, num_classes, in_channels,
                                    input_size, options (as uint8 bytes)
-    meta.calibration               UTF-8 JSON: method, percentile, images, checkpoint_sha256
-    <adder layer>.codes            uint8, the filters' codes, the layer's weight shape
+    meta.calibration               UTF-8 JSON: method, percentile, images, bits, checkpoint_sha256
+    bits                           uint8 scalar, the codes' width, 2..7; only when under 8
+                                   (a file without it is 8-bit, so an 8-bit file is the same
+                                   as before ``bits`` existed, and an older reader refuses a
+                                   narrower one as an unexpected entry instead of misreading it)
+    <adder layer>.codes            uint8, the filters' codes (0 .. 2^bits - 1), the weight's shape
     <adder layer>.scale            float32 scalar s      (value ~ s * (code - z))
     <adder layer>.offset           uint8 scalar z        (the code of 0.0)
     <adder layer>.rescale, .bias   float32 (C_out,)      (batch norm folded, sign included)
@@ -17,8 +21,9 @@ its state dict (``conv1``, ``layer2.0.downsample.0``, ``fc``, ...):
 ``load(path)`` reads it with every size bounded before anything is allocated and no
 pickled objects (``minadder.bounded.load_npz``, what ``np.load(allow_pickle=False)`` reads),
 rebuilds the architecture from its description, and requires exactly the entries that
-architecture needs, each of its dtype and shape, every float finite and every scale
-positive. Anything else raises ``Int8FileError``: one line naming the file and the entry.
+architecture needs, each of its dtype and shape, every float finite, every scale
+positive and every code and offset at most 2^bits - 1. Anything else raises
+``Int8FileError``: one line naming the file and the entry.
 """
 import functools
 import json
@@ -28,7 +33,7 @@ import numpy as np
 from .. import bounded
 from ..architectures import DESCRIPTIONS, resnet
 from ..train.files import atomic_write
-from .layers import AdderLayer, FloatLayer, Quantizer
+from .layers import BITS_RANGE, AdderLayer, FloatLayer, Quantizer, largest_code
 from .model import Int8Network, weight_layers
 
 FORMAT_VERSION = 1
@@ -63,6 +68,8 @@ def save(network, path):
     arrays = {"format_version": np.int64(FORMAT_VERSION),
               "meta.architecture": _utf8(_architecture_json(network.architecture)),
               "meta.calibration": _utf8(network.calibration)}
+    if network.bits != 8:
+        arrays["bits"] = np.uint8(network.bits)
     for name, layer in network.layers.items():
         arrays.update(layer_arrays(name, layer))
 
@@ -170,23 +177,46 @@ def _read(path):
     return arrays
 
 
+def _bits(path, arrays):
+    """The codes' width the file records (its ``bits`` entry, taken out of ``arrays``), 8 without one."""
+    bits = arrays.pop("bits", None)
+    if bits is None:
+        return 8
+    low, high = BITS_RANGE
+    if bits.shape != () or bits.dtype.kind not in "iu" or not low <= int(bits) <= high:
+        raise Int8FileError(f"{path}: entry bits must be an integer scalar from {low} to {high}, "
+                            f"got {bits.tolist()!r} of type {bits.dtype}")
+    return int(bits)
+
+
+def _check_codes(path, arrays, bits):
+    """Every filter code and offset below 2^bits (a narrower model's codes use fewer values)."""
+    top = largest_code(bits)
+    for key, array in arrays.items():
+        if key.endswith((".codes", ".offset")) and array.size and int(array.max()) > top:
+            raise Int8FileError(f"{path}: entry {key} holds a code above {top}, the largest of {bits} bits")
+
+
 def load(path):
     """The Int8Network saved in ``path``; Int8FileError (one line) for a wrong or damaged file."""
     arrays = _read(path)
+    bits = _bits(path, arrays)
     architecture = _architecture(path, _json(path, arrays, "meta.architecture"))
     calibration = _json(path, arrays, "meta.calibration")
     layer_entries = {k: v for k, v in arrays.items() if k not in ("meta.architecture", "meta.calibration")}
     _check_entries(path, layer_entries, expected_entries(architecture))
+    _check_codes(path, layer_entries, bits)
     layers = {w.name: _layer(w, {k[len(w.name) + 1:]: v for k, v in layer_entries.items()
-                                 if k.rsplit(".", 1)[0] == w.name})
+                                 if k.rsplit(".", 1)[0] == w.name}, bits)
               for w in weight_layers(architecture)}
     return Int8Network(architecture, layers, calibration)
 
 
-def _layer(w, entries):
-    """The layer of the WeightLayer ``w`` from its checked entries ({"codes": ..., "scale": ...})."""
+def _layer(w, entries, bits=8):
+    """The layer of the WeightLayer ``w`` from its checked entries ({"codes": ..., "scale": ...}),
+    its codes ``bits`` wide."""
     stride, padding = getattr(w.record, "stride", 1), getattr(w.record, "padding", 0)
     if w.adder:
-        quantizer = Quantizer(float(entries["scale"]), int(entries["offset"]))
+        quantizer = Quantizer(float(entries["scale"]), int(entries["offset"]), bits)
         return AdderLayer(entries["codes"], quantizer, entries["rescale"], entries["bias"], stride, padding)
     return FloatLayer(entries["weight"], entries["rescale"], entries["bias"], stride, padding)

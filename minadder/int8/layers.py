@@ -5,6 +5,9 @@ scale s and ONE offset z and store both as unsigned bytes,
 
     q = clip(round(v / s) + z, 0, 255),      v ~ s * (q - z),
 
+(with ``bits`` < 8, the codes run 0 .. 2^bits - 1 instead, still stored in bytes: the
+same kernel, a coarser step s),
+
 then the offsets cancel inside the absolute value, |x - f| ~ s * |q_x - q_f|, and
 
     Y ~ -s * SAD(q_x, q_f)                   SAD = sum |q_x - q_f|, exact in int32.
@@ -43,37 +46,58 @@ from .. import functional as F
 from ..tensor import Tensor, no_grad
 from . import kernel
 
-CODES = 255          # the largest code of an unsigned byte
+BITS_RANGE = (2, 8)  # the widths a code may have; every width is stored in a uint8
 _TINY_RANGE = 1e-12  # the range of a layer whose values are all zero: any scale will do
 
 
+def check_bits(bits):
+    """Refuse a code width that is not an integer from 2 to 8, naming it."""
+    low, high = BITS_RANGE
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not low <= bits <= high:
+        raise ValueError(f"bits must be an integer from {low} to {high}; got {bits!r}")
+    return int(bits)
+
+
+def largest_code(bits):
+    """2^bits - 1: the largest code of a ``bits``-bit quantizer (255 for 8 bits)."""
+    return (1 << check_bits(bits)) - 1
+
+
 class Quantizer(NamedTuple):
-    """The scale s and offset z of one adder layer: v ~ s * (q - z) for codes q in 0..255."""
+    """The scale s and offset z of one adder layer: v ~ s * (q - z) for codes q in
+    0 .. 2^bits - 1 (0..255 for the default 8 bits)."""
     scale: float
     offset: int
+    bits: int = 8
+
+    @property
+    def top(self):
+        """The largest code, 2^bits - 1."""
+        return largest_code(self.bits)
 
     def codes(self, values):
-        """uint8 codes of float ``values``: clip(round(v / s) + z, 0, 255)."""
+        """uint8 codes of float ``values``: clip(round(v / s) + z, 0, 2^bits - 1)."""
         q = np.rint(np.asarray(values, np.float32) / np.float32(self.scale)) + self.offset
-        return np.clip(q, 0, CODES).astype(np.uint8)
+        return np.clip(q, 0, self.top).astype(np.uint8)
 
     def limits(self):
-        """(lowest, highest) value a code stands for: s * (0 - z) and s * (255 - z)."""
-        return -self.scale * self.offset, self.scale * (CODES - self.offset)
+        """(lowest, highest) value a code stands for: s * (0 - z) and s * (2^bits - 1 - z)."""
+        return -self.scale * self.offset, self.scale * (self.top - self.offset)
 
     def values(self, codes):
         """The float values the codes stand for, s * (q - z)."""
         return (np.float32(self.scale) * (codes.astype(np.float32) - self.offset)).astype(np.float32)
 
 
-def quantizer_for(low, high):
-    """The Quantizer whose 256 codes span [low, high] widened to hold 0: s = (high - low) / 255
-    and z = round(-low / s), an integer, so 0.0 has a code of its own (z) and each value
-    of [low, high] lies within s/2 of the value of its code."""
+def quantizer_for(low, high, bits=8):
+    """The Quantizer whose 2^bits codes span [low, high] widened to hold 0:
+    s = (high - low) / (2^bits - 1) and z = round(-low / s), an integer, so 0.0 has a code
+    of its own (z) and each value of [low, high] lies within s/2 of the value of its code."""
+    top = largest_code(bits)
     low, high = min(float(low), 0.0), max(float(high), 0.0)
-    scale = max((high - low) / CODES, _TINY_RANGE)
-    offset = int(np.clip(round(-low / scale), 0, CODES))
-    return Quantizer(float(np.float32(scale)), offset)
+    scale = max((high - low) / top, _TINY_RANGE)
+    offset = int(np.clip(round(-low / scale), 0, top))
+    return Quantizer(float(np.float32(scale)), offset, int(bits))
 
 
 def fold_batch_norm(bn, channels):

@@ -21,7 +21,7 @@ import numpy as np
 from ..architectures import (BatchNorm1d, BatchNorm2d, Conv2d, Features, Flatten, GlobalAvgPool, Linear, MaxPool,
                              ReLU, Stage, block_layers)
 from .calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE, check_method, input_quantizers, observe_inputs
-from .layers import AdderLayer, FloatLayer
+from .layers import AdderLayer, FloatLayer, check_bits
 
 _BATCH_NORMS = (BatchNorm1d, BatchNorm2d)
 
@@ -106,6 +106,11 @@ class Int8Network:
         return [name for name, layer in self.layers.items() if isinstance(layer, AdderLayer)]
 
     @property
+    def bits(self):
+        """The width of the adder layers' codes (8 when there is no adder layer)."""
+        return max((self.layers[name].quantizer.bits for name in self.adder_names), default=8)
+
+    @property
     def float_names(self):
         """The names of the layers that run in float32."""
         return [name for name, layer in self.layers.items() if isinstance(layer, FloatLayer)]
@@ -145,18 +150,20 @@ class Int8Network:
         return np.maximum(self._run(body, x, prefix) + skip, 0)
 
     def __repr__(self):
-        return (f"Int8Network({self.architecture.name}, {len(self.adder_names)} adder layers in 8 bits, "
+        return (f"Int8Network({self.architecture.name}, {len(self.adder_names)} adder layers in {self.bits} bits, "
                 f"float32: {', '.join(self.float_names) or 'none'})")
 
 
-def quantize(model, batches, method=DEFAULT_METHOD, percentile=DEFAULT_PERCENTILE):
+def quantize(model, batches, method=DEFAULT_METHOD, percentile=DEFAULT_PERCENTILE, bits=8):
     """The ``Int8Network`` of the float AdderNet ``model``: one quantizer per adder layer,
     calibrated on ``batches`` (float32 image arrays or (x, y) pairs, normalised as in
-    training) by ``method`` ("max" or "percentile", see ``calibrate.py``)."""
+    training) by ``method`` ("max" or "percentile", see ``calibrate.py``), with codes of
+    ``bits`` bits (2 to 8; fewer bits, a coarser step, the same byte kernel)."""
     check_method(method, percentile)
+    bits = check_bits(bits)
     check_quantizable(model.architecture)
     names = [w.name for w in weight_layers(model.architecture) if w.adder]
     ranges, images = observe_inputs(model, batches, names, method, percentile)
     calibration = {"method": method, "percentile": percentile if method == "percentile" else None,
-                   "images": images}
-    return Int8Network.from_float(model, input_quantizers(ranges), calibration)
+                   "images": images, "bits": bits}
+    return Int8Network.from_float(model, input_quantizers(ranges, bits), calibration)
