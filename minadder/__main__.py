@@ -144,6 +144,8 @@ def _add_quantize_parser(sub):
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help=f"each layer's range: the extremes of its inputs, or their {DEFAULT_PERCENTILE}th percentiles "
                         f"(default: {DEFAULT_METHOD})")
+    p.add_argument("--bits", type=int, default=8,
+                   help="bits per code, 2 to 8 (each code still takes one byte; default: 8)")
     p.add_argument("--data-dir", default=None, type=expand_path, help="folder holding the dataset's files")
     p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
                    help="kernel backend of the float passes and the integer kernel (default: the fastest "
@@ -238,17 +240,19 @@ def _run_evaluate(args):
 
 
 def _run_quantize(args):
-    from .int8 import CALIBRATION_BATCHES_RANGE, quantize_run
+    from .int8 import BITS_RANGE, CALIBRATION_BATCHES_RANGE, quantize_run
 
     backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
     _check_range("--calibration-batches", args.calibration_batches, *CALIBRATION_BATCHES_RANGE)
+    _check_range("--bits", args.bits, *BITS_RANGE)
     if args.backend:
         backend.set_backend(args.backend)
-    file, network, notes = quantize_run(args.target, args.calibration_batches, args.method, args.data_dir)
+    file, network, notes = quantize_run(args.target, args.calibration_batches, args.method, args.data_dir,
+                                        bits=args.bits)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     c = network.calibration
-    print(f"int8 model: {file} ({network.architecture.name}: {len(network.adder_names)} adder layers in 8 bits, "
+    print(f"int8 model: {file} ({network.architecture.name}: {len(network.adder_names)} adder layers in {network.bits} bits, "
           f"float32 layers: {', '.join(network.float_names) or 'none'}; scales by {c['method']} over "
           f"{c['images']} training images in {c['batches']} batches)")
     return 0

@@ -77,6 +77,8 @@ def test_an_int8_model_of_another_checkpoint_is_refused(trained, tmp_path):
     (["quantize", "RUN", "--calibration-batches", "0"], ["--calibration-batches must be an integer from 1"]),
     (["quantize", "RUN", "--calibration-batches", "1000000"], ["--calibration-batches", "got 1000000"]),
     (["quantize", "RUN", "--method", "mean"], ["--method", "invalid choice"]),
+    (["quantize", "RUN", "--bits", "9"], ["--bits must be an integer from 2 to 8", "got 9"]),
+    (["quantize", "RUN", "--bits", "1"], ["--bits must be an integer from 2"]),
     (["evaluate", "RUN", "--int8", "--batch-size", "0"], ["--batch-size must be an integer from 1"]),
     (["evaluate", "RUN", "--batch-size", "-3"], ["--batch-size", "got -3"]),
     (["quantize", "NOWHERE"], ["quantize: no checkpoint at"]),
@@ -85,3 +87,15 @@ def test_bad_flags_and_targets_are_refused_in_one_line(trained, tmp_path, args, 
     env, run = trained
     args = [{"RUN": run, "NOWHERE": tmp_path / "nowhere"}.get(a, a) for a in args]
     one_line_error(cli(env, *args), *words)
+
+
+def test_quantize_bits_writes_narrower_codes(trained, tmp_path):
+    import shutil
+    env, run = trained
+    copy = tmp_path / "run4"
+    shutil.copytree(run, copy)
+    result = cli(env, "quantize", copy, "--bits", "4", "--calibration-batches", "1", "--backend", "numpy")
+    assert result.returncode == 0, result.stderr
+    assert "adder layers in 4 bits" in result.stdout
+    network = int8.load(copy / "int8.npz")
+    assert network.bits == 4

@@ -51,22 +51,23 @@ def calibration_batches(config, saved, count, data_dir=None):
     return list(itertools.islice(loader, count)), data.notes
 
 
-def _quantize_checkpoint(path, saved, config, model, count, method, percentile, data_dir):
+def _quantize_checkpoint(path, saved, config, model, count, method, percentile, data_dir, bits=8):
     """(the int8 network of a loaded checkpoint, notes), calibrated on its training split."""
     check_quantizable(model.architecture)        # before any data are read
     batches, notes = calibration_batches(config, saved, count, data_dir)
-    network = quantize(model, batches, method, percentile)
+    network = quantize(model, batches, method, percentile, bits)
     network.calibration.update(batches=len(batches), checkpoint_sha256=_sha256(path))
     return network, notes
 
 
 def quantize_run(target, calibration_batches=DEFAULT_CALIBRATION_BATCHES, method=DEFAULT_METHOD, data_dir=None,
-                 percentile=DEFAULT_PERCENTILE):
+                 percentile=DEFAULT_PERCENTILE, bits=8):
     """Quantize the AdderNet of a run folder (or checkpoint file) ``target`` and write its
-    int8 model beside the checkpoint. Returns (the file written, the Int8Network, notes)."""
+    int8 model beside the checkpoint (codes of ``bits`` bits, 2 to 8). Returns (the file
+    written, the Int8Network, notes)."""
     path, saved, config, model = load_trained_model(target, what="quantize")
     network, notes = _quantize_checkpoint(path, saved, config, model, calibration_batches, method, percentile,
-                                          data_dir)
+                                          data_dir, bits)
     return save(network, int8_path(path)), network, notes
 
 
