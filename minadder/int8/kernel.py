@@ -1,9 +1,13 @@
-"""The one integer SAD kernel the int8 layers call: minadder.kernels.cpu.sad when it imports, else the NumPy reference.
+"""The integer kernel the int8 layers call and the passes around it: compiled (minadder.kernels.cpu) when it imports, else the NumPy reference.
 
-Both modules export the same two functions, bit for bit equal on every input:
+The modules export the same functions, bit for bit equal on every input:
 
     sad2d(xq, wq, stride, padding, pad_value)   Y[n,t,u,v] = sum |Xp - W|  (int32)
     sad_linear(xq, wq)                          Y[n,t]     = sum_k |x[n,k] - w[t,k]|
+    codes(values, scale, offset, top)           clip(rint(v / s) + z, 0, top)  (uint8)
+    affine(sums, rescale, bias)                 float32(sums) * rescale[t] + bias[t]
+
+(``kernels/cpu/sad.py`` and ``kernels/cpu/int8_passes.py`` are the compiled ones.)
 
 ``minadder.kernels.int8_reference`` is the definition, in NumPy; ``minadder.kernels.cpu.sad``
 is the compiled kernel (packed sums of absolute differences of bytes). The compiled one is
@@ -27,10 +31,26 @@ def _compiled():
     return sad
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_passes():
+    """The compiled passes around the kernel (kernels/cpu/int8_passes.py), or None."""
+    try:
+        from ..kernels.cpu import int8_passes
+    except ImportError:
+        return None
+    return int8_passes
+
+
 def _module():
     if backend.get_backend() == "numpy":
         return int8_reference
     return _compiled() or int8_reference
+
+
+def _passes():
+    if backend.get_backend() == "numpy":
+        return int8_reference
+    return _compiled_passes() or int8_reference
 
 
 def name():
@@ -42,6 +62,16 @@ def sad2d(xq, wq, stride=1, padding=0, pad_value=0):
     """int32 sums of |xq - wq| over each receptive field; uint8 xq (N, C, H, W) padded with
     ``pad_value``, uint8 wq (C_out, C, kh, kw)."""
     return _module().sad2d(xq, wq, stride, padding, pad_value)
+
+
+def codes(values, scale, offset, top):
+    """uint8 clip(rint(values / scale) + offset, 0, top): one pass (compiled) or NumPy's chain."""
+    return _passes().codes(values, scale, offset, top)
+
+
+def affine(sums, rescale, bias):
+    """float32(sums) * rescale[t] + bias[t] per channel: the folded batch norm on int32 sums."""
+    return _passes().affine(sums, rescale, bias)
 
 
 def sad_linear(xq, wq):

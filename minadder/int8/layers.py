@@ -77,8 +77,7 @@ class Quantizer(NamedTuple):
 
     def codes(self, values):
         """uint8 codes of float ``values``: clip(round(v / s) + z, 0, 2^bits - 1)."""
-        q = np.rint(np.asarray(values, np.float32) / np.float32(self.scale)) + self.offset
-        return np.clip(q, 0, self.top).astype(np.uint8)
+        return kernel.codes(values, self.scale, self.offset, self.top)
 
     def limits(self):
         """(lowest, highest) value a code stands for: s * (0 - z) and s * (2^bits - 1 - z)."""
@@ -150,8 +149,8 @@ class AdderLayer:
         return kernel.sad2d(xq, self.codes, self.stride, self.padding, self.quantizer.offset)
 
     def __call__(self, x):
-        sad = self.sad(x)
-        return sad.astype(np.float32) * _per_channel(self.rescale, sad.ndim) + _per_channel(self.bias, sad.ndim)
+        """BN(Y) ~ rescale * SAD + bias, per output channel."""
+        return kernel.affine(self.sad(x), self.rescale, self.bias)
 
 
 class FloatLayer:

@@ -39,3 +39,17 @@ def sad_linear(xq, wq):
     """Y[n, t] = sum_k |xq[n, k] - wq[t, k]| as int32: the fully connected integer adder layer."""
     xq, wq = np.asarray(xq), np.asarray(wq)
     return sad2d(xq[:, :, None, None], wq[:, :, None, None])[:, :, 0, 0]
+
+
+def codes(values, scale, offset, top):
+    """The codes of float32 ``values``: clip(rint(values / scale) + offset, 0, top) as uint8."""
+    q = np.rint(np.asarray(values, np.float32) / np.float32(scale)) + np.float32(offset)
+    return np.clip(q, 0, top).astype(np.uint8)
+
+
+def affine(sums, rescale, bias):
+    """float32(sums) * rescale[t] + bias[t] for each channel t (axis 1) of int32 ``sums``:
+    an integer layer's output with its batch norm folded in."""
+    shape = (1, -1) + (1,) * (np.ndim(sums) - 2)
+    rescale, bias = np.asarray(rescale, np.float32), np.asarray(bias, np.float32)
+    return sums.astype(np.float32) * rescale.reshape(shape) + bias.reshape(shape)
