@@ -106,6 +106,21 @@ def test_adder_grad_weight_matches_reference(dims, mode, kind, seed):
     assert_close(kc.adder_grad_weight(cols, w, g, mode), ref.adder_grad_weight(cols, w, g, mode), 4 * l)
 
 
+@FEW
+@given(matrices(), st.sampled_from(["normal", "ints"]), st.integers(0, 2**16))
+def test_l2_forward_and_gradients_match_reference(dims, kind, seed):
+    """Eq. 27 and its exact gradients (dW = 2 sum G (X - W), dX = 2 sum G (W - X))."""
+    k, l, c_out = dims
+    rng = np.random.default_rng(seed)
+    cols, w, g = values(rng, (k, l), kind), values(rng, (c_out, k), kind), values(rng, (c_out, l), kind)
+    assert_close(kc.adder_forward(cols, w, "l2"), ref.l2_forward(cols, w), 4 * k)
+    dw, dcols = kc.l2_grads(cols, w, g)
+    want_dw, want_dcols = ref.l2_grads(cols, w, g)
+    # through products and sums (G X^T - W sum G): rounding scales with |G||X| + |W||G|
+    assert_close(dw, want_dw, 8 * l)
+    assert_close(dcols, want_dcols, 8 * c_out)
+
+
 def test_sign_mode_treats_ties_as_zero():
     """sgn(0) = 0: where X_col == W exactly, the sign gradients get nothing from that term."""
     cols = np.array([[1.0, 2.0]], dtype=np.float32)     # K = 1, L = 2
@@ -127,6 +142,10 @@ def test_tiled_kernels_every_tile_and_split(variant, tile, splits):
     d = {name: cuda.to_device(a) for name, a in (("cols", cols), ("w", w), ("g", g))}
     if variant == "forward":
         args, out_shape, want = (d["w"], d["cols"], None), (c_out, l), ref.adder_forward(cols, w)
+    elif variant == "forward_l2":
+        args, out_shape, want = (d["w"], d["cols"], None), (c_out, l), ref.l2_forward(cols, w)
+    elif variant == "product_wg":
+        args, out_shape, want = (d["w"], d["g"], None), (k, l), w.T @ g
     elif variant.startswith("dx"):
         mode = variant[3:]
         args, out_shape = (d["w"], d["g"], d["cols"]), (k, l)

@@ -61,6 +61,24 @@ def test_adder2d_forward_backward_match_reference(layer, mode, need_x, need_w, s
             assert got is None
 
 
+@FEW
+@given(layers(), st.integers(0, 2**16))
+def test_l2_adder2d_forward_backward_match_reference(layer, seed):
+    """distance="l2" (Eq. 27): outputs and both exact gradients, host in, host out."""
+    x_shape, w_shape, stride, padding = layer
+    rng, x, w = _arrays(seed, x_shape, w_shape)
+    win = Window.of(x_shape, w_shape, stride, padding)
+    y, saved = kc.adder2d_forward(x, w, win, distance="l2")
+    y_ref, saved_ref = ref.adder2d_forward(x, w, win, distance="l2")
+    scale = float(np.abs(y_ref).max(initial=1.0))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * scale)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw = kc.adder2d_backward(g, saved, "full")
+    dx_ref, dw_ref = ref.adder2d_backward(g, saved_ref, "full")
+    for got, want in ((dx, dx_ref), (dw, dw_ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max(initial=1.0)))
+
+
 def test_a_gradient_not_needed_launches_nothing_for_it(monkeypatch):
     """dX alone skips the dW kernels, dW alone skips dX's, and neither launches nothing."""
     calls = []

@@ -28,8 +28,7 @@ except ImportError as exc:  # numba without its CUDA target
     ) from exc
 
 from ...backend import BackendUnavailable
-from .adder import adder2d_backward
-from .adder import adder2d_forward as _l1_forward
+from .adder import adder2d_backward, adder2d_forward
 from .conv import conv2d_backward, conv2d_forward
 from .memory import release_workspace
 from .numpy_compat import restore_row_stack
@@ -53,9 +52,3 @@ def check_available():
         )
     restore_row_stack()
 
-
-def adder2d_forward(x, weight, win, distance="l1"):
-    """Eq. 2 on the GPU (adder.py); the l2 distance (Eq. 27) is not written for CUDA yet."""
-    if distance != "l1":
-        raise NotImplementedError(f"{distance} distance: not on the cuda backend yet (use backend 'cpu' or 'numpy')")
-    return _l1_forward(x, weight, win)

@@ -16,6 +16,8 @@ for the tests and the benchmark to hold against the NumPy reference.
 """
 import math
 
+import numpy as np
+
 from numba import cuda, float32
 
 from ..geometry import Window
@@ -80,11 +82,71 @@ def subtract_w_gsum_kernel(dw, w, gsum_partials, g, cols):
 
 
 
+@cuda.jit
+def double_kernel(a):
+    """a *= 2, in place (exact in floating point): the l2 layer's gradients are twice sums
+    of the l1 kernels' form."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, a.size, step):
+        a[idx // a.shape[1], idx % a.shape[1]] *= float32(2.0)
+
+
+def doubled(d_g):
+    """2 * G in place on the device (G is the layer's own scratch copy); returns it."""
+    blocks, threads = elementwise_launch(d_g.size)
+    double_kernel[blocks, threads, current_stream()](d_g)
+    return d_g
+
+
+@cuda.jit
+def col_sums_kernel(g, sums):
+    """sums[l] = sum_t G[t, l]: one thread per column (C_out is short)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for l in range(start, g.shape[1], step):
+        acc = float32(0.0)
+        for t in range(g.shape[0]):
+            acc += g[t, l]
+        sums[l] = acc
+
+
+@cuda.jit
+def subtract_x_gsum_kernel(dcols, cols, gsum, g, w):
+    """dX_col[k, l] -= X_col[k, l] * sum_t G[t, l]: the second term of the l2 layer's dX,
+    sum_t G[t, l] (W[t, k] - X_col[k, l]) = (W^T G)[k, l] - X_col[k, l] sum_t G[t, l].
+    Where X_col[k, l] or that sum is inf or NaN the entry is summed as written (one thread,
+    a loop over C_out), as ``subtract_w_gsum_kernel`` does for dW."""
+    k_size, l_size = dcols.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, k_size * l_size, step):
+        k, l = idx // l_size, idx % l_size
+        xv, gs = cols[k, l], gsum[l]
+        if math.isfinite(xv) and math.isfinite(gs):
+            dcols[k, l] -= xv * gs
+        else:
+            total = float32(0.0)
+            for t in range(g.shape[0]):
+                total += g[t, l] * (w[t, k] - xv)
+            dcols[k, l] = total
+
+
 # ====================================================================== device side
-def forward(d_cols, d_w, out=None):
-    """Eq. 2: Y_col (C_out, L) from X_col (K, L) and W (C_out, K)."""
+def forward(d_cols, d_w, out=None, distance="l1"):
+    """Eq. 2 (or Eq. 27 for distance="l2"): Y_col (C_out, L) from X_col (K, L) and W (C_out, K)."""
     out = empty((d_w.shape[0], d_cols.shape[1])) if out is None else out
-    return tiled("forward", d_w, d_cols, None, out)
+    return tiled("forward_l2" if distance == "l2" else "forward", d_w, d_cols, None, out)
+
+
+def grad_input_l2(d_cols, d_w, d_g, out=None):
+    """sum_t G[t, l] (W[t, k] - X_col[k, l]), half the l2 layer's dX_col (K, L): the
+    product W^T G, then the column sums of G times X_col taken off."""
+    out = empty(d_cols.shape) if out is None else out
+    tiled("product_wg", d_w, d_g, None, out)
+    gsum = scratch("gsum_cols", (d_g.shape[1],))
+    blocks, threads = elementwise_launch(d_g.shape[1])
+    col_sums_kernel[blocks, threads, current_stream()](d_g, gsum)
+    blocks, threads = elementwise_launch(out.size)
+    subtract_x_gsum_kernel[blocks, threads, current_stream()](out, d_cols, gsum, d_g, d_w)
+    return out
 
 
 def grad_input(d_cols, d_w, d_g, mode, out=None):
@@ -131,10 +193,21 @@ def _matrices(cols, weight, grad_out=None):
     return d_cols, d_w, (None if grad_out is None else to_device(grad_out, "grad_out", 2))
 
 
-def adder_forward(cols, weight):
-    """Eq. 2 in im2col form, (K, L), (C_out, K) -> (C_out, L); see reference.adder_forward."""
+def adder_forward(cols, weight, distance="l1"):
+    """Eq. 2 (or Eq. 27) in im2col form, (K, L), (C_out, K) -> (C_out, L); see
+    reference.adder_forward and reference.l2_forward."""
     d_cols, d_w, _ = _matrices(cols, weight)
-    return result(forward(d_cols, d_w), not is_device_array(cols))
+    return result(forward(d_cols, d_w, distance=distance), not is_device_array(cols))
+
+
+def l2_grads(cols, weight, grad_out):
+    """(dW, dX_col) of Eq. 27 in im2col form; see reference.l2_grads. Twice the full-mode
+    dW of Eq. 5, and twice ``grad_input_l2``."""
+    d_cols, d_w, _ = _matrices(cols, weight)
+    d_g = doubled(cuda.to_device(np.ascontiguousarray(grad_out, dtype=np.float32), stream=current_stream()))
+    to_host = not is_device_array(cols)
+    return (result(grad_weight(d_cols, d_w, d_g, "full"), to_host),
+            result(grad_input_l2(d_cols, d_w, d_g), to_host))
 
 
 def adder_grad_input(cols, weight, grad_out, mode="full"):

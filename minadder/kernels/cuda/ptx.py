@@ -23,6 +23,10 @@ def compile_targets():
         ("sum_splits", launch.sum_splits_kernel.py_func, f"void({_C3}, {_C2})"),
         ("row_sums", columns.row_sums_kernel.py_func, f"void({_C2}, {_C2})"),
         ("subtract_w_gsum", columns.subtract_w_gsum_kernel.py_func, f"void({_C2}, {_C2}, {_C2}, {_C2}, {_C2})"),
+        ("double", columns.double_kernel.py_func, f"void({_C2})"),
+        ("col_sums", columns.col_sums_kernel.py_func, f"void({_C2}, float32[::1])"),
+        ("subtract_x_gsum", columns.subtract_x_gsum_kernel.py_func,
+         f"void({_C2}, {_C2}, float32[::1], {_C2}, {_C2})"),
     ]
     for variant in VARIANTS:
         for tile_name in TILES:

@@ -1,13 +1,15 @@
-"""The tiled l1 "GEMM" template of the cuda backend and its five variants.
+"""The tiled l1 "GEMM" template of the cuda backend and its seven variants.
 
-One template, ``make_tiled_kernel``, instantiated five times (X_col (K, L), W (C_out, K),
+One template, ``make_tiled_kernel``, instantiated seven times (X_col (K, L), W (C_out, K),
 G (C_out, L)):
 
       forward        Y[t, l]  = -sum_k |X_col[k, l] - W[t, k]|                 (Eq. 2)
+      forward l2     Y[t, l]  = -sum_k (X_col[k, l] - W[t, k])^2               (Eq. 27)
       dX full        dX[k, l] =  sum_t G[t, l] * HT(W[t, k] - X_col[k, l])       (Eq. 6)
       dX sign        dX[k, l] =  sum_t G[t, l] * sgn(W[t, k] - X_col[k, l])
       dW sign        dW[t, k] =  sum_l G[t, l] * sgn(X_col[k, l] - W[t, k])      (Eq. 4)
       product        P[t, k]  =  sum_l G[t, l] * X_col[k, l]
+      product W^T G  Q[k, l]  =  sum_t W[t, k] * G[t, l]      (the l2 layer's dX, columns.py)
 
 and dW in full mode (Eq. 5) is the matrix-product identity
 dW = G @ X_col.T - W * G.sum(axis=1): the product kernel, a row sum and an update
@@ -30,12 +32,20 @@ import numpy as np
 from numba import cuda, float32
 
 
-# The five ops: acc <- op(acc, a, b, c) with a from A[r, m], b from B[r, n], c = C[m, n].
+# The ops: acc <- op(acc, a, b, c) with a from A[r, m], b from B[r, n], c = C[m, n].
 # Padding a tile with a = b = 0 must add nothing: op(acc, 0, 0, c) == acc for each of them.
 @cuda.jit(device=True, inline=True)
 def _op_l1(acc, w, x, unused):
     """Forward, Eq. 2: acc - |x - w|."""
     return acc - abs(x - w)
+
+
+@cuda.jit(device=True, inline=True)
+def _op_l2(acc, w, x, unused):
+    """Forward of the l2 layer, Eq. 27: acc - (x - w)^2 (the definition itself: on the
+    GPU it costs what the l1 term costs, and it has none of Eq. 28's cancellation)."""
+    d = x - w
+    return acc - d * d
 
 
 @cuda.jit(device=True, inline=True)
@@ -92,10 +102,12 @@ U = np.uint64  # index type of the tiled kernels (see make_tiled_kernel)
 VARIANTS = {
     #                  op                   A is (M,R)  B is (N,R)  C
     "forward":       (_op_l1,              True,       False,      False),  # A=W, B=X_col
+    "forward_l2":    (_op_l2,              True,       False,      False),
     "dx_full":       (_op_hardtanh_input,  False,      False,      True),   # A=W, B=G, C=X_col
     "dx_sign":       (_op_sign_input,      False,      False,      True),
     "dw_sign":       (_op_sign_weight,     True,       True,       True),   # A=G, B=X_col, C=W
     "product":       (_op_mul,             True,       True,       False),  # A=G, B=X_col
+    "product_wg":    (_op_mul,             False,      False,      False),  # A=W, B=G
 }
 
 #: tile name -> (BM, BN, BK, TM, TN): a block computes BM x BN outputs with
