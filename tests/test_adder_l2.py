@@ -191,10 +191,3 @@ def test_an_l2_adder2d_trains(name):
             opt.step()
             losses.append(float(loss.data))
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.9 * losses[0], losses
-
-
-def test_the_cuda_backend_refuses_l2_clearly():
-    cuda = pytest.importorskip("minadder.kernels.cuda")
-    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32)
-    with pytest.raises(NotImplementedError, match="l2 distance: not on the cuda backend yet"):
-        cuda.adder2d_forward(x, w, Window.of(x.shape, w.shape, 1, 0), distance="l2")
