@@ -269,8 +269,11 @@ def measure(impl, layer_name, args):
            "--repeat", str(args.repeat), "--max-temp-gb", str(args.max_temp_gb)]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
+    # BLAS's thread count is left to minadder.configure() (one: its spinning workers would
+    # take the cores from the kernels' threads); torch sets its own from BENCH_THREADS
     env = dict(os.environ, BENCH_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
-               OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+               OMP_NUM_THREADS=str(args.threads))
+    env.pop("OPENBLAS_NUM_THREADS", None)
     if impl == "cpu-avx2":
         env["NUMBA_CPU_NAME"] = "haswell"
         env.pop("NUMBA_CPU_FEATURES", None)

@@ -117,7 +117,7 @@ def configure(threads=None):
     """Set the process-wide options the cpu kernels run best with: Numba's threading layer
     ("omp", else "workqueue"; unless NUMBA_THREADING_LAYER is set), the CPU features it
     compiles for (unless NUMBA_CPU_FEATURES is set), one thread for NumPy's BLAS (unless
-    OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set), and, if ``threads`` is given, Numba's
+    OPENBLAS_NUM_THREADS or MKL_NUM_THREADS is set), and, if ``threads`` is given, Numba's
     thread count.
     See ``minadder/kernels/settings.py`` for why.
 

@@ -12,7 +12,7 @@ Importing a kernel module changes no global setting; ``minadder.configure()`` ca
   kernels' threads: a ResNet-20 AdderNet step ran at 80 images/s on OpenMP with two BLAS
   threads and at 172 with one (workqueue: 126 and 141; benchmarks/README.md). The cpu
   backend splits its own large matrix products over threads instead. OPENBLAS_NUM_THREADS
-  or OMP_NUM_THREADS, if set, is kept.
+  (or MKL_NUM_THREADS), if set, is kept.
 * the CPU features Numba compiles for (part of its on-disk cache key): a CPU named by
   NUMBA_CPU_NAME gets its own features, not the host's; an AVX-512 host gets 512-bit
   vectors where LLVM would prefer 256 (the zmm loops ran 1.6-2x faster; target.py).
@@ -35,8 +35,11 @@ from .target import full_width_features, named_cpu_features
 
 #: the threading layers tried, in order, unless NUMBA_THREADING_LAYER says otherwise (see above)
 THREADING_LAYERS = ("omp", "workqueue")
-#: the environment variables that mean the user chose the BLAS thread count
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: the environment variables that mean the user chose the BLAS thread count. Not
+#: OMP_NUM_THREADS: launchers and batch systems set it for every OpenMP runtime in the
+#: process, and with it OpenBLAS would keep spinning workers (a full dW of a ResNet-20 8x8
+#: layer ran 10x slower with OPENBLAS_NUM_THREADS=2 than with 1, benchmarks/README.md)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cpu_features():
