@@ -81,7 +81,6 @@ def subtract_w_gsum_kernel(dw, w, gsum_partials, g, cols):
             dw[t, k] = total
 
 
-
 @cuda.jit
 def double_kernel(a):
     """a *= 2, in place (exact in floating point): the l2 layer's gradients are twice sums
@@ -109,24 +108,29 @@ def col_sums_kernel(g, sums):
         sums[l] = acc
 
 
+@cuda.jit(device=True, inline=True)
+def _l2_dx_as_written(g, w, k, l, xv):
+    """sum_t G[t, l] (W[t, k] - x): one entry of the l2 layer's half dX, summed term by term."""
+    total = float32(0.0)
+    for t in range(g.shape[0]):
+        total += g[t, l] * (w[t, k] - xv)
+    return total
+
+
 @cuda.jit
 def subtract_x_gsum_kernel(dcols, cols, gsum, g, w):
     """dX_col[k, l] -= X_col[k, l] * sum_t G[t, l]: the second term of the l2 layer's dX,
     sum_t G[t, l] (W[t, k] - X_col[k, l]) = (W^T G)[k, l] - X_col[k, l] sum_t G[t, l].
     Where X_col[k, l] or that sum is inf or NaN the entry is summed as written (one thread,
     a loop over C_out), as ``subtract_w_gsum_kernel`` does for dW."""
-    k_size, l_size = dcols.shape
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for idx in range(start, k_size * l_size, step):
-        k, l = idx // l_size, idx % l_size
-        xv, gs = cols[k, l], gsum[l]
-        if math.isfinite(xv) and math.isfinite(gs):
-            dcols[k, l] -= xv * gs
+    n_cols = dcols.shape[1]
+    for idx in range(cuda.grid(1), dcols.size, cuda.gridsize(1)):
+        k, l = idx // n_cols, idx % n_cols
+        xv = cols[k, l]
+        if math.isfinite(xv) and math.isfinite(gsum[l]):
+            dcols[k, l] = dcols[k, l] - xv * gsum[l]
         else:
-            total = float32(0.0)
-            for t in range(g.shape[0]):
-                total += g[t, l] * (w[t, k] - xv)
-            dcols[k, l] = total
+            dcols[k, l] = _l2_dx_as_written(g, w, k, l, xv)
 
 
 # ====================================================================== device side
