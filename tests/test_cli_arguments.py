@@ -88,10 +88,19 @@ def test_a_negative_counter_is_refused(finished, tmp_path):
 
 
 def test_the_checkpoints_in_results_still_read():
+    """Every committed run folder reads: the finished 30-epoch runs (format 3: the optimizer
+    file is checkpoint.optim.npz) at their last epoch, the runs in progress (format 4,
+    stopped by a signal inside an epoch) somewhere before it."""
     from pathlib import Path
+    finished = {"cifar10-resnet20-adder-30ep", "cifar10-resnet20-cnn-30ep"}
+    seen = set()
     for path in sorted(Path(__file__).parent.parent.glob("results/*/checkpoint.npz")):
-        saved = T.read_checkpoint(path)  # format 3: the optimizer file is checkpoint.optim.npz
-        assert saved.progress.epoch == saved.config["epochs"] and "lr" in saved.optim
+        saved = T.read_checkpoint(path)
+        assert 1 <= saved.progress.epoch <= saved.config["epochs"] and "lr" in saved.optim, path
+        if path.parent.name in finished:
+            assert saved.progress.epoch == saved.config["epochs"], path
+            seen.add(path.parent.name)
+    assert seen == finished
 
 
 # ================================================================ paths as a shell expands them
