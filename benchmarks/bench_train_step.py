@@ -193,7 +193,7 @@ def adder_terms(model):
     """Adder terms |x - w| of one image's forward: the sum of C_out * K * positions over its adder layers."""
     from minadder import count
     report = count.count({"lenet5": "lenet5_bn"}.get(model, model), "adder")
-    return sum(r["pairs"] for r in report["layers"] if r["add"] > r["mul"] and r["mul"] == 0)
+    return sum(r["pairs"] for r in report["layers"] if r["type"] in ("Adder2d", "AdderLinear"))
 
 
 def step_ceiling(model, batch, threads):

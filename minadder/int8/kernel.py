@@ -16,64 +16,49 @@ when the backend is not "numpy": ``--backend numpy`` keeps every kernel, float a
 integer, on the NumPy definitions.
 """
 import functools
+import importlib
 
 from .. import backend
 from ..kernels import int8_reference
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled():
-    """The compiled module, or None where it does not import (not written yet, no Numba)."""
+def _compiled(module):
+    """minadder.kernels.cpu.<module> ("sad" or "int8_passes"), or None where it does not import (no Numba)."""
     try:
-        from ..kernels.cpu import sad
+        return importlib.import_module(f"minadder.kernels.cpu.{module}")
     except ImportError:
         return None
-    return sad
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled_passes():
-    """The compiled passes around the kernel (kernels/cpu/int8_passes.py), or None."""
-    try:
-        from ..kernels.cpu import int8_passes
-    except ImportError:
-        return None
-    return int8_passes
-
-
-def _module():
+def _implementation(module):
+    """The compiled ``module``, or the NumPy reference (backend "numpy", or no Numba)."""
     if backend.get_backend() == "numpy":
         return int8_reference
-    return _compiled() or int8_reference
-
-
-def _passes():
-    if backend.get_backend() == "numpy":
-        return int8_reference
-    return _compiled_passes() or int8_reference
+    return _compiled(module) or int8_reference
 
 
 def name():
     """Which integer kernel runs now: "cpu" (compiled) or "numpy" (the reference)."""
-    return "numpy" if _module() is int8_reference else "cpu"
+    return "numpy" if _implementation("sad") is int8_reference else "cpu"
 
 
 def sad2d(xq, wq, stride=1, padding=0, pad_value=0):
     """int32 sums of |xq - wq| over each receptive field; uint8 xq (N, C, H, W) padded with
     ``pad_value``, uint8 wq (C_out, C, kh, kw)."""
-    return _module().sad2d(xq, wq, stride, padding, pad_value)
+    return _implementation("sad").sad2d(xq, wq, stride, padding, pad_value)
 
 
 def codes(values, scale, offset, top):
     """uint8 clip(rint(values / scale) + offset, 0, top): one pass (compiled) or NumPy's chain."""
-    return _passes().codes(values, scale, offset, top)
+    return _implementation("int8_passes").codes(values, scale, offset, top)
 
 
 def affine(sums, rescale, bias):
-    """float32(sums) * rescale[t] + bias[t] per channel: the folded batch norm on int32 sums."""
-    return _passes().affine(sums, rescale, bias)
+    """float32(sums) * rescale[t] + bias[t] per channel: the folded batch norm on int32 sums or float32 outputs."""
+    return _implementation("int8_passes").affine(sums, rescale, bias)
 
 
 def sad_linear(xq, wq):
     """int32 sums of |xq[n] - wq[t]| for uint8 xq (N, K) and wq (C_out, K)."""
-    return _module().sad_linear(xq, wq)
+    return _implementation("sad").sad_linear(xq, wq)

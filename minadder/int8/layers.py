@@ -117,11 +117,6 @@ def clipped_distance(weight, quantizer):
     return np.abs(w - np.clip(w, *quantizer.limits())).reshape(len(w), -1).sum(axis=1)
 
 
-def _per_channel(values, ndim):
-    """A per-channel vector shaped to broadcast over (N, C) or (N, C, H, W)."""
-    return values.reshape((1, -1) + (1,) * (ndim - 2))
-
-
 class AdderLayer:
     """An l1 adder layer in integers: uint8 filter ``codes`` (C_out, C, k, k) or (C_out, K)
     of the layer's ``quantizer``, and the folded batch norm as float32 ``rescale`` and ``bias``."""
@@ -176,4 +171,4 @@ class FloatLayer:
                 y = F.linear(Tensor(x), Tensor(self.weight)).data
             else:
                 y = F.conv2d(Tensor(x), Tensor(self.weight), None, self.stride, self.padding).data
-        return y * _per_channel(self.rescale, y.ndim) + _per_channel(self.bias, y.ndim)
+        return kernel.affine(y, self.rescale, self.bias)

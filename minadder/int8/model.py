@@ -18,9 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import functional as F
 from ..architectures import (BatchNorm1d, BatchNorm2d, Conv2d, Features, Flatten, GlobalAvgPool, Linear, MaxPool,
                              ReLU, Stage, block_layers)
 from .calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE, check_method, input_quantizers, observe_inputs
+from ..tensor import Tensor, no_grad
 from .layers import AdderLayer, FloatLayer, check_bits
 
 _BATCH_NORMS = (BatchNorm1d, BatchNorm2d)
@@ -55,13 +57,6 @@ def weight_layers(architecture):
                     yield from walk(shortcut or (), f"{prefix}{record.name}.{block.name}.downsample.")
 
     return list(walk(architecture.layers, ""))
-
-
-def max_pool(x, k):
-    """k x k max pooling with stride k (the rows and columns past the last whole window dropped)."""
-    n, c, h, w = x.shape
-    ho, wo = h // k, w // k
-    return x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k).max(axis=(3, 5))
 
 
 def check_quantizable(architecture):
@@ -131,7 +126,8 @@ class Int8Network:
             elif isinstance(record, ReLU):
                 x = np.maximum(x, 0)
             elif isinstance(record, MaxPool):
-                x = max_pool(x, record.kernel_size)
+                with no_grad():
+                    x = F.max_pool2d(Tensor(x), record.kernel_size).data
             elif isinstance(record, Flatten):
                 x = x.reshape(len(x), -1)
             elif isinstance(record, GlobalAvgPool):

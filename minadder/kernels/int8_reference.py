@@ -48,8 +48,9 @@ def codes(values, scale, offset, top):
 
 
 def affine(sums, rescale, bias):
-    """float32(sums) * rescale[t] + bias[t] for each channel t (axis 1) of int32 ``sums``:
-    an integer layer's output with its batch norm folded in."""
+    """float32(sums) * rescale[t] + bias[t] for each channel t (axis 1) of ``sums``: an
+    integer layer's int32 sums (or a float layer's float32 outputs) with its batch norm
+    folded in."""
     shape = (1, -1) + (1,) * (np.ndim(sums) - 2)
     rescale, bias = np.asarray(rescale, np.float32), np.asarray(bias, np.float32)
     return sums.astype(np.float32) * rescale.reshape(shape) + bias.reshape(shape)

@@ -44,7 +44,7 @@ def _affine_kernel(sums, rescale, bias, out):
 
 
 def affine(sums, rescale, bias):
-    """float32(sums) * rescale[t] + bias[t] per channel t (axis 1) of int32 ``sums`` (N, C, ...)."""
+    """float32(sums) * rescale[t] + bias[t] per channel t (axis 1) of ``sums`` (N, C, ...), int32 or float32."""
     sums = np.ascontiguousarray(sums)
     out = np.empty(sums.shape, dtype=np.float32)
     n, c = sums.shape[:2]
