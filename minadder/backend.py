@@ -3,7 +3,8 @@
 A backend is a module of plain functions with the names in
 ``minadder.kernels.contract.KERNEL_NAMES``: ``check_available``, ``adder2d_forward``,
 ``adder2d_backward``, ``conv2d_forward`` and ``conv2d_backward`` (the contract, with their
-signatures, is the docstring of ``minadder/kernels/contract.py``). The choice is global:
+signatures, is the docstring of ``minadder/kernels/contract.py``), and may export the
+optional ones (batch norm, max pooling; ``kernel(name)`` falls back to the reference's). The choice is global:
 
     minadder.set_backend("numpy")          # for the rest of the program
     with minadder.use_backend("numpy"):     # for a block
@@ -18,6 +19,8 @@ never a silent fallback to another one.
 import contextlib
 import importlib
 import os
+
+from .kernels.contract import KERNEL_NAMES, OPTIONAL_KERNEL_NAMES
 
 #: name -> module path. Later backends add themselves here.
 BACKENDS = {
@@ -111,6 +114,18 @@ def use_backend(name):
 def kernels(name=None):
     """The kernel module of backend ``name``, or of the active backend when name is None."""
     return _load(get_backend() if name is None else name)
+
+
+def kernel(name, backend_name=None):
+    """The function ``name`` of backend ``backend_name`` (the active one when None). For an
+    optional kernel (contract.OPTIONAL_KERNEL_NAMES) that the backend does not export, the
+    NumPy reference's: the layers call batch norm and max pooling through this."""
+    if name not in KERNEL_NAMES + OPTIONAL_KERNEL_NAMES:
+        raise ValueError(f"unknown kernel {name!r}; kernels: {', '.join(KERNEL_NAMES + OPTIONAL_KERNEL_NAMES)}")
+    module = kernels(backend_name)
+    if name in OPTIONAL_KERNEL_NAMES and not hasattr(module, name):
+        module = kernels("numpy")
+    return getattr(module, name)
 
 
 def configure(threads=None):

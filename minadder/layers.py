@@ -2,8 +2,9 @@
 proofs/mathematics.md). ``linear`` is a composition of primitives. The pooling, adder and
 batch-norm layers come in two forms, to be read in this order: a readable definition from
 primitives (``*_from_primitives``), then the fused ``Function`` that training uses (it keeps
-few large temporaries alive), which the tests hold equal to the readable one. ``conv2d``
-and the fused adder layer (Eq. 2) call the active kernel backend (``minadder.backend``).
+few large temporaries alive), which the tests hold equal to the readable one. ``conv2d``,
+the fused adder layer (Eq. 2), max pooling and batch norm call the active kernel backend
+(``minadder.backend``; the last two have their NumPy definitions in ``kernels/*_reference.py``).
 The argument checks, and the messages they give, are in ``checks.py``.
 """
 import numpy as np
@@ -13,6 +14,7 @@ from .kernels import contract
 from .kernels.geometry import Window, output_size
 from . import checks
 from .kernels.reference import col2im, im2col   # the readable adder's full-precision Function
+from .kernels.pooling_reference import pad_width as _pad_width, windows as _windows
 from .ops import _raw, abs, getitem, matmul, max, mean, pad, reshape, sum, transpose  # noqa: A004
 from .tensor import Function
 
@@ -76,33 +78,12 @@ def linear(x, weight, bias=None):
 
 
 # ============================================================================ pooling
-def _windows(xp, k, stride, ho, wo):
-    """The k*k strided views xp[..., i::s, j::s] (cut to ho x wo) of a padded input, one per
-    offset (i, j) in the window: view[n, c, u, v] = xp[n, c, s*u + i, s*v + j]."""
-    for i in range(k):
-        for j in range(k):
-            yield i, j, xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
-
-
-def _pad_width(padding):
-    return ((0, 0), (0, 0), (padding, padding), (padding, padding))
-
-
 def _gather_windows(xp, kh, kw, stride):
     """Every kh x kw window of a padded input xp (N, C, Hp, Wp), with one getitem of index
     arrays: windows[n, c, u, v, i, j] = xp[n, c, s*u + i, s*v + j], of shape (N, C, H_out, W_out, kh, kw)."""
     rows = stride * np.arange(output_size(xp.shape[2], kh, stride, 0))[:, None] + np.arange(kh)  # (H_out, kh)
     cols = stride * np.arange(output_size(xp.shape[3], kw, stride, 0))[:, None] + np.arange(kw)  # (W_out, kw)
     return getitem(xp, (slice(None), slice(None), rows[:, None, :, None], cols[None, :, None, :]))
-
-
-def _padded_zeros(ctx, dtype):
-    n, c, h, w = ctx.x_shape
-    return np.zeros((n, c, h + 2 * ctx.padding, w + 2 * ctx.padding), dtype=dtype)
-
-
-def _unpad(xp, padding, x_shape):
-    return xp[:, :, padding:padding + x_shape[2], padding:padding + x_shape[3]]
 
 
 def max_pool2d_from_primitives(x, kernel_size, stride=None, padding=0):
@@ -115,39 +96,19 @@ def max_pool2d_from_primitives(x, kernel_size, stride=None, padding=0):
 
 
 class MaxPool2d(Function):
+    """The fused max pooling: the active backend's max_pool2d kernels (contract.py), which
+    record each window's argmax; the backward gives g to it."""
+
     @staticmethod
     def forward(ctx, x, k, stride, padding):
-        ho, wo = output_size(x.shape[2], k, stride, padding), output_size(x.shape[3], k, stride, padding)
-        xp = x if padding == 0 else np.pad(x, _pad_width(padding), constant_values=-np.inf)
-        ctx.x_shape, ctx.k, ctx.stride, ctx.padding = x.shape, k, stride, padding
-        if np.isnan(x).any():
-            # argmax semantics with NaN (the first NaN wins), through a stacked copy
-            stacked = np.stack([v for _, _, v in _windows(xp, k, stride, ho, wo)])  # (k*k, N, C, Ho, Wo)
-            ctx.argmax = stacked.argmax(axis=0)
-            return np.take_along_axis(stacked, ctx.argmax[None], axis=0)[0]
-        # a running maximum over the k*k window offsets; the strict > keeps the first
-        # maximum, as argmax (and PyTorch) do, without stacking k*k copies of the input
-        windows = _windows(xp, k, stride, ho, wo)
-        _, _, first = next(windows)
-        out = first.copy()
-        ctx.argmax = np.zeros(out.shape, dtype=np.uint8 if k * k < 256 else np.intp)
-        for i, j, view in windows:
-            better = view > out
-            np.maximum(out, view, out=out)
-            # offsets come in increasing order: the argmax is the largest one at which the
-            # running maximum grew (a max, far faster than a masked store of random masks)
-            np.maximum(ctx.argmax, better * ctx.argmax.dtype.type(i * k + j), out=ctx.argmax)
-        return out
+        ctx.backward_kernel = backend.kernel("max_pool2d_backward")
+        y, ctx.argmax = backend.kernel("max_pool2d_forward")(x, k, stride, padding)
+        ctx.x_shape, ctx.window = x.shape, (k, stride, padding)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        k, dxp = ctx.k, _padded_zeros(ctx, g.dtype)
-        for i, j, view in _windows(dxp, k, ctx.stride, g.shape[2], g.shape[3]):
-            if ctx.stride >= k:   # windows do not overlap: each input pixel is written once
-                np.multiply(g, ctx.argmax == i * k + j, out=view)
-            else:
-                view += g * (ctx.argmax == i * k + j)
-        return _unpad(dxp, ctx.padding, ctx.x_shape), None, None, None
+        return ctx.backward_kernel(g, ctx.argmax, ctx.x_shape, *ctx.window), None, None, None
 
 
 class AvgPool2d(Function):
@@ -164,10 +125,11 @@ class AvgPool2d(Function):
 
     @staticmethod
     def backward(ctx, g):
-        dxp = _padded_zeros(ctx, g.dtype)
+        (n, c, h, w), p = ctx.x_shape, ctx.padding
+        dxp = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=g.dtype)
         for _, _, view in _windows(dxp, ctx.k, ctx.stride, g.shape[2], g.shape[3]):
             view += g / (ctx.k * ctx.k)
-        return _unpad(dxp, ctx.padding, ctx.x_shape), None, None, None
+        return dxp[:, :, p:p + h, p:p + w], None, None, None
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
@@ -310,64 +272,27 @@ def batch_norm_from_primitives(x, running_mean=None, running_var=None, weight=No
     return y
 
 
-def _channel_sum(a, b=None):
-    """sum over every axis but 1 of a (or of a * b, without the product's temporary):
-    the per-channel sums of batch norm, for (N, C) and (N, C, H, W) arrays."""
-    if a.ndim == 2:
-        return np.einsum("nc->c", a) if b is None else np.einsum("nc,nc->c", a, b)
-    n, c = a.shape[:2]
-    a3 = a.reshape(n, c, -1)
-    if b is None:
-        return a3.sum(axis=2).sum(axis=0)   # the inner, contiguous axis first: fast in NumPy
-    return np.einsum("nci,nci->c", a3, b.reshape(n, c, -1))
-
-
 class BatchNorm(Function):
+    """The fused batch norm (Eq. 10): the active backend's batch_norm kernels (contract.py);
+    the running statistics are updated here, towards the batch's (unbiased variance)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        channel_shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)   # broadcasts (C,) against x
-        count = x.size // x.shape[1]                                 # values per channel
-        if training:
-            mu = _channel_sum(x) / count
-            xhat = x - mu.reshape(channel_shape).astype(x.dtype)
-            var = _channel_sum(xhat, xhat) / count       # biased, for normalising (Eq. 10)
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += momentum * mu
-                running_var *= 1 - momentum
-                running_var += momentum * var * count / (count - 1)  # unbiased (count >= 2 is checked)
-        else:
-            mu, var = running_mean, running_var
-            xhat = x - mu.reshape(channel_shape).astype(x.dtype)
-        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-        xhat *= inv_std.reshape(channel_shape)                    # in place: xhat is our own array
-        ctx.xhat, ctx.inv_std, ctx.weight = xhat, inv_std, weight
-        ctx.channel_shape, ctx.count, ctx.training = channel_shape, count, training
-        y = xhat if weight is None else xhat * weight.reshape(channel_shape)
-        if bias is None:
-            return y
-        if y is xhat:          # y must not alias ctx.xhat, which backward reads
-            return y + bias.reshape(channel_shape)
-        y += bias.reshape(channel_shape)
+        stats = (None, None) if training else (running_mean, running_var)
+        y, ctx.xhat, ctx.inv_std, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps)
+        if training and running_mean is not None:
+            count = x.size // x.shape[1]                                 # values per channel
+            running_mean *= 1 - momentum
+            running_mean += momentum * mu
+            running_var *= 1 - momentum
+            running_var += momentum * var * count / (count - 1)          # unbiased (count >= 2 is checked)
+        ctx.weight, ctx.training = weight, training
+        ctx.backward_kernel = backend.kernel("batch_norm_backward")
         return y
 
     @staticmethod
     def backward(ctx, g):
-        xhat, shape = ctx.xhat, ctx.channel_shape
-        dweight = _channel_sum(g, xhat)                   # sum g * xhat
-        dbias = _channel_sum(g)                           # sum g
-        scale = ctx.inv_std if ctx.weight is None else ctx.inv_std * ctx.weight
-        if ctx.training:
-            # the batch statistics depend on x too (the backward of Eq. 10): with
-            # dxhat = g * weight,  dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-            #                         = inv_std * weight * (g - sum(g)/M - xhat * sum(g * xhat)/M)
-            m = ctx.count
-            dx = xhat * (dweight / m).astype(g.dtype).reshape(shape)
-            dx += (dbias / m).astype(g.dtype).reshape(shape)
-            np.subtract(g, dx, out=dx)
-            dx *= scale.reshape(shape)
-        else:
-            dx = g * scale.reshape(shape)
+        dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training)
         return dx, dweight, dbias, None, None, None, None, None
 
 

@@ -1,6 +1,10 @@
 """The fused max_pool2d and batch_norm (tuned for memory) against their readable
-definitions written with primitives: the same values and the same gradients."""
+definitions written with primitives: the same values and the same gradients, on the
+NumPy reference and on the cpu backend (its Numba kernels, minadder/kernels/cpu/)."""
+import importlib.util
+
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +13,8 @@ from minadder import functional as F
 
 SETTINGS = settings(deadline=None, max_examples=25)
 seeds = st.integers(0, 2**31 - 1)
+on_each_backend = pytest.mark.parametrize(
+    "backend_name", ["numpy"] + (["cpu"] if importlib.util.find_spec("numba") else []))
 
 
 def values_and_grads(fn, arrays, upstream):
@@ -27,33 +33,38 @@ def assert_same(fused, readable, rtol):
         np.testing.assert_allclose(ga, gb, rtol=rtol, atol=rtol)
 
 
+@on_each_backend
 @SETTINGS
 @given(seeds, st.integers(1, 2), st.integers(1, 3), st.integers(2, 7), st.integers(1, 3),
        st.integers(1, 3), st.integers(0, 1), st.sampled_from([np.float32, np.float64]))
-def test_max_pool2d_equals_its_definition(seed, n, c, size, k, stride, p, dtype):
+def test_max_pool2d_equals_its_definition(backend_name, seed, n, c, size, k, stride, p, dtype):
     assume(k <= size + 2 * p and p <= k // 2)
     rng = np.random.default_rng(seed)
     # distinct values: on ties the two give the gradient to different maxima
     x = (rng.permutation(n * c * size * size).reshape(n, c, size, size) * 0.1 - 1).astype(dtype)
     out_shape = F.max_pool2d(ma.Tensor(x), k, stride, p).shape
     g = rng.standard_normal(out_shape).astype(dtype)
-    fused = values_and_grads(lambda t: F.max_pool2d(t, k, stride, p), [x], g)
+    with ma.use_backend(backend_name):
+        fused = values_and_grads(lambda t: F.max_pool2d(t, k, stride, p), [x], g)
     readable = values_and_grads(lambda t: F.max_pool2d_from_primitives(t, k, stride, p), [x], g)
     np.testing.assert_array_equal(fused[0], readable[0])       # picking a maximum is exact;
     assert_same(fused, readable, rtol=1e-6 if dtype == np.float32 else 1e-14)  # overlaps sum in another order
 
 
-def test_max_pool2d_gives_a_tie_to_its_first_maximum():
+@on_each_backend
+def test_max_pool2d_gives_a_tie_to_its_first_maximum(backend_name):
     """As PyTorch (and argmax) do: the first of equal maxima, in row-major window order."""
     x = ma.Tensor(np.array([[[[0., 5., 7., 7.], [1., 5., 7., 7.]]]]), requires_grad=True)
-    F.max_pool2d(x, 2).sum().backward()
+    with ma.use_backend(backend_name):
+        F.max_pool2d(x, 2).sum().backward()
     np.testing.assert_array_equal(x.grad, [[[[0, 1, 1, 0], [0, 0, 0, 0]]]])
 
 
+@on_each_backend
 @SETTINGS
 @given(seeds, st.sampled_from([(6, 3), (2, 3, 2, 2), (4, 2, 3, 1), (3, 4, 2, 3)]), st.booleans(),
        st.booleans(), st.sampled_from([np.float32, np.float64]))
-def test_batch_norm_equals_its_definition(seed, shape, training, affine, dtype):
+def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, affine, dtype):
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -70,7 +81,9 @@ def test_batch_norm_equals_its_definition(seed, shape, training, affine, dtype):
         result = values_and_grads(fn, [x, weight, bias] if affine else [x], g)
         return result, (running_mean, running_var)
 
-    (fused, fused_stats), (readable, readable_stats) = run(F.batch_norm), run(F.batch_norm_from_primitives)
+    with ma.use_backend(backend_name):
+        fused, fused_stats = run(F.batch_norm)
+    readable, readable_stats = run(F.batch_norm_from_primitives)
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     assert_same(fused, readable, rtol)
     for a, b in zip(fused_stats, readable_stats):                 # the running statistics too

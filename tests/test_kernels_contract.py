@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minadder import backend
 from minadder.kernels import KERNEL_NAMES, contract
 from minadder.kernels.geometry import Window
 
@@ -82,6 +83,19 @@ def test_a_backend_exports_the_contract(name):
     module = _module(name)
     assert all(callable(getattr(module, k)) for k in KERNEL_NAMES)
     assert module.check_available() is None
+
+
+@pytest.mark.parametrize("name", MODULES[:2])
+def test_a_backend_exports_the_optional_kernels_it_has(name):
+    """The reference and the cpu package export all of contract.OPTIONAL_KERNEL_NAMES (the cpu
+    package from cpu/batch_norm.py and cpu/pooling.py), and backend.kernel hands them out."""
+    module = _module(name)
+    for kernel in contract.OPTIONAL_KERNEL_NAMES:
+        function = getattr(module, kernel, None)
+        assert callable(function), f"{name} lacks {kernel}"
+        assert backend.kernel(kernel, "numpy" if name.endswith("reference") else "cpu") is function
+        if name.endswith(".cpu"):
+            assert function.__module__.startswith("minadder.kernels.cpu."), function.__module__
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,4 @@
-"""The kernel contract: the five functions every backend exports, and the grad-mode check.
+"""The kernel contract: the five functions every backend exports, the optional ones, and the grad-mode check.
 
 A backend is a module (or package) of plain functions with the names in ``KERNEL_NAMES``:
 ``minadder.kernels.reference`` ("numpy", the readable definition), the package
@@ -29,6 +29,31 @@ A backend is a module (or package) of plain functions with the names in ``KERNEL
     conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True) -> (dx, dweight)
         The ordinary convolution (cross-correlation), same shapes, for the CNN baselines.
 
+Optional kernels, the names in ``OPTIONAL_KERNEL_NAMES``: the layers around the adder
+layer that a backend may speed up. The reference defines them all (``batch_norm_reference.py``,
+``pooling_reference.py``); ``minadder.backend.kernel(name)`` returns the active backend's
+function, or the reference's when the backend has none (the "cuda" backend: its layers then
+run them in NumPy on host arrays).
+
+    batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5)
+        -> (y, xhat, inv_std, mean, var)
+        Batch norm, Eq. 10, per channel (axis 1) of x (N, C) or (N, C, H, W):
+        xhat = (x - mean) / sqrt(var + eps), y = weight * xhat + bias. mean and var None:
+        training, with the batch's mean and biased variance, returned of x's dtype (the
+        layer updates its running statistics with them); given (C,): evaluation, with those.
+        weight and bias (C,) or None. inv_std (C,) = 1 / sqrt(var + eps), of x's dtype.
+    batch_norm_backward(g, xhat, inv_std, weight=None, training=True) -> (dx, dweight, dbias)
+        Its gradients for the upstream g (Eq. 11; proofs/mathematics.md, section 3):
+        dweight = sum g * xhat, dbias = sum g per channel, and dx, which in training
+        accounts for the batch statistics depending on x.
+
+    max_pool2d_forward(x, k, stride, padding) -> (y, argmax)
+        The maximum of each k x k window of x (N, C, H, W) padded with -inf, and its offset
+        i*k + j in the window (uint8 when k*k < 256): the first maximum in row-major order,
+        or the first NaN. The argmax is in this form on every backend.
+    max_pool2d_backward(g, argmax, x_shape, k, stride, padding) -> dx
+        g added to the input element each window's argmax names.
+
 The caller validates the arguments before it calls a backend: shapes with
 ``geometry.check_window_args``, the mode with ``check_grad_mode`` below (the one place
 it is checked). Backends trust them and do not check again. Arrays are those of the
@@ -48,6 +73,9 @@ DISTANCES = ("l1", "l2")
 
 #: the functions every backend exports (see above)
 KERNEL_NAMES = ("check_available", "adder2d_forward", "adder2d_backward", "conv2d_forward", "conv2d_backward")
+
+#: the functions a backend may export (see above); the reference has them all
+OPTIONAL_KERNEL_NAMES = ("batch_norm_forward", "batch_norm_backward", "max_pool2d_forward", "max_pool2d_backward")
 
 
 def check_grad_mode(mode, op="adder2d"):

@@ -12,6 +12,8 @@ The package is a ladder; read it from the bottom rung up:
     l2.py           the l2 layer (Eq. 27) through Eq. 28: BLAS on chunks of X_col
     products.py     large matrix products split over threads (one BLAS call each)
     columns.py      parallel im2col / col2im for the ordinary convolution
+    batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
+    pooling.py      max pooling over k x k windows with stride k, the argmax recorded
 
 and, one level up because they must be read before any kernel is defined, ../target.py
 (which CPU the code is compiled for, and the register block it gets) and ../settings.py
@@ -49,6 +51,8 @@ from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
 from . import columns, products
 from .l2 import l2_backward, l2_forward
+from .batch_norm import batch_norm_backward, batch_norm_forward  # noqa: F401  (optional kernels)
+from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
 
 
 def check_available():

@@ -18,7 +18,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .frame import VECTOR
-from .positions import field_row, segments, wide_offsets, wide_rows
+from .positions import field_row, segments, wide_count, wide_offsets, wide_rows
 from ..target import TARGET
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
@@ -37,6 +37,12 @@ TASKS_PER_THREAD = 4
 #: L2; chosen by hand from the cache size, not re-measured. A tile is 64 to 512 positions.
 PACKED_TASK_FLOATS = 32768
 PACKED_TILE_MIN, PACKED_TILE_MAX = 64, 512
+#: stride-1 layers read X_col in place only when an image has this many wide positions:
+#: on shorter rows each register block's weights serve too few vectors, and packing tiles
+#: of positions from several images wins. Measured 2026-12-05 (2-core AVX-512 Intel, batch
+#: 64, 2 threads, ms): 8x8 64ch (78 positions) wide 3.65, packed 2.92; 16x16 32ch (286)
+#: wide 3.25, packed 4.01.
+WIDE_MIN_POSITIONS = 200
 
 
 # The inner steps read rows of X_col from a flat array ``src``: row k0 + kk starts at
@@ -215,8 +221,8 @@ def _tile(c_out, positions):
 def blocked_forward(w2, win, frame, out):
     """Eq. 2 into out (N, C_out, P) from the ShiftedInput ``frame`` (its centre c shifts W too)."""
     wsh = w2 - frame.centre
-    if wide_rows(win):
-        pitch = frame.xp.shape[3]
+    pitch = frame.xp.shape[3]
+    if wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS:
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), wsh, pitch,
                              win.ho, win.wo, _rows_per_task(win, pitch), out)
     else:

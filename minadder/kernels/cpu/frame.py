@@ -16,6 +16,7 @@ X_col[(c, i, j), (n, u, v)] = xp[n, c, s*u + i, s*v + j] has no bounds to check.
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit, prange
 
 #: the forward computes whole vectors of VECTOR numbers (16 float32 = one AVX-512
 #: register); its rows are rounded up to a multiple of it (chosen by hand for AVX-512,
@@ -58,12 +59,49 @@ def padded(x, padding, centre):
     hp, wp = h + 2 * padding, w + 2 * padding
     flat = np.empty((n, c * hp * wp + SLACK), dtype=x.dtype)
     flat[:, c * hp * wp:] = 0
-    xp = flat[:, :c * hp * wp].reshape(n, c, hp, wp)
-    if padding:
-        xp[:, :, :padding] = xp[:, :, h + padding:] = -centre
-        xp[:, :, :, :padding] = xp[:, :, :, w + padding:] = -centre
-    np.subtract(x, centre, out=xp[:, :, padding:padding + h, padding:padding + w])
-    return ShiftedInput(xp, flat, centre)
+    _pad_shift(np.ascontiguousarray(x), padding, x.dtype.type(centre), flat)
+    return ShiftedInput(flat[:, :c * hp * wp].reshape(n, c, hp, wp), flat, centre)
+
+
+@njit(parallel=True, cache=True)
+def _pad_shift(x, p, centre, flat):
+    """Plane (n, c) of flat: x[n, c] - centre framed by p rows and columns of -centre (the
+    zero padding, shifted). One parallel pass; NumPy's four fills and a subtraction took 4 %
+    of a ResNet-20 step on one thread."""
+    n_img, channels, h, w = x.shape
+    hp, wp = h + 2 * p, w + 2 * p
+    edge = -centre
+    for task in prange(n_img * channels):
+        n, c = task // channels, task % channels
+        dst = flat[n, c * hp * wp:(c + 1) * hp * wp]
+        for q in range(p * wp):                                   # the top and bottom rows
+            dst[q] = edge
+            dst[(hp - p) * wp + q] = edge
+        for i in range(h):
+            src, row = x[n, c, i], dst[(p + i) * wp:(p + i + 1) * wp]
+            for j in range(p):
+                row[j] = edge
+                row[p + w + j] = edge
+            for j in range(w):
+                row[p + j] = src[j] - centre
+
+
+def cropped(xp, padding, h, w):
+    """The (N, C, h, w) inside of a padded (N, C, h + 2p, w + 2p) array, as a new array."""
+    out = np.empty(xp.shape[:2] + (h, w), dtype=xp.dtype)
+    _crop(xp, padding, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _crop(xp, p, out):
+    n_img, channels, h, w = out.shape
+    for task in prange(n_img * channels):
+        src, dst = xp[task // channels, task % channels], out[task // channels, task % channels]
+        for i in range(h):
+            s, d = src[p + i], dst[i]
+            for j in range(w):
+                d[j] = s[p + j]
 
 
 def shifted(x, w2, win):

@@ -18,7 +18,8 @@ import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
-from .positions import field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
+from .frame import cropped
+from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
 
 
 # Both row kernels are unrolled by hand over 8 (full) or 4 (sign) channels: the weights
@@ -132,12 +133,11 @@ def blocked_grad_input(w2, g, win, mode, frame):
     if wide_rows(win):
         pitch = xp.shape[3]
         gw = on_wide_positions(g, win, pitch)
-        gsum = gw.sum(axis=1) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
+        gsum = channel_sums(gw) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, full, win.kh * win.kw,
                                 wide_count(win, pitch), one, dxp.reshape(win.n, -1))
     else:
-        gsum = g.sum(axis=1) if full else np.zeros((win.n, 1), dtype=dtype)
+        gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
         _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo,
                                   one, dxp)
-    p = win.padding
-    return np.ascontiguousarray(dxp[:, :, p:p + win.h, p:p + win.w])
+    return cropped(dxp, win.padding, win.h, win.w)

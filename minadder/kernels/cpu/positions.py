@@ -13,7 +13,7 @@ of one row of the padded input, copied out or added back into the padded gradien
 adjoint: col2im, one row of X_col at a time), both by ``field_row``.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 def wide_rows(win):
@@ -36,9 +36,40 @@ def wide_count(win, pitch):
 def on_wide_positions(g, win, pitch):
     """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch), zeros where v >= W_out
     (so that the dropped positions add nothing to a gradient)."""
-    gw = np.zeros((win.n, win.c_out, win.ho, pitch), dtype=g.dtype)
-    gw[:, :, :, :win.wo] = g.reshape(win.n, win.c_out, win.ho, win.wo)
-    return gw.reshape(win.n, win.c_out, win.ho * pitch)
+    gw = np.empty((win.n, win.c_out, win.ho * pitch), dtype=g.dtype)
+    _widen(np.ascontiguousarray(g).reshape(win.n, win.c_out, win.plane), win.wo, pitch, gw)
+    return gw
+
+
+@njit(parallel=True, cache=True)
+def _widen(g, wo, pitch, gw):
+    """gw[n, t, u*pitch + v] = g[n, t, u*wo + v] for v < wo, 0 for wo <= v < pitch: one
+    parallel pass (as NumPy, a zero fill and a strided copy took 2 % of a ResNet-20 step)."""
+    n_img, n_t = g.shape[0], g.shape[1]
+    rows = gw.shape[2] // pitch
+    for task in prange(n_img * n_t):
+        src, dst = g[task // n_t, task % n_t], gw[task // n_t, task % n_t]
+        for u in range(rows):
+            s, d = src[u * wo:(u + 1) * wo], dst[u * pitch:(u + 1) * pitch]
+            for v in range(wo):
+                d[v] = s[v]
+            for v in range(wo, pitch):
+                d[v] = 0
+
+
+@njit(parallel=True, cache=True)
+def channel_sums(g):
+    """s[n, q] = sum_t g[n, t, q] for g (N, C_out, Q), one image per task (NumPy's
+    g.sum(axis=1) runs on one thread)."""
+    n_img, n_t, width = g.shape
+    s = np.zeros((n_img, width), dtype=g.dtype)
+    for n in prange(n_img):
+        acc = s[n]
+        for t in range(n_t):
+            row = g[n, t]
+            for q in range(width):
+                acc[q] += row[q]
+    return s
 
 
 @njit(cache=True)

@@ -1,0 +1,78 @@
+"""Batch norm in NumPy: the readable definition of the optional kernels
+``batch_norm_forward`` / ``batch_norm_backward`` (contract.py), which ``cpu/batch_norm.py`` matches.
+
+Per channel, over its M values (M = N for (N, C) inputs, N*H*W for (N, C, H, W)), Eq. 10:
+
+    xhat = (x - mean) * inv_std,   inv_std = 1 / sqrt(var + eps),   y = weight * xhat + bias
+
+with the batch's mean and biased variance in training, given (running) statistics in
+evaluation. The backward (proofs/mathematics.md, section 3; the paper's Eq. 11) is
+
+    dweight = sum g * xhat,   dbias = sum g,
+    dx = inv_std * weight * (g - sum(g)/M - xhat * sum(g * xhat)/M)     (training)
+    dx = inv_std * weight * g                                            (evaluation)
+
+The running statistics are the layer's business (minadder/layers.py), not the kernels'.
+"""
+import numpy as np
+
+
+def channel_shape(x):
+    """The shape that broadcasts a (C,) vector against x (N, C) or (N, C, H, W)."""
+    return (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+
+
+def channel_sum(a, b=None):
+    """sum over every axis but 1 of a (or of a * b, without the product's temporary):
+    the per-channel sums of batch norm, for (N, C) and (N, C, H, W) arrays."""
+    if a.ndim == 2:
+        return np.einsum("nc->c", a) if b is None else np.einsum("nc,nc->c", a, b)
+    n, c = a.shape[:2]
+    a3 = a.reshape(n, c, -1)
+    if b is None:
+        return a3.sum(axis=2).sum(axis=0)   # the inner, contiguous axis first: fast in NumPy
+    return np.einsum("nci,nci->c", a3, b.reshape(n, c, -1))
+
+
+def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5):
+    """Eq. 10 per channel of x (N, C) or (N, C, H, W): (y, xhat, inv_std, mean, var).
+
+    mean and var None: training, normalise with the batch's mean and biased variance, which
+    are returned (of x's dtype) for the running statistics. Given (C,) mean and var:
+    evaluation, normalise with them (and return them). weight and bias (C,) may be None.
+    xhat and inv_std (C,), of x's dtype, are what batch_norm_backward needs; y may be xhat
+    itself when there is neither weight nor bias.
+    """
+    shape = channel_shape(x)
+    if mean is None:
+        count = x.size // x.shape[1]                     # M, the values per channel
+        mean = channel_sum(x) / count
+        xhat = x - mean.reshape(shape).astype(x.dtype)
+        var = channel_sum(xhat, xhat) / count            # biased, for normalising
+    else:
+        xhat = x - mean.reshape(shape).astype(x.dtype)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat *= inv_std.reshape(shape)                       # in place: xhat is our own array
+    y = xhat if weight is None else xhat * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape) if y is xhat else np.add(y, bias.reshape(shape), out=y)
+    return y, xhat, inv_std, mean, var
+
+
+def batch_norm_backward(g, xhat, inv_std, weight=None, training=True):
+    """The gradients (dx, dweight, dbias) of batch_norm_forward for the upstream g (x's shape);
+    training says whether the statistics were the batch's (then they depend on x too)."""
+    shape = channel_shape(g)
+    dweight = channel_sum(g, xhat)                       # sum g * xhat
+    dbias = channel_sum(g)                               # sum g
+    scale = inv_std if weight is None else inv_std * weight
+    if training:
+        m = xhat.size // xhat.shape[1]
+        # dx = inv_std * weight * (g - sum(g)/M - xhat * sum(g * xhat)/M), with one temporary
+        dx = xhat * (dweight / m).astype(g.dtype).reshape(shape)
+        dx += (dbias / m).astype(g.dtype).reshape(shape)
+        np.subtract(g, dx, out=dx)
+        dx *= scale.reshape(shape)
+    else:
+        dx = g * scale.reshape(shape)
+    return dx, dweight, dbias

@@ -1,0 +1,142 @@
+"""Batch norm (Eq. 10) and its backward (the paper's Eq. 11) as parallel Numba loops.
+
+The same two functions as ``../batch_norm_reference.py`` (read that first: there each is
+a few NumPy expressions, each a pass over memory of its own). Here one thread takes one
+channel at a time (prange over C) and makes all its passes over that channel's values while
+they are still in its cache:
+
+    forward     the mean; the variance of x - mean; then xhat and y written together
+    backward    sum(g) and sum(g * xhat) together; then dx
+
+The sums accumulate in float64 (for float32 inputs too), one pass each, so the statistics
+are those of the reference up to float32 rounding. The sums alone are compiled with
+fastmath's ``reassoc`` (LLVM may reorder the additions, which vectorises them: a change of
+rounding only); the elementwise passes do the reference's float operations in its order,
+without fastmath. Inputs of another dtype (or of mixed dtypes) go to the reference.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import batch_norm_reference as reference
+
+FLOATS = (np.float32, np.float64)
+
+
+# ======================================================== sums over one channel (N, P)
+@njit(fastmath={"reassoc"}, cache=True)
+def _mean(xc):
+    total = 0.0
+    for n in range(xc.shape[0]):
+        for j in range(xc.shape[1]):
+            total += xc[n, j]
+    return total / xc.size
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _centred_mean_square(xc, mean):
+    """The biased variance: the mean of (x - mean)^2 (two passes: no cancellation)."""
+    total = 0.0
+    for n in range(xc.shape[0]):
+        for j in range(xc.shape[1]):
+            d = xc[n, j] - mean
+            total += d * d
+    return total / xc.size
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _grad_sums(gc, xhatc):
+    """(sum g, sum g * xhat) over one channel, in one pass."""
+    sum_g, sum_gx = 0.0, 0.0
+    for n in range(gc.shape[0]):
+        for j in range(gc.shape[1]):
+            sum_g += gc[n, j]
+            sum_gx += np.float64(gc[n, j]) * xhatc[n, j]
+    return sum_g, sum_gx
+
+
+# ================================================================ the two kernels
+@njit(parallel=True, cache=True)
+def _forward_kernel(x, weight, bias, training, eps, mean, var, inv_std, xhat, y):
+    """x, xhat, y (N, C, P); weight, bias, inv_std (C,) of x's dtype; mean, var (C,)
+    float64: written in training, read in evaluation."""
+    for c in prange(x.shape[1]):
+        xc = x[:, c, :]
+        if training:
+            mean[c] = _mean(xc)
+            var[c] = _centred_mean_square(xc, mean[c])
+        inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
+        m, s, w, b = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
+        xhatc, yc = xhat[:, c, :], y[:, c, :]
+        for n in range(x.shape[0]):
+            for j in range(x.shape[2]):
+                h = (xc[n, j] - m) * s
+                xhatc[n, j] = h
+                yc[n, j] = h * w + b
+
+
+@njit(parallel=True, cache=True)
+def _backward_kernel(g, xhat, scale, training, dx, dweight, dbias):
+    """g, xhat, dx (N, C, P); scale = inv_std * weight, dweight, dbias (C,) of g's dtype."""
+    count = g.shape[0] * g.shape[2]
+    for c in prange(g.shape[1]):
+        gc, xhatc, dxc = g[:, c, :], xhat[:, c, :], dx[:, c, :]
+        sum_g, sum_gx = _grad_sums(gc, xhatc)
+        dweight[c], dbias[c] = sum_gx, sum_g
+        s = scale[c]
+        if training:   # the batch statistics depend on x: the means of g and g * xhat come in
+            a, b = g.dtype.type(sum_gx / count), g.dtype.type(sum_g / count)
+            for n in range(g.shape[0]):
+                for j in range(g.shape[2]):
+                    dxc[n, j] = (gc[n, j] - (xhatc[n, j] * a + b)) * s
+        else:
+            for n in range(g.shape[0]):
+                for j in range(g.shape[2]):
+                    dxc[n, j] = gc[n, j] * s
+
+
+# ============================================================= the optional kernels
+def _as_3d(a):
+    """(N, C) or (N, C, H, W) as a contiguous (N, C, P) array (P = 1 or H*W)."""
+    n, c = a.shape[:2]
+    return np.ascontiguousarray(a).reshape(n, c, int(np.prod(a.shape[2:], dtype=np.int64)))
+
+
+def _per_channel(v, c, fill, dtype):
+    """A (C,) vector of ``dtype``: v, or ``fill`` repeated when v is None."""
+    return np.full(c, fill, dtype) if v is None else np.ascontiguousarray(v, dtype=dtype)
+
+
+def _numba_dtypes(*arrays):
+    """Whether the kernels take these arrays: one dtype, float32 or float64 (None ignored)."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    return len(dtypes) == 1 and dtypes.pop() in FLOATS
+
+
+def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5):
+    """Eq. 10: (y, xhat, inv_std, mean, var), as batch_norm_reference.batch_norm_forward
+    (mean and var None: training, the batch's statistics are returned, of x's dtype)."""
+    if not _numba_dtypes(x, weight, bias):
+        return reference.batch_norm_forward(x, weight, bias, mean, var, eps)
+    c, training = x.shape[1], mean is None
+    x3 = _as_3d(x)
+    mean64 = np.empty(c) if training else np.ascontiguousarray(mean, dtype=np.float64)
+    var64 = np.empty(c) if training else np.ascontiguousarray(var, dtype=np.float64)
+    inv_std = np.empty(c, x.dtype)
+    xhat, y = np.empty_like(x3), np.empty_like(x3)
+    _forward_kernel(x3, _per_channel(weight, c, 1, x.dtype), _per_channel(bias, c, 0, x.dtype), training,
+                    float(eps), mean64, var64, inv_std, xhat, y)
+    if training:
+        mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
+    return y.reshape(x.shape), xhat.reshape(x.shape), inv_std, mean, var
+
+
+def batch_norm_backward(g, xhat, inv_std, weight=None, training=True):
+    """(dx, dweight, dbias), as batch_norm_reference.batch_norm_backward."""
+    if not _numba_dtypes(g, xhat, inv_std, weight):
+        return reference.batch_norm_backward(g, xhat, inv_std, weight, training)
+    c = g.shape[1]
+    scale = inv_std if weight is None else inv_std * weight
+    g3 = _as_3d(g)
+    dx, dweight, dbias = np.empty_like(g3), np.empty(c, g.dtype), np.empty(c, g.dtype)
+    _backward_kernel(g3, _as_3d(xhat), np.ascontiguousarray(scale), training, dx, dweight, dbias)
+    return dx.reshape(g.shape), dweight, dbias

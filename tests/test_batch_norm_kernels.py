@@ -1,0 +1,169 @@
+"""The optional kernels (contract.OPTIONAL_KERNEL_NAMES): batch norm and max pooling in Numba
+(minadder/kernels/cpu/batch_norm.py, pooling.py) against their NumPy definitions
+(minadder/kernels/batch_norm_reference.py, pooling_reference.py), and ``backend.kernel``,
+which hands a layer the active backend's kernel or the reference's. The layers built on
+them are held to their definitions from primitives in tests/test_fused_layers.py.
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from minadder import backend  # noqa: E402
+from minadder.kernels import batch_norm_reference as bn_ref, pooling_reference as pool_ref  # noqa: E402
+from minadder.kernels.contract import OPTIONAL_KERNEL_NAMES  # noqa: E402
+from minadder.kernels.cpu import batch_norm as bn_cpu, pooling as pool_cpu  # noqa: E402
+
+SETTINGS = settings(deadline=None, max_examples=30)
+
+
+# ===================================================================== batch norm
+@st.composite
+def batch_norm_cases(draw):
+    """(x, weight or None, bias or None, mean, var, training): rank 2 or 4, a channel offset."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    shape = (n, c) if draw(st.booleans()) else (n, c, draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    training = draw(st.booleans()) and n * int(np.prod(shape[2:])) >= 2
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    offset = draw(st.sampled_from([0.0, 3.0, -20.0]))
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 4) + offset).astype(dtype)
+    weight = rng.uniform(-2, 2, c).astype(dtype) if draw(st.booleans()) else None
+    bias = rng.standard_normal(c).astype(dtype) if draw(st.booleans()) else None
+    mean, var = (rng.standard_normal(c) + offset).astype(dtype), rng.uniform(0.2, 3, c).astype(dtype)
+    return x, weight, bias, mean, var, training
+
+
+def _close(got, want, dtype, count, scale=1.0):
+    """Equal up to the rounding of a sum of ``count`` terms of size ``scale`` (a few ulps each)."""
+    eps = np.finfo(dtype).eps
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=16 * eps, atol=16 * eps * count * scale)
+
+
+@SETTINGS
+@given(batch_norm_cases())
+def test_batch_norm_forward_equals_the_reference(case):
+    x, weight, bias, mean, var, training = case
+    stats = (None, None) if training else (mean, var)
+    got = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    want = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    count = x.size // x.shape[1]
+    # x - mean cancels |x| down to |x - mean|: an error in the mean grows by |x| / std in xhat
+    spread = 1 + float(np.abs(x).max()) * float(want[2].max())
+    affine = 1 + (0 if weight is None else float(np.abs(weight).max())) + (0 if bias is None else 1)
+    names = ("y", "xhat", "inv_std", "mean", "var")
+    scales = (spread * affine, spread, spread, float(np.abs(x).max()), spread / float(want[2].min()) ** 2)
+    for name, a, b, scale in zip(names, got, want, scales):
+        try:
+            _close(a, b, x.dtype, count, scale)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+    if not training:
+        assert got[3] is mean and got[4] is var     # evaluation hands back the statistics it used
+
+
+@SETTINGS
+@given(batch_norm_cases())
+def test_batch_norm_backward_equals_the_reference(case):
+    x, weight, _, mean, var, training = case
+    stats = (None, None) if training else (mean, var)
+    _, xhat, inv_std, _, _ = bn_ref.batch_norm_forward(x, weight, None, *stats)
+    g = np.random.default_rng(7).standard_normal(x.shape).astype(x.dtype)
+    got = bn_cpu.batch_norm_backward(g, xhat, inv_std, weight, training)
+    want = bn_ref.batch_norm_backward(g, xhat, inv_std, weight, training)
+    count = x.size // x.shape[1]
+    size = float(np.abs(g).max()) * (1 + float(np.abs(xhat).max()))
+    scale = float(inv_std.max()) * (1 if weight is None else float(np.abs(weight).max()))
+    for name, a, b, s in zip(("dx", "dweight", "dbias"), got, want, (size * scale, size, size)):
+        try:
+            _close(a, b, x.dtype, count, s)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+def test_batch_norm_of_mixed_dtypes_is_the_references():
+    """Operands the kernels do not take (here a float64 weight for float32 x) go to the reference."""
+    rng = np.random.default_rng(0)
+    x, weight = rng.standard_normal((4, 3, 2, 2)).astype(np.float32), rng.standard_normal(3)
+    got, want = bn_cpu.batch_norm_forward(x, weight), bn_ref.batch_norm_forward(x, weight)
+    assert got[0].dtype == np.float64                 # y: NumPy's promotion, as the reference's
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_normalises_each_channel():
+    """Against Eq. 10 itself: every channel of xhat has mean 0 and variance 1 (training)."""
+    spread = np.array([1, 10, 100]).reshape(1, 3, 1, 1)
+    x = (np.random.default_rng(1).standard_normal((8, 3, 5, 5)) * spread + 1000).astype(np.float32)
+    y, xhat, inv_std, mean, var = bn_cpu.batch_norm_forward(x, np.full(3, 2, np.float32), np.ones(3, np.float32))
+    # x - mean is float32: the mean, rounded to float32, is off by up to |1000| eps / 2 = 6e-5 of a std
+    np.testing.assert_allclose(xhat.mean(axis=(0, 2, 3), dtype=np.float64), 0, atol=1e-4)
+    np.testing.assert_allclose(xhat.var(axis=(0, 2, 3), dtype=np.float64), 1, rtol=1e-4)
+    np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_array_equal(y, xhat * np.float32(2) + np.float32(1))
+
+
+# ==================================================================== max pooling
+@st.composite
+def pool_cases(draw):
+    """(x, k, stride, padding): coarse values (many ties), sometimes NaN and infinities."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    k = draw(st.integers(1, 3))
+    tiled = draw(st.booleans())   # the kernels' case: stride k, no padding
+    stride, padding = (k, 0) if tiled else (draw(st.integers(1, 3)), draw(st.integers(0, k // 2)))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)),
+             draw(st.integers(max(1, k - 2 * padding), 7)), draw(st.integers(max(1, k - 2 * padding), 7)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    for special in draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), max_size=3)):
+        x[tuple(rng.integers(0, s) for s in shape)] = special
+    return x, k, stride, padding
+
+
+@SETTINGS
+@given(pool_cases())
+def test_max_pool2d_equals_the_reference_ties_and_nan_included(case):
+    x, k, stride, padding = case
+    y, argmax = pool_cpu.max_pool2d_forward(x, k, stride, padding)
+    y_want, argmax_want = pool_ref.max_pool2d_forward(x, k, stride, padding)
+    np.testing.assert_array_equal(y, y_want)          # NaN where the reference has NaN
+    assert y.dtype == x.dtype and argmax.dtype == argmax_want.dtype
+    np.testing.assert_array_equal(argmax, argmax_want)
+    g = np.random.default_rng(3).standard_normal(y.shape).astype(x.dtype)
+    dx = pool_cpu.max_pool2d_backward(g, argmax, x.shape, k, stride, padding)
+    dx_want = pool_ref.max_pool2d_backward(g, argmax_want, x.shape, k, stride, padding)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    np.testing.assert_array_equal(dx, dx_want)        # one value copied per pixel: exact
+
+
+def test_max_pool2d_gives_a_tie_to_the_first_maximum_and_a_window_to_its_first_nan():
+    x = np.array([[[[0, 5, 7, 7, 1, np.nan], [1, 5, 7, 7, np.nan, 2]]]], dtype=np.float32)
+    y, argmax = pool_cpu.max_pool2d_forward(x, 2, 2, 0)
+    np.testing.assert_array_equal(y, [[[[5, 7, np.nan]]]])
+    np.testing.assert_array_equal(argmax, [[[[1, 0, 1]]]])
+    dx = pool_cpu.max_pool2d_backward(np.ones_like(y), argmax, x.shape, 2, 2, 0)
+    np.testing.assert_array_equal(dx, [[[[0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0]]]])
+
+
+# ================================================================ backend.kernel
+def test_the_reference_exports_every_optional_kernel():
+    for name in OPTIONAL_KERNEL_NAMES:
+        assert backend.kernel(name, "numpy") is getattr(bn_ref if name.startswith("batch") else pool_ref, name)
+
+
+def test_a_backend_without_an_optional_kernel_gets_the_references(monkeypatch):
+    """As the cuda backend does: here the cpu package's first rung, naive.py, which has none."""
+    monkeypatch.setitem(backend.BACKENDS, "bare", "minadder.kernels.cpu.naive")
+    monkeypatch.setattr(backend, "_loaded", dict(backend._loaded))
+    assert backend.kernel("adder2d_forward", "bare").__module__ == "minadder.kernels.cpu.naive"
+    assert backend.kernel("batch_norm_forward", "bare") is bn_ref.batch_norm_forward
+    assert backend.kernel("max_pool2d_backward", "bare") is pool_ref.max_pool2d_backward
+
+
+def test_an_unknown_kernel_name_is_refused():
+    with pytest.raises(ValueError, match=r"unknown kernel 'batch_norm'; kernels: check_available, "):
+        backend.kernel("batch_norm")
