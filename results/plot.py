@@ -1,8 +1,9 @@
 """Draw the results page's figures from the metrics.json files in results/.
 
-    python results/plot.py          # writes results/ablation.png (and ablation-50ep.png), results/eta.png,
-                                    # results/cifar10.png and results/cifar10-30ep.png
-    python results/plot.py --table  # prints the per-epoch table of the 30-epoch CIFAR-10 runs (Markdown)
+    python results/plot.py                # writes results/ablation.png (and ablation-50ep.png), results/eta.png,
+                                          # results/cifar10.png, results/cifar10-30ep.png and results/cifar10-runs.png
+    python results/plot.py --table        # prints the per-epoch table of the 30-epoch CIFAR-10 runs (Markdown)
+    python results/plot.py --cifar-table  # prints one row per CIFAR-10 run (cifar_runs.py, Markdown)
 
 Only the figures whose runs are present are drawn.
 """
@@ -14,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+import cifar_runs  # noqa: E402  (beside this file: python puts the script's folder on the path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,6 +101,9 @@ def main():
     if "--table" in sys.argv[1:]:
         print(cifar_table())
         return
+    if "--cifar-table" in sys.argv[1:]:
+        print(cifar_runs.table())
+        return
     for suffix, epochs in (("", 10), ("-50ep", 50)):
         figure([(f"{g} gradient, {s} scaling", f"ablation-{g}-{s}{suffix}")
                 for g in ("full", "sign") for s in ("adaptive", "fixed", "none")],
@@ -108,6 +114,7 @@ def main():
     figure([("AdderNet", "cifar10-resnet20-adder"), ("CNN", "cifar10-resnet20-cnn")],
            "CIFAR-10 ResNet-20 (JPEG-decoded test set)", HERE / "cifar10.png")
     cifar_figure(HERE / "cifar10-30ep.png")
+    cifar_runs.figure(HERE / "cifar10-runs.png")
 
 
 if __name__ == "__main__":
