@@ -15,6 +15,8 @@ adjoint: col2im, one row of X_col at a time), both by ``field_row``.
 import numpy as np
 from numba import njit, prange
 
+from .frame import VECTOR
+
 
 def wide_rows(win):
     """Stride 1 on images of several output rows: read X_col on wide positions."""
@@ -34,19 +36,21 @@ def wide_count(win, pitch):
 
 
 def on_wide_positions(g, win, pitch):
-    """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch), zeros where v >= W_out
-    (so that the dropped positions add nothing to a gradient)."""
-    gw = np.empty((win.n, win.c_out, win.ho * pitch), dtype=g.dtype)
+    """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch rounded up to whole
+    vectors), zeros where v >= W_out and past the last row (so that the dropped positions
+    add nothing to a gradient, and a kernel may run whole vectors past the last one)."""
+    length = win.ho * pitch
+    gw = np.empty((win.n, win.c_out, length + (-length) % VECTOR), dtype=g.dtype)
     _widen(np.ascontiguousarray(g).reshape(win.n, win.c_out, win.plane), win.wo, pitch, gw)
     return gw
 
 
 @njit(parallel=True, cache=True)
 def _widen(g, wo, pitch, gw):
-    """gw[n, t, u*pitch + v] = g[n, t, u*wo + v] for v < wo, 0 for wo <= v < pitch: one
-    parallel pass (as NumPy, a zero fill and a strided copy took 2 % of a ResNet-20 step)."""
+    """gw[n, t, u*pitch + v] = g[n, t, u*wo + v] for v < wo, 0 elsewhere: one parallel
+    pass (as NumPy, a zero fill and a strided copy took 2 % of a ResNet-20 step)."""
     n_img, n_t = g.shape[0], g.shape[1]
-    rows = gw.shape[2] // pitch
+    rows = g.shape[2] // wo
     for task in prange(n_img * n_t):
         src, dst = g[task // n_t, task % n_t], gw[task // n_t, task % n_t]
         for u in range(rows):
@@ -55,6 +59,8 @@ def _widen(g, wo, pitch, gw):
                 d[v] = s[v]
             for v in range(wo, pitch):
                 d[v] = 0
+        for q in range(rows * pitch, dst.shape[0]):
+            dst[q] = 0
 
 
 @njit(parallel=True, cache=True)
