@@ -22,35 +22,41 @@ from .. import batch_norm_reference as reference
 FLOATS = (np.float32, np.float64)
 
 
-# ======================================================== sums over one channel (N, P)
+# ===================================================== sums over one channel c of (N, C, P)
+# Each reads the channel image by image through x[n, c], a contiguous row that Numba
+# knows to be contiguous (x[:, c, :] is a strided view, whose loops LLVM left scalar:
+# 1 ns a value).
 @njit(fastmath={"reassoc"}, cache=True)
-def _mean(xc):
+def _mean(x, c):
     total = 0.0
-    for n in range(xc.shape[0]):
-        for j in range(xc.shape[1]):
-            total += xc[n, j]
-    return total / xc.size
+    for n in range(x.shape[0]):
+        row = x[n, c]
+        for j in range(row.shape[0]):
+            total += row[j]
+    return total / (x.shape[0] * x.shape[2])
 
 
 @njit(fastmath={"reassoc"}, cache=True)
-def _centred_mean_square(xc, mean):
+def _centred_mean_square(x, c, mean):
     """The biased variance: the mean of (x - mean)^2 (two passes: no cancellation)."""
     total = 0.0
-    for n in range(xc.shape[0]):
-        for j in range(xc.shape[1]):
-            d = xc[n, j] - mean
+    for n in range(x.shape[0]):
+        row = x[n, c]
+        for j in range(row.shape[0]):
+            d = row[j] - mean
             total += d * d
-    return total / xc.size
+    return total / (x.shape[0] * x.shape[2])
 
 
 @njit(fastmath={"reassoc"}, cache=True)
-def _grad_sums(gc, xhatc):
+def _grad_sums(g, xhat, c):
     """(sum g, sum g * xhat) over one channel, in one pass."""
     sum_g, sum_gx = 0.0, 0.0
-    for n in range(gc.shape[0]):
-        for j in range(gc.shape[1]):
-            sum_g += gc[n, j]
-            sum_gx += np.float64(gc[n, j]) * xhatc[n, j]
+    for n in range(g.shape[0]):
+        gr, xr = g[n, c], xhat[n, c]
+        for j in range(gr.shape[0]):
+            sum_g += gr[j]
+            sum_gx += np.float64(gr[j]) * xr[j]
     return sum_g, sum_gx
 
 
@@ -60,18 +66,17 @@ def _forward_kernel(x, weight, bias, training, eps, mean, var, inv_std, xhat, y)
     """x, xhat, y (N, C, P); weight, bias, inv_std (C,) of x's dtype; mean, var (C,)
     float64: written in training, read in evaluation."""
     for c in prange(x.shape[1]):
-        xc = x[:, c, :]
         if training:
-            mean[c] = _mean(xc)
-            var[c] = _centred_mean_square(xc, mean[c])
+            mean[c] = _mean(x, c)
+            var[c] = _centred_mean_square(x, c, mean[c])
         inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
         m, s, w, b = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
-        xhatc, yc = xhat[:, c, :], y[:, c, :]
         for n in range(x.shape[0]):
-            for j in range(x.shape[2]):
-                h = (xc[n, j] - m) * s
-                xhatc[n, j] = h
-                yc[n, j] = h * w + b
+            xr, hr, yr = x[n, c], xhat[n, c], y[n, c]
+            for j in range(xr.shape[0]):
+                h = (xr[j] - m) * s
+                hr[j] = h
+                yr[j] = h * w + b
 
 
 @njit(parallel=True, cache=True)
@@ -79,19 +84,18 @@ def _backward_kernel(g, xhat, scale, training, dx, dweight, dbias):
     """g, xhat, dx (N, C, P); scale = inv_std * weight, dweight, dbias (C,) of g's dtype."""
     count = g.shape[0] * g.shape[2]
     for c in prange(g.shape[1]):
-        gc, xhatc, dxc = g[:, c, :], xhat[:, c, :], dx[:, c, :]
-        sum_g, sum_gx = _grad_sums(gc, xhatc)
+        sum_g, sum_gx = _grad_sums(g, xhat, c)
         dweight[c], dbias[c] = sum_gx, sum_g
         s = scale[c]
-        if training:   # the batch statistics depend on x: the means of g and g * xhat come in
-            a, b = g.dtype.type(sum_gx / count), g.dtype.type(sum_g / count)
-            for n in range(g.shape[0]):
-                for j in range(g.shape[2]):
-                    dxc[n, j] = (gc[n, j] - (xhatc[n, j] * a + b)) * s
-        else:
-            for n in range(g.shape[0]):
-                for j in range(g.shape[2]):
-                    dxc[n, j] = gc[n, j] * s
+        a, b = g.dtype.type(sum_gx / count), g.dtype.type(sum_g / count)
+        for n in range(g.shape[0]):
+            gr, hr, dr = g[n, c], xhat[n, c], dx[n, c]
+            if training:   # the batch statistics depend on x: the means of g and g * xhat come in
+                for j in range(gr.shape[0]):
+                    dr[j] = (gr[j] - (hr[j] * a + b)) * s
+            else:
+                for j in range(gr.shape[0]):
+                    dr[j] = gr[j] * s
 
 
 # ============================================================= the optional kernels

@@ -37,9 +37,10 @@ from ..target import TARGET
 DW_CHUNKS = 8
 #: full mode reads X from the padded input (no X_col) when an image has at least this
 #: many wide positions; with shorter rows the per-image reductions cost more than
-#: building X_col. Chosen by hand between the 8x8 layers (78 positions) and the 16x16
-#: ones (286); not re-measured.
-WIDE_DW_MIN_POSITIONS = 200
+#: building X_col. Between LeNet-5's conv2 (10x10 outputs, 136 positions) and ResNet's 8x8
+#: layers (78): measured 2026-12-05, LeNet-5-BN AdderNet step at batch 256, 2 threads,
+#: 27.5 ms with the bound at 200 (conv2 through BLAS), 23.4 ms at 100.
+WIDE_DW_MIN_POSITIONS = 100
 #: rows of X per register block of the full-mode product: 4 with 32 vector registers
 #: (16 accumulators), else 2 (8 accumulators fit AVX2's 16 registers; target.py)
 KB = 4 if TARGET.blocking == "wide" else 2

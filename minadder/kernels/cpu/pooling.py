@@ -21,34 +21,71 @@ def _tiled(x, k, stride, padding):
     return stride == k and padding == 0 and x.dtype in FLOATS
 
 
+# Both kernels walk the input a row at a time (x[p, r], a contiguous row), not a window
+# at a time: a k x k view per window cost more than the comparisons. k = 2 has its own
+# loop of selects on four values (LeNet-5's pooling, 256 x 6 x 28 x 28: forward 2.1 ->
+# 0.29 ms, backward 1.9 -> 0.64 ms, 2 threads; NumPy's reference 1.7 and 1.2 ms).
+@njit(inline="always")
+def _better(value, best):
+    """Whether value replaces best: strictly greater (the first maximum stays), or the
+    first NaN (value != value is NaN; nothing beats the first NaN)."""
+    return value > best or (value != value and best == best)
+
+
 @njit(parallel=True, cache=True)
 def _forward_kernel(x, k, y, argmax):
     """x (P, H, W): P planes (image, channel); y, argmax (P, H_out, W_out)."""
+    wo = y.shape[2]
     for p in prange(y.shape[0]):
         for u in range(y.shape[1]):
-            for v in range(y.shape[2]):
-                window = x[p, k * u:k * u + k, k * v:k * v + k]
-                best, at = window[0, 0], 0
-                for i in range(k):
+            best, at = y[p, u], argmax[p, u]
+            if k == 2:   # LeNet's and VGG's windows: four values in registers, selects only
+                r0, r1 = x[p, 2 * u], x[p, 2 * u + 1]
+                for v in range(wo):
+                    m, a = r0[2 * v], 0
+                    b = r0[2 * v + 1]
+                    m, a = (b, 1) if _better(b, m) else (m, a)
+                    b = r1[2 * v]
+                    m, a = (b, 2) if _better(b, m) else (m, a)
+                    b = r1[2 * v + 1]
+                    m, a = (b, 3) if _better(b, m) else (m, a)
+                    best[v], at[v] = m, a
+                continue
+            first = x[p, k * u]
+            for v in range(wo):
+                best[v], at[v] = first[k * v], 0
+            # the window's values in row-major order, as the reference visits them
+            for i in range(k):
+                row = x[p, k * u + i]
+                for v in range(wo):
                     for j in range(k):
-                        # strictly greater keeps the first maximum; a NaN beats any number
-                        # (value != value is NaN), and nothing beats the first NaN
-                        value = window[i, j]
-                        if value > best or (value != value and best == best):
-                            best, at = value, i * k + j
-                y[p, u, v], argmax[p, u, v] = best, at
+                        value = row[k * v + j]
+                        if _better(value, best[v]):
+                            best[v], at[v] = value, i * k + j
 
 
 @njit(parallel=True, cache=True)
 def _backward_kernel(g, argmax, k, dx):
     """dx (P, H, W): each window zero but at its argmax, which gets g (P, H_out, W_out)."""
+    wo = g.shape[2]
     for p in prange(g.shape[0]):
-        dx_p, g_p, argmax_p = dx[p], g[p], argmax[p]
         for u in range(g.shape[1]):
-            for v in range(g.shape[2]):
-                window = dx_p[k * u:k * u + k, k * v:k * v + k]
-                window[:] = 0
-                window[argmax_p[u, v] // k, argmax_p[u, v] % k] = g_p[u, v]
+            g_u, at = g[p, u], argmax[p, u]
+            if k == 2:
+                r0, r1 = dx[p, 2 * u], dx[p, 2 * u + 1]
+                zero = g_u.dtype.type(0)
+                for v in range(wo):
+                    a, gv = at[v], g_u[v]
+                    r0[2 * v] = gv if a == 0 else zero
+                    r0[2 * v + 1] = gv if a == 1 else zero
+                    r1[2 * v] = gv if a == 2 else zero
+                    r1[2 * v + 1] = gv if a == 3 else zero
+                continue
+            for i in range(k):
+                row = dx[p, k * u + i]
+                for v in range(wo):
+                    for j in range(k):
+                        row[k * v + j] = g_u[v] if at[v] == i * k + j else 0
 
 
 def _planes(a):
