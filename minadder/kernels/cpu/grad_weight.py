@@ -24,7 +24,7 @@ Against naive.py's loop:
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from .. import reference
 from . import products
@@ -174,34 +174,40 @@ def _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_weight_wide_kernel(xp2, koff, gw, npos, dw):
-    """dw[t, k] = sum_n sum_q G[n, t, q] X'[n, k, q] on wide positions, stride 1: the
-    G X'^T part of the full-mode dW (Eq. 5), reading row k of X' straight from the padded
-    input (xp2[n, koff[k]:]). One task per (4 channels, KB rows): a register block of
-    4 x KB dot products, run image by image."""
+def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
+    """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] X'[n, k, q] on wide positions,
+    stride 1: the G X'^T part of the full-mode dW (Eq. 5), reading row k of X' straight
+    from the padded input (xp2[n, koff[k]:]). One task per chunk of images: it runs every
+    4 x KB register block of dot products over its images while their rows of G and X'
+    are in L2; the caller sums the chunks. (One task per block over the whole batch, as
+    before, streamed all of G and X' from memory for each block, two bytes a multiply-add:
+    measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
     n_img, n_t = gw.shape[0], gw.shape[1]
     n_k = koff.shape[0]
-    blocks_k = (n_k + KB - 1) // KB
-    for task in prange(((n_t + 3) // 4) * blocks_k):
-        t0, k0 = (task // blocks_k) * 4, (task % blocks_k) * KB
-        acc = np.zeros((4, 4), dtype=dw.dtype)
-        if t0 + 4 <= n_t and k0 + KB <= n_k:
-            for n in range(n_img):
-                img, gn = xp2[n], gw[n]
+    chunks = partial.shape[0]
+    for b in prange(chunks):
+        out = partial[b]
+        acc = np.zeros((4, 4), dtype=partial.dtype)
+        for n in range(b * n_img // chunks, (b + 1) * n_img // chunks):
+            img, gn = xp2[n], gw[n]
+            for t0 in range(0, n_t - 3, 4):
                 g0, g1, g2, g3 = gn[t0, :npos], gn[t0 + 1, :npos], gn[t0 + 2, :npos], gn[t0 + 3, :npos]
-                _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc)
-            for i in range(4):
-                for j in range(KB):
-                    dw[t0 + i, k0 + j] = acc[i, j]
-        else:   # the edge blocks, one dot product at a time
-            for t in range(t0, min(n_t, t0 + 4)):
-                for k in range(k0, min(n_k, k0 + KB)):
+                for k0 in range(0, n_k - KB + 1, KB):
+                    acc[:, :] = 0
+                    _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc)
+                    for i in range(4):
+                        for j in range(KB):
+                            out[t0 + i, k0 + j] += acc[i, j]
+            for t in range(n_t):   # the edge blocks, one dot product at a time
+                gr = gn[t, :npos]
+                for k in range(n_k):
+                    if t < n_t - n_t % 4 and k < n_k - n_k % KB:
+                        continue
+                    row = img[koff[k]:koff[k] + npos]
                     s = acc[0, 0] - acc[0, 0]
-                    for n in range(n_img):
-                        row, gr = xp2[n, koff[k]:koff[k] + npos], gw[n, t, :npos]
-                        for q in range(npos):
-                            s += gr[q] * row[q]
-                    dw[t, k] = s
+                    for q in range(npos):
+                        s += gr[q] * row[q]
+                    out[t, k] += s
 
 
 def blocked_grad_weight(w2, g, win, mode, frame):
@@ -220,7 +226,9 @@ def blocked_grad_weight(w2, g, win, mode, frame):
             dw += products.matmul(gc, cols.T)       # sgemm on at most 1/DW_CHUNKS of X_col
     elif full and long_rows:   # the register-block product, no X_col
         gw = np.ascontiguousarray(on_wide_positions(g, win, pitch))
-        _grad_weight_wide_kernel(frame.flat, wide_offsets(win, xp), gw, npos, dw)
+        partial = np.zeros((min(win.n, 4 * get_num_threads()),) + dw.shape, dtype=dw.dtype)
+        _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, partial)
+        dw = partial.sum(axis=0)
     else:
         for cols, gc in _columns_in_chunks(frame, g, win):
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
