@@ -90,8 +90,14 @@ def percent(value, test_set):
 
 
 def cpu(name, metrics):
-    """The CPU a metrics.json records (key "cpu"), else the one this page states, else 'not recorded'."""
-    return metrics.get("cpu") or CPU_ON_README.get(name, "not recorded")
+    """The CPUs a run's epochs record (key "cpu", since 2026-12-05), else the one this page
+    states, else 'not recorded'; epochs without a record are counted."""
+    recorded = [r.get("cpu") for r in metrics["epochs"]]
+    names = sorted({c for c in recorded if c})
+    if not names:
+        return metrics.get("cpu") or CPU_ON_README.get(name, "not recorded")
+    missing = recorded.count(None)
+    return "; ".join(names) + (f" ({missing} earlier epochs not recorded)" if missing else "")
 
 
 def row(name, link, metrics):

@@ -73,3 +73,10 @@ def test_plot_prints_the_table():
                          capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "| " + " | ".join(cifar_runs.HEADER) + " |"
     assert "[adder-30ep](cifar10-resnet20-adder-30ep/)" in out
+
+
+def test_the_cpu_column_names_the_machines_the_epochs_record():
+    epochs = [{"epoch": 1}, {"epoch": 2, "cpu": "Chip B (AVX2)"}, {"epoch": 3, "cpu": "Chip A (AVX-512)"}]
+    assert cifar_runs.cpu("x", {"epochs": epochs}) == "Chip A (AVX-512); Chip B (AVX2) (1 earlier epochs not recorded)"
+    assert cifar_runs.cpu("x", {"epochs": epochs[1:2]}) == "Chip B (AVX2)"
+    assert cifar_runs.cpu("x", {"epochs": epochs[:1]}) == "not recorded"

@@ -45,6 +45,8 @@ def test_tiny_run_writes_metrics_curves_and_checkpoint(tmp_path):
     assert first["lr"] == 0.1 and metrics["epochs"][1]["lr"] == pytest.approx(0.05)  # cosine, T = 2
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "time_s", "images_per_s"):
         assert np.isfinite(first[key])
+    from minadder.kernels.target import cpu_model
+    assert first["cpu"] == cpu_model()            # the machine each epoch ran on (a run may resume elsewhere)
     assert metrics["test_accuracy"] == metrics["epochs"][-1]["test_accuracy"] and metrics["completed"]
     assert len(metrics["steps"]["loss"]) == 6 and metrics["dataset"]["train_images"] == 48
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

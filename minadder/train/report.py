@@ -2,10 +2,11 @@
 
 ``metrics.json`` holds the configuration, the dataset and where it was read from, one
 record per epoch (learning rate, train loss and accuracy, test loss and accuracy on every
-test set, seconds, images/s), the per-batch training loss and accuracy, and the final
+test set, seconds, images/s, the CPU it ran on), the per-batch training loss and accuracy, and the final
 ``test_accuracy``. It is strict JSON: a value that is not finite is written as null.
 """
 import dataclasses
+import functools
 import math
 
 from .. import backend
@@ -32,6 +33,14 @@ def new_metrics(config, data, model):
             "test_accuracy": None, "completed": False}
 
 
+@functools.lru_cache(maxsize=1)
+def host_cpu():
+    """The CPU this process runs on, as the benchmarks name it (lscpu's model name and its
+    widest vector ISA): each epoch records it, since a resumed run may change machines."""
+    from ..kernels.target import cpu_model
+    return cpu_model()
+
+
 def epoch_record(epoch, lr, progress, results, main):
     """The metrics record of a finished epoch: ``progress`` holds the epoch's training sums,
     ``results`` the loss and accuracy on every test set, ``main`` the name of the main one."""
@@ -39,7 +48,8 @@ def epoch_record(epoch, lr, progress, results, main):
             "train_loss": progress.loss_sum / progress.seen,
             "train_accuracy": progress.correct / progress.seen,
             "test_loss": results[main]["loss"], "test_accuracy": results[main]["accuracy"], "tests": results,
-            "time_s": progress.seconds, "images_per_s": progress.seen / max(progress.seconds, 1e-9)}
+            "time_s": progress.seconds, "images_per_s": progress.seen / max(progress.seconds, 1e-9),
+            "cpu": host_cpu()}
 
 
 def epoch_line(record, epochs):
