@@ -29,8 +29,8 @@ Compilation is lazy (first call, once per dtype) and cached on disk (cache=True)
 ``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums, and the identities above
 (the shifted frame, the min identity, dW = G X^T - W sum G) cancel infinities into NaN:
 the blocked kernels hold for finite numbers only. So every call first asks whether its
-operands are finite (``_finite``: one sum each, a read of x that costs a few per cent of
-the forward) and sends one that is not to the NumPy reference, whose inf and NaN are the
+operands are finite (``_finite``: one parallel pass each, a read of x that costs a few
+per cent of the forward) and sends one that is not to the NumPy reference, whose inf and NaN are the
 definition. Finite results differ from the reference only by float rounding
 (tests/test_kernels_cpu.py; tests/test_nonfinite.py for inf and NaN).
 """
@@ -46,7 +46,7 @@ except ImportError as exc:   # the backend registry reports this as BackendUnava
 from .. import reference
 from ..geometry import Window
 from .forward import blocked_forward
-from .frame import ShiftedInput, same_dtype, shifted, unshifted
+from .frame import ShiftedInput, all_finite, same_dtype, shifted, unshifted
 from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
 from . import columns, products
@@ -70,11 +70,8 @@ class Saved(NamedTuple):
 
 
 def _finite(*arrays):
-    """Whether every number in ``arrays`` is finite, by one sum each (no temporary): an
-    IEEE sum is finite only if every term is (inf + -inf and NaN + anything are NaN). A
-    finite array whose sum overflows reads as not finite; the reference then takes it."""
-    with np.errstate(over="ignore"):
-        return all(np.isfinite(a.sum()) for a in arrays)
+    """Whether every number in ``arrays`` is finite: one parallel pass each (frame.py)."""
+    return all(all_finite(np.ascontiguousarray(a).reshape(-1)) for a in arrays)
 
 
 # ============================================================ shapes the kernels skip

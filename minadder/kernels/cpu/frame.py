@@ -86,6 +86,28 @@ def _pad_shift(x, p, centre, flat):
                 row[p + j] = src[j] - centre
 
 
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+def all_finite(flat):
+    """Whether every number of the 1-D ``flat`` is finite, by sums in its dtype over chunks
+    of 2^16 in parallel: an IEEE sum is finite only if every term is (inf - inf and NaN +
+    anything are NaN). Numbers so large that a chunk's sum overflows read as not finite
+    too, which sends them to the reference, where no identity can overflow on the way.
+    fastmath is limited to reassociation (the sum vectorises; the full set would let LLVM
+    assume there is no inf or NaN). (NumPy's a.sum(), on one thread, took 4 % of a
+    ResNet-20 step.)"""
+    chunk = 1 << 16
+    chunks = (flat.shape[0] + chunk - 1) // chunk
+    bad = 0
+    for b in prange(chunks):
+        part = flat[b * chunk:min(flat.shape[0], (b + 1) * chunk)]
+        s = part.dtype.type(0)
+        for i in range(part.shape[0]):
+            s += part[i]
+        if not np.isfinite(s):
+            bad += 1
+    return bad == 0
+
+
 def cropped(xp, padding, h, w):
     """The (N, C, h, w) inside of a padded (N, C, h + 2p, w + 2p) array, as a new array."""
     out = np.empty(xp.shape[:2] + (h, w), dtype=xp.dtype)

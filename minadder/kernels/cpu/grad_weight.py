@@ -210,6 +210,21 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
                     out[t, k] += s
 
 
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+def _sums_per_filter(g):
+    """s[t] = sum_n sum_q G[n, t, q] (in float64), one filter per task: the sum that
+    dW = G X'^T - W' sum G subtracts (NumPy's g.sum(axis=(0, 2)) runs on one thread)."""
+    s = np.zeros(g.shape[1], dtype=g.dtype)
+    for t in prange(g.shape[1]):
+        total = 0.0
+        for n in range(g.shape[0]):
+            row = g[n, t]
+            for q in range(row.shape[0]):
+                total += row[q]
+        s[t] = total
+    return s
+
+
 def blocked_grad_weight(w2, g, win, mode, frame):
     """dW (C_out, K) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
     the filters' mean in full mode, unshifted in sign mode)."""
@@ -233,5 +248,5 @@ def blocked_grad_weight(w2, g, win, mode, frame):
         for cols, gc in _columns_in_chunks(frame, g, win):
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
     if full:
-        dw -= (w2 - frame.centre) * g.sum(axis=(0, 2))[:, None]
+        dw -= (w2 - frame.centre) * _sums_per_filter(np.ascontiguousarray(g))[:, None]
     return dw
