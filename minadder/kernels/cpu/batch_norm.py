@@ -12,7 +12,9 @@ The sums accumulate in float64 (for float32 inputs too), one pass each, so the s
 are those of the reference up to float32 rounding. The sums alone are compiled with
 fastmath's ``reassoc`` (LLVM may reorder the additions, which vectorises them: a change of
 rounding only); the elementwise passes do the reference's float operations in its order,
-without fastmath. Inputs of another dtype (or of mixed dtypes) go to the reference.
+without fastmath. Inputs of another dtype (or of mixed dtypes) go to the reference, and so
+do (N, C) inputs (a fully connected layer's): there a channel is a column, one number per
+row, and NumPy's passes along the rows are faster than a task per column.
 """
 import numpy as np
 from numba import njit, prange
@@ -119,7 +121,7 @@ def _numba_dtypes(*arrays):
 def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5):
     """Eq. 10: (y, xhat, inv_std, mean, var), as batch_norm_reference.batch_norm_forward
     (mean and var None: training, the batch's statistics are returned, of x's dtype)."""
-    if not _numba_dtypes(x, weight, bias):
+    if x.ndim == 2 or not _numba_dtypes(x, weight, bias):   # (N, C): NumPy runs along C already
         return reference.batch_norm_forward(x, weight, bias, mean, var, eps)
     c, training = x.shape[1], mean is None
     x3 = _as_3d(x)
@@ -136,7 +138,7 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5)
 
 def batch_norm_backward(g, xhat, inv_std, weight=None, training=True):
     """(dx, dweight, dbias), as batch_norm_reference.batch_norm_backward."""
-    if not _numba_dtypes(g, xhat, inv_std, weight):
+    if g.ndim == 2 or not _numba_dtypes(g, xhat, inv_std, weight):
         return reference.batch_norm_backward(g, xhat, inv_std, weight, training)
     c = g.shape[1]
     scale = inv_std if weight is None else inv_std * weight
