@@ -32,20 +32,20 @@ PAIRS = TARGET.blocking == "wide"
 # channels (vmaxps, vminps and vfmadd231ps x8 per loop, 0 stack accesses with AVX2:
 # benchmarks/README.md). The block sizes were chosen by hand, not re-measured.
 @njit(fastmath=True, cache=True)
-def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
+def _dx_row_full(xs, wt, gn, gs, k, width, one, d):
     """d[q] += sum_t G[t, q] * HT(W'[t, k] - xs[q])  (Eq. 6), G = gn (C_out, >= width).
 
     HT(w - x) = clip(w, x - 1, x + 1) - x, so d = sum_t G clip(W', x - 1, x + 1) - x * gs
     with gs[q] = sum_t G[t, q]. The rows of G are indexed through one 2-D array (not 8
     views), so that LLVM needs a single run-time alias check between d and G to vectorise.
     """
-    n_t = wsh.shape[0]
+    n_t = wt.shape[1]
     for q in range(width):
         d[q] -= xs[q] * gs[q]
     t = 0
     while t + 8 <= n_t:
-        w0, w1, w2, w3 = wsh[t, k], wsh[t + 1, k], wsh[t + 2, k], wsh[t + 3, k]
-        w4, w5, w6, w7 = wsh[t + 4, k], wsh[t + 5, k], wsh[t + 6, k], wsh[t + 7, k]
+        w0, w1, w2, w3 = wt[k, t], wt[k, t + 1], wt[k, t + 2], wt[k, t + 3]
+        w4, w5, w6, w7 = wt[k, t + 4], wt[k, t + 5], wt[k, t + 6], wt[k, t + 7]
         for q in range(width):
             lo, hi = xs[q] - one, xs[q] + one
             d[q] += ((gn[t, q] * min(max(w0, lo), hi) + gn[t + 1, q] * min(max(w1, lo), hi))
@@ -54,29 +54,29 @@ def _dx_row_full(xs, wsh, gn, gs, k, width, one, d):
                    + (gn[t + 6, q] * min(max(w6, lo), hi) + gn[t + 7, q] * min(max(w7, lo), hi)))
         t += 8
     for tt in range(t, n_t):   # channels left over
-        wv = wsh[tt, k]
+        wv = wt[k, tt]
         for q in range(width):
             d[q] += gn[tt, q] * min(max(wv, xs[q] - one), xs[q] + one)
 
 
 @njit(fastmath=True, cache=True)
-def _dx_rows_full_pair(xa, xb, wsh, gn, gs, ka, kb, width, one, da, db):
+def _dx_rows_full_pair(xa, xb, wt, gn, gs, ka, kb, width, one, da, db):
     """_dx_row_full for two rows of X_col at once (ka into da, kb into db), which share
     every load of G: 16 weights in registers, two independent sums per position. Measured
     on one core, rows of 1,088 wide positions (32x32 images), 16 channels: 17 G terms/s
     one row at a time, 26 two at a time (G no longer fits L1 there: halving its loads
     counts); 21 and 22 on rows of 512. In the whole kernel, 2 threads, batch 64: 16 and
     32 channels at 32x32 +10-15 %, 16x16 even. "wide" targets only (32 vector registers)."""
-    n_t = wsh.shape[0]
+    n_t = wt.shape[1]
     for q in range(width):
         da[q] -= xa[q] * gs[q]
         db[q] -= xb[q] * gs[q]
     t = 0
     while t + 8 <= n_t:
-        a0, a1, a2, a3 = wsh[t, ka], wsh[t + 1, ka], wsh[t + 2, ka], wsh[t + 3, ka]
-        a4, a5, a6, a7 = wsh[t + 4, ka], wsh[t + 5, ka], wsh[t + 6, ka], wsh[t + 7, ka]
-        b0, b1, b2, b3 = wsh[t, kb], wsh[t + 1, kb], wsh[t + 2, kb], wsh[t + 3, kb]
-        b4, b5, b6, b7 = wsh[t + 4, kb], wsh[t + 5, kb], wsh[t + 6, kb], wsh[t + 7, kb]
+        a0, a1, a2, a3 = wt[ka, t], wt[ka, t + 1], wt[ka, t + 2], wt[ka, t + 3]
+        a4, a5, a6, a7 = wt[ka, t + 4], wt[ka, t + 5], wt[ka, t + 6], wt[ka, t + 7]
+        b0, b1, b2, b3 = wt[kb, t], wt[kb, t + 1], wt[kb, t + 2], wt[kb, t + 3]
+        b4, b5, b6, b7 = wt[kb, t + 4], wt[kb, t + 5], wt[kb, t + 6], wt[kb, t + 7]
         for q in range(width):
             g0, g1, g2, g3 = gn[t, q], gn[t + 1, q], gn[t + 2, q], gn[t + 3, q]
             g4, g5, g6, g7 = gn[t + 4, q], gn[t + 5, q], gn[t + 6, q], gn[t + 7, q]
@@ -91,26 +91,26 @@ def _dx_rows_full_pair(xa, xb, wsh, gn, gs, ka, kb, width, one, da, db):
                    + (g6 * min(max(b6, lb), hb) + g7 * min(max(b7, lb), hb)))
         t += 8
     for tt in range(t, n_t):   # channels left over
-        wa, wb = wsh[tt, ka], wsh[tt, kb]
+        wa, wb = wt[ka, tt], wt[kb, tt]
         for q in range(width):
             da[q] += gn[tt, q] * min(max(wa, xa[q] - one), xa[q] + one)
             db[q] += gn[tt, q] * min(max(wb, xb[q] - one), xb[q] + one)
 
 
 @njit(fastmath=True, cache=True)
-def _dx_row_sign(xs, w2, gn, k, width, one, d):
+def _dx_row_sign(xs, wt, gn, k, width, one, d):
     """d[q] += sum_t G[t, q] * sgn(W[t, k] - xs[q]), G = gn; 4 channels per pass over d."""
-    n_t = w2.shape[0]
+    n_t = wt.shape[1]
     t = 0
     while t + 4 <= n_t:
-        w0, w1, w2_, w3 = w2[t, k], w2[t + 1, k], w2[t + 2, k], w2[t + 3, k]
+        w0, w1, w2_, w3 = wt[k, t], wt[k, t + 1], wt[k, t + 2], wt[k, t + 3]
         for q in range(width):
             xv = xs[q]
             d[q] += (gn[t, q] * sgn(w0 - xv, one) + gn[t + 1, q] * sgn(w1 - xv, one)) \
                 + (gn[t + 2, q] * sgn(w2_ - xv, one) + gn[t + 3, q] * sgn(w3 - xv, one))
         t += 4
     for tt in range(t, n_t):
-        wv = w2[tt, k]
+        wv = wt[k, tt]
         for q in range(width):
             d[q] += gn[tt, q] * sgn(wv - xs[q], one)
 
@@ -189,7 +189,10 @@ def blocked_grad_input(w2, g, win, mode, frame):
     """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
     the filters' mean in full mode, unshifted in sign mode)."""
     full = mode == "full"
-    wk = w2 - frame.centre if full else w2
+    # the filters transposed, (K, C_out): the 8 (or 16) weights a block reads for one row k
+    # are then neighbours, one or two cache lines, not 8 lines K numbers apart (64 channels
+    # at 8x8, where a block serves only 5 vectors, waited on them)
+    wk = np.ascontiguousarray((w2 - frame.centre if full else w2).T)
     xp, dtype = frame.xp, frame.xp.dtype
     one = dtype.type(1)
     dxp = np.empty(xp.shape, dtype=dtype)
