@@ -198,3 +198,28 @@ def test_adder_layers_agree_across_backends_in_the_engine(mode):
             results[name] = [out.data, xt.grad, wt.grad, wlt.grad]
     for a, b in zip(results["cpu"], results["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * (1 + np.abs(b).max()))
+
+
+@settings(deadline=None, max_examples=15)
+@given(dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 3), c=st.integers(1, 4),
+       c_out=st.integers(1, 19), k=st.sampled_from([1, 3, 5]), padding=st.integers(0, 2),
+       size=st.integers(14, 18), seed=st.integers(0, 2**16))
+def test_conv2d_gradients_on_wide_positions_equal_the_reference(dtype, n, c, c_out, k, padding, size, seed):
+    """Stride 1, long rows: conv2d's gradients read the padded input (kernels/cpu/conv.py),
+    no X_col; C_out up to 19 covers the blocks of 8 filters and those left over."""
+    from minadder.kernels.cpu import conv
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, size, size)).astype(dtype)
+    weight = rng.standard_normal((c_out, c, k, k)).astype(dtype)
+    win = Window.of(x.shape, weight.shape, 1, padding)
+    assert conv.wide_gradients(win)
+    y, saved = cpu.conv2d_forward(x, weight, win)
+    assert saved[0] is None                      # X_col is not kept
+    g = rng.standard_normal(win.y_shape).astype(dtype)
+    dx, dw = cpu.conv2d_backward(g, saved)
+    dx_want, dw_want = ref.conv2d_backward(g, ref.conv2d_forward(x, weight, win)[1])
+    tol = dict(rtol=1e-4, atol=1e-4 * max(win.k, win.c_out * k * k)) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dw, dw_want, **tol)
+    np.testing.assert_allclose(dx, dx_want, **tol)
+    assert cpu.conv2d_backward(g, saved, need_input_grad=False)[0] is None
+    assert cpu.conv2d_backward(g, saved, need_weight_grad=False)[1] is None

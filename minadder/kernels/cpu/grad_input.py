@@ -125,15 +125,10 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dx
     the frame's SLACK and G's zeros) and then added: a row ending in a partial vector had
     run its last up-to-15 positions through scalar code, as slow per position as a vector
     (npos = 286 on 16x16 images: 17 vector steps and 14 scalar ones)."""
-    n_img = xp2.shape[0]
-    channels = koff.shape[0] // fields
-    plane = dxp2.shape[1] // channels
-    whole = npos + (-npos) % VECTOR
-    for task in prange(n_img * channels):
+    channels, plane, whole = plane_tasks(koff, fields, npos, dxp2)
+    for task in prange(xp2.shape[0] * channels):
         n, c = task // channels, task % channels
-        dst_plane = dxp2[n, c * plane:(c + 1) * plane]
-        for q in range(plane):
-            dst_plane[q] = 0
+        dxp2[n, c * plane:(c + 1) * plane] = 0
         d, e = np.empty(whole, dtype=dxp2.dtype), np.empty(whole, dtype=dxp2.dtype)
         step = 2 if full and PAIRS else 1
         for f0 in range(0, fields, step):
@@ -150,6 +145,14 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dx
             else:
                 _dx_row_sign(xs, wk, gw[n], k, whole, one, d)
             _add_into(dxp2[n, koff[k]:koff[k] + npos], d)
+
+
+@njit(cache=True)
+def plane_tasks(koff, fields, npos, dxp2):
+    """(channels, numbers in a padded plane, npos rounded up to whole vectors) of a dX
+    written into dxp2 (N, C*Hp*Wp) by tasks of one (image, channel) plane each."""
+    channels = koff.shape[0] // fields
+    return channels, dxp2.shape[1] // channels, npos + (-npos) % VECTOR
 
 
 @njit(cache=True)
