@@ -41,8 +41,8 @@ PACKED_TILE_MIN, PACKED_TILE_MAX = 64, 512
 #: on shorter rows each register block's weights serve too few vectors, and packing tiles
 #: of positions from several images wins. Measured 2026-12-05 (2-core AVX-512 Intel, batch
 #: 64, 2 threads, ms): 8x8 64ch (78 positions) wide 3.65, packed 2.92; 16x16 32ch (286)
-#: wide 3.25, packed 4.01.
-WIDE_MIN_POSITIONS = 200
+#: wide 3.25, packed 4.01; LeNet-5-BN step (conv2: 10x10, 136) 20.3 ms packed, 19.6 wide.
+WIDE_MIN_POSITIONS = 100
 
 
 # The inner steps read rows of X_col from a flat array ``src``: row k0 + kk starts at
