@@ -205,8 +205,9 @@ def test_adder_layers_agree_across_backends_in_the_engine(mode):
        c_out=st.integers(1, 19), k=st.sampled_from([1, 3, 5]), padding=st.integers(0, 2),
        size=st.integers(14, 18), seed=st.integers(0, 2**16))
 def test_conv2d_gradients_on_wide_positions_equal_the_reference(dtype, n, c, c_out, k, padding, size, seed):
-    """Stride 1, long rows: conv2d's gradients read the padded input (kernels/cpu/conv.py),
-    no X_col; C_out up to 19 covers the blocks of 8 filters and those left over."""
+    """Stride 1, long rows: conv2d and its gradients read the padded input (kernels/cpu/conv.py),
+    no X_col; C_out up to 19 covers the blocks of 8 filters and those left over, c * k * k
+    odd and even K the pairs of rows and the last one."""
     from minadder.kernels.cpu import conv
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, size, size)).astype(dtype)
@@ -217,8 +218,10 @@ def test_conv2d_gradients_on_wide_positions_equal_the_reference(dtype, n, c, c_o
     assert saved[0] is None                      # X_col is not kept
     g = rng.standard_normal(win.y_shape).astype(dtype)
     dx, dw = cpu.conv2d_backward(g, saved)
-    dx_want, dw_want = ref.conv2d_backward(g, ref.conv2d_forward(x, weight, win)[1])
+    y_want, saved_want = ref.conv2d_forward(x, weight, win)
+    dx_want, dw_want = ref.conv2d_backward(g, saved_want)
     tol = dict(rtol=1e-4, atol=1e-4 * max(win.k, win.c_out * k * k)) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(y, y_want, **tol)
     np.testing.assert_allclose(dw, dw_want, **tol)
     np.testing.assert_allclose(dx, dx_want, **tol)
     assert cpu.conv2d_backward(g, saved, need_input_grad=False)[0] is None

@@ -1,10 +1,14 @@
-"""The ordinary convolution's two gradients on wide positions, as the adder layer's kernels
-compute theirs: no X_col and no dX_col.
+"""The ordinary convolution on wide positions, as the adder layer's kernels compute theirs:
+no X_col and no dX_col.
 
-conv2d's forward is im2col and one matrix product split over threads (columns.py,
-products.py), and so are its gradients on most layers. On layers of stride 1 whose images
-have long rows (ResNet's stages at 32x32 and 16x16) both gradients read the padded input
-in place instead (positions.py):
+conv2d is im2col and one matrix product split over threads (columns.py, products.py), and
+so are its gradients, on most layers. On layers of stride 1 whose images have long rows
+(ResNet's stages at 32x32 and 16x16, LeNet-5's convolutions) the forward and both
+gradients read the padded input in place instead (positions.py):
+
+* Y = W X_col: a task owns some output rows of one image; each pair of rows k, k + 1 of
+  X_col (stretches of the padded image) is multiplied into the accumulators of 8 filters
+  at a time (16 weights in registers, two multiply-adds per accumulator load and store).
 
 * dW = G X_col^T is the product the adder layer's full-mode dW computes (Eq. 5 without its
   "- W sum G" part): grad_weight.py's register blocks over chunks of images.
@@ -18,7 +22,8 @@ and the dX product writes a dX_col of 9 times the input that col2im reads back.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .frame import cropped, unshifted
+from .forward import _rows_per_task
+from .frame import VECTOR, cropped, unshifted
 from .grad_input import _add_into, plane_tasks
 from .grad_weight import _grad_weight_images_kernel
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
@@ -69,20 +74,91 @@ def _grad_input_kernel(koff, wt, gw, fields, npos, dxp2):
             _add_into(dxp2[n, koff[k]:koff[k] + npos], d)
 
 
-def conv2d_gradients(x, w2, g, win, need_input_grad, need_weight_grad):
-    """(dX (N, C, H, W) or None, dW (C_out, K) or None) of the convolution, G = g (N, C_out,
-    P), for a layer where ``wide_gradients(win)``."""
+@njit(fastmath=True, cache=True)
+def _rows_into_filters(r0, r1, wt, k, t0, width, acc):
+    """acc[t0 + i, q] += W[t0 + i, k] r0[q] + W[t0 + i, k + 1] r1[q] for i < 8."""
+    a0, a1, a2, a3 = acc[t0, :width], acc[t0 + 1, :width], acc[t0 + 2, :width], acc[t0 + 3, :width]
+    a4, a5, a6, a7 = acc[t0 + 4, :width], acc[t0 + 5, :width], acc[t0 + 6, :width], acc[t0 + 7, :width]
+    u0, u1, u2, u3 = wt[k, t0], wt[k, t0 + 1], wt[k, t0 + 2], wt[k, t0 + 3]
+    u4, u5, u6, u7 = wt[k, t0 + 4], wt[k, t0 + 5], wt[k, t0 + 6], wt[k, t0 + 7]
+    v0, v1, v2, v3 = wt[k + 1, t0], wt[k + 1, t0 + 1], wt[k + 1, t0 + 2], wt[k + 1, t0 + 3]
+    v4, v5, v6, v7 = wt[k + 1, t0 + 4], wt[k + 1, t0 + 5], wt[k + 1, t0 + 6], wt[k + 1, t0 + 7]
+    for q in range(width):
+        x, y = r0[q], r1[q]
+        a0[q] += u0 * x + v0 * y
+        a1[q] += u1 * x + v1 * y
+        a2[q] += u2 * x + v2 * y
+        a3[q] += u3 * x + v3 * y
+        a4[q] += u4 * x + v4 * y
+        a5[q] += u5 * x + v5 * y
+        a6[q] += u6 * x + v6 * y
+        a7[q] += u7 * x + v7 * y
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _forward_kernel(xp2, koff, wt, pitch, ho, wo, rows, out):
+    """Y = W X_col for stride 1, rows of X_col read in place: a task owns ``rows`` output
+    rows of one image, on wide positions q = (u - u0)*pitch + v (as forward.py)."""
+    n_k, n_t = wt.shape
+    blocks = (ho + rows - 1) // rows
+    for task in prange(out.shape[0] * blocks):
+        n, u0 = task // blocks, (task % blocks) * rows
+        u1 = min(ho, u0 + rows)
+        width = (u1 - u0 - 1) * pitch + wo
+        width += (-width) % VECTOR                       # whole vectors (SLACK covers it)
+        img, base = xp2[n], u0 * pitch
+        acc = np.zeros((n_t, width), dtype=wt.dtype)
+        for k in range(0, n_k - 1, 2):
+            r0 = img[base + koff[k]:base + koff[k] + width]
+            r1 = img[base + koff[k + 1]:base + koff[k + 1] + width]
+            t0 = 0
+            while t0 + 8 <= n_t:
+                _rows_into_filters(r0, r1, wt, k, t0, width, acc)
+                t0 += 8
+            _last_row(r0, wt, k, t0, n_t, width, acc)       # filters left over
+            _last_row(r1, wt, k + 1, t0, n_t, width, acc)
+        if n_k % 2:                                          # the last row of an odd K
+            k = n_k - 1
+            _last_row(img[base + koff[k]:base + koff[k] + width], wt, k, 0, n_t, width, acc)
+        for t in range(n_t):   # out[n, t] = the accumulators, output row by output row
+            for u in range(u0, u1):
+                q0 = (u - u0) * pitch
+                out[n, t, u * wo:(u + 1) * wo] = acc[t, q0:q0 + wo]
+
+
+@njit(fastmath=True, cache=True)
+def _last_row(r, wt, k, t0, t1, width, acc):
+    """acc[t, q] += W[t, k] r[q] for t0 <= t < t1: one row into some filters."""
+    for t in range(t0, t1):
+        a, wv = acc[t, :width], wt[k, t]
+        for q in range(width):
+            a[q] += wv * r[q]
+
+
+def conv2d_output(x, w2, win):
+    """(Y (N, C_out, H_out, W_out), the padded input, which the gradients read again) of a
+    layer where ``wide_gradients(win)``, without X_col."""
     frame = unshifted(x, win)                       # x padded with zeros (no shift: a product)
+    pitch = frame.xp.shape[3]
+    out = np.empty((win.n, win.c_out, win.plane), dtype=w2.dtype)
+    _forward_kernel(frame.flat, wide_offsets(win, frame.xp), np.ascontiguousarray(w2.T), pitch,
+                    win.ho, win.wo, _rows_per_task(win, pitch), out)
+    return out.reshape(win.y_shape), frame
+
+
+def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
+    """(dX (N, C, H, W) or None, dW (C_out, K) or None) of the convolution, G = g (N, C_out,
+    P), for a layer where ``wide_gradients(win)``, from the forward's padded input."""
     pitch = frame.xp.shape[3]
     koff, npos = wide_offsets(win, frame.xp), wide_count(win, pitch)
     gw = on_wide_positions(g, win, pitch)
     dx = dw = None
     if need_weight_grad:
-        partial = np.zeros((min(win.n, 4 * get_num_threads()), win.c_out, win.k), dtype=x.dtype)
+        partial = np.zeros((min(win.n, 4 * get_num_threads()), win.c_out, win.k), dtype=w2.dtype)
         _grad_weight_images_kernel(frame.flat, koff, gw, npos, partial)
         dw = partial.sum(axis=0)
     if need_input_grad:
-        dxp = np.empty(frame.xp.shape, dtype=x.dtype)
+        dxp = np.empty(frame.xp.shape, dtype=w2.dtype)
         _grad_input_kernel(koff, np.ascontiguousarray(w2.T), gw, win.kh * win.kw, npos, dxp.reshape(win.n, -1))
         dx = cropped(dxp, win.padding, win.h, win.w)
     return dx, dw
