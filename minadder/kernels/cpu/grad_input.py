@@ -13,6 +13,9 @@ and dX = col2im(dX_col). Against naive.py's loop:
 * HardTanh(w - x) = clip(w, x - 1, x + 1) - x: a max, a min and a multiply-add per term,
   the "- x" summed once as x * sum_t G (in the shifted frame of frame.py, where this
   does not cancel large terms). Sign mode compares unshifted values.
+* Where 32 vector registers hold 16 weights (AVX-512), full mode computes two rows of
+  dX_col per pass over G, so that each load of G serves both; the filters come
+  transposed, (K, C_out), so that a block's weights for one row are neighbours.
 """
 import numpy as np
 from numba import njit, prange
