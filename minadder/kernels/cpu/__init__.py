@@ -52,6 +52,7 @@ from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
 from . import columns, conv, products
 from .l2 import l2_backward, l2_forward
+from .positions import on_wide_positions, wide_rows
 from .batch_norm import batch_norm_backward, batch_norm_forward  # noqa: F401  (optional kernels)
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
 
@@ -170,8 +171,10 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
 
 
 def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad):
-    dx = blocked_grad_input(w2, g, win, mode, frame) if need_input_grad else None
-    dw = blocked_grad_weight(w2, g, win, mode, frame) if need_weight_grad else None
+    # G on wide positions, widened once when both gradients read it (stride 1, several rows)
+    gw = on_wide_positions(g, win, frame.xp.shape[3]) if need_input_grad and need_weight_grad and wide_rows(win) else None
+    dx = blocked_grad_input(w2, g, win, mode, frame, gw) if need_input_grad else None
+    dw = blocked_grad_weight(w2, g, win, mode, frame, gw) if need_weight_grad else None
     return dx, dw
 
 

@@ -191,9 +191,10 @@ def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one
                 field_row(dxp, c, i, j, stride, segs, count, d, True)
 
 
-def blocked_grad_input(w2, g, win, mode, frame):
+def blocked_grad_input(w2, g, win, mode, frame, gw=None):
     """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
-    the filters' mean in full mode, unshifted in sign mode)."""
+    the filters' mean in full mode, unshifted in sign mode); ``gw``: G on wide positions,
+    if the caller has it already."""
     full = mode == "full"
     # the filters transposed, (K, C_out): the 8 (or 16) weights a block reads for one row k
     # are then neighbours, one or two cache lines, not 8 lines K numbers apart (64 channels
@@ -204,7 +205,7 @@ def blocked_grad_input(w2, g, win, mode, frame):
     dxp = np.empty(xp.shape, dtype=dtype)
     if wide_rows(win):
         pitch = xp.shape[3]
-        gw = on_wide_positions(g, win, pitch)
+        gw = on_wide_positions(g, win, pitch) if gw is None else gw
         gsum = channel_sums(gw) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, full, win.kh * win.kw,
                                 wide_count(win, pitch), one, dxp.reshape(win.n, -1))

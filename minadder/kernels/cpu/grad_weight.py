@@ -111,16 +111,16 @@ def _wide_columns(xp2, koff, n0, n1, npos, cols):
             dst[q] = src[q]
 
 
-def _columns_in_chunks(frame, g, win):
+def _columns_in_chunks(frame, g, win, gw):
     """(X_col, G) of chunks of about N / DW_CHUNKS images, from the padded input (in its
     frame): X_col (K, L_c), G (C_out, L_c) with the matching columns. Stride 1 uses wide
-    positions (G is zero at the dropped ones, so they add nothing to dW)."""
+    positions (G is zero at the dropped ones, so they add nothing to dW): ``gw``."""
     xp = frame.xp
     step = max(1, math.ceil(win.n / DW_CHUNKS))
     if win.stride == 1:
         pitch = xp.shape[3]
         koff, npos = wide_offsets(win, xp), wide_count(win, pitch)
-        gw = on_wide_positions(g, win, pitch)[:, :, :npos]
+        gw = gw[:, :, :npos]
     for n0 in range(0, win.n, step):
         n1 = min(win.n, n0 + step)
         if win.stride == 1:
@@ -225,27 +225,29 @@ def _sums_per_filter(g):
     return s
 
 
-def blocked_grad_weight(w2, g, win, mode, frame):
+def blocked_grad_weight(w2, g, win, mode, frame, gw=None):
     """dW (C_out, K) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
-    the filters' mean in full mode, unshifted in sign mode)."""
+    the filters' mean in full mode, unshifted in sign mode); ``gw``: G on wide positions,
+    if the caller has it already."""
     full = mode == "full"
     xp = frame.xp
     dw = np.zeros(w2.shape, dtype=xp.dtype)
     pitch = xp.shape[3]
     npos = wide_count(win, pitch)
     long_rows = wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS
+    if gw is None and win.stride == 1:       # every stride-1 path reads G on wide positions
+        gw = on_wide_positions(g, win, pitch)
     blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
     if full and not blocks:
-        for cols, gc in _columns_in_chunks(frame, g, win):
+        for cols, gc in _columns_in_chunks(frame, g, win, gw):
             dw += products.matmul(gc, cols.T)       # sgemm on at most 1/DW_CHUNKS of X_col
     elif full and long_rows:   # the register-block product, no X_col
-        gw = np.ascontiguousarray(on_wide_positions(g, win, pitch))
         partial = np.zeros((min(win.n, 4 * get_num_threads()),) + dw.shape, dtype=dw.dtype)
         _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, partial)
         dw = partial.sum(axis=0)
     else:
-        for cols, gc in _columns_in_chunks(frame, g, win):
+        for cols, gc in _columns_in_chunks(frame, g, win, gw):
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
     if full:
         dw -= (w2 - frame.centre) * _sums_per_filter(np.ascontiguousarray(g))[:, None]
