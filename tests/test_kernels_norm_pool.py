@@ -22,10 +22,11 @@ SETTINGS = settings(deadline=None, max_examples=30)
 # ===================================================================== batch norm
 @st.composite
 def batch_norm_cases(draw):
-    """(x, weight or None, bias or None, mean, var, training): rank 2 or 4, a channel offset."""
+    """(x, weight or None, bias or None, mean, var, training): rank 4 (the kernels' case:
+    (N, C) inputs go to the reference, see the test below), a channel offset."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     n, c = draw(st.integers(1, 5)), draw(st.integers(1, 4))
-    shape = (n, c) if draw(st.booleans()) else (n, c, draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    shape = (n, c, draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     training = draw(st.booleans()) and n * int(np.prod(shape[2:])) >= 2
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     offset = draw(st.sampled_from([0.0, 3.0, -20.0]))
@@ -82,6 +83,19 @@ def test_batch_norm_backward_equals_the_reference(case):
             _close(a, b, x.dtype, count, s)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
+
+
+def test_batch_norm_of_fully_connected_features_is_the_references(monkeypatch):
+    """(N, C) inputs (a channel is a column) run NumPy's passes along the rows: the kernels are not called."""
+    monkeypatch.setattr(bn_cpu, "_forward_kernel", None)
+    monkeypatch.setattr(bn_cpu, "_backward_kernel", None)
+    x = np.random.default_rng(2).standard_normal((6, 5)).astype(np.float32)
+    got, want = bn_cpu.batch_norm_forward(x), bn_ref.batch_norm_forward(x)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    g = np.ones_like(x)
+    for a, b in zip(bn_cpu.batch_norm_backward(g, got[1], got[2]), bn_ref.batch_norm_backward(g, want[1], want[2])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_batch_norm_of_mixed_dtypes_is_the_references():
