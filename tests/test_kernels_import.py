@@ -114,3 +114,35 @@ def test_configure_gives_blas_one_thread_unless_the_environment_chose():
         pytest.skip("NumPy is not linked against OpenBLAS here")
     assert chosen == "1"
     assert _blas_threads_after_configure({"OPENBLAS_NUM_THREADS": "2"}) == "2"
+
+
+def _spin_count_seen_by_libgomp(extra_env):
+    """(GOMP_SPINCOUNT as Numba's OpenMP pool, which loads libgomp, was imported; and as
+    left afterwards) in a fresh process that runs minadder.configure()."""
+    code = ("import importlib.abc, os, sys, minadder\n"
+            "seen = []\n"
+            "class Watch(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'numba.np.ufunc.omppool':\n"
+            "            seen.append(os.environ.get('GOMP_SPINCOUNT'))\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, Watch())\n"
+            "minadder.configure()\n"
+            "print(seen[0] if seen else 'not loaded', os.environ.get('GOMP_SPINCOUNT'))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in settings.OMP_WAIT_VARIABLES + ("NUMBA_THREADING_LAYER",)}
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra_env), capture_output=True,
+                         text=True, timeout=300, check=True)
+    return out.stdout.split()
+
+
+def test_configure_shortens_libgomp_spinning_for_numba_only():
+    """libgomp reads GOMP_SPINCOUNT as it loads: configure() sets it for that moment and
+    removes it after (PyTorch's own OpenMP, loaded later, keeps its default); a user's
+    choice stays as it was."""
+    seen, after = _spin_count_seen_by_libgomp({})
+    if seen == "not loaded":
+        pytest.skip("this Numba has no OpenMP threading layer")
+    assert (seen, after) == (settings.GOMP_SPINCOUNT, "None")
+    assert _spin_count_seen_by_libgomp({"GOMP_SPINCOUNT": "5"}) == ["5", "5"]
+    assert _spin_count_seen_by_libgomp({"OMP_WAIT_POLICY": "passive"}) == ["None", "None"]

@@ -7,6 +7,15 @@ Importing a kernel module changes no global setting; ``minadder.configure()`` ca
   loops, so the many short kernels of a step start without waking anyone), else
   workqueue. NUMBA_THREADING_LAYER, if set, is kept; on a machine shared with other busy
   processes, workqueue (sleeping workers) is the better choice (benchmarks/README.md).
+* how long those OpenMP workers spin: GOMP_SPINCOUNT=30000 (libgomp's default is 300,000
+  spins, about a millisecond), unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set. The
+  products the cpu backend splits over Python threads (products.py) run their second
+  block on a core where a worker still spins after the last kernel: ResNet-20's CNN step
+  (im2col and BLAS on its 8x8 and stride-2 layers) ran at 255-261 images/s with the
+  default and 289-300 with 10,000-30,000, the AdderNet steps within their noise
+  (benchmarks/README.md). libgomp reads it once, as it is loaded: the variable is set
+  while Numba's OpenMP pool loads it and removed again, so that an OpenMP runtime loaded
+  later (PyTorch has its own) keeps its defaults.
 * BLAS's own threads: one. NumPy's OpenBLAS keeps its workers spinning for up to about
   0.1 s after every matrix product, and on a small machine they take the cores from the
   kernels' threads: a ResNet-20 AdderNet step ran at 80 images/s on OpenMP with two BLAS
@@ -40,6 +49,10 @@ THREADING_LAYERS = ("omp", "workqueue")
 #: process, and with it OpenBLAS would keep spinning workers (a full dW of a ResNet-20 8x8
 #: layer ran 10x slower with OPENBLAS_NUM_THREADS=2 than with 1, benchmarks/README.md)
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: spins before an idle worker of Numba's libgomp sleeps (see above), and the variables
+#: that mean the user chose how OpenMP workers wait
+GOMP_SPINCOUNT = "30000"
+OMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 
 def cpu_features():
@@ -60,11 +73,25 @@ def threading_layer():
     for layer in THREADING_LAYERS:
         try:
             if layer == "omp":
-                import numba.np.ufunc.omppool  # noqa: F401  (loads libgomp, starts nothing)
+                load_openmp()
             return layer
         except ImportError:
             continue
     return "workqueue"
+
+
+def load_openmp():
+    """Import Numba's OpenMP pool, which loads libgomp (and starts no thread), with
+    GOMP_SPINCOUNT set while libgomp reads its environment, unless the user chose how
+    OpenMP workers wait; then remove it again. ImportError where Numba has no OpenMP."""
+    chosen = any(v in os.environ for v in OMP_WAIT_VARIABLES)
+    if not chosen:
+        os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401
+    finally:
+        if not chosen:
+            del os.environ["GOMP_SPINCOUNT"]
 
 
 def _openblas_thread_setter():
@@ -105,6 +132,8 @@ def configure(threads=None, blas_threads=1):
     it; None leaves it). A second call changes at most the two thread counts."""
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = threading_layer()
+    elif os.environ["NUMBA_THREADING_LAYER"] == "omp":
+        load_openmp()
     wanted = cpu_features() if numba.config.CPU_FEATURES is None else None
     if wanted is not None:
         if _cpu_target_is_set_up():
