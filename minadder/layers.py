@@ -1,10 +1,10 @@
 """The layers of a network, on top of the primitives of ``ops.py`` (the mathematics:
 proofs/mathematics.md). ``linear`` is a composition of primitives. The pooling, adder and
-batch-norm layers come in two forms, to be read in this order: a readable definition from
+batch-norm layers (and ReLU, whose definition is the primitive ``ops.relu``) come in two forms, to be read in this order: a readable definition from
 primitives (``*_from_primitives``), then the fused ``Function`` that training uses (it keeps
 few large temporaries alive), which the tests hold equal to the readable one. ``conv2d``,
-the fused adder layer (Eq. 2), max pooling and batch norm call the active kernel backend
-(``minadder.backend``; the last two have their NumPy definitions in ``kernels/*_reference.py``).
+the fused adder layer (Eq. 2), max pooling, batch norm and ReLU call the active kernel backend
+(``minadder.backend``; the last three have their NumPy definitions in ``kernels/*_reference.py``).
 The argument checks, and the messages they give, are in ``checks.py``.
 """
 import numpy as np
@@ -21,7 +21,7 @@ from .tensor import Function
 __all__ = [
     "log_softmax", "cross_entropy", "linear",
     "conv2d", "adder2d", "adder_linear",
-    "max_pool2d", "avg_pool2d", "batch_norm",
+    "max_pool2d", "avg_pool2d", "batch_norm", "relu",
     "max_pool2d_from_primitives", "adder2d_from_primitives", "batch_norm_from_primitives",
 ]
 
@@ -243,6 +243,28 @@ def adder_linear(x, weight, grad_mode="full", distance="l1"):
     xs, ws = checks.check_features("adder_linear", x, weight, x_ndim=2)
     y = Adder2d.apply(reshape(x, xs[0], xs[1], 1, 1), reshape(weight, ws[0], ws[1], 1, 1), 1, 0, grad_mode, distance)
     return reshape(y, xs[0], ws[0])
+
+
+# ============================================================================ ReLU
+class FusedReLU(Function):
+    """ops.relu, max(0, x), through the active backend's relu kernels (contract.py): on the
+    cpu backend one parallel pass each way, where the primitive's backward (ops.Elementwise)
+    makes a mask, then the product g * mask, on one thread."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.y = backend.kernel("relu_forward")(x)
+        ctx.backward_kernel = backend.kernel("relu_backward")
+        return ctx.y
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.backward_kernel(g, ctx.y)
+
+
+def relu(x):
+    """max(0, x) entry by entry; the same values and gradient as the primitive ops.relu."""
+    return FusedReLU.apply(x)
 
 
 # ============================================================================ batch norm

@@ -17,9 +17,9 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "power", "matmul",
     "sum", "mean", "max", "reshape", "transpose", "flatten",
     "getitem", "pad",
-    "exp", "log", "relu", "hardtanh", "abs", "sign",
+    "exp", "log", "hardtanh", "abs", "sign",
     "unbroadcast",
-]
+]   # relu is defined below too, but functional offers layers.relu: the same, through the kernels
 
 
 def _raw(t):

@@ -1,5 +1,5 @@
-"""The fused max_pool2d and batch_norm (tuned for memory) against their readable
-definitions written with primitives: the same values and the same gradients, on the
+"""The fused max_pool2d, batch_norm and relu (tuned for memory and threads) against their
+readable definitions written with primitives (relu's: the primitive ops.relu): the same values and the same gradients, on the
 NumPy reference and on the cpu backend (its Numba kernels, minadder/kernels/cpu/)."""
 import importlib.util
 
@@ -90,3 +90,24 @@ def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, a
         np.testing.assert_allclose(a, b, rtol=rtol)
     if training:
         assert not np.allclose(fused_stats[0], stats0[0])         # and they were updated
+
+
+@on_each_backend
+@SETTINGS
+@given(seeds, st.sampled_from([(3,), (2, 5), (2, 3, 4, 5), (1, 1, 70, 1000)]), st.sampled_from([np.float32, np.float64]))
+def test_relu_equals_the_primitive(backend_name, seed, shape, dtype):
+    """F.relu (layers.FusedReLU, the backend's kernels) and ops.relu: the same values and
+    gradients bit for bit, zeros and negative zeros included; the largest shape spans
+    several of the cpu kernel's chunks."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[::7] = 0
+    x.reshape(-1)[::11] = -0.0
+    g = rng.standard_normal(shape).astype(dtype)
+    with ma.use_backend(backend_name):
+        fused = values_and_grads(F.relu, [x], g)
+    readable = values_and_grads(ma.ops.relu, [x], g)
+    np.testing.assert_array_equal(fused[0], readable[0])
+    np.testing.assert_array_equal(np.signbit(fused[0]), np.signbit(readable[0]))
+    np.testing.assert_array_equal(fused[1][0], readable[1][0])
+    assert fused[0].dtype == fused[1][0].dtype == dtype

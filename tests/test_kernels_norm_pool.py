@@ -1,6 +1,6 @@
-"""The optional kernels (contract.OPTIONAL_KERNEL_NAMES): batch norm and max pooling in Numba
-(minadder/kernels/cpu/batch_norm.py, pooling.py) against their NumPy definitions
-(minadder/kernels/batch_norm_reference.py, pooling_reference.py), and ``backend.kernel``,
+"""The optional kernels (contract.OPTIONAL_KERNEL_NAMES): batch norm, max pooling and ReLU in
+Numba (minadder/kernels/cpu/batch_norm.py, pooling.py, relu.py) against their NumPy
+definitions (minadder/kernels/batch_norm_reference.py, pooling_reference.py, relu_reference.py), and ``backend.kernel``,
 which hands a layer the active backend's kernel or the reference's. The layers built on
 them are held to their definitions from primitives in tests/test_fused_layers.py.
 """
@@ -13,8 +13,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from minadder import backend  # noqa: E402
 from minadder.kernels import batch_norm_reference as bn_ref, pooling_reference as pool_ref  # noqa: E402
+from minadder.kernels import relu_reference as relu_ref  # noqa: E402
 from minadder.kernels.contract import OPTIONAL_KERNEL_NAMES  # noqa: E402
-from minadder.kernels.cpu import batch_norm as bn_cpu, pooling as pool_cpu  # noqa: E402
+from minadder.kernels.cpu import batch_norm as bn_cpu, pooling as pool_cpu, relu as relu_cpu  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=30)
 
@@ -163,10 +164,34 @@ def test_max_pool2d_gives_a_tie_to_the_first_maximum_and_a_window_to_its_first_n
     np.testing.assert_array_equal(dx, [[[[0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0]]]])
 
 
+# ===================================================================== ReLU
+def test_relu_kernels_keep_nan_as_the_reference_does():
+    """NaN inputs stay NaN; a NaN upstream gradient stays NaN even where the mask is 0
+    (NaN * 0), as NumPy's g * (y > 0) gives."""
+    x = np.array([np.nan, -1, -0.0, 0, 2, -np.inf, np.inf], dtype=np.float32)
+    y = relu_cpu.relu_forward(x)
+    np.testing.assert_array_equal(y, relu_ref.relu_forward(x))
+    assert not np.signbit(y).any()
+    g = np.array([1, np.nan, 3, np.nan, 5, 6, np.nan], dtype=np.float32)
+    dx = relu_cpu.relu_backward(g, y)            # y = NaN is not > 0: its gradient is 0 too
+    np.testing.assert_array_equal(dx, [0, np.nan, 0, np.nan, 5, 0, np.nan])
+    np.testing.assert_array_equal(dx, relu_ref.relu_backward(g, y))
+
+
+def test_relu_kernels_take_other_layouts_and_dtypes_through_the_reference():
+    x = np.arange(-6, 6, dtype=np.float32).reshape(3, 4).T         # not C-contiguous
+    np.testing.assert_array_equal(relu_cpu.relu_forward(x), np.maximum(x, 0))
+    xi = np.arange(-3, 3)                                          # int64
+    assert relu_cpu.relu_forward(xi).dtype == xi.dtype
+    g = np.ones((4, 3), np.float64)                                # g's dtype is not y's
+    np.testing.assert_array_equal(relu_cpu.relu_backward(g, x), g * (x > 0))
+
+
 # ================================================================ backend.kernel
 def test_the_reference_exports_every_optional_kernel():
     for name in OPTIONAL_KERNEL_NAMES:
-        assert backend.kernel(name, "numpy") is getattr(bn_ref if name.startswith("batch") else pool_ref, name)
+        module = bn_ref if name.startswith("batch") else relu_ref if name.startswith("relu") else pool_ref
+        assert backend.kernel(name, "numpy") is module.__dict__[name]
 
 
 def test_a_backend_without_an_optional_kernel_gets_the_references(monkeypatch):

@@ -31,7 +31,7 @@ A backend is a module (or package) of plain functions with the names in ``KERNEL
 
 Optional kernels, the names in ``OPTIONAL_KERNEL_NAMES``: the layers around the adder
 layer that a backend may speed up. The reference defines them all (``batch_norm_reference.py``,
-``pooling_reference.py``); ``minadder.backend.kernel(name)`` returns the active backend's
+``pooling_reference.py``, ``relu_reference.py``); ``minadder.backend.kernel(name)`` returns the active backend's
 function, or the reference's when the backend has none (the "cuda" backend: its layers then
 run them in NumPy on host arrays).
 
@@ -54,6 +54,11 @@ run them in NumPy on host arrays).
     max_pool2d_backward(g, argmax, x_shape, k, stride, padding) -> dx
         g added to the input element each window's argmax names.
 
+    relu_forward(x) -> y
+        max(0, x) entry by entry (NaN stays NaN), a new array.
+    relu_backward(g, y) -> dx
+        g * 1[y > 0] for the output y of relu_forward (NaN in g stays NaN).
+
 The caller validates the arguments before it calls a backend: shapes with
 ``geometry.check_window_args``, the mode with ``check_grad_mode`` below (the one place
 it is checked). Backends trust them and do not check again. Arrays are those of the
@@ -75,7 +80,8 @@ DISTANCES = ("l1", "l2")
 KERNEL_NAMES = ("check_available", "adder2d_forward", "adder2d_backward", "conv2d_forward", "conv2d_backward")
 
 #: the functions a backend may export (see above); the reference has them all
-OPTIONAL_KERNEL_NAMES = ("batch_norm_forward", "batch_norm_backward", "max_pool2d_forward", "max_pool2d_backward")
+OPTIONAL_KERNEL_NAMES = ("batch_norm_forward", "batch_norm_backward", "max_pool2d_forward", "max_pool2d_backward",
+                         "relu_forward", "relu_backward")
 
 
 def check_grad_mode(mode, op="adder2d"):

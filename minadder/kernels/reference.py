@@ -20,8 +20,9 @@ The contract's functions at the end (``contract.py``: ``adder2d_forward`` /
 ``adder2d_backward``, ``conv2d_forward`` / ``conv2d_backward``) are these column kernels
 on images: im2col, the column kernel, and back (col2im for the input gradient). The
 forward keeps the input, not X_col; the backward rebuilds X_col once for both gradients.
-The optional kernels, batch norm and max pooling, are defined in ``batch_norm_reference.py``
-and ``pooling_reference.py`` and exported here too.
+The optional kernels, batch norm, max pooling and ReLU, are defined in
+``batch_norm_reference.py``, ``pooling_reference.py`` and ``relu_reference.py`` and exported
+here too.
 """
 import numpy as np
 
@@ -30,6 +31,7 @@ from .geometry import output_size
 # the optional kernels (contract.OPTIONAL_KERNEL_NAMES), each defined in a module of its own
 from .batch_norm_reference import batch_norm_backward, batch_norm_forward  # noqa: F401
 from .pooling_reference import max_pool2d_backward, max_pool2d_forward  # noqa: F401
+from .relu_reference import relu_backward, relu_forward  # noqa: F401
 
 #: Largest (C_out, K, chunk) temporary the reference builds, in elements (64 MB of float32).
 CHUNK_ELEMENTS = 1 << 24

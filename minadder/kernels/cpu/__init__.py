@@ -15,6 +15,7 @@ The package is a ladder; read it from the bottom rung up:
     conv.py         the convolution on wide positions, without X_col (long rows, stride 1)
     batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
     pooling.py      max pooling over k x k windows with stride k, the argmax recorded
+    relu.py         ReLU and its backward, one parallel pass each
 
 and, one level up because they must be read before any kernel is defined, ../target.py
 (which CPU the code is compiled for, and the register block it gets) and ../settings.py
@@ -55,6 +56,7 @@ from .l2 import l2_backward, l2_forward
 from .positions import on_wide_positions, wide_rows
 from .batch_norm import batch_norm_backward, batch_norm_forward  # noqa: F401  (optional kernels)
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
+from .relu import relu_backward, relu_forward  # noqa: F401
 
 
 def check_available():
