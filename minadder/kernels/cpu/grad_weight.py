@@ -14,7 +14,8 @@ Against naive.py's loop:
   dot-product-like reductions along it.
 
 * Full mode on every other layer: G X'^T is NumPy's matrix product (BLAS sgemm) on the
-  same chunks of X_col. dW is exact linear algebra, and BLAS is tuned for it, except when
+  same chunks of X_col, the chunks dealt out to the threads, each building its own X_col
+  and multiplying it on one BLAS thread. dW is exact linear algebra, and BLAS is tuned for it, except when
   C_out is small and the rows are long (then sgemm's output block is too thin).
   FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
   (benchmarks/bench_adder_layers.py --impl cpu cpu-numba-dw cpu-blas-dw compares them).
@@ -111,26 +112,52 @@ def _wide_columns(xp2, koff, n0, n1, npos, cols):
             dst[q] = src[q]
 
 
-def _columns_in_chunks(frame, g, win, gw):
-    """(X_col, G) of chunks of about N / DW_CHUNKS images, from the padded input (in its
-    frame): X_col (K, L_c), G (C_out, L_c) with the matching columns. Stride 1 uses wide
-    positions (G is zero at the dropped ones, so they add nothing to dW): ``gw``."""
-    xp = frame.xp
+#: the same copy on the calling thread alone, releasing the GIL (prange is range here), for
+#: the threads of _product_by_threads
+_wide_columns_serial = njit(nogil=True, cache=True)(_wide_columns.py_func)
+
+
+def image_chunks(win):
+    """Slices of the batch of about N / DW_CHUNKS images each."""
     step = max(1, math.ceil(win.n / DW_CHUNKS))
+    return [slice(n0, min(win.n, n0 + step)) for n0 in range(0, win.n, step)]
+
+
+def _chunk_columns(frame, g, win, gw, images, copy=_wide_columns):
+    """(X_col, G) of a slice of the batch, from the padded input (in its frame): X_col (K, L_c),
+    G (C_out, L_c) with the matching columns. Stride 1 uses wide positions (G is zero at
+    the dropped ones, so they add nothing to dW): ``gw``; ``copy`` builds that X_col."""
+    xp, n0, n1 = frame.xp, images.start, images.stop
     if win.stride == 1:
-        pitch = xp.shape[3]
-        koff, npos = wide_offsets(win, xp), wide_count(win, pitch)
-        gw = gw[:, :, :npos]
-    for n0 in range(0, win.n, step):
-        n1 = min(win.n, n0 + step)
-        if win.stride == 1:
-            cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
-            _wide_columns(frame.flat, koff, n0, n1, npos, cols)
-            gc = gw[n0:n1]
-        else:
-            cols = reference.im2col(xp[n0:n1], win.kh, win.kw, win.stride, 0)
-            gc = g[n0:n1]
-        yield cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
+        koff, npos = wide_offsets(win, xp), wide_count(win, xp.shape[3])
+        cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
+        copy(frame.flat, koff, n0, n1, npos, cols)
+        gc = gw[images, :, :npos]
+    else:
+        cols = reference.im2col(xp[images], win.kh, win.kw, win.stride, 0)
+        gc = g[images]
+    return cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
+
+
+def _product_by_threads(frame, g, win, gw):
+    """G X'^T (C_out, K) by BLAS, the chunks of images dealt out to the threads: each
+    builds its chunks' X_col and multiplies each with one single-threaded sgemm into a sum
+    of its own. No Numba kernel runs meanwhile, so no worker of Numba's spins on a core a
+    product wants (one product split over two threads, after a parallel copy of each chunk,
+    ran 8x8 layers at 26 G MAC/s: benchmarks/README.md)."""
+    chunks = image_chunks(win)
+    threads = min(get_num_threads(), len(chunks))
+    if threads == 1:    # one chunk (a fully connected layer is one image): split the product instead
+        cols, gc = _chunk_columns(frame, g, win, gw, chunks[0])
+        return products.matmul(gc, cols.T)
+
+    def work(part):
+        total = None
+        for images in part:
+            cols, gc = _chunk_columns(frame, g, win, gw, images, _wide_columns_serial)
+            total = gc @ cols.T if total is None else np.add(total, gc @ cols.T, out=total)
+        return total
+    return sum(products.on_threads(work, [chunks[i::threads] for i in range(threads)]))
 
 
 @njit(inline="always")
@@ -240,14 +267,14 @@ def blocked_grad_weight(w2, g, win, mode, frame, gw=None):
     blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
     if full and not blocks:
-        for cols, gc in _columns_in_chunks(frame, g, win, gw):
-            dw += products.matmul(gc, cols.T)       # sgemm on at most 1/DW_CHUNKS of X_col
+        dw = _product_by_threads(frame, g, win, gw)    # sgemm on at most 1/DW_CHUNKS of X_col a thread
     elif full and long_rows:   # the register-block product, no X_col
         partial = np.zeros((min(win.n, 4 * get_num_threads()),) + dw.shape, dtype=dw.dtype)
         _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, partial)
         dw = partial.sum(axis=0)
     else:
-        for cols, gc in _columns_in_chunks(frame, g, win, gw):
+        for images in image_chunks(win):
+            cols, gc = _chunk_columns(frame, g, win, gw, images)
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
     if full:
         dw -= (w2 - frame.centre) * _sums_per_filter(np.ascontiguousarray(g))[:, None]

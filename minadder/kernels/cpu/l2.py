@@ -17,19 +17,12 @@ with x - c and w - c, c the filters' mean: the frame.py copy the l1 kernels read
 Memory. X_col is built for about N / DW_CHUNKS images at a time (as the l1 layer's dW is),
 so no more than that part of the layer's im2col buffer exists at once.
 """
-import math
 
 import numpy as np
 
 from . import columns, products
 from .frame import shifted
-from .grad_weight import DW_CHUNKS
-
-
-def _image_chunks(win):
-    """Slices of the batch of about N / DW_CHUNKS images each."""
-    step = max(1, math.ceil(win.n / DW_CHUNKS))
-    return [slice(n0, min(win.n, n0 + step)) for n0 in range(0, win.n, step)]
+from .grad_weight import image_chunks
 
 
 def _columns(frame, win, images):
@@ -49,7 +42,7 @@ def l2_forward(x, w2, win):
     wc = w2 - frame.centre                                    # W - c (C_out, K)
     w_norms = (wc * wc).sum(axis=1)[:, None]                   # |W - c|^2 per filter
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
-    for images in _image_chunks(win):
+    for images in image_chunks(win):
         cols = _columns(frame, win, images)                    # X_col - c (K, L_c)
         yc = 2 * products.matmul(wc, cols) - (cols * cols).sum(axis=0) - w_norms
         y[images] = yc.reshape(win.c_out, -1, win.plane).transpose(1, 0, 2)
@@ -62,7 +55,7 @@ def l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad):
     wc = (w2 - frame.centre).astype(frame.xp.dtype)
     dw = np.zeros(w2.shape, dtype=wc.dtype) if need_weight_grad else None
     dxp = np.zeros(frame.xp.shape, dtype=wc.dtype) if need_input_grad else None
-    for images in _image_chunks(win):
+    for images in image_chunks(win):
         cols, gc = _columns(frame, win, images), _g_columns(g, images)
         if need_weight_grad:
             dw += products.matmul(gc, cols.T) - wc * gc.sum(axis=1)[:, None]

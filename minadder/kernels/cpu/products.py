@@ -1,4 +1,5 @@
-"""Large matrix products split over threads, each thread one single-threaded BLAS call.
+"""Large matrix products split over threads, each thread one single-threaded BLAS call
+(``matmul``), and other work shared among the same threads (``on_threads``).
 
 minadder.configure() gives NumPy's BLAS one thread (settings.py says why: its idle workers
 spin and take the cores from the adder kernels). The ordinary convolution and the
@@ -33,6 +34,16 @@ def _workers(count):
         return _pool
 
 
+def on_threads(work, parts):
+    """[work(part) for part in parts], the first part on the calling thread and the others
+    on the pool's threads at the same time (``work`` must release the GIL to gain: a BLAS
+    call or a ``nogil`` Numba function)."""
+    if len(parts) == 1:
+        return [work(parts[0])]
+    pending = [_workers(len(parts) - 1).submit(work, part) for part in parts[1:]]
+    return [work(parts[0])] + [job.result() for job in pending]
+
+
 def matmul(a, b):
     """a (M, K) @ b (K, N), its columns split over numba.get_num_threads() threads."""
     m, k = a.shape
@@ -42,11 +53,6 @@ def matmul(a, b):
         return a @ b
     out = np.empty((m, n), dtype=np.result_type(a, b))
     edges = np.linspace(0, n, threads + 1).astype(int)
-    blocks = list(zip(edges[:-1], edges[1:]))
-    pool = _workers(threads - 1)
-    pending = [pool.submit(np.matmul, a, b[:, lo:hi], out=out[:, lo:hi]) for lo, hi in blocks[1:]]
-    lo, hi = blocks[0]
-    np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])       # the calling thread takes the first block
-    for job in pending:
-        job.result()
+    on_threads(lambda cols: np.matmul(a, b[:, cols[0]:cols[1]], out=out[:, cols[0]:cols[1]]),
+               list(zip(edges[:-1], edges[1:])))
     return out
