@@ -11,7 +11,7 @@ The package is a ladder; read it from the bottom rung up:
     grad_weight.py  the blocked dW: a register-blocked product, or chunks of X_col
     l2.py           the l2 layer (Eq. 27) through Eq. 28: BLAS on chunks of X_col
     products.py     large matrix products split over threads (one BLAS call each)
-    columns.py      parallel im2col / col2im for the ordinary convolution
+    columns.py      parallel im2col / col2im, and the ordinary convolution by chunks of images
     conv.py         the convolution on wide positions, without X_col (long rows, stride 1)
     batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
     pooling.py      max pooling over k x k windows with stride k, the argmax recorded
@@ -181,28 +181,24 @@ def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad):
 
 
 def conv2d_forward(x, weight, win):
-    """The ordinary convolution: on wide positions (conv.py: stride 1, long rows), else X_col
-    by a parallel im2col, then Y = W @ X_col split over threads."""
+    """The ordinary convolution: on wide positions (conv.py: stride 1, long rows), else by
+    chunks of images, im2col and one BLAS product each, the chunks shared among threads
+    (columns.py). ``saved`` keeps the padded input or the input, never X_col."""
     x, weight = same_dtype(x, weight)
     w2 = weight.reshape(win.c_out, win.k)
     if conv.wide_gradients(win):
         y, frame = conv.conv2d_output(x, w2, win)
         return y, (None, frame, w2, win)
-    cols = columns.im2col(x, win.kh, win.kw, win.stride, win.padding)
-    return reference.image_of(products.matmul(w2, cols), win), (cols, None, w2, win)
+    return columns.conv2d_by_chunks(x, w2, win), (x, None, w2, win)
 
 
 def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
-    """dW = G @ X_col^T and dX = col2im(W^T @ G): on wide positions (conv.py), or as the
-    reference with the products split over threads."""
-    cols, frame, w2, win = saved
-    if cols is None:
-        g = np.ascontiguousarray(grad_y, dtype=w2.dtype).reshape(win.n, win.c_out, win.plane)
+    """dW = G @ X_col^T and dX = col2im(W^T @ G): on wide positions (conv.py), or by chunks
+    of images as the forward (columns.py)."""
+    x, frame, w2, win = saved
+    g = np.ascontiguousarray(grad_y, dtype=w2.dtype).reshape(win.n, win.c_out, win.plane)
+    if frame is not None:
         dx, dw = conv.conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad)
-        return dx, (None if dw is None else dw.reshape(win.c_out, win.c, win.kh, win.kw))
-    g = reference.columns_of(grad_y)
-    dw = products.matmul(g, cols.T).reshape(win.c_out, win.c, win.kh, win.kw) if need_weight_grad else None
-    dx = None
-    if need_input_grad:
-        dx = columns.col2im(products.matmul(w2.T, g), win.x_shape, win.kh, win.kw, win.stride, win.padding)
-    return dx, dw
+    else:
+        dx, dw = columns.conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
+    return dx, (None if dw is None else dw.reshape(win.c_out, win.c, win.kh, win.kw))

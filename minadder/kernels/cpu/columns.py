@@ -1,4 +1,5 @@
-"""im2col and col2im for the ordinary convolution, as parallel Numba loops.
+"""im2col and col2im for the ordinary convolution, as parallel Numba loops, and the
+convolution and its gradients through them by chunks of images, one BLAS product a chunk.
 
 The same two maps as ``reference.im2col`` / ``reference.col2im`` (read those first: there
 they are NumPy slicing), written out element by element so that the threads share the
@@ -7,9 +8,11 @@ work and nothing is padded or transposed on the way: im2col fills one row of X_c
 tasks write the same memory. NumPy's versions took a third of a ResNet-20 CNN step.
 """
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
+from . import products
 from ..geometry import output_size
+from .grad_weight import image_chunks
 
 
 @njit(parallel=True, cache=True)
@@ -63,3 +66,56 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     dx = np.zeros(x_shape, dtype=cols.dtype)
     _col2im_kernel(np.ascontiguousarray(cols), kh, kw, stride, padding, ho, wo, dx)
     return dx
+
+
+# ================================================ the convolution by chunks of images
+# The same two maps compiled serial and ``nogil``: each thread of products.on_threads runs
+# them on its own chunks of images while the other runs its own, no Numba worker spinning.
+_im2col_serial = njit(nogil=True, cache=True)(_im2col_kernel.py_func)
+_col2im_serial = njit(nogil=True, cache=True)(_col2im_kernel.py_func)
+
+
+def _chunk_columns(x, win, images):
+    """X_col (K, n_c * P) of a slice of the batch, on the calling thread."""
+    cols = np.empty((win.k, (images.stop - images.start) * win.plane), dtype=x.dtype)
+    _im2col_serial(x[images], win.kh, win.kw, win.stride, win.padding, win.ho, win.wo, cols)
+    return cols
+
+
+def _threads_parts(win):
+    """The chunks of images (grad_weight.image_chunks), dealt out to the threads."""
+    chunks = image_chunks(win)
+    threads = min(get_num_threads(), len(chunks))
+    return [chunks[i::threads] for i in range(threads)]
+
+
+def conv2d_by_chunks(x, w2, win):
+    """Y = W X_col (N, C_out, H_out, W_out), chunk by chunk of images: each thread builds its
+    chunks' X_col and multiplies each on one BLAS thread. No X_col of the whole batch (9x
+    the input for 3x3 filters) is built or kept: the backward builds the chunks again."""
+    y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
+
+    def work(part):
+        for images in part:
+            y_cols = w2 @ _chunk_columns(x, win, images)                 # (C_out, n_c * P)
+            y[images] = y_cols.reshape(win.c_out, -1, win.plane).transpose(1, 0, 2)
+    products.on_threads(work, _threads_parts(win))
+    return y.reshape(win.y_shape)
+
+
+def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad):
+    """(dX or None, dW (C_out, K) or None) for G = g (N, C_out, P), chunk by chunk as
+    conv2d_by_chunks: dW = sum of G_c X_col_c^T, dX_c = col2im(W^T G_c) per chunk."""
+    dx = np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None
+
+    def work(part):
+        dw = np.zeros(w2.shape, dtype=x.dtype) if need_weight_grad else None
+        for images in part:
+            gc = np.ascontiguousarray(g[images].transpose(1, 0, 2)).reshape(win.c_out, -1)
+            if need_weight_grad:
+                dw += gc @ _chunk_columns(x, win, images).T
+            if need_input_grad:
+                _col2im_serial(w2.T @ gc, win.kh, win.kw, win.stride, win.padding, win.ho, win.wo, dx[images])
+        return dw
+    dws = products.on_threads(work, _threads_parts(win))
+    return dx, (sum(dws) if need_weight_grad else None)

@@ -1,8 +1,8 @@
 """The ordinary convolution on wide positions, as the adder layer's kernels compute theirs:
 no X_col and no dX_col.
 
-conv2d is im2col and one matrix product split over threads (columns.py, products.py), and
-so are its gradients, on most layers. On layers of stride 1 whose images have long rows
+conv2d is im2col and a matrix product per chunk of images, the chunks shared among the
+threads (columns.py, products.py), and so are its gradients, on most layers. On layers of stride 1 whose images have long rows
 (ResNet's stages at 32x32 and 16x16, LeNet-5's convolutions) the forward and both
 gradients read the padded input in place instead (positions.py):
 
