@@ -6,7 +6,8 @@ and dX = col2im(dX_col). Against naive.py's loop:
 
 * One task per (image n, channel c) plane: each of its kh*kw rows of dX_col is computed
   and added straight into the padded gradient at the pixels it came from (col2im fused,
-  no dX_col is ever stored; no two tasks write the same plane).
+  no dX_col is ever stored; no two tasks write the same plane). With stride 1 that
+  padded plane is the task's own buffer, its inside copied into dX at the end.
 * Stride 1 reads the rows of X_col in place on wide positions (positions.py), where the
   pixels a row of X_col reads are the same stretch of the padded dX; G is laid out on
   wide positions too, with zeros at the dropped ones, which then add nothing.
@@ -119,35 +120,42 @@ def _dx_row_sign(xs, wt, gn, k, width, one, d):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, dxp2):
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pad, dx):
     """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
     xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
-    padded dX, so each row of dX_col is added into dxp2. One task per (image, channel):
-    its ``fields`` = kh*kw rows write only that channel's plane. Each row is computed on
-    whole vectors into a buffer of the task's own (the dropped positions past npos read
-    the frame's SLACK and G's zeros) and then added: a row ending in a partial vector had
-    run its last up-to-15 positions through scalar code, as slow per position as a vector
-    (npos = 286 on 16x16 images: 17 vector steps and 14 scalar ones)."""
-    channels, plane, whole = plane_tasks(koff, fields, npos, dxp2)
+    padded plane, so each row of dX_col is added into that plane. One task per (image,
+    channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
+    task's own, whose inside it then writes into dx (N, C, H, W): no padded dX, no crop.
+    Each row is computed on whole vectors into a buffer too (the dropped positions past
+    npos read the frame's SLACK and G's zeros) and then added: a row ending in a partial
+    vector had run its last up-to-15 positions through scalar code, as slow per position
+    as a vector (npos = 286 on 16x16 images: 17 vector steps and 14 scalar ones)."""
+    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    wp = w + 2 * pad
+    plane, whole = (h + 2 * pad) * wp, npos + (-npos) % VECTOR
     for task in prange(xp2.shape[0] * channels):
         n, c = task // channels, task % channels
-        dxp2[n, c * plane:(c + 1) * plane] = 0
-        d, e = np.empty(whole, dtype=dxp2.dtype), np.empty(whole, dtype=dxp2.dtype)
+        pl = np.zeros(plane, dtype=dx.dtype)
+        d, e = np.empty(whole, dtype=dx.dtype), np.empty(whole, dtype=dx.dtype)
         step = 2 if full and PAIRS else 1
         for f0 in range(0, fields, step):
             k = c * fields + f0
-            xs = xp2[n, koff[k]:koff[k] + whole]
+            xs, at = xp2[n, koff[k]:koff[k] + whole], koff[k] - c * plane
             if step == 2 and f0 + 1 < fields:     # two rows at once, sharing G's loads
-                xt = xp2[n, koff[k + 1]:koff[k + 1] + whole]
+                xt, bt = xp2[n, koff[k + 1]:koff[k + 1] + whole], koff[k + 1] - c * plane
                 _dx_rows_full_pair(xs, xt, wk, gw[n], gsum[n], k, k + 1, whole, one, d, e)
-                _add_into(dxp2[n, koff[k + 1]:koff[k + 1] + npos], e)
+                _add_into(pl[bt:bt + npos], e)
             elif full:
                 d[:] = 0
                 _dx_row_full(xs, wk, gw[n], gsum[n], k, whole, one, d)
             else:
                 d[:] = 0
                 _dx_row_sign(xs, wk, gw[n], k, whole, one, d)
-            _add_into(dxp2[n, koff[k]:koff[k] + npos], d)
+            _add_into(pl[at:at + npos], d)
+        for r in range(h):                          # the inside of the plane is dX
+            row, src = dx[n, c, r], pl[(r + pad) * wp + pad:(r + pad) * wp + pad + w]
+            for v in range(w):
+                row[v] = src[v]
 
 
 @njit(cache=True)
@@ -202,15 +210,15 @@ def blocked_grad_input(w2, g, win, mode, frame, gw=None):
     wk = np.ascontiguousarray((w2 - frame.centre if full else w2).T)
     xp, dtype = frame.xp, frame.xp.dtype
     one = dtype.type(1)
-    dxp = np.empty(xp.shape, dtype=dtype)
     if wide_rows(win):
         pitch = xp.shape[3]
         gw = on_wide_positions(g, win, pitch) if gw is None else gw
         gsum = channel_sums(gw) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
+        dx = np.empty((win.n, win.c, win.h, win.w), dtype=dtype)
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, full, win.kh * win.kw,
-                                wide_count(win, pitch), one, dxp.reshape(win.n, -1))
-    else:
-        gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
-        _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo,
-                                  one, dxp)
+                                wide_count(win, pitch), one, win.padding, dx)
+        return dx
+    dxp = np.empty(xp.shape, dtype=dtype)
+    gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
+    _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo, one, dxp)
     return cropped(dxp, win.padding, win.h, win.w)
