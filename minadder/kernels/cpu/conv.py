@@ -22,8 +22,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .forward import _rows_per_task
-from .frame import VECTOR, cropped, unshifted
-from .grad_input import _add_into, plane_tasks
+from .frame import VECTOR, unshifted
+from .grad_input import _add_into, inside_of
 from .grad_weight import _grad_weight_images_kernel
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
 
@@ -58,20 +58,24 @@ def _row_of_product(wt, gn, k, width, d):
 
 
 @njit(parallel=True, cache=True)
-def _grad_input_kernel(koff, wt, gw, fields, npos, dxp2):
-    """dX = col2im(W^T G) on wide positions into the padded dxp2 (N, C*Hp*Wp): one task
-    per (image, channel); each of its kh*kw rows is computed on whole vectors into the
-    task's buffer (G is zero past the last position) and added at its pixels."""
-    channels, plane, whole = plane_tasks(koff, fields, npos, dxp2)
-    for task in prange(dxp2.shape[0] * channels):
+def _grad_input_kernel(koff, wt, gw, fields, npos, pad, dx):
+    """dX = col2im(W^T G) on wide positions into dx (N, C, H, W): one task per (image,
+    channel); each of its kh*kw rows is computed on whole vectors into the task's buffer
+    (G is zero past the last position) and added at its pixels of a padded plane of the
+    task's own, whose inside is dX (as grad_input.py's stride-1 kernel)."""
+    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    wp = w + 2 * pad
+    plane, whole = (h + 2 * pad) * wp, npos + (-npos) % VECTOR
+    for task in prange(dx.shape[0] * channels):
         n, c = task // channels, task % channels
-        dxp2[n, c * plane:(c + 1) * plane] = 0
-        d = np.empty(whole, dtype=dxp2.dtype)
+        pl = np.zeros(plane, dtype=dx.dtype)
+        d = np.empty(whole, dtype=dx.dtype)
         for f in range(fields):
             k = c * fields + f
             d[:] = 0
             _row_of_product(wt, gw[n], k, whole, d)
-            _add_into(dxp2[n, koff[k]:koff[k] + npos], d)
+            _add_into(pl[koff[k] - c * plane:koff[k] - c * plane + npos], d)
+        inside_of(pl, pad, wp, dx[n, c])
 
 
 @njit(fastmath=True, cache=True)
@@ -158,7 +162,6 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
         _grad_weight_images_kernel(frame.flat, koff, gw, npos, partial)
         dw = partial.sum(axis=0)
     if need_input_grad:
-        dxp = np.empty(frame.xp.shape, dtype=w2.dtype)
-        _grad_input_kernel(koff, np.ascontiguousarray(w2.T), gw, win.kh * win.kw, npos, dxp.reshape(win.n, -1))
-        dx = cropped(dxp, win.padding, win.h, win.w)
+        dx = np.empty(win.x_shape, dtype=w2.dtype)
+        _grad_input_kernel(koff, np.ascontiguousarray(w2.T), gw, win.kh * win.kw, npos, win.padding, dx)
     return dx, dw

@@ -152,18 +152,16 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pa
                 d[:] = 0
                 _dx_row_sign(xs, wk, gw[n], k, whole, one, d)
             _add_into(pl[at:at + npos], d)
-        for r in range(h):                          # the inside of the plane is dX
-            row, src = dx[n, c, r], pl[(r + pad) * wp + pad:(r + pad) * wp + pad + w]
-            for v in range(w):
-                row[v] = src[v]
+        inside_of(pl, pad, wp, dx[n, c])            # the inside of the plane is dX
 
 
 @njit(cache=True)
-def plane_tasks(koff, fields, npos, dxp2):
-    """(channels, numbers in a padded plane, npos rounded up to whole vectors) of a dX
-    written into dxp2 (N, C*Hp*Wp) by tasks of one (image, channel) plane each."""
-    channels = koff.shape[0] // fields
-    return channels, dxp2.shape[1] // channels, npos + (-npos) % VECTOR
+def inside_of(pl, pad, wp, out):
+    """out (H, W) = the inside of the flat padded plane pl (rows of wp numbers, pad around)."""
+    for r in range(out.shape[0]):
+        row, src = out[r], pl[(r + pad) * wp + pad:(r + pad) * wp + pad + out.shape[1]]
+        for v in range(out.shape[1]):
+            row[v] = src[v]
 
 
 @njit(cache=True)
