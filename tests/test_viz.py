@@ -41,7 +41,7 @@ def test_one_box_per_tensor_of_the_graph():
 def test_labels_name_the_operations_and_shapes():
     x, w, b, loss = small_graph()
     labels = boxes(draw_graph(loss, names={w: "w", x: "x"}))
-    for op in ("Transpose", "MatMul", "Add", "ReLU", "Mul", "Sum"):
+    for op in ("Transpose", "MatMul", "Add", "FusedReLU", "Mul", "Sum"):     # F.relu: layers.FusedReLU
         assert sum(op in text.split("\n") for text in labels) == 1, op
     assert "w\nleaf\n(4, 3)" in labels and "x\nleaf\n(2, 3)" in labels
     assert "Sum\n()" in labels and "MatMul\n(2, 4)" in labels
