@@ -146,3 +146,15 @@ def test_configure_shortens_libgomp_spinning_for_numba_only():
     assert (seen, after) == (settings.GOMP_SPINCOUNT, "None")
     assert _spin_count_seen_by_libgomp({"GOMP_SPINCOUNT": "5"}) == ["5", "5"]
     assert _spin_count_seen_by_libgomp({"OMP_WAIT_POLICY": "passive"}) == ["None", "None"]
+
+
+def test_no_cached_kernel_is_another_compilation_of_the_same_function():
+    """Numba's disk cache tells compilations apart by the function's code, not by the
+    options: ``njit(nogil=True, cache=True)(f.py_func)`` beside a parallel ``f`` would share
+    f's cache entry and load whichever was saved first (a parallel loop run from two
+    Python threads at once, which the workqueue layer does not allow)."""
+    import re
+    from pathlib import Path
+    found = [f"{path}: {m.group(0)}" for path in (Path(__file__).resolve().parent.parent / "minadder").rglob("*.py")
+             for m in re.finditer(r"jit\([^()]*\)\(\s*[\w.]+\.py_func", path.read_text())]
+    assert not found, found

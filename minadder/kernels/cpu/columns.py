@@ -15,39 +15,49 @@ from ..geometry import output_size
 from .grad_weight import image_chunks
 
 
-@njit(parallel=True, cache=True)
-def _im2col_kernel(x, kh, kw, stride, padding, ho, wo, cols):
+@njit(nogil=True, cache=True)
+def _im2col_row(x, row, kh, kw, stride, padding, ho, wo, out):
+    """out = row (c, i, j) of X_col: x[b, c, s*u + i - p, s*v + j - p] or 0 outside."""
     n, c, h, w = x.shape
-    for row in prange(c * kh * kw):
-        ci, i, j = row // (kh * kw), (row // kw) % kh, row % kw
-        out = cols[row]
-        for b in range(n):
+    ci, i, j = row // (kh * kw), (row // kw) % kh, row % kw
+    for b in range(n):
+        for u in range(ho):
+            y = stride * u + i - padding
+            base = (b * ho + u) * wo
+            for v in range(wo):
+                xx = stride * v + j - padding
+                inside = 0 <= y < h and 0 <= xx < w
+                out[base + v] = x[b, ci, y, xx] if inside else 0
+
+
+@njit(nogil=True, cache=True)
+def _col2im_plane(cols, b, ci, kh, kw, stride, padding, ho, wo, plane):
+    """plane (H, W) += the entries of X_col's rows (ci, i, j) that image b's plane ci gave."""
+    h, w = plane.shape
+    for i in range(kh):
+        for j in range(kw):
+            row = cols[(ci * kh + i) * kw + j]
             for u in range(ho):
                 y = stride * u + i - padding
-                base = (b * ho + u) * wo
-                for v in range(wo):
-                    xx = stride * v + j - padding
-                    inside = 0 <= y < h and 0 <= xx < w
-                    out[base + v] = x[b, ci, y, xx] if inside else 0
+                if 0 <= y < h:
+                    base = (b * ho + u) * wo
+                    for v in range(wo):
+                        xx = stride * v + j - padding
+                        if 0 <= xx < w:
+                            plane[y, xx] += row[base + v]
+
+
+@njit(parallel=True, cache=True)
+def _im2col_kernel(x, kh, kw, stride, padding, ho, wo, cols):
+    for row in prange(cols.shape[0]):
+        _im2col_row(x, row, kh, kw, stride, padding, ho, wo, cols[row])
 
 
 @njit(parallel=True, cache=True)
 def _col2im_kernel(cols, kh, kw, stride, padding, ho, wo, dx):
-    n, c, h, w = dx.shape
+    n, c = dx.shape[0], dx.shape[1]
     for task in prange(n * c):
-        b, ci = task // c, task % c
-        plane = dx[b, ci]
-        for i in range(kh):
-            for j in range(kw):
-                row = cols[(ci * kh + i) * kw + j]
-                for u in range(ho):
-                    y = stride * u + i - padding
-                    if 0 <= y < h:
-                        base = (b * ho + u) * wo
-                        for v in range(wo):
-                            xx = stride * v + j - padding
-                            if 0 <= xx < w:
-                                plane[y, xx] += row[base + v]
+        _col2im_plane(cols, task // c, task % c, kh, kw, stride, padding, ho, wo, dx[task // c, task % c])
 
 
 def im2col(x, kh, kw, stride=1, padding=0):
@@ -69,10 +79,19 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
 
 
 # ================================================ the convolution by chunks of images
-# The same two maps compiled serial and ``nogil``: each thread of products.on_threads runs
-# them on its own chunks of images while the other runs its own, no Numba worker spinning.
-_im2col_serial = njit(nogil=True, cache=True)(_im2col_kernel.py_func)
-_col2im_serial = njit(nogil=True, cache=True)(_col2im_kernel.py_func)
+# The same two maps serial and ``nogil``: each thread of products.on_threads runs them on
+# its own chunks of images while the other runs its own, no Numba worker spinning.
+@njit(nogil=True, cache=True)
+def _im2col_serial(x, kh, kw, stride, padding, ho, wo, cols):
+    for row in range(cols.shape[0]):
+        _im2col_row(x, row, kh, kw, stride, padding, ho, wo, cols[row])
+
+
+@njit(nogil=True, cache=True)
+def _col2im_serial(cols, kh, kw, stride, padding, ho, wo, dx):
+    for b in range(dx.shape[0]):
+        for ci in range(dx.shape[1]):
+            _col2im_plane(cols, b, ci, kh, kw, stride, padding, ho, wo, dx[b, ci])
 
 
 def _chunk_columns(x, win, images):

@@ -100,21 +100,29 @@ def _grad_weight_kernel(cols, weight, grad, full, one, dw):
                 dw[t, k] += s
 
 
-@njit(parallel=True, cache=True)
-def _wide_columns(xp2, koff, n0, n1, npos, cols):
-    """cols[k, (n - n0)*npos + q] = xp2[n, koff[k] + q]: X_col of images n0..n1 on wide positions."""
-    n_k = koff.shape[0]
-    for task in prange((n1 - n0) * n_k):
-        n, k = n0 + task // n_k, task % n_k
-        src = xp2[n, koff[k]:koff[k] + npos]
-        dst = cols[k, (n - n0) * npos:(n - n0 + 1) * npos]
+@njit(nogil=True, cache=True)
+def _image_columns(img, koff, npos, cols, q0):
+    """cols[k, q0 + q] = img[koff[k] + q] for q < npos: one image's X_col on wide positions."""
+    for k in range(koff.shape[0]):
+        src, dst = img[koff[k]:koff[k] + npos], cols[k, q0:q0 + npos]
         for q in range(npos):
             dst[q] = src[q]
 
 
-#: the same copy on the calling thread alone, releasing the GIL (prange is range here), for
-#: the threads of _product_by_threads
-_wide_columns_serial = njit(nogil=True, cache=True)(_wide_columns.py_func)
+@njit(parallel=True, cache=True)
+def _wide_columns(xp2, koff, n0, n1, npos, cols):
+    """X_col of images n0..n1 on wide positions, one image per task."""
+    for n in prange(n0, n1):
+        _image_columns(xp2[n], koff, npos, cols, (n - n0) * npos)
+
+
+# (A function of its own, not njit of the one above: Numba's disk cache tells compilations
+# apart by the function's code, not by its options, so the two would share one entry.)
+@njit(nogil=True, cache=True)
+def _wide_columns_serial(xp2, koff, n0, n1, npos, cols):
+    """The same on the calling thread alone, releasing the GIL: for _product_by_threads."""
+    for n in range(n0, n1):
+        _image_columns(xp2[n], koff, npos, cols, (n - n0) * npos)
 
 
 def image_chunks(win):
