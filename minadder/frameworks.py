@@ -32,6 +32,9 @@ class Framework(NamedTuple):
     max_pool2d: Any
     flatten: Any
     spatial_mean: Any
+    #: (batch norm module, x) -> relu(module(x)) as one fused layer, or None: run() then
+    #: applies a batch norm record and the ReLU record after it as two
+    batch_norm_relu: Any = None
 
 
 class LayerChoice(NamedTuple):
@@ -99,20 +102,31 @@ def activation(module):
 
 
 def run(module, records, x):
-    """``records`` applied to ``x`` in order: a named record is ``module``'s sub-module."""
+    """``records`` applied to ``x`` in order: a named record is ``module``'s sub-module. A
+    batch norm followed by a ReLU runs as one fused layer where the framework has one."""
     fw = module.framework
-    for record in records:
+    fused = False                       # the record before was a batch norm that did this ReLU
+    for i, record in enumerate(records):
         if isinstance(record, ReLU):
-            x = activation(module)(x)
+            x = x if fused else activation(module)(x)
         elif isinstance(record, MaxPool):
             x = fw.max_pool2d(x, record.kernel_size)
         elif isinstance(record, Flatten):
             x = fw.flatten(x, 1)
         elif isinstance(record, GlobalAvgPool):
             x = fw.spatial_mean(x)
+        elif _relu_fuses(module, records, i):
+            x = fw.batch_norm_relu(getattr(module, record.name), x)
         elif not isinstance(record, Features):
             x = getattr(module, record.name)(x)
+        fused = _relu_fuses(module, records, i)
     return x
+
+
+def _relu_fuses(module, records, i):
+    """Whether records[i] is a batch norm that run() fuses with the ReLU record after it."""
+    return (module.framework.batch_norm_relu is not None and isinstance(records[i], (BatchNorm1d, BatchNorm2d))
+            and i + 1 < len(records) and isinstance(records[i + 1], ReLU) and activation(module) is module.framework.relu)
 
 
 class NetworkModule:

@@ -296,12 +296,14 @@ def batch_norm_from_primitives(x, running_mean=None, running_var=None, weight=No
 
 class BatchNorm(Function):
     """The fused batch norm (Eq. 10): the active backend's batch_norm kernels (contract.py);
-    the running statistics are updated here, towards the batch's (unbiased variance)."""
+    the running statistics are updated here, towards the batch's (unbiased variance).
+    relu=True: max(0, batch norm), the ReLU inside the same kernels (ctx.y is its mask)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False):
         stats = (None, None) if training else (running_mean, running_var)
-        y, ctx.xhat, ctx.inv_std, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps)
+        y, ctx.xhat, ctx.inv_std, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps, relu)
+        ctx.y = y if relu else None
         if training and running_mean is not None:
             count = x.size // x.shape[1]                                 # values per channel
             running_mean *= 1 - momentum
@@ -314,18 +316,19 @@ class BatchNorm(Function):
 
     @staticmethod
     def backward(ctx, g):
-        dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training)
-        return dx, dweight, dbias, None, None, None, None, None
+        dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, ctx.y)
+        return dx, dweight, dbias, None, None, None, None, None, None
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-               training=False, momentum=0.1, eps=1e-5):
+               training=False, momentum=0.1, eps=1e-5, relu=False):
     """Batch normalisation (Eq. 10, 11) of x (N, C) or (N, C, H, W) per channel.
 
     training=True normalises with the batch's mean and biased variance and updates the
     running statistics in place (momentum 0.1, unbiased variance); training=False uses
-    the running statistics. Follows PyTorch's ``F.batch_norm`` argument order.
+    the running statistics. Follows PyTorch's ``F.batch_norm`` argument order. relu=True
+    gives relu(batch_norm(...)) with the ReLU in the batch norm's own passes over memory.
     """
     checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
     stats = [None if s is None else _raw(s) for s in (running_mean, running_var)]
-    return BatchNorm.apply(x, weight, bias, *stats, training, momentum, eps)
+    return BatchNorm.apply(x, weight, bias, *stats, training, momentum, eps, bool(relu))

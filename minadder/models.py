@@ -29,7 +29,8 @@ LAYERS = frameworks.Framework(
     Conv2d=nn.Conv2d, Linear=nn.Linear, BatchNorm2d=nn.BatchNorm2d, BatchNorm1d=nn.BatchNorm1d,
     Sequential=nn.Sequential, Adder2d=nn.Adder2d, AdderLinear=nn.AdderLinear,
     BinaryConv2d=binary.BinaryConv2d, BinaryLinear=binary.BinaryLinear,
-    relu=F.relu, hardtanh=F.hardtanh, max_pool2d=F.max_pool2d, flatten=F.flatten, spatial_mean=lambda x: F.mean(x, axis=(2, 3)))
+    relu=F.relu, hardtanh=F.hardtanh, max_pool2d=F.max_pool2d, flatten=F.flatten, spatial_mean=lambda x: F.mean(x, axis=(2, 3)),
+    batch_norm_relu=lambda bn, x: bn(x, relu=True))
 
 
 class BasicBlock(frameworks.BlockModule, nn.Module):

@@ -63,8 +63,9 @@ def test_max_pool2d_gives_a_tie_to_its_first_maximum(backend_name):
 @on_each_backend
 @SETTINGS
 @given(seeds, st.sampled_from([(6, 3), (2, 3, 2, 2), (4, 2, 3, 1), (3, 4, 2, 3)]), st.booleans(),
-       st.booleans(), st.sampled_from([np.float32, np.float64]))
-def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, affine, dtype):
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, affine, dtype, relu):
+    """relu=True: the fused batch norm + ReLU against ops.relu of the definition."""
     rng = np.random.default_rng(seed)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -82,8 +83,11 @@ def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, a
         return result, (running_mean, running_var)
 
     with ma.use_backend(backend_name):
-        fused, fused_stats = run(F.batch_norm)
-    readable, readable_stats = run(F.batch_norm_from_primitives)
+        fused, fused_stats = run(lambda *a, **k: F.batch_norm(*a, **k, relu=relu))
+    readable, readable_stats = run(lambda *a, **k: (lambda y: ma.ops.relu(y) if relu else y)(
+        F.batch_norm_from_primitives(*a, **k)))
+    if relu:
+        assert (fused[0] == 0).any() and (fused[0] > 0).any()     # the ReLU cut some, kept some
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     assert_same(fused, readable, rtol)
     for a, b in zip(fused_stats, readable_stats):                 # the running statistics too

@@ -86,6 +86,27 @@ def test_batch_norm_backward_equals_the_reference(case):
             raise AssertionError(f"{name}: {exc}") from None
 
 
+@SETTINGS
+@given(batch_norm_cases(), st.sampled_from([0.0, 0.5, -0.5]))
+def test_batch_norm_with_its_relu_is_the_reference_with_its_relu(case, shift):
+    """relu=True: y = max(0, y) written by the forward's pass; the backward, given that y,
+    takes g through the ReLU in its own passes. Against the reference's (which calls
+    relu_reference), the outputs exactly where the ReLU cut, the gradients to rounding."""
+    x, weight, bias, mean, var, training = case
+    stats = (None, None) if training else (mean, var)
+    bias = None if bias is None else (bias + shift).astype(x.dtype)
+    got = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=True)
+    want = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=True)
+    plain = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    np.testing.assert_array_equal(got[0], np.maximum(plain[0], 0))   # the same pass, then max(0, .)
+    np.testing.assert_array_equal(got[0] == 0, want[0] == 0)
+    g = np.random.default_rng(3).standard_normal(x.shape).astype(x.dtype)
+    fused = bn_cpu.batch_norm_backward(g, got[1], got[2], weight, training, y=got[0])
+    apart = bn_cpu.batch_norm_backward(relu_ref.relu_backward(g, got[0]), got[1], got[2], weight, training)
+    for a, b in zip(fused, apart):
+        np.testing.assert_array_equal(a, b)     # masking inside the passes = masking first
+
+
 def test_batch_norm_of_fully_connected_features_is_the_references(monkeypatch):
     """(N, C) inputs (a channel is a column) run NumPy's passes along the rows: the kernels are not called."""
     monkeypatch.setattr(bn_cpu, "_forward_kernel", None)

@@ -171,3 +171,45 @@ def test_bad_input_shape_and_name():
         models.build_model("resnet18")
     with pytest.raises(ValueError, match="depth must be 6n"):
         architectures.resnet(21)
+
+
+@pytest.mark.parametrize("name, kind, shape", [("resnet20", "adder", (2, 3, 32, 32)), ("lenet5_bn", "cnn", (3, 1, 32, 32)),
+                                               ("resnet20", "bnn", (2, 3, 32, 32))])
+def test_batch_norm_and_relu_fused_compute_what_the_two_layers_do(name, kind, shape, monkeypatch):
+    """frameworks.run applies a batch norm record and the ReLU after it as one fused layer
+    (F.batch_norm(relu=True)): the logits, every gradient and the running statistics are
+    those of the two layers run apart (the framework without batch_norm_relu). In a BNN
+    the record stands for HardTanh, which is never fused."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    labels = rng.integers(0, 10, shape[0])
+
+    def step(fuse):
+        minadder.manual_seed(0)
+        model = models.build_model(name, kind=kind)
+        if not fuse:
+            for module in model.modules():
+                if getattr(module, "framework", None) is models.LAYERS:
+                    module.framework = models.LAYERS._replace(batch_norm_relu=None)
+        calls = []
+        monkeypatch.setattr(nn.BatchNorm2d, "forward", _counting(nn.BatchNorm2d.forward, calls))
+        logits = model(Tensor(x))
+        minadder.functional.cross_entropy(logits, labels).backward()
+        return logits.data, {n: p.grad for n, p in model.named_parameters()}, model.state_dict(), calls
+
+    fused, apart = step(True), step(False)
+    np.testing.assert_allclose(fused[0], apart[0], rtol=1e-5, atol=1e-6)
+    for n in apart[1]:
+        np.testing.assert_allclose(fused[1][n], apart[1][n], rtol=1e-4, atol=1e-6, err_msg=n)
+    for n in apart[2]:
+        np.testing.assert_allclose(fused[2][n], apart[2][n], rtol=1e-5, atol=1e-6, err_msg=n)
+    assert not any(apart[3])
+    assert any(fused[3]) == (kind != "bnn")   # the fused layer ran (none in the BNN)
+
+
+def _counting(forward, calls):
+    """forward, recording whether each call fused its ReLU."""
+    def counted(self, x, relu=False):
+        calls.append(relu)
+        return forward(self, x, relu)
+    return counted

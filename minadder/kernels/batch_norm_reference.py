@@ -12,9 +12,15 @@ evaluation. The backward (proofs/mathematics.md, section 3; the paper's Eq. 11) 
     dx = inv_std * weight * (g - sum(g)/M - xhat * sum(g * xhat)/M)     (training)
     dx = inv_std * weight * g                                            (evaluation)
 
+With relu=True the forward returns max(0, y) (a batch norm followed by a ReLU, as in
+most CNN blocks), and the backward, given that output as ``y``, first passes the upstream
+gradient through the ReLU (relu_reference.py): one kernel call each way for both layers.
+
 The running statistics are the layer's business (minadder/layers.py), not the kernels'.
 """
 import numpy as np
+
+from .relu_reference import relu_backward, relu_forward
 
 
 def channel_shape(x):
@@ -34,14 +40,14 @@ def channel_sum(a, b=None):
     return np.einsum("nci,nci->c", a3, b.reshape(n, c, -1))
 
 
-def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5):
+def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False):
     """Eq. 10 per channel of x (N, C) or (N, C, H, W): (y, xhat, inv_std, mean, var).
 
     mean and var None: training, normalise with the batch's mean and biased variance, which
     are returned (of x's dtype) for the running statistics. Given (C,) mean and var:
     evaluation, normalise with them (and return them). weight and bias (C,) may be None.
     xhat and inv_std (C,), of x's dtype, are what batch_norm_backward needs; y may be xhat
-    itself when there is neither weight nor bias.
+    itself when there is neither weight nor bias. relu=True: y is max(0, y).
     """
     shape = channel_shape(x)
     if mean is None:
@@ -56,12 +62,15 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5)
     y = xhat if weight is None else xhat * weight.reshape(shape)
     if bias is not None:
         y = y + bias.reshape(shape) if y is xhat else np.add(y, bias.reshape(shape), out=y)
-    return y, xhat, inv_std, mean, var
+    return (relu_forward(y) if relu else y), xhat, inv_std, mean, var
 
 
-def batch_norm_backward(g, xhat, inv_std, weight=None, training=True):
+def batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None):
     """The gradients (dx, dweight, dbias) of batch_norm_forward for the upstream g (x's shape);
-    training says whether the statistics were the batch's (then they depend on x too)."""
+    training says whether the statistics were the batch's (then they depend on x too).
+    y: the output of a forward with relu=True, whose ReLU g goes back through first."""
+    if y is not None:
+        g = relu_backward(g, y)
     shape = channel_shape(g)
     dweight = channel_sum(g, xhat)                       # sum g * xhat
     dbias = channel_sum(g)                               # sum g

@@ -35,17 +35,19 @@ layer that a backend may speed up. The reference defines them all (``batch_norm_
 function, or the reference's when the backend has none (the "cuda" backend: its layers then
 run them in NumPy on host arrays).
 
-    batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5)
+    batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False)
         -> (y, xhat, inv_std, mean, var)
         Batch norm, Eq. 10, per channel (axis 1) of x (N, C) or (N, C, H, W):
         xhat = (x - mean) / sqrt(var + eps), y = weight * xhat + bias. mean and var None:
         training, with the batch's mean and biased variance, returned of x's dtype (the
         layer updates its running statistics with them); given (C,): evaluation, with those.
         weight and bias (C,) or None. inv_std (C,) = 1 / sqrt(var + eps), of x's dtype.
-    batch_norm_backward(g, xhat, inv_std, weight=None, training=True) -> (dx, dweight, dbias)
+    batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None) -> (dx, dweight, dbias)
         Its gradients for the upstream g (Eq. 11; proofs/mathematics.md, section 3):
         dweight = sum g * xhat, dbias = sum g per channel, and dx, which in training
-        accounts for the batch statistics depending on x.
+        accounts for the batch statistics depending on x. relu=True in the forward makes
+        y = max(0, y) (batch norm and the ReLU after it in one call); its backward is
+        given that y and takes g through the ReLU first (g * 1[y > 0]).
 
     max_pool2d_forward(x, k, stride, padding) -> (y, argmax)
         The maximum of each k x k window of x (N, C, H, W) padded with -inf, and its offset

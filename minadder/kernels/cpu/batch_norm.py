@@ -6,7 +6,9 @@ channel at a time (prange over C) and makes all its passes over that channel's v
 they are still in its cache:
 
     forward     the mean; the variance of x - mean; then xhat and y written together
-    backward    sum(g) and sum(g * xhat) together; then dx
+                (y = max(0, y) there too when a ReLU follows: relu=True)
+    backward    sum(g) and sum(g * xhat) together; then dx (g through that ReLU first,
+                in both passes, when the forward's y is given)
 
 The sums accumulate in float64 (for float32 inputs too), one pass each, so the statistics
 are those of the reference up to float32 rounding. The sums alone are compiled with
@@ -51,22 +53,24 @@ def _centred_mean_square(x, c, mean):
 
 
 @njit(fastmath={"reassoc"}, cache=True)
-def _grad_sums(g, xhat, c):
-    """(sum g, sum g * xhat) over one channel, in one pass."""
+def _grad_sums(g, xhat, y, masked, c):
+    """(sum g, sum g * xhat) over one channel, in one pass; masked: g * 1[y > 0] (the ReLU)."""
     sum_g, sum_gx = 0.0, 0.0
+    on, off = g.dtype.type(1), g.dtype.type(0)
     for n in range(g.shape[0]):
-        gr, xr = g[n, c], xhat[n, c]
+        gr, xr, yr = g[n, c], xhat[n, c], y[n, c]
         for j in range(gr.shape[0]):
-            sum_g += gr[j]
-            sum_gx += np.float64(gr[j]) * xr[j]
+            gv = gr[j] * (on if yr[j] > 0 else off) if masked else gr[j]
+            sum_g += gv
+            sum_gx += np.float64(gv) * xr[j]
     return sum_g, sum_gx
 
 
 # ================================================================ the two kernels
 @njit(parallel=True, cache=True)
-def _forward_kernel(x, weight, bias, training, eps, mean, var, inv_std, xhat, y):
+def _forward_kernel(x, weight, bias, training, eps, relu, mean, var, inv_std, xhat, y):
     """x, xhat, y (N, C, P); weight, bias, inv_std (C,) of x's dtype; mean, var (C,)
-    float64: written in training, read in evaluation."""
+    float64: written in training, read in evaluation; relu: y = max(0, y) (relu.py's)."""
     for c in prange(x.shape[1]):
         if training:
             mean[c] = _mean(x, c)
@@ -78,26 +82,31 @@ def _forward_kernel(x, weight, bias, training, eps, mean, var, inv_std, xhat, y)
             for j in range(xr.shape[0]):
                 h = (xr[j] - m) * s
                 hr[j] = h
-                yr[j] = h * w + b
+                v = h * w + b
+                yr[j] = v if not relu or v > 0 or v != v else 0
 
 
 @njit(parallel=True, cache=True)
-def _backward_kernel(g, xhat, scale, training, dx, dweight, dbias):
-    """g, xhat, dx (N, C, P); scale = inv_std * weight, dweight, dbias (C,) of g's dtype."""
+def _backward_kernel(g, xhat, y, masked, scale, training, dx, dweight, dbias):
+    """g, xhat, dx (N, C, P); scale = inv_std * weight, dweight, dbias (C,) of g's dtype;
+    masked: g goes through the ReLU whose output was y (N, C, P) first."""
     count = g.shape[0] * g.shape[2]
+    on, off = g.dtype.type(1), g.dtype.type(0)      # g * 1 or g * 0 in g's dtype, as relu.py
     for c in prange(g.shape[1]):
-        sum_g, sum_gx = _grad_sums(g, xhat, c)
+        sum_g, sum_gx = _grad_sums(g, xhat, y, masked, c)
         dweight[c], dbias[c] = sum_gx, sum_g
         s = scale[c]
         a, b = g.dtype.type(sum_gx / count), g.dtype.type(sum_g / count)
         for n in range(g.shape[0]):
-            gr, hr, dr = g[n, c], xhat[n, c], dx[n, c]
+            gr, hr, yr, dr = g[n, c], xhat[n, c], y[n, c], dx[n, c]
             if training:   # the batch statistics depend on x: the means of g and g * xhat come in
                 for j in range(gr.shape[0]):
-                    dr[j] = (gr[j] - (hr[j] * a + b)) * s
+                    gv = gr[j] * (on if yr[j] > 0 else off) if masked else gr[j]
+                    dr[j] = (gv - (hr[j] * a + b)) * s
             else:
                 for j in range(gr.shape[0]):
-                    dr[j] = gr[j] * s
+                    gv = gr[j] * (on if yr[j] > 0 else off) if masked else gr[j]
+                    dr[j] = gv * s
 
 
 # ============================================================= the optional kernels
@@ -118,11 +127,12 @@ def _numba_dtypes(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in FLOATS
 
 
-def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5):
+def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False):
     """Eq. 10: (y, xhat, inv_std, mean, var), as batch_norm_reference.batch_norm_forward
-    (mean and var None: training, the batch's statistics are returned, of x's dtype)."""
+    (mean and var None: training, the batch's statistics are returned, of x's dtype;
+    relu: y = max(0, y), written in the same pass)."""
     if x.ndim == 2 or not _numba_dtypes(x, weight, bias):   # (N, C): NumPy runs along C already
-        return reference.batch_norm_forward(x, weight, bias, mean, var, eps)
+        return reference.batch_norm_forward(x, weight, bias, mean, var, eps, relu)
     c, training = x.shape[1], mean is None
     x3 = _as_3d(x)
     mean64 = np.empty(c) if training else np.ascontiguousarray(mean, dtype=np.float64)
@@ -130,19 +140,21 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5)
     inv_std = np.empty(c, x.dtype)
     xhat, y = np.empty_like(x3), np.empty_like(x3)
     _forward_kernel(x3, _per_channel(weight, c, 1, x.dtype), _per_channel(bias, c, 0, x.dtype), training,
-                    float(eps), mean64, var64, inv_std, xhat, y)
+                    float(eps), bool(relu), mean64, var64, inv_std, xhat, y)
     if training:
         mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
     return y.reshape(x.shape), xhat.reshape(x.shape), inv_std, mean, var
 
 
-def batch_norm_backward(g, xhat, inv_std, weight=None, training=True):
-    """(dx, dweight, dbias), as batch_norm_reference.batch_norm_backward."""
-    if g.ndim == 2 or not _numba_dtypes(g, xhat, inv_std, weight):
-        return reference.batch_norm_backward(g, xhat, inv_std, weight, training)
+def batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None):
+    """(dx, dweight, dbias), as batch_norm_reference.batch_norm_backward (y: the output of a
+    forward with relu=True; g goes through that ReLU first, in the same passes)."""
+    if g.ndim == 2 or not _numba_dtypes(g, xhat, inv_std, weight, y):
+        return reference.batch_norm_backward(g, xhat, inv_std, weight, training, y)
     c = g.shape[1]
     scale = inv_std if weight is None else inv_std * weight
-    g3 = _as_3d(g)
+    g3, x3 = _as_3d(g), _as_3d(xhat)
     dx, dweight, dbias = np.empty_like(g3), np.empty(c, g.dtype), np.empty(c, g.dtype)
-    _backward_kernel(g3, _as_3d(xhat), np.ascontiguousarray(scale), training, dx, dweight, dbias)
+    _backward_kernel(g3, x3, x3 if y is None else _as_3d(y), y is not None, np.ascontiguousarray(scale), training,
+                     dx, dweight, dbias)
     return dx.reshape(g.shape), dweight, dbias
