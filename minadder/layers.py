@@ -1,8 +1,9 @@
 """The layers of a network, on top of the primitives of ``ops.py`` (the mathematics:
 proofs/mathematics.md). ``linear`` is a composition of primitives. The pooling, adder and
-batch-norm layers (and ReLU, whose definition is the primitive ``ops.relu``) come in two forms, to be read in this order: a readable definition from
-primitives (``*_from_primitives``), then the fused ``Function`` that training uses (it keeps
-few large temporaries alive), which the tests hold equal to the readable one. ``conv2d``,
+batch-norm layers (and ReLU, whose definition is the primitive ``ops.relu``) come in two
+forms, to be read in this order: a readable definition from primitives
+(``*_from_primitives``), then the fused ``Function`` that training uses (it keeps few large
+temporaries alive), which the tests hold equal to the readable one. ``conv2d``,
 the fused adder layer (Eq. 2), max pooling, batch norm and ReLU call the active kernel backend
 (``minadder.backend``; the last three have their NumPy definitions in ``kernels/*_reference.py``).
 The argument checks, and the messages they give, are in ``checks.py``.

@@ -2,10 +2,11 @@
 convolution and its gradients through them by chunks of images, one BLAS product a chunk.
 
 The same two maps as ``reference.im2col`` / ``reference.col2im`` (read those first: there
-they are NumPy slicing), written out element by element so that the threads share the
-work and nothing is padded or transposed on the way: im2col fills one row of X_col
-(c, i, j) per task, col2im accumulates one (image, channel) plane per task, so no two
-tasks write the same memory. NumPy's versions took a third of a ResNet-20 CNN step.
+they are NumPy slicing), written out element by element so that nothing is padded or
+transposed on the way: one row of X_col (c, i, j), one (image, channel) plane of col2im
+at a time. Serial versions (``nogil``: a thread of products.on_threads runs them on its
+own chunk of images) and parallel ones, one image per task, so no two tasks write the
+same memory. NumPy's versions took a third of a ResNet-20 CNN step.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -47,17 +48,36 @@ def _col2im_plane(cols, b, ci, kh, kw, stride, padding, ho, wo, plane):
                             plane[y, xx] += row[base + v]
 
 
+@njit(nogil=True, cache=True)
+def _im2col_serial(x, kh, kw, stride, padding, ho, wo, cols):
+    """X_col of x into cols (K, N*P), on the calling thread, releasing the GIL."""
+    for row in range(cols.shape[0]):
+        _im2col_row(x, row, kh, kw, stride, padding, ho, wo, cols[row])
+
+
+@njit(nogil=True, cache=True)
+def _col2im_serial(cols, kh, kw, stride, padding, ho, wo, dx):
+    """dx (N, C, H, W) += col2im(cols), on the calling thread, releasing the GIL."""
+    for b in range(dx.shape[0]):
+        for ci in range(dx.shape[1]):
+            _col2im_plane(cols, b, ci, kh, kw, stride, padding, ho, wo, dx[b, ci])
+
+
+# The parallel maps: one image per task, each the serial map on its image. (Functions of
+# their own, not njit(parallel=True) of the serial ones: Numba's disk cache tells
+# compilations apart by the function's code, not by its options.)
 @njit(parallel=True, cache=True)
 def _im2col_kernel(x, kh, kw, stride, padding, ho, wo, cols):
-    for row in prange(cols.shape[0]):
-        _im2col_row(x, row, kh, kw, stride, padding, ho, wo, cols[row])
+    p = ho * wo
+    for b in prange(x.shape[0]):
+        _im2col_serial(x[b:b + 1], kh, kw, stride, padding, ho, wo, cols[:, b * p:(b + 1) * p])
 
 
 @njit(parallel=True, cache=True)
 def _col2im_kernel(cols, kh, kw, stride, padding, ho, wo, dx):
-    n, c = dx.shape[0], dx.shape[1]
-    for task in prange(n * c):
-        _col2im_plane(cols, task // c, task % c, kh, kw, stride, padding, ho, wo, dx[task // c, task % c])
+    p = ho * wo
+    for b in prange(dx.shape[0]):
+        _col2im_serial(cols[:, b * p:(b + 1) * p], kh, kw, stride, padding, ho, wo, dx[b:b + 1])
 
 
 def im2col(x, kh, kw, stride=1, padding=0):
@@ -79,21 +99,6 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
 
 
 # ================================================ the convolution by chunks of images
-# The same two maps serial and ``nogil``: each thread of products.on_threads runs them on
-# its own chunks of images while the other runs its own, no Numba worker spinning.
-@njit(nogil=True, cache=True)
-def _im2col_serial(x, kh, kw, stride, padding, ho, wo, cols):
-    for row in range(cols.shape[0]):
-        _im2col_row(x, row, kh, kw, stride, padding, ho, wo, cols[row])
-
-
-@njit(nogil=True, cache=True)
-def _col2im_serial(cols, kh, kw, stride, padding, ho, wo, dx):
-    for b in range(dx.shape[0]):
-        for ci in range(dx.shape[1]):
-            _col2im_plane(cols, b, ci, kh, kw, stride, padding, ho, wo, dx[b, ci])
-
-
 def _chunk_columns(x, win, images):
     """X_col (K, n_c * P) of a slice of the batch, on the calling thread."""
     cols = np.empty((win.k, (images.stop - images.start) * win.plane), dtype=x.dtype)
