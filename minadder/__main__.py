@@ -73,6 +73,8 @@ def _add_train_parser(sub):
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help=f"Nesterov momentum (default: {DEFAULTS.nesterov})")
     opt("--weight-decay", "L2 weight decay", type=float)
+    opt("--binary-weight-decay", "--kind bnn: the weight decay of the binary layers' real weights "
+                                 "(default: --weight-decay)", type=float)
     opt("--grad-mode", "adder gradients: full precision (Eq. 5, 6) or sign (Eq. 4)", choices=GRAD_MODES)
     opt("--distance", "adder layers' distance: l1 (Eq. 2) or l2 (Eq. 27, Appendix B)", choices=DISTANCES)
     opt("--adder-scaling", "adder learning-rate scaling: adaptive (Eq. 13), fixed factor, or none",

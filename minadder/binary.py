@@ -33,7 +33,12 @@ binarize = Binarize.apply
 
 
 class BinaryConv2d(nn.Conv2d):
-    """Y = conv2d(sgn(X), sgn(W)): a convolution of signs (weights kept real for training)."""
+    """Y = conv2d(sgn(X), sgn(W)): a convolution of signs (weights kept real for training:
+    ``weight.is_binary``, which optim.SGD's binary_weight_decay applies to)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight.is_binary = True
 
     def forward(self, x):
         return F.conv2d(binarize(x), binarize(self.weight), self.bias, self.stride, self.padding)
@@ -41,6 +46,10 @@ class BinaryConv2d(nn.Conv2d):
 
 class BinaryLinear(nn.Linear):
     """Y = sgn(X) @ sgn(W).T (+ bias): a fully connected layer of signs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight.is_binary = True
 
     def forward(self, x):
         return F.linear(binarize(x), binarize(self.weight), self.bias)

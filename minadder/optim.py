@@ -54,13 +54,16 @@ class SGD:
     """Stochastic gradient descent, per parameter p with gradient g:
 
         g <- alpha_l * g                 adder filters only (adder_scaling, Eq. 13)
-        g <- g + weight_decay * p
+        g <- g + weight_decay * p        (binary_weight_decay for a BNN's latent weights)
         v <- momentum * v + g
         p <- p - lr * (g + momentum * v)   (nesterov)   or   p <- p - lr * v
 
     adder_scaling: "adaptive" (alpha_l of Eq. 13 with eta), "fixed" (alpha = adder_factor,
     the paper's ILR) or "none". Parameters whose ``is_adder`` is True are adder filters.
     lr, momentum, weight_decay, eta and adder_factor are checked against ``RANGES``.
+    binary_weight_decay (None: weight_decay) is the decay of the parameters whose
+    ``is_binary`` is True, the real weights behind a binary layer's signs: only their signs
+    act, so decay only shrinks them, and at |w| << lr * |g| every step flips signs at random.
     """
 
     lr = _checked_property("lr")
@@ -70,11 +73,14 @@ class SGD:
     adder_factor = _checked_property("adder_factor")
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 adder_scaling="adaptive", eta=0.1, adder_factor=100.0):
+                 adder_scaling="adaptive", eta=0.1, adder_factor=100.0, binary_weight_decay=None):
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        if binary_weight_decay is not None:
+            check_number("SGD: binary_weight_decay", binary_weight_decay, *RANGES["weight_decay"])
+        self.binary_weight_decay = binary_weight_decay
         self.eta, self.adder_factor = eta, adder_factor
         if nesterov and self.momentum <= 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
@@ -101,8 +107,11 @@ class SGD:
                 if p.grad is None:
                     continue
                 g = self.scaled_grad(p)
-                if self.weight_decay:
-                    g = g + p.data.dtype.type(self.weight_decay) * p.data
+                decay = self.weight_decay
+                if getattr(p, "is_binary", False) and self.binary_weight_decay is not None:
+                    decay = self.binary_weight_decay
+                if decay:
+                    g = g + p.data.dtype.type(decay) * p.data
                 if self.momentum:
                     mu = p.data.dtype.type(self.momentum)
                     v = g.copy() if self.velocity[i] is None else mu * self.velocity[i] + g

@@ -11,6 +11,8 @@
 #
 # RUNS picks the networks (default "adder cnn"): adder, cnn, bnn, or adder-l2 (the
 # l2-AdderNet of Appendix B), e.g. RUNS="adder-l2 bnn" results/run_cifar.sh 30 DIR.
+# BINARY_DECAY sets the BNN's --binary-weight-decay (the decay of its binary layers' real
+# weights; default: the 5e-4 of every weight), e.g. BINARY_DECAY=0 RUNS=bnn ...
 #
 # Usage: results/run_cifar.sh EPOCHS DATA_DIR (the folder of the binary CIFAR-10 batches)
 set -euo pipefail
@@ -25,13 +27,18 @@ for run in ${RUNS:-${KINDS:-adder cnn}}; do
   [ "$run" != "$kind" ] && distance=l2
   out="results/cifar10-resnet20-$run-${epochs}ep"
   [ "$eta" != "0.1" ] && out="$out-eta$eta"
+  extra=()
+  if [ "$kind" = bnn ] && [ -n "${BINARY_DECAY:-}" ]; then
+    out="$out-binary-decay$BINARY_DECAY"
+    extra=(--binary-weight-decay "$BINARY_DECAY")
+  fi
   if [ -f "$out/checkpoint.npz" ]; then
     args=(--resume "$out")
   else
     args=(--model resnet20 --dataset cifar10 --data-dir "$data" --kind "$kind" --distance "$distance" --epochs "$epochs"
           --batch-size 128 --lr 0.1 --schedule cosine --momentum 0.9 --nesterov --weight-decay 5e-4
           --eta "$eta" --test-file test_batch_first1000_exact.bin --extra-test-file test_batch.bin
-          --output-dir "$out")
+          --output-dir "$out" "${extra[@]}")
   fi
   mkdir -p "$out"
   python -m minadder train "${args[@]}" --no-progress >> "$out/train.log" 2>&1 &

@@ -59,6 +59,14 @@ def test_a_bnn_keeps_its_first_and_last_layers_full_precision(name):
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in models.build_model(name, kind="cnn").named_parameters()]
 
 
+def test_the_binary_layers_mark_their_real_weights_for_the_optimizer():
+    """is_binary (optim.SGD's binary_weight_decay) on the binary layers' weights, and only there."""
+    model = models.build_model("resnet20", kind="bnn")
+    marked = {n for n, p in model.named_parameters() if getattr(p, "is_binary", False)}
+    binary_layers = {n for n, m in model.named_modules() if isinstance(m, (binary.BinaryConv2d, binary.BinaryLinear))}
+    assert marked == {f"{n}.weight" for n in binary_layers}
+
+
 def test_the_torch_bnn_is_the_same_network():
     torch = pytest.importorskip("torch")
     from minadder.torch import models as torch_models

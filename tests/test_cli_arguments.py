@@ -132,6 +132,8 @@ def test_tilde_and_variables_are_expanded_in_every_path(places, tmp_path):
     (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
     (["--eta", "-1"], "--eta must be a finite number > 0"),
     (["--adder-factor", "0"], "--adder-factor must be a finite number > 0"),
+    (["--kind", "bnn", "--binary-weight-decay", "-1"], "--binary-weight-decay must be a finite number >= 0"),
+    (["--binary-weight-decay", "0"], "--binary-weight-decay applies to --kind bnn only, not adder"),
 ])
 def test_every_numeric_train_option_is_checked_naming_its_flag(env, capsys, args, words, tmp_path):
     assert main(["train", *TINY, *args, "--output-dir", str(tmp_path / "run")]) == 2

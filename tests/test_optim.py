@@ -28,6 +28,22 @@ def test_weight_decay_is_added_to_the_gradient():
     np.testing.assert_allclose(p.data, [1 - 0.1 * (0.5 + 0.01), 2 - 0.1 * (-1 + 0.02)])
 
 
+def test_binary_weight_decay_applies_to_the_latent_weights_of_binary_layers_only():
+    """A BNN's real weights behind its signs (is_binary) take binary_weight_decay; the others
+    weight_decay; binary_weight_decay None leaves every parameter at weight_decay."""
+    latent, other = param([1.0, -2.0], [0.5, 0.5]), param([1.0, -2.0], [0.5, 0.5])
+    latent.is_binary = True
+    SGD([latent, other], lr=0.1, weight_decay=0.01, binary_weight_decay=0.0).step()
+    np.testing.assert_allclose(latent.data, [1 - 0.05, -2 - 0.05])
+    np.testing.assert_allclose(other.data, [1 - 0.1 * (0.5 + 0.01), -2 - 0.1 * (0.5 - 0.02)])
+    latent = param([1.0, -2.0], [0.5, 0.5])
+    latent.is_binary = True
+    SGD([latent], lr=0.1, weight_decay=0.01).step()
+    np.testing.assert_allclose(latent.data, other.data)
+    with pytest.raises(ValueError, match="binary_weight_decay"):
+        SGD([latent], lr=0.1, binary_weight_decay=-1.0)
+
+
 def test_momentum_over_two_steps():
     p = param([1.0], [1.0])
     opt = SGD([p], lr=0.1, momentum=0.9)

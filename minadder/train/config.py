@@ -57,6 +57,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    binary_weight_decay: float = None   # None: weight_decay (as every run before this option)
     grad_mode: str = "full"
     distance: str = "l1"        # checkpoints written before this option existed are l1 ones
     adder_scaling: str = "adaptive"
@@ -104,6 +105,8 @@ class TrainConfig:
                                  f"{' (or left out for all)' if name.startswith('limit_') else ''}; got {value!r}")
         for name, (low, high, low_open, high_open) in optim.RANGES.items():
             optim.check_number(flag(name), getattr(self, name), low, high, low_open, high_open)
+        if self.binary_weight_decay is not None:
+            optim.check_number(flag("binary_weight_decay"), self.binary_weight_decay, *optim.RANGES["weight_decay"])
 
     def _check_combinations(self):
         """Options that are each valid but do not go together."""
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"--distance l2 applies to --kind adder only, not {self.kind}")
         if self.distance == "l2" and self.grad_mode == "sign":
             raise ValueError("--grad-mode sign applies to the l1 distance only; an l2 layer's gradients are exact")
+        if self.binary_weight_decay is not None and self.kind != "bnn":
+            raise ValueError(f"--binary-weight-decay applies to --kind bnn only, not {self.kind}")
         if self.nesterov and self.momentum <= 0:
             raise ValueError("--nesterov needs --momentum > 0 (pass --no-nesterov or a momentum)")
         for name in ("test_file", "extra_test_file"):

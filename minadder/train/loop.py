@@ -54,6 +54,7 @@ def build(config, num_classes, channels, size):
     model = config.build_network(num_classes, channels, size)
     optimizer = optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           nesterov=config.nesterov, weight_decay=config.weight_decay,
+                          binary_weight_decay=config.binary_weight_decay,
                           adder_scaling=config.adder_scaling, eta=config.eta,
                           adder_factor=config.adder_factor)
     return model, optimizer
