@@ -107,6 +107,7 @@ def run(module, records, x):
     fw = module.framework
     fused = False                       # the record before was a batch norm that did this ReLU
     for i, record in enumerate(records):
+        fuses = _relu_fuses(module, records, i)
         if isinstance(record, ReLU):
             x = x if fused else activation(module)(x)
         elif isinstance(record, MaxPool):
@@ -115,11 +116,11 @@ def run(module, records, x):
             x = fw.flatten(x, 1)
         elif isinstance(record, GlobalAvgPool):
             x = fw.spatial_mean(x)
-        elif _relu_fuses(module, records, i):
+        elif fuses:
             x = fw.batch_norm_relu(getattr(module, record.name), x)
         elif not isinstance(record, Features):
             x = getattr(module, record.name)(x)
-        fused = _relu_fuses(module, records, i)
+        fused = fuses
     return x
 
 
