@@ -131,10 +131,13 @@ def check_batch_norm_layer(op, num_features, eps, momentum):
     return num_features, eps, momentum
 
 
-def check_batch_norm_args(x, running_mean, running_var, weight, bias, training):
+def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, residual=None):
     """batch_norm's operands: x (N, C) or (N, C, H, W), per-channel vectors of C, running
-    statistics for evaluation, and more than one value per channel for training."""
+    statistics for evaluation, more than one value per channel for training, and a
+    residual of x's shape."""
     xs = _shape(x)
+    if residual is not None and _shape(residual) != xs:
+        raise ValueError(f"batch_norm: residual must have the input's shape {xs}, got {_shape(residual)}")
     if len(xs) not in (2, 4):
         raise ValueError(f"batch_norm: input must be 2-D (N, C) or 4-D (N, C, H, W), got shape {xs}")
     for name, value in (("running_mean", running_mean), ("running_var", running_var),

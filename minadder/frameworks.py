@@ -32,8 +32,9 @@ class Framework(NamedTuple):
     max_pool2d: Any
     flatten: Any
     spatial_mean: Any
-    #: (batch norm module, x) -> relu(module(x)) as one fused layer, or None: run() then
-    #: applies a batch norm record and the ReLU record after it as two
+    #: (batch norm module, x, residual=None) -> relu(module(x) + residual) as one fused
+    #: layer, or None: run() then applies a batch norm record and the ReLU record after it
+    #: as two, and a basic block adds its shortcut and applies its ReLU apart
     batch_norm_relu: Any = None
 
 
@@ -201,9 +202,19 @@ class BlockModule:
             *(make_layer(self.framework, record, choice) for record in shortcut))
 
     def forward(self, x):
-        out = run(self, self.body_records, x)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return activation(self)(out + shortcut)
+        body, last = self.body_records, self.body_records[-1]
+        if self._fuses_end():     # relu(bn(out) + shortcut) as one layer
+            out = run(self, body[:-1], x)
+            return self.framework.batch_norm_relu(getattr(self, last.name), out, self._shortcut(x))
+        return activation(self)(run(self, body, x) + self._shortcut(x))
+
+    def _shortcut(self, x):
+        return x if self.downsample is None else self.downsample(x)
+
+    def _fuses_end(self):
+        """Whether the body's last batch norm, the shortcut's addition and the ReLU run as one layer."""
+        return (self.framework.batch_norm_relu is not None and isinstance(self.body_records[-1], BatchNorm2d)
+                and activation(self) is self.framework.relu)
 
 
 def builder(describe, network_class):

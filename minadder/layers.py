@@ -298,12 +298,14 @@ def batch_norm_from_primitives(x, running_mean=None, running_var=None, weight=No
 class BatchNorm(Function):
     """The fused batch norm (Eq. 10): the active backend's batch_norm kernels (contract.py);
     the running statistics are updated here, towards the batch's (unbiased variance).
-    relu=True: max(0, batch norm), the ReLU inside the same kernels (ctx.y is its mask)."""
+    relu=True: max(0, batch norm), the ReLU inside the same kernels (ctx.y is its mask);
+    a residual is added before that ReLU, and its gradient is g through the ReLU."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False):
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False, residual=None):
         stats = (None, None) if training else (running_mean, running_var)
-        y, ctx.xhat, ctx.inv_std, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps, relu)
+        y, ctx.xhat, ctx.inv_std, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps, relu,
+                                                                                 residual)
         ctx.y = y if relu else None
         if training and running_mean is not None:
             count = x.size // x.shape[1]                                 # values per channel
@@ -311,25 +313,32 @@ class BatchNorm(Function):
             running_mean += momentum * mu
             running_var *= 1 - momentum
             running_var += momentum * var * count / (count - 1)          # unbiased (count >= 2 is checked)
-        ctx.weight, ctx.training = weight, training
+        ctx.weight, ctx.training, ctx.residual = weight, training, residual is not None
         ctx.backward_kernel = backend.kernel("batch_norm_backward")
+        ctx.relu_backward = backend.kernel("relu_backward") if relu and residual is not None else None
         return y
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.residual:    # g through the ReLU once, for the residual and the batch norm alike
+            g = g if ctx.relu_backward is None else ctx.relu_backward(g, ctx.y)
+            dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, None)
+            return dx, dweight, dbias, None, None, None, None, None, None, g
         dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, ctx.y)
         return dx, dweight, dbias, None, None, None, None, None, None
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-               training=False, momentum=0.1, eps=1e-5, relu=False):
+               training=False, momentum=0.1, eps=1e-5, relu=False, residual=None):
     """Batch normalisation (Eq. 10, 11) of x (N, C) or (N, C, H, W) per channel.
 
     training=True normalises with the batch's mean and biased variance and updates the
     running statistics in place (momentum 0.1, unbiased variance); training=False uses
     the running statistics. Follows PyTorch's ``F.batch_norm`` argument order. relu=True
-    gives relu(batch_norm(...)) with the ReLU in the batch norm's own passes over memory.
+    gives relu(batch_norm(...)) with the ReLU in the batch norm's own passes over memory;
+    a residual (x's shape) is added before it: relu(batch_norm(x) + residual), the end of
+    ResNet's basic block.
     """
-    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
+    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training, residual)
     stats = [None if s is None else _raw(s) for s in (running_mean, running_var)]
-    return BatchNorm.apply(x, weight, bias, *stats, training, momentum, eps, bool(relu))
+    return BatchNorm.apply(x, weight, bias, *stats, training, momentum, eps, bool(relu), residual)

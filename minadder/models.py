@@ -30,7 +30,7 @@ LAYERS = frameworks.Framework(
     Sequential=nn.Sequential, Adder2d=nn.Adder2d, AdderLinear=nn.AdderLinear,
     BinaryConv2d=binary.BinaryConv2d, BinaryLinear=binary.BinaryLinear,
     relu=F.relu, hardtanh=F.hardtanh, max_pool2d=F.max_pool2d, flatten=F.flatten, spatial_mean=lambda x: F.mean(x, axis=(2, 3)),
-    batch_norm_relu=lambda bn, x: bn(x, relu=True))
+    batch_norm_relu=lambda bn, x, residual=None: bn(x, relu=True, residual=residual))
 
 
 class BasicBlock(frameworks.BlockModule, nn.Module):

@@ -297,12 +297,13 @@ class _BatchNorm(Module):
         self.register_buffer("running_mean", np.zeros(num_features, dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype))
 
-    def forward(self, x, relu=False):
-        """relu=True: relu(self(x)) in one fused layer (F.batch_norm's relu)."""
+    def forward(self, x, relu=False, residual=None):
+        """relu=True: relu(self(x)) in one fused layer (F.batch_norm's relu); residual:
+        self(x) + residual before that ReLU, in the same layer."""
         if x.ndim != self.ndim:
             raise ValueError(f"{type(self).__name__}: expected a {self.ndim}-D input, got shape {x.shape}")
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training, self.momentum, self.eps, relu)
+                            self.training, self.momentum, self.eps, relu, residual)
 
     def extra_repr(self):
         return f"{self.running_mean.shape[0]}"

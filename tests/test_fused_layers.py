@@ -98,6 +98,38 @@ def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, a
 
 @on_each_backend
 @SETTINGS
+@given(seeds, st.sampled_from([(2, 3, 2, 2), (4, 2, 3, 1), (3, 4, 2, 3)]), st.booleans(),
+       st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_batch_norm_with_a_residual_equals_its_definition(backend_name, seed, shape, training, dtype, relu):
+    """F.batch_norm(x, ..., relu, residual=r), ResNet's block end in one layer, against
+    relu(definition(x) + r) written with primitives: values and the gradients of x, the
+    affine parameters and r (the residual's: the upstream gradient through the ReLU)."""
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x, r = (rng.standard_normal(shape) * 3 + 1).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    weight, bias = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    stats = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+
+    def fused(x, weight, bias, r):
+        return F.batch_norm(x, stats[0].copy(), stats[1].copy(), weight, bias, training=training, relu=relu,
+                            residual=r)
+
+    def readable(x, weight, bias, r):
+        y = F.batch_norm_from_primitives(x, stats[0].copy(), stats[1].copy(), weight, bias, training=training) + r
+        return ma.ops.relu(y) if relu else y
+    with ma.use_backend(backend_name):
+        got = values_and_grads(fused, [x, weight, bias, r], g)
+    want = values_and_grads(readable, [x, weight, bias, r], g)
+    if relu:
+        assert (got[0] == 0).any() and (got[0] > 0).any()
+    assert_same(got, want, 1e-4 if dtype == np.float32 else 1e-10)
+    with pytest.raises(ValueError, match="residual must have the input's shape"):
+        F.batch_norm(ma.Tensor(x), *stats, training=False, residual=ma.Tensor(r[:1, :1]))
+
+
+@on_each_backend
+@SETTINGS
 @given(seeds, st.sampled_from([(3,), (2, 5), (2, 3, 4, 5), (1, 1, 70, 1000)]), st.sampled_from([np.float32, np.float64]))
 def test_relu_equals_the_primitive(backend_name, seed, shape, dtype):
     """F.relu (layers.FusedReLU, the backend's kernels) and ops.relu: the same values and

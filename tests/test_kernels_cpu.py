@@ -13,7 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder.kernels import cpu, reference as ref  # noqa: E402
-from minadder.kernels.cpu import frame, grad_weight  # noqa: E402
+from minadder.kernels.cpu import frame, grad_weight, products  # noqa: E402
 from minadder.kernels.geometry import Window  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=25)
@@ -96,7 +96,7 @@ def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((7, 3, 37, 29)).astype(np.float32)
     weight = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
-    assert (37 - 1) * 31 + 29 >= grad_weight.WIDE_DW_MIN_POSITIONS and 7 % grad_weight.DW_CHUNKS
+    assert (37 - 1) * 31 + 29 >= grad_weight.WIDE_DW_MIN_POSITIONS and 7 % products.DW_CHUNKS
     y, dx, dw = _both(cpu, x, weight, stride, 1, 7, mode)
     y_ref, dx_ref, dw_ref = _both(ref, x, weight, stride, 1, 7, mode)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=8 * np.finfo(np.float32).eps * 27 * 8)

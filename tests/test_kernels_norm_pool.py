@@ -107,6 +107,27 @@ def test_batch_norm_with_its_relu_is_the_reference_with_its_relu(case, shift):
         np.testing.assert_array_equal(a, b)     # masking inside the passes = masking first
 
 
+@SETTINGS
+@given(batch_norm_cases(), st.booleans())
+def test_batch_norm_with_a_residual_adds_it_before_the_relu(case, relu):
+    """residual: y = (weight * xhat + bias) + residual, then the ReLU, in the forward's one
+    pass: the same float operations in the same order as y computed first and the residual
+    added after (and as the reference's, up to its statistics' rounding)."""
+    x, weight, bias, mean, var, training = case
+    stats = (None, None) if training else (mean, var)
+    r = np.random.default_rng(5).standard_normal(x.shape).astype(x.dtype) * 2
+    got = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=relu, residual=r)
+    plain = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    added = plain[0] + r
+    np.testing.assert_array_equal(got[0], np.maximum(added, 0) if relu else added)
+    np.testing.assert_array_equal(got[1], plain[1])               # xhat, the statistics: untouched
+    want = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=relu, residual=r)
+    ref_plain = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    np.testing.assert_array_equal(want[0], np.maximum(ref_plain[0] + r, 0) if relu else ref_plain[0] + r)
+    if weight is None and bias is None:
+        assert want[1] is not want[0]                              # the reference did not add into xhat
+
+
 def test_batch_norm_of_fully_connected_features_is_the_references(monkeypatch):
     """(N, C) inputs (a channel is a column) run NumPy's passes along the rows: the kernels are not called."""
     monkeypatch.setattr(bn_cpu, "_forward_kernel", None)

@@ -177,9 +177,10 @@ def test_bad_input_shape_and_name():
                                                ("resnet20", "bnn", (2, 3, 32, 32))])
 def test_batch_norm_and_relu_fused_compute_what_the_two_layers_do(name, kind, shape, monkeypatch):
     """frameworks.run applies a batch norm record and the ReLU after it as one fused layer
-    (F.batch_norm(relu=True)): the logits, every gradient and the running statistics are
-    those of the two layers run apart (the framework without batch_norm_relu). In a BNN
-    the record stands for HardTanh, which is never fused."""
+    (F.batch_norm(relu=True)), and a basic block its last batch norm, the shortcut's
+    addition and the ReLU (residual=): the logits, every gradient and the running
+    statistics are those of the layers run apart (the framework without batch_norm_relu).
+    In a BNN the record stands for HardTanh, which is never fused."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32)
     labels = rng.integers(0, 10, shape[0])
@@ -203,13 +204,15 @@ def test_batch_norm_and_relu_fused_compute_what_the_two_layers_do(name, kind, sh
         np.testing.assert_allclose(fused[1][n], apart[1][n], rtol=1e-4, atol=1e-6, err_msg=n)
     for n in apart[2]:
         np.testing.assert_allclose(fused[2][n], apart[2][n], rtol=1e-5, atol=1e-6, err_msg=n)
-    assert not any(apart[3])
-    assert any(fused[3]) == (kind != "bnn")   # the fused layer ran (none in the BNN)
+    assert not any(relu or residual for relu, residual in apart[3])
+    assert any(relu for relu, _ in fused[3]) == (kind != "bnn")   # the fused layer ran (none in the BNN)
+    # and ResNet's block ends, relu(bn(out) + shortcut), as one layer (a BNN's end in HardTanh)
+    assert any(residual for _, residual in fused[3]) == (name == "resnet20" and kind != "bnn")
 
 
 def _counting(forward, calls):
-    """forward, recording whether each call fused its ReLU."""
-    def counted(self, x, relu=False):
-        calls.append(relu)
-        return forward(self, x, relu)
+    """forward, recording whether each call fused its ReLU, and a residual."""
+    def counted(self, x, relu=False, residual=None):
+        calls.append((relu, residual is not None))
+        return forward(self, x, relu, residual)
     return counted

@@ -15,6 +15,9 @@ evaluation. The backward (proofs/mathematics.md, section 3; the paper's Eq. 11) 
 With relu=True the forward returns max(0, y) (a batch norm followed by a ReLU, as in
 most CNN blocks), and the backward, given that output as ``y``, first passes the upstream
 gradient through the ReLU (relu_reference.py): one kernel call each way for both layers.
+A ``residual`` (x's shape) is added to y before that ReLU: the end of ResNet's basic
+block, relu(batch_norm(x) + shortcut), in the same pass; its gradient is the upstream
+gradient through the ReLU, which the layer computes (relu_backward).
 
 The running statistics are the layer's business (minadder/layers.py), not the kernels'.
 """
@@ -40,14 +43,15 @@ def channel_sum(a, b=None):
     return np.einsum("nci,nci->c", a3, b.reshape(n, c, -1))
 
 
-def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False):
+def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False, residual=None):
     """Eq. 10 per channel of x (N, C) or (N, C, H, W): (y, xhat, inv_std, mean, var).
 
     mean and var None: training, normalise with the batch's mean and biased variance, which
     are returned (of x's dtype) for the running statistics. Given (C,) mean and var:
     evaluation, normalise with them (and return them). weight and bias (C,) may be None.
     xhat and inv_std (C,), of x's dtype, are what batch_norm_backward needs; y may be xhat
-    itself when there is neither weight nor bias. relu=True: y is max(0, y).
+    itself when there is neither weight nor bias. residual: y + residual (before the ReLU).
+    relu=True: y is max(0, y).
     """
     shape = channel_shape(x)
     if mean is None:
@@ -62,6 +66,8 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5,
     y = xhat if weight is None else xhat * weight.reshape(shape)
     if bias is not None:
         y = y + bias.reshape(shape) if y is xhat else np.add(y, bias.reshape(shape), out=y)
+    if residual is not None:
+        y = y + residual if y is xhat else np.add(y, residual, out=y)
     return (relu_forward(y) if relu else y), xhat, inv_std, mean, var
 
 

@@ -35,7 +35,7 @@ layer that a backend may speed up. The reference defines them all (``batch_norm_
 function, or the reference's when the backend has none (the "cuda" backend: its layers then
 run them in NumPy on host arrays).
 
-    batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False)
+    batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False, residual=None)
         -> (y, xhat, inv_std, mean, var)
         Batch norm, Eq. 10, per channel (axis 1) of x (N, C) or (N, C, H, W):
         xhat = (x - mean) / sqrt(var + eps), y = weight * xhat + bias. mean and var None:
@@ -47,7 +47,10 @@ run them in NumPy on host arrays).
         dweight = sum g * xhat, dbias = sum g per channel, and dx, which in training
         accounts for the batch statistics depending on x. relu=True in the forward makes
         y = max(0, y) (batch norm and the ReLU after it in one call); its backward is
-        given that y and takes g through the ReLU first (g * 1[y > 0]).
+        given that y and takes g through the ReLU first (g * 1[y > 0]). A residual (x's
+        shape) is added to y before that ReLU: y = max(0, weight * xhat + bias + residual),
+        the end of ResNet's basic block in one pass (its gradient, g through the ReLU, is
+        the layer's: relu_backward).
 
     max_pool2d_forward(x, k, stride, padding) -> (y, argmax)
         The maximum of each k x k window of x (N, C, H, W) padded with -inf, and its offset

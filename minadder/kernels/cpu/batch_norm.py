@@ -6,7 +6,7 @@ channel at a time (prange over C) and makes all its passes over that channel's v
 they are still in its cache:
 
     forward     the mean; the variance of x - mean; then xhat and y written together
-                (y = max(0, y) there too when a ReLU follows: relu=True)
+                (y + residual and max(0, y) there too: a residual, relu=True)
     backward    sum(g) and sum(g * xhat) together; then dx (g through that ReLU first,
                 in both passes, when the forward's y is given)
 
@@ -68,9 +68,10 @@ def _grad_sums(g, xhat, y, masked, c):
 
 # ================================================================ the two kernels
 @njit(parallel=True, cache=True)
-def _forward_kernel(x, weight, bias, training, eps, relu, mean, var, inv_std, xhat, y):
-    """x, xhat, y (N, C, P); weight, bias, inv_std (C,) of x's dtype; mean, var (C,)
-    float64: written in training, read in evaluation; relu: y = max(0, y) (relu.py's)."""
+def _forward_kernel(x, weight, bias, training, eps, relu, residual, added, mean, var, inv_std, xhat, y):
+    """x, residual, xhat, y (N, C, P); weight, bias, inv_std (C,) of x's dtype; mean, var
+    (C,) float64: written in training, read in evaluation; added: y + residual; relu:
+    y = max(0, y) (relu.py's)."""
     for c in prange(x.shape[1]):
         if training:
             mean[c] = _mean(x, c)
@@ -78,11 +79,13 @@ def _forward_kernel(x, weight, bias, training, eps, relu, mean, var, inv_std, xh
         inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
         m, s, w, b = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
         for n in range(x.shape[0]):
-            xr, hr, yr = x[n, c], xhat[n, c], y[n, c]
+            xr, hr, yr, rr = x[n, c], xhat[n, c], y[n, c], residual[n, c]
             for j in range(xr.shape[0]):
                 h = (xr[j] - m) * s
                 hr[j] = h
                 v = h * w + b
+                if added:
+                    v = v + rr[j]
                 yr[j] = v if not relu or v > 0 or v != v else 0
 
 
@@ -127,12 +130,12 @@ def _numba_dtypes(*arrays):
     return len(dtypes) == 1 and dtypes.pop() in FLOATS
 
 
-def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False):
+def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False, residual=None):
     """Eq. 10: (y, xhat, inv_std, mean, var), as batch_norm_reference.batch_norm_forward
     (mean and var None: training, the batch's statistics are returned, of x's dtype;
-    relu: y = max(0, y), written in the same pass)."""
-    if x.ndim == 2 or not _numba_dtypes(x, weight, bias):   # (N, C): NumPy runs along C already
-        return reference.batch_norm_forward(x, weight, bias, mean, var, eps, relu)
+    residual: y + residual; relu: y = max(0, y); both in the same pass)."""
+    if x.ndim == 2 or not _numba_dtypes(x, weight, bias, residual):   # (N, C): NumPy runs along C already
+        return reference.batch_norm_forward(x, weight, bias, mean, var, eps, relu, residual)
     c, training = x.shape[1], mean is None
     x3 = _as_3d(x)
     mean64 = np.empty(c) if training else np.ascontiguousarray(mean, dtype=np.float64)
@@ -140,7 +143,8 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5,
     inv_std = np.empty(c, x.dtype)
     xhat, y = np.empty_like(x3), np.empty_like(x3)
     _forward_kernel(x3, _per_channel(weight, c, 1, x.dtype), _per_channel(bias, c, 0, x.dtype), training,
-                    float(eps), bool(relu), mean64, var64, inv_std, xhat, y)
+                    float(eps), bool(relu), x3 if residual is None else _as_3d(residual), residual is not None,
+                    mean64, var64, inv_std, xhat, y)
     if training:
         mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
     return y.reshape(x.shape), xhat.reshape(x.shape), inv_std, mean, var

@@ -12,8 +12,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import products
+from .products import image_chunks
 from ..geometry import output_size
-from .grad_weight import image_chunks
 
 
 @njit(nogil=True, cache=True)
@@ -49,7 +49,7 @@ def _col2im_plane(cols, b, ci, kh, kw, stride, padding, ho, wo, plane):
 
 
 @njit(nogil=True, cache=True)
-def _im2col_serial(x, kh, kw, stride, padding, ho, wo, cols):
+def im2col_serial(x, kh, kw, stride, padding, ho, wo, cols):
     """X_col of x into cols (K, N*P), on the calling thread, releasing the GIL."""
     for row in range(cols.shape[0]):
         _im2col_row(x, row, kh, kw, stride, padding, ho, wo, cols[row])
@@ -70,7 +70,7 @@ def _col2im_serial(cols, kh, kw, stride, padding, ho, wo, dx):
 def _im2col_kernel(x, kh, kw, stride, padding, ho, wo, cols):
     p = ho * wo
     for b in prange(x.shape[0]):
-        _im2col_serial(x[b:b + 1], kh, kw, stride, padding, ho, wo, cols[:, b * p:(b + 1) * p])
+        im2col_serial(x[b:b + 1], kh, kw, stride, padding, ho, wo, cols[:, b * p:(b + 1) * p])
 
 
 @njit(parallel=True, cache=True)
@@ -102,12 +102,12 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
 def _chunk_columns(x, win, images):
     """X_col (K, n_c * P) of a slice of the batch, on the calling thread."""
     cols = np.empty((win.k, (images.stop - images.start) * win.plane), dtype=x.dtype)
-    _im2col_serial(x[images], win.kh, win.kw, win.stride, win.padding, win.ho, win.wo, cols)
+    im2col_serial(x[images], win.kh, win.kw, win.stride, win.padding, win.ho, win.wo, cols)
     return cols
 
 
 def _threads_parts(win):
-    """The chunks of images (grad_weight.image_chunks), dealt out to the threads."""
+    """The chunks of images (products.image_chunks), dealt out to the threads."""
     chunks = image_chunks(win)
     threads = min(get_num_threads(), len(chunks))
     return [chunks[i::threads] for i in range(threads)]

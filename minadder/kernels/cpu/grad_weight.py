@@ -22,20 +22,15 @@ Against naive.py's loop:
   BLAS's threads can stall when the machine's cores are busy with other work (0.2-1.4 G/s
   measured so once, against 7-40 alone): measure on an idle machine.
 """
-import math
-
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .. import reference
-from . import products
+from . import columns, products
 from .naive import sgn
+from .products import image_chunks
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
 from ..target import TARGET
 
-#: X_col is built for at most 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers'
-#: peak memory 0.75x -> 0.5x of their im2col buffer, commit ed5e863)
-DW_CHUNKS = 8
 #: full mode reads X from the padded input (no X_col) when an image has at least this
 #: many wide positions; with shorter rows the per-image reductions cost more than
 #: building X_col. Between LeNet-5's conv2 (10x10 outputs, 136 positions) and ResNet's 8x8
@@ -125,24 +120,23 @@ def _wide_columns_serial(xp2, koff, n0, n1, npos, cols):
         _image_columns(xp2[n], koff, npos, cols, (n - n0) * npos)
 
 
-def image_chunks(win):
-    """Slices of the batch of about N / DW_CHUNKS images each."""
-    step = max(1, math.ceil(win.n / DW_CHUNKS))
-    return [slice(n0, min(win.n, n0 + step)) for n0 in range(0, win.n, step)]
-
-
-def _chunk_columns(frame, g, win, gw, images, copy=_wide_columns):
+def _chunk_columns(frame, g, win, gw, images, serial=False):
     """(X_col, G) of a slice of the batch, from the padded input (in its frame): X_col (K, L_c),
     G (C_out, L_c) with the matching columns. Stride 1 uses wide positions (G is zero at
-    the dropped ones, so they add nothing to dW): ``gw``; ``copy`` builds that X_col."""
+    the dropped ones, so they add nothing to dW): ``gw``. serial: X_col is built on the
+    calling thread, releasing the GIL (for _product_by_threads), else by every thread."""
     xp, n0, n1 = frame.xp, images.start, images.stop
     if win.stride == 1:
         koff, npos = wide_offsets(win, xp), wide_count(win, xp.shape[3])
         cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
-        copy(frame.flat, koff, n0, n1, npos, cols)
+        (_wide_columns_serial if serial else _wide_columns)(frame.flat, koff, n0, n1, npos, cols)
         gc = gw[images, :, :npos]
+    elif serial:     # the frame is padded already: padding 0
+        cols = np.empty((win.k, (n1 - n0) * win.plane), dtype=xp.dtype)
+        columns.im2col_serial(xp[images], win.kh, win.kw, win.stride, 0, win.ho, win.wo, cols)
+        gc = g[images]
     else:
-        cols = reference.im2col(xp[images], win.kh, win.kw, win.stride, 0)
+        cols = columns.im2col(xp[images], win.kh, win.kw, win.stride, 0)
         gc = g[images]
     return cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
 
@@ -162,7 +156,7 @@ def _product_by_threads(frame, g, win, gw):
     def work(part):
         total = None
         for images in part:
-            cols, gc = _chunk_columns(frame, g, win, gw, images, _wide_columns_serial)
+            cols, gc = _chunk_columns(frame, g, win, gw, images, serial=True)
             total = gc @ cols.T if total is None else np.add(total, gc @ cols.T, out=total)
         return total
     return sum(products.on_threads(work, [chunks[i::threads] for i in range(threads)]))

@@ -21,8 +21,8 @@ so no more than that part of the layer's im2col buffer exists at once.
 import numpy as np
 
 from . import columns, products
+from .products import image_chunks
 from .frame import shifted
-from .grad_weight import image_chunks
 
 
 def _columns(frame, win, images):
