@@ -118,6 +118,41 @@ def test_both_full_mode_products_give_the_reference_dw(monkeypatch, product, str
     assert _relative_error(dw, dw_ref) < 1e-5
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def numba_threads(request):
+    """Numba's thread count for one test (the trainings of results/ run on one thread)."""
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
+    yield numba.get_num_threads()
+    numba.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("distance, mode", [("l1", "full"), ("l1", "sign"), ("l2", "full")])
+@pytest.mark.parametrize("shape, stride", [((16, 8, 8, 8), 1), ((16, 8, 16, 16), 2), ((3, 4, 40, 30), 1)])
+def test_every_path_takes_the_whole_batch_on_any_number_of_threads(numba_threads, distance, mode, shape, stride):
+    """The chunks of images that dW's products, the l2 layer and the ordinary convolution
+    deal out to the threads are all taken, on one thread as on two: 8x8 images (dW by BLAS
+    on chunks of X_col), stride 2 and long rows, against the reference. (On one thread dW
+    once took the first chunk alone: 1/8 of the batch.)"""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((16, shape[1], 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, 1)
+    for module in (cpu, ref):
+        y, saved = module.adder2d_forward(x, weight, win, distance)
+        g = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
+        got = (y, *module.adder2d_backward(g, saved, mode))
+        if module is cpu:
+            cpu_result = got
+        y_c, saved_c = module.conv2d_forward(x, weight, win)
+        got_conv = (y_c, *module.conv2d_backward(g, saved_c))
+        if module is cpu:
+            cpu_conv = got_conv
+    for name, a, b in zip(("y", "dx", "dw", "conv y", "conv dx", "conv dw"), cpu_result + cpu_conv, got + got_conv):
+        assert _relative_error(a, b) < 1e-5, name
+
+
 def _relative_error(got, want):
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 

@@ -148,10 +148,10 @@ def _product_by_threads(frame, g, win, gw):
     product wants (one product split over two threads, after a parallel copy of each chunk,
     ran 8x8 layers at 26 G MAC/s: benchmarks/README.md)."""
     chunks = image_chunks(win)
-    threads = min(get_num_threads(), len(chunks))
-    if threads == 1:    # one chunk (a fully connected layer is one image): split the product instead
+    if len(chunks) == 1:    # one chunk (a fully connected layer is one image): split the product instead
         cols, gc = _chunk_columns(frame, g, win, gw, chunks[0])
         return products.matmul(gc, cols.T)
+    threads = min(get_num_threads(), len(chunks))     # one thread: every chunk on the calling thread
 
     def work(part):
         total = None
