@@ -13,6 +13,8 @@
 # l2-AdderNet of Appendix B), e.g. RUNS="adder-l2 bnn" results/run_cifar.sh 30 DIR.
 # BINARY_DECAY sets the BNN's --binary-weight-decay (the decay of its binary layers' real
 # weights; default: the 5e-4 of every weight), e.g. BINARY_DECAY=0 RUNS=bnn ...
+# THREADS=2 gives each run two threads and runs them one after another instead of side by
+# side (one run on a 2-core machine, both cores).
 #
 # Usage: results/run_cifar.sh EPOCHS DATA_DIR (the folder of the binary CIFAR-10 batches)
 set -euo pipefail
@@ -20,7 +22,8 @@ cd "$(dirname "$0")/.."
 epochs=${1:-30}
 data=${2:?usage: results/run_cifar.sh EPOCHS DATA_DIR}
 eta=${ETA:-0.1}
-export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+threads=${THREADS:-1}
+export NUMBA_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 for run in ${RUNS:-${KINDS:-adder cnn}}; do
   kind=${run%-l2}
   distance=l1
@@ -41,6 +44,10 @@ for run in ${RUNS:-${KINDS:-adder cnn}}; do
           --output-dir "$out" "${extra[@]}")
   fi
   mkdir -p "$out"
-  python -m minadder train "${args[@]}" --no-progress >> "$out/train.log" 2>&1 &
+  if [ "$threads" = 1 ]; then
+    python -m minadder train "${args[@]}" --no-progress >> "$out/train.log" 2>&1 &
+  else
+    python -m minadder train "${args[@]}" --no-progress >> "$out/train.log" 2>&1
+  fi
 done
 wait
