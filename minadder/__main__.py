@@ -235,7 +235,7 @@ def _run_evaluate(args):
     speed = result["images_per_s"]
     print(f"test accuracy: {100 * result['test_accuracy']:.2f} % on {result['images']} images of "
           f"{result['dataset']} ({result['test_set']}, from {result['source']}); {result['model']} "
-          f"{result['kind']} after {result['epoch']} epoch{'s' * (result['epoch'] != 1)}, {result['precision']}"
+          f"{result['network']} after {result['epoch']} epoch{'s' * (result['epoch'] != 1)}, {result['precision']}"
           f"{' (' + result['int8_file'] + ')' if args.int8 else ''} at "
           f"{'?' if speed is None else f'{speed:,.0f}'} images/s, backend {result['backend']}")
     return 0

@@ -64,6 +64,18 @@ def test_the_plain_report_is_one_line(env, digits_run):
     result = cli(env, "evaluate", digits_run, "--limit-test", "32", "--backend", "numpy")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("test accuracy: ") and "32 images of synthetic-digits" in result.stdout
+    assert "lenet5_bn AdderNet after 1 epoch," in result.stdout
+
+
+def test_the_report_names_the_network_an_l2_adder_net_too(env, places):
+    """kind and distance, and the name a learner knows: "l2-AdderNet" for --distance l2."""
+    out = places[0] / "l2-run"
+    result = cli(env, "train", *TINY, "--distance", "l2", "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    report = evaluate_json(env, out, "--limit-test", "32")
+    assert (report["kind"], report["distance"], report["network"]) == ("adder", "l2", "l2-AdderNet")
+    line = cli(env, "evaluate", out, "--limit-test", "32", "--backend", "numpy").stdout
+    assert "lenet5_bn l2-AdderNet after 1 epoch," in line
 
 
 def test_two_test_sets_each_epoch_each_named(cifar_run):
