@@ -14,8 +14,8 @@
 # BINARY_DECAY sets the BNN's --binary-weight-decay (the decay of its binary layers' real
 # weights; default: the 5e-4 of every weight), e.g. BINARY_DECAY=0 RUNS=bnn ...
 # THREADS=2 gives each run two threads and runs them one after another instead of side by
-# side. On the 2-core development VM that trains 1.45x more images per second in all: an
-# AdderNet epoch took 210-216 s alone on both cores (231-238 images/s), 626-637 s on one
+# side. On the 2-core development VM that trains about 1.4x more images per second in all:
+# an AdderNet epoch took 210-233 s alone on both cores (215-238 images/s), 626-637 s on one
 # core beside another run (80 images/s each, 160 together).
 #
 # Usage: results/run_cifar.sh EPOCHS DATA_DIR (the folder of the binary CIFAR-10 batches)

@@ -128,6 +128,14 @@ def numba_threads(request):
     numba.set_num_threads(previous)
 
 
+def _layer_results(module, x, weight, win, distance, mode):
+    """(y, dx, dw) of the adder layer and (y, dx, dw) of the convolution, on one backend."""
+    y, saved = module.adder2d_forward(x, weight, win, distance)
+    g = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
+    y_conv, saved_conv = module.conv2d_forward(x, weight, win)
+    return (y, *module.adder2d_backward(g, saved, mode)), (y_conv, *module.conv2d_backward(g, saved_conv))
+
+
 @pytest.mark.parametrize("distance, mode", [("l1", "full"), ("l1", "sign"), ("l2", "full")])
 @pytest.mark.parametrize("shape, stride", [((16, 8, 8, 8), 1), ((16, 8, 16, 16), 2), ((3, 4, 40, 30), 1)])
 def test_every_path_takes_the_whole_batch_on_any_number_of_threads(numba_threads, distance, mode, shape, stride):
@@ -139,17 +147,8 @@ def test_every_path_takes_the_whole_batch_on_any_number_of_threads(numba_threads
     x = rng.standard_normal(shape).astype(np.float32)
     weight = rng.standard_normal((16, shape[1], 3, 3)).astype(np.float32)
     win = Window.of(x.shape, weight.shape, stride, 1)
-    for module in (cpu, ref):
-        y, saved = module.adder2d_forward(x, weight, win, distance)
-        g = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
-        got = (y, *module.adder2d_backward(g, saved, mode))
-        if module is cpu:
-            cpu_result = got
-        y_c, saved_c = module.conv2d_forward(x, weight, win)
-        got_conv = (y_c, *module.conv2d_backward(g, saved_c))
-        if module is cpu:
-            cpu_conv = got_conv
-    for name, a, b in zip(("y", "dx", "dw", "conv y", "conv dx", "conv dw"), cpu_result + cpu_conv, got + got_conv):
+    (adder, conv), (adder_ref, conv_ref) = (_layer_results(m, x, weight, win, distance, mode) for m in (cpu, ref))
+    for name, a, b in zip(("y", "dx", "dw", "conv y", "conv dx", "conv dw"), adder + conv, adder_ref + conv_ref):
         assert _relative_error(a, b) < 1e-5, name
 
 

@@ -128,5 +128,6 @@ def evaluate_checkpoint(target, dataset=None, data_dir=None, test_file=None, lim
         "test_accuracy": accuracy, "test_loss": loss, "dataset": name, "test_set": eval_set_name(test_file),
         "source": test.source, "images": len(test), "trained_on": config.dataset, "checkpoint": str(path),
         "epoch": saved.progress.epoch, "model": config.model, "kind": config.kind, "distance": config.distance,
-        "network": network_label(config.kind, config.distance), "backend": backend.get_backend(), "precision": "int8" if int8 else "float32", "batch_size": batch_size,
+        "network": network_label(config.kind, config.distance), "backend": backend.get_backend(),
+        "precision": "int8" if int8 else "float32", "batch_size": batch_size,
         "images_per_s": timer.images_per_s, **extra, "notes": notes})

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-#: the full-precision dW and the convolution's BLAS layers build X_col for at most
-#: 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers' peak memory 0.75x -> 0.5x of
+#: the layers that build X_col (dW's chunks, the l2 layer, the convolution's BLAS layers)
+#: build it for at most 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers' peak memory 0.75x -> 0.5x of
 #: their im2col buffer, commit ed5e863)
 DW_CHUNKS = 8
 #: below this many multiply-adds a product runs as one call: handing a block to another
