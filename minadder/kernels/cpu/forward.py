@@ -17,9 +17,8 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .frame import VECTOR
+from .register_block import BLOCK_CHANNELS, block_positions, min_sums_registers
 from .positions import field_row, segments, wide_count, wide_offsets, wide_rows
-from ..target import TARGET
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
 #: was measured (+30 % on VGG-size layers, K up to 4608: benchmarks/README.md, "What
@@ -27,7 +26,7 @@ from ..target import TARGET
 CHUNK_K = 64
 #: the register block's channels: 4 with 32 vector registers, 2 with 16 (target.py;
 #: the 4 x 4 block compiled for 16 registers spilled, 174 stack accesses in its hottest loop)
-MR = 4 if TARGET.blocking == "wide" else 2
+MR = BLOCK_CHANNELS
 #: wide positions per stride-1 task (C_out x 512 accumulators); chosen by hand, not re-measured
 WIDE_TASK_POSITIONS = 512
 #: tasks per thread the forward aims for, so that no thread idles at the end of a launch;
@@ -108,13 +107,25 @@ def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, acc):
 
 @njit(fastmath=True, cache=True)
 def _min_sums_all(src, koff, base, wsh, k0, nk, width, acc):
-    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t."""
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t.
+
+    Whole register blocks (register_block.py) cover MR channels x BLOCK_POSITIONS
+    positions each, all channels of one stretch of positions before the next, so that
+    the stretch's rows of X_col stay in L1 while every block reads them. The positions
+    after the last whole block go through _min_sums_block, the channels after the last
+    whole block through _min_sums_1.
+    """
     n_t = wsh.shape[0]
-    t = 0
-    while t + MR <= n_t:
-        _min_sums_block(src, koff, base, wsh, t, k0, nk, width, acc)
-        t += MR
-    for tt in range(t, n_t):   # the C_out % MR channels left over
+    step = block_positions(wsh.itemsize)
+    q_end, t_end = width - width % step, n_t - n_t % MR
+    for q in range(0, q_end, step):
+        for t in range(0, t_end, MR):
+            min_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc)
+    if q_end < width:                                        # positions left over
+        rest = acc[:, q_end:]
+        for t in range(0, t_end, MR):
+            _min_sums_block(src, koff, base + q_end, wsh, t, k0, nk, width - q_end, rest)
+    for tt in range(t_end, n_t):                             # the C_out % MR channels left over
         _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, acc)
 
 
@@ -145,7 +156,7 @@ def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
         n, u0 = task // blocks, (task % blocks) * rows
         u1 = min(ho, u0 + rows)
         width = (u1 - u0 - 1) * pitch + wo
-        width += (-width) % VECTOR                         # whole vectors (SLACK covers it)
+        width += (-width) % block_positions(xp2.itemsize)  # whole register blocks (SLACK covers them)
         base = u0 * pitch
         img = xp2[n]
         acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')

@@ -1,0 +1,116 @@
+"""The forward's inner step with its accumulators held in vector registers: a Numba
+intrinsic written in LLVM IR.
+
+The forward (Eq. 2, in the min form of forward.py) is a matrix product in which the
+multiply-add is replaced by min-then-add:
+
+    acc[t, q] += sum_k min(X'[k, q], W'[t, k])
+
+A matrix-product kernel keeps a block of its outputs, MR channels x NV vectors of
+positions, in vector registers for the whole loop over k: each step loads NV vectors of
+one row of X_col and broadcasts MR filter values, then does MR x NV mins and adds, and
+touches no accumulator in memory until the loop ends. Plain Numba cannot write that loop:
+LLVM vectorises only the innermost loop, so the positions must be the inner loop and the
+accumulators go back to memory at every k (forward.py's ``_min_sums_block`` loads and
+stores them once per 4 rows). Here the block is written out in LLVM IR with llvmlite's
+IRBuilder, as sad_intrinsics.py writes vpsadbw, and Numba inlines it like any other code.
+
+The IR is portable: ``x < w ? x : w`` (fcmp and select) is x86's vminps/vminpd and a plain
+vector add, on vectors of the target's width (target.py). Measured on one thread of a
+2-core AVX-512 Intel (benchmarks/README.md, 2026-12-05 third session): 42-53 G terms/s
+against 22-30 for ``_min_sums_block`` on the same rows, 0.7-0.9 of the machine's min + add
+ceiling; the compiled loop is 4 loads, 4 broadcasts, 16 vminps and 16 vaddps, no stack
+access (``benchmarks/inspect_asm.py``).
+"""
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..target import TARGET
+
+#: channels (filters) per register block: 4 with 32 vector registers (16 accumulators, 4
+#: x vectors and a broadcast fit), 2 with 16 (8 accumulators)
+BLOCK_CHANNELS = 4 if TARGET.blocking == "wide" else 2
+#: vectors of positions per register block
+BLOCK_VECTORS = 4
+#: bytes in one vector register of the target
+VECTOR_BYTES = TARGET.vector_bits // 8
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+
+
+@njit(cache=True)
+def block_positions(itemsize):
+    """Positions one register block covers for numbers of ``itemsize`` bytes (4: float32)."""
+    return BLOCK_VECTORS * (VECTOR_BYTES // itemsize)
+
+
+def _float_type(dtype):
+    return ir.DoubleType() if dtype.bitwidth == 64 else ir.FloatType()
+
+
+@intrinsic
+def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
+    """acc[t0 + r, q + j] += sum_{kk < nk} min(src[base + koff[kk] + q + j], wsh[t0 + r, k0 + kk])
+    for r < BLOCK_CHANNELS and j < block_positions(dtype).
+
+    src is a 1-D array holding the rows of X_col (row kk starts at base + koff[kk]); wsh
+    (C_out, K) and acc (C_out, positions) are 2-D arrays whose last axis is contiguous.
+    The block's channels and positions must exist: the caller loops over whole blocks.
+    """
+    if not all(isinstance(arg, types.Array) for arg in (src, koff, wsh, acc)):
+        return None                                   # Numba reports that it cannot type the call
+    dtype = src.dtype
+    if not (isinstance(dtype, types.Float) and wsh.dtype == dtype and acc.dtype == dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_v, koff_v, base_v, wsh_v, t0_v, k0_v, nk_v, q_v, acc_v = args
+        base_v, t0_v, k0_v, nk_v, q_v = (
+            context.cast(builder, value, signature.args[i], types.int64)
+            for value, i in ((base_v, 2), (t0_v, 4), (k0_v, 5), (nk_v, 6), (q_v, 7)))
+        x = context.make_array(signature.args[0])(context, builder, src_v)
+        offsets = context.make_array(signature.args[1])(context, builder, koff_v)
+        w = context.make_array(signature.args[3])(context, builder, wsh_v)
+        a = context.make_array(signature.args[8])(context, builder, acc_v)
+        element = _float_type(dtype)
+        lanes = TARGET.vector_bits // dtype.bitwidth
+        vector = ir.VectorType(element, lanes)
+        const = lambda value: ir.Constant(I64, value)               # noqa: E731
+        itemsize = const(dtype.bitwidth // 8)
+
+        def row_start(array, row, column):
+            """Pointer to array[row, column] of a 2-D array with a contiguous last axis."""
+            pitch = builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
+            return builder.gep(array.data, [builder.add(builder.mul(row, pitch), column)])
+
+        def vector_at(pointer, v):
+            """Pointer to the v-th vector from ``pointer``."""
+            return builder.bitcast(builder.gep(pointer, [const(v * lanes)]), vector.as_pointer())
+
+        align = dtype.bitwidth // 8
+        acc_rows = [row_start(a, builder.add(t0_v, const(r)), q_v) for r in range(BLOCK_CHANNELS)]
+        w_rows = [row_start(w, builder.add(t0_v, const(r)), k0_v) for r in range(BLOCK_CHANNELS)]
+        # the accumulators start from acc's values; LLVM keeps these stack slots in registers
+        accs = [[cgutils.alloca_once_value(builder, builder.load(vector_at(acc_rows[r], v), align=align))
+                 for v in range(BLOCK_VECTORS)] for r in range(BLOCK_CHANNELS)]
+        first = builder.gep(x.data, [builder.add(base_v, q_v)])
+        splat = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+        with cgutils.for_range(builder, nk_v) as loop:
+            row = builder.gep(first, [builder.load(builder.gep(offsets.data, [loop.index]))])
+            xs = [builder.load(vector_at(row, v), align=align) for v in range(BLOCK_VECTORS)]
+            for r in range(BLOCK_CHANNELS):
+                scalar = builder.load(builder.gep(w_rows[r], [loop.index]))
+                one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(I32, 0))
+                wv = builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
+                for v in range(BLOCK_VECTORS):
+                    smaller = builder.select(builder.fcmp_ordered("<", xs[v], wv), xs[v], wv)
+                    total = builder.fadd(builder.load(accs[r][v]), smaller, flags=("fast",))
+                    builder.store(total, accs[r][v])
+        for r in range(BLOCK_CHANNELS):
+            for v in range(BLOCK_VECTORS):
+                builder.store(builder.load(accs[r][v]), vector_at(acc_rows[r], v), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, koff, base, wsh, t0, k0, nk, q, acc), codegen

@@ -1,0 +1,112 @@
+"""The forward's register block (kernels/cpu/register_block.py): its sums equal the
+definition, and its compiled loop keeps every accumulator in a register."""
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from numba import njit  # noqa: E402
+
+from minadder.kernels.cpu.register_block import BLOCK_CHANNELS, BLOCK_VECTORS, block_positions, min_sums_registers  # noqa: E402
+from minadder.kernels.target import TARGET  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from inspect_asm import innermost, loops, mix  # noqa: E402  (benchmarks/inspect_asm.py: the loop finder)
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+@njit
+def one_block(src, koff, base, wsh, t0, k0, nk, q, acc):
+    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc)
+
+
+def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions):
+    """acc plus sum_kk min(src row kk, wsh[t, k0 + kk]) on the block, in float64."""
+    out = acc.astype(np.float64)
+    for r in range(BLOCK_CHANNELS):
+        for kk in range(nk):
+            row = src[base + koff[kk] + q:base + koff[kk] + q + positions].astype(np.float64)
+            out[t0 + r, q:q + positions] += np.minimum(row, float(wsh[t0 + r, k0 + kk]))
+    return out
+
+
+@settings(deadline=None, max_examples=25)
+@given(dtype=st.sampled_from([np.float32, np.float64]), nk=st.integers(0, 9), t0=st.integers(0, 3),
+       k0=st.integers(0, 5), q=st.integers(0, 7), base=st.integers(0, 11), seed=st.integers(0, 2**31 - 1))
+def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, seed):
+    """Only the block's MR channels x positions change, each by the definition's sum; the
+    rows start anywhere (unaligned offsets), the accumulators keep what they held."""
+    rng = np.random.default_rng(seed)
+    positions = block_positions(np.dtype(dtype).itemsize)
+    koff = rng.permutation(np.arange(nk) * 3 + rng.integers(0, 3, nk)).astype(np.int64)
+    src = rng.standard_normal(base + 3 * nk + 3 + q + positions).astype(dtype)
+    wsh = rng.standard_normal((t0 + BLOCK_CHANNELS + 1, k0 + nk + 2)).astype(dtype)
+    acc = rng.standard_normal((t0 + BLOCK_CHANNELS + 2, q + positions + 5)).astype(dtype)
+    expected = definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions)
+    one_block(src, koff, base, wsh, t0, k0, nk, q, acc)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(acc, expected, rtol=rtol, atol=rtol * (nk + 1) * 4)
+
+
+def hot_loop(function):
+    asm = function.inspect_asm(function.signatures[0])
+    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vminp") for k in mix(body))]
+    assert len(hot) == 1, asm[-3000:]
+    return hot[0]
+
+
+@pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
+def test_block_loop_keeps_its_accumulators_in_registers():
+    """The loop over k: per step BLOCK_VECTORS loads of X, BLOCK_CHANNELS broadcasts and
+    MR x NV mins and adds on the target's vectors, and no stack access (no spill). A fresh
+    compile (the njit above has no cache): Numba keeps no assembly of cached code."""
+    register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
+    positions = block_positions(4)
+    acc = np.zeros((BLOCK_CHANNELS, positions), np.float32)
+    one_block(np.ones(positions + 8, np.float32), np.arange(4), 0, np.zeros((BLOCK_CHANNELS, 4), np.float32), 0, 0, 4, 0, acc)
+    np.testing.assert_array_equal(acc, 0)
+    body = hot_loop(one_block)
+    counts, terms = mix(body), BLOCK_CHANNELS * BLOCK_VECTORS
+    assert counts[f"vminps {register}"] == terms and counts[f"vaddps {register}"] == terms, counts
+    assert counts[f"vbroadcastss {register}"] == BLOCK_CHANNELS, counts
+    assert not [line for line in body if "rsp" in line or "rbp" in line], body
+
+
+HASWELL_CHECK = r"""
+import sys
+import numpy as np
+import minadder
+minadder.configure()
+sys.path.insert(0, sys.argv[1])
+from inspect_asm import innermost, loops, mix
+from numba import njit
+from minadder.kernels.cpu.register_block import BLOCK_CHANNELS, block_positions, min_sums_registers
+assert BLOCK_CHANNELS == 2 and block_positions(4) == 32
+block = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc))
+block(np.zeros(40, np.float32), np.arange(4), np.zeros((2, 4), np.float32), 4, np.zeros((2, 32), np.float32))
+asm = block.inspect_asm(block.signatures[0])     # 16 ymm registers: the 2 x 4 block must not spill
+hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vminps ymm"]]
+assert len(hot) == 1 and mix(hot[0])["vminps ymm"] == 8 and not [ln for ln in hot[0] if "rsp" in ln], hot
+print("avx2 ok")
+"""
+
+
+@pytest.mark.skipif(not X86, reason="needs an x86 CPU")
+def test_haswell_block_fits_sixteen_registers():
+    """Compiled for Haswell (AVX2, 16 ymm registers) the block is 2 channels x 4 vectors
+    and its loop does not spill."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+    env["NUMBA_CPU_NAME"] = "haswell"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", HASWELL_CHECK, str(REPO / "benchmarks")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "avx2 ok" in proc.stdout, proc.stdout + proc.stderr[-3000:]
