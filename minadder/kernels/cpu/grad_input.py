@@ -14,21 +14,18 @@ and dX = col2im(dX_col). Against naive.py's loop:
 * HardTanh(w - x) = clip(w, x - 1, x + 1) - x: a max, a min and a multiply-add per term,
   the "- x" summed once as x * sum_t G (in the shifted frame of frame.py, where this
   does not cancel large terms). Sign mode compares unshifted values.
-* Where 32 vector registers hold 16 weights (AVX-512), full mode computes two rows of
-  dX_col per pass over G, so that each load of G serves both; the filters come
-  transposed, (K, C_out), so that a block's weights for one row are neighbours.
+* Full mode with stride 1 keeps a block of dX_col (2 rows x 4 vectors with 32 vector
+  registers) in registers for the whole sum over t, with each number's x - 1 and x + 1
+  (register_block.py); the filters come transposed, (K, C_out), so that the weights a
+  row reads, one per t, are neighbours.
 """
 import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
 from .frame import VECTOR, cropped
-from ..target import TARGET
+from .register_block import CLIP_ROWS, clip_block_positions, clip_sums_registers
 from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
-
-
-#: full-mode dX runs two rows of X_col at once where 32 vector registers hold their 16 weights
-PAIRS = TARGET.blocking == "wide"
 
 
 # Both row kernels are unrolled by hand over 8 (full) or 4 (sign) channels: the weights
@@ -64,44 +61,6 @@ def _dx_row_full(xs, wt, gn, gs, k, width, one, d):
 
 
 @njit(fastmath=True, cache=True)
-def _dx_rows_full_pair(xa, xb, wt, gn, gs, ka, kb, width, one, da, db):
-    """_dx_row_full for two rows of X_col at once (ka into da, kb into db, which it
-    overwrites: no pass to zero them first), the two sharing every load of G: 16 weights in registers, two independent sums per position. Measured
-    on one core, rows of 1,088 wide positions (32x32 images), 16 channels: 17 G terms/s
-    one row at a time, 26 two at a time (G no longer fits L1 there: halving its loads
-    counts); 21 and 22 on rows of 512. In the whole kernel, 2 threads, batch 64: 16 and
-    32 channels at 32x32 +10-15 %, 16x16 even. "wide" targets only (32 vector registers)."""
-    n_t = wt.shape[1]
-    for q in range(width):
-        da[q] = -(xa[q] * gs[q])
-        db[q] = -(xb[q] * gs[q])
-    t = 0
-    while t + 8 <= n_t:
-        a0, a1, a2, a3 = wt[ka, t], wt[ka, t + 1], wt[ka, t + 2], wt[ka, t + 3]
-        a4, a5, a6, a7 = wt[ka, t + 4], wt[ka, t + 5], wt[ka, t + 6], wt[ka, t + 7]
-        b0, b1, b2, b3 = wt[kb, t], wt[kb, t + 1], wt[kb, t + 2], wt[kb, t + 3]
-        b4, b5, b6, b7 = wt[kb, t + 4], wt[kb, t + 5], wt[kb, t + 6], wt[kb, t + 7]
-        for q in range(width):
-            g0, g1, g2, g3 = gn[t, q], gn[t + 1, q], gn[t + 2, q], gn[t + 3, q]
-            g4, g5, g6, g7 = gn[t + 4, q], gn[t + 5, q], gn[t + 6, q], gn[t + 7, q]
-            la, ha, lb, hb = xa[q] - one, xa[q] + one, xb[q] - one, xb[q] + one
-            da[q] += ((g0 * min(max(a0, la), ha) + g1 * min(max(a1, la), ha))
-                      + (g2 * min(max(a2, la), ha) + g3 * min(max(a3, la), ha))) \
-                + ((g4 * min(max(a4, la), ha) + g5 * min(max(a5, la), ha))
-                   + (g6 * min(max(a6, la), ha) + g7 * min(max(a7, la), ha)))
-            db[q] += ((g0 * min(max(b0, lb), hb) + g1 * min(max(b1, lb), hb))
-                      + (g2 * min(max(b2, lb), hb) + g3 * min(max(b3, lb), hb))) \
-                + ((g4 * min(max(b4, lb), hb) + g5 * min(max(b5, lb), hb))
-                   + (g6 * min(max(b6, lb), hb) + g7 * min(max(b7, lb), hb)))
-        t += 8
-    for tt in range(t, n_t):   # channels left over
-        wa, wb = wt[ka, tt], wt[kb, tt]
-        for q in range(width):
-            da[q] += gn[tt, q] * min(max(wa, xa[q] - one), xa[q] + one)
-            db[q] += gn[tt, q] * min(max(wb, xb[q] - one), xb[q] + one)
-
-
-@njit(fastmath=True, cache=True)
 def _dx_row_sign(xs, wt, gn, k, width, one, d):
     """d[q] += sum_t G[t, q] * sgn(W[t, k] - xs[q]), G = gn; 4 channels per pass over d."""
     n_t = wt.shape[1]
@@ -126,33 +85,49 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pa
     padded plane, so each row of dX_col is added into that plane. One task per (image,
     channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
     task's own, whose inside it then writes into dx (N, C, H, W): no padded dX, no crop.
-    Each row is computed on whole vectors into a buffer too (the dropped positions past
-    npos read the frame's SLACK and G's zeros) and then added: a row ending in a partial
-    vector had run its last up-to-15 positions through scalar code, as slow per position
-    as a vector (npos = 286 on 16x16 images: 17 vector steps and 14 scalar ones)."""
+    Each row is computed on whole vectors (full mode: whole register blocks) into a
+    buffer and then added: the dropped positions past npos read the frame's SLACK and
+    G's zeros. Full mode takes CLIP_ROWS rows at a time through the register block
+    (register_block.py), the rows left over one at a time."""
     channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
     wp = w + 2 * pad
     plane, whole = (h + 2 * pad) * wp, npos + (-npos) % VECTOR
+    step = clip_block_positions(xp2.itemsize)
+    blocked = npos + (-npos) % step
     for task in prange(xp2.shape[0] * channels):
         n, c = task // channels, task % channels
+        img, gn, gs = xp2[n], gw[n], gsum[n]
         pl = np.zeros(plane, dtype=dx.dtype)
-        d, e = np.empty(whole, dtype=dx.dtype), np.empty(whole, dtype=dx.dtype)
-        step = 2 if full and PAIRS else 1
-        for f0 in range(0, fields, step):
+        d = np.empty(whole, dtype=dx.dtype)
+        first = 0
+        if full:
+            sums = np.empty((CLIP_ROWS, blocked), dtype=dx.dtype)
+            first = fields - fields % CLIP_ROWS
+            for f0 in range(0, first, CLIP_ROWS):
+                k = c * fields + f0
+                for q in range(0, blocked, step):
+                    clip_sums_registers(img, koff, k, wk, gn, q, one, sums)
+                for r in range(CLIP_ROWS):
+                    at = koff[k + r] - c * plane
+                    _add_clipped(pl[at:at + npos], sums[r], img[koff[k + r]:koff[k + r] + npos], gs)
+        for f0 in range(first, fields):
             k = c * fields + f0
-            xs, at = xp2[n, koff[k]:koff[k] + whole], koff[k] - c * plane
-            if step == 2 and f0 + 1 < fields:     # two rows at once, sharing G's loads
-                xt, bt = xp2[n, koff[k + 1]:koff[k + 1] + whole], koff[k + 1] - c * plane
-                _dx_rows_full_pair(xs, xt, wk, gw[n], gsum[n], k, k + 1, whole, one, d, e)
-                _add_into(pl[bt:bt + npos], e)
-            elif full:
-                d[:] = 0
-                _dx_row_full(xs, wk, gw[n], gsum[n], k, whole, one, d)
+            xs, at = img[koff[k]:koff[k] + whole], koff[k] - c * plane
+            d[:] = 0
+            if full:
+                _dx_row_full(xs, wk, gn, gs, k, whole, one, d)
             else:
-                d[:] = 0
-                _dx_row_sign(xs, wk, gw[n], k, whole, one, d)
+                _dx_row_sign(xs, wk, gn, k, whole, one, d)
             _add_into(pl[at:at + npos], d)
         inside_of(pl, pad, wp, dx[n, c])            # the inside of the plane is dX
+
+
+@njit(fastmath=True, cache=True)
+def _add_clipped(dst, sums, xs, gs):
+    """dst[q] += sums[q] - xs[q] * gs[q]: a row of dX_col from the register block's sums
+    of G * clip(W', x - 1, x + 1), less x * sum_t G, added at the pixels it came from."""
+    for q in range(dst.shape[0]):
+        dst[q] += sums[q] - xs[q] * gs[q]
 
 
 @njit(cache=True)

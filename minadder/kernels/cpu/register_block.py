@@ -1,5 +1,5 @@
-"""The forward's inner step with its accumulators held in vector registers: a Numba
-intrinsic written in LLVM IR.
+"""The inner steps of the forward and of dX with their sums held in vector registers:
+Numba intrinsics written in LLVM IR.
 
 The forward (Eq. 2, in the min form of forward.py) is a matrix product in which the
 multiply-add is replaced by min-then-add:
@@ -21,6 +21,11 @@ vector add, on vectors of the target's width (target.py). Measured on one thread
 against 22-30 for ``_min_sums_block`` on the same rows, 0.7-0.9 of the machine's min + add
 ceiling; the compiled loop is 4 loads, 4 broadcasts, 16 vminps and 16 vaddps, no stack
 access (``benchmarks/inspect_asm.py``).
+
+dX in full precision (Eq. 6, grad_input.py) gets the same treatment with the roles turned:
+the block is rows of dX_col x vectors of positions, the loop runs over the filters t, and
+each number keeps x - 1 and x + 1 in registers beside its sum, so a step is one load of
+G per vector, one broadcast weight per row, and a max, a min and a multiply-add per number.
 """
 from llvmlite import ir
 from numba import njit, types
@@ -114,3 +119,93 @@ def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
         return context.get_dummy_value()
 
     return types.void(src, koff, base, wsh, t0, k0, nk, q, acc), codegen
+
+
+#: dX's register block (Eq. 6): rows of dX_col x vectors of positions. Each of its numbers
+#: needs three registers (the sum and x -/+ 1), so 2 x 4 with 32 vector registers (24,
+#: 4 vectors of G and a broadcast weight), 1 x 2 with 16
+CLIP_ROWS = 2 if TARGET.blocking == "wide" else 1
+CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
+
+
+@njit(cache=True)
+def clip_block_positions(itemsize):
+    """Positions one dX register block covers for numbers of ``itemsize`` bytes."""
+    return CLIP_VECTORS * (VECTOR_BYTES // itemsize)
+
+
+@intrinsic
+def clip_sums_registers(typingctx, src, koff, k0, wk, g, q, one, out):
+    """out[r, q + j] = sum_t g[t, q + j] * min(max(wk[k0 + r, t], x - one), x + one),
+    x = src[koff[k0 + r] + q + j], for r < CLIP_ROWS and j < clip_block_positions(dtype).
+
+    That is sum_t G[t, q] * (HardTanh(W'[t, k] - x) + x) (Eq. 6 in the shifted frame,
+    the caller subtracts x * sum_t G). src is a 1-D array holding the rows of X_col (row
+    k starts at koff[k]); wk (K, C_out), g (C_out, positions) and out (CLIP_ROWS,
+    positions) are 2-D with a contiguous last axis. Per step t: CLIP_VECTORS loads of G,
+    CLIP_ROWS broadcast weights, and a max, a min and a multiply-add per number; x - one
+    and x + one stay in registers with the sums for the whole loop over t.
+    """
+    if not all(isinstance(arg, types.Array) for arg in (src, koff, wk, g, out)):
+        return None
+    dtype = src.dtype
+    if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (wk, g, out))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_v, koff_v, k0_v, wk_v, g_v, q_v, one_v, out_v = args
+        k0_v = context.cast(builder, k0_v, signature.args[2], types.int64)
+        q_v = context.cast(builder, q_v, signature.args[5], types.int64)
+        one_v = context.cast(builder, one_v, signature.args[6], dtype)
+        x = context.make_array(signature.args[0])(context, builder, src_v)
+        offsets = context.make_array(signature.args[1])(context, builder, koff_v)
+        w = context.make_array(signature.args[3])(context, builder, wk_v)
+        gg = context.make_array(signature.args[4])(context, builder, g_v)
+        o = context.make_array(signature.args[7])(context, builder, out_v)
+        lanes = TARGET.vector_bits // dtype.bitwidth
+        vector = ir.VectorType(_float_type(dtype), lanes)
+        const = lambda value: ir.Constant(I64, value)               # noqa: E731
+        itemsize, align = const(dtype.bitwidth // 8), dtype.bitwidth // 8
+        splat = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+
+        def pitch(array):
+            return builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
+
+        def vector_at(pointer, v):
+            return builder.bitcast(builder.gep(pointer, [const(v * lanes)]), vector.as_pointer())
+
+        def broadcast(scalar):
+            one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(I32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
+
+        ones = broadcast(one_v)
+        w_rows, lows, highs, sums = [], [], [], []
+        for r in range(CLIP_ROWS):
+            k = builder.add(k0_v, const(r))
+            w_rows.append(builder.gep(w.data, [builder.mul(k, pitch(w))]))
+            start = builder.gep(x.data, [builder.add(builder.load(builder.gep(offsets.data, [k])), q_v)])
+            xs = [builder.load(vector_at(start, v), align=align) for v in range(CLIP_VECTORS)]
+            lows.append([builder.fsub(xv, ones, flags=("fast",)) for xv in xs])
+            highs.append([builder.fadd(xv, ones, flags=("fast",)) for xv in xs])
+            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in xs])
+        g_start, g_pitch = builder.gep(gg.data, [q_v]), pitch(gg)
+        n_t = cgutils.unpack_tuple(builder, gg.shape, 2)[0]
+        with cgutils.for_range(builder, n_t) as loop:
+            g_row = builder.gep(g_start, [builder.mul(loop.index, g_pitch)])
+            gs = [builder.load(vector_at(g_row, v), align=align) for v in range(CLIP_VECTORS)]
+            for r in range(CLIP_ROWS):
+                wv = broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
+                for v in range(CLIP_VECTORS):
+                    low, high = lows[r][v], highs[r][v]
+                    clipped = builder.select(builder.fcmp_ordered(">", wv, low), wv, low)
+                    clipped = builder.select(builder.fcmp_ordered("<", clipped, high), clipped, high)
+                    product = builder.fmul(gs[v], clipped, flags=("fast",))
+                    builder.store(builder.fadd(builder.load(sums[r][v]), product, flags=("fast",)), sums[r][v])
+        out_pitch = pitch(o)
+        for r in range(CLIP_ROWS):
+            row = builder.gep(o.data, [builder.add(builder.mul(const(r), out_pitch), q_v)])
+            for v in range(CLIP_VECTORS):
+                builder.store(builder.load(sums[r][v]), vector_at(row, v), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, koff, k0, wk, g, q, one, out), codegen
