@@ -15,8 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
-                                                 block_positions, clip_block_positions, clip_sums_registers,
-                                                 min_sums_registers)
+                                                 block_positions, clip_rows_into, min_sums_registers, vector_length)
 from minadder.kernels.target import TARGET  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,31 +83,43 @@ def test_block_loop_keeps_its_accumulators_in_registers():
 
 
 @njit
-def one_clip_block(src, koff, k0, wk, g, q, one, out):
-    clip_sums_registers(src, koff, k0, wk, g, q, one, out)
+def clip_block(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    clip_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, CLIP_ROWS, CLIP_VECTORS)
+
+
+@njit
+def clip_row_vector(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    clip_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, 1, 1)
 
 
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), n_t=st.integers(0, 9), k0=st.integers(0, 3),
-       q=st.integers(0, 7), one=st.sampled_from([1.0, 0.5]), seed=st.integers(0, 2**31 - 1))
-def test_clip_block_sums_g_times_clipped_weights(dtype, n_t, k0, q, one, seed):
-    """out[r, q + j] = sum_t g[t, q + j] * clip(wk[k0 + r, t], x - one, x + one) on the
-    block (the rest of out untouched), rows of X starting anywhere."""
+       q=st.integers(0, 7), shift=st.integers(0, 4), one=st.sampled_from([1.0, 0.5]), small=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, small, seed):
+    """plane[koff[k] - shift + q + j] += sum_t g[t, q + j] clip(wk[k, t], x - one, x + one)
+    - x gs[q + j] for the block's rows k (Eq. 6 in the shifted frame, col2im fused); rows
+    one position apart overlap in the plane and both add; the rest of the plane untouched.
+    The full block and the 1 x 1 block left-over rows and positions take."""
     rng = np.random.default_rng(seed)
-    positions = clip_block_positions(np.dtype(dtype).itemsize)
-    koff = rng.integers(0, 20, k0 + CLIP_ROWS + 1).astype(np.int64)
-    src = rng.standard_normal(20 + q + positions).astype(dtype)
-    wk = rng.standard_normal((k0 + CLIP_ROWS + 1, n_t)).astype(dtype)
+    rows, vectors = (1, 1) if small else (CLIP_ROWS, CLIP_VECTORS)
+    positions = vectors * vector_length(np.dtype(dtype).itemsize)
+    koff = (shift + rng.integers(0, 3, k0 + rows + 1)).astype(np.int64)      # rows may start at one place
+    src = rng.standard_normal(shift + 3 + q + positions).astype(dtype)
+    wk = rng.standard_normal((k0 + rows + 1, n_t)).astype(dtype)
     g = rng.standard_normal((n_t, q + positions + 3)).astype(dtype)
-    out = rng.standard_normal((CLIP_ROWS, q + positions + 2)).astype(dtype)
-    expected = out.astype(np.float64)
-    for r in range(CLIP_ROWS):
-        x = src[koff[k0 + r] + q:koff[k0 + r] + q + positions].astype(np.float64)
+    gs = rng.standard_normal(q + positions + 1).astype(dtype)
+    plane = rng.standard_normal(3 + q + positions + 2).astype(dtype)
+    expected = plane.astype(np.float64)
+    for r in range(rows):
+        start = koff[k0 + r] + q
+        x = src[start:start + positions].astype(np.float64)
         clipped = np.clip(wk[k0 + r].astype(np.float64)[:, None], x - one, x + one)      # (n_t, positions)
-        expected[r, q:q + positions] = (g[:, q:q + positions] * clipped).sum(axis=0)
-    one_clip_block(src, koff, k0, wk, g, q, dtype(one), out)
+        row = (g[:, q:q + positions] * clipped).sum(axis=0) - x * gs[q:q + positions]
+        expected[start - shift:start - shift + positions] += row
+    (clip_row_vector if small else clip_block)(src, koff, k0, wk, g, gs, q, dtype(one), plane, shift)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * (n_t + 1) * 4)
+    np.testing.assert_allclose(plane, expected, rtol=rtol, atol=rtol * (n_t + 2) * 8)
 
 
 @pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
@@ -116,17 +127,18 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
     """dX's loop over t: a max, a min and a multiply-add per number of the block, a
     broadcast weight per row, and no stack access."""
     register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
-    positions = clip_block_positions(4)
-    out = np.zeros((CLIP_ROWS, positions), np.float32)
-    one_clip_block(np.ones(positions + 8, np.float32), np.arange(CLIP_ROWS), 0, np.zeros((CLIP_ROWS, 3), np.float32),
-                   np.ones((3, positions), np.float32), 0, np.float32(1), out)
-    np.testing.assert_array_equal(out, 0)
-    asm = one_clip_block.inspect_asm(one_clip_block.signatures[0])
+    positions = CLIP_VECTORS * vector_length(4)
+    plane = np.zeros(positions + 4, np.float32)
+    clip_block(np.ones(positions + 8, np.float32), np.arange(CLIP_ROWS), 0, np.zeros((CLIP_ROWS, 3), np.float32),
+               np.zeros((3, positions), np.float32), np.zeros(positions, np.float32), 0, np.float32(1), plane, 0)
+    np.testing.assert_array_equal(plane, 0)
+    asm = clip_block.inspect_asm(clip_block.signatures[0])
     hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vmaxp") for k in mix(body))]
     assert len(hot) == 1, asm[-3000:]
     counts, terms = mix(hot[0]), CLIP_ROWS * CLIP_VECTORS
     fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
     assert counts[f"vmaxps {register}"] == counts[f"vminps {register}"] == fmas == terms, counts
+    assert counts[f"vbroadcastss {register}"] == CLIP_ROWS, counts
     assert not [line for line in hot[0] if "rsp" in line or "rbp" in line], hot[0]
 
 
@@ -145,9 +157,9 @@ block(np.zeros(40, np.float32), np.arange(4), np.zeros((2, 4), np.float32), 4, n
 asm = block.inspect_asm(block.signatures[0])     # 16 ymm registers: the 2 x 4 block must not spill
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vminps ymm"]]
 assert len(hot) == 1 and mix(hot[0])["vminps ymm"] == 8 and not [ln for ln in hot[0] if "rsp" in ln], hot
-from minadder.kernels.cpu.register_block import CLIP_ROWS, CLIP_VECTORS, clip_sums_registers
-clip = njit(lambda src, koff, wk, g, out: clip_sums_registers(src, koff, 0, wk, g, 0, np.float32(1), out))
-clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.zeros((3, 16), np.float32), np.zeros((1, 16), np.float32))
+from minadder.kernels.cpu.register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into
+clip = njit(lambda src, koff, wk, g, gs, pl: clip_rows_into(src, koff, 0, wk, g, gs, 0, np.float32(1), pl, 0, CLIP_ROWS, CLIP_VECTORS))
+clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.zeros((3, 16), np.float32), np.zeros(16, np.float32), np.zeros(20, np.float32))
 asm = clip.inspect_asm(clip.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
 assert CLIP_ROWS * CLIP_VECTORS == 2 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot

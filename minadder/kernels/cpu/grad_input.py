@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .naive import sgn
 from .frame import VECTOR, cropped
-from .register_block import CLIP_ROWS, clip_block_positions, clip_sums_registers
+from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, vector_length
 from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
 
 
@@ -85,49 +85,54 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pa
     padded plane, so each row of dX_col is added into that plane. One task per (image,
     channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
     task's own, whose inside it then writes into dx (N, C, H, W): no padded dX, no crop.
-    Each row is computed on whole vectors (full mode: whole register blocks) into a
-    buffer and then added: the dropped positions past npos read the frame's SLACK and
-    G's zeros. Full mode takes CLIP_ROWS rows at a time through the register block
-    (register_block.py), the rows left over one at a time."""
+    Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
+    and G's zeros, and add zeros into the plane's spare end.
+
+    Full mode: register blocks (register_block.clip_rows_into) of CLIP_ROWS rows x
+    CLIP_VECTORS vectors add straight into the plane; the rows left over take 1-row
+    blocks, the positions left over 1-vector blocks. Sign mode: _dx_row_sign, row by row.
+    """
     channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
     wp = w + 2 * pad
-    plane, whole = (h + 2 * pad) * wp, npos + (-npos) % VECTOR
-    step = clip_block_positions(xp2.itemsize)
-    blocked = npos + (-npos) % step
+    lanes = vector_length(xp2.itemsize)
+    plane, whole = (h + 2 * pad) * wp, npos + (-npos) % lanes
+    step = CLIP_VECTORS * lanes
+    paired = fields - fields % CLIP_ROWS
     for task in prange(xp2.shape[0] * channels):
         n, c = task // channels, task % channels
         img, gn, gs = xp2[n], gw[n], gsum[n]
-        pl = np.zeros(plane, dtype=dx.dtype)
-        d = np.empty(whole, dtype=dx.dtype)
-        first = 0
+        pl = np.zeros(plane + whole - npos, dtype=dx.dtype)
+        shift = c * plane
         if full:
-            sums = np.empty((CLIP_ROWS, blocked), dtype=dx.dtype)
-            first = fields - fields % CLIP_ROWS
-            for f0 in range(0, first, CLIP_ROWS):
+            # stretch by stretch of positions, every row of the plane: the stretch's G
+            # (C_out x step numbers) stays in L1 while the plane's kh*kw rows read it
+            for q in range(0, whole, step):
+                vectors = min(step, whole - q) // lanes
+                for f0 in range(0, fields):
+                    k = c * fields + f0
+                    if f0 < paired and f0 % CLIP_ROWS != 0:
+                        continue                             # done by the block before it
+                    rows = CLIP_ROWS if f0 < paired else 1
+                    if vectors == CLIP_VECTORS:
+                        if rows == CLIP_ROWS:
+                            clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
+                        else:
+                            clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+                    else:                                    # the positions left over, a vector at a time
+                        for qv in range(q, whole, lanes):
+                            if rows == CLIP_ROWS:
+                                clip_rows_into(img, koff, k, wk, gn, gs, qv, one, pl, shift, CLIP_ROWS, 1)
+                            else:
+                                clip_rows_into(img, koff, k, wk, gn, gs, qv, one, pl, shift, 1, 1)
+        else:
+            d = np.empty(whole, dtype=dx.dtype)
+            for f0 in range(fields):
                 k = c * fields + f0
-                for q in range(0, blocked, step):
-                    clip_sums_registers(img, koff, k, wk, gn, q, one, sums)
-                for r in range(CLIP_ROWS):
-                    at = koff[k + r] - c * plane
-                    _add_clipped(pl[at:at + npos], sums[r], img[koff[k + r]:koff[k + r] + npos], gs)
-        for f0 in range(first, fields):
-            k = c * fields + f0
-            xs, at = img[koff[k]:koff[k] + whole], koff[k] - c * plane
-            d[:] = 0
-            if full:
-                _dx_row_full(xs, wk, gn, gs, k, whole, one, d)
-            else:
+                xs, at = img[koff[k]:koff[k] + whole], koff[k] - shift
+                d[:] = 0
                 _dx_row_sign(xs, wk, gn, k, whole, one, d)
-            _add_into(pl[at:at + npos], d)
+                _add_into(pl[at:at + npos], d)
         inside_of(pl, pad, wp, dx[n, c])            # the inside of the plane is dX
-
-
-@njit(fastmath=True, cache=True)
-def _add_clipped(dst, sums, xs, gs):
-    """dst[q] += sums[q] - xs[q] * gs[q]: a row of dX_col from the register block's sums
-    of G * clip(W', x - 1, x + 1), less x * sum_t G, added at the pixels it came from."""
-    for q in range(dst.shape[0]):
-        dst[q] += sums[q] - xs[q] * gs[q]
 
 
 @njit(cache=True)

@@ -123,50 +123,61 @@ def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
 
 #: dX's register block (Eq. 6): rows of dX_col x vectors of positions. Each of its numbers
 #: needs three registers (the sum and x -/+ 1), so 2 x 4 with 32 vector registers (24,
-#: 4 vectors of G and a broadcast weight), 1 x 2 with 16
+#: 4 vectors of G and a broadcast weight), 1 x 2 with 16. The rows and positions left
+#: over go through smaller blocks of the same code (1 row; 1 vector).
 CLIP_ROWS = 2 if TARGET.blocking == "wide" else 1
 CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
 
 
 @njit(cache=True)
-def clip_block_positions(itemsize):
-    """Positions one dX register block covers for numbers of ``itemsize`` bytes."""
-    return CLIP_VECTORS * (VECTOR_BYTES // itemsize)
+def vector_length(itemsize):
+    """Numbers of ``itemsize`` bytes in one vector register of the target."""
+    return VECTOR_BYTES // itemsize
 
 
 @intrinsic
-def clip_sums_registers(typingctx, src, koff, k0, wk, g, q, one, out):
-    """out[r, q + j] = sum_t g[t, q + j] * min(max(wk[k0 + r, t], x - one), x + one),
-    x = src[koff[k0 + r] + q + j], for r < CLIP_ROWS and j < clip_block_positions(dtype).
+def clip_rows_into(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
+    """For r < rows and j < vectors x vector_length (``rows`` and ``vectors`` are literals):
 
-    That is sum_t G[t, q] * (HardTanh(W'[t, k] - x) + x) (Eq. 6 in the shifted frame,
-    the caller subtracts x * sum_t G). src is a 1-D array holding the rows of X_col (row
-    k starts at koff[k]); wk (K, C_out), g (C_out, positions) and out (CLIP_ROWS,
-    positions) are 2-D with a contiguous last axis. Per step t: CLIP_VECTORS loads of G,
-    CLIP_ROWS broadcast weights, and a max, a min and a multiply-add per number; x - one
-    and x + one stay in registers with the sums for the whole loop over t.
+        plane[koff[k0 + r] - shift + q + j] += sum_t g[t, q + j] * min(max(wk[k0 + r, t], x - one), x + one)
+                                               - x * gs[q + j],    x = src[koff[k0 + r] + q + j]
+
+    that is, row k0 + r of dX_col (Eq. 6 in the shifted frame: HardTanh(w - x) =
+    clip(w, x - 1, x + 1) - x, with gs = sum_t G) added at the pixels it came from (col2im).
+    src and plane are 1-D (the image's rows of X_col start at koff[k]; ``shift`` moves
+    them into the plane), wk (K, C_out) and g (C_out, positions) are 2-D with a contiguous
+    last axis, gs 1-D. Per step t: ``vectors`` loads of G, ``rows`` broadcast weights, a
+    max, a min and a multiply-add per number; the sums and x -/+ one stay in registers for
+    the whole loop over t. The rows are added one after another, so rows whose pixels
+    overlap (neighbouring filter offsets) add correctly.
     """
-    if not all(isinstance(arg, types.Array) for arg in (src, koff, wk, g, out)):
+    if not all(isinstance(arg, types.Array) for arg in (src, koff, wk, g, gs, plane)):
+        return None
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
         return None
     dtype = src.dtype
-    if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (wk, g, out))):
+    if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (wk, g, gs, plane))):
         return None
+    n_rows, n_vectors = rows.literal_value, vectors.literal_value
 
     def codegen(context, builder, signature, args):
-        src_v, koff_v, k0_v, wk_v, g_v, q_v, one_v, out_v = args
+        src_v, koff_v, k0_v, wk_v, g_v, gs_v, q_v, one_v, plane_v, shift_v = args[:10]
         k0_v = context.cast(builder, k0_v, signature.args[2], types.int64)
-        q_v = context.cast(builder, q_v, signature.args[5], types.int64)
-        one_v = context.cast(builder, one_v, signature.args[6], dtype)
+        q_v = context.cast(builder, q_v, signature.args[6], types.int64)
+        one_v = context.cast(builder, one_v, signature.args[7], dtype)
+        shift_v = context.cast(builder, shift_v, signature.args[9], types.int64)
         x = context.make_array(signature.args[0])(context, builder, src_v)
         offsets = context.make_array(signature.args[1])(context, builder, koff_v)
         w = context.make_array(signature.args[3])(context, builder, wk_v)
         gg = context.make_array(signature.args[4])(context, builder, g_v)
-        o = context.make_array(signature.args[7])(context, builder, out_v)
+        sums_g = context.make_array(signature.args[5])(context, builder, gs_v)
+        pl = context.make_array(signature.args[8])(context, builder, plane_v)
         lanes = TARGET.vector_bits // dtype.bitwidth
         vector = ir.VectorType(_float_type(dtype), lanes)
         const = lambda value: ir.Constant(I64, value)               # noqa: E731
         itemsize, align = const(dtype.bitwidth // 8), dtype.bitwidth // 8
         splat = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+        fast = ("fast",)
 
         def pitch(array):
             return builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
@@ -179,33 +190,38 @@ def clip_sums_registers(typingctx, src, koff, k0, wk, g, q, one, out):
             return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
 
         ones = broadcast(one_v)
-        w_rows, lows, highs, sums = [], [], [], []
-        for r in range(CLIP_ROWS):
+        w_rows, starts, xs, lows, highs, sums = [], [], [], [], [], []
+        for r in range(n_rows):
             k = builder.add(k0_v, const(r))
             w_rows.append(builder.gep(w.data, [builder.mul(k, pitch(w))]))
-            start = builder.gep(x.data, [builder.add(builder.load(builder.gep(offsets.data, [k])), q_v)])
-            xs = [builder.load(vector_at(start, v), align=align) for v in range(CLIP_VECTORS)]
-            lows.append([builder.fsub(xv, ones, flags=("fast",)) for xv in xs])
-            highs.append([builder.fadd(xv, ones, flags=("fast",)) for xv in xs])
-            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in xs])
+            start = builder.add(builder.load(builder.gep(offsets.data, [k])), q_v)
+            starts.append(start)
+            row = [builder.load(vector_at(builder.gep(x.data, [start]), v), align=align) for v in range(n_vectors)]
+            xs.append(row)
+            lows.append([builder.fsub(xv, ones, flags=fast) for xv in row])
+            highs.append([builder.fadd(xv, ones, flags=fast) for xv in row])
+            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in row])
         g_start, g_pitch = builder.gep(gg.data, [q_v]), pitch(gg)
         n_t = cgutils.unpack_tuple(builder, gg.shape, 2)[0]
         with cgutils.for_range(builder, n_t) as loop:
             g_row = builder.gep(g_start, [builder.mul(loop.index, g_pitch)])
-            gs = [builder.load(vector_at(g_row, v), align=align) for v in range(CLIP_VECTORS)]
-            for r in range(CLIP_ROWS):
+            gv = [builder.load(vector_at(g_row, v), align=align) for v in range(n_vectors)]
+            for r in range(n_rows):
                 wv = broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
-                for v in range(CLIP_VECTORS):
+                for v in range(n_vectors):
                     low, high = lows[r][v], highs[r][v]
                     clipped = builder.select(builder.fcmp_ordered(">", wv, low), wv, low)
                     clipped = builder.select(builder.fcmp_ordered("<", clipped, high), clipped, high)
-                    product = builder.fmul(gs[v], clipped, flags=("fast",))
-                    builder.store(builder.fadd(builder.load(sums[r][v]), product, flags=("fast",)), sums[r][v])
-        out_pitch = pitch(o)
-        for r in range(CLIP_ROWS):
-            row = builder.gep(o.data, [builder.add(builder.mul(const(r), out_pitch), q_v)])
-            for v in range(CLIP_VECTORS):
-                builder.store(builder.load(sums[r][v]), vector_at(row, v), align=align)
+                    total = builder.fadd(builder.load(sums[r][v]), builder.fmul(gv[v], clipped, flags=fast), flags=fast)
+                    builder.store(total, sums[r][v])
+        gs_row = builder.gep(sums_g.data, [q_v])
+        gsv = [builder.load(vector_at(gs_row, v), align=align) for v in range(n_vectors)]
+        for r in range(n_rows):                      # one row after another: their pixels may overlap
+            target = builder.gep(pl.data, [builder.sub(starts[r], shift_v)])
+            for v in range(n_vectors):
+                address = vector_at(target, v)
+                row_value = builder.fsub(builder.load(sums[r][v]), builder.fmul(xs[r][v], gsv[v], flags=fast), flags=fast)
+                builder.store(builder.fadd(builder.load(address, align=align), row_value, flags=fast), address, align=align)
         return context.get_dummy_value()
 
-    return types.void(src, koff, k0, wk, g, q, one, out), codegen
+    return types.void(src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors), codegen
