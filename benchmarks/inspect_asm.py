@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the parallel kernels and the inner helpers that hold their hot loops, by module name
 FUNCTIONS = (
     ("naive", ("_forward_loops", "_grad_input_loops", "_grad_weight_loops")),
-    ("forward", ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_all", "_min_sums_block", "_min_sums_1")),
+    ("forward", ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_all", "_min_sums_1")),
     ("positions", ("field_row",)),
     ("grad_input", ("_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign")),
     ("grad_weight", ("_grad_weight_kernel", "_grad_weight_images_kernel", "_dot_block", "_wide_columns")),

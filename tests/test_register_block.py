@@ -27,7 +27,12 @@ X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 @njit
 def one_block(src, koff, base, wsh, t0, k0, nk, q, acc):
-    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc)
+    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_VECTORS)
+
+
+@njit
+def one_vector_block(src, koff, base, wsh, t0, k0, nk, q, acc):
+    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, 1)
 
 
 def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions):
@@ -42,18 +47,21 @@ def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions):
 
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), nk=st.integers(0, 9), t0=st.integers(0, 3),
-       k0=st.integers(0, 5), q=st.integers(0, 7), base=st.integers(0, 11), seed=st.integers(0, 2**31 - 1))
-def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, seed):
+       k0=st.integers(0, 5), q=st.integers(0, 7), base=st.integers(0, 11), small=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, small, seed):
     """Only the block's MR channels x positions change, each by the definition's sum; the
-    rows start anywhere (unaligned offsets), the accumulators keep what they held."""
+    rows start anywhere (unaligned offsets), the accumulators keep what they held. The
+    whole block and the 1-vector block of the positions left over."""
     rng = np.random.default_rng(seed)
-    positions = block_positions(np.dtype(dtype).itemsize)
+    itemsize = np.dtype(dtype).itemsize
+    positions = vector_length(itemsize) if small else block_positions(itemsize)
     koff = rng.permutation(np.arange(nk) * 3 + rng.integers(0, 3, nk)).astype(np.int64)
     src = rng.standard_normal(base + 3 * nk + 3 + q + positions).astype(dtype)
     wsh = rng.standard_normal((t0 + BLOCK_CHANNELS + 1, k0 + nk + 2)).astype(dtype)
     acc = rng.standard_normal((t0 + BLOCK_CHANNELS + 2, q + positions + 5)).astype(dtype)
     expected = definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions)
-    one_block(src, koff, base, wsh, t0, k0, nk, q, acc)
+    (one_vector_block if small else one_block)(src, koff, base, wsh, t0, k0, nk, q, acc)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(acc, expected, rtol=rtol, atol=rtol * (nk + 1) * 4)
 
@@ -152,7 +160,7 @@ from inspect_asm import innermost, loops, mix
 from numba import njit
 from minadder.kernels.cpu.register_block import BLOCK_CHANNELS, block_positions, min_sums_registers
 assert BLOCK_CHANNELS == 2 and block_positions(4) == 32
-block = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc))
+block = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc, 4))
 block(np.zeros(40, np.float32), np.arange(4), np.zeros((2, 4), np.float32), 4, np.zeros((2, 32), np.float32))
 asm = block.inspect_asm(block.signatures[0])     # 16 ymm registers: the 2 x 4 block must not spill
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vminps ymm"]]

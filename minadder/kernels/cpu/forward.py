@@ -6,10 +6,11 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
   colsum[l] + wsum[t], so the inner loop is one min and one add per adder-MAC instead of
   a subtract, an abs and an add (17-29 % faster, ``bench_min_trick.py``). It works in the
   shifted frame of frame.py, where this identity does not cancel large terms.
-* Register blocking. The inner step keeps MR channels x 4 rows of W (4 x 4 = 16 broadcast
-  weights) in vector registers while it streams 4 rows of X_col: each x vector loaded
-  serves MR channels, each accumulator load and store serves 4 rows. MR is chosen for the
-  CPU in target.py (``inspect_asm.py`` shows each loop and its stack accesses).
+* Register blocking. The inner step keeps MR channels x 4 vectors of accumulators in
+  vector registers for the whole loop over a chunk of k: each step loads 4 vectors of a
+  row of X_col and broadcasts MR weights (register_block.py, written in LLVM IR: plain
+  Numba stored the accumulators every 4 rows). MR is chosen for the CPU in target.py
+  (``inspect_asm.py`` shows each loop and its stack accesses).
 * Reading X_col in place. With stride 1 a task owns a few output rows of one image and
   reads the rows of X_col straight from the padded input on wide positions
   (positions.py); other strides pack a cache-sized panel of them per task.
@@ -17,7 +18,8 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .register_block import BLOCK_CHANNELS, block_positions, min_sums_registers
+from .frame import VECTOR
+from .register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, vector_length
 from .positions import field_row, segments, wide_count, wide_offsets, wide_rows
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
@@ -47,53 +49,6 @@ WIDE_MIN_POSITIONS = 100
 # The inner steps read rows of X_col from a flat array ``src``: row k0 + kk starts at
 # src[base + koff[kk]]. Row views indexed by a range variable let Numba emit plain
 # vector loads (an index it cannot prove non-negative gets gathers: 2.5-3.5x slower).
-# The block is unrolled by hand so that its 16 (or 8) weights are scalars, which LLVM
-# keeps in registers; a loop over an array of them would load them again every step.
-# MR is a constant: Numba compiles the ``if MR == 4`` parts in or out, one variant.
-@njit(fastmath=True, cache=True)
-def _min_sums_block(src, koff, base, wsh, t0, k0, nk, width, acc):
-    """acc[t0 + r, q] += sum_{kk < nk} min(X'[k0 + kk, q], W'[t0 + r, k0 + kk]) for r < MR.
-
-    The inner step: MR channels x 4 rows of W' as scalars; each x vector loaded serves MR
-    channels, each accumulator load and store 4 rows. MR = 4 ("wide", 32 vector
-    registers), or 2 ("narrow": 8 broadcast weights, 4 x vectors and 2 accumulators fit
-    AVX2's 16 ymm registers).
-    """
-    a_0, a_1 = acc[t0, :width], acc[t0 + 1, :width]
-    if MR == 4:
-        a_2, a_3 = acc[t0 + 2, :width], acc[t0 + 3, :width]
-    nk4 = nk - nk % 4
-    for kk in range(0, nk4, 4):
-        k = k0 + kk
-        w00, w01, w02, w03 = wsh[t0, k], wsh[t0, k + 1], wsh[t0, k + 2], wsh[t0, k + 3]
-        w10, w11, w12, w13 = wsh[t0 + 1, k], wsh[t0 + 1, k + 1], wsh[t0 + 1, k + 2], wsh[t0 + 1, k + 3]
-        if MR == 4:
-            w20, w21, w22, w23 = wsh[t0 + 2, k], wsh[t0 + 2, k + 1], wsh[t0 + 2, k + 2], wsh[t0 + 2, k + 3]
-            w30, w31, w32, w33 = wsh[t0 + 3, k], wsh[t0 + 3, k + 1], wsh[t0 + 3, k + 2], wsh[t0 + 3, k + 3]
-        s0, s1, s2, s3 = base + koff[kk], base + koff[kk + 1], base + koff[kk + 2], base + koff[kk + 3]
-        r0, r1, r2, r3 = src[s0:s0 + width], src[s1:s1 + width], src[s2:s2 + width], src[s3:s3 + width]
-        for q in range(width):
-            x0, x1, x2, x3 = r0[q], r1[q], r2[q], r3[q]
-            a_0[q] += (min(x0, w00) + min(x1, w01)) + (min(x2, w02) + min(x3, w03))
-            a_1[q] += (min(x0, w10) + min(x1, w11)) + (min(x2, w12) + min(x3, w13))
-            if MR == 4:
-                a_2[q] += (min(x0, w20) + min(x1, w21)) + (min(x2, w22) + min(x3, w23))
-                a_3[q] += (min(x0, w30) + min(x1, w31)) + (min(x2, w32) + min(x3, w33))
-    for kk in range(nk4, nk):   # rows left over
-        k, s0 = k0 + kk, base + koff[kk]
-        w0, w1 = wsh[t0, k], wsh[t0 + 1, k]
-        if MR == 4:
-            w2, w3 = wsh[t0 + 2, k], wsh[t0 + 3, k]
-        r0 = src[s0:s0 + width]
-        for q in range(width):
-            x0 = r0[q]
-            a_0[q] += min(x0, w0)
-            a_1[q] += min(x0, w1)
-            if MR == 4:
-                a_2[q] += min(x0, w2)
-                a_3[q] += min(x0, w3)
-
-
 @njit(fastmath=True, cache=True)
 def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, acc):
     """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]): one channel left over."""
@@ -109,22 +64,23 @@ def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, acc):
 def _min_sums_all(src, koff, base, wsh, k0, nk, width, acc):
     """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t.
 
-    Whole register blocks (register_block.py) cover MR channels x BLOCK_POSITIONS
-    positions each, all channels of one stretch of positions before the next, so that
-    the stretch's rows of X_col stay in L1 while every block reads them. The positions
-    after the last whole block go through _min_sums_block, the channels after the last
-    whole block through _min_sums_1.
+    Register blocks (register_block.py) of MR channels x BLOCK_VECTORS vectors, all
+    channels of one stretch of positions before the next, so that the stretch's rows of
+    X_col stay in L1 while every block reads them; the positions after the last whole
+    block take blocks of one vector (acc and src hold whole vectors past ``width``), the
+    channels after the last whole block _min_sums_1.
     """
     n_t = wsh.shape[0]
-    step = block_positions(wsh.itemsize)
-    q_end, t_end = width - width % step, n_t - n_t % MR
-    for q in range(0, q_end, step):
-        for t in range(0, t_end, MR):
-            min_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc)
-    if q_end < width:                                        # positions left over
-        rest = acc[:, q_end:]
-        for t in range(0, t_end, MR):
-            _min_sums_block(src, koff, base + q_end, wsh, t, k0, nk, width - q_end, rest)
+    lanes = vector_length(wsh.itemsize)
+    step, t_end = BLOCK_VECTORS * lanes, n_t - n_t % MR
+    for q in range(0, width, step):
+        if q + step <= width:
+            for t in range(0, t_end, MR):
+                min_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc, BLOCK_VECTORS)
+        else:
+            for qv in range(q, width, lanes):                # positions left over, a vector at a time
+                for t in range(0, t_end, MR):
+                    min_sums_registers(src, koff, base, wsh, t, k0, nk, qv, acc, 1)
     for tt in range(t_end, n_t):                             # the C_out % MR channels left over
         _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, acc)
 
@@ -156,7 +112,7 @@ def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
         n, u0 = task // blocks, (task % blocks) * rows
         u1 = min(ho, u0 + rows)
         width = (u1 - u0 - 1) * pitch + wo
-        width += (-width) % block_positions(xp2.itemsize)  # whole register blocks (SLACK covers them)
+        width += (-width) % VECTOR                         # whole vectors (SLACK covers them)
         base = u0 * pitch
         img = xp2[n]
         acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
@@ -190,8 +146,8 @@ def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, out):
         width = min(tile, n_l - l0)
         segs = np.empty((tile // wo + 2, 5), dtype=np.int64)
         count = segments(l0, width, plane, wo, segs)
-        panel = np.empty(CHUNK_K * tile, dtype=wsh.dtype)
-        acc = np.zeros((n_t, width), dtype=wsh.dtype)
+        panel = np.zeros(CHUNK_K * tile + VECTOR, dtype=wsh.dtype)   # a last row's whole vectors
+        acc = np.zeros((n_t, width + (-width) % VECTOR), dtype=wsh.dtype)
         colsum = np.zeros(width, dtype=wsh.dtype)
         for k0 in range(0, n_k, CHUNK_K):
             nk = min(CHUNK_K, n_k - k0)

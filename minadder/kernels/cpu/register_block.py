@@ -46,6 +46,12 @@ I32 = ir.IntType(32)
 
 
 @njit(cache=True)
+def vector_length(itemsize):
+    """Numbers of ``itemsize`` bytes in one vector register of the target."""
+    return VECTOR_BYTES // itemsize
+
+
+@njit(cache=True)
 def block_positions(itemsize):
     """Positions one register block covers for numbers of ``itemsize`` bytes (4: float32)."""
     return BLOCK_VECTORS * (VECTOR_BYTES // itemsize)
@@ -56,9 +62,10 @@ def _float_type(dtype):
 
 
 @intrinsic
-def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
+def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc, vectors):
     """acc[t0 + r, q + j] += sum_{kk < nk} min(src[base + koff[kk] + q + j], wsh[t0 + r, k0 + kk])
-    for r < BLOCK_CHANNELS and j < block_positions(dtype).
+    for r < BLOCK_CHANNELS and j < vectors x vector_length (``vectors`` a literal:
+    BLOCK_VECTORS, or 1 for the positions left over).
 
     src is a 1-D array holding the rows of X_col (row kk starts at base + koff[kk]); wsh
     (C_out, K) and acc (C_out, positions) are 2-D arrays whose last axis is contiguous.
@@ -66,12 +73,15 @@ def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
     """
     if not all(isinstance(arg, types.Array) for arg in (src, koff, wsh, acc)):
         return None                                   # Numba reports that it cannot type the call
+    if not isinstance(vectors, types.IntegerLiteral):
+        return None
     dtype = src.dtype
     if not (isinstance(dtype, types.Float) and wsh.dtype == dtype and acc.dtype == dtype):
         return None
+    n_vectors = vectors.literal_value
 
     def codegen(context, builder, signature, args):
-        src_v, koff_v, base_v, wsh_v, t0_v, k0_v, nk_v, q_v, acc_v = args
+        src_v, koff_v, base_v, wsh_v, t0_v, k0_v, nk_v, q_v, acc_v = args[:9]
         base_v, t0_v, k0_v, nk_v, q_v = (
             context.cast(builder, value, signature.args[i], types.int64)
             for value, i in ((base_v, 2), (t0_v, 4), (k0_v, 5), (nk_v, 6), (q_v, 7)))
@@ -99,26 +109,26 @@ def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
         w_rows = [row_start(w, builder.add(t0_v, const(r)), k0_v) for r in range(BLOCK_CHANNELS)]
         # the accumulators start from acc's values; LLVM keeps these stack slots in registers
         accs = [[cgutils.alloca_once_value(builder, builder.load(vector_at(acc_rows[r], v), align=align))
-                 for v in range(BLOCK_VECTORS)] for r in range(BLOCK_CHANNELS)]
+                 for v in range(n_vectors)] for r in range(BLOCK_CHANNELS)]
         first = builder.gep(x.data, [builder.add(base_v, q_v)])
         splat = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
         with cgutils.for_range(builder, nk_v) as loop:
             row = builder.gep(first, [builder.load(builder.gep(offsets.data, [loop.index]))])
-            xs = [builder.load(vector_at(row, v), align=align) for v in range(BLOCK_VECTORS)]
+            xs = [builder.load(vector_at(row, v), align=align) for v in range(n_vectors)]
             for r in range(BLOCK_CHANNELS):
                 scalar = builder.load(builder.gep(w_rows[r], [loop.index]))
                 one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(I32, 0))
                 wv = builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
-                for v in range(BLOCK_VECTORS):
+                for v in range(n_vectors):
                     smaller = builder.select(builder.fcmp_ordered("<", xs[v], wv), xs[v], wv)
                     total = builder.fadd(builder.load(accs[r][v]), smaller, flags=("fast",))
                     builder.store(total, accs[r][v])
         for r in range(BLOCK_CHANNELS):
-            for v in range(BLOCK_VECTORS):
+            for v in range(n_vectors):
                 builder.store(builder.load(accs[r][v]), vector_at(acc_rows[r], v), align=align)
         return context.get_dummy_value()
 
-    return types.void(src, koff, base, wsh, t0, k0, nk, q, acc), codegen
+    return types.void(src, koff, base, wsh, t0, k0, nk, q, acc, vectors), codegen
 
 
 #: dX's register block (Eq. 6): rows of dX_col x vectors of positions. Each of its numbers
@@ -127,12 +137,6 @@ def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc):
 #: over go through smaller blocks of the same code (1 row; 1 vector).
 CLIP_ROWS = 2 if TARGET.blocking == "wide" else 1
 CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
-
-
-@njit(cache=True)
-def vector_length(itemsize):
-    """Numbers of ``itemsize`` bytes in one vector register of the target."""
-    return VECTOR_BYTES // itemsize
 
 
 @intrinsic
