@@ -30,7 +30,7 @@ FUNCTIONS = (
     ("forward", ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_all", "_min_sums_1")),
     ("positions", ("field_row",)),
     ("grad_input", ("_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign")),
-    ("grad_weight", ("_grad_weight_kernel", "_grad_weight_images_kernel", "_dot_block", "_wide_columns")),
+    ("grad_weight", ("_grad_weight_kernel", "_grad_weight_images_kernel", "_wide_columns")),
 )
 #: a memory operand on the stack: AT&T syntax (what Numba prints) or Intel syntax
 STACK = re.compile(r"\(%(rsp|rbp)[^)]*\)|\[(rsp|rbp)[^\]]*\]")

@@ -15,7 +15,8 @@ from hypothesis import strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
-                                                 block_positions, clip_rows_into, min_sums_registers, vector_length)
+                                                 DOT_FILTERS, DOT_ROWS, block_positions, clip_rows_into,
+                                                 dot_sums_registers, min_sums_registers, vector_length)
 from minadder.kernels.target import TARGET  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_block_loop_keeps_its_accumulators_in_registers():
     counts, terms = mix(body), BLOCK_CHANNELS * BLOCK_VECTORS
     assert counts[f"vminps {register}"] == terms and counts[f"vaddps {register}"] == terms, counts
     assert counts[f"vbroadcastss {register}"] == BLOCK_CHANNELS, counts
-    assert not [line for line in body if "rsp" in line or "rbp" in line], body
+    assert not [line for line in body if "%rsp" in line], body
 
 
 @njit
@@ -147,7 +148,53 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
     fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
     assert counts[f"vmaxps {register}"] == counts[f"vminps {register}"] == fmas == terms, counts
     assert counts[f"vbroadcastss {register}"] == CLIP_ROWS, counts
-    assert not [line for line in hot[0] if "rsp" in line or "rbp" in line], hot[0]
+    assert not [line for line in hot[0] if "%rsp" in line], hot[0]
+
+
+@njit
+def dot_block(src, koff, k0, g, t0, count, sums):
+    dot_sums_registers(src, koff, k0, g, t0, count, sums)
+
+
+@settings(deadline=None, max_examples=25)
+@given(dtype=st.sampled_from([np.float32, np.float64]), count=st.integers(0, 5), k0=st.integers(0, 3),
+       t0=st.integers(0, 3), seed=st.integers(0, 2**31 - 1))
+def test_dot_block_adds_lane_wise_dot_products(dtype, count, k0, t0, seed):
+    """sums[i * DOT_ROWS + j, lane] += sum_v G[t0 + i, v L + lane] X'[k0 + j, v L + lane]:
+    summed over its lanes, each row of sums gains one entry of G X'^T (Eq. 5's product)."""
+    rng = np.random.default_rng(seed)
+    lanes = vector_length(np.dtype(dtype).itemsize)
+    koff = rng.integers(0, 7, k0 + DOT_ROWS + 1).astype(np.int64)
+    src = rng.standard_normal(7 + count * lanes).astype(dtype)
+    g = rng.standard_normal((t0 + DOT_FILTERS + 1, count * lanes + 3)).astype(dtype)
+    sums = rng.standard_normal((DOT_FILTERS * DOT_ROWS, lanes)).astype(dtype)
+    expected = sums.astype(np.float64)
+    for i in range(DOT_FILTERS):
+        for j in range(DOT_ROWS):
+            x = src[koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
+            expected[i * DOT_ROWS + j] += (g[t0 + i, :count * lanes] * x).reshape(count, lanes).sum(axis=0)
+    dot_block(src, koff, k0, g, t0, count, sums)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (count + 1) * 8)
+
+
+@pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
+def test_dot_block_loop_is_loads_and_multiply_adds():
+    """dW's loop over vectors of positions: DOT_FILTERS + DOT_ROWS loads and one FMA per
+    sum, no stack access."""
+    register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
+    lanes = vector_length(4)
+    sums = np.zeros((DOT_FILTERS * DOT_ROWS, lanes), np.float32)
+    dot_block(np.ones(8 * lanes, np.float32), np.arange(DOT_ROWS), 0, np.zeros((DOT_FILTERS, 4 * lanes), np.float32), 0, 4, sums)
+    np.testing.assert_array_equal(sums, 0)
+    asm = dot_block.inspect_asm(dot_block.signatures[0])
+    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vfmadd") for k in mix(body))]
+    assert len(hot) == 1, asm[-3000:]
+    counts = mix(hot[0])
+    fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
+    loads = counts[f"vmovups {register}"] + sum(1 for line in hot[0] if line.lstrip().startswith("vfmadd") and "(" in line)
+    assert fmas == DOT_FILTERS * DOT_ROWS and loads >= DOT_FILTERS, counts
+    assert not [line for line in hot[0] if "%rsp" in line], hot[0]
 
 
 HASWELL_CHECK = r"""
@@ -171,6 +218,12 @@ clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.ze
 asm = clip.inspect_asm(clip.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
 assert CLIP_ROWS * CLIP_VECTORS == 2 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
+from minadder.kernels.cpu.register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers
+dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, sums))
+dot(np.zeros(64, np.float32), np.arange(2), np.zeros((4, 32), np.float32), 4, np.zeros((8, 8), np.float32))
+asm = dot.inspect_asm(dot.signatures[0])
+hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vfmadd231ps ymm"] + mix(b)["vfmadd213ps ymm"]]
+assert DOT_FILTERS * DOT_ROWS == 8 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
 print("avx2 ok")
 """
 
@@ -178,7 +231,7 @@ print("avx2 ok")
 @pytest.mark.skipif(not X86, reason="needs an x86 CPU")
 def test_haswell_block_fits_sixteen_registers():
     """Compiled for Haswell (AVX2, 16 ymm registers) the forward's block is 2 channels x 4
-    vectors, dX's 1 row x 2 vectors, and neither loop spills."""
+    vectors, dX's 1 row x 2 vectors, dW's 4 filters x 2 rows, and no loop spills."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
     env["NUMBA_CPU_NAME"] = "haswell"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

@@ -8,7 +8,7 @@ Against naive.py's loop:
   the shifted frame of frame.py, where the subtraction does not cancel large terms).
   With stride 1 and long rows the product reads X' straight from the padded input on
   wide positions (positions.py), in register blocks of 4 x 4 dot products (4 x 2 with
-  AVX2's 16 registers): no X_col at all.
+  AVX2's 16 registers; register_block.py): no X_col at all.
 * Otherwise (sign mode, other strides, short rows) X_col is built for a chunk of about
   1/DW_CHUNKS of the batch at a time, and one task per (4 filters, row k) runs four
   dot-product-like reductions along it.
@@ -28,8 +28,8 @@ from numba import get_num_threads, njit, prange
 from . import columns, products
 from .naive import sgn
 from .products import image_chunks
+from .register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers, vector_length
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
-from ..target import TARGET
 
 #: full mode reads X from the padded input (no X_col) when an image has at least this
 #: many wide positions; with shorter rows the per-image reductions cost more than
@@ -39,7 +39,7 @@ from ..target import TARGET
 WIDE_DW_MIN_POSITIONS = 100
 #: rows of X per register block of the full-mode product: 4 with 32 vector registers
 #: (16 accumulators), else 2 (8 accumulators fit AVX2's 16 registers; target.py)
-KB = 4 if TARGET.blocking == "wide" else 2
+KB = DOT_ROWS
 #: how full mode computes G X'^T: "auto", "numba" (the register blocks below) or "blas"
 FULL_DW_PRODUCT = "auto"
 #: "auto" keeps the register-block product (no X_col) for long rows only up to this many
@@ -162,81 +162,51 @@ def _product_by_threads(frame, g, win, gw):
     return sum(products.on_threads(work, [chunks[i::threads] for i in range(threads)]))
 
 
-@njit(inline="always")
-def _add_column(acc, j, s0, s1, s2, s3):
-    """acc[:, j] += (s0, s1, s2, s3)."""
-    acc[0, j] += s0
-    acc[1, j] += s1
-    acc[2, j] += s2
-    acc[3, j] += s3
-
-
-# The register block of the full-mode product, unrolled by hand so that its 16 (or 8)
-# partial sums are scalars kept in registers across the loop over positions. KB is a
-# constant: Numba compiles the ``if KB == 4`` parts in or out, one variant.
-@njit(fastmath=True, cache=True)
-def _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc):
-    """acc[i, j] += sum_q g_i[q] * X'[k0 + j, q] for i < 4, j < KB, where row k of X' is
-    img[koff[k]:koff[k] + npos]: a 4 x KB block of dot products (16 or 8 accumulators)."""
-    o0, o1 = koff[k0], koff[k0 + 1]
-    r0, r1 = img[o0:o0 + npos], img[o1:o1 + npos]
-    if KB == 4:
-        o2, o3 = koff[k0 + 2], koff[k0 + 3]
-        r2, r3 = img[o2:o2 + npos], img[o3:o3 + npos]
-    s00 = s10 = s20 = s30 = s01 = s11 = s21 = s31 = acc[0, 0] - acc[0, 0]
-    if KB == 4:
-        s02 = s12 = s22 = s32 = s03 = s13 = s23 = s33 = s00
-    for q in range(npos):
-        a, b, c, d = g0[q], g1[q], g2[q], g3[q]
-        x0, x1 = r0[q], r1[q]
-        s00, s10, s20, s30 = s00 + a * x0, s10 + b * x0, s20 + c * x0, s30 + d * x0
-        s01, s11, s21, s31 = s01 + a * x1, s11 + b * x1, s21 + c * x1, s31 + d * x1
-        if KB == 4:
-            x2, x3 = r2[q], r3[q]
-            s02, s12, s22, s32 = s02 + a * x2, s12 + b * x2, s22 + c * x2, s32 + d * x2
-            s03, s13, s23, s33 = s03 + a * x3, s13 + b * x3, s23 + c * x3, s33 + d * x3
-    _add_column(acc, 0, s00, s10, s20, s30)
-    _add_column(acc, 1, s01, s11, s21, s31)
-    if KB == 4:
-        _add_column(acc, 2, s02, s12, s22, s32)
-        _add_column(acc, 3, s03, s13, s23, s33)
-
-
 @njit(parallel=True, fastmath=True, cache=True)
 def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
     """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] X'[n, k, q] on wide positions,
     stride 1: the G X'^T part of the full-mode dW (Eq. 5), reading row k of X' straight
-    from the padded input (xp2[n, koff[k]:]). One task per chunk of images: it runs every
-    4 x KB register block of dot products over its images while their rows of G and X'
-    are in L2; the caller sums the chunks. (One task per block over the whole batch, as
-    before, streamed all of G and X' from memory for each block, two bytes a multiply-add:
-    measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
+    from the padded input (xp2[n, koff[k]:]). One task per chunk of images: image by
+    image, it runs every DOT_FILTERS x DOT_ROWS register block of dot products
+    (register_block.dot_sums_registers) while the image's rows of G and X' are in L2,
+    each block keeping its lane-wise sums in ``lanes`` between images; the lanes are added
+    up once, at the end of the chunk. The caller sums the chunks. (One task per block over
+    the whole batch, as before, streamed all of G and X' from memory for each block, two
+    bytes a multiply-add: measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32:
+    51 -> 70 G MAC/s.)"""
     n_img, n_t = gw.shape[0], gw.shape[1]
     n_k = koff.shape[0]
     chunks = partial.shape[0]
+    width = vector_length(xp2.itemsize)
+    count = (npos + width - 1) // width              # whole vectors: G is zero past npos
+    t_end, k_end = n_t - n_t % DOT_FILTERS, n_k - n_k % DOT_ROWS
     for b in prange(chunks):
         out = partial[b]
-        acc = np.zeros((4, 4), dtype=partial.dtype)
+        lanes = np.zeros((t_end // DOT_FILTERS, k_end // DOT_ROWS, DOT_FILTERS * DOT_ROWS, width), dtype=partial.dtype)
         for n in range(b * n_img // chunks, (b + 1) * n_img // chunks):
             img, gn = xp2[n], gw[n]
-            for t0 in range(0, n_t - 3, 4):
-                g0, g1, g2, g3 = gn[t0, :npos], gn[t0 + 1, :npos], gn[t0 + 2, :npos], gn[t0 + 3, :npos]
-                for k0 in range(0, n_k - KB + 1, KB):
-                    acc[:, :] = 0
-                    _dot_block(img, koff, k0, g0, g1, g2, g3, npos, acc)
-                    for i in range(4):
-                        for j in range(KB):
-                            out[t0 + i, k0 + j] += acc[i, j]
+            for t0 in range(0, t_end, DOT_FILTERS):
+                for k0 in range(0, k_end, DOT_ROWS):
+                    dot_sums_registers(img, koff, k0, gn, t0, count, lanes[t0 // DOT_FILTERS, k0 // DOT_ROWS])
             for t in range(n_t):   # the edge blocks, one dot product at a time
                 gr = gn[t, :npos]
                 for k in range(n_k):
-                    if t < n_t - n_t % 4 and k < n_k - n_k % KB:
+                    if t < t_end and k < k_end:
                         continue
                     row = img[koff[k]:koff[k] + npos]
-                    s = acc[0, 0] - acc[0, 0]
+                    total = out[t, k] - out[t, k]
                     for q in range(npos):
-                        s += gr[q] * row[q]
-                    out[t, k] += s
+                        total += gr[q] * row[q]
+                    out[t, k] += total
+        for t0 in range(0, t_end, DOT_FILTERS):
+            for k0 in range(0, k_end, DOT_ROWS):
+                block = lanes[t0 // DOT_FILTERS, k0 // DOT_ROWS]
+                for i in range(DOT_FILTERS):
+                    for j in range(DOT_ROWS):
+                        total = out[t0, k0] - out[t0, k0]
+                        for v in range(width):
+                            total += block[i * DOT_ROWS + j, v]
+                        out[t0 + i, k0 + j] += total
 
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)

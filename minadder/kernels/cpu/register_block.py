@@ -229,3 +229,68 @@ def clip_rows_into(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, ro
         return context.get_dummy_value()
 
     return types.void(src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors), codegen
+
+
+#: dW's register block (Eq. 5, the G X'^T part): filters x rows of X', each a vector of
+#: lane-wise partial dot products. 4 x 4 with 32 vector registers (16 sums, 4 vectors of
+#: G and 4 of X), 4 x 2 with 16.
+DOT_FILTERS = 4
+DOT_ROWS = 4 if TARGET.blocking == "wide" else 2
+
+
+@intrinsic
+def dot_sums_registers(typingctx, src, koff, k0, g, t0, count, sums):
+    """sums[i * DOT_ROWS + j, :] += sum_{v < count} G[t0 + i, vL:(v+1)L] * X'[k0 + j, vL:(v+1)L]
+    lane by lane, for i < DOT_FILTERS, j < DOT_ROWS (L = vector_length; row k of X' is
+    src[koff[k]:]). The caller adds the lanes up once, at the end of all its images: no
+    sum across lanes per image, and no scalar tail (G is zero past the last position).
+
+    src is 1-D, g (C_out, >= count L) and sums (DOT_FILTERS * DOT_ROWS, L) 2-D with a
+    contiguous last axis. Per step: DOT_FILTERS loads of G, DOT_ROWS loads of X' and
+    DOT_FILTERS x DOT_ROWS multiply-adds.
+    """
+    if not all(isinstance(arg, types.Array) for arg in (src, koff, g, sums)):
+        return None
+    dtype = src.dtype
+    if not (isinstance(dtype, types.Float) and g.dtype == dtype and sums.dtype == dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_v, koff_v, k0_v, g_v, t0_v, count_v, sums_v = args
+        k0_v = context.cast(builder, k0_v, signature.args[2], types.int64)
+        t0_v = context.cast(builder, t0_v, signature.args[4], types.int64)
+        count_v = context.cast(builder, count_v, signature.args[5], types.int64)
+        x = context.make_array(signature.args[0])(context, builder, src_v)
+        offsets = context.make_array(signature.args[1])(context, builder, koff_v)
+        gg = context.make_array(signature.args[3])(context, builder, g_v)
+        s = context.make_array(signature.args[6])(context, builder, sums_v)
+        lanes = TARGET.vector_bits // dtype.bitwidth
+        vector = ir.VectorType(_float_type(dtype), lanes)
+        const = lambda value: ir.Constant(I64, value)               # noqa: E731
+        itemsize, align = const(dtype.bitwidth // 8), dtype.bitwidth // 8
+        fast = ("fast",)
+
+        def pitch(array):
+            return builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
+
+        def as_vector(pointer):
+            return builder.bitcast(pointer, vector.as_pointer())
+
+        g_rows = [builder.gep(gg.data, [builder.mul(builder.add(t0_v, const(i)), pitch(gg))]) for i in range(DOT_FILTERS)]
+        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [builder.add(k0_v, const(j))]))])
+                  for j in range(DOT_ROWS)]
+        s_rows = [builder.gep(s.data, [builder.mul(const(b), pitch(s))]) for b in range(DOT_FILTERS * DOT_ROWS)]
+        accs = [cgutils.alloca_once_value(builder, builder.load(as_vector(row), align=align)) for row in s_rows]
+        with cgutils.for_range(builder, count_v) as loop:
+            at = builder.mul(loop.index, const(lanes))
+            gv = [builder.load(as_vector(builder.gep(row, [at])), align=align) for row in g_rows]
+            xv = [builder.load(as_vector(builder.gep(row, [at])), align=align) for row in x_rows]
+            for i in range(DOT_FILTERS):
+                for j in range(DOT_ROWS):
+                    acc = accs[i * DOT_ROWS + j]
+                    builder.store(builder.fadd(builder.load(acc), builder.fmul(gv[i], xv[j], flags=fast), flags=fast), acc)
+        for acc, row in zip(accs, s_rows):
+            builder.store(builder.load(acc), as_vector(row), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, koff, k0, g, t0, count, sums), codegen
