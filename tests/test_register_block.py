@@ -16,7 +16,8 @@ from numba import njit  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
                                                  DOT_FILTERS, DOT_ROWS, block_positions, clip_rows_into,
-                                                 dot_sums_registers, min_sums_registers, vector_length)
+                                                 dot_sums_registers, min_sums_registers, product_rows_into,
+                                                 product_sums_registers, vector_length)
 from minadder.kernels.target import TARGET  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,24 +37,36 @@ def one_vector_block(src, koff, base, wsh, t0, k0, nk, q, acc):
     min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, 1)
 
 
-def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions):
-    """acc plus sum_kk min(src row kk, wsh[t, k0 + kk]) on the block, in float64."""
+@njit
+def product_block(src, koff, base, wsh, t0, k0, nk, q, acc):
+    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_VECTORS)
+
+
+@njit
+def product_vector_block(src, koff, base, wsh, t0, k0, nk, q, acc):
+    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, 1)
+
+
+def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product=False):
+    """acc plus sum_kk min(src row kk, wsh[t, k0 + kk]) (or their products) on the block, in float64."""
     out = acc.astype(np.float64)
     for r in range(BLOCK_CHANNELS):
         for kk in range(nk):
             row = src[base + koff[kk] + q:base + koff[kk] + q + positions].astype(np.float64)
-            out[t0 + r, q:q + positions] += np.minimum(row, float(wsh[t0 + r, k0 + kk]))
+            w = float(wsh[t0 + r, k0 + kk])
+            out[t0 + r, q:q + positions] += row * w if product else np.minimum(row, w)
     return out
 
 
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), nk=st.integers(0, 9), t0=st.integers(0, 3),
        k0=st.integers(0, 5), q=st.integers(0, 7), base=st.integers(0, 11), small=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
-def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, small, seed):
+       product=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, small, product, seed):
     """Only the block's MR channels x positions change, each by the definition's sum; the
     rows start anywhere (unaligned offsets), the accumulators keep what they held. The
-    whole block and the 1-vector block of the positions left over."""
+    whole block and the 1-vector block of the positions left over; mins (l1) and
+    products (l2)."""
     rng = np.random.default_rng(seed)
     itemsize = np.dtype(dtype).itemsize
     positions = vector_length(itemsize) if small else block_positions(itemsize)
@@ -61,8 +74,10 @@ def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base,
     src = rng.standard_normal(base + 3 * nk + 3 + q + positions).astype(dtype)
     wsh = rng.standard_normal((t0 + BLOCK_CHANNELS + 1, k0 + nk + 2)).astype(dtype)
     acc = rng.standard_normal((t0 + BLOCK_CHANNELS + 2, q + positions + 5)).astype(dtype)
-    expected = definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions)
-    (one_vector_block if small else one_block)(src, koff, base, wsh, t0, k0, nk, q, acc)
+    expected = definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product)
+    blocks = {(False, False): one_block, (True, False): one_vector_block,
+              (False, True): product_block, (True, True): product_vector_block}
+    blocks[small, product](src, koff, base, wsh, t0, k0, nk, q, acc)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(acc, expected, rtol=rtol, atol=rtol * (nk + 1) * 4)
 
@@ -101,16 +116,23 @@ def clip_row_vector(src, koff, k0, wk, g, gs, q, one, plane, shift):
     clip_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, 1, 1)
 
 
+@njit
+def product_rows(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    product_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, CLIP_ROWS, CLIP_VECTORS)
+
+
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), n_t=st.integers(0, 9), k0=st.integers(0, 3),
        q=st.integers(0, 7), shift=st.integers(0, 4), one=st.sampled_from([1.0, 0.5]), small=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
-def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, small, seed):
+       product=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, small, product, seed):
     """plane[koff[k] - shift + q + j] += sum_t g[t, q + j] clip(wk[k, t], x - one, x + one)
     - x gs[q + j] for the block's rows k (Eq. 6 in the shifted frame, col2im fused); rows
     one position apart overlap in the plane and both add; the rest of the plane untouched.
-    The full block and the 1 x 1 block left-over rows and positions take."""
+    The full block and the 1 x 1 block left-over rows and positions take; without the
+    clip (product_rows_into, the l2 layer: sum_t g w - x gs)."""
     rng = np.random.default_rng(seed)
+    small = small and not product
     rows, vectors = (1, 1) if small else (CLIP_ROWS, CLIP_VECTORS)
     positions = vectors * vector_length(np.dtype(dtype).itemsize)
     koff = (shift + rng.integers(0, 3, k0 + rows + 1)).astype(np.int64)      # rows may start at one place
@@ -123,10 +145,12 @@ def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift,
     for r in range(rows):
         start = koff[k0 + r] + q
         x = src[start:start + positions].astype(np.float64)
-        clipped = np.clip(wk[k0 + r].astype(np.float64)[:, None], x - one, x + one)      # (n_t, positions)
+        weights = np.broadcast_to(wk[k0 + r].astype(np.float64)[:, None], (n_t, positions))
+        clipped = weights if product else np.clip(weights, x - one, x + one)      # (n_t, positions)
         row = (g[:, q:q + positions] * clipped).sum(axis=0) - x * gs[q:q + positions]
         expected[start - shift:start - shift + positions] += row
-    (clip_row_vector if small else clip_block)(src, koff, k0, wk, g, gs, q, dtype(one), plane, shift)
+    block = product_rows if product else (clip_row_vector if small else clip_block)
+    block(src, koff, k0, wk, g, gs, q, dtype(one), plane, shift)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(plane, expected, rtol=rtol, atol=rtol * (n_t + 2) * 8)
 

@@ -6,10 +6,13 @@ The package is a ladder; read it from the bottom rung up:
                     in Numba, exporting adder2d_forward / adder2d_backward too
     frame.py        the padded input, shifted by the filters' mean (why: precision)
     positions.py    where a row of X_col lies in that input: wide positions, runs
+    register_block.py  the inner steps in LLVM IR, sums held in vector registers
     forward.py      the blocked forward: the min identity, register blocks
     grad_input.py   the blocked dX, col2im fused in
     grad_weight.py  the blocked dW: a register-blocked product, or chunks of X_col
-    l2.py           the l2 layer (Eq. 27) through Eq. 28: BLAS on chunks of X_col
+    l2.py           the l2 layer (Eq. 27) through Eq. 28 by BLAS on chunks of X_col, where
+                    the blocked kernels (which run Eq. 28 too) do not: 1x1 layers, and
+                    the gradients of strided ones
     products.py     large matrix products split over threads (one BLAS call each)
     columns.py      parallel im2col / col2im, and the ordinary convolution by chunks of images
     conv.py         the convolution on wide positions, without X_col (long rows, stride 1)
@@ -119,7 +122,7 @@ def adder2d_forward(x, weight, win, distance="l1"):
             y = reference.adder2d_forward(x, weight, win, distance)[0]
             return y, Saved(x, weight, win, None, False, distance)
     w2 = weight.reshape(win.c_out, win.k)
-    if distance == "l2":
+    if distance == "l2" and _pointwise(win):
         y, frame = l2_forward(x, w2, win)
         return y.reshape(win.y_shape), Saved(x, weight, win, frame, True, distance)
     if _pointwise(win):
@@ -129,8 +132,8 @@ def adder2d_forward(x, weight, win, distance="l1"):
         return _from_row(y, win.n, (win.ho, win.wo)), Saved(x, weight, win, None)
     frame = shifted(x, w2, win)
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
-    blocked_forward(w2, win, frame, y)
-    return y.reshape(win.y_shape), Saved(x, weight, win, frame)
+    blocked_forward(w2, win, frame, y, distance)
+    return y.reshape(win.y_shape), Saved(x, weight, win, frame, True, distance)
 
 
 def _frame_for(mode, x, w2, win, saved_frame):
@@ -158,7 +161,10 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     w2, g = weight.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
     if distance == "l2":   # exact gradients, whatever the mode
         frame = saved_frame if saved_frame.xp.dtype == x.dtype else shifted(x, w2, win)
-        dx, dw = l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad)
+        if _pointwise(win) or not wide_rows(win):     # by BLAS products (l2.py)
+            dx, dw = l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad)
+        else:                                          # the l1 layer's kernels, Eq. 28's form
+            dx, dw = _backward(w2, g, win, "l2", frame, need_input_grad, need_weight_grad)
         return dx, (None if dw is None else dw.reshape(weight.shape))
     if _pointwise(win):   # the layer on one long row: x, G and dX as rows
         row_win, x_row = _row_window(win), _as_row(x)
@@ -176,6 +182,8 @@ def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad):
     # G on wide positions, widened once when both gradients read it (stride 1, several rows)
     gw = on_wide_positions(g, win, frame.xp.shape[3]) if need_input_grad and need_weight_grad and wide_rows(win) else None
     dx = blocked_grad_input(w2, g, win, mode, frame, gw) if need_input_grad else None
+    if need_weight_grad and mode == "l2":   # dW = 2 (G X'^T - W' sum G): twice full mode's
+        return dx, 2 * blocked_grad_weight(w2, g, win, "full", frame, gw)
     dw = blocked_grad_weight(w2, g, win, mode, frame, gw) if need_weight_grad else None
     return dx, dw
 

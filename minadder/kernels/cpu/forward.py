@@ -19,7 +19,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .frame import VECTOR
-from .register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, vector_length
+from .register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, product_sums_registers, vector_length
 from .positions import field_row, segments, wide_count, wide_offsets, wide_rows
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
@@ -50,19 +50,25 @@ WIDE_MIN_POSITIONS = 100
 # src[base + koff[kk]]. Row views indexed by a range variable let Numba emit plain
 # vector loads (an index it cannot prove non-negative gets gathers: 2.5-3.5x slower).
 @njit(fastmath=True, cache=True)
-def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, acc):
-    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]): one channel left over."""
+def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, squared, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) (squared: the products
+    X' W' of Eq. 28): one channel left over."""
     a = acc[t, :width]
     for kk in range(nk):
         wv, s0 = wsh[t, k0 + kk], base + koff[kk]
         r0 = src[s0:s0 + width]
-        for q in range(width):
-            a[q] += min(r0[q], wv)
+        if squared:
+            for q in range(width):
+                a[q] += r0[q] * wv
+        else:
+            for q in range(width):
+                a[q] += min(r0[q], wv)
 
 
 @njit(fastmath=True, cache=True)
-def _min_sums_all(src, koff, base, wsh, k0, nk, width, acc):
-    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t.
+def _min_sums_all(src, koff, base, wsh, k0, nk, width, squared, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t; with
+    ``squared`` (the l2 layer, Eq. 28) the products X' W' instead of the mins.
 
     Register blocks (register_block.py) of MR channels x BLOCK_VECTORS vectors, all
     channels of one stretch of positions before the next, so that the stretch's rows of
@@ -76,37 +82,57 @@ def _min_sums_all(src, koff, base, wsh, k0, nk, width, acc):
     for q in range(0, width, step):
         if q + step <= width:
             for t in range(0, t_end, MR):
-                min_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc, BLOCK_VECTORS)
+                if squared:
+                    product_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc, BLOCK_VECTORS)
+                else:
+                    min_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc, BLOCK_VECTORS)
         else:
             for qv in range(q, width, lanes):                # positions left over, a vector at a time
                 for t in range(0, t_end, MR):
-                    min_sums_registers(src, koff, base, wsh, t, k0, nk, qv, acc, 1)
+                    if squared:
+                        product_sums_registers(src, koff, base, wsh, t, k0, nk, qv, acc, 1)
+                    else:
+                        min_sums_registers(src, koff, base, wsh, t, k0, nk, qv, acc, 1)
     for tt in range(t_end, n_t):                             # the C_out % MR channels left over
-        _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, acc)
+        _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, squared, acc)
 
 
 @njit(fastmath=True, cache=True)
-def _weight_sums(wsh):
+def _weight_sums(wsh, squared):
+    """sum_k W'[t, k] per filter (squared: sum_k W'[t, k]^2, Eq. 28's |W|^2)."""
     n_t, n_k = wsh.shape
     wsum = np.zeros(n_t, dtype=wsh.dtype)
     for t in range(n_t):
         for k in range(n_k):
-            wsum[t] += wsh[t, k]
+            wsum[t] += wsh[t, k] * wsh[t, k] if squared else wsh[t, k]
     return wsum
 
 
+@njit(fastmath=True, cache=True)
+def _add_row(colsum, row, width, squared):
+    """colsum[q] += row[q] (squared: row[q]^2, Eq. 28's |X_col|^2) for q < width."""
+    if squared:
+        for q in range(width):
+            colsum[q] += row[q] * row[q]
+    else:
+        for q in range(width):
+            colsum[q] += row[q]
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
+def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, squared, out):
     """Eq. 2 for stride 1, reading X_col straight from the padded input.
 
     In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
     out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t]. A task owns ``rows`` output rows of
     one image and every channel, on wide positions q = (u - u0)*pitch + v: row k of X_col
-    is the stretch xp2[n, koff[k] + u0*pitch + q].
+    is the stretch xp2[n, koff[k] + u0*pitch + q]. ``squared``: the l2 layer (Eq. 27) by
+    Eq. 28, -(a - b)^2 = 2 a b - a^2 - b^2: the same with products for the mins and sums
+    of squares for colsum and wsum.
     """
     n_k = wsh.shape[1]
     n_img, n_t = out.shape[0], out.shape[1]
-    wsum = _weight_sums(wsh)
+    wsum = _weight_sums(wsh, squared)
     blocks = (ho + rows - 1) // rows
     for task in prange(n_img * blocks):
         n, u0 = task // blocks, (task % blocks) * rows
@@ -118,12 +144,10 @@ def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
         acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
         colsum = np.zeros(width, dtype=wsh.dtype)          # sum_k x'
         for k in range(n_k):
-            row = img[base + koff[k]:base + koff[k] + width]
-            for q in range(width):
-                colsum[q] += row[q]
+            _add_row(colsum, img[base + koff[k]:base + koff[k] + width], width, squared)
         for k0 in range(0, n_k, CHUNK_K):
             nk = min(CHUNK_K, n_k - k0)
-            _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, acc)
+            _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, squared, acc)
         for t in range(n_t):   # out = 2 acc - colsum - wsum, output row by output row
             for u in range(u0, u1):
                 q0 = (u - u0) * pitch
@@ -133,13 +157,13 @@ def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, out):
+def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, squared, out):
     """Eq. 2 for any stride: as _forward_wide_kernel, but a task owns ``tile`` positions
     and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time."""
     n_k = wsh.shape[1]
     n_img, n_t, plane = out.shape
     n_l = n_img * plane
-    wsum = _weight_sums(wsh)
+    wsum = _weight_sums(wsh, squared)
     koff = np.arange(CHUNK_K) * tile            # panel row kk starts at kk * tile
     for b in prange((n_l + tile - 1) // tile):
         l0 = b * tile
@@ -155,9 +179,8 @@ def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, out):
                 c, ij = (k0 + kk) // (kh * kw), (k0 + kk) % (kh * kw)
                 row = panel[kk * tile:kk * tile + width]
                 field_row(xp, c, ij // kw, ij % kw, stride, segs, count, row, False)
-                for q in range(width):
-                    colsum[q] += row[q]
-            _min_sums_all(panel, koff, 0, wsh, k0, nk, width, acc)
+                _add_row(colsum, row, width, squared)
+            _min_sums_all(panel, koff, 0, wsh, k0, nk, width, squared, acc)
         for t in range(n_t):
             for r in range(count):
                 n, u, v0, length, q0 = segs[r, 0], segs[r, 1], segs[r, 2], segs[r, 3], segs[r, 4]
@@ -185,14 +208,16 @@ def _tile(c_out, positions):
     return tile
 
 
-def blocked_forward(w2, win, frame, out):
-    """Eq. 2 into out (N, C_out, P) from the ShiftedInput ``frame`` (its centre c shifts W too)."""
+def blocked_forward(w2, win, frame, out, distance="l1"):
+    """Eq. 2 (distance "l2": Eq. 27 by Eq. 28) into out (N, C_out, P) from the
+    ShiftedInput ``frame`` (its centre c shifts W too)."""
+    squared = distance == "l2"
     wsh = w2 - frame.centre
     pitch = frame.xp.shape[3]
     if wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS:
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), wsh, pitch,
-                             win.ho, win.wo, _rows_per_task(win, pitch), out)
+                             win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
     else:
         _forward_packed_kernel(frame.xp, wsh, win.kh, win.kw, win.stride, win.ho, win.wo,
-                               _tile(win.c_out, win.l), out)
+                               _tile(win.c_out, win.l), squared, out)
     return out

@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .naive import sgn
 from .frame import VECTOR, cropped
-from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, vector_length
+from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, product_rows_into, vector_length
 from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
 
 
@@ -78,8 +78,36 @@ def _dx_row_sign(xs, wt, gn, k, width, one, d):
             d[q] += gn[tt, q] * sgn(wv - xs[q], one)
 
 
+#: what the wide dX kernel computes: sgn (Eq. 4), HardTanh (Eq. 6) or the l2 layer's exact
+#: gradient, 2 sum_t G (W - X) (Eq. 28)
+SIGN, FULL, L2 = 0, 1, 2
+
+
+@njit(fastmath=True, cache=True)
+def _dx_block(kind, whole_rows, whole_vectors, img, koff, k, wk, gn, gs, q, one, pl, shift):
+    """One register block of dX_col rows added into the plane (register_block.py): the
+    block sizes are literals there, so each of the four sizes is its own call."""
+    if kind == L2:
+        if whole_rows and whole_vectors:
+            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
+        elif whole_rows:
+            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, 1)
+        elif whole_vectors:
+            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+        else:
+            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+    elif whole_rows and whole_vectors:
+        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
+    elif whole_rows:
+        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, 1)
+    elif whole_vectors:
+        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+    else:
+        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pad, dx):
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, dx):
     """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
     xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
     padded plane, so each row of dX_col is added into that plane. One task per (image,
@@ -88,9 +116,10 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pa
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
 
-    Full mode: register blocks (register_block.clip_rows_into) of CLIP_ROWS rows x
+    FULL and L2 (``kind``): register blocks (register_block.py) of CLIP_ROWS rows x
     CLIP_VECTORS vectors add straight into the plane; the rows left over take 1-row
-    blocks, the positions left over 1-vector blocks. Sign mode: _dx_row_sign, row by row.
+    blocks, the positions left over 1-vector blocks. L2 doubles the plane at the end.
+    SIGN: _dx_row_sign, row by row.
     """
     channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
     wp = w + 2 * pad
@@ -103,27 +132,20 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pa
         img, gn, gs = xp2[n], gw[n], gsum[n]
         pl = np.zeros(plane + whole - npos, dtype=dx.dtype)
         shift = c * plane
-        if full:
+        if kind != SIGN:
             # stretch by stretch of positions, every row of the plane: the stretch's G
             # (C_out x step numbers) stays in L1 while the plane's kh*kw rows read it
             for q in range(0, whole, step):
-                vectors = min(step, whole - q) // lanes
+                whole_vectors = q + step <= whole
                 for f0 in range(0, fields):
-                    k = c * fields + f0
                     if f0 < paired and f0 % CLIP_ROWS != 0:
                         continue                             # done by the block before it
-                    rows = CLIP_ROWS if f0 < paired else 1
-                    if vectors == CLIP_VECTORS:
-                        if rows == CLIP_ROWS:
-                            clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-                        else:
-                            clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+                    whole_rows = f0 < paired
+                    if whole_vectors:
+                        _dx_block(kind, whole_rows, True, img, koff, c * fields + f0, wk, gn, gs, q, one, pl, shift)
                     else:                                    # the positions left over, a vector at a time
                         for qv in range(q, whole, lanes):
-                            if rows == CLIP_ROWS:
-                                clip_rows_into(img, koff, k, wk, gn, gs, qv, one, pl, shift, CLIP_ROWS, 1)
-                            else:
-                                clip_rows_into(img, koff, k, wk, gn, gs, qv, one, pl, shift, 1, 1)
+                            _dx_block(kind, whole_rows, False, img, koff, c * fields + f0, wk, gn, gs, qv, one, pl, shift)
         else:
             d = np.empty(whole, dtype=dx.dtype)
             for f0 in range(fields):
@@ -133,6 +155,9 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, full, fields, npos, one, pa
                 _dx_row_sign(xs, wk, gn, k, whole, one, d)
                 _add_into(pl[at:at + npos], d)
         inside_of(pl, pad, wp, dx[n, c])            # the inside of the plane is dX
+        if kind == L2:
+            out = dx[n, c]
+            out *= 2
 
 
 @njit(cache=True)
@@ -179,9 +204,10 @@ def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one
 
 def blocked_grad_input(w2, g, win, mode, frame, gw=None):
     """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
-    the filters' mean in full mode, unshifted in sign mode); ``gw``: G on wide positions,
-    if the caller has it already."""
-    full = mode == "full"
+    the filters' mean in full and l2 mode, unshifted in sign mode); ``gw``: G on wide
+    positions, if the caller has it already. mode "l2" (the l2 layer's exact dX) takes
+    stride-1 layers only (``wide_rows(win)``)."""
+    full = mode in ("full", "l2")
     # the filters transposed, (K, C_out): the 8 (or 16) weights a block reads for one row k
     # are then neighbours, one or two cache lines, not 8 lines K numbers apart (64 channels
     # at 8x8, where a block serves only 5 vectors, waited on them)
@@ -193,9 +219,12 @@ def blocked_grad_input(w2, g, win, mode, frame, gw=None):
         gw = on_wide_positions(g, win, pitch) if gw is None else gw
         gsum = channel_sums(gw) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
         dx = np.empty((win.n, win.c, win.h, win.w), dtype=dtype)
-        _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, full, win.kh * win.kw,
+        kind = {"sign": SIGN, "full": FULL, "l2": L2}[mode]
+        _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, kind, win.kh * win.kw,
                                 wide_count(win, pitch), one, win.padding, dx)
         return dx
+    if mode == "l2":
+        raise ValueError("the blocked l2 dX takes stride-1 layers only")
     dxp = np.empty(xp.shape, dtype=dtype)
     gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
     _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo, one, dxp)

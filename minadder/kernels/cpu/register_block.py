@@ -61,16 +61,24 @@ def _float_type(dtype):
     return ir.DoubleType() if dtype.bitwidth == 64 else ir.FloatType()
 
 
-@intrinsic
-def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc, vectors):
-    """acc[t0 + r, q + j] += sum_{kk < nk} min(src[base + koff[kk] + q + j], wsh[t0 + r, k0 + kk])
-    for r < BLOCK_CHANNELS and j < vectors x vector_length (``vectors`` a literal:
-    BLOCK_VECTORS, or 1 for the positions left over).
+def _min_term(builder, total, x, w):
+    """total + min(x, w): Eq. 2's term in the min form (vminps, vaddps)."""
+    return builder.fadd(total, builder.select(builder.fcmp_ordered("<", x, w), x, w), flags=("fast",))
 
-    src is a 1-D array holding the rows of X_col (row kk starts at base + koff[kk]); wsh
-    (C_out, K) and acc (C_out, positions) are 2-D arrays whose last axis is contiguous.
-    The block's channels and positions must exist: the caller loops over whole blocks.
-    """
+
+def _product_term(builder, total, x, w):
+    """total + x * w: Eq. 28's product (one vfmadd)."""
+    return builder.fadd(total, builder.fmul(x, w, flags=("fast",)), flags=("fast",))
+
+
+def _filter_sums(term):
+    """The forward's register block for one kind of term: see min_sums_registers."""
+    def typer(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc, vectors):
+        return _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, vectors)
+    return intrinsic(typer)
+
+
+def _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, vectors):
     if not all(isinstance(arg, types.Array) for arg in (src, koff, wsh, acc)):
         return None                                   # Numba reports that it cannot type the call
     if not isinstance(vectors, types.IntegerLiteral):
@@ -120,15 +128,24 @@ def min_sums_registers(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc, vect
                 one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(I32, 0))
                 wv = builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
                 for v in range(n_vectors):
-                    smaller = builder.select(builder.fcmp_ordered("<", xs[v], wv), xs[v], wv)
-                    total = builder.fadd(builder.load(accs[r][v]), smaller, flags=("fast",))
-                    builder.store(total, accs[r][v])
+                    builder.store(term(builder, builder.load(accs[r][v]), xs[v], wv), accs[r][v])
         for r in range(BLOCK_CHANNELS):
             for v in range(n_vectors):
                 builder.store(builder.load(accs[r][v]), vector_at(acc_rows[r], v), align=align)
         return context.get_dummy_value()
 
     return types.void(src, koff, base, wsh, t0, k0, nk, q, acc, vectors), codegen
+
+
+#: acc[t0 + r, q + j] += sum_{kk < nk} min(src[base + koff[kk] + q + j], wsh[t0 + r, k0 + kk])
+#: for r < BLOCK_CHANNELS and j < vectors x vector_length (``vectors`` a literal:
+#: BLOCK_VECTORS, or 1 for the positions left over): the l1 forward (Eq. 2, min form).
+#: src is a 1-D array holding the rows of X_col (row kk starts at base + koff[kk]); wsh
+#: (C_out, K) and acc (C_out, positions) are 2-D arrays whose last axis is contiguous. The
+#: block's channels and positions must exist: the caller loops over whole blocks.
+min_sums_registers = _filter_sums(_min_term)
+#: the same with src * wsh for min(src, wsh): the product of the l2 forward (Eq. 28)
+product_sums_registers = _filter_sums(_product_term)
 
 
 #: dX's register block (Eq. 6): rows of dX_col x vectors of positions. Each of its numbers
@@ -139,22 +156,14 @@ CLIP_ROWS = 2 if TARGET.blocking == "wide" else 1
 CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
 
 
-@intrinsic
-def clip_rows_into(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
-    """For r < rows and j < vectors x vector_length (``rows`` and ``vectors`` are literals):
+def _rows_into(clip):
+    """dX's register block, with HardTanh's clip (l1, Eq. 6) or without (l2): see clip_rows_into."""
+    def typer(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
+        return _rows_into_signature(clip, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors)
+    return intrinsic(typer)
 
-        plane[koff[k0 + r] - shift + q + j] += sum_t g[t, q + j] * min(max(wk[k0 + r, t], x - one), x + one)
-                                               - x * gs[q + j],    x = src[koff[k0 + r] + q + j]
 
-    that is, row k0 + r of dX_col (Eq. 6 in the shifted frame: HardTanh(w - x) =
-    clip(w, x - 1, x + 1) - x, with gs = sum_t G) added at the pixels it came from (col2im).
-    src and plane are 1-D (the image's rows of X_col start at koff[k]; ``shift`` moves
-    them into the plane), wk (K, C_out) and g (C_out, positions) are 2-D with a contiguous
-    last axis, gs 1-D. Per step t: ``vectors`` loads of G, ``rows`` broadcast weights, a
-    max, a min and a multiply-add per number; the sums and x -/+ one stay in registers for
-    the whole loop over t. The rows are added one after another, so rows whose pixels
-    overlap (neighbouring filter offsets) add correctly.
-    """
+def _rows_into_signature(clip, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
     if not all(isinstance(arg, types.Array) for arg in (src, koff, wk, g, gs, plane)):
         return None
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
@@ -202,8 +211,9 @@ def clip_rows_into(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, ro
             starts.append(start)
             row = [builder.load(vector_at(builder.gep(x.data, [start]), v), align=align) for v in range(n_vectors)]
             xs.append(row)
-            lows.append([builder.fsub(xv, ones, flags=fast) for xv in row])
-            highs.append([builder.fadd(xv, ones, flags=fast) for xv in row])
+            if clip:
+                lows.append([builder.fsub(xv, ones, flags=fast) for xv in row])
+                highs.append([builder.fadd(xv, ones, flags=fast) for xv in row])
             sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in row])
         g_start, g_pitch = builder.gep(gg.data, [q_v]), pitch(gg)
         n_t = cgutils.unpack_tuple(builder, gg.shape, 2)[0]
@@ -213,9 +223,11 @@ def clip_rows_into(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, ro
             for r in range(n_rows):
                 wv = broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
                 for v in range(n_vectors):
-                    low, high = lows[r][v], highs[r][v]
-                    clipped = builder.select(builder.fcmp_ordered(">", wv, low), wv, low)
-                    clipped = builder.select(builder.fcmp_ordered("<", clipped, high), clipped, high)
+                    clipped = wv
+                    if clip:
+                        low, high = lows[r][v], highs[r][v]
+                        clipped = builder.select(builder.fcmp_ordered(">", wv, low), wv, low)
+                        clipped = builder.select(builder.fcmp_ordered("<", clipped, high), clipped, high)
                     total = builder.fadd(builder.load(sums[r][v]), builder.fmul(gv[v], clipped, flags=fast), flags=fast)
                     builder.store(total, sums[r][v])
         gs_row = builder.gep(sums_g.data, [q_v])
@@ -229,6 +241,25 @@ def clip_rows_into(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, ro
         return context.get_dummy_value()
 
     return types.void(src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors), codegen
+
+
+#: For r < rows and j < vectors x vector_length (``rows`` and ``vectors`` are literals):
+#:
+#:     plane[koff[k0 + r] - shift + q + j] += sum_t g[t, q + j] * min(max(wk[k0 + r, t], x - one), x + one)
+#:                                            - x * gs[q + j],    x = src[koff[k0 + r] + q + j]
+#:
+#: that is, row k0 + r of dX_col (Eq. 6 in the shifted frame: HardTanh(w - x) =
+#: clip(w, x - 1, x + 1) - x, with gs = sum_t G) added at the pixels it came from (col2im).
+#: src and plane are 1-D (the image's rows of X_col start at koff[k]; ``shift`` moves
+#: them into the plane), wk (K, C_out) and g (C_out, positions) are 2-D with a contiguous
+#: last axis, gs 1-D. Per step t: ``vectors`` loads of G, ``rows`` broadcast weights, a
+#: max, a min and a multiply-add per number; the sums and x -/+ one stay in registers for
+#: the whole loop over t. The rows are added one after another, so rows whose pixels
+#: overlap (neighbouring filter offsets) add correctly.
+clip_rows_into = _rows_into(True)
+#: the same without the clip: plane[...] += sum_t g[t, q + j] * wk[k0 + r, t] - x * gs[q + j],
+#: Eq. 28's dX_col / 2 for the l2 layer (``one`` is not read)
+product_rows_into = _rows_into(False)
 
 
 #: dW's register block (Eq. 5, the G X'^T part): filters x rows of X', each a vector of
