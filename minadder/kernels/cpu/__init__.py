@@ -117,10 +117,8 @@ def adder2d_forward(x, weight, win, distance="l1"):
     x, weight = same_dtype(x, weight)
     if _empty(win):
         return np.zeros(win.y_shape, dtype=x.dtype), Saved(x, weight, win, None, True, distance)
-    if not _finite(x, weight):   # inf or NaN: the reference's definition, not the identities
-        with np.errstate(invalid="ignore", over="ignore"):   # inf - inf is NaN, silently, as in PyTorch
-            y = reference.adder2d_forward(x, weight, win, distance)[0]
-            return y, Saved(x, weight, win, None, False, distance)
+    if not _finite(weight) or (_pointwise(win) and not _finite(x)):
+        return _reference_forward(x, weight, win, distance)
     w2 = weight.reshape(win.c_out, win.k)
     if distance == "l2" and _pointwise(win):
         y, frame = l2_forward(x, w2, win)
@@ -131,9 +129,18 @@ def adder2d_forward(x, weight, win, distance="l1"):
         blocked_forward(w2, row_win, shifted(_as_row(x), w2, row_win), y)
         return _from_row(y, win.n, (win.ho, win.wo)), Saved(x, weight, win, None)
     frame = shifted(x, w2, win)
+    if not frame.finite:         # found while copying x into the frame
+        return _reference_forward(x, weight, win, distance)
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
     blocked_forward(w2, win, frame, y, distance)
     return y.reshape(win.y_shape), Saved(x, weight, win, frame, True, distance)
+
+
+def _reference_forward(x, weight, win, distance):
+    """inf or NaN in x or the filters: the reference's definition, not the identities."""
+    with np.errstate(invalid="ignore", over="ignore"):   # inf - inf is NaN, silently, as in PyTorch
+        y = reference.adder2d_forward(x, weight, win, distance)[0]
+    return y, Saved(x, weight, win, None, False, distance)
 
 
 def _frame_for(mode, x, w2, win, saved_frame):
