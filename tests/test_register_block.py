@@ -16,8 +16,8 @@ from numba import njit  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
                                                  DOT_FILTERS, DOT_ROWS, block_positions, clip_rows_into,
-                                                 dot_sums_registers, min_sums_registers, product_rows_into,
-                                                 product_sums_registers, vector_length)
+                                                 dot_sums_registers, min_sums_registers, plain_rows_into,
+                                                 product_rows_into, product_sums_registers, vector_length)
 from minadder.kernels.target import TARGET  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,18 +121,24 @@ def product_rows(src, koff, k0, wk, g, gs, q, one, plane, shift):
     product_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, CLIP_ROWS, CLIP_VECTORS)
 
 
+@njit
+def plain_rows(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    plain_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, CLIP_ROWS, CLIP_VECTORS)
+
+
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), n_t=st.integers(0, 9), k0=st.integers(0, 3),
        q=st.integers(0, 7), shift=st.integers(0, 4), one=st.sampled_from([1.0, 0.5]), small=st.booleans(),
-       product=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, small, product, seed):
+       kind=st.sampled_from(["clip", "product", "plain"]), seed=st.integers(0, 2**31 - 1))
+def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, small, kind, seed):
     """plane[koff[k] - shift + q + j] += sum_t g[t, q + j] clip(wk[k, t], x - one, x + one)
     - x gs[q + j] for the block's rows k (Eq. 6 in the shifted frame, col2im fused); rows
     one position apart overlap in the plane and both add; the rest of the plane untouched.
     The full block and the 1 x 1 block left-over rows and positions take; without the
-    clip (product_rows_into, the l2 layer: sum_t g w - x gs)."""
+    clip (product_rows_into, the l2 layer: sum_t g w - x gs) and without "- x gs" too
+    (plain_rows_into, the convolution: sum_t g w, src and gs not read: NaN there)."""
     rng = np.random.default_rng(seed)
-    small = small and not product
+    small = small and kind == "clip"
     rows, vectors = (1, 1) if small else (CLIP_ROWS, CLIP_VECTORS)
     positions = vectors * vector_length(np.dtype(dtype).itemsize)
     koff = (shift + rng.integers(0, 3, k0 + rows + 1)).astype(np.int64)      # rows may start at one place
@@ -146,10 +152,14 @@ def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift,
         start = koff[k0 + r] + q
         x = src[start:start + positions].astype(np.float64)
         weights = np.broadcast_to(wk[k0 + r].astype(np.float64)[:, None], (n_t, positions))
-        clipped = weights if product else np.clip(weights, x - one, x + one)      # (n_t, positions)
-        row = (g[:, q:q + positions] * clipped).sum(axis=0) - x * gs[q:q + positions]
+        clipped = np.clip(weights, x - one, x + one) if kind == "clip" else weights      # (n_t, positions)
+        row = (g[:, q:q + positions] * clipped).sum(axis=0)
+        if kind != "plain":
+            row -= x * gs[q:q + positions]
         expected[start - shift:start - shift + positions] += row
-    block = product_rows if product else (clip_row_vector if small else clip_block)
+    if kind == "plain":
+        src[:], gs[:] = np.nan, np.nan
+    block = {"product": product_rows, "plain": plain_rows}.get(kind, clip_row_vector if small else clip_block)
     block(src, koff, k0, wk, g, gs, q, dtype(one), plane, shift)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(plane, expected, rtol=rtol, atol=rtol * (n_t + 2) * 8)

@@ -50,14 +50,14 @@ WIDE_MIN_POSITIONS = 100
 # src[base + koff[kk]]. Row views indexed by a range variable let Numba emit plain
 # vector loads (an index it cannot prove non-negative gets gathers: 2.5-3.5x slower).
 @njit(fastmath=True, cache=True)
-def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, squared, acc):
-    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) (squared: the products
-    X' W' of Eq. 28): one channel left over."""
+def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, products, acc):
+    """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) (``products``: X' W', for
+    Eq. 28 and the convolution): one channel left over."""
     a = acc[t, :width]
     for kk in range(nk):
         wv, s0 = wsh[t, k0 + kk], base + koff[kk]
         r0 = src[s0:s0 + width]
-        if squared:
+        if products:
             for q in range(width):
                 a[q] += r0[q] * wv
         else:
@@ -66,9 +66,10 @@ def _min_sums_1(src, koff, base, wsh, t, k0, nk, width, squared, acc):
 
 
 @njit(fastmath=True, cache=True)
-def _min_sums_all(src, koff, base, wsh, k0, nk, width, squared, acc):
+def _min_sums_all(src, koff, base, wsh, k0, nk, width, products, acc):
     """acc[t, q] += sum_kk min(X'[k0 + kk, q], W'[t, k0 + kk]) for every channel t; with
-    ``squared`` (the l2 layer, Eq. 28) the products X' W' instead of the mins.
+    ``products`` X' W' instead of the mins (the l2 layer's Eq. 28, and conv.py's
+    convolution, which calls this with W and the unshifted input).
 
     Register blocks (register_block.py) of MR channels x BLOCK_VECTORS vectors, all
     channels of one stretch of positions before the next, so that the stretch's rows of
@@ -82,19 +83,19 @@ def _min_sums_all(src, koff, base, wsh, k0, nk, width, squared, acc):
     for q in range(0, width, step):
         if q + step <= width:
             for t in range(0, t_end, MR):
-                if squared:
+                if products:
                     product_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc, BLOCK_VECTORS)
                 else:
                     min_sums_registers(src, koff, base, wsh, t, k0, nk, q, acc, BLOCK_VECTORS)
         else:
             for qv in range(q, width, lanes):                # positions left over, a vector at a time
                 for t in range(0, t_end, MR):
-                    if squared:
+                    if products:
                         product_sums_registers(src, koff, base, wsh, t, k0, nk, qv, acc, 1)
                     else:
                         min_sums_registers(src, koff, base, wsh, t, k0, nk, qv, acc, 1)
     for tt in range(t_end, n_t):                             # the C_out % MR channels left over
-        _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, squared, acc)
+        _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, products, acc)
 
 
 @njit(fastmath=True, cache=True)

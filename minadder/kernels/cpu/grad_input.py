@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .naive import sgn
 from .frame import VECTOR, cropped
-from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, product_rows_into, vector_length
+from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, plain_rows_into, product_rows_into, vector_length
 from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
 
 
@@ -78,16 +78,25 @@ def _dx_row_sign(xs, wt, gn, k, width, one, d):
             d[q] += gn[tt, q] * sgn(wv - xs[q], one)
 
 
-#: what the wide dX kernel computes: sgn (Eq. 4), HardTanh (Eq. 6) or the l2 layer's exact
-#: gradient, 2 sum_t G (W - X) (Eq. 28)
-SIGN, FULL, L2 = 0, 1, 2
+#: what the wide dX kernel computes: sgn (Eq. 4), HardTanh (Eq. 6), the l2 layer's exact
+#: gradient 2 sum_t G (W - X) (Eq. 28), or the convolution's W^T G (conv.py)
+SIGN, FULL, L2, CONV = 0, 1, 2, 3
 
 
 @njit(fastmath=True, cache=True)
 def _dx_block(kind, whole_rows, whole_vectors, img, koff, k, wk, gn, gs, q, one, pl, shift):
     """One register block of dX_col rows added into the plane (register_block.py): the
     block sizes are literals there, so each of the four sizes is its own call."""
-    if kind == L2:
+    if kind == CONV:
+        if whole_rows and whole_vectors:
+            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
+        elif whole_rows:
+            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, 1)
+        elif whole_vectors:
+            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+        else:
+            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+    elif kind == L2:
         if whole_rows and whole_vectors:
             product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
         elif whole_rows:
@@ -116,7 +125,7 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
 
-    FULL and L2 (``kind``): register blocks (register_block.py) of CLIP_ROWS rows x
+    FULL, L2 and CONV (``kind``): register blocks (register_block.py) of CLIP_ROWS rows x
     CLIP_VECTORS vectors add straight into the plane; the rows left over take 1-row
     blocks, the positions left over 1-vector blocks. L2 doubles the plane at the end.
     SIGN: _dx_row_sign, row by row.

@@ -156,14 +156,15 @@ CLIP_ROWS = 2 if TARGET.blocking == "wide" else 1
 CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
 
 
-def _rows_into(clip):
-    """dX's register block, with HardTanh's clip (l1, Eq. 6) or without (l2): see clip_rows_into."""
+def _rows_into(clip, minus_x=True):
+    """dX's register block, with HardTanh's clip (l1, Eq. 6) or without (l2), with the
+    "- x * gs" term or without (the convolution): see clip_rows_into."""
     def typer(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
-        return _rows_into_signature(clip, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors)
+        return _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors)
     return intrinsic(typer)
 
 
-def _rows_into_signature(clip, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
+def _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
     if not all(isinstance(arg, types.Array) for arg in (src, koff, wk, g, gs, plane)):
         return None
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
@@ -209,12 +210,14 @@ def _rows_into_signature(clip, src, koff, k0, wk, g, gs, q, one, plane, shift, r
             w_rows.append(builder.gep(w.data, [builder.mul(k, pitch(w))]))
             start = builder.add(builder.load(builder.gep(offsets.data, [k])), q_v)
             starts.append(start)
-            row = [builder.load(vector_at(builder.gep(x.data, [start]), v), align=align) for v in range(n_vectors)]
+            row = []
+            if clip or minus_x:
+                row = [builder.load(vector_at(builder.gep(x.data, [start]), v), align=align) for v in range(n_vectors)]
             xs.append(row)
             if clip:
                 lows.append([builder.fsub(xv, ones, flags=fast) for xv in row])
                 highs.append([builder.fadd(xv, ones, flags=fast) for xv in row])
-            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in row])
+            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(n_vectors)])
         g_start, g_pitch = builder.gep(gg.data, [q_v]), pitch(gg)
         n_t = cgutils.unpack_tuple(builder, gg.shape, 2)[0]
         with cgutils.for_range(builder, n_t) as loop:
@@ -230,13 +233,16 @@ def _rows_into_signature(clip, src, koff, k0, wk, g, gs, q, one, plane, shift, r
                         clipped = builder.select(builder.fcmp_ordered("<", clipped, high), clipped, high)
                     total = builder.fadd(builder.load(sums[r][v]), builder.fmul(gv[v], clipped, flags=fast), flags=fast)
                     builder.store(total, sums[r][v])
-        gs_row = builder.gep(sums_g.data, [q_v])
-        gsv = [builder.load(vector_at(gs_row, v), align=align) for v in range(n_vectors)]
+        if minus_x:
+            gs_row = builder.gep(sums_g.data, [q_v])
+            gsv = [builder.load(vector_at(gs_row, v), align=align) for v in range(n_vectors)]
         for r in range(n_rows):                      # one row after another: their pixels may overlap
             target = builder.gep(pl.data, [builder.sub(starts[r], shift_v)])
             for v in range(n_vectors):
                 address = vector_at(target, v)
-                row_value = builder.fsub(builder.load(sums[r][v]), builder.fmul(xs[r][v], gsv[v], flags=fast), flags=fast)
+                row_value = builder.load(sums[r][v])
+                if minus_x:
+                    row_value = builder.fsub(row_value, builder.fmul(xs[r][v], gsv[v], flags=fast), flags=fast)
                 builder.store(builder.fadd(builder.load(address, align=align), row_value, flags=fast), address, align=align)
         return context.get_dummy_value()
 
@@ -260,6 +266,9 @@ clip_rows_into = _rows_into(True)
 #: the same without the clip: plane[...] += sum_t g[t, q + j] * wk[k0 + r, t] - x * gs[q + j],
 #: Eq. 28's dX_col / 2 for the l2 layer (``one`` is not read)
 product_rows_into = _rows_into(False)
+#: without the "- x * gs" too: plane[...] += sum_t g[t, q + j] * wk[k0 + r, t], row k0 + r
+#: of W^T G, the convolution's dX_col (src and gs are not read)
+plain_rows_into = _rows_into(False, minus_x=False)
 
 
 #: dW's register block (Eq. 5, the G X'^T part): filters x rows of X', each a vector of
