@@ -11,14 +11,14 @@ positions, in vector registers for the whole loop over k: each step loads NV vec
 one row of X_col and broadcasts MR filter values, then does MR x NV mins and adds, and
 touches no accumulator in memory until the loop ends. Plain Numba cannot write that loop:
 LLVM vectorises only the innermost loop, so the positions must be the inner loop and the
-accumulators go back to memory at every k (forward.py's ``_min_sums_block`` loads and
-stores them once per 4 rows). Here the block is written out in LLVM IR with llvmlite's
+accumulators go back to memory at every k (the hand-unrolled Numba block this replaced
+loaded and stored them once per 4 rows). Here the block is written out in LLVM IR with llvmlite's
 IRBuilder, as sad_intrinsics.py writes vpsadbw, and Numba inlines it like any other code.
 
 The IR is portable: ``x < w ? x : w`` (fcmp and select) is x86's vminps/vminpd and a plain
 vector add, on vectors of the target's width (target.py). Measured on one thread of a
 2-core AVX-512 Intel (benchmarks/README.md, 2026-12-05 third session): 42-53 G terms/s
-against 22-30 for ``_min_sums_block`` on the same rows, 0.7-0.9 of the machine's min + add
+against 22-30 for that Numba block on the same rows, 0.7-0.9 of the machine's min + add
 ceiling; the compiled loop is 4 loads, 4 broadcasts, 16 vminps and 16 vaddps, no stack
 access (``benchmarks/inspect_asm.py``).
 
@@ -26,6 +26,12 @@ dX in full precision (Eq. 6, grad_input.py) gets the same treatment with the rol
 the block is rows of dX_col x vectors of positions, the loop runs over the filters t, and
 each number keeps x - 1 and x + 1 in registers beside its sum, so a step is one load of
 G per vector, one broadcast weight per row, and a max, a min and a multiply-add per number.
+dW's product (Eq. 5, grad_weight.py) is a block of filters x rows of X' whose sums are
+vectors of lane-wise partial dot products, added up across lanes once per chunk of images.
+
+Each block comes in the variants its kernels need: products for the mins (the l2 layer's
+Eq. 28, -(x - w)^2 = 2xw - x^2 - w^2, and minadder's ordinary convolution, conv.py), and
+dX's rows without the clip (l2) or without the "- x sum G" too (the convolution).
 """
 from llvmlite import ir
 from numba import njit, types
