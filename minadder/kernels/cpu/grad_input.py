@@ -189,26 +189,43 @@ def _add_into(dst, d):
 def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one, dxp):
     """dX for any stride (as _grad_input_wide_kernel): one task per (image n, channel c);
     for each filter offset (i, j) it copies that row of X_col (the image's positions),
-    computes the row of dX_col and adds it into the padded plane dxp[n, c]."""
+    computes the row of dX_col and adds it into the padded plane dxp[n, c]. Full mode
+    copies CLIP_ROWS rows side by side and runs the register blocks over them (the
+    positions after the last whole block through _dx_row_full); sign mode _dx_row_sign."""
     n_img, channels = xp.shape[0], xp.shape[1]
-    plane = ho * wo
+    plane, fields = ho * wo, kh * kw
+    step = CLIP_VECTORS * vector_length(dxp.itemsize)
+    blocked = plane - plane % step
     for task in prange(n_img * channels):
         n, c = task // channels, task % channels
         dxp[n, c] = 0
-        xs = np.empty(plane, dtype=dxp.dtype)
-        d = np.empty(plane, dtype=dxp.dtype)
+        xs = np.empty(CLIP_ROWS * plane, dtype=dxp.dtype)   # rows of X_col side by side
+        d = np.empty(CLIP_ROWS * plane, dtype=dxp.dtype)    # and of dX_col
+        koff = np.zeros(wk.shape[0], dtype=np.int64)        # row k starts at xs[koff[k]]
         segs = np.empty((ho + 1, 5), dtype=np.int64)
         count = segments(n * plane, plane, plane, wo, segs)
-        for i in range(kh):
-            for j in range(kw):
-                k = (c * kh + i) * kw + j
-                field_row(xp, c, i, j, stride, segs, count, xs, False)
-                d[:] = 0
-                if full:
-                    _dx_row_full(xs, wk, g[n], gsum[n], k, plane, one, d)
-                else:
-                    _dx_row_sign(xs, wk, g[n], k, plane, one, d)
-                field_row(dxp, c, i, j, stride, segs, count, d, True)
+        f = 0
+        while f < fields:
+            rows = CLIP_ROWS if full and f + CLIP_ROWS <= fields else 1
+            k = c * fields + f
+            for r in range(rows):
+                koff[k + r] = r * plane
+                field_row(xp, c, (f + r) // kw, (f + r) % kw, stride, segs, count, xs[r * plane:(r + 1) * plane], False)
+            d[:] = 0
+            if full:
+                for q in range(0, blocked, step):
+                    if rows == CLIP_ROWS:
+                        clip_rows_into(xs, koff, k, wk, g[n], gsum[n], q, one, d, 0, CLIP_ROWS, CLIP_VECTORS)
+                    else:
+                        clip_rows_into(xs, koff, k, wk, g[n], gsum[n], q, one, d, 0, 1, CLIP_VECTORS)
+                for r in range(rows if blocked < plane else 0):    # the positions left over
+                    _dx_row_full(xs[r * plane + blocked:(r + 1) * plane], wk, g[n][:, blocked:], gsum[n][blocked:],
+                                 k + r, plane - blocked, one, d[r * plane + blocked:(r + 1) * plane])
+            else:
+                _dx_row_sign(xs[:plane], wk, g[n], k, plane, one, d[:plane])
+            for r in range(rows):
+                field_row(dxp, c, (f + r) // kw, (f + r) % kw, stride, segs, count, d[r * plane:(r + 1) * plane], True)
+            f += rows
 
 
 def blocked_grad_input(w2, g, win, mode, frame, gw=None):
