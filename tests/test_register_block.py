@@ -248,10 +248,10 @@ hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vminps ymm"]]
 assert len(hot) == 1 and mix(hot[0])["vminps ymm"] == 8 and not [ln for ln in hot[0] if "rsp" in ln], hot
 from minadder.kernels.cpu.register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into
 clip = njit(lambda src, koff, wk, g, gs, pl: clip_rows_into(src, koff, 0, wk, g, gs, 0, np.float32(1), pl, 0, CLIP_ROWS, CLIP_VECTORS))
-clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.zeros((3, 16), np.float32), np.zeros(16, np.float32), np.zeros(20, np.float32))
+clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.zeros((3, 16), np.float32), np.zeros(16, np.float32), np.zeros(40, np.float32))
 asm = clip.inspect_asm(clip.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
-assert CLIP_ROWS * CLIP_VECTORS == 2 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
+assert (CLIP_ROWS, CLIP_VECTORS) == (2, 2) and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
 from minadder.kernels.cpu.register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers
 dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, sums))
 dot(np.zeros(64, np.float32), np.arange(2), np.zeros((4, 32), np.float32), 4, np.zeros((8, 8), np.float32))
@@ -265,7 +265,7 @@ print("avx2 ok")
 @pytest.mark.skipif(not X86, reason="needs an x86 CPU")
 def test_haswell_block_fits_sixteen_registers():
     """Compiled for Haswell (AVX2, 16 ymm registers) the forward's block is 2 channels x 4
-    vectors, dX's 1 row x 2 vectors, dW's 4 filters x 2 rows, and no loop spills."""
+    vectors, dX's 2 rows x 2 vectors, dW's 4 filters x 2 rows, and no loop spills."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
     env["NUMBA_CPU_NAME"] = "haswell"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

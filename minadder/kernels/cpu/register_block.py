@@ -156,9 +156,11 @@ product_sums_registers = _filter_sums(_product_term)
 
 #: dX's register block (Eq. 6): rows of dX_col x vectors of positions. Each of its numbers
 #: needs three registers (the sum and x -/+ 1), so 2 x 4 with 32 vector registers (24,
-#: 4 vectors of G and a broadcast weight), 1 x 2 with 16. The rows and positions left
-#: over go through smaller blocks of the same code (1 row; 1 vector).
-CLIP_ROWS = 2 if TARGET.blocking == "wide" else 1
+#: 4 vectors of G and a broadcast weight), 2 x 2 with 16 (12, 2 and 1; measured with the
+#: AVX2 code, 2026-12-05, dX at batch 64: 25-28 G MAC/s on ResNet-20's layers against
+#: 18-26 for 1 x 2 and 22-28 for 1 x 3). The rows and positions left over go through
+#: smaller blocks of the same code (1 row; 1 vector).
+CLIP_ROWS = 2
 CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
 
 
