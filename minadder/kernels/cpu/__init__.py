@@ -30,13 +30,18 @@ the input once (frame.py) and keeps that copy in ``saved``; both full-mode gradi
 it again. A 1x1 layer without stride or padding (a fully connected one) is worked on as
 one image of a single long row (its X_col is the input's transpose).
 
-Compilation is lazy (first call, once per dtype) and cached on disk (cache=True).
+Compilation is lazy (first call, once per dtype) and cached on disk (cache=True). Numba
+keys a function's cache on its own source file only: a kernel that inlines a helper from
+another module (register_block.py's blocks, positions.py's) keeps its cached machine code
+when only that module changes. Whoever edits such a helper clears the cache
+(``find minadder -name '*.nb[ci]' -delete``); a fresh checkout has none.
+
 ``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums, and the identities above
 (the shifted frame, the min identity, dW = G X^T - W sum G) cancel infinities into NaN:
 the blocked kernels hold for finite numbers only. So every call first asks whether its
-operands are finite (``_finite``: one parallel pass each, a read of x that costs a few
-per cent of the forward) and sends one that is not to the NumPy reference, whose inf and NaN are the
-definition. Finite results differ from the reference only by float rounding
+operands are finite (``_finite``: one parallel pass each; the forward's x is checked while
+frame.py copies it) and sends one that is not to the NumPy reference, whose inf and NaN
+are the definition. Finite results differ from the reference only by float rounding
 (tests/test_kernels_cpu.py; tests/test_nonfinite.py for inf and NaN).
 """
 from typing import NamedTuple, Optional
