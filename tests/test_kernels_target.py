@@ -48,11 +48,11 @@ import numpy as np
 import minadder
 minadder.configure()    # before the kernels are defined: the CPU named by NUMBA_CPU_NAME gets its own features
 from minadder.kernels import cpu, reference as ref
-from minadder.kernels.cpu import forward, grad_weight, register_block
+from minadder.kernels.cpu import forward, register_block
 from minadder.kernels.geometry import Window
 from numba.core.registry import cpu_target
-assert forward.MR == register_block.BLOCK_CHANNELS == 2 and grad_weight.KB == 2, (forward.MR, register_block.TARGET)
-assert register_block.TARGET.blocking == "narrow" and register_block.block_positions(4) == 32
+assert forward.MR == register_block.BLOCK_CHANNELS == 2 and register_block.DOT_ROWS == 2, (forward.MR, register_block.TARGET)
+assert register_block.TARGET.blocking == "narrow" and register_block.BLOCK_VECTORS * register_block.vector_length(4) == 32
 codegen = cpu_target.target_context.codegen()
 features = codegen._tm_features
 assert codegen._get_host_cpu_name() == "haswell" and "+avx512f" not in features, features

@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
-                                                 DOT_FILTERS, DOT_ROWS, block_positions, clip_rows_into,
+                                                 DOT_FILTERS, DOT_ROWS, clip_rows_into,
                                                  dot_sums_registers, min_sums_registers, plain_rows_into,
                                                  product_rows_into, product_sums_registers, vector_length)
 from minadder.kernels.target import TARGET  # noqa: E402
@@ -69,7 +69,7 @@ def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base,
     products (l2)."""
     rng = np.random.default_rng(seed)
     itemsize = np.dtype(dtype).itemsize
-    positions = vector_length(itemsize) if small else block_positions(itemsize)
+    positions = (1 if small else BLOCK_VECTORS) * vector_length(itemsize)
     koff = rng.permutation(np.arange(nk) * 3 + rng.integers(0, 3, nk)).astype(np.int64)
     src = rng.standard_normal(base + 3 * nk + 3 + q + positions).astype(dtype)
     wsh = rng.standard_normal((t0 + BLOCK_CHANNELS + 1, k0 + nk + 2)).astype(dtype)
@@ -95,7 +95,7 @@ def test_block_loop_keeps_its_accumulators_in_registers():
     MR x NV mins and adds on the target's vectors, and no stack access (no spill). A fresh
     compile (the njit above has no cache): Numba keeps no assembly of cached code."""
     register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
-    positions = block_positions(4)
+    positions = BLOCK_VECTORS * vector_length(4)
     acc = np.zeros((BLOCK_CHANNELS, positions), np.float32)
     one_block(np.ones(positions + 8, np.float32), np.arange(4), 0, np.zeros((BLOCK_CHANNELS, 4), np.float32), 0, 0, 4, 0, acc)
     np.testing.assert_array_equal(acc, 0)
@@ -239,8 +239,8 @@ minadder.configure()
 sys.path.insert(0, sys.argv[1])
 from inspect_asm import innermost, loops, mix
 from numba import njit
-from minadder.kernels.cpu.register_block import BLOCK_CHANNELS, block_positions, min_sums_registers
-assert BLOCK_CHANNELS == 2 and block_positions(4) == 32
+from minadder.kernels.cpu.register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, vector_length
+assert BLOCK_CHANNELS == 2 and BLOCK_VECTORS * vector_length(4) == 32
 block = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc, 4))
 block(np.zeros(40, np.float32), np.arange(4), np.zeros((2, 4), np.float32), 4, np.zeros((2, 32), np.float32))
 asm = block.inspect_asm(block.signatures[0])     # 16 ymm registers: the 2 x 4 block must not spill

@@ -22,9 +22,8 @@ from numba import njit, prange
 #: register); its rows are rounded up to a multiple of it (chosen by hand for AVX-512,
 #: where it is one register; on AVX2 two registers; not re-measured)
 VECTOR = 16
-#: spare numbers after each padded image, for the forward's rounded-up reads: its rows
-#: are rounded up to whole register blocks of 4 vectors (register_block.py)
-SLACK = 4 * VECTOR
+#: spare numbers after each padded image, for the kernels' reads rounded up to whole vectors
+SLACK = VECTOR
 
 
 def same_dtype(*arrays):

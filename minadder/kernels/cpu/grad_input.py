@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
-from .frame import VECTOR, cropped
+from .frame import cropped
 from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, plain_rows_into, product_rows_into, vector_length
 from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
 

@@ -37,9 +37,6 @@ from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
 #: layers (78): measured 2026-12-05, LeNet-5-BN AdderNet step at batch 256, 2 threads,
 #: 27.5 ms with the bound at 200 (conv2 through BLAS), 23.4 ms at 100.
 WIDE_DW_MIN_POSITIONS = 100
-#: rows of X per register block of the full-mode product: 4 with 32 vector registers
-#: (16 accumulators), else 2 (8 accumulators fit AVX2's 16 registers; target.py)
-KB = DOT_ROWS
 #: how full mode computes G X'^T: "auto", "numba" (the register blocks below) or "blas"
 FULL_DW_PRODUCT = "auto"
 #: "auto" keeps the register-block product (no X_col) for long rows only up to this many
@@ -169,7 +166,7 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
     from the padded input (xp2[n, koff[k]:]). One task per chunk of images: image by
     image, it runs every DOT_FILTERS x DOT_ROWS register block of dot products
     (register_block.dot_sums_registers) while the image's rows of G and X' are in L2,
-    each block keeping its lane-wise sums in ``lanes`` between images; the lanes are added
+    each block keeping its lane-wise sums in ``sums`` between images; the lanes are added
     up once, at the end of the chunk. The caller sums the chunks. (One task per block over
     the whole batch, as before, streamed all of G and X' from memory for each block, two
     bytes a multiply-add: measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32:
@@ -177,17 +174,17 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
     n_img, n_t = gw.shape[0], gw.shape[1]
     n_k = koff.shape[0]
     chunks = partial.shape[0]
-    width = vector_length(xp2.itemsize)
-    count = (npos + width - 1) // width              # whole vectors: G is zero past npos
+    lanes = vector_length(xp2.itemsize)
+    count = (npos + lanes - 1) // lanes              # whole vectors: G is zero past npos
     t_end, k_end = n_t - n_t % DOT_FILTERS, n_k - n_k % DOT_ROWS
     for b in prange(chunks):
         out = partial[b]
-        lanes = np.zeros((t_end // DOT_FILTERS, k_end // DOT_ROWS, DOT_FILTERS * DOT_ROWS, width), dtype=partial.dtype)
+        sums = np.zeros((t_end // DOT_FILTERS, k_end // DOT_ROWS, DOT_FILTERS * DOT_ROWS, lanes), dtype=partial.dtype)
         for n in range(b * n_img // chunks, (b + 1) * n_img // chunks):
             img, gn = xp2[n], gw[n]
             for t0 in range(0, t_end, DOT_FILTERS):
                 for k0 in range(0, k_end, DOT_ROWS):
-                    dot_sums_registers(img, koff, k0, gn, t0, count, lanes[t0 // DOT_FILTERS, k0 // DOT_ROWS])
+                    dot_sums_registers(img, koff, k0, gn, t0, count, sums[t0 // DOT_FILTERS, k0 // DOT_ROWS])
             for t in range(n_t):   # the edge blocks, one dot product at a time
                 gr = gn[t, :npos]
                 for k in range(n_k):
@@ -200,11 +197,11 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
                     out[t, k] += total
         for t0 in range(0, t_end, DOT_FILTERS):
             for k0 in range(0, k_end, DOT_ROWS):
-                block = lanes[t0 // DOT_FILTERS, k0 // DOT_ROWS]
+                block = sums[t0 // DOT_FILTERS, k0 // DOT_ROWS]
                 for i in range(DOT_FILTERS):
                     for j in range(DOT_ROWS):
                         total = out[t0, k0] - out[t0, k0]
-                        for v in range(width):
+                        for v in range(lanes):
                             total += block[i * DOT_ROWS + j, v]
                         out[t0 + i, k0 + j] += total
 

@@ -15,7 +15,7 @@ adjoint: col2im, one row of X_col at a time), both by ``field_row``.
 import numpy as np
 from numba import njit, prange
 
-from .frame import SLACK
+from .frame import VECTOR
 
 
 def wide_rows(win):
@@ -36,12 +36,11 @@ def wide_count(win, pitch):
 
 
 def on_wide_positions(g, win, pitch):
-    """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch rounded up to a multiple
-    of SLACK, whole register blocks), zeros where v >= W_out and past the last row (so
-    that the dropped positions add nothing to a gradient, and a kernel may run whole
-    blocks past the last one)."""
+    """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch rounded up to whole
+    vectors), zeros where v >= W_out and past the last row (so that the dropped positions
+    add nothing to a gradient, and a kernel may run whole vectors past the last one)."""
     length = win.ho * pitch
-    gw = np.empty((win.n, win.c_out, length + (-length) % SLACK), dtype=g.dtype)
+    gw = np.empty((win.n, win.c_out, length + (-length) % VECTOR), dtype=g.dtype)
     _widen(np.ascontiguousarray(g).reshape(win.n, win.c_out, win.plane), win.wo, pitch, gw)
     return gw
 

@@ -1,4 +1,4 @@
-"""The inner steps of the forward and of dX with their sums held in vector registers:
+"""The inner steps of the forward, dX and dW with their sums held in vector registers:
 Numba intrinsics written in LLVM IR.
 
 The forward (Eq. 2, in the min form of forward.py) is a matrix product in which the
@@ -57,14 +57,45 @@ def vector_length(itemsize):
     return VECTOR_BYTES // itemsize
 
 
-@njit(cache=True)
-def block_positions(itemsize):
-    """Positions one register block covers for numbers of ``itemsize`` bytes (4: float32)."""
-    return BLOCK_VECTORS * (VECTOR_BYTES // itemsize)
-
 
 def _float_type(dtype):
     return ir.DoubleType() if dtype.bitwidth == 64 else ir.FloatType()
+
+
+class _Vectors:
+    """What every block's code generator writes again and again, for one builder and
+    vectors of ``dtype`` numbers as wide as the target's registers."""
+
+    def __init__(self, builder, dtype):
+        self.builder = builder
+        self.lanes = TARGET.vector_bits // dtype.bitwidth
+        self.type = ir.VectorType(_float_type(dtype), self.lanes)
+        self.align = dtype.bitwidth // 8
+        self.splat = ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes)
+
+    @staticmethod
+    def const(value):
+        return ir.Constant(I64, value)
+
+    def pitch(self, array):
+        """Numbers between two rows of a 2-D array (its first stride over the item size)."""
+        stride = cgutils.unpack_tuple(self.builder, array.strides, 2)[0]
+        return self.builder.udiv(stride, self.const(self.align))
+
+    def at(self, pointer, v=0):
+        """Pointer to the v-th vector from ``pointer`` (a pointer to a number)."""
+        return self.builder.bitcast(self.builder.gep(pointer, [self.const(v * self.lanes)]), self.type.as_pointer())
+
+    def load(self, pointer, v=0):
+        return self.builder.load(self.at(pointer, v), align=self.align)
+
+    def store(self, value, pointer, v=0):
+        self.builder.store(value, self.at(pointer, v), align=self.align)
+
+    def broadcast(self, scalar):
+        """The vector of ``scalar`` in every lane (vbroadcastss)."""
+        one = self.builder.insert_element(ir.Constant(self.type, ir.Undefined), scalar, ir.Constant(I32, 0))
+        return self.builder.shuffle_vector(one, ir.Constant(self.type, ir.Undefined), self.splat)
 
 
 def _min_term(builder, total, x, w):
@@ -103,41 +134,28 @@ def _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, vecto
         offsets = context.make_array(signature.args[1])(context, builder, koff_v)
         w = context.make_array(signature.args[3])(context, builder, wsh_v)
         a = context.make_array(signature.args[8])(context, builder, acc_v)
-        element = _float_type(dtype)
-        lanes = TARGET.vector_bits // dtype.bitwidth
-        vector = ir.VectorType(element, lanes)
-        const = lambda value: ir.Constant(I64, value)               # noqa: E731
-        itemsize = const(dtype.bitwidth // 8)
+        vec = _Vectors(builder, dtype)
 
         def row_start(array, row, column):
             """Pointer to array[row, column] of a 2-D array with a contiguous last axis."""
-            pitch = builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
-            return builder.gep(array.data, [builder.add(builder.mul(row, pitch), column)])
+            return builder.gep(array.data, [builder.add(builder.mul(row, vec.pitch(array)), column)])
 
-        def vector_at(pointer, v):
-            """Pointer to the v-th vector from ``pointer``."""
-            return builder.bitcast(builder.gep(pointer, [const(v * lanes)]), vector.as_pointer())
-
-        align = dtype.bitwidth // 8
-        acc_rows = [row_start(a, builder.add(t0_v, const(r)), q_v) for r in range(BLOCK_CHANNELS)]
-        w_rows = [row_start(w, builder.add(t0_v, const(r)), k0_v) for r in range(BLOCK_CHANNELS)]
+        acc_rows = [row_start(a, builder.add(t0_v, vec.const(r)), q_v) for r in range(BLOCK_CHANNELS)]
+        w_rows = [row_start(w, builder.add(t0_v, vec.const(r)), k0_v) for r in range(BLOCK_CHANNELS)]
         # the accumulators start from acc's values; LLVM keeps these stack slots in registers
-        accs = [[cgutils.alloca_once_value(builder, builder.load(vector_at(acc_rows[r], v), align=align))
-                 for v in range(n_vectors)] for r in range(BLOCK_CHANNELS)]
+        accs = [[cgutils.alloca_once_value(builder, vec.load(acc_rows[r], v)) for v in range(n_vectors)]
+                for r in range(BLOCK_CHANNELS)]
         first = builder.gep(x.data, [builder.add(base_v, q_v)])
-        splat = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
         with cgutils.for_range(builder, nk_v) as loop:
             row = builder.gep(first, [builder.load(builder.gep(offsets.data, [loop.index]))])
-            xs = [builder.load(vector_at(row, v), align=align) for v in range(n_vectors)]
+            xs = [vec.load(row, v) for v in range(n_vectors)]
             for r in range(BLOCK_CHANNELS):
-                scalar = builder.load(builder.gep(w_rows[r], [loop.index]))
-                one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(I32, 0))
-                wv = builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
+                wv = vec.broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
                 for v in range(n_vectors):
                     builder.store(term(builder, builder.load(accs[r][v]), xs[v], wv), accs[r][v])
         for r in range(BLOCK_CHANNELS):
             for v in range(n_vectors):
-                builder.store(builder.load(accs[r][v]), vector_at(acc_rows[r], v), align=align)
+                vec.store(builder.load(accs[r][v]), acc_rows[r], v)
         return context.get_dummy_value()
 
     return types.void(src, koff, base, wsh, t0, k0, nk, q, acc, vectors), codegen
@@ -194,64 +212,47 @@ def _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane,
         gg = context.make_array(signature.args[4])(context, builder, g_v)
         sums_g = context.make_array(signature.args[5])(context, builder, gs_v)
         pl = context.make_array(signature.args[8])(context, builder, plane_v)
-        lanes = TARGET.vector_bits // dtype.bitwidth
-        vector = ir.VectorType(_float_type(dtype), lanes)
-        const = lambda value: ir.Constant(I64, value)               # noqa: E731
-        itemsize, align = const(dtype.bitwidth // 8), dtype.bitwidth // 8
-        splat = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+        vec = _Vectors(builder, dtype)
         fast = ("fast",)
-
-        def pitch(array):
-            return builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
-
-        def vector_at(pointer, v):
-            return builder.bitcast(builder.gep(pointer, [const(v * lanes)]), vector.as_pointer())
-
-        def broadcast(scalar):
-            one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(I32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), splat)
-
-        ones = broadcast(one_v)
+        ones = vec.broadcast(one_v)
         w_rows, starts, xs, lows, highs, sums = [], [], [], [], [], []
         for r in range(n_rows):
-            k = builder.add(k0_v, const(r))
-            w_rows.append(builder.gep(w.data, [builder.mul(k, pitch(w))]))
+            k = builder.add(k0_v, vec.const(r))
+            w_rows.append(builder.gep(w.data, [builder.mul(k, vec.pitch(w))]))
             start = builder.add(builder.load(builder.gep(offsets.data, [k])), q_v)
             starts.append(start)
             row = []
             if clip or minus_x:
-                row = [builder.load(vector_at(builder.gep(x.data, [start]), v), align=align) for v in range(n_vectors)]
+                row = [vec.load(builder.gep(x.data, [start]), v) for v in range(n_vectors)]
             xs.append(row)
             if clip:
                 lows.append([builder.fsub(xv, ones, flags=fast) for xv in row])
                 highs.append([builder.fadd(xv, ones, flags=fast) for xv in row])
-            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(n_vectors)])
-        g_start, g_pitch = builder.gep(gg.data, [q_v]), pitch(gg)
+            sums.append([cgutils.alloca_once_value(builder, ir.Constant(vec.type, None)) for _ in range(n_vectors)])
+        g_start, g_pitch = builder.gep(gg.data, [q_v]), vec.pitch(gg)
         n_t = cgutils.unpack_tuple(builder, gg.shape, 2)[0]
         with cgutils.for_range(builder, n_t) as loop:
             g_row = builder.gep(g_start, [builder.mul(loop.index, g_pitch)])
-            gv = [builder.load(vector_at(g_row, v), align=align) for v in range(n_vectors)]
+            gv = [vec.load(g_row, v) for v in range(n_vectors)]
             for r in range(n_rows):
-                wv = broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
+                wv = vec.broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
                 for v in range(n_vectors):
                     clipped = wv
                     if clip:
                         low, high = lows[r][v], highs[r][v]
                         clipped = builder.select(builder.fcmp_ordered(">", wv, low), wv, low)
                         clipped = builder.select(builder.fcmp_ordered("<", clipped, high), clipped, high)
-                    total = builder.fadd(builder.load(sums[r][v]), builder.fmul(gv[v], clipped, flags=fast), flags=fast)
-                    builder.store(total, sums[r][v])
+                    builder.store(_product_term(builder, builder.load(sums[r][v]), gv[v], clipped), sums[r][v])
         if minus_x:
             gs_row = builder.gep(sums_g.data, [q_v])
-            gsv = [builder.load(vector_at(gs_row, v), align=align) for v in range(n_vectors)]
+            gsv = [vec.load(gs_row, v) for v in range(n_vectors)]
         for r in range(n_rows):                      # one row after another: their pixels may overlap
             target = builder.gep(pl.data, [builder.sub(starts[r], shift_v)])
             for v in range(n_vectors):
-                address = vector_at(target, v)
                 row_value = builder.load(sums[r][v])
                 if minus_x:
                     row_value = builder.fsub(row_value, builder.fmul(xs[r][v], gsv[v], flags=fast), flags=fast)
-                builder.store(builder.fadd(builder.load(address, align=align), row_value, flags=fast), address, align=align)
+                vec.store(builder.fadd(vec.load(target, v), row_value, flags=fast), target, v)
         return context.get_dummy_value()
 
     return types.void(src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors), codegen
@@ -312,33 +313,23 @@ def dot_sums_registers(typingctx, src, koff, k0, g, t0, count, sums):
         offsets = context.make_array(signature.args[1])(context, builder, koff_v)
         gg = context.make_array(signature.args[3])(context, builder, g_v)
         s = context.make_array(signature.args[6])(context, builder, sums_v)
-        lanes = TARGET.vector_bits // dtype.bitwidth
-        vector = ir.VectorType(_float_type(dtype), lanes)
-        const = lambda value: ir.Constant(I64, value)               # noqa: E731
-        itemsize, align = const(dtype.bitwidth // 8), dtype.bitwidth // 8
-        fast = ("fast",)
-
-        def pitch(array):
-            return builder.udiv(cgutils.unpack_tuple(builder, array.strides, 2)[0], itemsize)
-
-        def as_vector(pointer):
-            return builder.bitcast(pointer, vector.as_pointer())
-
-        g_rows = [builder.gep(gg.data, [builder.mul(builder.add(t0_v, const(i)), pitch(gg))]) for i in range(DOT_FILTERS)]
-        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [builder.add(k0_v, const(j))]))])
+        vec = _Vectors(builder, dtype)
+        g_rows = [builder.gep(gg.data, [builder.mul(builder.add(t0_v, vec.const(i)), vec.pitch(gg))])
+                  for i in range(DOT_FILTERS)]
+        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [builder.add(k0_v, vec.const(j))]))])
                   for j in range(DOT_ROWS)]
-        s_rows = [builder.gep(s.data, [builder.mul(const(b), pitch(s))]) for b in range(DOT_FILTERS * DOT_ROWS)]
-        accs = [cgutils.alloca_once_value(builder, builder.load(as_vector(row), align=align)) for row in s_rows]
+        s_rows = [builder.gep(s.data, [builder.mul(vec.const(b), vec.pitch(s))]) for b in range(DOT_FILTERS * DOT_ROWS)]
+        accs = [cgutils.alloca_once_value(builder, vec.load(row)) for row in s_rows]
         with cgutils.for_range(builder, count_v) as loop:
-            at = builder.mul(loop.index, const(lanes))
-            gv = [builder.load(as_vector(builder.gep(row, [at])), align=align) for row in g_rows]
-            xv = [builder.load(as_vector(builder.gep(row, [at])), align=align) for row in x_rows]
+            at = builder.mul(loop.index, vec.const(vec.lanes))
+            gv = [vec.load(builder.gep(row, [at])) for row in g_rows]
+            xv = [vec.load(builder.gep(row, [at])) for row in x_rows]
             for i in range(DOT_FILTERS):
                 for j in range(DOT_ROWS):
-                    acc = accs[i * DOT_ROWS + j]
-                    builder.store(builder.fadd(builder.load(acc), builder.fmul(gv[i], xv[j], flags=fast), flags=fast), acc)
+                    builder.store(_product_term(builder, builder.load(accs[i * DOT_ROWS + j]), gv[i], xv[j]),
+                                  accs[i * DOT_ROWS + j])
         for acc, row in zip(accs, s_rows):
-            builder.store(builder.load(acc), as_vector(row), align=align)
+            vec.store(builder.load(acc), row)
         return context.get_dummy_value()
 
     return types.void(src, koff, k0, g, t0, count, sums), codegen
