@@ -19,6 +19,7 @@ The package is a ladder; read it from the bottom rung up:
     batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
     pooling.py      max pooling over k x k windows with stride k, the argmax recorded
     relu.py         ReLU and its backward, one parallel pass each
+    cache.py        keeps Numba's disk cache of all of these in step with their sources
 
 and, one level up because they must be read before any kernel is defined, ../target.py
 (which CPU the code is compiled for, and the register block it gets) and ../settings.py
@@ -31,10 +32,10 @@ it again. A 1x1 layer without stride or padding (a fully connected one) is worke
 one image of a single long row (its X_col is the input's transpose).
 
 Compilation is lazy (first call, once per dtype) and cached on disk (cache=True). Numba
-keys a function's cache on its own source file only: a kernel that inlines a helper from
-another module (register_block.py's blocks, positions.py's) keeps its cached machine code
-when only that module changes. Whoever edits such a helper clears the cache
-(``find minadder -name '*.nb[ci]' -delete``); a fresh checkout has none.
+keys a function's cache on its own source file only, but a kernel here also compiles in
+helpers and constants of other modules (register_block.py's blocks, positions.py's,
+frame.py's VECTOR): cache.py clears the package's cache when any of its sources changed,
+on import, before a kernel is loaded.
 
 ``fastmath`` lets LLVM use vminps/vmaxps and reassociate sums, and the identities above
 (the shifted frame, the min identity, dW = G X^T - W sum G) cancel infinities into NaN:
@@ -65,6 +66,10 @@ from .positions import on_wide_positions, wide_rows
 from .batch_norm import batch_norm_backward, batch_norm_forward  # noqa: F401  (optional kernels)
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
 from .relu import relu_backward, relu_forward  # noqa: F401
+from . import cache
+
+# before any kernel is compiled or loaded: drop machine code saved from other sources
+cache.keep_in_step(cache.cache_dir(all_finite), cache.sources_digest(), cache.module_names())
 
 
 def check_available():
