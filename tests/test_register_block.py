@@ -1,5 +1,6 @@
 """The register blocks of the forward and of dX (kernels/cpu/register_block.py): their
-sums equal the definitions, and their compiled loops keep every accumulator in a register."""
+sums equal the definitions, and their compiled loops keep every accumulator in a register;
+the packed forward's vector copy (copy_vector, positions.copy_runs) copies what field_row does."""
 import os
 import platform
 import subprocess
@@ -18,6 +19,8 @@ from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, 
                                                  DOT_FILTERS, DOT_ROWS, clip_rows_into,
                                                  dot_sums_registers, min_sums_registers, plain_rows_into,
                                                  product_rows_into, product_sums_registers, vector_length)
+from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
+from minadder.kernels.cpu.positions import copy_runs, field_row, run_vectors, segments  # noqa: E402
 from minadder.kernels.target import TARGET  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,3 +275,37 @@ def test_haswell_block_fits_sixteen_registers():
     proc = subprocess.run([sys.executable, "-c", HASWELL_CHECK, str(REPO / "benchmarks")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "avx2 ok" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+@njit
+def packed_row_by_field_row(xp, c, i, j, segs, count, width):
+    row = np.zeros(width, dtype=xp.dtype)
+    field_row(xp, c, i, j, 1, segs, count, row, False)
+    return row
+
+
+@settings(deadline=None, max_examples=30)
+@given(dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 3), c=st.integers(1, 3),
+       ho=st.integers(1, 6), wo=st.integers(1, 40), k=st.integers(1, 3), l0=st.integers(0, 60),
+       width=st.integers(1, 200), seed=st.integers(0, 2**16))
+def test_copy_runs_packs_the_rows_field_row_packs(dtype, n, c, ho, wo, k, l0, width, seed):
+    """The packed forward's vector copy of a row of X_col (stride 1), with runs shorter
+    and longer than a vector that start anywhere in an output row, equals field_row's."""
+    rng = np.random.default_rng(seed)
+    plane = ho * wo
+    l0, width = min(l0, n * plane - 1), min(width, n * plane - min(l0, n * plane - 1))
+    hp, wp = ho + k - 1, wo + k - 1
+    flat = np.zeros((n, c * hp * wp + SLACK), dtype=dtype)
+    flat[:, :c * hp * wp] = rng.standard_normal((n, c * hp * wp))
+    xp = flat[:, :c * hp * wp].reshape(n, c, hp, wp)
+    segs = np.empty((width // wo + 2, 5), dtype=np.int64)
+    count = segments(l0, width, plane, wo, segs)
+    src, dst = run_vectors(segs, count, flat.shape[1], wp, vector_length(np.dtype(dtype).itemsize))
+    for cc in range(c):
+        for i in range(k):
+            for j in range(k):
+                panel = np.full(width + 2 * VECTOR, np.nan, dtype=dtype)
+                copy_runs(flat.reshape(-1), cc * hp * wp + i * wp + j, src, dst, panel, VECTOR)
+                expected = packed_row_by_field_row(xp, cc, i, j, segs, count, width)
+                np.testing.assert_array_equal(panel[VECTOR:VECTOR + width], expected)
+                assert np.isnan(panel[:VECTOR]).all()          # nothing before the row

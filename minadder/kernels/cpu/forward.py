@@ -13,14 +13,15 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
   (``inspect_asm.py`` shows each loop and its stack accesses).
 * Reading X_col in place. With stride 1 a task owns a few output rows of one image and
   reads the rows of X_col straight from the padded input on wide positions
-  (positions.py); other strides pack a cache-sized panel of them per task.
+  (positions.py); other strides, and images with short rows (8x8, where wide positions
+  would waste a fifth of the work), pack a cache-sized panel of them per task.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .frame import VECTOR
 from .register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, product_sums_registers, vector_length
-from .positions import field_row, segments, wide_count, wide_offsets, wide_rows
+from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
 #: was measured (+30 % on VGG-size layers, K up to 4608: benchmarks/README.md, "What
@@ -158,28 +159,36 @@ def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, squared, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_packed_kernel(xp, wsh, kh, kw, stride, ho, wo, tile, squared, out):
+def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, tile, squared, out):
     """Eq. 2 for any stride: as _forward_wide_kernel, but a task owns ``tile`` positions
-    and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time."""
+    and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time.
+    Stride 1 copies a row's runs from the flat frame (``flat``, 1-D; row k starts
+    koff_frame[k] after a run's start) by whole vectors (positions.copy_runs: 8x8 layers
+    spent 30 % of the forward in field_row), other strides by field_row."""
     n_k = wsh.shape[1]
     n_img, n_t, plane = out.shape
     n_l = n_img * plane
     wsum = _weight_sums(wsh, squared)
     koff = np.arange(CHUNK_K) * tile            # panel row kk starts at kk * tile
+    image_size, pitch = flat.shape[0] // n_img, xp.shape[3]
     for b in prange((n_l + tile - 1) // tile):
         l0 = b * tile
         width = min(tile, n_l - l0)
         segs = np.empty((tile // wo + 2, 5), dtype=np.int64)
         count = segments(l0, width, plane, wo, segs)
+        src, dst = run_vectors(segs, count, image_size, pitch, vector_length(flat.itemsize))
         panel = np.zeros(CHUNK_K * tile + VECTOR, dtype=wsh.dtype)   # a last row's whole vectors
         acc = np.zeros((n_t, width + (-width) % VECTOR), dtype=wsh.dtype)
         colsum = np.zeros(width, dtype=wsh.dtype)
         for k0 in range(0, n_k, CHUNK_K):
             nk = min(CHUNK_K, n_k - k0)
             for kk in range(nk):
-                c, ij = (k0 + kk) // (kh * kw), (k0 + kk) % (kh * kw)
                 row = panel[kk * tile:kk * tile + width]
-                field_row(xp, c, ij // kw, ij % kw, stride, segs, count, row, False)
+                if stride == 1:
+                    copy_runs(flat, koff_frame[k0 + kk], src, dst, panel, kk * tile)
+                else:
+                    c, ij = (k0 + kk) // (kh * kw), (k0 + kk) % (kh * kw)
+                    field_row(xp, c, ij // kw, ij % kw, stride, segs, count, row, False)
                 _add_row(colsum, row, width, squared)
             _min_sums_all(panel, koff, 0, wsh, k0, nk, width, squared, acc)
         for t in range(n_t):
@@ -219,6 +228,6 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), wsh, pitch,
                              win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
     else:
-        _forward_packed_kernel(frame.xp, wsh, win.kh, win.kw, win.stride, win.ho, win.wo,
-                               _tile(win.c_out, win.l), squared, out)
+        _forward_packed_kernel(frame.xp, frame.flat.reshape(-1), wide_offsets(win, frame.xp), wsh, win.kh, win.kw,
+                               win.stride, win.ho, win.wo, _tile(win.c_out, win.l), squared, out)
     return out
