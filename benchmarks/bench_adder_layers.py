@@ -25,7 +25,10 @@ the filter gradient in sign mode), for
 conv2d its forward and the two halves of its autograd backward together ("dX" column);
 "f+b ms" a whole forward + backward. "peak" is the growth of the process's resident
 memory during one forward + backward (Linux VmHWM, reset through /proc/self/clear_refs),
-outputs and the cache included, next to the size of the layer's im2col buffer. Every
+outputs and the cache included, next to the size of the layer's im2col buffer. It is
+measured first; the timings then run with malloc keeping freed memory, as in the training
+command (minadder/memory.py: temporaries reuse warm pages; --malloc-default leaves
+glibc's default, where every large temporary page-faults fresh pages). Every
 measurement runs in its own child process with --threads threads (Numba's and torch's),
 so the memory figures do not see each other; each figure is the best of --repeat
 timings in each of --runs processes.
@@ -103,6 +106,21 @@ def reset_peak():
         return False
 
 
+#: whether the timings run with malloc keeping freed memory (set in the child from --malloc-default)
+KEEP_FREED_MEMORY = True
+
+
+def timing_memory():
+    """After the peak is measured, before the timings: as the training command does, tell
+    malloc to keep freed memory (minadder/memory.py), so that each timed call's temporaries
+    (padded inputs, X_col chunks, outputs) reuse warm pages instead of page-faulting fresh
+    ones. Measured 2026-12-05 on the 2-core AVX-512 VM: a chunk of X_col for dW on 8x8
+    layers took 0.43 ms on fresh pages, 0.04 ms on warm ones."""
+    if KEEP_FREED_MEMORY:
+        from minadder.memory import keep_freed_memory
+        keep_freed_memory()
+
+
 def best_time(fn, repeat, budget_s=20.0):
     """Best wall time of fn() over `repeat` runs (fewer when one run is slow)."""
     times = []
@@ -146,6 +164,7 @@ def run_minadder(name, layer, batch, repeat):
     y, saved = k_mod.adder2d_forward(x, w, win)
     dx, dw = k_mod.adder2d_backward(g, saved, "full")
     peak = rss_bytes("VmHWM") - base if ok else None
+    timing_memory()
     del y, dx, dw
 
     def fwd_bwd():
@@ -186,6 +205,7 @@ def run_conv2d(layer, batch, repeat):
     ok = reset_peak()
     fwd_bwd()
     peak = rss_bytes("VmHWM") - base if ok else None
+    timing_memory()
     t_fwd, t_fb = best_time(fwd, repeat), best_time(fwd_bwd, repeat)
     return dict(fwd=t_fwd, fb=t_fb, dx=max(t_fb - t_fwd, 1e-9) / 2, dw=max(t_fb - t_fwd, 1e-9) / 2,
                 peak=peak)
@@ -242,6 +262,7 @@ def run_torch(name, layer, batch, repeat, max_temp_gb):
     else:
         fwd()
     peak = rss_bytes("VmHWM") - base if ok else None
+    timing_memory()
     out = dict(fwd=best_time(fwd, repeat), peak=peak)
     if name == "torch-unfold":
         out["fb"] = best_time(fwd_bwd, repeat)
@@ -249,6 +270,8 @@ def run_torch(name, layer, batch, repeat, max_temp_gb):
 
 
 def child(args):
+    global KEEP_FREED_MEMORY
+    KEEP_FREED_MEMORY = not args.malloc_default
     import minadder
     minadder.configure()       # as the command line does (NUMBA_NUM_THREADS sets the threads)
     layer = LAYERS[args.child_layer]
@@ -269,6 +292,8 @@ def measure(impl, layer_name, args):
            "--repeat", str(args.repeat), "--max-temp-gb", str(args.max_temp_gb)]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
+    if args.malloc_default:
+        cmd += ["--malloc-default"]
     # BLAS's thread count is left to minadder.configure() (one: its spinning workers would
     # take the cores from the kernels' threads); torch sets its own from BENCH_THREADS
     env = dict(os.environ, BENCH_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads),
@@ -394,6 +419,8 @@ def main():
                     help="skip torch-unfold when its (C_out, K, L) temporary is larger")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per child (Numba and torch)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="time with glibc's malloc as it is (default: it keeps freed memory, as in training)")
     ap.add_argument("--ceiling", default=None, metavar="PATH|measure|none",
                     help="ceiling.py's JSON for the fraction-of-ceiling table (default: "
                          "results/ceiling-<cpu>.json if it exists); 'measure' runs ceiling.py first")
@@ -405,7 +432,8 @@ def main():
 
     impls = list(args.impl)
     from minadder.kernels.target import cpu_model
-    print(f"CPU: {cpu_model()}; {args.threads} thread(s); batch {args.batch or 32}")
+    print(f"CPU: {cpu_model()}; {args.threads} thread(s); batch {args.batch or 32}; "
+          f"malloc {'default' if args.malloc_default else 'keeps freed memory during the timings'}")
     ceilings, ceiling_note = load_ceilings(args.ceiling, args.threads)
     if any(i.startswith("torch") or i == "conv2d" for i in impls):
         try:
