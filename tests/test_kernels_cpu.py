@@ -106,12 +106,14 @@ def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):
 
 @pytest.mark.parametrize("product", ["auto", "numba", "blas"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_both_full_mode_products_give_the_reference_dw(monkeypatch, product, stride):
+@pytest.mark.parametrize("size", [(37, 29), (8, 8)])
+def test_both_full_mode_products_give_the_reference_dw(monkeypatch, product, stride, size):
     """dW's G X'^T through the register blocks or through BLAS (FULL_DW_PRODUCT), in
-    chunks of X_col: both equal the reference, also with a large shared offset."""
+    chunks of X_col (on wide positions, or on exact ones for short rows): both equal the
+    reference, also with a large shared offset."""
     monkeypatch.setattr(grad_weight, "FULL_DW_PRODUCT", product)
     rng = np.random.default_rng(5)
-    x = (300 + rng.standard_normal((9, 3, 37, 29))).astype(np.float32)
+    x = (300 + rng.standard_normal((9, 3) + size)).astype(np.float32)
     weight = (300 + rng.standard_normal((6, 3, 3, 3))).astype(np.float32)
     _, _, dw = _both(cpu, x, weight, stride, 1, 3, "full")
     _, _, dw_ref = _both(ref, x.astype(np.float64), weight.astype(np.float64), stride, 1, 3, "full")

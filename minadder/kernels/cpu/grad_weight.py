@@ -15,7 +15,9 @@ Against naive.py's loop:
 
 * Full mode on every other layer: G X'^T is NumPy's matrix product (BLAS sgemm) on the
   same chunks of X_col, the chunks dealt out to the threads, each building its own X_col
-  and multiplying it on one BLAS thread. dW is exact linear algebra, and BLAS is tuned for it, except when
+  and multiplying it on one BLAS thread (stride 1 with short rows: X_col on the exact
+  positions, copied by whole vectors, not on wide ones, whose dropped positions were a
+  fifth of the product at 8x8). dW is exact linear algebra, and BLAS is tuned for it, except when
   C_out is small and the rows are long (then sgemm's output block is too thin).
   FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
   (benchmarks/bench_adder_layers.py --impl cpu cpu-numba-dw cpu-blas-dw compares them).
@@ -29,7 +31,8 @@ from . import columns, products
 from .naive import sgn
 from .products import image_chunks
 from .register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers, vector_length
-from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
+from .frame import VECTOR
+from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: full mode reads X from the padded input (no X_col) when an image has at least this
 #: many wide positions; with shorter rows the per-image reductions cost more than
@@ -117,13 +120,40 @@ def _wide_columns_serial(xp2, koff, n0, n1, npos, cols):
         _image_columns(xp2[n], koff, npos, cols, (n - n0) * npos)
 
 
+@njit(nogil=True, cache=True)
+def _packed_columns_serial(flat, koff, src, dst, cols):
+    """Row k of X_col for one block of positions into cols[k * L:(k + 1) * L] (cols 1-D,
+    K * L + VECTOR long: the last row's last vector may write past it), from the flat
+    frame by positions.copy_runs, on the calling thread, releasing the GIL."""
+    width = (cols.shape[0] - VECTOR) // koff.shape[0]
+    for k in range(koff.shape[0]):
+        copy_runs(flat, koff[k], src, dst, cols, k * width)
+
+
+def _exact_columns(frame, win, images):
+    """X_col (K, L_c) of a slice of the batch, stride 1, on its exact positions: for short
+    rows, where wide positions would multiply G's zeros at the dropped ones (at 8x8, 78
+    wide positions per 64)."""
+    n0, n1, pitch = images.start, images.stop, frame.xp.shape[3]
+    width = (n1 - n0) * win.plane
+    segs = np.empty((width // win.wo + 2, 5), dtype=np.int64)
+    count = segments(n0 * win.plane, width, win.plane, win.wo, segs)
+    src, dst = run_vectors(segs, count, frame.flat.shape[1], pitch, vector_length(frame.flat.itemsize))
+    cols = np.empty(win.k * width + VECTOR, dtype=frame.flat.dtype)
+    _packed_columns_serial(frame.flat.reshape(-1), wide_offsets(win, frame.xp), src, dst, cols)
+    return cols[:win.k * width].reshape(win.k, width)
+
+
 def _chunk_columns(frame, g, win, gw, images, serial=False):
     """(X_col, G) of a slice of the batch, from the padded input (in its frame): X_col (K, L_c),
     G (C_out, L_c) with the matching columns. Stride 1 uses wide positions (G is zero at
-    the dropped ones, so they add nothing to dW): ``gw``. serial: X_col is built on the
+    the dropped ones, so they add nothing to dW): ``gw``; on the calling thread (serial)
+    and with short rows, the exact positions instead. serial: X_col is built on the
     calling thread, releasing the GIL (for _product_by_threads), else by every thread."""
     xp, n0, n1 = frame.xp, images.start, images.stop
-    if win.stride == 1:
+    if win.stride == 1 and serial and wide_count(win, xp.shape[3]) < WIDE_DW_MIN_POSITIONS:
+        cols, gc = _exact_columns(frame, win, images), g[images]
+    elif win.stride == 1:
         koff, npos = wide_offsets(win, xp), wide_count(win, xp.shape[3])
         cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
         (_wide_columns_serial if serial else _wide_columns)(frame.flat, koff, n0, n1, npos, cols)
