@@ -18,7 +18,8 @@ from numba import njit  # noqa: E402
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
                                                  DOT_FILTERS, DOT_ROWS, clip_rows_into,
                                                  dot_sums_registers, min_sums_registers, plain_rows_into,
-                                                 product_rows_into, product_sums_registers, vector_length)
+                                                 product_rows_into, product_sums_registers, SIGN_FILTERS,
+                                                 SIGN_ROWS, sign_sums_registers, vector_length)
 from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
 from minadder.kernels.cpu.positions import copy_runs, field_row, run_vectors, segments  # noqa: E402
 from minadder.kernels.target import TARGET  # noqa: E402
@@ -234,6 +235,56 @@ def test_dot_block_loop_is_loads_and_multiply_adds():
     assert not [line for line in hot[0] if "%rsp" in line], hot[0]
 
 
+@njit
+def sign_block(src, koff, k0, g, t0, count, w, sums):
+    sign_sums_registers(src, koff, k0, g, t0, count, w, sums)
+
+
+@settings(deadline=None, max_examples=25)
+@given(dtype=st.sampled_from([np.float32, np.float64]), count=st.integers(0, 5), k0=st.integers(0, 3),
+       t0=st.integers(0, 3), coarse=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_sign_block_adds_lane_wise_sums_of_g_times_the_sign(dtype, count, k0, t0, coarse, seed):
+    """sums[i * SIGN_ROWS + j, lane] += sum_v G[t0 + i, v L + lane] sgn(X[k0 + j, v L + lane]
+    - W[t0 + i, k0 + j]), with sgn(0) = 0 at exact ties (coarse values): Eq. 4's dW."""
+    rng = np.random.default_rng(seed)
+    lanes = vector_length(np.dtype(dtype).itemsize)
+    koff = rng.integers(0, 7, k0 + SIGN_ROWS + 1).astype(np.int64)
+    draw = (lambda shape: rng.integers(-2, 3, shape) / 2) if coarse else rng.standard_normal
+    src = draw(7 + count * lanes).astype(dtype)
+    w = draw((t0 + SIGN_FILTERS + 1, k0 + SIGN_ROWS + 1)).astype(dtype)
+    g = rng.standard_normal((t0 + SIGN_FILTERS + 1, count * lanes + 3)).astype(dtype)
+    sums = rng.standard_normal((SIGN_FILTERS * SIGN_ROWS, lanes)).astype(dtype)
+    expected = sums.astype(np.float64)
+    for i in range(SIGN_FILTERS):
+        for j in range(SIGN_ROWS):
+            x = src[koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
+            terms = g[t0 + i, :count * lanes] * np.sign(x - w[t0 + i, k0 + j])
+            expected[i * SIGN_ROWS + j] += terms.reshape(count, lanes).sum(axis=0)
+    sign_block(src, koff, k0, g, t0, count, w, sums)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (count + 1) * 8)
+
+
+@pytest.mark.skipif(not X86 or TARGET.vector_bits != 512, reason="checks AVX-512 vector code")
+def test_sign_block_loop_is_compares_and_masked_adds():
+    """The sign-mode dW's loop: SIGN_FILTERS + SIGN_ROWS loads, two compares into mask
+    registers and two masked adds per sum (no blend, no subtraction of x - w), no stack."""
+    lanes = vector_length(4)
+    sums = np.zeros((SIGN_FILTERS * SIGN_ROWS, lanes), np.float32)
+    sign_block(np.ones(8 * lanes, np.float32), np.arange(SIGN_ROWS), 0, np.zeros((SIGN_FILTERS, 4 * lanes), np.float32),
+               0, 4, np.zeros((SIGN_FILTERS, SIGN_ROWS), np.float32), sums)
+    np.testing.assert_array_equal(sums, 0)
+    asm = sign_block.inspect_asm(sign_block.signatures[0])
+    hot = [body for body in filter(innermost, loops(asm)) if mix(body)["vcmpltps zmm"]]
+    assert len(hot) == 1, asm[-3000:]
+    counts, blocks = mix(hot[0]), SIGN_FILTERS * SIGN_ROWS
+    assert counts["vcmpltps zmm"] == 2 * blocks and counts["vaddps zmm"] == counts["vsubps zmm"] == blocks, counts
+    assert counts["vmovups zmm"] == SIGN_FILTERS + SIGN_ROWS, counts
+    masked = [line for line in hot[0] if line.lstrip().startswith(("vaddps", "vsubps"))]
+    assert all("{%k" in line for line in masked), masked
+    assert not [line for line in hot[0] if "%rsp" in line], hot[0]
+
+
 HASWELL_CHECK = r"""
 import sys
 import numpy as np
@@ -261,6 +312,12 @@ dot(np.zeros(64, np.float32), np.arange(2), np.zeros((4, 32), np.float32), 4, np
 asm = dot.inspect_asm(dot.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vfmadd231ps ymm"] + mix(b)["vfmadd213ps ymm"]]
 assert DOT_FILTERS * DOT_ROWS == 8 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
+from minadder.kernels.cpu.register_block import SIGN_FILTERS, SIGN_ROWS, sign_sums_registers
+sign = njit(lambda src, koff, g, count, w, sums: sign_sums_registers(src, koff, 0, g, 0, count, w, sums))
+sign(np.zeros(64, np.float32), np.arange(2), np.zeros((2, 32), np.float32), 4, np.zeros((2, 2), np.float32), np.zeros((4, 8), np.float32))
+asm = sign.inspect_asm(sign.signatures[0])
+hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vcmpltps ymm"]]
+assert (SIGN_FILTERS, SIGN_ROWS) == (2, 2) and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
 print("avx2 ok")
 """
 
@@ -268,7 +325,8 @@ print("avx2 ok")
 @pytest.mark.skipif(not X86, reason="needs an x86 CPU")
 def test_haswell_block_fits_sixteen_registers():
     """Compiled for Haswell (AVX2, 16 ymm registers) the forward's block is 2 channels x 4
-    vectors, dX's 2 rows x 2 vectors, dW's 4 filters x 2 rows, and no loop spills."""
+    vectors, dX's 2 rows x 2 vectors, dW's 4 filters x 2 rows (sign mode: 2 x 2), and no
+    loop spills."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
     env["NUMBA_CPU_NAME"] = "haswell"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

@@ -81,7 +81,7 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
     dx = dw = None
     if need_weight_grad:
         partial = np.zeros((min(win.n, 4 * get_num_threads()), win.c_out, win.k), dtype=w2.dtype)
-        _grad_weight_images_kernel(frame.flat, koff, gw, npos, partial)
+        _grad_weight_images_kernel(frame.flat, koff, gw, npos, w2, True, partial)   # full: the product G X^T
         dw = partial.sum(axis=0)
     if need_input_grad:
         dx = np.empty(win.x_shape, dtype=w2.dtype)

@@ -9,9 +9,14 @@ Against naive.py's loop:
   With stride 1 and long rows the product reads X' straight from the padded input on
   wide positions (positions.py), in register blocks of 4 x 4 dot products (4 x 2 with
   AVX2's 16 registers; register_block.py): no X_col at all.
-* Otherwise (sign mode, other strides, short rows) X_col is built for a chunk of about
-  1/DW_CHUNKS of the batch at a time, and one task per (4 filters, row k) runs four
-  dot-product-like reductions along it.
+* Sign mode with stride 1 (and several output rows) reads X the same way, in register
+  blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a register:
+  two compares and two masked adds per term. Measured 2026-12-05, ResNet-20's layers at
+  batch 64, 2 threads: 16.5-18.8 -> 37-40 G terms/s on 32x32 and 16x16, 15.4 -> 26.6 at
+  8x8 (where the blocks read 5 vectors an image, and still win).
+* Otherwise (other strides, a single output row, full mode with short rows when asked
+  for "numba") X_col is built for a chunk of about 1/DW_CHUNKS of the batch at a time,
+  and one task per (4 filters, row k) runs four dot-product-like reductions along it.
 
 * Full mode on every other layer: G X'^T is NumPy's matrix product (BLAS sgemm) on the
   same chunks of X_col, the chunks dealt out to the threads, each building its own X_col
@@ -30,7 +35,8 @@ from numba import get_num_threads, njit, prange
 from . import columns, products
 from .naive import sgn
 from .products import image_chunks
-from .register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers, vector_length
+from .register_block import (DOT_FILTERS, DOT_ROWS, SIGN_FILTERS, SIGN_ROWS, dot_sums_registers,
+                             sign_sums_registers, vector_length)
 from .frame import VECTOR
 from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
@@ -190,49 +196,55 @@ def _product_by_threads(frame, g, win, gw):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_weight_images_kernel(xp2, koff, gw, npos, partial):
-    """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] X'[n, k, q] on wide positions,
-    stride 1: the G X'^T part of the full-mode dW (Eq. 5), reading row k of X' straight
+def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
+    """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] D(X[n, k, q] - W[t, k]) on
+    wide positions, stride 1 (D as _dw_term: full mode, Eq. 5, the G X'^T part of its dW,
+    X' in the shifted frame; sign mode, Eq. 4, sgn(X - W)), reading row k of X straight
     from the padded input (xp2[n, koff[k]:]). One task per chunk of images: image by
-    image, it runs every DOT_FILTERS x DOT_ROWS register block of dot products
-    (register_block.dot_sums_registers) while the image's rows of G and X' are in L2,
-    each block keeping its lane-wise sums in ``sums`` between images; the lanes are added
-    up once, at the end of the chunk. The caller sums the chunks. (One task per block over
-    the whole batch, as before, streamed all of G and X' from memory for each block, two
-    bytes a multiply-add: measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32:
-    51 -> 70 G MAC/s.)"""
+    image, it runs every register block (register_block.py: DOT_FILTERS x DOT_ROWS dot
+    products in full mode, SIGN_FILTERS x SIGN_ROWS sign sums in sign mode) while the
+    image's rows of G and X are in L2, each block keeping its lane-wise sums in ``sums``
+    between images; the lanes are added up once, at the end of the chunk. The caller sums
+    the chunks. (One task per block over the whole batch, as before, streamed all of G
+    and X' from memory for each block, two bytes a multiply-add: measured 2026-12-05,
+    batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
     n_img, n_t = gw.shape[0], gw.shape[1]
     n_k = koff.shape[0]
     chunks = partial.shape[0]
     lanes = vector_length(xp2.itemsize)
+    one = partial.dtype.type(1)
     count = (npos + lanes - 1) // lanes              # whole vectors: G is zero past npos
-    t_end, k_end = n_t - n_t % DOT_FILTERS, n_k - n_k % DOT_ROWS
+    filters, rows = (DOT_FILTERS, DOT_ROWS) if full else (SIGN_FILTERS, SIGN_ROWS)
+    t_end, k_end = n_t - n_t % filters, n_k - n_k % rows
     for b in prange(chunks):
         out = partial[b]
-        sums = np.zeros((t_end // DOT_FILTERS, k_end // DOT_ROWS, DOT_FILTERS * DOT_ROWS, lanes), dtype=partial.dtype)
+        sums = np.zeros((t_end // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
         for n in range(b * n_img // chunks, (b + 1) * n_img // chunks):
             img, gn = xp2[n], gw[n]
-            for t0 in range(0, t_end, DOT_FILTERS):
-                for k0 in range(0, k_end, DOT_ROWS):
-                    dot_sums_registers(img, koff, k0, gn, t0, count, sums[t0 // DOT_FILTERS, k0 // DOT_ROWS])
+            for t0 in range(0, t_end, filters):
+                for k0 in range(0, k_end, rows):
+                    if full:
+                        dot_sums_registers(img, koff, k0, gn, t0, count, sums[t0 // filters, k0 // rows])
+                    else:
+                        sign_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
             for t in range(n_t):   # the edge blocks, one dot product at a time
                 gr = gn[t, :npos]
                 for k in range(n_k):
                     if t < t_end and k < k_end:
                         continue
-                    row = img[koff[k]:koff[k] + npos]
+                    row, wv = img[koff[k]:koff[k] + npos], w[t, k]
                     total = out[t, k] - out[t, k]
                     for q in range(npos):
-                        total += gr[q] * row[q]
+                        total += gr[q] * _dw_term(row[q], wv, full, one)
                     out[t, k] += total
-        for t0 in range(0, t_end, DOT_FILTERS):
-            for k0 in range(0, k_end, DOT_ROWS):
-                block = sums[t0 // DOT_FILTERS, k0 // DOT_ROWS]
-                for i in range(DOT_FILTERS):
-                    for j in range(DOT_ROWS):
+        for t0 in range(0, t_end, filters):
+            for k0 in range(0, k_end, rows):
+                block = sums[t0 // filters, k0 // rows]
+                for i in range(filters):
+                    for j in range(rows):
                         total = out[t0, k0] - out[t0, k0]
                         for v in range(lanes):
-                            total += block[i * DOT_ROWS + j, v]
+                            total += block[i * rows + j, v]
                         out[t0 + i, k0 + j] += total
 
 
@@ -267,9 +279,9 @@ def blocked_grad_weight(w2, g, win, mode, frame, gw=None):
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
     if full and not blocks:
         dw = _product_by_threads(frame, g, win, gw)    # sgemm on at most 1/DW_CHUNKS of X_col a thread
-    elif full and long_rows:   # the register-block product, no X_col
+    elif long_rows or (not full and wide_rows(win)):   # register blocks, no X_col
         partial = np.zeros((min(win.n, 4 * get_num_threads()),) + dw.shape, dtype=dw.dtype)
-        _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, partial)
+        _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, w2, full, partial)
         dw = partial.sum(axis=0)
     else:
         for images in image_chunks(win):

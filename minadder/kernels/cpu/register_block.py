@@ -335,6 +335,70 @@ def dot_sums_registers(typingctx, src, koff, k0, g, t0, count, sums):
     return types.void(src, koff, k0, g, t0, count, sums), codegen
 
 
+#: the sign-mode dW's register block (Eq. 4): filters x rows of X, each with its weight
+#: W[t, k] held in a register beside its sums: 4 x 2 with 32 vector registers (8 sums, 8
+#: weights, 4 vectors of G and 2 of X), 2 x 2 with 16
+SIGN_FILTERS = 4 if TARGET.blocking == "wide" else 2
+SIGN_ROWS = 2
+
+
+@intrinsic
+def sign_sums_registers(typingctx, src, koff, k0, g, t0, count, w, sums):
+    """sums[i * SIGN_ROWS + j, :] += sum_{v < count} G[t0 + i, vL:(v+1)L] * sgn(X[k0 + j, vL:(v+1)L] - W[t0 + i, k0 + j])
+    lane by lane, for i < SIGN_FILTERS, j < SIGN_ROWS (L = vector_length; row k of X is
+    src[koff[k]:]): the sign-mode dW (Eq. 4) as dot_sums_registers is the full one.
+
+    g * sgn(x - w) is g where x > w, -g where x < w and 0 at a tie: two compares and two
+    masked adds (AVX-512: vcmpps into mask registers, vaddps/vsubps under the masks), no
+    subtraction (for finite numbers x - w has the sign of the comparison). src is 1-D,
+    g (C_out, >= count L), w (C_out, K) and sums (SIGN_FILTERS * SIGN_ROWS, L) 2-D with a
+    contiguous last axis; the numbers are finite (the kernels send others to the reference).
+    """
+    if not all(isinstance(arg, types.Array) for arg in (src, koff, g, w, sums)):
+        return None
+    dtype = src.dtype
+    if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (g, w, sums))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_v, koff_v, k0_v, g_v, t0_v, count_v, w_v, sums_v = args
+        k0_v = context.cast(builder, k0_v, signature.args[2], types.int64)
+        t0_v = context.cast(builder, t0_v, signature.args[4], types.int64)
+        count_v = context.cast(builder, count_v, signature.args[5], types.int64)
+        x = context.make_array(signature.args[0])(context, builder, src_v)
+        offsets = context.make_array(signature.args[1])(context, builder, koff_v)
+        gg = context.make_array(signature.args[3])(context, builder, g_v)
+        ww = context.make_array(signature.args[6])(context, builder, w_v)
+        s = context.make_array(signature.args[7])(context, builder, sums_v)
+        vec = _Vectors(builder, dtype)
+        fast = ("fast",)
+        filters = [builder.add(t0_v, vec.const(i)) for i in range(SIGN_FILTERS)]
+        rows = [builder.add(k0_v, vec.const(j)) for j in range(SIGN_ROWS)]
+        g_rows = [builder.gep(gg.data, [builder.mul(t, vec.pitch(gg))]) for t in filters]
+        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [k]))]) for k in rows]
+        weights = [[vec.broadcast(builder.load(builder.gep(ww.data, [builder.add(builder.mul(t, vec.pitch(ww)), k)])))
+                    for k in rows] for t in filters]
+        s_rows = [builder.gep(s.data, [builder.mul(vec.const(b), vec.pitch(s))]) for b in range(SIGN_FILTERS * SIGN_ROWS)]
+        accs = [cgutils.alloca_once_value(builder, vec.load(row)) for row in s_rows]
+        with cgutils.for_range(builder, count_v) as loop:
+            at = builder.mul(loop.index, vec.const(vec.lanes))
+            gv = [vec.load(builder.gep(row, [at])) for row in g_rows]
+            xv = [vec.load(builder.gep(row, [at])) for row in x_rows]
+            for i in range(SIGN_FILTERS):
+                for j in range(SIGN_ROWS):
+                    acc = builder.load(accs[i * SIGN_ROWS + j])
+                    above = builder.fcmp_ordered(">", xv[j], weights[i][j])
+                    below = builder.fcmp_ordered("<", xv[j], weights[i][j])
+                    acc = builder.select(above, builder.fadd(acc, gv[i], flags=fast), acc)
+                    acc = builder.select(below, builder.fsub(acc, gv[i], flags=fast), acc)
+                    builder.store(acc, accs[i * SIGN_ROWS + j])
+        for acc, row in zip(accs, s_rows):
+            vec.store(builder.load(acc), row)
+        return context.get_dummy_value()
+
+    return types.void(src, koff, k0, g, t0, count, w, sums), codegen
+
+
 @intrinsic
 def copy_vector(typingctx, src, i, dst, j):
     """dst[j:j + L] = src[i:i + L], L = vector_length: one unaligned vector load and one
