@@ -121,14 +121,31 @@ def _add_row(colsum, row, width, squared):
             colsum[q] += row[q]
 
 
+@njit(fastmath=True, cache=True)
+def _column_sums(img, koff, fields, base, width, squared, colsum):
+    """colsum[q] = sum_k X'[k, q] on wide positions (squared: sum_k X'[k, q]^2), row k =
+    (c, i, j) starting at img[base + koff[k]], summed in two steps: the channels first
+    (one row per channel, reaching over the whole filter window), then the kh*kw filter
+    offsets. C + kh*kw adds a position instead of C*kh*kw: on 16 channels at 32x32 the
+    plain sum over the 144 rows took 15 % of the forward."""
+    offsets = koff[:fields]                  # (0, i, j): i*pitch + j
+    span = offsets[fields - 1]               # the filter window's reach
+    channels = np.zeros(width + span, dtype=colsum.dtype)
+    for k in range(0, koff.shape[0], fields):
+        _add_row(channels, img[base + koff[k]:base + koff[k] + width + span], width + span, squared)
+    for f in range(fields):
+        _add_row(colsum, channels[offsets[f]:offsets[f] + width], width, False)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, squared, out):
+def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
     """Eq. 2 for stride 1, reading X_col straight from the padded input.
 
     In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
     out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t]. A task owns ``rows`` output rows of
     one image and every channel, on wide positions q = (u - u0)*pitch + v: row k of X_col
-    is the stretch xp2[n, koff[k] + u0*pitch + q]. ``squared``: the l2 layer (Eq. 27) by
+    is the stretch xp2[n, koff[k] + u0*pitch + q] (``fields`` = kh*kw rows per channel).
+    ``squared``: the l2 layer (Eq. 27) by
     Eq. 28, -(a - b)^2 = 2 a b - a^2 - b^2: the same with products for the mins and sums
     of squares for colsum and wsum.
     """
@@ -145,8 +162,7 @@ def _forward_wide_kernel(xp2, koff, wsh, pitch, ho, wo, rows, squared, out):
         img = xp2[n]
         acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
         colsum = np.zeros(width, dtype=wsh.dtype)          # sum_k x'
-        for k in range(n_k):
-            _add_row(colsum, img[base + koff[k]:base + koff[k] + width], width, squared)
+        _column_sums(img, koff, fields, base, width, squared, colsum)
         for k0 in range(0, n_k, CHUNK_K):
             nk = min(CHUNK_K, n_k - k0)
             _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, squared, acc)
@@ -225,7 +241,7 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
     wsh = w2 - frame.centre
     pitch = frame.xp.shape[3]
     if wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS:
-        _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), wsh, pitch,
+        _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), win.kh * win.kw, wsh, pitch,
                              win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
     else:
         _forward_packed_kernel(frame.xp, frame.flat.reshape(-1), wide_offsets(win, frame.xp), wsh, win.kh, win.kw,
