@@ -13,7 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder.kernels import cpu, reference as ref  # noqa: E402
-from minadder.kernels.cpu import frame, grad_weight, products  # noqa: E402
+from minadder.kernels.cpu import frame, grad_weight, positions, products  # noqa: E402
 from minadder.kernels.geometry import Window  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=25)
@@ -262,3 +262,24 @@ def test_conv2d_gradients_on_wide_positions_equal_the_reference(dtype, n, c, c_o
     np.testing.assert_allclose(dx, dx_want, **tol)
     assert cpu.conv2d_backward(g, saved, need_input_grad=False)[0] is None
     assert cpu.conv2d_backward(g, saved, need_weight_grad=False)[1] is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 16, 8, 8), (1, 1, 1, 3)])
+def test_g_on_wide_positions_starts_each_row_on_a_cache_line(dtype, shape):
+    """The kernels load G's rows in whole vectors from their start: on_wide_positions puts
+    the array on a 64-byte boundary (and its rows are whole vectors long), holding G at
+    q = u * pitch + v and zeros elsewhere; aligned_zeros does the same inside a kernel."""
+    n, c_out, ho, wo = shape
+    pitch = wo + 2
+    g = np.random.default_rng(0).standard_normal((n, c_out, ho * wo)).astype(dtype)
+    win = Window(n, 1, ho, wo, c_out, 1, 1, 1, 0)
+    for _ in range(3):
+        gw = positions.on_wide_positions(g, win, pitch)
+        assert gw.ctypes.data % 64 == 0 and (gw.shape[2] * gw.itemsize) % 64 == 0 and gw.flags.c_contiguous
+    want = np.zeros(gw.shape, dtype)
+    want[:, :, :ho * pitch].reshape(n, c_out, ho, pitch)[..., :wo] = g.reshape(n, c_out, ho, wo)
+    np.testing.assert_array_equal(gw, want)
+    for count in (1, 100, 33000):
+        z = positions.aligned_zeros(count, g)
+        assert z.ctypes.data % 64 == 0 and z.shape == (count,) and z.dtype == dtype and not z.any()
