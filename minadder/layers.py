@@ -315,14 +315,13 @@ class BatchNorm(Function):
             running_var += momentum * var * count / (count - 1)          # unbiased (count >= 2 is checked)
         ctx.weight, ctx.training, ctx.residual = weight, training, residual is not None
         ctx.backward_kernel = backend.kernel("batch_norm_backward")
-        ctx.relu_backward = backend.kernel("relu_backward") if relu and residual is not None else None
         return y
 
     @staticmethod
     def backward(ctx, g):
         if ctx.residual:    # g through the ReLU once, for the residual and the batch norm alike
-            g = g if ctx.relu_backward is None else ctx.relu_backward(g, ctx.y)
-            dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, None)
+            dx, dweight, dbias, g = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, ctx.y,
+                                                        residual=True)
             return dx, dweight, dbias, None, None, None, None, None, None, g
         dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, ctx.y)
         return dx, dweight, dbias, None, None, None, None, None, None

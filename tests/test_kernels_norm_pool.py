@@ -109,6 +109,26 @@ def test_batch_norm_with_its_relu_is_the_reference_with_its_relu(case, shift):
 
 @SETTINGS
 @given(batch_norm_cases(), st.booleans())
+def test_the_residual_backward_returns_g_through_the_relu(case, relu):
+    """residual=True: a fourth result, the residual's gradient g * 1[y > 0] (g itself
+    without the ReLU), written by the cpu kernel in the pass that writes dx: equal to
+    relu_backward's, and dx, dweight, dbias as without it, on both backends."""
+    x, weight, bias, mean, var, training = case
+    stats = (None, None) if training else (mean, var)
+    r = np.random.default_rng(5).standard_normal(x.shape).astype(x.dtype)
+    g = np.random.default_rng(6).standard_normal(x.shape).astype(x.dtype)
+    for bn, relu_module in ((bn_cpu, relu_cpu), (bn_ref, relu_ref)):
+        y, xhat, inv_std = bn.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=relu, residual=r)[:3]
+        mask_y = y if relu else None
+        *grads, g_residual = bn.batch_norm_backward(g, xhat, inv_std, weight, training, mask_y, residual=True)
+        g_want = relu_module.relu_backward(g, y) if relu else g
+        np.testing.assert_array_equal(g_residual, g_want)
+        for a, b in zip(grads, bn.batch_norm_backward(g_want, xhat, inv_std, weight, training)):
+            np.testing.assert_array_equal(a, b)
+
+
+@SETTINGS
+@given(batch_norm_cases(), st.booleans())
 def test_batch_norm_with_a_residual_adds_it_before_the_relu(case, relu):
     """residual: y = (weight * xhat + bias) + residual, then the ReLU, in the forward's one
     pass: the same float operations in the same order as y computed first and the residual

@@ -17,7 +17,7 @@ most CNN blocks), and the backward, given that output as ``y``, first passes the
 gradient through the ReLU (relu_reference.py): one kernel call each way for both layers.
 A ``residual`` (x's shape) is added to y before that ReLU: the end of ResNet's basic
 block, relu(batch_norm(x) + shortcut), in the same pass; its gradient is the upstream
-gradient through the ReLU, which the layer computes (relu_backward).
+gradient through the ReLU, which the backward returns too when asked (residual=True).
 
 The running statistics are the layer's business (minadder/layers.py), not the kernels'.
 """
@@ -71,12 +71,21 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5,
     return (relu_forward(y) if relu else y), xhat, inv_std, mean, var
 
 
-def batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None):
+def batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None, residual=False):
     """The gradients (dx, dweight, dbias) of batch_norm_forward for the upstream g (x's shape);
     training says whether the statistics were the batch's (then they depend on x too).
-    y: the output of a forward with relu=True, whose ReLU g goes back through first."""
+    y: the output of a forward with relu=True, whose ReLU g goes back through first.
+    residual (with y): the forward added a residual before that ReLU; the residual's
+    gradient, g through the ReLU, comes back too: (dx, dweight, dbias, g * 1[y > 0])."""
     if y is not None:
         g = relu_backward(g, y)
+    if residual:
+        return _backward(g, xhat, inv_std, weight, training) + (g,)
+    return _backward(g, xhat, inv_std, weight, training)
+
+
+def _backward(g, xhat, inv_std, weight, training):
+    """(dx, dweight, dbias) for g already through the ReLU."""
     shape = channel_shape(g)
     dweight = channel_sum(g, xhat)                       # sum g * xhat
     dbias = channel_sum(g)                               # sum g

@@ -42,15 +42,16 @@ run them in NumPy on host arrays).
         training, with the batch's mean and biased variance, returned of x's dtype (the
         layer updates its running statistics with them); given (C,): evaluation, with those.
         weight and bias (C,) or None. inv_std (C,) = 1 / sqrt(var + eps), of x's dtype.
-    batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None) -> (dx, dweight, dbias)
+    batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None, residual=False)
+        -> (dx, dweight, dbias), or (dx, dweight, dbias, g_relu) when residual
         Its gradients for the upstream g (Eq. 11; proofs/mathematics.md, section 3):
         dweight = sum g * xhat, dbias = sum g per channel, and dx, which in training
         accounts for the batch statistics depending on x. relu=True in the forward makes
         y = max(0, y) (batch norm and the ReLU after it in one call); its backward is
         given that y and takes g through the ReLU first (g * 1[y > 0]). A residual (x's
         shape) is added to y before that ReLU: y = max(0, weight * xhat + bias + residual),
-        the end of ResNet's basic block in one pass (its gradient, g through the ReLU, is
-        the layer's: relu_backward).
+        the end of ResNet's basic block in one pass; its gradient, g through the ReLU,
+        comes back as g_relu when the backward is asked with residual=True (and y).
 
     max_pool2d_forward(x, k, stride, padding) -> (y, argmax)
         The maximum of each k x k window of x (N, C, H, W) padded with -inf, and its offset
