@@ -191,7 +191,7 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
 
 @njit
 def dot_block(src, koff, k0, g, t0, count, sums):
-    dot_sums_registers(src, koff, k0, g, t0, count, sums)
+    dot_sums_registers(src, koff, k0, g, t0, count, g, sums)     # (w is not read: any array of the dtype)
 
 
 @settings(deadline=None, max_examples=25)
@@ -307,7 +307,7 @@ asm = clip.inspect_asm(clip.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
 assert (CLIP_ROWS, CLIP_VECTORS) == (2, 2) and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
 from minadder.kernels.cpu.register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers
-dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, sums))
+dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, g, sums))
 dot(np.zeros(64, np.float32), np.arange(2), np.zeros((4, 32), np.float32), 4, np.zeros((8, 8), np.float32))
 asm = dot.inspect_asm(dot.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vfmadd231ps ymm"] + mix(b)["vfmadd213ps ymm"]]

@@ -224,7 +224,7 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
             for t0 in range(0, t_end, filters):
                 for k0 in range(0, k_end, rows):
                     if full:
-                        dot_sums_registers(img, koff, k0, gn, t0, count, sums[t0 // filters, k0 // rows])
+                        dot_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
                     else:
                         sign_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
             for t in range(n_t):   # the edge blocks, one dot product at a time

@@ -285,118 +285,81 @@ plain_rows_into = _rows_into(False, minus_x=False)
 #: G and 4 of X), 4 x 2 with 16.
 DOT_FILTERS = 4
 DOT_ROWS = 4 if TARGET.blocking == "wide" else 2
-
-
-@intrinsic
-def dot_sums_registers(typingctx, src, koff, k0, g, t0, count, sums):
-    """sums[i * DOT_ROWS + j, :] += sum_{v < count} G[t0 + i, vL:(v+1)L] * X'[k0 + j, vL:(v+1)L]
-    lane by lane, for i < DOT_FILTERS, j < DOT_ROWS (L = vector_length; row k of X' is
-    src[koff[k]:]). The caller adds the lanes up once, at the end of all its images: no
-    sum across lanes per image, and no scalar tail (G is zero past the last position).
-
-    src is 1-D, g (C_out, >= count L) and sums (DOT_FILTERS * DOT_ROWS, L) 2-D with a
-    contiguous last axis. Per step: DOT_FILTERS loads of G, DOT_ROWS loads of X' and
-    DOT_FILTERS x DOT_ROWS multiply-adds.
-    """
-    if not all(isinstance(arg, types.Array) for arg in (src, koff, g, sums)):
-        return None
-    dtype = src.dtype
-    if not (isinstance(dtype, types.Float) and g.dtype == dtype and sums.dtype == dtype):
-        return None
-
-    def codegen(context, builder, signature, args):
-        src_v, koff_v, k0_v, g_v, t0_v, count_v, sums_v = args
-        k0_v = context.cast(builder, k0_v, signature.args[2], types.int64)
-        t0_v = context.cast(builder, t0_v, signature.args[4], types.int64)
-        count_v = context.cast(builder, count_v, signature.args[5], types.int64)
-        x = context.make_array(signature.args[0])(context, builder, src_v)
-        offsets = context.make_array(signature.args[1])(context, builder, koff_v)
-        gg = context.make_array(signature.args[3])(context, builder, g_v)
-        s = context.make_array(signature.args[6])(context, builder, sums_v)
-        vec = _Vectors(builder, dtype)
-        g_rows = [builder.gep(gg.data, [builder.mul(builder.add(t0_v, vec.const(i)), vec.pitch(gg))])
-                  for i in range(DOT_FILTERS)]
-        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [builder.add(k0_v, vec.const(j))]))])
-                  for j in range(DOT_ROWS)]
-        s_rows = [builder.gep(s.data, [builder.mul(vec.const(b), vec.pitch(s))]) for b in range(DOT_FILTERS * DOT_ROWS)]
-        accs = [cgutils.alloca_once_value(builder, vec.load(row)) for row in s_rows]
-        with cgutils.for_range(builder, count_v) as loop:
-            at = builder.mul(loop.index, vec.const(vec.lanes))
-            gv = [vec.load(builder.gep(row, [at])) for row in g_rows]
-            xv = [vec.load(builder.gep(row, [at])) for row in x_rows]
-            for i in range(DOT_FILTERS):
-                for j in range(DOT_ROWS):
-                    builder.store(_product_term(builder, builder.load(accs[i * DOT_ROWS + j]), gv[i], xv[j]),
-                                  accs[i * DOT_ROWS + j])
-        for acc, row in zip(accs, s_rows):
-            vec.store(builder.load(acc), row)
-        return context.get_dummy_value()
-
-    return types.void(src, koff, k0, g, t0, count, sums), codegen
-
-
-#: the sign-mode dW's register block (Eq. 4): filters x rows of X, each with its weight
-#: W[t, k] held in a register beside its sums: 4 x 2 with 32 vector registers (8 sums, 8
-#: weights, 4 vectors of G and 2 of X), 2 x 2 with 16
+#: the sign-mode dW's (Eq. 4): each sum's weight W[t, k] held in a register beside it, so
+#: 4 x 2 with 32 vector registers (8 sums, 8 weights, 4 vectors of G and 2 of X), 2 x 2 with 16
 SIGN_FILTERS = 4 if TARGET.blocking == "wide" else 2
 SIGN_ROWS = 2
 
 
-@intrinsic
-def sign_sums_registers(typingctx, src, koff, k0, g, t0, count, w, sums):
-    """sums[i * SIGN_ROWS + j, :] += sum_{v < count} G[t0 + i, vL:(v+1)L] * sgn(X[k0 + j, vL:(v+1)L] - W[t0 + i, k0 + j])
-    lane by lane, for i < SIGN_FILTERS, j < SIGN_ROWS (L = vector_length; row k of X is
-    src[koff[k]:]): the sign-mode dW (Eq. 4) as dot_sums_registers is the full one.
+def _dot_term(builder, total, g, x, w):
+    """total + g * x: Eq. 5's product (one vfmadd); w is not read."""
+    return _product_term(builder, total, g, x)
 
-    g * sgn(x - w) is g where x > w, -g where x < w and 0 at a tie: two compares and two
-    masked adds (AVX-512: vcmpps into mask registers, vaddps/vsubps under the masks), no
-    subtraction (for finite numbers x - w has the sign of the comparison). src is 1-D,
-    g (C_out, >= count L), w (C_out, K) and sums (SIGN_FILTERS * SIGN_ROWS, L) 2-D with a
-    contiguous last axis; the numbers are finite (the kernels send others to the reference).
-    """
-    if not all(isinstance(arg, types.Array) for arg in (src, koff, g, w, sums)):
-        return None
-    dtype = src.dtype
-    if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (g, w, sums))):
-        return None
 
+def _sign_term(builder, total, g, x, w):
+    """total + g * sgn(x - w): g where x > w, -g where x < w, 0 at a tie (Eq. 4). Two
+    compares and two masked adds (AVX-512: vcmpps into mask registers, vaddps/vsubps under
+    them), no x - w: for finite numbers the comparison has its sign."""
+    total = builder.select(builder.fcmp_ordered(">", x, w), builder.fadd(total, g, flags=("fast",)), total)
+    return builder.select(builder.fcmp_ordered("<", x, w), builder.fsub(total, g, flags=("fast",)), total)
+
+
+def _lane_sums(term, filters, rows):
+    """dW's register block for one kind of term: see dot_sums_registers."""
+    def typer(typingctx, src, koff, k0, g, t0, count, w, sums):
+        if not all(isinstance(arg, types.Array) for arg in (src, koff, g, w, sums)):
+            return None
+        dtype = src.dtype
+        if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (g, w, sums))):
+            return None
+        return types.void(src, koff, k0, g, t0, count, w, sums), _lane_sums_codegen(term, filters, rows, dtype)
+    return intrinsic(typer)
+
+
+def _lane_sums_codegen(term, filters, rows, dtype):
     def codegen(context, builder, signature, args):
         src_v, koff_v, k0_v, g_v, t0_v, count_v, w_v, sums_v = args
-        k0_v = context.cast(builder, k0_v, signature.args[2], types.int64)
-        t0_v = context.cast(builder, t0_v, signature.args[4], types.int64)
-        count_v = context.cast(builder, count_v, signature.args[5], types.int64)
-        x = context.make_array(signature.args[0])(context, builder, src_v)
-        offsets = context.make_array(signature.args[1])(context, builder, koff_v)
-        gg = context.make_array(signature.args[3])(context, builder, g_v)
-        ww = context.make_array(signature.args[6])(context, builder, w_v)
-        s = context.make_array(signature.args[7])(context, builder, sums_v)
+        k0_v, t0_v, count_v = (context.cast(builder, value, signature.args[i], types.int64)
+                               for value, i in ((k0_v, 2), (t0_v, 4), (count_v, 5)))
+        x, offsets, gg, ww, s = (context.make_array(signature.args[i])(context, builder, value)
+                                 for value, i in ((src_v, 0), (koff_v, 1), (g_v, 3), (w_v, 6), (sums_v, 7)))
         vec = _Vectors(builder, dtype)
-        fast = ("fast",)
-        filters = [builder.add(t0_v, vec.const(i)) for i in range(SIGN_FILTERS)]
-        rows = [builder.add(k0_v, vec.const(j)) for j in range(SIGN_ROWS)]
-        g_rows = [builder.gep(gg.data, [builder.mul(t, vec.pitch(gg))]) for t in filters]
-        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [k]))]) for k in rows]
-        weights = [[vec.broadcast(builder.load(builder.gep(ww.data, [builder.add(builder.mul(t, vec.pitch(ww)), k)])))
-                    for k in rows] for t in filters]
-        s_rows = [builder.gep(s.data, [builder.mul(vec.const(b), vec.pitch(s))]) for b in range(SIGN_FILTERS * SIGN_ROWS)]
+        t_rows = [builder.add(t0_v, vec.const(i)) for i in range(filters)]
+        k_rows = [builder.add(k0_v, vec.const(j)) for j in range(rows)]
+        g_rows = [builder.gep(gg.data, [builder.mul(t, vec.pitch(gg))]) for t in t_rows]
+        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [k]))]) for k in k_rows]
+        weights = [[None] * rows for _ in t_rows]
+        if term is _sign_term:       # the weights W[t, k], broadcast once, before the loop
+            weights = [[vec.broadcast(builder.load(builder.gep(ww.data, [builder.add(builder.mul(t, vec.pitch(ww)), k)])))
+                        for k in k_rows] for t in t_rows]
+        s_rows = [builder.gep(s.data, [builder.mul(vec.const(b), vec.pitch(s))]) for b in range(filters * rows)]
         accs = [cgutils.alloca_once_value(builder, vec.load(row)) for row in s_rows]
         with cgutils.for_range(builder, count_v) as loop:
             at = builder.mul(loop.index, vec.const(vec.lanes))
             gv = [vec.load(builder.gep(row, [at])) for row in g_rows]
             xv = [vec.load(builder.gep(row, [at])) for row in x_rows]
-            for i in range(SIGN_FILTERS):
-                for j in range(SIGN_ROWS):
-                    acc = builder.load(accs[i * SIGN_ROWS + j])
-                    above = builder.fcmp_ordered(">", xv[j], weights[i][j])
-                    below = builder.fcmp_ordered("<", xv[j], weights[i][j])
-                    acc = builder.select(above, builder.fadd(acc, gv[i], flags=fast), acc)
-                    acc = builder.select(below, builder.fsub(acc, gv[i], flags=fast), acc)
-                    builder.store(acc, accs[i * SIGN_ROWS + j])
+            for i in range(filters):
+                for j in range(rows):
+                    acc = accs[i * rows + j]
+                    builder.store(term(builder, builder.load(acc), gv[i], xv[j], weights[i][j]), acc)
         for acc, row in zip(accs, s_rows):
             vec.store(builder.load(acc), row)
         return context.get_dummy_value()
+    return codegen
 
-    return types.void(src, koff, k0, g, t0, count, w, sums), codegen
+
+#: sums[i * DOT_ROWS + j, :] += sum_{v < count} G[t0 + i, vL:(v+1)L] * X'[k0 + j, vL:(v+1)L]
+#: lane by lane, for i < DOT_FILTERS, j < DOT_ROWS (L = vector_length; row k of X' is
+#: src[koff[k]:]). The caller adds the lanes up once, at the end of all its images: no
+#: sum across lanes per image, and no scalar tail (G is zero past the last position).
+#: src is 1-D, g (C_out, >= count L), w (C_out, K; not read here) and sums
+#: (DOT_FILTERS * DOT_ROWS, L) 2-D with a contiguous last axis. Per step: DOT_FILTERS
+#: loads of G, DOT_ROWS loads of X' and DOT_FILTERS x DOT_ROWS multiply-adds.
+dot_sums_registers = _lane_sums(_dot_term, DOT_FILTERS, DOT_ROWS)
+#: the same block for the sign-mode dW (Eq. 4), SIGN_FILTERS x SIGN_ROWS of
+#: sums[i * SIGN_ROWS + j, :] += sum_v G[t0 + i, vL:(v+1)L] * sgn(X[k0 + j, vL:(v+1)L] - W[t0 + i, k0 + j]),
+#: with sgn(0) = 0; the numbers must be finite (the kernels send others to the reference)
+sign_sums_registers = _lane_sums(_sign_term, SIGN_FILTERS, SIGN_ROWS)
 
 
 @intrinsic
