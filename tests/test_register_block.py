@@ -336,34 +336,34 @@ def test_haswell_block_fits_sixteen_registers():
 
 
 @njit
-def packed_row_by_field_row(xp, c, i, j, segs, count, width):
+def packed_row_by_field_row(xp, c, i, j, stride, segs, count, width):
     row = np.zeros(width, dtype=xp.dtype)
-    field_row(xp, c, i, j, 1, segs, count, row, False)
+    field_row(xp, c, i, j, stride, segs, count, row, False)
     return row
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None, max_examples=40)
 @given(dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 3), c=st.integers(1, 3),
-       ho=st.integers(1, 6), wo=st.integers(1, 40), k=st.integers(1, 3), l0=st.integers(0, 60),
-       width=st.integers(1, 200), seed=st.integers(0, 2**16))
-def test_copy_runs_packs_the_rows_field_row_packs(dtype, n, c, ho, wo, k, l0, width, seed):
-    """The packed forward's vector copy of a row of X_col (stride 1), with runs shorter
-    and longer than a vector that start anywhere in an output row, equals field_row's."""
+       ho=st.integers(1, 6), wo=st.integers(1, 40), k=st.integers(1, 3), stride=st.sampled_from([1, 2]),
+       l0=st.integers(0, 60), width=st.integers(1, 200), seed=st.integers(0, 2**16))
+def test_copy_runs_packs_the_rows_field_row_packs(dtype, n, c, ho, wo, k, stride, l0, width, seed):
+    """The packed forward's vector copy of a row of X_col (stride 1 or 2), with runs
+    shorter and longer than a vector that start anywhere in an output row, equals field_row's."""
     rng = np.random.default_rng(seed)
     plane = ho * wo
     l0, width = min(l0, n * plane - 1), min(width, n * plane - min(l0, n * plane - 1))
-    hp, wp = ho + k - 1, wo + k - 1
+    hp, wp = stride * (ho - 1) + k, stride * (wo - 1) + k
     flat = np.zeros((n, c * hp * wp + SLACK), dtype=dtype)
     flat[:, :c * hp * wp] = rng.standard_normal((n, c * hp * wp))
     xp = flat[:, :c * hp * wp].reshape(n, c, hp, wp)
     segs = np.empty((width // wo + 2, 5), dtype=np.int64)
     count = segments(l0, width, plane, wo, segs)
-    src, dst = run_vectors(segs, count, flat.shape[1], wp, vector_length(np.dtype(dtype).itemsize))
+    src, dst = run_vectors(segs, count, flat.shape[1], wp, vector_length(np.dtype(dtype).itemsize), stride)
     for cc in range(c):
         for i in range(k):
             for j in range(k):
                 panel = np.full(width + 2 * VECTOR, np.nan, dtype=dtype)
-                copy_runs(flat.reshape(-1), cc * hp * wp + i * wp + j, src, dst, panel, VECTOR)
-                expected = packed_row_by_field_row(xp, cc, i, j, segs, count, width)
+                copy_runs(flat.reshape(-1), cc * hp * wp + i * wp + j, src, dst, panel, VECTOR, stride)
+                expected = packed_row_by_field_row(xp, cc, i, j, stride, segs, count, width)
                 np.testing.assert_array_equal(panel[VECTOR:VECTOR + width], expected)
                 assert np.isnan(panel[:VECTOR]).all()          # nothing before the row

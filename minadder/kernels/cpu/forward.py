@@ -178,7 +178,7 @@ def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, o
 def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, tile, squared, out):
     """Eq. 2 for any stride: as _forward_wide_kernel, but a task owns ``tile`` positions
     and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time.
-    Stride 1 copies a row's runs from the flat frame (``flat``, 1-D; row k starts
+    Strides 1 and 2 copy a row's runs from the flat frame (``flat``, 1-D; row k starts
     koff_frame[k] after a run's start) by whole vectors (positions.copy_runs: 8x8 layers
     spent 30 % of the forward in field_row), other strides by field_row."""
     n_k = wsh.shape[1]
@@ -192,7 +192,7 @@ def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, ti
         width = min(tile, n_l - l0)
         segs = np.empty((tile // wo + 2, 5), dtype=np.int64)
         count = segments(l0, width, plane, wo, segs)
-        src, dst = run_vectors(segs, count, image_size, pitch, vector_length(flat.itemsize))
+        src, dst = run_vectors(segs, count, image_size, pitch, vector_length(flat.itemsize), min(stride, 2))
         panel = aligned_zeros(CHUNK_K * tile + VECTOR, wsh)   # + a last row's whole vectors; rows on cache lines
         acc = np.zeros((n_t, width + (-width) % VECTOR), dtype=wsh.dtype)
         colsum = np.zeros(width, dtype=wsh.dtype)
@@ -200,8 +200,8 @@ def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, ti
             nk = min(CHUNK_K, n_k - k0)
             for kk in range(nk):
                 row = panel[kk * tile:kk * tile + width]
-                if stride == 1:
-                    copy_runs(flat, koff_frame[k0 + kk], src, dst, panel, kk * tile)
+                if stride <= 2:
+                    copy_runs(flat, koff_frame[k0 + kk], src, dst, panel, kk * tile, stride)
                 else:
                     c, ij = (k0 + kk) // (kh * kw), (k0 + kk) % (kh * kw)
                     field_row(xp, c, ij // kw, ij % kw, stride, segs, count, row, False)

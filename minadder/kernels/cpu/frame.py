@@ -22,8 +22,9 @@ from numba import njit, prange
 #: register); its rows are rounded up to a multiple of it (chosen by hand for AVX-512,
 #: where it is one register; on AVX2 two registers; not re-measured)
 VECTOR = 16
-#: spare numbers after each padded image, for the kernels' reads rounded up to whole vectors
-SLACK = VECTOR
+#: spare numbers after each padded image, for the kernels' reads rounded up to whole
+#: vectors: two, because a stride-2 copy (positions.copy_runs) reads two vectors at a time
+SLACK = 2 * VECTOR
 
 
 def same_dtype(*arrays):

@@ -23,9 +23,10 @@ import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
-from .frame import cropped
+from .frame import VECTOR, cropped
 from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, plain_rows_into, product_rows_into, vector_length
-from .positions import channel_sums, field_row, on_wide_positions, segments, wide_count, wide_offsets, wide_rows
+from .positions import (channel_sums, copy_runs, field_row, on_wide_positions, run_vectors, segments, wide_count,
+                        wide_offsets, wide_rows)
 
 
 # Both row kernels are unrolled by hand over 8 (full) or 4 (sign) channels: the weights
@@ -186,31 +187,38 @@ def _add_into(dst, d):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_packed_kernel(xp, wk, g, gsum, full, kh, kw, stride, ho, wo, one, dxp):
+def _grad_input_packed_kernel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, ho, wo, one, dxp):
     """dX for any stride (as _grad_input_wide_kernel): one task per (image n, channel c);
     for each filter offset (i, j) it copies that row of X_col (the image's positions),
     computes the row of dX_col and adds it into the padded plane dxp[n, c]. Full mode
     copies CLIP_ROWS rows side by side and runs the register blocks over them (the
-    positions after the last whole block through _dx_row_full); sign mode _dx_row_sign."""
+    positions after the last whole block through _dx_row_full); sign mode _dx_row_sign.
+    Strides 1 and 2 copy the rows from the flat frame (``flat``, 1-D; row k starts
+    koff_frame[k] after a run's start) by whole vectors (positions.copy_runs)."""
     n_img, channels = xp.shape[0], xp.shape[1]
     plane, fields = ho * wo, kh * kw
-    step = CLIP_VECTORS * vector_length(dxp.itemsize)
+    lanes = vector_length(dxp.itemsize)
+    step = CLIP_VECTORS * lanes
     blocked = plane - plane % step
     for task in prange(n_img * channels):
         n, c = task // channels, task % channels
         dxp[n, c] = 0
-        xs = np.empty(CLIP_ROWS * plane, dtype=dxp.dtype)   # rows of X_col side by side
+        xs = np.empty(CLIP_ROWS * plane + VECTOR, dtype=dxp.dtype)   # rows of X_col side by side
         d = np.empty(CLIP_ROWS * plane, dtype=dxp.dtype)    # and of dX_col
         koff = np.zeros(wk.shape[0], dtype=np.int64)        # row k starts at xs[koff[k]]
         segs = np.empty((ho + 1, 5), dtype=np.int64)
         count = segments(n * plane, plane, plane, wo, segs)
+        src, dst = run_vectors(segs, count, flat.shape[0] // n_img, xp.shape[3], lanes, min(stride, 2))
         f = 0
         while f < fields:
             rows = CLIP_ROWS if full and f + CLIP_ROWS <= fields else 1
             k = c * fields + f
             for r in range(rows):
                 koff[k + r] = r * plane
-                field_row(xp, c, (f + r) // kw, (f + r) % kw, stride, segs, count, xs[r * plane:(r + 1) * plane], False)
+                if stride <= 2:
+                    copy_runs(flat, koff_frame[k + r], src, dst, xs, r * plane, stride)
+                else:
+                    field_row(xp, c, (f + r) // kw, (f + r) % kw, stride, segs, count, xs[r * plane:(r + 1) * plane], False)
             d[:] = 0
             if full:
                 for q in range(0, blocked, step):
@@ -253,5 +261,6 @@ def blocked_grad_input(w2, g, win, mode, frame, gw=None):
         raise ValueError("the blocked l2 dX takes stride-1 layers only")
     dxp = np.empty(xp.shape, dtype=dtype)
     gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
-    _grad_input_packed_kernel(xp, wk, g, gsum, full, win.kh, win.kw, win.stride, win.ho, win.wo, one, dxp)
+    _grad_input_packed_kernel(xp, frame.flat.reshape(-1), wide_offsets(win, xp), wk, g, gsum, full, win.kh, win.kw,
+                              win.stride, win.ho, win.wo, one, dxp)
     return cropped(dxp, win.padding, win.h, win.w)

@@ -127,37 +127,38 @@ def _wide_columns_serial(xp2, koff, n0, n1, npos, cols):
 
 
 @njit(nogil=True, cache=True)
-def _packed_columns_serial(flat, koff, src, dst, cols):
+def _packed_columns_serial(flat, koff, src, dst, stride, cols):
     """Row k of X_col for one block of positions into cols[k * L:(k + 1) * L] (cols 1-D,
     K * L + VECTOR long: the last row's last vector may write past it), from the flat
     frame by positions.copy_runs, on the calling thread, releasing the GIL."""
     width = (cols.shape[0] - VECTOR) // koff.shape[0]
     for k in range(koff.shape[0]):
-        copy_runs(flat, koff[k], src, dst, cols, k * width)
+        copy_runs(flat, koff[k], src, dst, cols, k * width, stride)
 
 
 def _exact_columns(frame, win, images):
-    """X_col (K, L_c) of a slice of the batch, stride 1, on its exact positions: for short
-    rows, where wide positions would multiply G's zeros at the dropped ones (at 8x8, 78
-    wide positions per 64)."""
+    """X_col (K, L_c) of a slice of the batch, stride 1 or 2, on its exact positions: for
+    short rows, where wide positions would multiply G's zeros at the dropped ones (at 8x8,
+    78 wide positions per 64), and for stride 2 (im2col's element-by-element loop took
+    as long as the product)."""
     n0, n1, pitch = images.start, images.stop, frame.xp.shape[3]
     width = (n1 - n0) * win.plane
     segs = np.empty((width // win.wo + 2, 5), dtype=np.int64)
     count = segments(n0 * win.plane, width, win.plane, win.wo, segs)
-    src, dst = run_vectors(segs, count, frame.flat.shape[1], pitch, vector_length(frame.flat.itemsize))
+    src, dst = run_vectors(segs, count, frame.flat.shape[1], pitch, vector_length(frame.flat.itemsize), win.stride)
     cols = np.empty(win.k * width + VECTOR, dtype=frame.flat.dtype)
-    _packed_columns_serial(frame.flat.reshape(-1), wide_offsets(win, frame.xp), src, dst, cols)
+    _packed_columns_serial(frame.flat.reshape(-1), wide_offsets(win, frame.xp), src, dst, win.stride, cols)
     return cols[:win.k * width].reshape(win.k, width)
 
 
 def _chunk_columns(frame, g, win, gw, images, serial=False):
     """(X_col, G) of a slice of the batch, from the padded input (in its frame): X_col (K, L_c),
     G (C_out, L_c) with the matching columns. Stride 1 uses wide positions (G is zero at
-    the dropped ones, so they add nothing to dW): ``gw``; on the calling thread (serial)
-    and with short rows, the exact positions instead. serial: X_col is built on the
+    the dropped ones, so they add nothing to dW): ``gw``; on the calling thread (serial),
+    with short rows, and for stride 2, the exact positions by whole vectors instead. serial: X_col is built on the
     calling thread, releasing the GIL (for _product_by_threads), else by every thread."""
     xp, n0, n1 = frame.xp, images.start, images.stop
-    if win.stride == 1 and serial and wide_count(win, xp.shape[3]) < WIDE_DW_MIN_POSITIONS:
+    if serial and (win.stride == 2 or (win.stride == 1 and wide_count(win, xp.shape[3]) < WIDE_DW_MIN_POSITIONS)):
         cols, gc = _exact_columns(frame, win, images), g[images]
     elif win.stride == 1:
         koff, npos = wide_offsets(win, xp), wide_count(win, xp.shape[3])

@@ -10,9 +10,11 @@ of the image; they are computed and dropped (6 % of the work at 32x32, 25 % at 8
 Runs. Any other stride: a block of output positions l = n*P + u*W_out + v is cut into
 runs along one output row (``segments``); each run of a row of X_col is a strided slice
 of one row of the padded input, copied out or added back into the padded gradient (its
-adjoint: col2im, one row of X_col at a time), both by ``field_row``. With stride 1 a run
-is contiguous, and the forward copies it out by whole vectors instead (``copy_runs``).
+adjoint: col2im, one row of X_col at a time), both by ``field_row``. With stride 1 or 2
+the forward and dW's columns copy runs out by whole vectors instead (``copy_runs``).
 """
+import functools
+
 import numpy as np
 from numba import njit, prange
 
@@ -27,8 +29,15 @@ def wide_rows(win):
 
 def wide_offsets(win, xp):
     """koff[k]: where row k = (c, i, j) of X_col starts in a flat padded image (c*Hp*Wp + i*Wp + j)."""
-    hp, wp = xp.shape[2], xp.shape[3]
-    c, i, j = np.meshgrid(np.arange(win.c), np.arange(win.kh), np.arange(win.kw), indexing="ij")
+    return _offsets(win.c, win.kh, win.kw, xp.shape[2], xp.shape[3]).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _offsets(channels, kh, kw, hp, wp):
+    """wide_offsets' array, made once per shape: NumPy's meshgrid holds the GIL, and dW's
+    threads each asked for it per chunk of images (measured: their products ran 20 % slower
+    for it on ResNet-20's stride-2 layers)."""
+    c, i, j = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
     return np.ascontiguousarray((c * hp * wp + i * wp + j).reshape(-1), dtype=np.int64)
 
 
@@ -147,35 +156,41 @@ def field_row(xp, c, i, j, stride, segs, count, row, add):
 
 
 @njit(cache=True)
-def run_vectors(segs, count, image_size, pitch, lanes):
-    """Stride 1: the runs of a block of positions (segs) cut into vectors of ``lanes``
-    numbers, as (src, dst): vector m of X_col's row (0, 0, 0) is read at src[m] in the flat
-    frame (images image_size numbers apart, rows ``pitch`` apart) and written at dst[m]
-    in the block; row k = (c, i, j) is read koff[k] = c*Hp*Wp + i*Wp + j further on
-    (wide_offsets). A run's last vector may reach past the run's end (see copy_runs)."""
+def run_vectors(segs, count, image_size, pitch, lanes, stride):
+    """Stride 1 or 2: the runs of a block of positions (segs) cut into vectors of ``lanes``
+    numbers, as (src, dst): vector m of X_col's row (0, 0, 0) starts at src[m] in the flat
+    frame (images image_size numbers apart, rows ``pitch`` apart; its numbers ``stride``
+    apart) and is written at dst[m] in the block; row k = (c, i, j) is read koff[k] =
+    c*Hp*Wp + i*Wp + j further on (wide_offsets). A run's last vector may reach past the
+    run's end (see copy_runs)."""
     total = 0
     for r in range(count):
         total += (segs[r, 3] + lanes - 1) // lanes
     src, dst = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)
     m = 0
     for r in range(count):
-        start = segs[r, 0] * image_size + segs[r, 1] * pitch + segs[r, 2]
+        start = segs[r, 0] * image_size + stride * (segs[r, 1] * pitch + segs[r, 2])
         for v in range(0, segs[r, 3], lanes):
-            src[m], dst[m] = start + v, segs[r, 4] + v
+            src[m], dst[m] = start + stride * v, segs[r, 4] + v
             m += 1
     return src, dst
 
 
 @njit(cache=True)
-def copy_runs(flat, offset, src, dst, panel, at):
-    """panel[at + dst[m] + j] = flat[offset + src[m] + j] for every vector m (j < lanes):
-    field_row's copy of one row of X_col for stride 1, one vector load and one store per
-    vector (register_block.copy_vector), the vectors found once per block (run_vectors).
+def copy_runs(flat, offset, src, dst, panel, at, stride):
+    """panel[at + dst[m] + j] = flat[offset + src[m] + stride * j] for every vector m (j <
+    lanes): field_row's copy of one row of X_col for stride 1 or 2, one vector store per
+    vector (register_block.copy_vector: a load, or two and a shuffle), the vectors found
+    once per block (run_vectors).
 
     Short runs (8 numbers at 8x8) spent most of field_row's time on the per-run slicing
     and a scalar copy (30 % of an 8x8 layer's forward). A run's last vector may write
     past its end: the next run (written after it) overwrites that, and after the last
     run the caller leaves VECTOR spare numbers in ``panel`` (values it drops). The reads
-    past a run stay inside the frame: each image ends with SLACK (>= VECTOR) spare numbers."""
+    past a run stay inside the frame: each image ends with SLACK (>= 2 VECTOR) spare
+    numbers."""
     for m in range(src.shape[0]):
-        copy_vector(flat, offset + src[m], panel, at + dst[m])
+        if stride == 1:
+            copy_vector(flat, offset + src[m], panel, at + dst[m], 1)
+        else:
+            copy_vector(flat, offset + src[m], panel, at + dst[m], 2)

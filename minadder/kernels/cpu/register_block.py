@@ -363,26 +363,36 @@ sign_sums_registers = _lane_sums(_sign_term, SIGN_FILTERS, SIGN_ROWS)
 
 
 @intrinsic
-def copy_vector(typingctx, src, i, dst, j):
-    """dst[j:j + L] = src[i:i + L], L = vector_length: one unaligned vector load and one
-    store (1-D arrays of one float dtype; the caller keeps both ranges inside them). Plain
-    Numba left this 16-number copy scalar, as it cannot tell that src and dst do not
-    overlap: the packed forward's panel of short runs (positions.copy_runs) took 30 % of
-    an 8x8 layer's forward."""
+def copy_vector(typingctx, src, i, dst, j, stride):
+    """dst[j:j + L] = src[i:i + stride * L:stride], L = vector_length, ``stride`` a literal
+    1 or 2. Stride 1: one unaligned vector load and one store. Stride 2: two loads and one
+    shuffle that keeps the even lanes (AVX-512 vpermt2ps), one store; it reads src up to
+    i + 2L - 1. (1-D arrays of one float dtype; the caller keeps the ranges inside them.)
+    Plain Numba left such copies scalar, as it cannot tell that src and dst do not overlap:
+    the packed forward's panel of short runs (positions.copy_runs) took 30 % of an 8x8
+    layer's forward."""
     if not (isinstance(src, types.Array) and isinstance(dst, types.Array)):
+        return None
+    if not (isinstance(stride, types.IntegerLiteral) and stride.literal_value in (1, 2)):
         return None
     dtype = src.dtype
     if not (isinstance(dtype, types.Float) and dst.dtype == dtype):
         return None
+    step = stride.literal_value
 
     def codegen(context, builder, signature, args):
-        src_v, i_v, dst_v, j_v = args
+        src_v, i_v, dst_v, j_v = args[:4]
         i_v = context.cast(builder, i_v, signature.args[1], types.int64)
         j_v = context.cast(builder, j_v, signature.args[3], types.int64)
         s = context.make_array(signature.args[0])(context, builder, src_v)
         d = context.make_array(signature.args[2])(context, builder, dst_v)
         vec = _Vectors(builder, dtype)
-        vec.store(vec.load(builder.gep(s.data, [i_v])), builder.gep(d.data, [j_v]))
+        first = builder.gep(s.data, [i_v])
+        value = vec.load(first)
+        if step == 2:             # lanes 0, 2, 4, ... of the two vectors side by side
+            evens = ir.Constant(ir.VectorType(I32, vec.lanes), list(range(0, 2 * vec.lanes, 2)))
+            value = builder.shuffle_vector(value, vec.load(first, 1), evens)
+        vec.store(value, builder.gep(d.data, [j_v]))
         return context.get_dummy_value()
 
-    return types.void(src, i, dst, j), codegen
+    return types.void(src, i, dst, j, stride), codegen
