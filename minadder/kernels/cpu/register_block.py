@@ -366,7 +366,7 @@ sign_sums_registers = _lane_sums(_sign_term, SIGN_FILTERS, SIGN_ROWS)
 def copy_vector(typingctx, src, i, dst, j, stride):
     """dst[j:j + L] = src[i:i + stride * L:stride], L = vector_length, ``stride`` a literal
     1 or 2. Stride 1: one unaligned vector load and one store. Stride 2: two loads and one
-    shuffle that keeps the even lanes (AVX-512 vpermt2ps), one store; it reads src up to
+    shuffle that keeps the even lanes (AVX-512: one vpermi2ps), one store; it reads src up to
     i + 2L - 1. (1-D arrays of one float dtype; the caller keeps the ranges inside them.)
     Plain Numba left such copies scalar, as it cannot tell that src and dst do not overlap:
     the packed forward's panel of short runs (positions.copy_runs) took 30 % of an 8x8
