@@ -20,10 +20,12 @@ Against naive.py's loop:
 
 * Full mode on every other layer: G X'^T is NumPy's matrix product (BLAS sgemm) on the
   same chunks of X_col, the chunks dealt out to the threads, each building its own X_col
-  and multiplying it on one BLAS thread (stride 1 with short rows: X_col on the exact
-  positions, copied by whole vectors, not on wide ones, whose dropped positions were a
-  fifth of the product at 8x8). dW is exact linear algebra, and BLAS is tuned for it, except when
-  C_out is small and the rows are long (then sgemm's output block is too thin).
+  and multiplying it on one BLAS thread. With stride 1 and short rows, and with stride 2,
+  that X_col holds the exact positions, copied by whole vectors (positions.copy_runs):
+  wide positions made a fifth of the product at 8x8 a product with G's zeros, and
+  im2col's element-by-element loop took as long as the product at stride 2. dW is exact
+  linear algebra, and BLAS is tuned for it, except when C_out is small and the rows are
+  long (then sgemm's output block is too thin).
   FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
   (benchmarks/bench_adder_layers.py --impl cpu cpu-numba-dw cpu-blas-dw compares them).
   BLAS's threads can stall when the machine's cores are busy with other work (0.2-1.4 G/s
@@ -153,10 +155,10 @@ def _exact_columns(frame, win, images):
 
 def _chunk_columns(frame, g, win, gw, images, serial=False):
     """(X_col, G) of a slice of the batch, from the padded input (in its frame): X_col (K, L_c),
-    G (C_out, L_c) with the matching columns. Stride 1 uses wide positions (G is zero at
-    the dropped ones, so they add nothing to dW): ``gw``; on the calling thread (serial),
-    with short rows, and for stride 2, the exact positions by whole vectors instead. serial: X_col is built on the
-    calling thread, releasing the GIL (for _product_by_threads), else by every thread."""
+    G (C_out, L_c) with the matching columns. serial: X_col is built on the calling thread,
+    releasing the GIL (for _product_by_threads), else by every thread. Stride 1 uses wide
+    positions (G is zero at the dropped ones, so they add nothing to dW): ``gw``; serial
+    chunks with short rows, and of stride 2, the exact positions (_exact_columns)."""
     xp, n0, n1 = frame.xp, images.start, images.stop
     if serial and (win.stride == 2 or (win.stride == 1 and wide_count(win, xp.shape[3]) < WIDE_DW_MIN_POSITIONS)):
         cols, gc = _exact_columns(frame, win, images), g[images]

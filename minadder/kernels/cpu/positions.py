@@ -154,7 +154,6 @@ def field_row(xp, c, i, j, stride, segs, count, row, add):
                 part[q] = pixels[q]
 
 
-
 @njit(cache=True)
 def run_vectors(segs, count, image_size, pitch, lanes, stride):
     """Stride 1 or 2: the runs of a block of positions (segs) cut into vectors of ``lanes``
