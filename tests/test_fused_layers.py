@@ -86,8 +86,8 @@ def test_batch_norm_equals_its_definition(backend_name, seed, shape, training, a
         fused, fused_stats = run(lambda *a, **k: F.batch_norm(*a, **k, relu=relu))
     readable, readable_stats = run(lambda *a, **k: (lambda y: ma.ops.relu(y) if relu else y)(
         F.batch_norm_from_primitives(*a, **k)))
-    if relu:
-        assert (fused[0] == 0).any() and (fused[0] > 0).any()     # the ReLU cut some, kept some
+    if relu:   # only examples where the ReLU cut some and kept some (biases near -2.5 can cut all)
+        assume((fused[0] == 0).any() and (fused[0] > 0).any())
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     assert_same(fused, readable, rtol)
     for a, b in zip(fused_stats, readable_stats):                 # the running statistics too
