@@ -189,6 +189,17 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
     assert not [line for line in hot[0] if "%rsp" in line], hot[0]
 
 
+def lane_sums(sums, src, koff, k0, g, t0, count, filters, rows, d):
+    """sums plus, lane by lane, sum_v G[t0 + i] * d(X[k0 + j], i, j) over the block, in float64."""
+    lanes = sums.shape[1]
+    expected = sums.astype(np.float64)
+    for i in range(filters):
+        for j in range(rows):
+            x = src[koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
+            expected[i * rows + j] += (g[t0 + i, :count * lanes] * d(x, i, j)).reshape(count, lanes).sum(axis=0)
+    return expected
+
+
 @njit
 def dot_block(src, koff, k0, g, t0, count, sums):
     dot_sums_registers(src, koff, k0, g, t0, count, g, sums)     # (w is not read: any array of the dtype)
@@ -206,11 +217,7 @@ def test_dot_block_adds_lane_wise_dot_products(dtype, count, k0, t0, seed):
     src = rng.standard_normal(7 + count * lanes).astype(dtype)
     g = rng.standard_normal((t0 + DOT_FILTERS + 1, count * lanes + 3)).astype(dtype)
     sums = rng.standard_normal((DOT_FILTERS * DOT_ROWS, lanes)).astype(dtype)
-    expected = sums.astype(np.float64)
-    for i in range(DOT_FILTERS):
-        for j in range(DOT_ROWS):
-            x = src[koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
-            expected[i * DOT_ROWS + j] += (g[t0 + i, :count * lanes] * x).reshape(count, lanes).sum(axis=0)
+    expected = lane_sums(sums, src, koff, k0, g, t0, count, DOT_FILTERS, DOT_ROWS, lambda x, i, j: x)
     dot_block(src, koff, k0, g, t0, count, sums)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (count + 1) * 8)
@@ -254,12 +261,8 @@ def test_sign_block_adds_lane_wise_sums_of_g_times_the_sign(dtype, count, k0, t0
     w = draw((t0 + SIGN_FILTERS + 1, k0 + SIGN_ROWS + 1)).astype(dtype)
     g = rng.standard_normal((t0 + SIGN_FILTERS + 1, count * lanes + 3)).astype(dtype)
     sums = rng.standard_normal((SIGN_FILTERS * SIGN_ROWS, lanes)).astype(dtype)
-    expected = sums.astype(np.float64)
-    for i in range(SIGN_FILTERS):
-        for j in range(SIGN_ROWS):
-            x = src[koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
-            terms = g[t0 + i, :count * lanes] * np.sign(x - w[t0 + i, k0 + j])
-            expected[i * SIGN_ROWS + j] += terms.reshape(count, lanes).sum(axis=0)
+    expected = lane_sums(sums, src, koff, k0, g, t0, count, SIGN_FILTERS, SIGN_ROWS,
+                         lambda x, i, j: np.sign(x - w[t0 + i, k0 + j]))
     sign_block(src, koff, k0, g, t0, count, w, sums)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (count + 1) * 8)

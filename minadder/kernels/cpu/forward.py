@@ -21,7 +21,7 @@ from numba import get_num_threads, njit, prange
 
 from .frame import VECTOR
 from .register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, product_sums_registers, vector_length
-from .positions import aligned_zeros, copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
+from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
 #: was measured (+30 % on VGG-size layers, K up to 4608: benchmarks/README.md, "What
@@ -193,7 +193,7 @@ def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, ti
         segs = np.empty((tile // wo + 2, 5), dtype=np.int64)
         count = segments(l0, width, plane, wo, segs)
         src, dst = run_vectors(segs, count, image_size, pitch, vector_length(flat.itemsize), min(stride, 2))
-        panel = aligned_zeros(CHUNK_K * tile + VECTOR, wsh)   # + a last row's whole vectors; rows on cache lines
+        panel = np.zeros(CHUNK_K * tile + VECTOR, dtype=wsh.dtype)   # a last row's whole vectors
         acc = np.zeros((n_t, width + (-width) % VECTOR), dtype=wsh.dtype)
         colsum = np.zeros(width, dtype=wsh.dtype)
         for k0 in range(0, n_k, CHUNK_K):

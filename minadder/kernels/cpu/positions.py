@@ -60,16 +60,6 @@ def aligned_empty(shape, dtype, align=64):
     return buf[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
-@njit(cache=True)
-def aligned_zeros(count, like):
-    """np.zeros(count) of ``like``'s dtype starting on a 64-byte boundary (a cache line),
-    inside a kernel (aligned_empty's job there: Numba's arrays start on 16 or 32 bytes)."""
-    per_line = 64 // like.itemsize
-    raw = np.zeros(count + per_line, dtype=like.dtype)
-    start = (per_line - (raw.ctypes.data // like.itemsize) % per_line) % per_line
-    return raw[start:start + count]
-
-
 def on_wide_positions(g, win, pitch):
     """G (N, C_out, P) on wide positions (N, C_out, H_out * pitch rounded up to whole
     vectors), zeros where v >= W_out and past the last row (so that the dropped positions
