@@ -304,8 +304,7 @@ class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False, residual=None):
         stats = (None, None) if training else (running_mean, running_var)
-        y, ctx.xhat, ctx.inv_std, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps, relu,
-                                                                                 residual)
+        y, ctx.saved, mu, var = backend.kernel("batch_norm_forward")(x, weight, bias, *stats, eps, relu, residual)
         ctx.y = y if relu else None
         if training and running_mean is not None:
             count = x.size // x.shape[1]                                 # values per channel
@@ -320,10 +319,9 @@ class BatchNorm(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.residual:    # g through the ReLU once, for the residual and the batch norm alike
-            dx, dweight, dbias, g = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, ctx.y,
-                                                        residual=True)
+            dx, dweight, dbias, g = ctx.backward_kernel(g, ctx.saved, ctx.weight, ctx.training, ctx.y, residual=True)
             return dx, dweight, dbias, None, None, None, None, None, None, g
-        dx, dweight, dbias = ctx.backward_kernel(g, ctx.xhat, ctx.inv_std, ctx.weight, ctx.training, ctx.y)
+        dx, dweight, dbias = ctx.backward_kernel(g, ctx.saved, ctx.weight, ctx.training, ctx.y)
         return dx, dweight, dbias, None, None, None, None, None, None
 
 

@@ -48,42 +48,62 @@ def _close(got, want, dtype, count, scale=1.0):
 @SETTINGS
 @given(batch_norm_cases())
 def test_batch_norm_forward_equals_the_reference(case):
+    """y and the statistics as the reference's, and the xhat that the cpu forward's saved x
+    gives back (the cpu kernels do not write xhat; their backward computes it again)."""
     x, weight, bias, mean, var, training = case
     stats = (None, None) if training else (mean, var)
-    got = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
-    want = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    y, saved, *statistics = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    want_y, want_saved, *want_statistics = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
+    assert isinstance(saved, bn_cpu.Centred) and np.shares_memory(saved.x, x)   # x itself, not a copy
+    got = (y, bn_cpu._normalised(saved, x.shape).xhat, saved.inv_std, *statistics)
+    want = (want_y, want_saved.xhat, want_saved.inv_std, *want_statistics)
     count = x.size // x.shape[1]
     # x - mean cancels |x| down to |x - mean|: an error in the mean grows by |x| / std in xhat
-    spread = 1 + float(np.abs(x).max()) * float(want[2].max())
+    spread = 1 + float(np.abs(x).max()) * float(want_saved.inv_std.max())
     affine = 1 + (0 if weight is None else float(np.abs(weight).max())) + (0 if bias is None else 1)
     names = ("y", "xhat", "inv_std", "mean", "var")
-    scales = (spread * affine, spread, spread, float(np.abs(x).max()), spread / float(want[2].min()) ** 2)
+    scales = (spread * affine, spread, spread, float(np.abs(x).max()), spread / float(want_saved.inv_std.min()) ** 2)
     for name, a, b, scale in zip(names, got, want, scales):
         try:
             _close(a, b, x.dtype, count, scale)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
     if not training:
-        assert got[3] is mean and got[4] is var     # evaluation hands back the statistics it used
+        assert statistics[0] is mean and statistics[1] is var     # evaluation hands back the statistics it used
 
 
 @SETTINGS
 @given(batch_norm_cases())
 def test_batch_norm_backward_equals_the_reference(case):
+    """Each backward given its own forward's saved: the cpu one computes xhat again from x."""
     x, weight, _, mean, var, training = case
     stats = (None, None) if training else (mean, var)
-    _, xhat, inv_std, _, _ = bn_ref.batch_norm_forward(x, weight, None, *stats)
+    saved = bn_cpu.batch_norm_forward(x, weight, None, *stats)[1]
+    want_saved = bn_ref.batch_norm_forward(x, weight, None, *stats)[1]
     g = np.random.default_rng(7).standard_normal(x.shape).astype(x.dtype)
-    got = bn_cpu.batch_norm_backward(g, xhat, inv_std, weight, training)
-    want = bn_ref.batch_norm_backward(g, xhat, inv_std, weight, training)
+    got = bn_cpu.batch_norm_backward(g, saved, weight, training)
+    want = bn_ref.batch_norm_backward(g, want_saved, weight, training)
     count = x.size // x.shape[1]
+    xhat, inv_std = want_saved
     size = float(np.abs(g).max()) * (1 + float(np.abs(xhat).max()))
     scale = float(inv_std.max()) * (1 if weight is None else float(np.abs(weight).max()))
-    for name, a, b, s in zip(("dx", "dweight", "dbias"), got, want, (size * scale, size, size)):
+    # the two xhat differ by the rounding of the two means, up to |x| eps inv_std (as above)
+    spread = 1 + float(np.abs(x).max()) * float(inv_std.max())
+    for name, a, b, s in zip(("dx", "dweight", "dbias"), got, want, (size * scale * spread, size * spread, size)):
         try:
             _close(a, b, x.dtype, count, s)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
+
+
+def test_the_cpu_backward_takes_the_references_saved():
+    """A Normalised saved (the reference's, as the cpu forward returns for inputs it leaves
+    to the reference) goes to the reference's backward."""
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal((3, 2, 4, 4)).astype(np.float32), rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    saved = bn_ref.batch_norm_forward(x)[1]
+    for a, b in zip(bn_cpu.batch_norm_backward(g, saved), bn_ref.batch_norm_backward(g, saved)):
+        np.testing.assert_array_equal(a, b)
 
 
 @SETTINGS
@@ -101,8 +121,10 @@ def test_batch_norm_with_its_relu_is_the_reference_with_its_relu(case, shift):
     np.testing.assert_array_equal(got[0], np.maximum(plain[0], 0))   # the same pass, then max(0, .)
     np.testing.assert_array_equal(got[0] == 0, want[0] == 0)
     g = np.random.default_rng(3).standard_normal(x.shape).astype(x.dtype)
-    fused = bn_cpu.batch_norm_backward(g, got[1], got[2], weight, training, y=got[0])
-    apart = bn_cpu.batch_norm_backward(relu_ref.relu_backward(g, got[0]), got[1], got[2], weight, training)
+    # the cpu backward takes the ReLU's mask from x again (weight * xhat + bias > 0): the same
+    # bits as the forward's y > 0, so the gradients equal those of g masked by y first
+    fused = bn_cpu.batch_norm_backward(g, got[1], weight, training, y=got[0])
+    apart = bn_cpu.batch_norm_backward(relu_ref.relu_backward(g, got[0]), got[1], weight, training)
     for a, b in zip(fused, apart):
         np.testing.assert_array_equal(a, b)     # masking inside the passes = masking first
 
@@ -118,12 +140,12 @@ def test_the_residual_backward_returns_g_through_the_relu(case, relu):
     r = np.random.default_rng(5).standard_normal(x.shape).astype(x.dtype)
     g = np.random.default_rng(6).standard_normal(x.shape).astype(x.dtype)
     for bn, relu_module in ((bn_cpu, relu_cpu), (bn_ref, relu_ref)):
-        y, xhat, inv_std = bn.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=relu, residual=r)[:3]
+        y, saved = bn.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=relu, residual=r)[:2]
         mask_y = y if relu else None
-        *grads, g_residual = bn.batch_norm_backward(g, xhat, inv_std, weight, training, mask_y, residual=True)
+        *grads, g_residual = bn.batch_norm_backward(g, saved, weight, training, mask_y, residual=True)
         g_want = relu_module.relu_backward(g, y) if relu else g
         np.testing.assert_array_equal(g_residual, g_want)
-        for a, b in zip(grads, bn.batch_norm_backward(g_want, xhat, inv_std, weight, training)):
+        for a, b in zip(grads, bn.batch_norm_backward(g_want, saved, weight, training)):
             np.testing.assert_array_equal(a, b)
 
 
@@ -140,12 +162,13 @@ def test_batch_norm_with_a_residual_adds_it_before_the_relu(case, relu):
     plain = bn_cpu.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
     added = plain[0] + r
     np.testing.assert_array_equal(got[0], np.maximum(added, 0) if relu else added)
-    np.testing.assert_array_equal(got[1], plain[1])               # xhat, the statistics: untouched
+    for a, b in zip((got[1].inv_std, *got[2:]), (plain[1].inv_std, *plain[2:])):   # the statistics: untouched
+        np.testing.assert_array_equal(a, b)
     want = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5, relu=relu, residual=r)
     ref_plain = bn_ref.batch_norm_forward(x, weight, bias, *stats, eps=1e-5)
     np.testing.assert_array_equal(want[0], np.maximum(ref_plain[0] + r, 0) if relu else ref_plain[0] + r)
     if weight is None and bias is None:
-        assert want[1] is not want[0]                              # the reference did not add into xhat
+        assert want[1].xhat is not want[0]                         # the reference did not add into xhat
 
 
 def test_batch_norm_of_fully_connected_features_is_the_references(monkeypatch):
@@ -154,11 +177,17 @@ def test_batch_norm_of_fully_connected_features_is_the_references(monkeypatch):
     monkeypatch.setattr(bn_cpu, "_backward_kernel", None)
     x = np.random.default_rng(2).standard_normal((6, 5)).astype(np.float32)
     got, want = bn_cpu.batch_norm_forward(x), bn_ref.batch_norm_forward(x)
-    for a, b in zip(got, want):
+    for a, b in zip(_flat(got), _flat(want)):
         np.testing.assert_array_equal(a, b)
     g = np.ones_like(x)
-    for a, b in zip(bn_cpu.batch_norm_backward(g, got[1], got[2]), bn_ref.batch_norm_backward(g, want[1], want[2])):
+    for a, b in zip(bn_cpu.batch_norm_backward(g, got[1]), bn_ref.batch_norm_backward(g, want[1])):
         np.testing.assert_array_equal(a, b)
+
+
+def _flat(results):
+    """A forward's results with its saved spread out: (y, xhat, inv_std, mean, var) of the reference's."""
+    y, (xhat, inv_std), mean, var = results
+    return y, xhat, inv_std, mean, var
 
 
 def test_batch_norm_of_mixed_dtypes_is_the_references():
@@ -167,7 +196,7 @@ def test_batch_norm_of_mixed_dtypes_is_the_references():
     x, weight = rng.standard_normal((4, 3, 2, 2)).astype(np.float32), rng.standard_normal(3)
     got, want = bn_cpu.batch_norm_forward(x, weight), bn_ref.batch_norm_forward(x, weight)
     assert got[0].dtype == np.float64                 # y: NumPy's promotion, as the reference's
-    for a, b in zip(got, want):
+    for a, b in zip(_flat(got), _flat(want)):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
 
@@ -176,7 +205,8 @@ def test_batch_norm_normalises_each_channel():
     """Against Eq. 10 itself: every channel of xhat has mean 0 and variance 1 (training)."""
     spread = np.array([1, 10, 100]).reshape(1, 3, 1, 1)
     x = (np.random.default_rng(1).standard_normal((8, 3, 5, 5)) * spread + 1000).astype(np.float32)
-    y, xhat, inv_std, mean, var = bn_cpu.batch_norm_forward(x, np.full(3, 2, np.float32), np.ones(3, np.float32))
+    y, saved, mean, var = bn_cpu.batch_norm_forward(x, np.full(3, 2, np.float32), np.ones(3, np.float32))
+    xhat = bn_cpu._normalised(saved, x.shape).xhat
     # x - mean is float32: the mean, rounded to float32, is off by up to |1000| eps / 2 = 6e-5 of a std
     np.testing.assert_allclose(xhat.mean(axis=(0, 2, 3), dtype=np.float64), 0, atol=1e-4)
     np.testing.assert_allclose(xhat.var(axis=(0, 2, 3), dtype=np.float64), 1, rtol=1e-4)

@@ -19,11 +19,23 @@ A ``residual`` (x's shape) is added to y before that ReLU: the end of ResNet's b
 block, relu(batch_norm(x) + shortcut), in the same pass; its gradient is the upstream
 gradient through the ReLU, which the backward returns too when asked (residual=True).
 
+What the backward needs from the forward travels in ``saved``, whose content is each
+backend's own business (as adder2d's): here ``Normalised``, xhat itself; the cpu kernels
+save x instead and compute xhat again (cpu/batch_norm.py).
+
 The running statistics are the layer's business (minadder/layers.py), not the kernels'.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from .relu_reference import relu_backward, relu_forward
+
+
+class Normalised(NamedTuple):
+    """The reference forward's ``saved``: xhat (x's shape) and inv_std (C,), of x's dtype."""
+    xhat: np.ndarray
+    inv_std: np.ndarray
 
 
 def channel_shape(x):
@@ -44,12 +56,12 @@ def channel_sum(a, b=None):
 
 
 def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False, residual=None):
-    """Eq. 10 per channel of x (N, C) or (N, C, H, W): (y, xhat, inv_std, mean, var).
+    """Eq. 10 per channel of x (N, C) or (N, C, H, W): (y, saved, mean, var).
 
     mean and var None: training, normalise with the batch's mean and biased variance, which
     are returned (of x's dtype) for the running statistics. Given (C,) mean and var:
     evaluation, normalise with them (and return them). weight and bias (C,) may be None.
-    xhat and inv_std (C,), of x's dtype, are what batch_norm_backward needs; y may be xhat
+    saved = Normalised(xhat, inv_std) is what batch_norm_backward needs; y may be xhat
     itself when there is neither weight nor bias. residual: y + residual (before the ReLU).
     relu=True: y is max(0, y).
     """
@@ -68,15 +80,17 @@ def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5,
         y = y + bias.reshape(shape) if y is xhat else np.add(y, bias.reshape(shape), out=y)
     if residual is not None:
         y = y + residual if y is xhat else np.add(y, residual, out=y)
-    return (relu_forward(y) if relu else y), xhat, inv_std, mean, var
+    return (relu_forward(y) if relu else y), Normalised(xhat, inv_std), mean, var
 
 
-def batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None, residual=False):
-    """The gradients (dx, dweight, dbias) of batch_norm_forward for the upstream g (x's shape);
+def batch_norm_backward(g, saved, weight=None, training=True, y=None, residual=False):
+    """The gradients (dx, dweight, dbias) of batch_norm_forward for the upstream g (x's shape),
+    given the forward's ``saved``;
     training says whether the statistics were the batch's (then they depend on x too).
     y: the output of a forward with relu=True, whose ReLU g goes back through first.
     residual (with y): the forward added a residual before that ReLU; the residual's
     gradient, g through the ReLU, comes back too: (dx, dweight, dbias, g * 1[y > 0])."""
+    xhat, inv_std = saved
     if y is not None:
         g = relu_backward(g, y)
     if residual:

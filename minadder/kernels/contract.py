@@ -36,13 +36,14 @@ function, or the reference's when the backend has none (the "cuda" backend: its 
 run them in NumPy on host arrays).
 
     batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False, residual=None)
-        -> (y, xhat, inv_std, mean, var)
+        -> (y, saved, mean, var)
         Batch norm, Eq. 10, per channel (axis 1) of x (N, C) or (N, C, H, W):
         xhat = (x - mean) / sqrt(var + eps), y = weight * xhat + bias. mean and var None:
         training, with the batch's mean and biased variance, returned of x's dtype (the
         layer updates its running statistics with them); given (C,): evaluation, with those.
-        weight and bias (C,) or None. inv_std (C,) = 1 / sqrt(var + eps), of x's dtype.
-    batch_norm_backward(g, xhat, inv_std, weight=None, training=True, y=None, residual=False)
+        weight and bias (C,) or None. saved: what the same backend's backward needs (the
+        reference's: xhat and inv_std; the cpu kernels': x and the channel statistics).
+    batch_norm_backward(g, saved, weight=None, training=True, y=None, residual=False)
         -> (dx, dweight, dbias), or (dx, dweight, dbias, g_relu) when residual
         Its gradients for the upstream g (Eq. 11; proofs/mathematics.md, section 3):
         dweight = sum g * xhat, dbias = sum g per channel, and dx, which in training
