@@ -15,8 +15,10 @@ Rows (synthetic inputs of the real shapes: MNIST 1x32x32, CIFAR 3x32x32):
 
 A second table puts every cpu row beside PyTorch's CNN of the same network and batch,
 and for the AdderNets says where the step goes and how far it is from what the machine
-allows: the share of the step in the adder kernels (forward, dX, dW: the cpu backend's
-entry points wrapped with timers), and the step's ceiling, the images/s of a step that
+allows: the share of the step in the adder kernels (the cpu backend's entry points
+wrapped with timers: the forward, adder2d_forward; dX and dW, blocked_grad_input and
+blocked_grad_weight; "kernels", the forward and the whole adder2d_backward, which also
+reads G once for both gradients), and the step's ceiling, the images/s of a step that
 did nothing but its adder terms (C_out * K * positions per layer, three passes), each
 pass at the ceiling of its instruction mix (forward min + add, dX clamp + FMA, dW FMA)
 read from results/ceiling-<cpu>.json (benchmarks/ceiling.py --json).
@@ -156,13 +158,15 @@ def time_steps(step, warmup, steps, budget_s=60.0):
 
 # ----------------------------------------------------------- where the step goes, and its ceiling
 def kernel_shares(step, steps):
-    """(share of the step in the forward, dX and dW kernels of the cpu backend, ms per step):
-    the three entry points wrapped with timers for ``steps`` steps."""
+    """(share of the step in the cpu backend's adder kernels, ms per step): the forward,
+    dX and dW, and the whole backward (dX, dW and the pass over G they share), their
+    entry points wrapped with timers for ``steps`` steps."""
     from minadder.kernels import cpu
-    spent = {"forward": 0.0, "dX": 0.0, "dW": 0.0}
+    spent = {"forward": 0.0, "dX": 0.0, "dW": 0.0, "backward": 0.0}
     originals = {"forward": ("adder2d_forward", cpu.adder2d_forward),
                  "dX": ("blocked_grad_input", cpu.blocked_grad_input),
-                 "dW": ("blocked_grad_weight", cpu.blocked_grad_weight)}
+                 "dW": ("blocked_grad_weight", cpu.blocked_grad_weight),
+                 "backward": ("adder2d_backward", cpu.adder2d_backward)}
 
     def timed(key, fn):
         def wrapper(*args, **kwargs):
@@ -317,7 +321,8 @@ def compare(rows, cases, args, threads):
         ceiling = fraction = "-"
         if kind == "adder":
             shares, _ = kernel_shares(minadder_step(model, kind, batch), max(2, args.steps // 2))
-            cells = [f"{shares[k]:.0%}" for k in ("forward", "dX", "dW")] + [f"{sum(shares.values()):.0%}"]
+            kernels = shares["forward"] + shares["backward"]
+            cells = [f"{shares[k]:.0%}" for k in ("forward", "dX", "dW")] + [f"{kernels:.0%}"]
             rate = step_ceiling(model, batch, threads)
             if rate:
                 ceiling, fraction = f"{rate:,.0f}", f"{best[label, batch] / rate:.2f}"

@@ -269,14 +269,33 @@ def test_conv2d_gradients_on_wide_positions_equal_the_reference(dtype, n, c, c_o
 def test_g_on_wide_positions_starts_each_row_on_a_cache_line(dtype, shape):
     """The kernels load G's rows in whole vectors from their start: on_wide_positions puts
     the array on a 64-byte boundary (and its rows are whole vectors long), holding G at
-    q = u * pitch + v and zeros elsewhere."""
+    q = u * pitch + v and zeros elsewhere; in the same pass its sums over the channels
+    (per image and position) and over the positions (per filter), and its finiteness."""
     n, c_out, ho, wo = shape
     pitch = wo + 2
     g = np.random.default_rng(0).standard_normal((n, c_out, ho * wo)).astype(dtype)
     win = Window(n, 1, ho, wo, c_out, 1, 1, 1, 0)
     for _ in range(3):
-        gw = positions.on_wide_positions(g, win, pitch)
+        wide = positions.on_wide_positions(g, win, pitch)
+        gw = wide.values
         assert gw.ctypes.data % 64 == 0 and (gw.shape[2] * gw.itemsize) % 64 == 0 and gw.flags.c_contiguous
     want = np.zeros(gw.shape, dtype)
     want[:, :, :ho * pitch].reshape(n, c_out, ho, pitch)[..., :wo] = g.reshape(n, c_out, ho, wo)
     np.testing.assert_array_equal(gw, want)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(wide.channel_sums, want.sum(axis=1, dtype=np.float64), rtol=0, atol=8 * c_out * eps)
+    np.testing.assert_allclose(wide.filter_sums, g.sum(axis=(0, 2), dtype=np.float64), rtol=0,
+                               atol=8 * g[:, 0].size * eps)
+    assert wide.filter_sums.dtype == dtype and wide.finite
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_g_with_an_inf_or_nan_is_not_finite_on_wide_positions(bad):
+    """The pass that widens G also tells whether G is finite: the backward then takes the
+    reference's definition instead of the identities (as frame.all_finite does)."""
+    g = np.ones((2, 3, 4 * 5), np.float32)
+    g[1, 2, 7] = bad
+    win = Window(2, 1, 4, 5, 3, 1, 1, 1, 0)
+    assert positions.on_wide_positions(g, win, 7).finite is False
+    g[1, 2, 7] = 1
+    assert positions.on_wide_positions(g, win, 7).finite is True

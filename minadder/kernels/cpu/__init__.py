@@ -172,7 +172,11 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     if _empty(win):
         return (np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None,
                 np.zeros(weight.shape, dtype=x.dtype) if need_weight_grad else None)
-    if not (finite and _finite(g)):
+    # G read once for the stride-1 kernels: widened, with its sums and its finiteness
+    wide = None
+    if finite and wide_rows(win) and not _pointwise(win):
+        wide = on_wide_positions(g.reshape(win.n, win.c_out, win.plane), win, win.w + 2 * win.padding)
+    if not (finite and (wide.finite if wide is not None else _finite(g))):
         with np.errstate(invalid="ignore", over="ignore"):
             return reference.adder2d_backward(g, (x, weight, win, distance), mode, need_input_grad, need_weight_grad)
     w2, g = weight.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
@@ -181,7 +185,7 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
         if _pointwise(win) or not wide_rows(win):     # by BLAS products (l2.py)
             dx, dw = l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad)
         else:                                          # the l1 layer's kernels, Eq. 28's form
-            dx, dw = _backward(w2, g, win, "l2", frame, need_input_grad, need_weight_grad)
+            dx, dw = _backward(w2, g, win, "l2", frame, need_input_grad, need_weight_grad, wide)
         return dx, (None if dw is None else dw.reshape(weight.shape))
     if _pointwise(win):   # the layer on one long row: x, G and dX as rows
         row_win, x_row = _row_window(win), _as_row(x)
@@ -191,17 +195,17 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
         dx = None if dx is None else _from_row(dx, win.n, (win.h, win.w))
     else:
         dx, dw = _backward(w2, g, win, mode, _frame_for(mode, x, w2, win, saved_frame),
-                           need_input_grad, need_weight_grad)
+                           need_input_grad, need_weight_grad, wide)
     return dx, (None if dw is None else dw.reshape(weight.shape))
 
 
-def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad):
-    # G on wide positions, widened once when both gradients read it (stride 1, several rows)
-    gw = on_wide_positions(g, win, frame.xp.shape[3]) if need_input_grad and need_weight_grad and wide_rows(win) else None
-    dx = blocked_grad_input(w2, g, win, mode, frame, gw) if need_input_grad else None
+def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad, wide=None):
+    """(dX, dW) from the blocked kernels; ``wide``: G on wide positions with its sums
+    (positions.WideG), read once for both gradients (stride 1, several rows)."""
+    dx = blocked_grad_input(w2, g, win, mode, frame, wide) if need_input_grad else None
     if need_weight_grad and mode == "l2":   # dW = 2 (G X'^T - W' sum G): twice full mode's
-        return dx, 2 * blocked_grad_weight(w2, g, win, "full", frame, gw)
-    dw = blocked_grad_weight(w2, g, win, mode, frame, gw) if need_weight_grad else None
+        return dx, 2 * blocked_grad_weight(w2, g, win, "full", frame, wide)
+    dw = blocked_grad_weight(w2, g, win, mode, frame, wide) if need_weight_grad else None
     return dx, dw
 
 

@@ -77,7 +77,7 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
     P), for a layer where ``wide_gradients(win)``, from the forward's padded input."""
     pitch = frame.xp.shape[3]
     koff, npos = wide_offsets(win, frame.xp), wide_count(win, pitch)
-    gw = on_wide_positions(g, win, pitch)
+    gw = on_wide_positions(g, win, pitch).values    # (its sums are the adder layer's)
     dx = dw = None
     if need_weight_grad:
         partial = np.zeros((min(win.n, 4 * get_num_threads()), win.c_out, win.k), dtype=w2.dtype)

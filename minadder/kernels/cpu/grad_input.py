@@ -236,10 +236,10 @@ def _grad_input_packed_kernel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, s
             f += rows
 
 
-def blocked_grad_input(w2, g, win, mode, frame, gw=None):
+def blocked_grad_input(w2, g, win, mode, frame, wide=None):
     """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
-    the filters' mean in full and l2 mode, unshifted in sign mode); ``gw``: G on wide
-    positions, if the caller has it already. mode "l2" (the l2 layer's exact dX) takes
+    the filters' mean in full and l2 mode, unshifted in sign mode); ``wide``: G on wide
+    positions with its sums (positions.WideG), if the caller has it already. mode "l2" (the l2 layer's exact dX) takes
     stride-1 layers only (``wide_rows(win)``)."""
     full = mode in ("full", "l2")
     # the filters transposed, (K, C_out): the 8 (or 16) weights a block reads for one row k
@@ -250,11 +250,11 @@ def blocked_grad_input(w2, g, win, mode, frame, gw=None):
     one = dtype.type(1)
     if wide_rows(win):
         pitch = xp.shape[3]
-        gw = on_wide_positions(g, win, pitch) if gw is None else gw
-        gsum = channel_sums(gw) if full else np.zeros((win.n, 1), dtype=dtype)   # only full reads it
+        wide = on_wide_positions(g, win, pitch) if wide is None else wide
         dx = np.empty((win.n, win.c, win.h, win.w), dtype=dtype)
         kind = {"sign": SIGN, "full": FULL, "l2": L2}[mode]
-        _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, gw, gsum, kind, win.kh * win.kw,
+        _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, wide.values, wide.channel_sums, kind,
+                                win.kh * win.kw,
                                 wide_count(win, pitch), one, win.padding, dx)
         return dx
     if mode == "l2":

@@ -266,18 +266,19 @@ def _sums_per_filter(g):
     return s
 
 
-def blocked_grad_weight(w2, g, win, mode, frame, gw=None):
+def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     """dW (C_out, K) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
-    the filters' mean in full mode, unshifted in sign mode); ``gw``: G on wide positions,
-    if the caller has it already."""
+    the filters' mean in full mode, unshifted in sign mode); ``wide``: G on wide positions
+    with its sums (positions.WideG), if the caller has it already."""
     full = mode == "full"
     xp = frame.xp
     dw = np.zeros(w2.shape, dtype=xp.dtype)
     pitch = xp.shape[3]
     npos = wide_count(win, pitch)
     long_rows = wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS
-    if gw is None and win.stride == 1:       # every stride-1 path reads G on wide positions
-        gw = on_wide_positions(g, win, pitch)
+    if wide is None and win.stride == 1:     # every stride-1 path reads G on wide positions
+        wide = on_wide_positions(g, win, pitch)
+    gw = None if wide is None else wide.values
     blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
     if full and not blocks:
@@ -291,5 +292,6 @@ def blocked_grad_weight(w2, g, win, mode, frame, gw=None):
             cols, gc = _chunk_columns(frame, g, win, gw, images)
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
     if full:
-        dw -= (w2 - frame.centre) * _sums_per_filter(np.ascontiguousarray(g))[:, None]
+        sums = _sums_per_filter(np.ascontiguousarray(g)) if wide is None else wide.filter_sums
+        dw -= (w2 - frame.centre) * sums[:, None]
     return dw
