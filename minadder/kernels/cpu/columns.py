@@ -133,13 +133,13 @@ def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
     dx = np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None
 
     def work(part):
-        dw = np.zeros(w2.shape, dtype=x.dtype) if need_weight_grad else None
+        dw_t = None      # dW^T (K, C_out), summed as products.transposed_product computes it
         for images in part:
             gc = np.ascontiguousarray(g[images].transpose(1, 0, 2)).reshape(win.c_out, -1)
             if need_weight_grad:
-                dw += gc @ _chunk_columns(x, win, images).T
+                dw_t = products.transposed_product(_chunk_columns(x, win, images), gc, dw_t)
             if need_input_grad:
                 _col2im_serial(w2.T @ gc, win.kh, win.kw, win.stride, win.padding, win.ho, win.wo, dx[images])
-        return dw
+        return dw_t
     dws = products.on_threads(work, _threads_parts(win))
-    return dx, (sum(dws) if need_weight_grad else None)
+    return dx, (np.ascontiguousarray(sum(dws).T) if need_weight_grad else None)

@@ -190,12 +190,12 @@ def _product_by_threads(frame, g, win, gw):
     threads = min(get_num_threads(), len(chunks))     # one thread: every chunk on the calling thread
 
     def work(part):
-        total = None
+        total = None   # (G X'^T)^T = X' G^T, (K, C_out): see products.transposed_product
         for images in part:
             cols, gc = _chunk_columns(frame, g, win, gw, images, serial=True)
-            total = gc @ cols.T if total is None else np.add(total, gc @ cols.T, out=total)
+            total = products.transposed_product(cols, gc, total)
         return total
-    return sum(products.on_threads(work, [chunks[i::threads] for i in range(threads)]))
+    return np.ascontiguousarray(sum(products.on_threads(work, [chunks[i::threads] for i in range(threads)])).T)
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -67,3 +67,15 @@ def matmul(a, b):
     on_threads(lambda cols: np.matmul(a, b[:, cols[0]:cols[1]], out=out[:, cols[0]:cols[1]]),
                list(zip(edges[:-1], edges[1:])))
     return out
+
+
+def transposed_product(cols, gc, total=None):
+    """cols (K, L) @ gc (C_out, L)^T, added into ``total`` (K, C_out) if given: the filter
+    gradient's product G X_col^T, transposed. sgemm runs faster with the long side (K)
+    as the rows of its output: measured 2026-12-05 on one thread of the 2-core AVX-512
+    VM, G X_col^T at 62 / 44 / 39 / 26 G MAC/s for (C_out, K, L) = (64, 576, 512),
+    (32, 288, 512), (32, 144, 2048), (16, 144, 2048), X_col G^T at 83 / 68 / 60 / 46."""
+    if total is None:
+        return cols @ gc.T
+    return np.add(total, cols @ gc.T, out=total)
+
