@@ -128,6 +128,29 @@ def test_an_overflowing_sum_of_finite_numbers_is_still_correct():
     np.testing.assert_array_equal(y, np.full((1, 1, 4, 4), -3e38, np.float32))
 
 
+@pytest.mark.parametrize("mode", ["full", "sign"])
+def test_a_gradient_whose_sums_overflow_goes_to_the_reference(mode, monkeypatch):
+    """G's finiteness comes from its sums in the pass that widens it (positions.on_wide_positions),
+    taken in G's dtype: finite float32 numbers whose sums overflow read as not finite (as
+    frame.all_finite's), and the backward is the reference's."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    win = geometry.Window.of(x.shape, w.shape, 1, 1)
+    g = np.full(win.y_shape, 2e38, np.float32)
+    g[:, 1::2] = -2e38                   # each filter's sum over its 72 positions overflows float32
+    calls = []
+    original = reference.adder2d_backward
+    monkeypatch.setattr(reference, "adder2d_backward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    y, saved = cpu.adder2d_forward(x, w, win)
+    dx, dw = cpu.adder2d_backward(g, saved, mode)
+    assert calls == [1]
+    with np.errstate(over="ignore", invalid="ignore"):      # as cpu.adder2d_backward calls it
+        want = original(g, (x, w, win, "l1"), mode, True, True)
+    np.testing.assert_array_equal(dx, want[0])
+    np.testing.assert_array_equal(dw, want[1])
+
+
 @pytest.mark.parametrize("variant", ["dx_full", "dx_sign", "dw_sign"])
 def test_the_gpu_kernels_pass_nan_through_their_min_max_and_sign(variant):
     """On a GPU, min and max are fminf / fmaxf (a NaN operand is dropped) and comparisons with

@@ -83,8 +83,12 @@ def on_wide_positions(g, win, pitch):
     over_channels = np.empty((win.n, width), dtype=g.dtype)
     per_row = np.empty((win.n, win.c_out))
     _widen(np.ascontiguousarray(g).reshape(win.n, win.c_out, win.plane), win.wo, pitch, gw, over_channels, per_row)
-    over_positions = per_row.sum(axis=0)
-    return WideG(gw, over_channels, over_positions.astype(g.dtype), bool(np.isfinite(over_positions).all()))
+    with np.errstate(over="ignore"):                   # a sum past G's dtype's range is inf
+        over_positions = per_row.sum(axis=0).astype(g.dtype)
+    # finite only if the sums are, in G's dtype: numbers whose sums overflow go to the
+    # reference too, where no identity can overflow on the way (as frame.all_finite)
+    finite = bool(np.isfinite(over_positions).all() and np.isfinite(over_channels).all())
+    return WideG(gw, over_channels, over_positions, finite)
 
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)
