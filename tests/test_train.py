@@ -65,6 +65,23 @@ def test_tiny_run_writes_metrics_curves_and_checkpoint(tmp_path):
     assert not list(out.glob(".*tmp*"))  # no temporary files left behind
 
 
+def test_step_log_is_rounded_and_one_line_per_list(tmp_path):
+    """A 100-epoch CIFAR-10 run logs 39,100 batches: the log keeps 5 significant digits and
+    writes each list on one line, so the record stays a few MB and indented everywhere else."""
+    T.train(tiny(tmp_path), log=quiet)
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    steps = json.loads(text)["steps"]
+    assert steps["epoch"] == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2]) and len(steps["loss"]) == 6
+    for value in steps["loss"] + steps["accuracy"]:
+        assert value == float(f"{value:.5g}")
+    assert any(value != float(f"{value:.4g}") for value in steps["loss"])   # rounded, not truncated further
+    lines = {line.split(":")[0].strip(): line for line in text.splitlines()}
+    for name in ("epoch", "loss", "accuracy"):
+        line = lines[f'"{name}"']
+        assert line[line.index("["):line.index("]")].count(",") == 5     # the whole list on the key's line
+    assert '\n "config": {\n' in text                     # the rest keeps its indentation
+
+
 @pytest.mark.parametrize("stop_at", [(0, 2), (1, 3)], ids=["mid-epoch", "before-evaluation"])
 def test_resume_after_interruption_is_bit_exact(tmp_path, stop_at):
     full = T.train(tiny(tmp_path, "full", epochs=3), log=quiet)

@@ -41,7 +41,7 @@ from .datasets import load_data
 from .evaluation import evaluate
 from .interrupts import DeferredInterrupt, TrainingDiverged, TrainingInterrupted, signal_name
 from .lock import RunLock, describe
-from .report import epoch_line, epoch_record, new_metrics, write_outputs
+from .report import epoch_line, epoch_record, new_metrics, step_value, write_outputs
 from .resume import open_checkpoint
 from .run_folder import check_output_dir, continues_in_place, output_dir_for, prepare_output_dir
 
@@ -190,9 +190,9 @@ class Run:
         progress.step, progress.seen = step + 1, progress.seen + size
         progress.loss_sum += loss * size
         progress.correct += correct
-        steps["epoch"].append(epoch + (step + 1) / self.batches)
-        steps["loss"].append(loss)
-        steps["accuracy"].append(correct / size)
+        steps["epoch"].append(round(epoch + (step + 1) / self.batches, 6))
+        steps["loss"].append(step_value(loss))
+        steps["accuracy"].append(step_value(correct / size))
 
     def evaluate_tests(self, interrupt):
         """{test set name: {"loss", "accuracy"}} for every test set."""
