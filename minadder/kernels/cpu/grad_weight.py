@@ -177,25 +177,31 @@ def _chunk_columns(frame, g, win, gw, images, serial=False):
     return cols, np.ascontiguousarray(gc.transpose(1, 0, 2)).reshape(win.c_out, -1)
 
 
-def _product_by_threads(frame, g, win, gw):
-    """G X'^T (C_out, K) by BLAS, the chunks of images dealt out to the threads: each
-    builds its chunks' X_col and multiplies each with one single-threaded sgemm into a sum
-    of its own. No Numba kernel runs meanwhile, so no worker of Numba's spins on a core a
-    product wants (one product split over two threads, after a parallel copy of each chunk,
-    ran 8x8 layers at 26 G MAC/s: benchmarks/README.md)."""
+def _product_by_threads(frame, g, win, gw, with_sums=False):
+    """(G X'^T (C_out, K), sum_l G (C_out,) or None) by BLAS, the chunks of images dealt
+    out to the threads: each builds its chunks' X_col, multiplies each with one
+    single-threaded sgemm into a sum of its own and, if ``with_sums``, adds up its
+    chunks' G (G times ones, sgemv: 3x faster than NumPy's sum, as precise as the sgemm). No Numba kernel
+    runs meanwhile, so no worker of Numba's spins on a core a product wants (one product
+    split over two threads, after a parallel copy of each chunk, ran 8x8 layers at 26 G
+    MAC/s: benchmarks/README.md); and the sums of G come from the same threads, not from a
+    Numba kernel right after them (its workers' start cost 0.3-0.4 ms on a stride-2 layer)."""
     chunks = image_chunks(win)
     if len(chunks) == 1:    # one chunk (a fully connected layer is one image): split the product instead
         cols, gc = _chunk_columns(frame, g, win, gw, chunks[0])
-        return products.matmul(gc, cols.T)
+        return products.matmul(gc, cols.T), (gc @ np.ones(gc.shape[1], gc.dtype) if with_sums else None)
     threads = min(get_num_threads(), len(chunks))     # one thread: every chunk on the calling thread
 
     def work(part):
-        total = None   # (G X'^T)^T = X' G^T, (K, C_out): see products.transposed_product
+        total, sums = None, 0   # (G X'^T)^T = X' G^T, (K, C_out): see products.transposed_product
         for images in part:
             cols, gc = _chunk_columns(frame, g, win, gw, images, serial=True)
             total = products.transposed_product(cols, gc, total)
-        return total
-    return np.ascontiguousarray(sum(products.on_threads(work, [chunks[i::threads] for i in range(threads)])).T)
+            if with_sums:
+                sums = sums + gc @ np.ones(gc.shape[1], gc.dtype)
+        return total, sums
+    parts = products.on_threads(work, [chunks[i::threads] for i in range(threads)])
+    return np.ascontiguousarray(sum(p[0] for p in parts).T), (sum(p[1] for p in parts) if with_sums else None)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -281,8 +287,11 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     gw = None if wide is None else wide.values
     blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
+    sums = None if wide is None else wide.filter_sums
     if full and not blocks:
-        dw = _product_by_threads(frame, g, win, gw)    # sgemm on at most 1/DW_CHUNKS of X_col a thread
+        # sgemm on at most 1/DW_CHUNKS of X_col a thread; sum G on the same threads if needed
+        dw, own = _product_by_threads(frame, g, win, gw, with_sums=sums is None)
+        sums = own if sums is None else sums
     elif long_rows or (not full and wide_rows(win)):   # register blocks, no X_col
         partial = np.zeros((min(win.n, 4 * get_num_threads()),) + dw.shape, dtype=dw.dtype)
         _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, w2, full, partial)
@@ -292,6 +301,6 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
             cols, gc = _chunk_columns(frame, g, win, gw, images)
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
     if full:
-        sums = _sums_per_filter(np.ascontiguousarray(g)) if wide is None else wide.filter_sums
+        sums = _sums_per_filter(np.ascontiguousarray(g)) if sums is None else sums
         dw -= (w2 - frame.centre) * sums[:, None]
     return dw
