@@ -23,10 +23,21 @@ from . import nn
 from .ops import Elementwise
 
 
+def signs(a):
+    """sgn(a) in a's dtype, -1 at 0 (and at NaN): 2 * (a > 0) - 1, computed in place in
+    the result. (np.where(a > 0, 1, -1).astype(a.dtype) took 10x longer, a fifth of a
+    ResNet-20 BNN training step.)"""
+    out = np.empty_like(a)
+    np.greater(a, 0, out=out)
+    out *= 2
+    out -= 1
+    return out
+
+
 class Binarize(Elementwise):
     """sgn(a) in {-1, +1} forward; the straight-through estimator 1{|a| <= 1} backward."""
-    compute = staticmethod(lambda a: np.where(a > 0, 1, -1).astype(a.dtype))
-    derivative = staticmethod(lambda a: (np.abs(a) <= 1).astype(a.dtype))
+    compute = staticmethod(signs)
+    derivative = staticmethod(lambda a: np.abs(a) <= 1)          # a mask: g * mask keeps g's dtype
 
 
 binarize = Binarize.apply

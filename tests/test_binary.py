@@ -48,6 +48,14 @@ def test_binary_linear_and_the_sign_of_zero():
     np.testing.assert_array_equal(layer.weight.grad, [[-1.0, 1.0, -1.0], [0.0, 0.0, -1.0]])
 
 
+def test_signs_keep_the_dtype_and_send_zero_and_nan_to_minus_one():
+    for dtype in (np.float32, np.float64):
+        a = np.array([[-2.0, -0.0, 0.0, 1e-30, np.nan, np.inf, -np.inf]], dtype=dtype)
+        s = binary.signs(a)
+        assert s.dtype == dtype
+        np.testing.assert_array_equal(s, [[-1, -1, -1, 1, -1, 1, -1]])
+
+
 @pytest.mark.parametrize("name", ["lenet5_bn", "resnet20", "vgg_small"])
 def test_a_bnn_keeps_its_first_and_last_layers_full_precision(name):
     model = models.build_model(name, kind="bnn")
