@@ -59,3 +59,49 @@ def test_parallel_im2col_and_col2im_equal_the_reference(n, c, h, w, k, stride, p
     g = rng.standard_normal(cols.shape).astype(np.float32)
     np.testing.assert_allclose(columns.col2im(g, x.shape, k, k, stride, padding),
                                reference.col2im(g, x.shape, k, k, stride, padding), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_called_from_a_numba_kernel_adds_a_product(dtype):
+    """kernel_gemm is NumPy's own BLAS (here OpenBLAS, found by name) and add_product_nt
+    adds a @ b.T into c, on the calling thread; None only where NumPy has another BLAS."""
+    gemm = products.kernel_gemm(dtype)
+    if gemm is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS that exports cblas_?gemm")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((7, 33)).astype(dtype), rng.standard_normal((5, 33)).astype(dtype)
+    c = rng.standard_normal((7, 5)).astype(dtype)
+    expected = c.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64).T
+    products.add_product_nt(gemm, a, b, c)
+    np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert products.kernel_gemm(np.int32) is None
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 8, 8, 40, 1), (8, 5, 9, 7, 7, 2)], ids=["8x8, 40 filters", "stride 2"])
+def test_dw_products_on_numba_threads_and_on_python_threads_agree(shape, monkeypatch):
+    """The full-precision dW's BLAS path runs its chunks' products from Numba's threads
+    (kernel_gemm) or, where NumPy's BLAS cannot be called so, from Python threads: the
+    two equal each other and the reference."""
+    from minadder.kernels import cpu, reference
+    from minadder.kernels.cpu import grad_weight
+    from minadder.kernels.geometry import Window
+    if products.kernel_gemm(np.float32) is None:
+        pytest.skip("no BLAS callable from Numba here: only the Python threads' path runs")
+    n, c, h, w, c_out, stride = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c, 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, 1)
+    y, saved = cpu.adder2d_forward(x, weight, win)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    calls = []
+    real = grad_weight._product_on_numba_threads
+    monkeypatch.setattr(grad_weight, "_product_on_numba_threads", lambda *a: calls.append(1) or real(*a))
+    on_numba = cpu.adder2d_backward(g, saved, "full", False, True)[1]
+    assert calls, "the BLAS-from-Numba path did not run"
+    monkeypatch.setattr(products, "kernel_gemm", lambda dtype: None)
+    on_python = cpu.adder2d_backward(g, saved, "full", False, True)[1]
+    expected = reference.adder2d_backward(g.astype(np.float64), (x.astype(np.float64), weight.astype(np.float64),
+                                                                 win, "l1"), "full", False, True)[1]
+    np.testing.assert_allclose(on_numba, on_python, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(on_numba, expected, rtol=1e-4, atol=1e-3)

@@ -94,9 +94,10 @@ def load_openmp():
             del os.environ["GOMP_SPINCOUNT"]
 
 
-def _openblas_thread_setter():
-    """NumPy's OpenBLAS ``set_num_threads`` function, found among the libraries this process
-    has loaded (Linux), or None (another BLAS, another system)."""
+def openblas_function(names):
+    """(name, function) of the first of ``names`` that an OpenBLAS library this process has
+    loaded (NumPy's, on Linux) exports, as a ctypes function, or None (another BLAS,
+    another system). NumPy's wheels prefix and suffix its symbols (scipy_..._64_)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
@@ -107,13 +108,22 @@ def _openblas_thread_setter():
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                return setter
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                return name, function
     return None
+
+
+def _openblas_thread_setter():
+    """NumPy's OpenBLAS ``set_num_threads`` function, or None."""
+    found = openblas_function(("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                               "openblas_set_num_threads64_", "openblas_set_num_threads"))
+    if found is None:
+        return None
+    setter = found[1]
+    setter.argtypes, setter.restype = [ctypes.c_int], None
+    return setter
 
 
 def set_blas_threads(count):

@@ -143,14 +143,22 @@ def _exact_columns(frame, win, images):
     short rows, where wide positions would multiply G's zeros at the dropped ones (at 8x8,
     78 wide positions per 64), and for stride 2 (im2col's element-by-element loop took
     as long as the product)."""
-    n0, n1, pitch = images.start, images.stop, frame.xp.shape[3]
-    width = (n1 - n0) * win.plane
-    segs = np.empty((width // win.wo + 2, 5), dtype=np.int64)
-    count = segments(n0 * win.plane, width, win.plane, win.wo, segs)
-    src, dst = run_vectors(segs, count, frame.flat.shape[1], pitch, vector_length(frame.flat.itemsize), win.stride)
-    cols = np.empty(win.k * width + VECTOR, dtype=frame.flat.dtype)
-    _packed_columns_serial(frame.flat.reshape(-1), wide_offsets(win, frame.xp), src, dst, win.stride, cols)
-    return cols[:win.k * width].reshape(win.k, width)
+    return _exact_columns_of(frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp), images.start,
+                             images.stop, win.plane, win.wo, frame.xp.shape[3], win.stride,
+                             vector_length(frame.flat.itemsize))
+
+
+@njit(nogil=True, cache=True)
+def _exact_columns_of(flat, image_size, koff, n0, n1, plane, wo, pitch, stride, lanes):
+    """_exact_columns from the flat frame (1-D; images ``image_size`` numbers apart, rows
+    ``pitch`` apart): images n0..n1, each ``plane`` output positions in rows of ``wo``."""
+    width = (n1 - n0) * plane
+    segs = np.empty((width // wo + 2, 5), dtype=np.int64)
+    count = segments(n0 * plane, width, plane, wo, segs)
+    src, dst = run_vectors(segs, count, image_size, pitch, lanes, stride)
+    cols = np.empty(koff.shape[0] * width + VECTOR, dtype=flat.dtype)
+    _packed_columns_serial(flat, koff, src, dst, stride, cols)
+    return cols[:koff.shape[0] * width].reshape(koff.shape[0], width)
 
 
 def _chunk_columns(frame, g, win, gw, images, serial=False):
@@ -202,6 +210,55 @@ def _product_by_threads(frame, g, win, gw, with_sums=False):
         return total, sums
     parts = products.on_threads(work, [chunks[i::threads] for i in range(threads)])
     return np.ascontiguousarray(sum(p[0] for p in parts).T), (sum(p[1] for p in parts) if with_sums else None)
+
+
+@njit(nogil=True, cache=True)
+def _filter_rows(g, n0, n1, gc):
+    """gc[t, (n - n0) * P + q] = G[n, t, q] for images n0..n1 (G's columns in X_col's
+    order); returns sum over them of G per filter t, in float64."""
+    sums = np.zeros(g.shape[1], dtype=np.float64)
+    plane = g.shape[2]
+    for t in range(g.shape[1]):
+        total = 0.0
+        for n in range(n0, n1):
+            src, dst = g[n, t], gc[t, (n - n0) * plane:(n - n0 + 1) * plane]
+            for q in range(plane):
+                dst[q] = src[q]
+                total += src[q]
+        sums[t] = total
+    return sums
+
+
+@njit(parallel=True, cache=True)
+def _product_in_tasks(gemm, flat, image_size, koff, g, step, wo, pitch, stride, lanes, totals, sums):
+    """G X'^T as _product_by_threads, on Numba's own threads: task p adds the chunks p,
+    p + parts, ... of ``step`` images into totals[p] (K, C_out: X' G^T, as
+    products.transposed_product) and their sums of G into sums[p]. Each chunk's X_col (on
+    exact positions, stride 1 or 2: _exact_columns_of) and G are copied by the task and
+    multiplied by ``gemm``, NumPy's BLAS called from the task (products.kernel_gemm)."""
+    n_img, c_out, plane = g.shape
+    parts = totals.shape[0]
+    chunks = (n_img + step - 1) // step
+    for part in prange(parts):
+        for chunk in range(part, chunks, parts):
+            n0, n1 = chunk * step, min(n_img, (chunk + 1) * step)
+            cols = _exact_columns_of(flat, image_size, koff, n0, n1, plane, wo, pitch, stride, lanes)
+            gc = np.empty((c_out, (n1 - n0) * plane), dtype=g.dtype)
+            sums[part] += _filter_rows(g, n0, n1, gc)
+            products.add_product_nt(gemm, cols, gc, totals[part])
+
+
+def _product_on_numba_threads(frame, g, win, gemm):
+    """(G X'^T (C_out, K), sum_l G (C_out,)) by _product_in_tasks, X_col built for at most
+    1/DW_CHUNKS of the batch at a time by each thread, as in _product_by_threads."""
+    chunks = image_chunks(win)
+    parts = min(get_num_threads(), len(chunks))
+    totals = np.zeros((parts, win.k, win.c_out), dtype=frame.flat.dtype)
+    sums = np.zeros((parts, win.c_out), dtype=np.float64)
+    _product_in_tasks(gemm, frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp),
+                      np.ascontiguousarray(g), chunks[0].stop, win.wo, frame.xp.shape[3], win.stride,
+                      vector_length(frame.flat.itemsize), totals, sums)
+    return np.ascontiguousarray(totals.sum(axis=0).T), sums.sum(axis=0).astype(frame.flat.dtype)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -288,7 +345,11 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
                                             and win.c_out <= WIDE_DW_MAX_CHANNELS)
     sums = None if wide is None else wide.filter_sums
-    if full and not blocks:
+    gemm = products.kernel_gemm(xp.dtype)
+    if full and not blocks and gemm is not None and win.stride <= 2 and win.n > 1:
+        dw, own = _product_on_numba_threads(frame, g, win, gemm)   # BLAS from Numba's threads
+        sums = own if sums is None else sums
+    elif full and not blocks:
         # sgemm on at most 1/DW_CHUNKS of X_col a thread; sum G on the same threads if needed
         dw, own = _product_by_threads(frame, g, win, gw, with_sums=sums is None)
         sums = own if sums is None else sums

@@ -1,5 +1,6 @@
 """Large matrix products split over threads, each thread one single-threaded BLAS call
-(``matmul``), and other work shared among the same threads (``on_threads``).
+(``matmul``), and other work shared among the same threads (``on_threads``); and NumPy's
+own BLAS called from inside a Numba kernel (``kernel_gemm``, ``add_product_nt``).
 
 minadder.configure() gives NumPy's BLAS one thread (settings.py says why: its idle workers
 spin and take the cores from the adder kernels). The ordinary convolution and the
@@ -8,12 +9,17 @@ columns of B into one block per Numba thread and runs the blocks on a small pool
 Python threads (NumPy releases the GIL inside the product). Results are those of
 ``a @ b`` up to float rounding of the split.
 """
+import ctypes
+import functools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from numba import njit
+
+from ..settings import openblas_function
 
 #: the layers that build X_col (dW's chunks, the l2 layer, the convolution's BLAS layers)
 #: build it for at most 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers' peak memory 0.75x -> 0.5x of
@@ -79,3 +85,46 @@ def transposed_product(cols, gc, total=None):
         return cols @ gc.T
     return np.add(total, cols @ gc.T, out=total)
 
+
+
+# ------------------------------------------------------------ BLAS from Numba's own threads
+# Handing a product from a Numba kernel to Python threads (on_threads) costs: Numba's
+# OpenMP workers spin for a while after each kernel (settings.py), on the cores the
+# product's threads then want. Measured 2026-12-05 on the 2-core AVX-512 VM, batch 64:
+# a stride-2 layer's dW took 1.4 ms alone and 1.9-2.0 ms right after a Numba kernel.
+# A Numba kernel can call NumPy's OpenBLAS itself instead, each of its tasks a
+# single-threaded gemm, as each Python thread did: no hand-over at all.
+
+CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_gemm(dtype):
+    """NumPy's OpenBLAS cblas_sgemm (float32) or cblas_dgemm (float64) as a ctypes function
+    for add_product_nt, or None where NumPy has another BLAS (then the callers use
+    on_threads). A Numba kernel takes it as an argument: its address is read at each call,
+    so the kernel stays in Numba's disk cache."""
+    letter = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(np.dtype(dtype))
+    if letter is None:
+        return None
+    found = openblas_function((f"scipy_cblas_{letter}gemm64_", f"scipy_cblas_{letter}gemm",
+                               f"cblas_{letter}gemm64_", f"cblas_{letter}gemm"))
+    if found is None:
+        return None
+    name, function = found
+    size = ctypes.c_int64 if name.endswith("64_") else ctypes.c_int       # ILP64 or LP64
+    scalar = ctypes.c_float if letter == "s" else ctypes.c_double
+    function.argtypes = [ctypes.c_int] * 3 + [size] * 3 + [scalar, ctypes.c_void_p, size, ctypes.c_void_p, size,
+                                                            scalar, ctypes.c_void_p, size]
+    function.restype = None
+    return function
+
+
+@njit(nogil=True, cache=True)
+def add_product_nt(gemm, a, b, c):
+    """c (M, N) += a (M, K) @ b (N, K)^T by ``gemm`` (kernel_gemm: one BLAS call on the
+    calling thread), all three C-contiguous."""
+    if a.shape[0] == 0 or b.shape[0] == 0 or a.shape[1] == 0:
+        return
+    gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, a.shape[0], b.shape[0], a.shape[1], 1.0,
+         a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], 1.0, c.ctypes.data, c.shape[1])
