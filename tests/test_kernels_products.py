@@ -105,3 +105,34 @@ def test_dw_products_on_numba_threads_and_on_python_threads_agree(shape, monkeyp
                                                                  win, "l1"), "full", False, True)[1]
     np.testing.assert_allclose(on_numba, on_python, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(on_numba, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(9, 6, 8, 8, 40, 1, 1), (8, 5, 9, 7, 7, 2, 1), (3, 2, 6, 5, 4, 3, 0)],
+                         ids=["8x8", "stride 2", "stride 3, no padding"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_convolution_on_numba_threads_and_on_python_threads_agree(shape, dtype, monkeypatch):
+    """The ordinary convolution by chunks of images (layers that do not read their input
+    in place) runs its chunks on Numba's threads with BLAS called from them, or on Python
+    threads: both equal the reference, forward and both gradients."""
+    from minadder.kernels import cpu, reference
+    from minadder.kernels.geometry import Window
+    if products.kernel_gemm(dtype) is None:
+        pytest.skip("no BLAS callable from Numba here: only the Python threads' path runs")
+    n, c, h, w, c_out, stride, padding = shape
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((c_out, c, 3, 3)).astype(dtype)
+    win = Window.of(x.shape, weight.shape, stride, padding)
+    y_ref = reference.conv2d_forward(x.astype(np.float64), weight.astype(np.float64), win)[0]
+    g = rng.standard_normal(y_ref.shape).astype(dtype)
+    dx_ref, dw_ref = reference.conv2d_backward(g.astype(np.float64), reference.conv2d_forward(
+        x.astype(np.float64), weight.astype(np.float64), win)[1])
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for kernel_gemm in (products.kernel_gemm, lambda dtype: None):
+        monkeypatch.setattr(products, "kernel_gemm", kernel_gemm)
+        y, saved = cpu.conv2d_forward(x, weight, win)
+        assert saved[1] is None            # the chunked path, not the in-place one
+        dx, dw = cpu.conv2d_backward(g, saved)
+        np.testing.assert_allclose(y, y_ref, **tol)
+        np.testing.assert_allclose(dx, dx_ref, **tol)
+        np.testing.assert_allclose(dw, dw_ref, **tol)

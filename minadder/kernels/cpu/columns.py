@@ -7,6 +7,10 @@ transposed on the way: one row of X_col (c, i, j), one (image, channel) plane of
 at a time. Serial versions (``nogil``: a thread of products.on_threads runs them on its
 own chunk of images) and parallel ones, one image per task, so no two tasks write the
 same memory. NumPy's versions took a third of a ResNet-20 CNN step.
+
+The chunked convolution runs its chunks as tasks of a Numba kernel that calls NumPy's
+BLAS itself (products.kernel_gemm), or, where that BLAS cannot be called so, on Python
+threads (products.on_threads).
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -118,6 +122,12 @@ def conv2d_by_chunks(x, w2, win):
     chunks' X_col and multiplies each on one BLAS thread. No X_col of the whole batch (9x
     the input for 3x3 filters) is built or kept: the backward builds the chunks again."""
     y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
+    gemm = products.kernel_gemm(x.dtype)
+    if gemm is not None:
+        x = np.ascontiguousarray(x)
+        _conv2d_tasks(gemm, x, np.ascontiguousarray(w2), _step(win), win.kh, win.kw, win.stride, win.padding,
+                      win.ho, win.wo, min(get_num_threads(), len(image_chunks(win))), y)
+        return y.reshape(win.y_shape)
 
     def work(part):
         for images in part:
@@ -131,6 +141,14 @@ def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
     """(dX or None, dW (C_out, K) or None) for G = g (N, C_out, P), chunk by chunk as
     conv2d_by_chunks: dW = sum of G_c X_col_c^T, dX_c = col2im(W^T G_c) per chunk."""
     dx = np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None
+    gemm = products.kernel_gemm(x.dtype)
+    if gemm is not None:
+        parts = min(get_num_threads(), len(image_chunks(win)))
+        dw_t = np.zeros((parts, win.k, win.c_out), dtype=x.dtype)
+        _conv2d_gradient_tasks(gemm, np.ascontiguousarray(x), np.ascontiguousarray(w2), np.ascontiguousarray(g),
+                               _step(win), win.kh, win.kw, win.stride, win.padding, win.ho, win.wo,
+                               need_input_grad, need_weight_grad, dx if need_input_grad else x[:0], dw_t)
+        return dx, (np.ascontiguousarray(dw_t.sum(axis=0).T) if need_weight_grad else None)
 
     def work(part):
         dw_t = None      # dW^T (K, C_out), summed as products.transposed_product computes it
@@ -143,3 +161,51 @@ def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
         return dw_t
     dws = products.on_threads(work, _threads_parts(win))
     return dx, (np.ascontiguousarray(sum(dws).T) if need_weight_grad else None)
+
+
+# ------------------------------------ the same chunks as tasks of Numba kernels, BLAS called from them
+def _step(win):
+    """Images per chunk (products.image_chunks)."""
+    return image_chunks(win)[0].stop
+
+
+@njit(parallel=True, cache=True)
+def _conv2d_tasks(gemm, x, w2, step, kh, kw, stride, padding, ho, wo, parts, y):
+    """conv2d_by_chunks' work on Numba's threads: task p takes the chunks p, p + parts, ...
+    of ``step`` images, builds each one's X_col, multiplies it by W (``gemm``,
+    products.product_into) and writes Y (N, C_out, P) image by image."""
+    n_img, c_out, plane = y.shape
+    chunks = (n_img + step - 1) // step
+    for part in prange(parts):
+        for chunk in range(part, chunks, parts):
+            n0, n1 = chunk * step, min(n_img, (chunk + 1) * step)
+            cols = np.empty((w2.shape[1], (n1 - n0) * plane), dtype=x.dtype)
+            im2col_serial(x[n0:n1], kh, kw, stride, padding, ho, wo, cols)
+            y_cols = np.empty((c_out, (n1 - n0) * plane), dtype=x.dtype)
+            products.product_into(gemm, w2, False, cols, False, 0.0, y_cols)
+            for n in range(n0, n1):
+                y[n] = y_cols[:, (n - n0) * plane:(n - n0 + 1) * plane]
+
+
+@njit(parallel=True, cache=True)
+def _conv2d_gradient_tasks(gemm, x, w2, g, step, kh, kw, stride, padding, ho, wo, need_dx, need_dw, dx, dw_t):
+    """conv2d_gradients_by_chunks' work on Numba's threads: task p takes the chunks p, p +
+    parts, ... (parts = dw_t.shape[0]); per chunk, G's columns in X_col's order, then dW^T
+    += X_col G^T into dw_t[p] and dX of the chunk's images = col2im(W^T G)."""
+    n_img, c_out, plane = g.shape
+    parts = dw_t.shape[0]
+    chunks = (n_img + step - 1) // step
+    for part in prange(parts):
+        for chunk in range(part, chunks, parts):
+            n0, n1 = chunk * step, min(n_img, (chunk + 1) * step)
+            gc = np.empty((c_out, (n1 - n0) * plane), dtype=g.dtype)
+            for n in range(n0, n1):
+                gc[:, (n - n0) * plane:(n - n0 + 1) * plane] = g[n]
+            if need_dw:
+                cols = np.empty((w2.shape[1], (n1 - n0) * plane), dtype=x.dtype)
+                im2col_serial(x[n0:n1], kh, kw, stride, padding, ho, wo, cols)
+                products.product_into(gemm, cols, False, gc, True, 1.0, dw_t[part])
+            if need_dx:
+                dx_cols = np.empty((w2.shape[1], (n1 - n0) * plane), dtype=x.dtype)
+                products.product_into(gemm, w2, True, gc, False, 0.0, dx_cols)
+                _col2im_serial(dx_cols, kh, kw, stride, padding, ho, wo, dx[n0:n1])

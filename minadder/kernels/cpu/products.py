@@ -121,10 +121,22 @@ def kernel_gemm(dtype):
 
 
 @njit(nogil=True, cache=True)
-def add_product_nt(gemm, a, b, c):
-    """c (M, N) += a (M, K) @ b (N, K)^T by ``gemm`` (kernel_gemm: one BLAS call on the
-    calling thread), all three C-contiguous."""
-    if a.shape[0] == 0 or b.shape[0] == 0 or a.shape[1] == 0:
+def product_into(gemm, a, a_transposed, b, b_transposed, beta, c):
+    """c (M, N) = op(a) @ op(b) + beta * c by ``gemm`` (kernel_gemm: one BLAS call on the
+    calling thread), op(a) = a.T if ``a_transposed`` else a (likewise b); all three
+    C-contiguous (row-major)."""
+    k = a.shape[0] if a_transposed else a.shape[1]
+    if c.shape[0] == 0 or c.shape[1] == 0:
         return
-    gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, a.shape[0], b.shape[0], a.shape[1], 1.0,
-         a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], 1.0, c.ctypes.data, c.shape[1])
+    if k == 0:
+        c *= beta
+        return
+    gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS if a_transposed else CBLAS_NO_TRANS,
+         CBLAS_TRANS if b_transposed else CBLAS_NO_TRANS, c.shape[0], c.shape[1], k, 1.0,
+         a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, c.shape[1])
+
+
+@njit(nogil=True, cache=True)
+def add_product_nt(gemm, a, b, c):
+    """c (M, N) += a (M, K) @ b (N, K)^T by ``gemm`` (product_into)."""
+    product_into(gemm, a, False, b, True, 1.0, c)
