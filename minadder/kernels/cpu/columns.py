@@ -199,8 +199,7 @@ def _conv2d_gradient_tasks(gemm, x, w2, g, step, kh, kw, stride, padding, ho, wo
         for chunk in range(part, chunks, parts):
             n0, n1 = chunk * step, min(n_img, (chunk + 1) * step)
             gc = np.empty((c_out, (n1 - n0) * plane), dtype=g.dtype)
-            for n in range(n0, n1):
-                gc[:, (n - n0) * plane:(n - n0 + 1) * plane] = g[n]
+            products.g_columns(g, n0, n1, gc)
             if need_dw:
                 cols = np.empty((w2.shape[1], (n1 - n0) * plane), dtype=x.dtype)
                 im2col_serial(x[n0:n1], kh, kw, stride, padding, ho, wo, cols)

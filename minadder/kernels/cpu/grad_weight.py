@@ -212,23 +212,6 @@ def _product_by_threads(frame, g, win, gw, with_sums=False):
     return np.ascontiguousarray(sum(p[0] for p in parts).T), (sum(p[1] for p in parts) if with_sums else None)
 
 
-@njit(nogil=True, cache=True)
-def _filter_rows(g, n0, n1, gc):
-    """gc[t, (n - n0) * P + q] = G[n, t, q] for images n0..n1 (G's columns in X_col's
-    order); returns sum over them of G per filter t, in float64."""
-    sums = np.zeros(g.shape[1], dtype=np.float64)
-    plane = g.shape[2]
-    for t in range(g.shape[1]):
-        total = 0.0
-        for n in range(n0, n1):
-            src, dst = g[n, t], gc[t, (n - n0) * plane:(n - n0 + 1) * plane]
-            for q in range(plane):
-                dst[q] = src[q]
-                total += src[q]
-        sums[t] = total
-    return sums
-
-
 @njit(parallel=True, cache=True)
 def _product_in_tasks(gemm, flat, image_size, koff, g, step, wo, pitch, stride, lanes, totals, sums):
     """G X'^T as _product_by_threads, on Numba's own threads: task p adds the chunks p,
@@ -244,7 +227,7 @@ def _product_in_tasks(gemm, flat, image_size, koff, g, step, wo, pitch, stride, 
             n0, n1 = chunk * step, min(n_img, (chunk + 1) * step)
             cols = _exact_columns_of(flat, image_size, koff, n0, n1, plane, wo, pitch, stride, lanes)
             gc = np.empty((c_out, (n1 - n0) * plane), dtype=g.dtype)
-            sums[part] += _filter_rows(g, n0, n1, gc)
+            sums[part] += products.g_columns(g, n0, n1, gc)
             products.add_product_nt(gemm, cols, gc, totals[part])
 
 

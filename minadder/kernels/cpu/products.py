@@ -140,3 +140,21 @@ def product_into(gemm, a, a_transposed, b, b_transposed, beta, c):
 def add_product_nt(gemm, a, b, c):
     """c (M, N) += a (M, K) @ b (N, K)^T by ``gemm`` (product_into)."""
     product_into(gemm, a, False, b, True, 1.0, c)
+
+
+@njit(nogil=True, cache=True)
+def g_columns(g, n0, n1, gc):
+    """gc[t, (n - n0) * P + q] = G[n, t, q] for images n0..n1 of G (N, C_out, P): G's columns
+    in X_col's order, for a chunk's products; returns the sums over them per filter t, in
+    float64 (the full-precision dW's sum_l G)."""
+    sums = np.zeros(g.shape[1], dtype=np.float64)
+    plane = g.shape[2]
+    for t in range(g.shape[1]):
+        total = 0.0
+        for n in range(n0, n1):
+            src, dst = g[n, t], gc[t, (n - n0) * plane:(n - n0 + 1) * plane]
+            for q in range(plane):
+                dst[q] = src[q]
+                total += src[q]
+        sums[t] = total
+    return sums
