@@ -13,7 +13,8 @@ The package is a ladder; read it from the bottom rung up:
     l2.py           the l2 layer (Eq. 27) through Eq. 28 by BLAS on chunks of X_col, where
                     the blocked kernels (which run Eq. 28 too) do not: 1x1 layers, and
                     the gradients of strided ones
-    products.py     large matrix products split over threads (one BLAS call each)
+    products.py     large matrix products split over threads (one BLAS call each), and
+                    NumPy's own BLAS called from inside a Numba kernel's tasks
     columns.py      parallel im2col / col2im, and the ordinary convolution by chunks of images
     conv.py         the convolution on wide positions, without X_col (long rows, stride 1)
     batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
