@@ -147,7 +147,8 @@ def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
         dw_t = np.zeros((parts, win.k, win.c_out), dtype=x.dtype)
         _conv2d_gradient_tasks(gemm, np.ascontiguousarray(x), np.ascontiguousarray(w2), np.ascontiguousarray(g),
                                _step(win), win.kh, win.kw, win.stride, win.padding, win.ho, win.wo,
-                               need_input_grad, need_weight_grad, dx if need_input_grad else x[:0], dw_t)
+                               need_input_grad, need_weight_grad, dx if need_input_grad else x[:0], dw_t,
+                               np.zeros((parts, win.c_out)))
         return dx, (np.ascontiguousarray(dw_t.sum(axis=0).T) if need_weight_grad else None)
 
     def work(part):
@@ -188,10 +189,12 @@ def _conv2d_tasks(gemm, x, w2, step, kh, kw, stride, padding, ho, wo, parts, y):
 
 
 @njit(parallel=True, cache=True)
-def _conv2d_gradient_tasks(gemm, x, w2, g, step, kh, kw, stride, padding, ho, wo, need_dx, need_dw, dx, dw_t):
+def _conv2d_gradient_tasks(gemm, x, w2, g, step, kh, kw, stride, padding, ho, wo, need_dx, need_dw, dx, dw_t,
+                           g_sums):
     """conv2d_gradients_by_chunks' work on Numba's threads: task p takes the chunks p, p +
-    parts, ... (parts = dw_t.shape[0]); per chunk, G's columns in X_col's order, then dW^T
-    += X_col G^T into dw_t[p] and dX of the chunk's images = col2im(W^T G)."""
+    parts, ... (parts = dw_t.shape[0]); per chunk, G's columns in X_col's order (their sums
+    per filter added into g_sums[p], which the l2 layer's dW subtracts), then dW^T +=
+    X_col G^T into dw_t[p] and dX of the chunk's images = col2im(W^T G)."""
     n_img, c_out, plane = g.shape
     parts = dw_t.shape[0]
     chunks = (n_img + step - 1) // step
@@ -199,7 +202,7 @@ def _conv2d_gradient_tasks(gemm, x, w2, g, step, kh, kw, stride, padding, ho, wo
         for chunk in range(part, chunks, parts):
             n0, n1 = chunk * step, min(n_img, (chunk + 1) * step)
             gc = np.empty((c_out, (n1 - n0) * plane), dtype=g.dtype)
-            products.g_columns(g, n0, n1, gc)
+            g_sums[part] += products.g_columns(g, n0, n1, gc)
             if need_dw:
                 cols = np.empty((w2.shape[1], (n1 - n0) * plane), dtype=x.dtype)
                 im2col_serial(x[n0:n1], kh, kw, stride, padding, ho, wo, cols)

@@ -23,6 +23,7 @@ Memory. X_col is built for about N / DW_CHUNKS images at a time (as the l1 layer
 so no more than that part of the layer's im2col buffer exists at once.
 """
 
+import numba
 import numpy as np
 
 from . import columns, products
@@ -58,6 +59,9 @@ def l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad):
     """The exact gradients of Eq. 27 (dX (N, C, H, W), dW (C_out, K); None where not needed)
     for G = g (N, C_out, P), from the forward's shifted frame."""
     wc = (w2 - frame.centre).astype(frame.xp.dtype)
+    gemm = products.kernel_gemm(wc.dtype)
+    if gemm is not None and len(image_chunks(win)) > 1:
+        return _l2_backward_in_tasks(gemm, wc, g, win, frame, need_input_grad, need_weight_grad)
     dw = np.zeros(w2.shape, dtype=wc.dtype) if need_weight_grad else None
     dxp = np.zeros(frame.xp.shape, dtype=wc.dtype) if need_input_grad else None
     for images in image_chunks(win):
@@ -71,3 +75,28 @@ def l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad):
     p = win.padding
     dx = None if dxp is None else 2 * dxp[:, :, p:p + win.h, p:p + win.w]
     return dx, (None if dw is None else 2 * dw)
+
+
+def _l2_backward_in_tasks(gemm, wc, g, win, frame, need_input_grad, need_weight_grad):
+    """l2_backward with the convolution's products (columns.py: chunks of images as tasks of
+    a Numba kernel calling BLAS) on the padded, shifted frame, and Eq. 28's two corrections
+    after them: dW = 2 (G X'^T - W' rowsum(G)), and dX = 2 (col2im(W'^T G) - X' * S), where
+    col2im(X'_col * colsum(G)) = X' * S, S the col2im of colsum(G) on one channel (at each
+    pixel, the sum of colsum over the output positions whose windows cover it)."""
+    xp, p = frame.xp, win.padding
+    n, _, hp, wp = xp.shape
+    parts = min(numba.get_num_threads(), len(image_chunks(win)))
+    g = np.ascontiguousarray(g)
+    dxp = np.zeros(xp.shape, dtype=wc.dtype) if need_input_grad else xp[:0]
+    dw_t = np.zeros((parts, win.k, win.c_out), dtype=wc.dtype)
+    g_sums = np.zeros((parts, win.c_out))
+    columns._conv2d_gradient_tasks(gemm, xp, wc, g, image_chunks(win)[0].stop, win.kh, win.kw, win.stride, 0,
+                                   win.ho, win.wo, need_input_grad, need_weight_grad, dxp, dw_t, g_sums)
+    dw = 2 * (dw_t.sum(axis=0).T - wc * g_sums.sum(axis=0).astype(wc.dtype)[:, None]) if need_weight_grad else None
+    if not need_input_grad:
+        return None, dw
+    colsum = np.ascontiguousarray(np.broadcast_to(g.sum(axis=1).reshape(1, -1), (win.kh * win.kw, g.shape[0] * g.shape[2])))
+    s = np.zeros((n, 1, hp, wp), dtype=wc.dtype)
+    columns._col2im_serial(colsum, win.kh, win.kw, win.stride, 0, win.ho, win.wo, s)
+    inside = (slice(None), slice(None), slice(p, p + win.h), slice(p, p + win.w))
+    return 2 * (dxp[inside] - xp[inside] * s[inside]), dw
