@@ -18,10 +18,13 @@ Against naive.py's loop:
   for "numba") X_col is built for a chunk of about 1/DW_CHUNKS of the batch at a time,
   and one task per (4 filters, row k) runs four dot-product-like reductions along it.
 
-* Full mode on every other layer: G X'^T is NumPy's matrix product (BLAS sgemm) on the
-  same chunks of X_col, the chunks dealt out to the threads, each building its own X_col
-  and multiplying it on one BLAS thread. With stride 1 and short rows, and with stride 2,
-  that X_col holds the exact positions, copied by whole vectors (positions.copy_runs):
+* Full mode on every other layer: G X'^T is BLAS sgemm on the same chunks of X_col, the
+  chunks dealt out to the threads, each building its own X_col and multiplying it by one
+  single-threaded sgemm: the tasks of a Numba kernel calling NumPy's own BLAS
+  (products.kernel_gemm; handing the product to Python threads after a Numba kernel
+  cost 0.3-0.6 ms a layer), or Python threads where that BLAS cannot be called so. With
+  stride 1 and short rows, and with stride 2 (always, on Numba's threads), that X_col
+  holds the exact positions, copied by whole vectors (positions.copy_runs):
   wide positions made a fifth of the product at 8x8 a product with G's zeros, and
   im2col's element-by-element loop took as long as the product at stride 2. dW is exact
   linear algebra, and BLAS is tuned for it, except when C_out is small and the rows are
