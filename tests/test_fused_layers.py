@@ -107,6 +107,7 @@ def test_batch_norm_with_a_residual_equals_its_definition(backend_name, seed, sh
     rng = np.random.default_rng(seed)
     c = shape[1]
     x, r = (rng.standard_normal(shape) * 3 + 1).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    r.flat[0], r.flat[-1] = -100, 100     # the ReLU both stops and passes, whatever was drawn
     weight, bias = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     stats = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
