@@ -125,8 +125,9 @@ def conv2d_by_chunks(x, w2, win):
     gemm = products.kernel_gemm(x.dtype)
     if gemm is not None:
         x = np.ascontiguousarray(x)
-        _conv2d_tasks(gemm, x, np.ascontiguousarray(w2), _step(win), win.kh, win.kw, win.stride, win.padding,
-                      win.ho, win.wo, min(get_num_threads(), len(image_chunks(win))), y)
+        step, parts = products.chunk_tasks(win)
+        _conv2d_tasks(gemm, x, np.ascontiguousarray(w2), step, win.kh, win.kw, win.stride, win.padding,
+                      win.ho, win.wo, parts, y)
         return y.reshape(win.y_shape)
 
     def work(part):
@@ -143,10 +144,10 @@ def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
     dx = np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None
     gemm = products.kernel_gemm(x.dtype)
     if gemm is not None:
-        parts = min(get_num_threads(), len(image_chunks(win)))
+        step, parts = products.chunk_tasks(win)
         dw_t = np.zeros((parts, win.k, win.c_out), dtype=x.dtype)
         _conv2d_gradient_tasks(gemm, np.ascontiguousarray(x), np.ascontiguousarray(w2), np.ascontiguousarray(g),
-                               _step(win), win.kh, win.kw, win.stride, win.padding, win.ho, win.wo,
+                               step, win.kh, win.kw, win.stride, win.padding, win.ho, win.wo,
                                need_input_grad, need_weight_grad, dx if need_input_grad else x[:0], dw_t,
                                np.zeros((parts, win.c_out)))
         return dx, (np.ascontiguousarray(dw_t.sum(axis=0).T) if need_weight_grad else None)
@@ -165,11 +166,6 @@ def conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
 
 
 # ------------------------------------ the same chunks as tasks of Numba kernels, BLAS called from them
-def _step(win):
-    """Images per chunk (products.image_chunks)."""
-    return image_chunks(win)[0].stop
-
-
 @njit(parallel=True, cache=True)
 def _conv2d_tasks(gemm, x, w2, step, kh, kw, stride, padding, ho, wo, parts, y):
     """conv2d_by_chunks' work on Numba's threads: task p takes the chunks p, p + parts, ...

@@ -237,12 +237,11 @@ def _product_in_tasks(gemm, flat, image_size, koff, g, step, wo, pitch, stride, 
 def _product_on_numba_threads(frame, g, win, gemm):
     """(G X'^T (C_out, K), sum_l G (C_out,)) by _product_in_tasks, X_col built for at most
     1/DW_CHUNKS of the batch at a time by each thread, as in _product_by_threads."""
-    chunks = image_chunks(win)
-    parts = min(get_num_threads(), len(chunks))
+    step, parts = products.chunk_tasks(win)
     totals = np.zeros((parts, win.k, win.c_out), dtype=frame.flat.dtype)
     sums = np.zeros((parts, win.c_out), dtype=np.float64)
     _product_in_tasks(gemm, frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp),
-                      np.ascontiguousarray(g), chunks[0].stop, win.wo, frame.xp.shape[3], win.stride,
+                      np.ascontiguousarray(g), step, win.wo, frame.xp.shape[3], win.stride,
                       vector_length(frame.flat.itemsize), totals, sums)
     return np.ascontiguousarray(totals.sum(axis=0).T), sums.sum(axis=0).astype(frame.flat.dtype)
 

@@ -23,7 +23,6 @@ Memory. X_col is built for about N / DW_CHUNKS images at a time (as the l1 layer
 so no more than that part of the layer's im2col buffer exists at once.
 """
 
-import numba
 import numpy as np
 
 from . import columns, products
@@ -85,12 +84,12 @@ def _l2_backward_in_tasks(gemm, wc, g, win, frame, need_input_grad, need_weight_
     pixel, the sum of colsum over the output positions whose windows cover it)."""
     xp, p = frame.xp, win.padding
     n, _, hp, wp = xp.shape
-    parts = min(numba.get_num_threads(), len(image_chunks(win)))
+    step, parts = products.chunk_tasks(win)
     g = np.ascontiguousarray(g)
     dxp = np.zeros(xp.shape, dtype=wc.dtype) if need_input_grad else xp[:0]
     dw_t = np.zeros((parts, win.k, win.c_out), dtype=wc.dtype)
     g_sums = np.zeros((parts, win.c_out))
-    columns._conv2d_gradient_tasks(gemm, xp, wc, g, image_chunks(win)[0].stop, win.kh, win.kw, win.stride, 0,
+    columns._conv2d_gradient_tasks(gemm, xp, wc, g, step, win.kh, win.kw, win.stride, 0,
                                    win.ho, win.wo, need_input_grad, need_weight_grad, dxp, dw_t, g_sums)
     dw = 2 * (dw_t.sum(axis=0).T - wc * g_sums.sum(axis=0).astype(wc.dtype)[:, None]) if need_weight_grad else None
     if not need_input_grad:

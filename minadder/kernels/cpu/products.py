@@ -61,6 +61,13 @@ def image_chunks(win):
     return [slice(n0, min(win.n, n0 + step)) for n0 in range(0, win.n, step)]
 
 
+def chunk_tasks(win):
+    """(images per chunk, tasks) for a kernel whose task p takes the chunks p, p + tasks, ...
+    of image_chunks(win): as many tasks as threads, at most one per chunk."""
+    chunks = image_chunks(win)
+    return chunks[0].stop, min(numba.get_num_threads(), len(chunks))
+
+
 def matmul(a, b):
     """a (M, K) @ b (K, N), its columns split over numba.get_num_threads() threads."""
     m, k = a.shape
