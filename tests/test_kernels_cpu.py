@@ -70,6 +70,64 @@ def test_the_full_mode_backward_reads_the_padded_input_of_the_forward(monkeypatc
     assert len(calls) == 2 and calls[1][1] == 0     # centre 0 for the sign mode
 
 
+@pytest.mark.parametrize("stride, padding, k, pitch", [
+    (1, 1, 3, 8), (1, 2, 5, 9), (1, 2, 3, 9), (1, 0, 3, 7),   # shared: W + p
+    (1, 2, 1, 11), (1, 3, 3, 13), (2, 1, 3, 9)])              # not: W + 2p
+def test_the_frame_rows_share_their_padding_where_the_outputs_allow(stride, padding, k, pitch):
+    """Stride 1 with p <= kw - 1: the padded rows lie W + p numbers apart, a row's right
+    padding being the next row's left. xp still reads as x - c padded with -c, and for
+    every output (u, v) and row k = (c, i, j) of X_col the frame holds X_col's number at
+    koff[k] + u * pitch + v: what every stride-1 kernel reads (wide positions)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    win = Window.of(x.shape, (4, 3, k, k), stride, padding)
+    assert frame.frame_pitch(win) == pitch
+    shifted = frame.padded(x, padding, np.float32(0.25), pitch)
+    assert frame.row_pitch(shifted.xp) == pitch
+    want = np.pad(x - np.float32(0.25), ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2), constant_values=-0.25)
+    np.testing.assert_array_equal(shifted.xp, want)
+    if stride == 1:
+        koff = positions.wide_offsets(win, shifted.xp)
+        cols = ref.im2col(want, k, k, 1, 0)              # X_col (K, N * H_out * W_out)
+        u, v = np.meshgrid(np.arange(win.ho), np.arange(win.wo), indexing="ij")
+        q = (u * pitch + v).reshape(-1)
+        for n in range(2):
+            read = shifted.flat[n][koff[:, None] + q[None, :]]
+            np.testing.assert_array_equal(read, cols[:, n * win.plane:(n + 1) * win.plane])
+
+
+@pytest.mark.parametrize("pitch", [8, 11])
+def test_a_frame_refuses_rows_that_would_overlap_or_leave_gaps(pitch):
+    """Rows closer than W + p would overlap the inside of the next row; wider than W + 2p,
+    leave numbers nobody writes."""
+    with pytest.raises(ValueError, match="W \\+ p to W \\+ 2p"):
+        frame.padded(np.zeros((1, 1, 4, 8), np.float32), 1, np.float32(0), pitch)
+
+
+@settings(deadline=None, max_examples=30)
+@given(dtype=st.sampled_from([np.float32, np.float64]), k=st.sampled_from([1, 2, 3, 5]), data=st.data(),
+       size=st.integers(10, 14), c_out=st.integers(1, 9), mode=st.sampled_from(ref.GRAD_MODES + ("l2",)),
+       seed=st.integers(0, 2**16))
+def test_stride_1_layers_on_shared_padding_equal_the_reference(dtype, k, data, size, c_out, mode, seed):
+    """Stride 1, rows long enough for the forward's and dW's wide kernels, every padding
+    from 0 to kw (kw itself: rows that may not share it), l1 in both modes and l2."""
+    padding = data.draw(st.integers(0, k))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, size, size + 1)).astype(dtype)
+    weight = rng.standard_normal((c_out, 3, k, k)).astype(dtype)
+    distance, grad = ("l2", "full") if mode == "l2" else ("l1", mode)
+    win = Window.of(x.shape, weight.shape, 1, padding)
+    y, saved = cpu.adder2d_forward(x, weight, win, distance)
+    y_ref, saved_ref = ref.adder2d_forward(x, weight, win, distance)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw = cpu.adder2d_backward(g, saved, grad)
+    dx_ref, dw_ref = ref.adder2d_backward(g, saved_ref, grad)
+    scale = 4 if distance == "l2" else 1
+    np.testing.assert_allclose(y, y_ref, **_grad_tol(dtype, scale * win.k, x, weight))
+    np.testing.assert_allclose(dx, dx_ref, **_grad_tol(dtype, scale * c_out * win.k, g, x, weight))
+    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(dtype, scale * y[:, 0].size, g, x, weight))
+
+
 @SETTINGS
 @given(layers(), st.sampled_from(ref.GRAD_MODES))
 def test_the_gradients_hold_for_filters_other_than_the_forward_ones(layer, mode):

@@ -4,7 +4,8 @@ The package is a ladder; read it from the bottom rung up:
 
     naive.py        Eq. 2 and its gradients as plain loops (no blocking): the definition
                     in Numba, exporting adder2d_forward / adder2d_backward too
-    frame.py        the padded input, shifted by the filters' mean (why: precision)
+    frame.py        the padded input, shifted by the filters' mean (why: precision), its
+                    rows sharing their padding (why: fewer positions computed and dropped)
     positions.py    where a row of X_col lies in that input: wide positions, runs
     register_block.py  the inner steps in LLVM IR, sums held in vector registers
     forward.py      the blocked forward: the min identity, register blocks
@@ -58,7 +59,7 @@ except ImportError as exc:   # the backend registry reports this as BackendUnava
 from .. import reference
 from ..geometry import Window
 from .forward import blocked_forward
-from .frame import ShiftedInput, all_finite, same_dtype, shifted, unshifted
+from .frame import ShiftedInput, all_finite, frame_pitch, same_dtype, shifted, unshifted
 from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
 from . import columns, conv, products
@@ -176,7 +177,7 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     # G read once for the stride-1 kernels: widened, with its sums and its finiteness
     wide = None
     if finite and wide_rows(win) and not _pointwise(win):
-        wide = on_wide_positions(g.reshape(win.n, win.c_out, win.plane), win, win.w + 2 * win.padding)
+        wide = on_wide_positions(g.reshape(win.n, win.c_out, win.plane), win, frame_pitch(win))
     if not (finite and (wide.finite if wide is not None else _finite(g))):
         with np.errstate(invalid="ignore", over="ignore"):
             return reference.adder2d_backward(g, (x, weight, win, distance), mode, need_input_grad, need_weight_grad)

@@ -23,7 +23,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .forward import CHUNK_K, _min_sums_all, _rows_per_task
-from .frame import VECTOR, unshifted
+from .frame import VECTOR, frame_pitch, row_pitch, unshifted
 from .grad_input import CONV, _grad_input_wide_kernel
 from .grad_weight import _grad_weight_images_kernel
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
@@ -36,7 +36,7 @@ WIDE_MIN_POSITIONS = 100
 
 def wide_gradients(win):
     """Whether this layer (its forward and both gradients) reads the padded input in place."""
-    return wide_rows(win) and wide_count(win, win.w + 2 * win.padding) >= WIDE_MIN_POSITIONS
+    return wide_rows(win) and wide_count(win, frame_pitch(win)) >= WIDE_MIN_POSITIONS
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -65,7 +65,7 @@ def conv2d_output(x, w2, win):
     """(Y (N, C_out, H_out, W_out), the padded input, which the gradients read again) of a
     layer where ``wide_gradients(win)``, without X_col."""
     frame = unshifted(x, win)                       # x padded with zeros (no shift: a product)
-    pitch = frame.xp.shape[3]
+    pitch = row_pitch(frame.xp)
     out = np.empty((win.n, win.c_out, win.plane), dtype=w2.dtype)
     _forward_kernel(frame.flat, wide_offsets(win, frame.xp), np.ascontiguousarray(w2), pitch,
                     win.ho, win.wo, _rows_per_task(win, pitch), out)
@@ -75,7 +75,7 @@ def conv2d_output(x, w2, win):
 def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
     """(dX (N, C, H, W) or None, dW (C_out, K) or None) of the convolution, G = g (N, C_out,
     P), for a layer where ``wide_gradients(win)``, from the forward's padded input."""
-    pitch = frame.xp.shape[3]
+    pitch = row_pitch(frame.xp)
     koff, npos = wide_offsets(win, frame.xp), wide_count(win, pitch)
     gw = on_wide_positions(g, win, pitch).values    # (its sums are the adder layer's)
     dx = dw = None
@@ -87,5 +87,5 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
         dx = np.empty(win.x_shape, dtype=w2.dtype)
         unused = np.zeros((win.n, 1), dtype=w2.dtype)      # CONV reads no sums of G
         _grad_input_wide_kernel(frame.flat, koff, np.ascontiguousarray(w2.T), gw, unused, CONV, win.kh * win.kw,
-                                npos, w2.dtype.type(1), win.padding, dx)
+                                npos, w2.dtype.type(1), win.padding, pitch, dx)
     return dx, dw

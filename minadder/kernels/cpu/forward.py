@@ -19,7 +19,7 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .frame import VECTOR
+from .frame import VECTOR, row_pitch
 from .register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, product_sums_registers, vector_length
 from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
@@ -186,7 +186,7 @@ def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, ti
     n_l = n_img * plane
     wsum = _weight_sums(wsh, squared)
     koff = np.arange(CHUNK_K) * tile            # panel row kk starts at kk * tile
-    image_size, pitch = flat.shape[0] // n_img, xp.shape[3]
+    image_size, pitch = flat.shape[0] // n_img, xp.strides[2] // xp.itemsize
     for b in prange((n_l + tile - 1) // tile):
         l0 = b * tile
         width = min(tile, n_l - l0)
@@ -239,7 +239,7 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
     ShiftedInput ``frame`` (its centre c shifts W too)."""
     squared = distance == "l2"
     wsh = w2 - frame.centre
-    pitch = frame.xp.shape[3]
+    pitch = row_pitch(frame.xp)
     if wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS:
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), win.kh * win.kw, wsh, pitch,
                              win.ho, win.wo, _rows_per_task(win, pitch), squared, out)

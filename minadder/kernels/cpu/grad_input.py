@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
-from .frame import VECTOR, cropped
+from .frame import VECTOR, cropped, row_pitch
 from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, plain_rows_into, product_rows_into, vector_length
 from .positions import (channel_sums, copy_runs, field_row, on_wide_positions, run_vectors, segments, wide_count,
                         wide_offsets, wide_rows)
@@ -117,12 +117,14 @@ def _dx_block(kind, whole_rows, whole_vectors, img, koff, k, wk, gn, gs, q, one,
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, dx):
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, dx):
     """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
     xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
     padded plane, so each row of dX_col is added into that plane. One task per (image,
     channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
-    task's own, whose inside it then writes into dx (N, C, H, W): no padded dX, no crop.
+    task's own (laid out as the frame: rows ``pitch`` apart, padding ``pad``), whose inside
+    it then writes into dx (N, C, H, W): no padded dX, no crop. With shared padding
+    (frame.py) a row's right padding is the next row's left: what is added there is dropped.
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
 
@@ -132,9 +134,8 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
     SIGN: _dx_row_sign, row by row.
     """
     channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
-    wp = w + 2 * pad
     lanes = vector_length(xp2.itemsize)
-    plane, whole = (h + 2 * pad) * wp, npos + (-npos) % lanes
+    plane, whole = (h + 2 * pad - 1) * pitch + w + 2 * pad, npos + (-npos) % lanes
     step = CLIP_VECTORS * lanes
     paired = fields - fields % CLIP_ROWS
     for task in prange(xp2.shape[0] * channels):
@@ -164,17 +165,17 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
                 d[:] = 0
                 _dx_row_sign(xs, wk, gn, k, whole, one, d)
                 _add_into(pl[at:at + npos], d)
-        inside_of(pl, pad, wp, dx[n, c])            # the inside of the plane is dX
+        inside_of(pl, pad, pitch, dx[n, c])         # the inside of the plane is dX
         if kind == L2:
             out = dx[n, c]
             out *= 2
 
 
 @njit(cache=True)
-def inside_of(pl, pad, wp, out):
-    """out (H, W) = the inside of the flat padded plane pl (rows of wp numbers, pad around)."""
+def inside_of(pl, pad, pitch, out):
+    """out (H, W) = the inside of the flat padded plane pl (rows ``pitch`` numbers apart, pad around)."""
     for r in range(out.shape[0]):
-        row, src = out[r], pl[(r + pad) * wp + pad:(r + pad) * wp + pad + out.shape[1]]
+        row, src = out[r], pl[(r + pad) * pitch + pad:(r + pad) * pitch + pad + out.shape[1]]
         for v in range(out.shape[1]):
             row[v] = src[v]
 
@@ -209,7 +210,7 @@ def _grad_input_packed_kernel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, s
         koff = np.zeros(wk.shape[0], dtype=np.int64)        # row k starts at xs[koff[k]]
         segs = np.empty((ho + 1, 5), dtype=np.int64)
         count = segments(n * plane, plane, plane, wo, segs)
-        src, dst = run_vectors(segs, count, flat.shape[0] // n_img, xp.shape[3], lanes, min(stride, 2))
+        src, dst = run_vectors(segs, count, flat.shape[0] // n_img, xp.strides[2] // xp.itemsize, lanes, min(stride, 2))
         for c in range(channels):
             _packed_channel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, plane, blocked, step, one, dxp,
                             n, c, xs, d, koff, segs, count, src, dst)
@@ -261,13 +262,13 @@ def blocked_grad_input(w2, g, win, mode, frame, wide=None):
     xp, dtype = frame.xp, frame.xp.dtype
     one = dtype.type(1)
     if wide_rows(win):
-        pitch = xp.shape[3]
+        pitch = row_pitch(xp)
         wide = on_wide_positions(g, win, pitch) if wide is None else wide
         dx = np.empty((win.n, win.c, win.h, win.w), dtype=dtype)
         kind = {"sign": SIGN, "full": FULL, "l2": L2}[mode]
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, wide.values, wide.channel_sums, kind,
                                 win.kh * win.kw,
-                                wide_count(win, pitch), one, win.padding, dx)
+                                wide_count(win, pitch), one, win.padding, pitch, dx)
         return dx
     if mode == "l2":
         raise ValueError("the blocked l2 dX takes stride-1 layers only")

@@ -42,7 +42,7 @@ from .naive import sgn
 from .products import image_chunks
 from .register_block import (DOT_FILTERS, DOT_ROWS, SIGN_FILTERS, SIGN_ROWS, dot_sums_registers,
                              sign_sums_registers, vector_length)
-from .frame import VECTOR
+from .frame import VECTOR, row_pitch
 from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: full mode reads X from the padded input (no X_col) when an image has at least this
@@ -144,10 +144,10 @@ def _packed_columns_serial(flat, koff, src, dst, stride, cols):
 def _exact_columns(frame, win, images):
     """X_col (K, L_c) of a slice of the batch, stride 1 or 2, on its exact positions: for
     short rows, where wide positions would multiply G's zeros at the dropped ones (at 8x8,
-    78 wide positions per 64), and for stride 2 (im2col's element-by-element loop took
+    71 wide positions per 64), and for stride 2 (im2col's element-by-element loop took
     as long as the product)."""
     return _exact_columns_of(frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp), images.start,
-                             images.stop, win.plane, win.wo, frame.xp.shape[3], win.stride,
+                             images.stop, win.plane, win.wo, row_pitch(frame.xp), win.stride,
                              vector_length(frame.flat.itemsize))
 
 
@@ -171,10 +171,10 @@ def _chunk_columns(frame, g, win, gw, images, serial=False):
     positions (G is zero at the dropped ones, so they add nothing to dW): ``gw``; serial
     chunks with short rows, and of stride 2, the exact positions (_exact_columns)."""
     xp, n0, n1 = frame.xp, images.start, images.stop
-    if serial and (win.stride == 2 or (win.stride == 1 and wide_count(win, xp.shape[3]) < WIDE_DW_MIN_POSITIONS)):
+    if serial and (win.stride == 2 or (win.stride == 1 and wide_count(win, row_pitch(xp)) < WIDE_DW_MIN_POSITIONS)):
         cols, gc = _exact_columns(frame, win, images), g[images]
     elif win.stride == 1:
-        koff, npos = wide_offsets(win, xp), wide_count(win, xp.shape[3])
+        koff, npos = wide_offsets(win, xp), wide_count(win, row_pitch(xp))
         cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
         (_wide_columns_serial if serial else _wide_columns)(frame.flat, koff, n0, n1, npos, cols)
         gc = gw[images, :, :npos]
@@ -241,7 +241,7 @@ def _product_on_numba_threads(frame, g, win, gemm):
     totals = np.zeros((parts, win.k, win.c_out), dtype=frame.flat.dtype)
     sums = np.zeros((parts, win.c_out), dtype=np.float64)
     _product_in_tasks(gemm, frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp),
-                      np.ascontiguousarray(g), step, win.wo, frame.xp.shape[3], win.stride,
+                      np.ascontiguousarray(g), step, win.wo, row_pitch(frame.xp), win.stride,
                       vector_length(frame.flat.itemsize), totals, sums)
     return np.ascontiguousarray(totals.sum(axis=0).T), sums.sum(axis=0).astype(frame.flat.dtype)
 
@@ -321,7 +321,7 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     full = mode == "full"
     xp = frame.xp
     dw = np.zeros(w2.shape, dtype=xp.dtype)
-    pitch = xp.shape[3]
+    pitch = row_pitch(xp)
     npos = wide_count(win, pitch)
     long_rows = wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS
     if wide is None and win.stride == 1:     # every stride-1 path reads G on wide positions
