@@ -110,28 +110,32 @@ def _pad_shift(x, p, pitch, plane, centre, flat, sums):
     zero padding, shifted), rows ``pitch`` numbers apart. One parallel pass; NumPy's four
     fills and a subtraction took 4 % of a ResNet-20 step on one thread. sums[n * C + c] =
     the sum of x[n, c], finite only if every number of the plane is (all_finite's test,
-    here at no extra pass over x: a separate one took 1 % of a ResNet-20 step). With
-    shared padding a row's right padding is the next row's left: written twice, the same."""
+    here at no extra pass over x: a separate one took 1 % of a ResNet-20 step).
+
+    The plane is written front to back as one run of numbers: after the inside of a row
+    come the numbers up to the inside of the next row, its right padding and the next
+    row's left (one stretch of p numbers when they share it). Indexing the plane from its
+    start, not a slice per row, with the sum in the same loop: 25 % faster at 8x8 and
+    16x16, where rows are one or two vectors long."""
     n_img, channels, h, w = x.shape
-    hp, wp = h + 2 * p, w + 2 * p
     edge = -centre
+    planes = x.reshape(n_img * channels, h * w)
     for task in prange(n_img * channels):
         n, c = task // channels, task % channels
-        dst = flat[n, c * plane:(c + 1) * plane]
+        dst, src = flat[n, c * plane:(c + 1) * plane], planes[task]
+        for q in range(p * pitch + p):                  # the top rows, the first left padding
+            dst[q] = edge
         total = sums.dtype.type(0)
-        for r in range(p):                                        # the top and bottom rows
-            for j in range(wp):
-                dst[r * pitch + j] = edge
-                dst[(hp - 1 - r) * pitch + j] = edge
         for i in range(h):
-            src, row = x[n, c, i], dst[(p + i) * pitch:(p + i) * pitch + wp]
-            for j in range(p):
-                row[j] = edge
-                row[p + w + j] = edge
+            at, row = (p + i) * pitch + p, i * w
             for j in range(w):
-                row[p + j] = src[j] - centre
-            for j in range(w):
-                total += src[j]
+                v = src[row + j]
+                dst[at + j] = v - centre
+                total += v
+            for j in range(w, pitch):                   # the padding up to the next row's inside
+                dst[at + j] = edge
+        for q in range((p + h) * pitch, plane):         # the bottom rows
+            dst[q] = edge
         sums[task] = total
 
 
