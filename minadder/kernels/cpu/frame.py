@@ -22,7 +22,13 @@ equals the left padding of the next (both -c), so the rows may share it: rows
 the first p numbers of row r + 1. Every address stays xp[n, c, r, j] = flat[n, c * plane
 + r * pitch + j] (xp is a view with those strides; its last p columns alias the next
 row's first p), and a 3x3 layer with padding 1 drops 1 position a row instead of 2: 3 %
-of the work at 32x32, 6 % at 16x16, 11 % at 8x8 taken back.
+of the work at 32x32, 6 % at 16x16, 11 % at 8x8 taken back. A 2x3 image (rows a b c and
+d f g) with p = 1, e the padding, as the flat plane:
+
+    rows W + 2p apart:  e e e e e | e a b c e | e d f g e | e e e e e
+    rows W + p apart:   e e e e | e a b c | e d f g | e e e e | e
+
+(the 3x3 window of output (0, 2) reads b c e of its middle row: the e is row 2's first).
 """
 from typing import Any, NamedTuple
 
