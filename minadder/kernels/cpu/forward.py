@@ -175,7 +175,7 @@ def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, o
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, tile, squared, out):
+def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, pitch, tile, squared, out):
     """Eq. 2 for any stride: as _forward_wide_kernel, but a task owns ``tile`` positions
     and packs their receptive fields into a panel, CHUNK_K rows of X_col at a time.
     Strides 1 and 2 copy a row's runs from the flat frame (``flat``, 1-D; row k starts
@@ -186,7 +186,7 @@ def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, ti
     n_l = n_img * plane
     wsum = _weight_sums(wsh, squared)
     koff = np.arange(CHUNK_K) * tile            # panel row kk starts at kk * tile
-    image_size, pitch = flat.shape[0] // n_img, xp.strides[2] // xp.itemsize
+    image_size = flat.shape[0] // n_img
     for b in prange((n_l + tile - 1) // tile):
         l0 = b * tile
         width = min(tile, n_l - l0)
@@ -245,5 +245,5 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
                              win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
     else:
         _forward_packed_kernel(frame.xp, frame.flat.reshape(-1), wide_offsets(win, frame.xp), wsh, win.kh, win.kw,
-                               win.stride, win.ho, win.wo, _tile(win.c_out, win.l), squared, out)
+                               win.stride, win.ho, win.wo, pitch, _tile(win.c_out, win.l), squared, out)
     return out

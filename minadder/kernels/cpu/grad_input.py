@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
-from .frame import VECTOR, cropped, row_pitch
+from .frame import VECTOR, cropped, plane_size, row_pitch
 from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, plain_rows_into, product_rows_into, vector_length
 from .positions import (channel_sums, copy_runs, field_row, on_wide_positions, run_vectors, segments, wide_count,
                         wide_offsets, wide_rows)
@@ -117,12 +117,13 @@ def _dx_block(kind, whole_rows, whole_vectors, img, koff, k, wk, gn, gs, q, one,
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, dx):
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, plane, dx):
     """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
     xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
     padded plane, so each row of dX_col is added into that plane. One task per (image,
     channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
-    task's own (laid out as the frame: rows ``pitch`` apart, padding ``pad``), whose inside
+    task's own (laid out as the frame: rows ``pitch`` apart, padding ``pad``, ``plane``
+    numbers: frame.plane_size), whose inside
     it then writes into dx (N, C, H, W): no padded dX, no crop. With shared padding
     (frame.py) a row's right padding is the next row's left: what is added there is dropped.
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
@@ -133,9 +134,9 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
     blocks, the positions left over 1-vector blocks. L2 doubles the plane at the end.
     SIGN: _dx_row_sign, row by row.
     """
-    channels, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    channels = dx.shape[1]
     lanes = vector_length(xp2.itemsize)
-    plane, whole = (h + 2 * pad - 1) * pitch + w + 2 * pad, npos + (-npos) % lanes
+    whole = npos + (-npos) % lanes
     step = CLIP_VECTORS * lanes
     paired = fields - fields % CLIP_ROWS
     for task in prange(xp2.shape[0] * channels):
@@ -188,7 +189,7 @@ def _add_into(dst, d):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_packed_kernel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, ho, wo, one, dxp):
+def _grad_input_packed_kernel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, ho, wo, pitch, one, dxp):
     """dX for any stride (as _grad_input_wide_kernel): one task per image n; for each
     channel c (_packed_channel) and filter offset (i, j) it copies that row of X_col (the
     image's positions), computes the row of dX_col and adds it into the padded plane
@@ -210,7 +211,7 @@ def _grad_input_packed_kernel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, s
         koff = np.zeros(wk.shape[0], dtype=np.int64)        # row k starts at xs[koff[k]]
         segs = np.empty((ho + 1, 5), dtype=np.int64)
         count = segments(n * plane, plane, plane, wo, segs)
-        src, dst = run_vectors(segs, count, flat.shape[0] // n_img, xp.strides[2] // xp.itemsize, lanes, min(stride, 2))
+        src, dst = run_vectors(segs, count, flat.shape[0] // n_img, pitch, lanes, min(stride, 2))
         for c in range(channels):
             _packed_channel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, plane, blocked, step, one, dxp,
                             n, c, xs, d, koff, segs, count, src, dst)
@@ -268,12 +269,12 @@ def blocked_grad_input(w2, g, win, mode, frame, wide=None):
         kind = {"sign": SIGN, "full": FULL, "l2": L2}[mode]
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, wide.values, wide.channel_sums, kind,
                                 win.kh * win.kw,
-                                wide_count(win, pitch), one, win.padding, pitch, dx)
+                                wide_count(win, pitch), one, win.padding, pitch, plane_size(xp), dx)
         return dx
     if mode == "l2":
         raise ValueError("the blocked l2 dX takes stride-1 layers only")
     dxp = np.empty(xp.shape, dtype=dtype)
     gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
     _grad_input_packed_kernel(xp, frame.flat.reshape(-1), wide_offsets(win, xp), wk, g, gsum, full, win.kh, win.kw,
-                              win.stride, win.ho, win.wo, one, dxp)
+                              win.stride, win.ho, win.wo, row_pitch(xp), one, dxp)
     return cropped(dxp, win.padding, win.h, win.w)
