@@ -15,7 +15,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
-from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS,  # noqa: E402
+from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS, COLUMN_CHANNELS,  # noqa: E402
                                                  DOT_FILTERS, DOT_ROWS, clip_rows_into,
                                                  dot_sums_registers, min_sums_registers, plain_rows_into,
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
@@ -33,28 +33,38 @@ X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 @njit
 def one_block(src, koff, base, wsh, t0, k0, nk, q, acc):
-    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_VECTORS)
+    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_CHANNELS, BLOCK_VECTORS)
 
 
 @njit
 def one_vector_block(src, koff, base, wsh, t0, k0, nk, q, acc):
-    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, 1)
+    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_CHANNELS, 1)
+
+
+@njit
+def column_block(src, koff, base, wsh, t0, k0, nk, q, acc):
+    min_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, COLUMN_CHANNELS, 1)
+
+
+@njit
+def product_column_block(src, koff, base, wsh, t0, k0, nk, q, acc):
+    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, COLUMN_CHANNELS, 1)
 
 
 @njit
 def product_block(src, koff, base, wsh, t0, k0, nk, q, acc):
-    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_VECTORS)
+    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_CHANNELS, BLOCK_VECTORS)
 
 
 @njit
 def product_vector_block(src, koff, base, wsh, t0, k0, nk, q, acc):
-    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, 1)
+    product_sums_registers(src, koff, base, wsh, t0, k0, nk, q, acc, BLOCK_CHANNELS, 1)
 
 
-def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product=False):
+def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product=False, channels=BLOCK_CHANNELS):
     """acc plus sum_kk min(src row kk, wsh[t, k0 + kk]) (or their products) on the block, in float64."""
     out = acc.astype(np.float64)
-    for r in range(BLOCK_CHANNELS):
+    for r in range(channels):
         for kk in range(nk):
             row = src[base + koff[kk] + q:base + koff[kk] + q + positions].astype(np.float64)
             w = float(wsh[t0 + r, k0 + kk])
@@ -62,26 +72,28 @@ def definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product=Fals
     return out
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=30)
 @given(dtype=st.sampled_from([np.float32, np.float64]), nk=st.integers(0, 9), t0=st.integers(0, 3),
-       k0=st.integers(0, 5), q=st.integers(0, 7), base=st.integers(0, 11), small=st.booleans(),
-       product=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, small, product, seed):
-    """Only the block's MR channels x positions change, each by the definition's sum; the
+       k0=st.integers(0, 5), q=st.integers(0, 7), base=st.integers(0, 11),
+       shape=st.sampled_from(["block", "vector", "column"]), product=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base, shape, product, seed):
+    """Only the block's channels x positions change, each by the definition's sum; the
     rows start anywhere (unaligned offsets), the accumulators keep what they held. The
-    whole block and the 1-vector block of the positions left over; mins (l1) and
-    products (l2)."""
+    whole block (MR channels x BLOCK_VECTORS vectors) and the two blocks of the positions
+    left over (MR x 1 vector, COLUMN_CHANNELS x 1); mins (l1) and products (l2)."""
     rng = np.random.default_rng(seed)
     itemsize = np.dtype(dtype).itemsize
-    positions = (1 if small else BLOCK_VECTORS) * vector_length(itemsize)
+    channels = COLUMN_CHANNELS if shape == "column" else BLOCK_CHANNELS
+    positions = (BLOCK_VECTORS if shape == "block" else 1) * vector_length(itemsize)
     koff = rng.permutation(np.arange(nk) * 3 + rng.integers(0, 3, nk)).astype(np.int64)
     src = rng.standard_normal(base + 3 * nk + 3 + q + positions).astype(dtype)
-    wsh = rng.standard_normal((t0 + BLOCK_CHANNELS + 1, k0 + nk + 2)).astype(dtype)
-    acc = rng.standard_normal((t0 + BLOCK_CHANNELS + 2, q + positions + 5)).astype(dtype)
-    expected = definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product)
-    blocks = {(False, False): one_block, (True, False): one_vector_block,
-              (False, True): product_block, (True, True): product_vector_block}
-    blocks[small, product](src, koff, base, wsh, t0, k0, nk, q, acc)
+    wsh = rng.standard_normal((t0 + channels + 1, k0 + nk + 2)).astype(dtype)
+    acc = rng.standard_normal((t0 + channels + 2, q + positions + 5)).astype(dtype)
+    expected = definition(src, koff, base, wsh, t0, k0, nk, q, acc, positions, product, channels)
+    blocks = {("block", False): one_block, ("vector", False): one_vector_block, ("column", False): column_block,
+              ("block", True): product_block, ("vector", True): product_vector_block,
+              ("column", True): product_column_block}
+    blocks[shape, product](src, koff, base, wsh, t0, k0, nk, q, acc)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(acc, expected, rtol=rtol, atol=rtol * (nk + 1) * 4)
 
@@ -108,6 +120,27 @@ def test_block_loop_keeps_its_accumulators_in_registers():
     assert counts[f"vminps {register}"] == terms and counts[f"vaddps {register}"] == terms, counts
     assert counts[f"vbroadcastss {register}"] == BLOCK_CHANNELS, counts
     assert not [line for line in body if "%rsp" in line], body
+
+
+@pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
+def test_column_block_loop_keeps_its_accumulators_in_registers():
+    """The block of the positions left over: per step one load of X, COLUMN_CHANNELS
+    broadcasts, mins and adds, and no spill."""
+    register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
+    lanes = vector_length(4)
+    acc = np.zeros((COLUMN_CHANNELS, lanes), np.float32)
+    column_block(np.ones(lanes + 8, np.float32), np.arange(4), 0, np.zeros((COLUMN_CHANNELS, 4), np.float32),
+                 0, 0, 4, 0, acc)
+    np.testing.assert_array_equal(acc, 0)
+    body = hot_loop(column_block)
+    counts = mix(body)
+    assert counts[f"vminps {register}"] == COLUMN_CHANNELS == counts[f"vaddps {register}"], counts
+    # each weight broadcast by vbroadcastss, or by the min's own operand (AVX-512's {1to16})
+    embedded = sum("{1to" in line for line in body)
+    assert counts[f"vbroadcastss {register}"] + embedded == COLUMN_CHANNELS, body
+    # no vector register goes to the stack (the 16 rows' weight pointers may: with
+    # AVX-512 some are reloaded, a load each beside 32 vector operations)
+    assert not [line for line in body if "%rsp" in line and register in line], body
 
 
 @njit
@@ -298,11 +331,17 @@ from inspect_asm import innermost, loops, mix
 from numba import njit
 from minadder.kernels.cpu.register_block import BLOCK_CHANNELS, BLOCK_VECTORS, min_sums_registers, vector_length
 assert BLOCK_CHANNELS == 2 and BLOCK_VECTORS * vector_length(4) == 32
-block = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc, 4))
+block = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc, 2, 4))
 block(np.zeros(40, np.float32), np.arange(4), np.zeros((2, 4), np.float32), 4, np.zeros((2, 32), np.float32))
 asm = block.inspect_asm(block.signatures[0])     # 16 ymm registers: the 2 x 4 block must not spill
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vminps ymm"]]
 assert len(hot) == 1 and mix(hot[0])["vminps ymm"] == 8 and not [ln for ln in hot[0] if "rsp" in ln], hot
+from minadder.kernels.cpu.register_block import COLUMN_CHANNELS
+column = njit(lambda src, koff, wsh, nk, acc: min_sums_registers(src, koff, 0, wsh, 0, 0, nk, 0, acc, COLUMN_CHANNELS, 1))
+column(np.zeros(16, np.float32), np.arange(4), np.zeros((8, 4), np.float32), 4, np.zeros((8, 8), np.float32))
+asm = column.inspect_asm(column.signatures[0])   # the 8 x 1 block of the positions left over
+hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vminps ymm"]]
+assert COLUMN_CHANNELS == 8 and len(hot) == 1 and mix(hot[0])["vminps ymm"] == 8 and not [ln for ln in hot[0] if "rsp" in ln], hot
 from minadder.kernels.cpu.register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into
 clip = njit(lambda src, koff, wk, g, gs, pl: clip_rows_into(src, koff, 0, wk, g, gs, 0, np.float32(1), pl, 0, CLIP_ROWS, CLIP_VECTORS))
 clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.zeros((3, 16), np.float32), np.zeros(16, np.float32), np.zeros(40, np.float32))

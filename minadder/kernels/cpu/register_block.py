@@ -45,6 +45,10 @@ from ..target import TARGET
 BLOCK_CHANNELS = 4 if TARGET.blocking == "wide" else 2
 #: vectors of positions per register block
 BLOCK_VECTORS = 4
+#: channels of the forward's block for the positions left over, one vector wide: as many
+#: accumulators as the main block. Its MR x 1 block waited on its accumulators' adds (MR
+#: sums, each added to once per row) and read a row of X for every MR channels.
+COLUMN_CHANNELS = BLOCK_CHANNELS * BLOCK_VECTORS
 #: bytes in one vector register of the target
 VECTOR_BYTES = TARGET.vector_bits // 8
 I64 = ir.IntType(64)
@@ -110,20 +114,20 @@ def _product_term(builder, total, x, w):
 
 def _filter_sums(term):
     """The forward's register block for one kind of term: see min_sums_registers."""
-    def typer(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc, vectors):
-        return _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, vectors)
+    def typer(typingctx, src, koff, base, wsh, t0, k0, nk, q, acc, channels, vectors):
+        return _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, channels, vectors)
     return intrinsic(typer)
 
 
-def _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, vectors):
+def _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, channels, vectors):
     if not all(isinstance(arg, types.Array) for arg in (src, koff, wsh, acc)):
         return None                                   # Numba reports that it cannot type the call
-    if not isinstance(vectors, types.IntegerLiteral):
+    if not (isinstance(channels, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
         return None
     dtype = src.dtype
     if not (isinstance(dtype, types.Float) and wsh.dtype == dtype and acc.dtype == dtype):
         return None
-    n_vectors = vectors.literal_value
+    n_channels, n_vectors = channels.literal_value, vectors.literal_value
 
     def codegen(context, builder, signature, args):
         src_v, koff_v, base_v, wsh_v, t0_v, k0_v, nk_v, q_v, acc_v = args[:9]
@@ -140,30 +144,31 @@ def _filter_sums_signature(term, src, koff, base, wsh, t0, k0, nk, q, acc, vecto
             """Pointer to array[row, column] of a 2-D array with a contiguous last axis."""
             return builder.gep(array.data, [builder.add(builder.mul(row, vec.pitch(array)), column)])
 
-        acc_rows = [row_start(a, builder.add(t0_v, vec.const(r)), q_v) for r in range(BLOCK_CHANNELS)]
-        w_rows = [row_start(w, builder.add(t0_v, vec.const(r)), k0_v) for r in range(BLOCK_CHANNELS)]
+        acc_rows = [row_start(a, builder.add(t0_v, vec.const(r)), q_v) for r in range(n_channels)]
+        w_rows = [row_start(w, builder.add(t0_v, vec.const(r)), k0_v) for r in range(n_channels)]
         # the accumulators start from acc's values; LLVM keeps these stack slots in registers
         accs = [[cgutils.alloca_once_value(builder, vec.load(acc_rows[r], v)) for v in range(n_vectors)]
-                for r in range(BLOCK_CHANNELS)]
+                for r in range(n_channels)]
         first = builder.gep(x.data, [builder.add(base_v, q_v)])
         with cgutils.for_range(builder, nk_v) as loop:
             row = builder.gep(first, [builder.load(builder.gep(offsets.data, [loop.index]))])
             xs = [vec.load(row, v) for v in range(n_vectors)]
-            for r in range(BLOCK_CHANNELS):
+            for r in range(n_channels):
                 wv = vec.broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
                 for v in range(n_vectors):
                     builder.store(term(builder, builder.load(accs[r][v]), xs[v], wv), accs[r][v])
-        for r in range(BLOCK_CHANNELS):
+        for r in range(n_channels):
             for v in range(n_vectors):
                 vec.store(builder.load(accs[r][v]), acc_rows[r], v)
         return context.get_dummy_value()
 
-    return types.void(src, koff, base, wsh, t0, k0, nk, q, acc, vectors), codegen
+    return types.void(src, koff, base, wsh, t0, k0, nk, q, acc, channels, vectors), codegen
 
 
 #: acc[t0 + r, q + j] += sum_{kk < nk} min(src[base + koff[kk] + q + j], wsh[t0 + r, k0 + kk])
-#: for r < BLOCK_CHANNELS and j < vectors x vector_length (``vectors`` a literal:
-#: BLOCK_VECTORS, or 1 for the positions left over): the l1 forward (Eq. 2, min form).
+#: for r < channels and j < vectors x vector_length (``channels`` and ``vectors``
+#: literals: BLOCK_CHANNELS x BLOCK_VECTORS, or COLUMN_CHANNELS x 1 for the positions left
+#: over after the last whole block): the l1 forward (Eq. 2, min form).
 #: src is a 1-D array holding the rows of X_col (row kk starts at base + koff[kk]); wsh
 #: (C_out, K) and acc (C_out, positions) are 2-D arrays whose last axis is contiguous. The
 #: block's channels and positions must exist: the caller loops over whole blocks.
