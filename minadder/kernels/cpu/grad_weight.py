@@ -246,6 +246,16 @@ def _product_on_numba_threads(frame, g, win, gemm):
     return np.ascontiguousarray(totals.sum(axis=0).T), sums.sum(axis=0).astype(frame.flat.dtype)
 
 
+@njit(fastmath=True, cache=True)
+def _edge_dot(img, koff, gn, npos, w, full, one, t, k, out):
+    """out[t, k] += sum_q G[t, q] D(X[k, q] - W[t, k]) for one image (img, gn) on wide positions."""
+    row, gr, wv = img[koff[k]:koff[k] + npos], gn[t, :npos], w[t, k]
+    total = out[t, k] - out[t, k]
+    for q in range(npos):
+        total += gr[q] * _dw_term(row[q], wv, full, one)
+    out[t, k] += total
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
     """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] D(X[n, k, q] - W[t, k]) on
@@ -278,16 +288,12 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
                         dot_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
                     else:
                         sign_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
-            for t in range(n_t):   # the edge blocks, one dot product at a time
-                gr = gn[t, :npos]
-                for k in range(n_k):
-                    if t < t_end and k < k_end:
-                        continue
-                    row, wv = img[koff[k]:koff[k] + npos], w[t, k]
-                    total = out[t, k] - out[t, k]
-                    for q in range(npos):
-                        total += gr[q] * _dw_term(row[q], wv, full, one)
-                    out[t, k] += total
+            # the edge blocks, one dot product at a time: the filters after the last whole
+            # block (every row k), then the rows after the last whole block (a loop over
+            # every (t, k) that skipped the blocks' own took 18 % of a 32-channel dW)
+            for t in range(n_t):
+                for k in range(k_end if t < t_end else 0, n_k):
+                    _edge_dot(img, koff, gn, npos, w, full, one, t, k, out)
         for t0 in range(0, t_end, filters):
             for k0 in range(0, k_end, rows):
                 block = sums[t0 // filters, k0 // rows]
