@@ -13,9 +13,10 @@ import pytest
 pytest.importorskip("numba")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from numba import njit  # noqa: E402
+from numba import njit, types  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS, COLUMN_CHANNELS,  # noqa: E402
+                                                 COLUMN_ROWS,
                                                  DOT_FILTERS, DOT_ROWS, clip_rows_into,
                                                  dot_sums_registers, min_sums_registers, plain_rows_into,
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
@@ -98,8 +99,15 @@ def test_block_adds_its_min_sums_to_the_accumulators(dtype, nk, t0, k0, q, base,
     np.testing.assert_allclose(acc, expected, rtol=rtol, atol=rtol * (nk + 1) * 4)
 
 
+def float32_asm(function):
+    """The assembly of ``function``'s float32 version (the Hypothesis tests above may have
+    compiled a float64 one first)."""
+    signature, = [sig for sig in function.signatures if sig[0].dtype == types.float32]
+    return function.inspect_asm(signature)
+
+
 def hot_loop(function):
-    asm = function.inspect_asm(function.signatures[0])
+    asm = float32_asm(function)
     hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vminp") for k in mix(body))]
     assert len(hot) == 1, asm[-3000:]
     return hot[0]
@@ -154,6 +162,21 @@ def clip_row_vector(src, koff, k0, wk, g, gs, q, one, plane, shift):
 
 
 @njit
+def clip_column(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    clip_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, COLUMN_ROWS, 1)
+
+
+@njit
+def product_column(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    product_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, COLUMN_ROWS, 1)
+
+
+@njit
+def plain_column(src, koff, k0, wk, g, gs, q, one, plane, shift):
+    plain_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, COLUMN_ROWS, 1)
+
+
+@njit
 def product_rows(src, koff, k0, wk, g, gs, q, one, plane, shift):
     product_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, CLIP_ROWS, CLIP_VECTORS)
 
@@ -163,20 +186,22 @@ def plain_rows(src, koff, k0, wk, g, gs, q, one, plane, shift):
     plain_rows_into(src, koff, k0, wk, g, gs, q, one, plane, shift, CLIP_ROWS, CLIP_VECTORS)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=30)
 @given(dtype=st.sampled_from([np.float32, np.float64]), n_t=st.integers(0, 9), k0=st.integers(0, 3),
-       q=st.integers(0, 7), shift=st.integers(0, 4), one=st.sampled_from([1.0, 0.5]), small=st.booleans(),
-       kind=st.sampled_from(["clip", "product", "plain"]), seed=st.integers(0, 2**31 - 1))
-def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, small, kind, seed):
+       q=st.integers(0, 7), shift=st.integers(0, 4), one=st.sampled_from([1.0, 0.5]),
+       shape=st.sampled_from(["block", "single", "column"]), kind=st.sampled_from(["clip", "product", "plain"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift, one, shape, kind, seed):
     """plane[koff[k] - shift + q + j] += sum_t g[t, q + j] clip(wk[k, t], x - one, x + one)
     - x gs[q + j] for the block's rows k (Eq. 6 in the shifted frame, col2im fused); rows
     one position apart overlap in the plane and both add; the rest of the plane untouched.
-    The full block and the 1 x 1 block left-over rows and positions take; without the
-    clip (product_rows_into, the l2 layer: sum_t g w - x gs) and without "- x gs" too
-    (plain_rows_into, the convolution: sum_t g w, src and gs not read: NaN there)."""
+    The full block, the COLUMN_ROWS x 1 block of the positions left over and the 1 x 1
+    block of what is left of both; without the clip (product_rows_into, the l2 layer:
+    sum_t g w - x gs) and without "- x gs" too (plain_rows_into, the convolution: sum_t
+    g w, src and gs not read: NaN there)."""
     rng = np.random.default_rng(seed)
-    small = small and kind == "clip"
-    rows, vectors = (1, 1) if small else (CLIP_ROWS, CLIP_VECTORS)
+    shape = "block" if shape == "single" and kind != "clip" else shape
+    rows, vectors = {"block": (CLIP_ROWS, CLIP_VECTORS), "single": (1, 1), "column": (COLUMN_ROWS, 1)}[shape]
     positions = vectors * vector_length(np.dtype(dtype).itemsize)
     koff = (shift + rng.integers(0, 3, k0 + rows + 1)).astype(np.int64)      # rows may start at one place
     src = rng.standard_normal(shift + 3 + q + positions).astype(dtype)
@@ -196,8 +221,10 @@ def test_clip_block_adds_rows_of_dx_col_into_the_plane(dtype, n_t, k0, q, shift,
         expected[start - shift:start - shift + positions] += row
     if kind == "plain":
         src[:], gs[:] = np.nan, np.nan
-    block = {"product": product_rows, "plain": plain_rows}.get(kind, clip_row_vector if small else clip_block)
-    block(src, koff, k0, wk, g, gs, q, dtype(one), plane, shift)
+    blocks = {("block", "clip"): clip_block, ("single", "clip"): clip_row_vector, ("column", "clip"): clip_column,
+              ("block", "product"): product_rows, ("column", "product"): product_column,
+              ("block", "plain"): plain_rows, ("column", "plain"): plain_column}
+    blocks[shape, kind](src, koff, k0, wk, g, gs, q, dtype(one), plane, shift)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(plane, expected, rtol=rtol, atol=rtol * (n_t + 2) * 8)
 
@@ -212,7 +239,7 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
     clip_block(np.ones(positions + 8, np.float32), np.arange(CLIP_ROWS), 0, np.zeros((CLIP_ROWS, 3), np.float32),
                np.zeros((3, positions), np.float32), np.zeros(positions, np.float32), 0, np.float32(1), plane, 0)
     np.testing.assert_array_equal(plane, 0)
-    asm = clip_block.inspect_asm(clip_block.signatures[0])
+    asm = float32_asm(clip_block)
     hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vmaxp") for k in mix(body))]
     assert len(hot) == 1, asm[-3000:]
     counts, terms = mix(hot[0]), CLIP_ROWS * CLIP_VECTORS
@@ -220,6 +247,27 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
     assert counts[f"vmaxps {register}"] == counts[f"vminps {register}"] == fmas == terms, counts
     assert counts[f"vbroadcastss {register}"] == CLIP_ROWS, counts
     assert not [line for line in hot[0] if "%rsp" in line], hot[0]
+
+
+@pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
+def test_clip_column_loop_keeps_its_sums_and_bounds_in_registers():
+    """The block of the positions left over: COLUMN_ROWS numbers, each a max, a min and a
+    multiply-add per filter, with their sums and bounds in registers (no vector register
+    on the stack)."""
+    register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
+    lanes = vector_length(4)
+    plane = np.zeros(lanes + COLUMN_ROWS + 4, np.float32)
+    clip_column(np.ones(lanes + COLUMN_ROWS + 8, np.float32), np.arange(COLUMN_ROWS), 0,
+                np.zeros((COLUMN_ROWS, 3), np.float32), np.zeros((3, lanes), np.float32), np.zeros(lanes, np.float32),
+                0, np.float32(1), plane, 0)
+    np.testing.assert_array_equal(plane, 0)
+    asm = float32_asm(clip_column)
+    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vmaxp") for k in mix(body))]
+    assert len(hot) == 1, asm[-3000:]
+    counts = mix(hot[0])
+    fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
+    assert counts[f"vmaxps {register}"] == counts[f"vminps {register}"] == fmas == COLUMN_ROWS, counts
+    assert not [line for line in hot[0] if "%rsp" in line and register in line], hot[0]
 
 
 def lane_sums(sums, src, koff, k0, g, t0, count, filters, rows, d):
@@ -265,7 +313,7 @@ def test_dot_block_loop_is_loads_and_multiply_adds():
     sums = np.zeros((DOT_FILTERS * DOT_ROWS, lanes), np.float32)
     dot_block(np.ones(8 * lanes, np.float32), np.arange(DOT_ROWS), 0, np.zeros((DOT_FILTERS, 4 * lanes), np.float32), 0, 4, sums)
     np.testing.assert_array_equal(sums, 0)
-    asm = dot_block.inspect_asm(dot_block.signatures[0])
+    asm = float32_asm(dot_block)
     hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vfmadd") for k in mix(body))]
     assert len(hot) == 1, asm[-3000:]
     counts = mix(hot[0])
@@ -310,7 +358,7 @@ def test_sign_block_loop_is_compares_and_masked_adds():
     sign_block(np.ones(8 * lanes, np.float32), np.arange(SIGN_ROWS), 0, np.zeros((SIGN_FILTERS, 4 * lanes), np.float32),
                0, 4, np.zeros((SIGN_FILTERS, SIGN_ROWS), np.float32), sums)
     np.testing.assert_array_equal(sums, 0)
-    asm = sign_block.inspect_asm(sign_block.signatures[0])
+    asm = float32_asm(sign_block)
     hot = [body for body in filter(innermost, loops(asm)) if mix(body)["vcmpltps zmm"]]
     assert len(hot) == 1, asm[-3000:]
     counts, blocks = mix(hot[0]), SIGN_FILTERS * SIGN_ROWS
@@ -348,6 +396,13 @@ clip(np.zeros(40, np.float32), np.arange(2), np.zeros((2, 3), np.float32), np.ze
 asm = clip.inspect_asm(clip.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
 assert (CLIP_ROWS, CLIP_VECTORS) == (2, 2) and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
+from minadder.kernels.cpu.register_block import COLUMN_ROWS
+tall = njit(lambda src, koff, wk, g, gs, pl: clip_rows_into(src, koff, 0, wk, g, gs, 0, np.float32(1), pl, 0, COLUMN_ROWS, 1))
+tall(np.zeros(40, np.float32), np.arange(4), np.zeros((4, 3), np.float32), np.zeros((3, 8), np.float32), np.zeros(8, np.float32), np.zeros(40, np.float32))
+asm = tall.inspect_asm(tall.signatures[0])      # the 4 x 1 block of the positions left over
+hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
+assert COLUMN_ROWS == 4 and len(hot) == 1 and mix(hot[0])["vmaxps ymm"] == 4, hot
+assert not [ln for ln in hot[0] if "rsp" in ln and "ymm" in ln], hot
 from minadder.kernels.cpu.register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers
 dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, g, sums))
 dot(np.zeros(64, np.float32), np.arange(2), np.zeros((4, 32), np.float32), 4, np.zeros((8, 8), np.float32))

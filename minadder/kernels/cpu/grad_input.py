@@ -24,7 +24,8 @@ from numba import njit, prange
 
 from .naive import sgn
 from .frame import VECTOR, cropped, plane_size, row_pitch
-from .register_block import CLIP_ROWS, CLIP_VECTORS, clip_rows_into, plain_rows_into, product_rows_into, vector_length
+from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, plain_rows_into, product_rows_into,
+                             vector_length)
 from .positions import (channel_sums, copy_runs, field_row, on_wide_positions, run_vectors, segments, wide_count,
                         wide_offsets, wide_rows)
 
@@ -84,34 +85,39 @@ def _dx_row_sign(xs, wt, gn, k, width, one, d):
 SIGN, FULL, L2, CONV = 0, 1, 2, 3
 
 
+#: the shapes of dX's register blocks (register_block.py), rows x vectors: the main block,
+#: its rows left over, the positions left over (a vector at a time), and what is left of both
+BLOCK, ROW, COLUMN, SINGLE = 0, 1, 2, 3
+
+
 @njit(fastmath=True, cache=True)
-def _dx_block(kind, whole_rows, whole_vectors, img, koff, k, wk, gn, gs, q, one, pl, shift):
+def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
     """One register block of dX_col rows added into the plane (register_block.py): the
-    block sizes are literals there, so each of the four sizes is its own call."""
+    block sizes are literals there, so each kind and size is its own call."""
     if kind == CONV:
-        if whole_rows and whole_vectors:
+        if shape == BLOCK:
             plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-        elif whole_rows:
-            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, 1)
-        elif whole_vectors:
+        elif shape == ROW:
             plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+        elif shape == COLUMN:
+            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
         else:
             plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
     elif kind == L2:
-        if whole_rows and whole_vectors:
+        if shape == BLOCK:
             product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-        elif whole_rows:
-            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, 1)
-        elif whole_vectors:
+        elif shape == ROW:
             product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+        elif shape == COLUMN:
+            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
         else:
             product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
-    elif whole_rows and whole_vectors:
+    elif shape == BLOCK:
         clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-    elif whole_rows:
-        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, 1)
-    elif whole_vectors:
+    elif shape == ROW:
         clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+    elif shape == COLUMN:
+        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
     else:
         clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
 
@@ -131,14 +137,15 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
 
     FULL, L2 and CONV (``kind``): register blocks (register_block.py) of CLIP_ROWS rows x
     CLIP_VECTORS vectors add straight into the plane; the rows left over take 1-row
-    blocks, the positions left over 1-vector blocks. L2 doubles the plane at the end.
+    blocks, the positions left over blocks of COLUMN_ROWS rows x 1 vector (and 1 x 1 for
+    the rows left over from those). L2 doubles the plane at the end.
     SIGN: _dx_row_sign, row by row.
     """
     channels = dx.shape[1]
     lanes = vector_length(xp2.itemsize)
     whole = npos + (-npos) % lanes
     step = CLIP_VECTORS * lanes
-    paired = fields - fields % CLIP_ROWS
+    paired, tall = fields - fields % CLIP_ROWS, fields - fields % COLUMN_ROWS
     for task in prange(xp2.shape[0] * channels):
         n, c = task // channels, task % channels
         img, gn, gs = xp2[n], gw[n], gsum[n]
@@ -147,17 +154,17 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
         if kind != SIGN:
             # stretch by stretch of positions, every row of the plane: the stretch's G
             # (C_out x step numbers) stays in L1 while the plane's kh*kw rows read it
-            for q in range(0, whole, step):
-                whole_vectors = q + step <= whole
-                for f0 in range(0, fields):
-                    if f0 < paired and f0 % CLIP_ROWS != 0:
-                        continue                             # done by the block before it
-                    whole_rows = f0 < paired
-                    if whole_vectors:
-                        _dx_block(kind, whole_rows, True, img, koff, c * fields + f0, wk, gn, gs, q, one, pl, shift)
-                    else:                                    # the positions left over, a vector at a time
-                        for qv in range(q, whole, lanes):
-                            _dx_block(kind, whole_rows, False, img, koff, c * fields + f0, wk, gn, gs, qv, one, pl, shift)
+            k0 = c * fields
+            for q in range(0, whole - step + 1, step):
+                for f0 in range(0, paired, CLIP_ROWS):
+                    _dx_block(kind, BLOCK, img, koff, k0 + f0, wk, gn, gs, q, one, pl, shift)
+                for f0 in range(paired, fields):
+                    _dx_block(kind, ROW, img, koff, k0 + f0, wk, gn, gs, q, one, pl, shift)
+            for qv in range(whole - whole % step, whole, lanes):   # the positions left over
+                for f0 in range(0, tall, COLUMN_ROWS):
+                    _dx_block(kind, COLUMN, img, koff, k0 + f0, wk, gn, gs, qv, one, pl, shift)
+                for f0 in range(tall, fields):
+                    _dx_block(kind, SINGLE, img, koff, k0 + f0, wk, gn, gs, qv, one, pl, shift)
         else:
             d = np.empty(whole, dtype=dx.dtype)
             for f0 in range(fields):

@@ -185,6 +185,11 @@ product_sums_registers = _filter_sums(_product_term)
 #: smaller blocks of the same code (1 row; 1 vector).
 CLIP_ROWS = 2
 CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
+#: rows of dX's block for the positions left over, one vector wide: as many sums as the
+#: main block (8 x 1 with 32 registers, 4 x 1 with 16). A 2 x 1 block waited on its two
+#: sums' multiply-adds (one each per filter), and 8x8 layers, whose last of five vectors
+#: an image is left over, spent a quarter of their dX there.
+COLUMN_ROWS = CLIP_ROWS * CLIP_VECTORS
 
 
 def _rows_into(clip, minus_x=True):
