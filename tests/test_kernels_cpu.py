@@ -14,6 +14,7 @@ import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder.kernels import cpu, reference as ref  # noqa: E402
 from minadder.kernels.cpu import frame, grad_weight, positions, products  # noqa: E402
+from minadder.kernels.cpu.register_block import vector_length  # noqa: E402
 from minadder.kernels.geometry import Window  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=25)
@@ -160,6 +161,24 @@ def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=8 * np.finfo(np.float32).eps * 27 * 8)
     np.testing.assert_allclose(dx, dx_ref, atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(dw, dw_ref, atol=2e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ref.GRAD_MODES)
+def test_dw_register_blocks_over_groups_of_images_give_the_reference(mode):
+    """The wide dW runs each register block over a group of images (DW_GROUP_VECTORS):
+    here 12x12 images, groups of six (three with AVX2's shorter vectors), and chunks of
+    seven images (four of the kernel's tasks a thread, or more) that end mid-group;
+    filters and rows left over (5 filters, K = 18) take the edge sums, image by image."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((56, 2, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, 1, 1)
+    npos = positions.wide_count(win, frame.frame_pitch(win))
+    group = grad_weight.DW_GROUP_VECTORS // -(-npos // vector_length(4))
+    assert npos >= grad_weight.WIDE_DW_MIN_POSITIONS and 2 <= group < 56 // 8, group
+    y, dx, dw = _both(cpu, x, weight, 1, 1, 8, mode)
+    y_ref, dx_ref, dw_ref = _both(ref, x, weight, 1, 1, 8, mode)
+    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(np.float32, 56 * 144, x, weight))
 
 
 @pytest.mark.parametrize("product", ["auto", "numba", "blas"])

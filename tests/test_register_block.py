@@ -270,38 +270,49 @@ def test_clip_column_loop_keeps_its_sums_and_bounds_in_registers():
     assert not [line for line in hot[0] if "%rsp" in line and register in line], hot[0]
 
 
-def lane_sums(sums, src, koff, k0, g, t0, count, filters, rows, d):
-    """sums plus, lane by lane, sum_v G[t0 + i] * d(X[k0 + j], i, j) over the block, in float64."""
+def lane_sums(sums, src, koff, k0, g, t0, count, n0, n1, filters, rows, d):
+    """sums plus, lane by lane, sum_n sum_v G[n, t0 + i] * d(X[n, k0 + j], i, j) over the
+    block and the images n0..n1, in float64."""
     lanes = sums.shape[1]
     expected = sums.astype(np.float64)
-    for i in range(filters):
-        for j in range(rows):
-            x = src[koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
-            expected[i * rows + j] += (g[t0 + i, :count * lanes] * d(x, i, j)).reshape(count, lanes).sum(axis=0)
+    for n in range(n0, n1):
+        for i in range(filters):
+            for j in range(rows):
+                x = src[n, koff[k0 + j]:koff[k0 + j] + count * lanes].astype(np.float64)
+                expected[i * rows + j] += (g[n, t0 + i, :count * lanes] * d(x, i, j)).reshape(count, lanes).sum(axis=0)
     return expected
 
 
+def lane_case(rng, dtype, count, k0, t0, images, filters, rows, draw):
+    """src (images, size), koff, g (images, filters + ..., positions), sums for a block test."""
+    lanes = vector_length(np.dtype(dtype).itemsize)
+    koff = rng.integers(0, 7, k0 + rows + 1).astype(np.int64)
+    src = draw((images, 7 + count * lanes + 5)).astype(dtype)
+    g = rng.standard_normal((images, t0 + filters + 1, count * lanes + 3)).astype(dtype)
+    sums = rng.standard_normal((filters * rows, lanes)).astype(dtype)
+    return koff, src, g, sums
+
+
 @njit
-def dot_block(src, koff, k0, g, t0, count, sums):
-    dot_sums_registers(src, koff, k0, g, t0, count, g, sums)     # (w is not read: any array of the dtype)
+def dot_block(src, koff, k0, g, t0, count, sums, n0, n1):
+    dot_sums_registers(src, koff, k0, g, t0, count, g[0], sums, n0, n1)     # (w is not read: any array of the dtype)
 
 
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), count=st.integers(0, 5), k0=st.integers(0, 3),
-       t0=st.integers(0, 3), seed=st.integers(0, 2**31 - 1))
-def test_dot_block_adds_lane_wise_dot_products(dtype, count, k0, t0, seed):
-    """sums[i * DOT_ROWS + j, lane] += sum_v G[t0 + i, v L + lane] X'[k0 + j, v L + lane]:
-    summed over its lanes, each row of sums gains one entry of G X'^T (Eq. 5's product)."""
+       t0=st.integers(0, 3), images=st.integers(1, 3), data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_dot_block_adds_lane_wise_dot_products(dtype, count, k0, t0, images, data, seed):
+    """sums[i * DOT_ROWS + j, lane] += sum_n sum_v G[n, t0 + i, v L + lane] X'[n, k0 + j, v L
+    + lane] over the images n0..n1 (none, one or several): summed over its lanes, each row
+    of sums gains one entry of G X'^T (Eq. 5's product)."""
     rng = np.random.default_rng(seed)
-    lanes = vector_length(np.dtype(dtype).itemsize)
-    koff = rng.integers(0, 7, k0 + DOT_ROWS + 1).astype(np.int64)
-    src = rng.standard_normal(7 + count * lanes).astype(dtype)
-    g = rng.standard_normal((t0 + DOT_FILTERS + 1, count * lanes + 3)).astype(dtype)
-    sums = rng.standard_normal((DOT_FILTERS * DOT_ROWS, lanes)).astype(dtype)
-    expected = lane_sums(sums, src, koff, k0, g, t0, count, DOT_FILTERS, DOT_ROWS, lambda x, i, j: x)
-    dot_block(src, koff, k0, g, t0, count, sums)
+    n0 = data.draw(st.integers(0, images))
+    n1 = data.draw(st.integers(n0, images))
+    koff, src, g, sums = lane_case(rng, dtype, count, k0, t0, images, DOT_FILTERS, DOT_ROWS, rng.standard_normal)
+    expected = lane_sums(sums, src, koff, k0, g, t0, count, n0, n1, DOT_FILTERS, DOT_ROWS, lambda x, i, j: x)
+    dot_block(src, koff, k0, g, t0, count, sums, n0, n1)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (count + 1) * 8)
+    np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (images * count + 1) * 8)
 
 
 @pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
@@ -311,7 +322,8 @@ def test_dot_block_loop_is_loads_and_multiply_adds():
     register = {512: "zmm", 256: "ymm"}[TARGET.vector_bits]
     lanes = vector_length(4)
     sums = np.zeros((DOT_FILTERS * DOT_ROWS, lanes), np.float32)
-    dot_block(np.ones(8 * lanes, np.float32), np.arange(DOT_ROWS), 0, np.zeros((DOT_FILTERS, 4 * lanes), np.float32), 0, 4, sums)
+    dot_block(np.ones((1, 8 * lanes), np.float32), np.arange(DOT_ROWS), 0, np.zeros((1, DOT_FILTERS, 4 * lanes), np.float32),
+              0, 4, sums, 0, 1)
     np.testing.assert_array_equal(sums, 0)
     asm = float32_asm(dot_block)
     hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vfmadd") for k in mix(body))]
@@ -324,29 +336,29 @@ def test_dot_block_loop_is_loads_and_multiply_adds():
 
 
 @njit
-def sign_block(src, koff, k0, g, t0, count, w, sums):
-    sign_sums_registers(src, koff, k0, g, t0, count, w, sums)
+def sign_block(src, koff, k0, g, t0, count, w, sums, n0, n1):
+    sign_sums_registers(src, koff, k0, g, t0, count, w, sums, n0, n1)
 
 
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), count=st.integers(0, 5), k0=st.integers(0, 3),
-       t0=st.integers(0, 3), coarse=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_sign_block_adds_lane_wise_sums_of_g_times_the_sign(dtype, count, k0, t0, coarse, seed):
-    """sums[i * SIGN_ROWS + j, lane] += sum_v G[t0 + i, v L + lane] sgn(X[k0 + j, v L + lane]
-    - W[t0 + i, k0 + j]), with sgn(0) = 0 at exact ties (coarse values): Eq. 4's dW."""
+       t0=st.integers(0, 3), images=st.integers(1, 3), data=st.data(), coarse=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_sign_block_adds_lane_wise_sums_of_g_times_the_sign(dtype, count, k0, t0, images, data, coarse, seed):
+    """sums[i * SIGN_ROWS + j, lane] += sum_n sum_v G[n, t0 + i, v L + lane] sgn(X[n, k0 +
+    j, v L + lane] - W[t0 + i, k0 + j]) over the images n0..n1, with sgn(0) = 0 at exact
+    ties (coarse values): Eq. 4's dW."""
     rng = np.random.default_rng(seed)
-    lanes = vector_length(np.dtype(dtype).itemsize)
-    koff = rng.integers(0, 7, k0 + SIGN_ROWS + 1).astype(np.int64)
+    n0 = data.draw(st.integers(0, images))
+    n1 = data.draw(st.integers(n0, images))
     draw = (lambda shape: rng.integers(-2, 3, shape) / 2) if coarse else rng.standard_normal
-    src = draw(7 + count * lanes).astype(dtype)
+    koff, src, g, sums = lane_case(rng, dtype, count, k0, t0, images, SIGN_FILTERS, SIGN_ROWS, draw)
     w = draw((t0 + SIGN_FILTERS + 1, k0 + SIGN_ROWS + 1)).astype(dtype)
-    g = rng.standard_normal((t0 + SIGN_FILTERS + 1, count * lanes + 3)).astype(dtype)
-    sums = rng.standard_normal((SIGN_FILTERS * SIGN_ROWS, lanes)).astype(dtype)
-    expected = lane_sums(sums, src, koff, k0, g, t0, count, SIGN_FILTERS, SIGN_ROWS,
+    expected = lane_sums(sums, src, koff, k0, g, t0, count, n0, n1, SIGN_FILTERS, SIGN_ROWS,
                          lambda x, i, j: np.sign(x - w[t0 + i, k0 + j]))
-    sign_block(src, koff, k0, g, t0, count, w, sums)
+    sign_block(src, koff, k0, g, t0, count, w, sums, n0, n1)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (count + 1) * 8)
+    np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (images * count + 1) * 8)
 
 
 @pytest.mark.skipif(not X86 or TARGET.vector_bits != 512, reason="checks AVX-512 vector code")
@@ -355,8 +367,9 @@ def test_sign_block_loop_is_compares_and_masked_adds():
     registers and two masked adds per sum (no blend, no subtraction of x - w), no stack."""
     lanes = vector_length(4)
     sums = np.zeros((SIGN_FILTERS * SIGN_ROWS, lanes), np.float32)
-    sign_block(np.ones(8 * lanes, np.float32), np.arange(SIGN_ROWS), 0, np.zeros((SIGN_FILTERS, 4 * lanes), np.float32),
-               0, 4, np.zeros((SIGN_FILTERS, SIGN_ROWS), np.float32), sums)
+    sign_block(np.ones((1, 8 * lanes), np.float32), np.arange(SIGN_ROWS), 0,
+               np.zeros((1, SIGN_FILTERS, 4 * lanes), np.float32), 0, 4, np.zeros((SIGN_FILTERS, SIGN_ROWS), np.float32),
+               sums, 0, 1)
     np.testing.assert_array_equal(sums, 0)
     asm = float32_asm(sign_block)
     hot = [body for body in filter(innermost, loops(asm)) if mix(body)["vcmpltps zmm"]]
@@ -404,14 +417,14 @@ hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vmaxps ymm"]]
 assert COLUMN_ROWS == 4 and len(hot) == 1 and mix(hot[0])["vmaxps ymm"] == 4, hot
 assert not [ln for ln in hot[0] if "rsp" in ln and "ymm" in ln], hot
 from minadder.kernels.cpu.register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers
-dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, g, sums))
-dot(np.zeros(64, np.float32), np.arange(2), np.zeros((4, 32), np.float32), 4, np.zeros((8, 8), np.float32))
+dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, g[0], sums, 0, 1))
+dot(np.zeros((1, 64), np.float32), np.arange(2), np.zeros((1, 4, 32), np.float32), 4, np.zeros((8, 8), np.float32))
 asm = dot.inspect_asm(dot.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vfmadd231ps ymm"] + mix(b)["vfmadd213ps ymm"]]
 assert DOT_FILTERS * DOT_ROWS == 8 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
 from minadder.kernels.cpu.register_block import SIGN_FILTERS, SIGN_ROWS, sign_sums_registers
-sign = njit(lambda src, koff, g, count, w, sums: sign_sums_registers(src, koff, 0, g, 0, count, w, sums))
-sign(np.zeros(64, np.float32), np.arange(2), np.zeros((2, 32), np.float32), 4, np.zeros((2, 2), np.float32), np.zeros((4, 8), np.float32))
+sign = njit(lambda src, koff, g, count, w, sums: sign_sums_registers(src, koff, 0, g, 0, count, w, sums, 0, 1))
+sign(np.zeros((1, 64), np.float32), np.arange(2), np.zeros((1, 2, 32), np.float32), 4, np.zeros((2, 2), np.float32), np.zeros((4, 8), np.float32))
 asm = sign.inspect_asm(sign.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vcmpltps ymm"]]
 assert (SIGN_FILTERS, SIGN_ROWS) == (2, 2) and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot

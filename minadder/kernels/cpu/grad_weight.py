@@ -51,6 +51,15 @@ from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide
 #: layers (78): measured 2026-12-05, LeNet-5-BN AdderNet step at batch 256, 2 threads,
 #: 27.5 ms with the bound at 200 (conv2 through BLAS), 23.4 ms at 100.
 WIDE_DW_MIN_POSITIONS = 100
+#: the wide dW's register blocks run over a group of images before the next block, their
+#: sums in registers for the whole group: about this many vectors of positions, at most
+#: DW_GROUP_IMAGES images. One image a block left short loops at 16x16 (17 vectors) and
+#: 8x8 (5); a group as long on 32x32 images (66 vectors each) pushed its rows of G out
+#: of L1. Measured 2026-12-06, batch 64, 2 threads, the kernel alone, groups of 1 / 2 / 4
+#: / 8 images: 32ch 16x16 1.29 / 1.20 / 1.16 / 1.24 ms, 16ch 32x32 1.17 / 1.20 / 1.34 /
+#: 1.33, sign mode 64ch 8x8 4.80 / 4.24 / 4.04 / 4.06.
+DW_GROUP_VECTORS = 64
+DW_GROUP_IMAGES = 8
 #: how full mode computes G X'^T: "auto", "numba" (the register blocks below) or "blas"
 FULL_DW_PRODUCT = "auto"
 #: "auto" keeps the register-block product (no X_col) for long rows only up to this many
@@ -261,11 +270,12 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
     """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] D(X[n, k, q] - W[t, k]) on
     wide positions, stride 1 (D as _dw_term: full mode, Eq. 5, the G X'^T part of its dW,
     X' in the shifted frame; sign mode, Eq. 4, sgn(X - W)), reading row k of X straight
-    from the padded input (xp2[n, koff[k]:]). One task per chunk of images: image by
-    image, it runs every register block (register_block.py: DOT_FILTERS x DOT_ROWS dot
-    products in full mode, SIGN_FILTERS x SIGN_ROWS sign sums in sign mode) while the
-    image's rows of G and X are in L2, each block keeping its lane-wise sums in ``sums``
-    between images; the lanes are added up once, at the end of the chunk. The caller sums
+    from the padded input (xp2[n, koff[k]:]). One task per chunk of images: a group of
+    images at a time (about DW_GROUP_VECTORS vectors of positions), it runs every register
+    block (register_block.py: DOT_FILTERS x DOT_ROWS dot products in full mode,
+    SIGN_FILTERS x SIGN_ROWS sign sums in sign mode) over the group while its rows of G and
+    X are in L2, each block keeping its lane-wise sums in ``sums`` between groups; the
+    lanes are added up once, at the end of the chunk. The caller sums
     the chunks. (One task per block over the whole batch, as before, streamed all of G
     and X' from memory for each block, two bytes a multiply-add: measured 2026-12-05,
     batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
@@ -277,23 +287,26 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
     count = (npos + lanes - 1) // lanes              # whole vectors: G is zero past npos
     filters, rows = (DOT_FILTERS, DOT_ROWS) if full else (SIGN_FILTERS, SIGN_ROWS)
     t_end, k_end = n_t - n_t % filters, n_k - n_k % rows
+    group = max(1, min(DW_GROUP_IMAGES, DW_GROUP_VECTORS // max(1, count)))
     for b in prange(chunks):
         out = partial[b]
         sums = np.zeros((t_end // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
-        for n in range(b * n_img // chunks, (b + 1) * n_img // chunks):
-            img, gn = xp2[n], gw[n]
+        last = (b + 1) * n_img // chunks
+        for n0 in range(b * n_img // chunks, last, group):
+            n1 = min(last, n0 + group)
             for t0 in range(0, t_end, filters):
                 for k0 in range(0, k_end, rows):
                     if full:
-                        dot_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
+                        dot_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[t0 // filters, k0 // rows], n0, n1)
                     else:
-                        sign_sums_registers(img, koff, k0, gn, t0, count, w, sums[t0 // filters, k0 // rows])
+                        sign_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[t0 // filters, k0 // rows], n0, n1)
             # the edge blocks, one dot product at a time: the filters after the last whole
             # block (every row k), then the rows after the last whole block (a loop over
             # every (t, k) that skipped the blocks' own took 18 % of a 32-channel dW)
-            for t in range(n_t):
-                for k in range(k_end if t < t_end else 0, n_k):
-                    _edge_dot(img, koff, gn, npos, w, full, one, t, k, out)
+            for n in range(n0, n1):
+                for t in range(n_t):
+                    for k in range(k_end if t < t_end else 0, n_k):
+                        _edge_dot(xp2[n], koff, gw[n], npos, w, full, one, t, k, out)
         for t0 in range(0, t_end, filters):
             for k0 in range(0, k_end, rows):
                 block = sums[t0 // filters, k0 // rows]

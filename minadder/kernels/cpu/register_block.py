@@ -316,58 +316,77 @@ def _sign_term(builder, total, g, x, w):
 
 def _lane_sums(term, filters, rows):
     """dW's register block for one kind of term: see dot_sums_registers."""
-    def typer(typingctx, src, koff, k0, g, t0, count, w, sums):
+    def typer(typingctx, src, koff, k0, g, t0, count, w, sums, n0, n1):
         if not all(isinstance(arg, types.Array) for arg in (src, koff, g, w, sums)):
+            return None
+        if src.ndim != 2 or g.ndim != 3:
             return None
         dtype = src.dtype
         if not (isinstance(dtype, types.Float) and all(a.dtype == dtype for a in (g, w, sums))):
             return None
-        return types.void(src, koff, k0, g, t0, count, w, sums), _lane_sums_codegen(term, filters, rows, dtype)
+        return (types.void(src, koff, k0, g, t0, count, w, sums, n0, n1),
+                _lane_sums_codegen(term, filters, rows, dtype))
     return intrinsic(typer)
+
+
+def _stride(builder, array, ndim, axis, align):
+    """Numbers between two neighbours along ``axis`` of an ``ndim``-D array."""
+    stride = cgutils.unpack_tuple(builder, array.strides, ndim)[axis]
+    return builder.udiv(stride, ir.Constant(I64, align))
 
 
 def _lane_sums_codegen(term, filters, rows, dtype):
     def codegen(context, builder, signature, args):
-        src_v, koff_v, k0_v, g_v, t0_v, count_v, w_v, sums_v = args
-        k0_v, t0_v, count_v = (context.cast(builder, value, signature.args[i], types.int64)
-                               for value, i in ((k0_v, 2), (t0_v, 4), (count_v, 5)))
+        src_v, koff_v, k0_v, g_v, t0_v, count_v, w_v, sums_v, n0_v, n1_v = args
+        k0_v, t0_v, count_v, n0_v, n1_v = (
+            context.cast(builder, value, signature.args[i], types.int64)
+            for value, i in ((k0_v, 2), (t0_v, 4), (count_v, 5), (n0_v, 8), (n1_v, 9)))
         x, offsets, gg, ww, s = (context.make_array(signature.args[i])(context, builder, value)
                                  for value, i in ((src_v, 0), (koff_v, 1), (g_v, 3), (w_v, 6), (sums_v, 7)))
         vec = _Vectors(builder, dtype)
+        x_image, g_image = _stride(builder, x, 2, 0, vec.align), _stride(builder, gg, 3, 0, vec.align)
+        g_row = _stride(builder, gg, 3, 1, vec.align)
         t_rows = [builder.add(t0_v, vec.const(i)) for i in range(filters)]
         k_rows = [builder.add(k0_v, vec.const(j)) for j in range(rows)]
-        g_rows = [builder.gep(gg.data, [builder.mul(t, vec.pitch(gg))]) for t in t_rows]
-        x_rows = [builder.gep(x.data, [builder.load(builder.gep(offsets.data, [k]))]) for k in k_rows]
+        x_offsets = [builder.load(builder.gep(offsets.data, [k])) for k in k_rows]
         weights = [[None] * rows for _ in t_rows]
         if term is _sign_term:       # the weights W[t, k], broadcast once, before the loop
             weights = [[vec.broadcast(builder.load(builder.gep(ww.data, [builder.add(builder.mul(t, vec.pitch(ww)), k)])))
                         for k in k_rows] for t in t_rows]
         s_rows = [builder.gep(s.data, [builder.mul(vec.const(b), vec.pitch(s))]) for b in range(filters * rows)]
         accs = [cgutils.alloca_once_value(builder, vec.load(row)) for row in s_rows]
-        with cgutils.for_range(builder, count_v) as loop:
-            at = builder.mul(loop.index, vec.const(vec.lanes))
-            gv = [vec.load(builder.gep(row, [at])) for row in g_rows]
-            xv = [vec.load(builder.gep(row, [at])) for row in x_rows]
-            for i in range(filters):
-                for j in range(rows):
-                    acc = accs[i * rows + j]
-                    builder.store(term(builder, builder.load(acc), gv[i], xv[j], weights[i][j]), acc)
+        with cgutils.for_range_slice(builder, n0_v, n1_v, vec.const(1)) as (n, _):   # image by image
+            g_first = builder.gep(gg.data, [builder.mul(n, g_image)])
+            x_first = builder.gep(x.data, [builder.mul(n, x_image)])
+            g_rows = [builder.gep(g_first, [builder.mul(t, g_row)]) for t in t_rows]
+            x_rows = [builder.gep(x_first, [offset]) for offset in x_offsets]
+            with cgutils.for_range(builder, count_v) as loop:
+                at = builder.mul(loop.index, vec.const(vec.lanes))
+                gv = [vec.load(builder.gep(row, [at])) for row in g_rows]
+                xv = [vec.load(builder.gep(row, [at])) for row in x_rows]
+                for i in range(filters):
+                    for j in range(rows):
+                        acc = accs[i * rows + j]
+                        builder.store(term(builder, builder.load(acc), gv[i], xv[j], weights[i][j]), acc)
         for acc, row in zip(accs, s_rows):
             vec.store(builder.load(acc), row)
         return context.get_dummy_value()
     return codegen
 
 
-#: sums[i * DOT_ROWS + j, :] += sum_{v < count} G[t0 + i, vL:(v+1)L] * X'[k0 + j, vL:(v+1)L]
-#: lane by lane, for i < DOT_FILTERS, j < DOT_ROWS (L = vector_length; row k of X' is
-#: src[koff[k]:]). The caller adds the lanes up once, at the end of all its images: no
-#: sum across lanes per image, and no scalar tail (G is zero past the last position).
-#: src is 1-D, g (C_out, >= count L), w (C_out, K; not read here) and sums
-#: (DOT_FILTERS * DOT_ROWS, L) 2-D with a contiguous last axis. Per step: DOT_FILTERS
-#: loads of G, DOT_ROWS loads of X' and DOT_FILTERS x DOT_ROWS multiply-adds.
+#: sums[i * DOT_ROWS + j, :] += sum_{n0 <= n < n1} sum_{v < count} G[n, t0 + i, vL:(v+1)L] * X'[n, k0 + j, vL:(v+1)L]
+#: lane by lane, for i < DOT_FILTERS, j < DOT_ROWS (L = vector_length; row k of X' for
+#: image n is src[n, koff[k]:]). The sums stay in registers over all the images n0..n1
+#: (one image a call left a 32-channel layer's 17-vector loop short against the block's
+#: loads and stores of its sums), and the caller adds the lanes up once, at the end of all
+#: its images: no sum across lanes per image, and no scalar tail (G is zero past the last
+#: position). src (N, image) and w (C_out, K; not read here) are 2-D, g (N, C_out, >=
+#: count L) 3-D, sums (DOT_FILTERS * DOT_ROWS, L) 2-D, each with a contiguous last axis.
+#: Per step: DOT_FILTERS loads of G, DOT_ROWS loads of X' and DOT_FILTERS x DOT_ROWS
+#: multiply-adds.
 dot_sums_registers = _lane_sums(_dot_term, DOT_FILTERS, DOT_ROWS)
 #: the same block for the sign-mode dW (Eq. 4), SIGN_FILTERS x SIGN_ROWS of
-#: sums[i * SIGN_ROWS + j, :] += sum_v G[t0 + i, vL:(v+1)L] * sgn(X[k0 + j, vL:(v+1)L] - W[t0 + i, k0 + j]),
+#: sums[i * SIGN_ROWS + j, :] += sum_n sum_v G[n, t0 + i, vL:(v+1)L] * sgn(X[n, k0 + j, vL:(v+1)L] - W[t0 + i, k0 + j]),
 #: with sgn(0) = 0; the numbers must be finite (the kernels send others to the reference)
 sign_sums_registers = _lane_sums(_sign_term, SIGN_FILTERS, SIGN_ROWS)
 
