@@ -106,9 +106,10 @@ def float32_asm(function):
     return function.inspect_asm(signature)
 
 
-def hot_loop(function):
+def hot_loop(function, instruction="vminp"):
+    """The one innermost loop of ``function``'s float32 code that holds ``instruction``."""
     asm = float32_asm(function)
-    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vminp") for k in mix(body))]
+    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith(instruction) for k in mix(body))]
     assert len(hot) == 1, asm[-3000:]
     return hot[0]
 
@@ -239,14 +240,12 @@ def test_clip_block_loop_keeps_its_sums_and_bounds_in_registers():
     clip_block(np.ones(positions + 8, np.float32), np.arange(CLIP_ROWS), 0, np.zeros((CLIP_ROWS, 3), np.float32),
                np.zeros((3, positions), np.float32), np.zeros(positions, np.float32), 0, np.float32(1), plane, 0)
     np.testing.assert_array_equal(plane, 0)
-    asm = float32_asm(clip_block)
-    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vmaxp") for k in mix(body))]
-    assert len(hot) == 1, asm[-3000:]
-    counts, terms = mix(hot[0]), CLIP_ROWS * CLIP_VECTORS
+    body = hot_loop(clip_block, "vmaxp")
+    counts, terms = mix(body), CLIP_ROWS * CLIP_VECTORS
     fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
     assert counts[f"vmaxps {register}"] == counts[f"vminps {register}"] == fmas == terms, counts
     assert counts[f"vbroadcastss {register}"] == CLIP_ROWS, counts
-    assert not [line for line in hot[0] if "%rsp" in line], hot[0]
+    assert not [line for line in body if "%rsp" in line], body
 
 
 @pytest.mark.skipif(not X86 or TARGET.vector_bits not in (256, 512), reason="checks x86 vector code")
@@ -261,13 +260,11 @@ def test_clip_column_loop_keeps_its_sums_and_bounds_in_registers():
                 np.zeros((COLUMN_ROWS, 3), np.float32), np.zeros((3, lanes), np.float32), np.zeros(lanes, np.float32),
                 0, np.float32(1), plane, 0)
     np.testing.assert_array_equal(plane, 0)
-    asm = float32_asm(clip_column)
-    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vmaxp") for k in mix(body))]
-    assert len(hot) == 1, asm[-3000:]
-    counts = mix(hot[0])
+    body = hot_loop(clip_column, "vmaxp")
+    counts = mix(body)
     fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
     assert counts[f"vmaxps {register}"] == counts[f"vminps {register}"] == fmas == COLUMN_ROWS, counts
-    assert not [line for line in hot[0] if "%rsp" in line and register in line], hot[0]
+    assert not [line for line in body if "%rsp" in line and register in line], body
 
 
 def lane_sums(sums, src, koff, k0, g, t0, count, n0, n1, filters, rows, d):
@@ -325,14 +322,12 @@ def test_dot_block_loop_is_loads_and_multiply_adds():
     dot_block(np.ones((1, 8 * lanes), np.float32), np.arange(DOT_ROWS), 0, np.zeros((1, DOT_FILTERS, 4 * lanes), np.float32),
               0, 4, sums, 0, 1)
     np.testing.assert_array_equal(sums, 0)
-    asm = float32_asm(dot_block)
-    hot = [body for body in filter(innermost, loops(asm)) if any(k.startswith("vfmadd") for k in mix(body))]
-    assert len(hot) == 1, asm[-3000:]
-    counts = mix(hot[0])
+    body = hot_loop(dot_block, "vfmadd")
+    counts = mix(body)
     fmas = sum(v for key, v in counts.items() if key.startswith("vfmadd") and key.endswith(register))
-    loads = counts[f"vmovups {register}"] + sum(1 for line in hot[0] if line.lstrip().startswith("vfmadd") and "(" in line)
+    loads = counts[f"vmovups {register}"] + sum(1 for line in body if line.lstrip().startswith("vfmadd") and "(" in line)
     assert fmas == DOT_FILTERS * DOT_ROWS and loads >= DOT_FILTERS, counts
-    assert not [line for line in hot[0] if "%rsp" in line], hot[0]
+    assert not [line for line in body if "%rsp" in line], body
 
 
 @njit
@@ -371,15 +366,13 @@ def test_sign_block_loop_is_compares_and_masked_adds():
                np.zeros((1, SIGN_FILTERS, 4 * lanes), np.float32), 0, 4, np.zeros((SIGN_FILTERS, SIGN_ROWS), np.float32),
                sums, 0, 1)
     np.testing.assert_array_equal(sums, 0)
-    asm = float32_asm(sign_block)
-    hot = [body for body in filter(innermost, loops(asm)) if mix(body)["vcmpltps zmm"]]
-    assert len(hot) == 1, asm[-3000:]
-    counts, blocks = mix(hot[0]), SIGN_FILTERS * SIGN_ROWS
+    body = hot_loop(sign_block, "vcmpltps")
+    counts, blocks = mix(body), SIGN_FILTERS * SIGN_ROWS
     assert counts["vcmpltps zmm"] == 2 * blocks and counts["vaddps zmm"] == counts["vsubps zmm"] == blocks, counts
     assert counts["vmovups zmm"] == SIGN_FILTERS + SIGN_ROWS, counts
-    masked = [line for line in hot[0] if line.lstrip().startswith(("vaddps", "vsubps"))]
+    masked = [line for line in body if line.lstrip().startswith(("vaddps", "vsubps"))]
     assert all("{%k" in line for line in masked), masked
-    assert not [line for line in hot[0] if "%rsp" in line], hot[0]
+    assert not [line for line in body if "%rsp" in line], body
 
 
 HASWELL_CHECK = r"""
