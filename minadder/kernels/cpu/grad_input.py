@@ -128,9 +128,9 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
     xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
     padded plane, so each row of dX_col is added into that plane. One task per (image,
     channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
-    task's own (laid out as the frame: rows ``pitch`` apart, padding ``pad``, ``plane``
-    numbers: frame.plane_size), whose inside
-    it then writes into dx (N, C, H, W): no padded dX, no crop. With shared padding
+    task's own laid out as the frame's (rows ``pitch`` apart, padding ``pad``, ``plane``
+    numbers: frame.plane_size), whose inside it then writes into dx (N, C, H, W): no
+    padded dX, no crop. With shared padding
     (frame.py) a row's right padding is the next row's left: what is added there is dropped.
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.

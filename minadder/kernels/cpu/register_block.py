@@ -81,10 +81,14 @@ class _Vectors:
     def const(value):
         return ir.Constant(I64, value)
 
+    def stride(self, array, ndim, axis):
+        """Numbers between two neighbours along ``axis`` of an ``ndim``-D array."""
+        stride = cgutils.unpack_tuple(self.builder, array.strides, ndim)[axis]
+        return self.builder.udiv(stride, self.const(self.align))
+
     def pitch(self, array):
         """Numbers between two rows of a 2-D array (its first stride over the item size)."""
-        stride = cgutils.unpack_tuple(self.builder, array.strides, 2)[0]
-        return self.builder.udiv(stride, self.const(self.align))
+        return self.stride(array, 2, 0)
 
     def at(self, pointer, v=0):
         """Pointer to the v-th vector from ``pointer`` (a pointer to a number)."""
@@ -329,12 +333,6 @@ def _lane_sums(term, filters, rows):
     return intrinsic(typer)
 
 
-def _stride(builder, array, ndim, axis, align):
-    """Numbers between two neighbours along ``axis`` of an ``ndim``-D array."""
-    stride = cgutils.unpack_tuple(builder, array.strides, ndim)[axis]
-    return builder.udiv(stride, ir.Constant(I64, align))
-
-
 def _lane_sums_codegen(term, filters, rows, dtype):
     def codegen(context, builder, signature, args):
         src_v, koff_v, k0_v, g_v, t0_v, count_v, w_v, sums_v, n0_v, n1_v = args
@@ -344,8 +342,7 @@ def _lane_sums_codegen(term, filters, rows, dtype):
         x, offsets, gg, ww, s = (context.make_array(signature.args[i])(context, builder, value)
                                  for value, i in ((src_v, 0), (koff_v, 1), (g_v, 3), (w_v, 6), (sums_v, 7)))
         vec = _Vectors(builder, dtype)
-        x_image, g_image = _stride(builder, x, 2, 0, vec.align), _stride(builder, gg, 3, 0, vec.align)
-        g_row = _stride(builder, gg, 3, 1, vec.align)
+        x_image, g_image, g_row = vec.pitch(x), vec.stride(gg, 3, 0), vec.stride(gg, 3, 1)
         t_rows = [builder.add(t0_v, vec.const(i)) for i in range(filters)]
         k_rows = [builder.add(k0_v, vec.const(j)) for j in range(rows)]
         x_offsets = [builder.load(builder.gep(offsets.data, [k])) for k in k_rows]
