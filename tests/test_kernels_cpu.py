@@ -13,7 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder.kernels import cpu, reference as ref  # noqa: E402
-from minadder.kernels.cpu import frame, grad_weight, positions, products  # noqa: E402
+from minadder.kernels.cpu import frame, grad_weight, positions, products, register_block  # noqa: E402
 from minadder.kernels.cpu.register_block import vector_length  # noqa: E402
 from minadder.kernels.geometry import Window  # noqa: E402
 
@@ -164,18 +164,21 @@ def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):
 
 
 @pytest.mark.parametrize("mode", ref.GRAD_MODES)
-def test_dw_register_blocks_over_groups_of_images_give_the_reference(mode):
+@pytest.mark.parametrize("kernel", [3, 2])
+def test_dw_register_blocks_over_groups_of_images_give_the_reference(mode, kernel):
     """The wide dW runs each register block over a group of images (DW_GROUP_VECTORS):
     here 12x12 images, groups of six (three with AVX2's shorter vectors), and chunks of
-    seven images (four of the kernel's tasks a thread, or more) that end mid-group;
-    filters and rows left over (5 filters, K = 18) take the edge sums, image by image."""
+    seven images (four of the kernel's tasks a thread, or more) that end mid-group. 13
+    filters: whole blocks, then (full mode, AVX-512) a narrow block, and the filter left
+    over takes the edge sums, image by image; with 2x2 filters (K = 8) two rows do too."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((56, 2, 12, 12)).astype(np.float32)
-    weight = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
+    weight = rng.standard_normal((13, 2, kernel, kernel)).astype(np.float32)
     win = Window.of(x.shape, weight.shape, 1, 1)
     npos = positions.wide_count(win, frame.frame_pitch(win))
     group = grad_weight.DW_GROUP_VECTORS // -(-npos // vector_length(4))
     assert npos >= grad_weight.WIDE_DW_MIN_POSITIONS and 2 <= group < 56 // 8, group
+    assert 13 % register_block.DOT_FILTERS and win.k % register_block.DOT_ROWS == (0 if kernel == 3 else 2)
     y, dx, dw = _both(cpu, x, weight, 1, 1, 8, mode)
     y_ref, dx_ref, dw_ref = _both(ref, x, weight, 1, 1, 8, mode)
     np.testing.assert_allclose(dw, dw_ref, **_grad_tol(np.float32, 56 * 144, x, weight))

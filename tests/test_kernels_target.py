@@ -51,7 +51,7 @@ from minadder.kernels import cpu, reference as ref
 from minadder.kernels.cpu import forward, register_block
 from minadder.kernels.geometry import Window
 from numba.core.registry import cpu_target
-assert forward.MR == register_block.BLOCK_CHANNELS == 2 and register_block.DOT_ROWS == 2, (forward.MR, register_block.TARGET)
+assert forward.MR == register_block.BLOCK_CHANNELS == 2 and register_block.DOT_FILTERS == 4, (forward.MR, register_block.TARGET)
 assert register_block.TARGET.blocking == "narrow" and register_block.BLOCK_VECTORS * register_block.vector_length(4) == 32
 codegen = cpu_target.target_context.codegen()
 features = codegen._tm_features

@@ -16,9 +16,9 @@ from hypothesis import strategies as st  # noqa: E402
 from numba import njit, types  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS, COLUMN_CHANNELS,  # noqa: E402
-                                                 COLUMN_ROWS,
-                                                 DOT_FILTERS, DOT_ROWS, clip_rows_into,
-                                                 dot_sums_registers, min_sums_registers, plain_rows_into,
+                                                 COLUMN_ROWS, DOT_FILTERS, DOT_ROWS, NARROW_FILTERS, clip_rows_into,
+                                                 dot_sums_registers, min_sums_registers, narrow_dot_sums_registers,
+                                                 plain_rows_into,
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
                                                  SIGN_ROWS, sign_sums_registers, vector_length)
 from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
@@ -295,19 +295,27 @@ def dot_block(src, koff, k0, g, t0, count, sums, n0, n1):
     dot_sums_registers(src, koff, k0, g, t0, count, g[0], sums, n0, n1)     # (w is not read: any array of the dtype)
 
 
+@njit
+def narrow_dot_block(src, koff, k0, g, t0, count, sums, n0, n1):
+    narrow_dot_sums_registers(src, koff, k0, g, t0, count, g[0], sums, n0, n1)
+
+
 @settings(deadline=None, max_examples=25)
 @given(dtype=st.sampled_from([np.float32, np.float64]), count=st.integers(0, 5), k0=st.integers(0, 3),
-       t0=st.integers(0, 3), images=st.integers(1, 3), data=st.data(), seed=st.integers(0, 2**31 - 1))
-def test_dot_block_adds_lane_wise_dot_products(dtype, count, k0, t0, images, data, seed):
+       t0=st.integers(0, 3), images=st.integers(1, 3), narrow=st.booleans(), data=st.data(),
+       seed=st.integers(0, 2**31 - 1))
+def test_dot_block_adds_lane_wise_dot_products(dtype, count, k0, t0, images, narrow, data, seed):
     """sums[i * DOT_ROWS + j, lane] += sum_n sum_v G[n, t0 + i, v L + lane] X'[n, k0 + j, v L
     + lane] over the images n0..n1 (none, one or several): summed over its lanes, each row
-    of sums gains one entry of G X'^T (Eq. 5's product)."""
+    of sums gains one entry of G X'^T (Eq. 5's product). The same for the narrow block
+    of the filters left over."""
     rng = np.random.default_rng(seed)
     n0 = data.draw(st.integers(0, images))
     n1 = data.draw(st.integers(n0, images))
-    koff, src, g, sums = lane_case(rng, dtype, count, k0, t0, images, DOT_FILTERS, DOT_ROWS, rng.standard_normal)
-    expected = lane_sums(sums, src, koff, k0, g, t0, count, n0, n1, DOT_FILTERS, DOT_ROWS, lambda x, i, j: x)
-    dot_block(src, koff, k0, g, t0, count, sums, n0, n1)
+    filters, block = (NARROW_FILTERS, narrow_dot_block) if narrow else (DOT_FILTERS, dot_block)
+    koff, src, g, sums = lane_case(rng, dtype, count, k0, t0, images, filters, DOT_ROWS, rng.standard_normal)
+    expected = lane_sums(sums, src, koff, k0, g, t0, count, n0, n1, filters, DOT_ROWS, lambda x, i, j: x)
+    block(src, koff, k0, g, t0, count, sums, n0, n1)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(sums, expected, rtol=rtol, atol=rtol * (images * count + 1) * 8)
 
@@ -411,10 +419,10 @@ assert COLUMN_ROWS == 4 and len(hot) == 1 and mix(hot[0])["vmaxps ymm"] == 4, ho
 assert not [ln for ln in hot[0] if "rsp" in ln and "ymm" in ln], hot
 from minadder.kernels.cpu.register_block import DOT_FILTERS, DOT_ROWS, dot_sums_registers
 dot = njit(lambda src, koff, g, count, sums: dot_sums_registers(src, koff, 0, g, 0, count, g[0], sums, 0, 1))
-dot(np.zeros((1, 64), np.float32), np.arange(2), np.zeros((1, 4, 32), np.float32), 4, np.zeros((8, 8), np.float32))
+dot(np.zeros((1, 64), np.float32), np.arange(3), np.zeros((1, 4, 32), np.float32), 4, np.zeros((12, 8), np.float32))
 asm = dot.inspect_asm(dot.signatures[0])
 hot = [b for b in filter(innermost, loops(asm)) if mix(b)["vfmadd231ps ymm"] + mix(b)["vfmadd213ps ymm"]]
-assert DOT_FILTERS * DOT_ROWS == 8 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
+assert DOT_FILTERS * DOT_ROWS == 12 and len(hot) == 1 and not [ln for ln in hot[0] if "rsp" in ln], hot
 from minadder.kernels.cpu.register_block import SIGN_FILTERS, SIGN_ROWS, sign_sums_registers
 sign = njit(lambda src, koff, g, count, w, sums: sign_sums_registers(src, koff, 0, g, 0, count, w, sums, 0, 1))
 sign(np.zeros((1, 64), np.float32), np.arange(2), np.zeros((1, 2, 32), np.float32), 4, np.zeros((2, 2), np.float32), np.zeros((4, 8), np.float32))

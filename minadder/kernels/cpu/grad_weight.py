@@ -7,7 +7,7 @@ Against naive.py's loop:
 * Full mode is a matrix product: dW = G X'^T - W' * sum_l G (X' = X - c, W' = W - c in
   the shifted frame of frame.py, where the subtraction does not cancel large terms).
   With stride 1 and long rows the product reads X' straight from the padded input on
-  wide positions (positions.py), in register blocks of 4 x 4 dot products (4 x 2 with
+  wide positions (positions.py), in register blocks of 8 x 3 dot products (4 x 3 with
   AVX2's 16 registers; register_block.py): no X_col at all.
 * Sign mode with stride 1 (and several output rows) reads X the same way, in register
   blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a register:
@@ -40,8 +40,8 @@ from numba import get_num_threads, njit, prange
 from . import columns, products
 from .naive import sgn
 from .products import image_chunks
-from .register_block import (DOT_FILTERS, DOT_ROWS, SIGN_FILTERS, SIGN_ROWS, dot_sums_registers,
-                             sign_sums_registers, vector_length)
+from .register_block import (DOT_FILTERS, DOT_ROWS, NARROW_FILTERS, SIGN_FILTERS, SIGN_ROWS, dot_sums_registers,
+                             narrow_dot_sums_registers, sign_sums_registers, vector_length)
 from .frame import VECTOR, row_pitch
 from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
@@ -272,13 +272,13 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
     X' in the shifted frame; sign mode, Eq. 4, sgn(X - W)), reading row k of X straight
     from the padded input (xp2[n, koff[k]:]). One task per chunk of images: a group of
     images at a time (about DW_GROUP_VECTORS vectors of positions), it runs every register
-    block (register_block.py: DOT_FILTERS x DOT_ROWS dot products in full mode,
-    SIGN_FILTERS x SIGN_ROWS sign sums in sign mode) over the group while its rows of G and
-    X are in L2, each block keeping its lane-wise sums in ``sums`` between groups; the
-    lanes are added up once, at the end of the chunk. The caller sums
-    the chunks. (One task per block over the whole batch, as before, streamed all of G
-    and X' from memory for each block, two bytes a multiply-add: measured 2026-12-05,
-    batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
+    block (register_block.py: DOT_FILTERS x DOT_ROWS dot products in full mode, then
+    NARROW_FILTERS x DOT_ROWS for the filters left over; SIGN_FILTERS x SIGN_ROWS sign sums
+    in sign mode) over the group while its rows of G and X are in L2, each block keeping
+    its lane-wise sums in ``sums`` between groups; the lanes are added up once, at the end
+    of the chunk. The caller sums the chunks. (One task per block over the whole batch, as
+    before, streamed all of G and X' from memory for each block, two bytes a multiply-add:
+    measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
     n_img, n_t = gw.shape[0], gw.shape[1]
     n_k = koff.shape[0]
     chunks = partial.shape[0]
@@ -286,20 +286,28 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
     one = partial.dtype.type(1)
     count = (npos + lanes - 1) // lanes              # whole vectors: G is zero past npos
     filters, rows = (DOT_FILTERS, DOT_ROWS) if full else (SIGN_FILTERS, SIGN_ROWS)
-    t_end, k_end = n_t - n_t % filters, n_k - n_k % rows
+    narrow = NARROW_FILTERS if full and NARROW_FILTERS < filters else filters
+    t_main = n_t - n_t % filters                     # filters in whole blocks
+    t_end = t_main + (n_t - t_main) // narrow * narrow   # and in narrow ones after them
+    k_end = n_k - n_k % rows
     group = max(1, min(DW_GROUP_IMAGES, DW_GROUP_VECTORS // max(1, count)))
     for b in prange(chunks):
         out = partial[b]
-        sums = np.zeros((t_end // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
+        sums = np.zeros((t_main // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
+        narrow_sums = np.zeros(((t_end - t_main) // narrow, k_end // rows, narrow * rows, lanes), dtype=partial.dtype)
         last = (b + 1) * n_img // chunks
         for n0 in range(b * n_img // chunks, last, group):
             n1 = min(last, n0 + group)
-            for t0 in range(0, t_end, filters):
+            for t0 in range(0, t_main, filters):
                 for k0 in range(0, k_end, rows):
                     if full:
                         dot_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[t0 // filters, k0 // rows], n0, n1)
                     else:
                         sign_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[t0 // filters, k0 // rows], n0, n1)
+            for t0 in range(t_main, t_end, narrow):     # (full mode only)
+                for k0 in range(0, k_end, rows):
+                    narrow_dot_sums_registers(xp2, koff, k0, gw, t0, count, w,
+                                              narrow_sums[(t0 - t_main) // narrow, k0 // rows], n0, n1)
             # the edge blocks, one dot product at a time: the filters after the last whole
             # block (every row k), then the rows after the last whole block (a loop over
             # every (t, k) that skipped the blocks' own took 18 % of a 32-channel dW)
@@ -307,15 +315,24 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
                 for t in range(n_t):
                     for k in range(k_end if t < t_end else 0, n_k):
                         _edge_dot(xp2[n], koff, gw[n], npos, w, full, one, t, k, out)
-        for t0 in range(0, t_end, filters):
-            for k0 in range(0, k_end, rows):
-                block = sums[t0 // filters, k0 // rows]
-                for i in range(filters):
-                    for j in range(rows):
-                        total = out[t0, k0] - out[t0, k0]
-                        for v in range(lanes):
-                            total += block[i * rows + j, v]
-                        out[t0 + i, k0 + j] += total
+        _add_lanes(sums, 0, filters, rows, out)
+        _add_lanes(narrow_sums, t_main, narrow, rows, out)
+
+
+@njit(fastmath=True, cache=True)
+def _add_lanes(sums, t_first, filters, rows, out):
+    """out[t, k] += the lanes of its block's sum: block (a, c) of ``sums`` holds filters
+    t_first + a * filters ... and rows c * rows ..., sum (i, j) at sums[a, c, i * rows + j]."""
+    for a in range(sums.shape[0]):
+        for c in range(sums.shape[1]):
+            block = sums[a, c]
+            for i in range(filters):
+                for j in range(rows):
+                    t, k = t_first + a * filters + i, c * rows + j
+                    total = out[t, k] - out[t, k]
+                    for v in range(block.shape[1]):
+                        total += block[i * rows + j, v]
+                    out[t, k] += total
 
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)

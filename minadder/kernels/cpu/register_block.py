@@ -295,12 +295,23 @@ plain_rows_into = _rows_into(False, minus_x=False)
 
 
 #: dW's register block (Eq. 5, the G X'^T part): filters x rows of X', each a vector of
-#: lane-wise partial dot products. 4 x 4 with 32 vector registers (16 sums, 4 vectors of
-#: G and 4 of X), 4 x 2 with 16.
-DOT_FILTERS = 4
-DOT_ROWS = 4 if TARGET.blocking == "wide" else 2
+#: lane-wise partial dot products. 8 x 3 with 32 vector registers (24 sums, the 3 rows'
+#: vectors of X and one of G at a time), 4 x 3 with 16 (12 sums). Three rows, because
+#: each load of a row of X' read in place (c*plane + i*pitch + j) rarely starts on a cache
+#: line, and a load across a line costs two: the block that loads fewer rows of X per
+#: multiply-add wins. Measured 2026-12-06, the kernel on one thread, batch 64, ResNet-20's
+#: 16ch 32x32 / 32ch 16x16 layers: 4 x 4 55-60 / 51-55 G MAC/s, 8 x 3 64-66 / 60-61 (4 x
+#: 6 and 8 x 2 between them; 16 x 1 28-30); with AVX2, 4 x 2 40 / 38, 4 x 3 45 / 41.
+#: And 3 rows tile every 3x3 filter (K = 9C) with none left over.
+DOT_FILTERS = 8 if TARGET.blocking == "wide" else 4
+DOT_ROWS = 3
+#: the filters after the last whole block (as many as 4 with AVX-512) go through blocks
+#: of NARROW_FILTERS x DOT_ROWS, the same code
+NARROW_FILTERS = 4
 #: the sign-mode dW's (Eq. 4): each sum's weight W[t, k] held in a register beside it, so
-#: 4 x 2 with 32 vector registers (8 sums, 8 weights, 4 vectors of G and 2 of X), 2 x 2 with 16
+#: 4 x 2 with 32 vector registers (8 sums, 8 weights, 4 vectors of G and 2 of X), 2 x 2 with 16.
+#: Its compares and masked adds bound it, not its loads: 4 x 3, 2 x 3, 2 x 4 and 8 x 1 ran
+#: within 3 % of 4 x 2 (measured 2026-12-06 as the dot block's shapes above).
 SIGN_FILTERS = 4 if TARGET.blocking == "wide" else 2
 SIGN_ROWS = 2
 
@@ -382,6 +393,8 @@ def _lane_sums_codegen(term, filters, rows, dtype):
 #: Per step: DOT_FILTERS loads of G, DOT_ROWS loads of X' and DOT_FILTERS x DOT_ROWS
 #: multiply-adds.
 dot_sums_registers = _lane_sums(_dot_term, DOT_FILTERS, DOT_ROWS)
+#: the same, NARROW_FILTERS x DOT_ROWS
+narrow_dot_sums_registers = _lane_sums(_dot_term, NARROW_FILTERS, DOT_ROWS)
 #: the same block for the sign-mode dW (Eq. 4), SIGN_FILTERS x SIGN_ROWS of
 #: sums[i * SIGN_ROWS + j, :] += sum_n sum_v G[n, t0 + i, vL:(v+1)L] * sgn(X[n, k0 + j, vL:(v+1)L] - W[t0 + i, k0 + j]),
 #: with sgn(0) = 0; the numbers must be finite (the kernels send others to the reference)
