@@ -90,10 +90,14 @@ SIGN, FULL, L2, CONV = 0, 1, 2, 3
 BLOCK, ROW, COLUMN, SINGLE = 0, 1, 2, 3
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, inline="always")
 def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
     """One register block of dX_col rows added into the plane (register_block.py): the
-    block sizes are literals there, so each kind and size is its own call."""
+    block sizes are literals there, so each kind and size is its own call. Inlined into
+    the kernel (inline="always"): called, it cost 8 % of a 16-channel dX (about 85 calls
+    an (image, channel) task, each passing 12 arguments; measured 2026-12-06, batch 64,
+    2 threads, the kernel 3.75-3.78 -> 3.43-3.61 ms at 32x32, 3.24-3.32 -> 3.13-3.18 at
+    16x16)."""
     if kind == CONV:
         if shape == BLOCK:
             plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
