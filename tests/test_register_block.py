@@ -22,7 +22,7 @@ from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, 
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
                                                  SIGN_ROWS, sign_sums_registers, vector_length)
 from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
-from minadder.kernels.cpu.positions import copy_runs, field_row, run_vectors, segments  # noqa: E402
+from minadder.kernels.cpu.positions import add_field_row_spread, copy_runs, field_row, run_vectors, segments  # noqa: E402
 from minadder.kernels.target import TARGET  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -478,3 +478,37 @@ def test_copy_runs_packs_the_rows_field_row_packs(dtype, n, c, ho, wo, k, stride
                 expected = packed_row_by_field_row(xp, cc, i, j, stride, segs, count, width)
                 np.testing.assert_array_equal(panel[VECTOR:VECTOR + width], expected)
                 assert np.isnan(panel[:VECTOR]).all()          # nothing before the row
+
+
+@njit
+def added_by_field_row(dxp, c, i, j, segs, count, row):
+    field_row(dxp, c, i, j, 2, segs, count, row, True)
+
+
+@settings(deadline=None, max_examples=40)
+@given(dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(1, 3), c=st.integers(1, 3),
+       ho=st.integers(1, 5), wo=st.integers(1, 40), k=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_stride_2_vector_add_back_adds_what_field_row_adds(dtype, n, c, ho, wo, k, seed):
+    """dX's col2im at stride 2 by vectors (add_field_row_spread: whole, half and single
+    numbers, each vector adding 0 to the odd pixels between) adds each row of dX_col into
+    the padded planes as field_row does, and writes nothing outside plane (n, c): the
+    other planes (another task's) hold -0.0, which an added 0 would turn into +0.0."""
+    rng = np.random.default_rng(seed)
+    plane = ho * wo
+    hp, wp = 2 * (ho - 1) + k, 2 * (wo - 1) + k
+    segs = np.empty((ho + 1, 5), dtype=np.int64)
+    for image in range(n):
+        count = segments(image * plane, plane, plane, wo, segs)
+        for cc in range(c):
+            base = np.full((n, c, hp, wp), -0.0, dtype=dtype)
+            base[image, cc] = rng.standard_normal((hp, wp))
+            got, expected = base.copy(), base.copy()
+            for i in range(k):
+                for j in range(k):
+                    row = rng.standard_normal(plane).astype(dtype)
+                    add_field_row_spread(got, cc, i, j, segs, count, row)
+                    added_by_field_row(expected, cc, i, j, segs, count, row)
+            np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
+            others = np.ones((n, c), bool)
+            others[image, cc] = False
+            assert np.signbit(got[others]).all()

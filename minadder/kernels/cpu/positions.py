@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .frame import VECTOR, plane_size, row_pitch
-from .register_block import copy_vector
+from .register_block import add_spread_vector, copy_vector, vector_length
 
 
 def wide_rows(win):
@@ -175,6 +175,32 @@ def field_row(xp, c, i, j, stride, segs, count, row, add):
         else:
             for q in range(length):
                 part[q] = pixels[q]
+
+
+@njit(cache=True)
+def add_field_row_spread(dxp, c, i, j, segs, count, row):
+    """field_row(dxp, c, i, j, 2, segs, count, row, add=True) (col2im of one row of dX_col,
+    stride 2) by vectors (add_spread_vector): whole vectors of the row, then half ones,
+    then number by number. A vector also adds 0 to the odd pixels after its last one; it
+    is used only where those stay inside the plane dxp[n, c], which the caller's task
+    owns. dxp (N, C, Hp, Wp) must be C-contiguous."""
+    n_img, channels, hp, wp = dxp.shape
+    flat = dxp.reshape(-1)
+    lanes = vector_length(flat.itemsize)
+    half = lanes // 2
+    for r in range(count):
+        n, u, v0, length, q0 = segs[r, 0], segs[r, 1], segs[r, 2], segs[r, 3], segs[r, 4]
+        first = (n * channels + c) * hp * wp
+        at, end = first + (2 * u + i) * wp + 2 * v0 + j, first + hp * wp
+        m = 0
+        while m + lanes <= length and at + 2 * (m + lanes) <= end:
+            add_spread_vector(row, q0 + m, flat, at + 2 * m, 1)
+            m += lanes
+        while m + half <= length and at + 2 * (m + half) <= end:
+            add_spread_vector(row, q0 + m, flat, at + 2 * m, 2)
+            m += half
+        for mm in range(m, length):
+            flat[at + 2 * mm] += row[q0 + mm]
 
 
 @njit(cache=True)
