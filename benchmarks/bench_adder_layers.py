@@ -2,7 +2,7 @@
 beside oneDNN's conv2d on the same shapes and threads (the machine's multiply-accumulate
 yardstick).
 
-For each layer shape (ResNet-20, LeNet-5, VGG-small; batch 32 by default) and each
+For each layer shape (ResNet-20's seven, LeNet-5, VGG-small; batch 32 by default) and each
 implementation:
 
   numpy        minadder's reference kernels (kernels/reference.py)
@@ -66,6 +66,11 @@ LAYERS = {
     "resnet20 16ch 32x32": (32, 16, 32, 16, 3, 1, 1),
     "resnet20 32ch 16x16": (32, 32, 16, 32, 3, 1, 1),
     "resnet20 64ch 8x8": (32, 64, 8, 64, 3, 1, 1),
+    # the first layer of stages 2 and 3 (stride 2) and their 1x1 stride-2 shortcuts
+    "resnet20 16->32ch s2 32x32": (32, 16, 32, 32, 3, 2, 1),
+    "resnet20 1x1 16->32ch s2 32x32": (32, 16, 32, 32, 1, 2, 0),
+    "resnet20 32->64ch s2 16x16": (32, 32, 16, 64, 3, 2, 1),
+    "resnet20 1x1 32->64ch s2 16x16": (32, 32, 16, 64, 1, 2, 0),
     "lenet5 conv1 1->6 k5": (32, 1, 32, 6, 5, 1, 0),
     "lenet5 conv2 6->16 k5": (32, 6, 14, 16, 5, 1, 0),
     "lenet5 fc1 400->120": (32, 400, 1, 120, 1, 1, 0),
@@ -73,6 +78,8 @@ LAYERS = {
     "vgg-small 256ch 16x16": (32, 256, 16, 256, 3, 1, 1),
     "vgg-small 512ch 8x8": (32, 512, 8, 512, 3, 1, 1),
 }
+#: the text tables' first column
+NAME_WIDTH = max(len(name) for name in LAYERS) + 2
 IMPLS = ("numpy", "cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw", "conv2d", "torch-unfold", "torch-cdist")
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the ceiling (ceiling.py's mix) each timed pass is divided by
@@ -487,7 +494,7 @@ def print_fractions(rows, markdown, note):
         for r in rows:
             print("| " + " | ".join(r) + " |")
     else:
-        widths = [24, 11, 15, 16, 10, 12, 20]
+        widths = [NAME_WIDTH, 11, 15, 16, 10, 12, 20]
         for r in [header] + rows:
             print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds).")
@@ -505,7 +512,7 @@ def print_rows(header, rows, markdown, first):
             else:
                 print("| " + " | ".join(r) + " |")
     else:
-        widths = [24, 13, 11, 10, 10, 15, 9, 9, 8, 10, 11, 10]
+        widths = [NAME_WIDTH, 13, 11, 10, 10, 15, 9, 9, 8, 10, 11, 10]
         if first:
             print("".join(h.ljust(wd) for h, wd in zip(header, widths)))
         for r in rows:
