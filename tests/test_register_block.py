@@ -18,7 +18,7 @@ from numba import njit, types  # noqa: E402
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS, COLUMN_CHANNELS,  # noqa: E402
                                                  COLUMN_ROWS, DOT_FILTERS, DOT_ROWS, NARROW_FILTERS, clip_rows_into,
                                                  dot_sums_registers, min_sums_registers, narrow_dot_sums_registers,
-                                                 plain_rows_into,
+                                                 plain_rows_into, prefetch,
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
                                                  SIGN_ROWS, sign_sums_registers, vector_length)
 from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
@@ -512,3 +512,25 @@ def test_stride_2_vector_add_back_adds_what_field_row_adds(dtype, n, c, ho, wo, 
             others = np.ones((n, c), bool)
             others[image, cc] = False
             assert np.signbit(got[others]).all()
+
+
+@njit
+def sum_with_prefetches(a, ahead):
+    total = a.dtype.type(0)
+    for i in range(a.shape[0]):
+        prefetch(a, i + ahead, False)       # past the end too: a hint never faults
+        prefetch(a, i + ahead, True)
+        total += a[i]
+    return total
+
+
+@pytest.mark.skipif(not X86, reason="checks x86 code")
+def test_prefetch_is_a_hint_that_leaves_the_values_alone():
+    """register_block.prefetch (batch norm's passes ask for later rows with it) compiles to
+    prefetch instructions (prefetcht0; for a write prefetchw, where the CPU has it) and
+    changes nothing, also past an array's end."""
+    a = np.arange(1000, dtype=np.float32)
+    assert sum_with_prefetches(a, 10**6) == a.sum()
+    asm = sum_with_prefetches.inspect_asm(sum_with_prefetches.signatures[0])
+    lines = [line.split()[0] for line in asm.splitlines() if line.strip().startswith("prefetch")]
+    assert "prefetcht0" in lines and len(lines) >= 2, lines

@@ -10,6 +10,9 @@ they are still in its cache:
     backward    sum(g) and sum(g * xhat) together; then dx (g through that ReLU first,
                 in both passes, when the forward's y is given)
 
+Each pass asks for the rows it will read or write next ahead of use (``_prefetch_row``):
+a channel is N short rows far apart, which the hardware prefetcher does not follow.
+
 xhat is not written: the forward saves x (``Centred``), which the graph holds anyway as
 the layer's input, and the backward computes xhat = (x - mean) * inv_std again as it reads
 x. Where no residual was added, it takes the ReLU's mask from there too (weight * xhat +
@@ -31,6 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import batch_norm_reference as reference
+from .register_block import prefetch
 
 FLOATS = (np.float32, np.float64)
 #: where the backward's ReLU mask comes from: no ReLU; the forward's y; weight * xhat + bias
@@ -57,6 +61,36 @@ def _normalised(saved, shape):
     return reference.Normalised(xhat.reshape(shape), saved.inv_std)
 
 
+# ========================================================= reading a channel from memory
+#: how far ahead the loops ask for the rows of a channel, in bytes
+PREFETCH_BYTES = 8192
+
+
+@njit(cache=True)
+def _rows_ahead(a):
+    """Rows of a channel to ask for ahead: PREFETCH_BYTES' worth, at least one."""
+    return max(1, PREFETCH_BYTES // max(1, a.shape[2] * a.itemsize))
+
+
+@njit(cache=True)
+def _prefetch_row(a, n, c, write):
+    """Ask for row a[n, c] (if there is one), a cache line at a time (64 bytes).
+
+    A channel of (N, C, P) is N rows of P numbers, C * P numbers apart: 4 KB rows 64 KB
+    apart at 16 channels of 32x32, 256-byte rows 16 KB apart at 64 channels of 8x8. The
+    hardware prefetcher follows a stream only within a 4 KB page, so on data that is not in
+    cache (as in a training step, where the layer's input was written long before) each row's
+    first reads waited on memory: batch norm's passes took 2.5-6x as long as on warm data.
+    Asking for later rows (and for the lines of the rows about to be written) while working
+    on this one overlaps some of those waits: in a ResNet-20 step at batch 64 on 2 threads,
+    batch norm's backward passes 21.5-23.0 -> 18.6-20.3 ms a step, its forward passes
+    12.5-12.6 -> 11.5-11.6 ms (measured 2026-12-06, two alternations)."""
+    if n < a.shape[0]:
+        row = a[n, c]
+        for j in range(0, row.shape[0], 64 // a.itemsize):
+            prefetch(row, j, write)
+
+
 # ===================================================== sums over one channel c of (N, C, P)
 # Each reads the channel image by image through x[n, c], a contiguous row that Numba
 # knows to be contiguous (x[:, c, :] is a strided view, whose loops LLVM left scalar:
@@ -64,7 +98,11 @@ def _normalised(saved, shape):
 @njit(fastmath={"reassoc"}, cache=True)
 def _mean(x, c):
     total = 0.0
+    ahead = _rows_ahead(x)
+    for n in range(ahead):
+        _prefetch_row(x, n, c, False)
     for n in range(x.shape[0]):
+        _prefetch_row(x, n + ahead, c, False)      # the first pass over the channel: from memory
         row = x[n, c]
         for j in range(row.shape[0]):
             total += row[j]
@@ -107,7 +145,14 @@ def _grad_sums(g, x, y, mask, c, m, s, w, b):
     """(sum g, sum g * xhat) over one channel, in one pass, g through the ReLU (mask)."""
     sum_g, sum_gx = 0.0, 0.0
     zero = g.dtype.type(0)
-    for n in range(g.shape[0]):
+    ahead = _rows_ahead(g)
+    for n in range(-ahead, g.shape[0]):      # the first pass over the channel: from memory
+        _prefetch_row(g, n + ahead, c, False)
+        _prefetch_row(x, n + ahead, c, False)
+        if mask == MASK_FROM_Y:
+            _prefetch_row(y, n + ahead, c, False)
+        if n < 0:
+            continue
         gr, xr, yr = g[n, c], x[n, c], y[n, c]
         for j in range(gr.shape[0]):
             h = _xhat(xr[j], m, s)
@@ -129,7 +174,11 @@ def _forward_kernel(x, weight, bias, training, eps, relu, residual, added, mean,
             var[c] = _centred_mean_square(x, c, mean[c])
         inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
         m, s, w, b = x.dtype.type(mean[c]), inv_std[c], weight[c], bias[c]
+        ahead = _rows_ahead(y)
         for n in range(x.shape[0]):
+            _prefetch_row(y, n + ahead, c, True)          # lines about to be written
+            if added:
+                _prefetch_row(residual, n + ahead, c, False)
             xr, yr, rr = x[n, c], y[n, c], residual[n, c]
             for j in range(xr.shape[0]):
                 v = _xhat(xr[j], m, s) * w + b
@@ -151,7 +200,11 @@ def _backward_kernel(g, saved, y, mask, scale, training, dx, dweight, dbias, kee
         dweight[c], dbias[c] = sum_gx, sum_g
         s = scale[c]
         a, b = g.dtype.type(sum_gx / count), g.dtype.type(sum_g / count)
+        ahead = _rows_ahead(dx)
         for n in range(g.shape[0]):
+            _prefetch_row(dx, n + ahead, c, True)         # lines about to be written
+            if keep:
+                _prefetch_row(g_relu, n + ahead, c, True)
             gr, xr, yr, dr, kr = g[n, c], x[n, c], y[n, c], dx[n, c], g_relu[n, c]
             for j in range(gr.shape[0]):
                 h = _xhat(xr[j], m, s_)

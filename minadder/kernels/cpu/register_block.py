@@ -479,3 +479,24 @@ def add_spread_vector(typingctx, src, i, dst, j, part):
         return context.get_dummy_value()
 
     return types.void(src, i, dst, j, part), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index, write):
+    """Ask the CPU to bring the cache line of array[index] (a 1-D array) into its caches
+    ahead of use (llvm.prefetch: prefetcht0, or prefetchw when ``write``, a literal bool,
+    for a line about to be written). A hint: it never faults, even past the array's end."""
+    if not (isinstance(array, types.Array) and isinstance(write, types.BooleanLiteral)):
+        return None
+    rw = int(write.literal_value)
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        index_v = context.cast(builder, args[1], signature.args[1], types.int64)
+        pointer = builder.bitcast(builder.gep(a.data, [index_v]), ir.IntType(8).as_pointer())
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, I32, I32, I32]), "llvm.prefetch.p0i8")
+        builder.call(function, [pointer, ir.Constant(I32, rw), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index, write), codegen
