@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import batch_norm_reference as reference
-from .register_block import prefetch
+from .register_block import PREFETCH_BYTES, prefetch
 
 FLOATS = (np.float32, np.float64)
 #: where the backward's ReLU mask comes from: no ReLU; the forward's y; weight * xhat + bias
@@ -62,10 +62,6 @@ def _normalised(saved, shape):
 
 
 # ========================================================= reading a channel from memory
-#: how far ahead the loops ask for the rows of a channel, in bytes
-PREFETCH_BYTES = 8192
-
-
 @njit(cache=True)
 def _rows_ahead(a):
     """Rows of a channel to ask for ahead: PREFETCH_BYTES' worth, at least one."""

@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .register_block import PREFETCH_BYTES, prefetch_lines
+
 #: the forward computes whole vectors of VECTOR numbers (16 float32 = one AVX-512
 #: register); its rows are rounded up to a multiple of it (chosen by hand for AVX-512,
 #: where it is one register; on AVX2 two registers; not re-measured)
@@ -126,9 +128,14 @@ def _pad_shift(x, p, pitch, plane, centre, flat, sums):
     n_img, channels, h, w = x.shape
     edge = -centre
     planes = x.reshape(n_img * channels, h * w)
+    ahead = max(1, PREFETCH_BYTES // max(1, h * w * x.itemsize))     # planes asked for ahead
     for task in prange(n_img * channels):
         n, c = task // channels, task % channels
         dst, src = flat[n, c * plane:(c + 1) * plane], planes[task]
+        later = task + ahead                            # most often a later task of this thread's
+        if later < n_img * channels:
+            prefetch_lines(planes[later], 0, h * w, False)
+            prefetch_lines(flat[later // channels], (later % channels) * plane, (later % channels + 1) * plane, True)
         for q in range(p * pitch + p):                  # the top rows, the first left padding
             dst[q] = edge
         total = sums.dtype.type(0)

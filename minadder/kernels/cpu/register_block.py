@@ -500,3 +500,14 @@ def prefetch(typingctx, array, index, write):
         return context.get_dummy_value()
 
     return types.void(array, index, write), codegen
+
+
+#: how far ahead the passes over memory ask for what they will read and write, in bytes
+PREFETCH_BYTES = 8192
+
+
+@njit(cache=True)
+def prefetch_lines(array, start, stop, write):
+    """prefetch every cache line (64 bytes) of array[start:stop] (a 1-D array)."""
+    for j in range(start, stop, 64 // array.itemsize):
+        prefetch(array, j, write)
