@@ -26,7 +26,7 @@ def batch_norm_cases(draw):
     """(x, weight or None, bias or None, mean, var, training): rank 4 (the kernels' case:
     (N, C) inputs go to the reference, see the test below), a channel offset."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 11))    # 8-11: tasks of several channels
     shape = (n, c, draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     training = draw(st.booleans()) and n * int(np.prod(shape[2:])) >= 2
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
@@ -94,6 +94,25 @@ def test_batch_norm_backward_equals_the_reference(case):
             _close(a, b, x.dtype, count, s)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
+
+
+@pytest.mark.parametrize("group", [1, 3, 7])
+def test_batch_norm_in_groups_of_channels_is_the_reference(group, monkeypatch):
+    """Tasks of 1, 3 (the last one of 1) or all 7 channels: the same statistics, y and
+    gradients, with a residual and the ReLU's mask read from y."""
+    monkeypatch.setattr(bn_cpu, "_group_size", lambda x, threads: group)
+    rng = np.random.default_rng(group)
+    x = rng.standard_normal((6, 7, 5, 3)).astype(np.float32)
+    weight, bias = rng.uniform(0.5, 2, 7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    r, g = (rng.standard_normal(x.shape).astype(np.float32) for _ in range(2))
+    y, saved, mean, var = bn_cpu.batch_norm_forward(x, weight, bias, relu=True, residual=r)
+    want_y, want_saved, want_mean, want_var = bn_ref.batch_norm_forward(x, weight, bias, relu=True, residual=r)
+    for a, b in ((y, want_y), (mean, want_mean), (var, want_var)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    got = bn_cpu.batch_norm_backward(g, saved, weight, True, y, residual=True)
+    want = bn_ref.batch_norm_backward(g, want_saved, weight, True, want_y, residual=True)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_the_cpu_backward_takes_the_references_saved():
