@@ -68,11 +68,11 @@ def _float_type(dtype):
 
 class _Vectors:
     """What every block's code generator writes again and again, for one builder and
-    vectors of ``dtype`` numbers as wide as the target's registers."""
+    vectors of ``dtype`` numbers as wide as the target's registers (or of ``lanes``)."""
 
-    def __init__(self, builder, dtype):
+    def __init__(self, builder, dtype, lanes=None):
         self.builder = builder
-        self.lanes = TARGET.vector_bits // dtype.bitwidth
+        self.lanes = TARGET.vector_bits // dtype.bitwidth if lanes is None else lanes
         self.type = ir.VectorType(_float_type(dtype), self.lanes)
         self.align = dtype.bitwidth // 8
         self.splat = ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes)
@@ -401,6 +401,28 @@ narrow_dot_sums_registers = _lane_sums(_dot_term, NARROW_FILTERS, DOT_ROWS)
 sign_sums_registers = _lane_sums(_sign_term, SIGN_FILTERS, SIGN_ROWS)
 
 
+def _pair_dtype(src, dst, literal):
+    """The float dtype of two 1-D arrays of one dtype beside a literal 1 or 2 (copy_vector's
+    stride, add_spread_vector's part), or None: Numba then reports that it cannot type the call."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)):
+        return None
+    if not (isinstance(literal, types.IntegerLiteral) and literal.literal_value in (1, 2)):
+        return None
+    if not (isinstance(src.dtype, types.Float) and dst.dtype == src.dtype):
+        return None
+    return src.dtype
+
+
+def _pair_pointers(context, builder, signature, args):
+    """Pointers to src[i] and dst[j] for an intrinsic called as (src, i, dst, j, ...)."""
+    src_v, i_v, dst_v, j_v = args[:4]
+    i_v = context.cast(builder, i_v, signature.args[1], types.int64)
+    j_v = context.cast(builder, j_v, signature.args[3], types.int64)
+    s = context.make_array(signature.args[0])(context, builder, src_v)
+    d = context.make_array(signature.args[2])(context, builder, dst_v)
+    return builder.gep(s.data, [i_v]), builder.gep(d.data, [j_v])
+
+
 @intrinsic
 def copy_vector(typingctx, src, i, dst, j, stride):
     """dst[j:j + L] = src[i:i + stride * L:stride], L = vector_length, ``stride`` a literal
@@ -410,28 +432,19 @@ def copy_vector(typingctx, src, i, dst, j, stride):
     Plain Numba left such copies scalar, as it cannot tell that src and dst do not overlap:
     the packed forward's panel of short runs (positions.copy_runs) took 30 % of an 8x8
     layer's forward."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)):
-        return None
-    if not (isinstance(stride, types.IntegerLiteral) and stride.literal_value in (1, 2)):
-        return None
-    dtype = src.dtype
-    if not (isinstance(dtype, types.Float) and dst.dtype == dtype):
+    dtype = _pair_dtype(src, dst, stride)
+    if dtype is None:
         return None
     step = stride.literal_value
 
     def codegen(context, builder, signature, args):
-        src_v, i_v, dst_v, j_v = args[:4]
-        i_v = context.cast(builder, i_v, signature.args[1], types.int64)
-        j_v = context.cast(builder, j_v, signature.args[3], types.int64)
-        s = context.make_array(signature.args[0])(context, builder, src_v)
-        d = context.make_array(signature.args[2])(context, builder, dst_v)
+        first, target = _pair_pointers(context, builder, signature, args)
         vec = _Vectors(builder, dtype)
-        first = builder.gep(s.data, [i_v])
         value = vec.load(first)
         if step == 2:             # lanes 0, 2, 4, ... of the two vectors side by side
             evens = ir.Constant(ir.VectorType(I32, vec.lanes), list(range(0, 2 * vec.lanes, 2)))
             value = builder.shuffle_vector(value, vec.load(first, 1), evens)
-        vec.store(value, builder.gep(d.data, [j_v]))
+        vec.store(value, target)
         return context.get_dummy_value()
 
     return types.void(src, i, dst, j, stride), codegen
@@ -447,35 +460,19 @@ def add_spread_vector(typingctx, src, i, dst, j, part):
     caller keeps that range inside memory no other thread writes meanwhile. (1-D arrays of
     one float dtype.) Number by number, these strided adds took a third of a stride-2
     layer's dX."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)):
-        return None
-    if not (isinstance(part, types.IntegerLiteral) and part.literal_value in (1, 2)):
-        return None
-    dtype = src.dtype
-    if not (isinstance(dtype, types.Float) and dst.dtype == dtype):
+    dtype = _pair_dtype(src, dst, part)
+    if dtype is None:
         return None
     lanes = TARGET.vector_bits // dtype.bitwidth // part.literal_value
 
     def codegen(context, builder, signature, args):
-        src_v, i_v, dst_v, j_v = args[:4]
-        i_v = context.cast(builder, i_v, signature.args[1], types.int64)
-        j_v = context.cast(builder, j_v, signature.args[3], types.int64)
-        s = context.make_array(signature.args[0])(context, builder, src_v)
-        d = context.make_array(signature.args[2])(context, builder, dst_v)
-        kind = ir.VectorType(_float_type(dtype), lanes)
-        align = dtype.bitwidth // 8
-
-        def at(pointer, v=0):
-            return builder.bitcast(builder.gep(pointer, [ir.Constant(I64, v * lanes)]), kind.as_pointer())
-
-        value = builder.load(at(builder.gep(s.data, [i_v])), align=align)
-        zeros = ir.Constant(kind, None)
-        first = builder.gep(d.data, [j_v])
+        first, target = _pair_pointers(context, builder, signature, args)
+        vec = _Vectors(builder, dtype, lanes)
+        value, zeros = vec.load(first), ir.Constant(vec.type, None)
         for half in range(2):           # lanes 0..L/2-1 of src, then L/2..L-1, spread out
             order = [index for m in range(lanes // 2) for index in (half * lanes // 2 + m, lanes + m)]
             spread = builder.shuffle_vector(value, zeros, ir.Constant(ir.VectorType(I32, lanes), order))
-            total = builder.fadd(builder.load(at(first, half), align=align), spread, flags=("fast",))
-            builder.store(total, at(first, half), align=align)
+            vec.store(builder.fadd(vec.load(target, half), spread, flags=("fast",)), target, half)
         return context.get_dummy_value()
 
     return types.void(src, i, dst, j, part), codegen
