@@ -153,6 +153,15 @@ def _through_relu(gv, h, y, w, b, mask, zero):
     return gv
 
 
+@njit(cache=True)
+def _prefetch_inputs(g, x, y, mask, n, c0, c1):
+    """Ask for image n's rows of the group in what the backward's first pass reads."""
+    _prefetch_rows(g, n, c0, c1, False)
+    _prefetch_rows(x, n, c0, c1, False)
+    if mask == MASK_FROM_Y:
+        _prefetch_rows(y, n, c0, c1, False)
+
+
 @njit(fastmath={"reassoc"}, cache=True)
 def _grad_sums(g, x, y, mask, c0, c1, saved, out):
     """out[c - c0] = (sum g, sum g * xhat) over channel c, in one pass (the group's first:
@@ -160,13 +169,10 @@ def _grad_sums(g, x, y, mask, c0, c1, saved, out):
     zero = g.dtype.type(0)
     out[:] = 0
     ahead = _images_ahead(g, c0, c1)
-    for n in range(-ahead, g.shape[0]):
-        _prefetch_rows(g, n + ahead, c0, c1, False)
-        _prefetch_rows(x, n + ahead, c0, c1, False)
-        if mask == MASK_FROM_Y:
-            _prefetch_rows(y, n + ahead, c0, c1, False)
-        if n < 0:
-            continue
+    for n in range(ahead):
+        _prefetch_inputs(g, x, y, mask, n, c0, c1)
+    for n in range(g.shape[0]):
+        _prefetch_inputs(g, x, y, mask, n + ahead, c0, c1)
         for c in range(c0, c1):
             m, s, w, b = saved.mean[c], saved.inv_std[c], saved.weight[c], saved.bias[c]
             gr, xr, yr = g[n, c], x[n, c], y[n, c]

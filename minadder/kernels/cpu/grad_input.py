@@ -94,7 +94,7 @@ BLOCK, ROW, COLUMN, SINGLE = 0, 1, 2, 3
 def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
     """One register block of dX_col rows added into the plane (register_block.py): the
     block sizes are literals there, so each kind and size is its own call. Inlined into
-    the kernel (inline="always"): called, it cost 8 % of a 16-channel dX (about 85 calls
+    the kernel (inline="always"): called, it cost 4-9 % of a 16-channel dX (about 85 calls
     an (image, channel) task, each passing 12 arguments; measured 2026-12-06, batch 64,
     2 threads, the kernel 3.75-3.78 -> 3.43-3.61 ms at 32x32, 3.24-3.32 -> 3.13-3.18 at
     16x16)."""
@@ -234,8 +234,8 @@ def _packed_channel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, pla
     Every row of the channel's X_col is copied and every row of its dX_col computed
     before any is added into the plane, and they are added column offset by column offset
     (j, then i): rows (i, j) and (i, j + 1) cover the same pixels but one, and adding one
-    right after the other made each load wait on the stores just made (the dX of ResNet-20's
-    16 -> 32 stride-2 layer 8 % slower)."""
+    right after the other would have each load wait on the stores just made (this order
+    came with the vector add-back, add_field_row_spread, and was not timed apart from it)."""
     fields = kh * kw
     dxp[n, c] = 0
     for f in range(fields):                    # row f of the channel's X_col at xs[f * plane]
@@ -245,7 +245,7 @@ def _packed_channel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, pla
             copy_runs(flat, koff_frame[k], src, dst, xs, f * plane, stride)
         else:
             field_row(xp, c, f // kw, f % kw, stride, segs, count, xs[f * plane:(f + 1) * plane], False)
-    d[:fields * plane] = 0
+    d[:] = 0
     if full:
         f = 0
         while f < fields:

@@ -32,6 +32,10 @@ vectors of lane-wise partial dot products, added up across lanes once per chunk 
 Each block comes in the variants its kernels need: products for the mins (the l2 layer's
 Eq. 28, -(x - w)^2 = 2xw - x^2 - w^2, and minadder's ordinary convolution, conv.py), and
 dX's rows without the clip (l2) or without the "- x sum G" too (the convolution).
+
+After the blocks, three moves of memory written the same way: copy_vector (a row of
+X_col out of the frame, stride 1 or 2), add_spread_vector (its adjoint at stride 2, dX's
+col2im) and prefetch (batch norm's and the frame's passes asking for rows ahead).
 """
 from llvmlite import ir
 from numba import njit, types
