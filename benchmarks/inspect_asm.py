@@ -27,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the parallel kernels and the inner helpers that hold their hot loops, by module name
 FUNCTIONS = (
     ("naive", ("_forward_loops", "_grad_input_loops", "_grad_weight_loops")),
-    ("forward", ("_forward_wide_kernel", "_forward_packed_kernel", "_min_sums_all", "_min_sums_1")),
+    ("forward", ("_forward_wide_kernel", "_framed_forward_kernel", "_wide_rows", "_forward_packed_kernel", "_min_sums_all",
+                 "_min_sums_1")),
     ("positions", ("field_row",)),
     ("grad_input", ("_grad_input_wide_kernel", "_grad_input_packed_kernel", "_dx_row_full", "_dx_row_sign")),
     ("grad_weight", ("_grad_weight_kernel", "_grad_weight_images_kernel", "_wide_columns")),
@@ -78,17 +79,19 @@ def hottest(asm):
 
 def run_kernels(cpu, naive, Window):
     """Both rungs, both modes, stride 1 (wide positions, rows long enough for dW's product)
-    and stride 2 (packed panels)."""
+    and stride 2 (packed panels); 2 images (the frame written first) and 64 (the forward
+    that frames image by image)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 20, 20)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    for module in (cpu, naive):
-        for stride in (1, 2):
-            y, saved = module.adder2d_forward(x, w, Window.of(x.shape, w.shape, stride, 1))
-            module.adder2d_backward(y, saved, "full")
-            module.adder2d_backward(y, saved, "sign")
+    for n in (2, 64):
+        x = rng.standard_normal((n, 3, 20, 20)).astype(np.float32)
+        for module in (cpu, naive):
+            for stride in (1, 2):
+                y, saved = module.adder2d_forward(x, w, Window.of(x.shape, w.shape, stride, 1))
+                module.adder2d_backward(y, saved, "full")
+                module.adder2d_backward(y, saved, "sign")
 
 
 def main():

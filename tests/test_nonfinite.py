@@ -80,9 +80,11 @@ def test_backends_agree_with_the_reference_on_inf_and_nan(backend, case):
 
 @pytest.mark.parametrize("special", SPECIALS)
 @pytest.mark.parametrize("where", ["x", "w", "g"])
-def test_a_wide_layer_with_one_special_value_agrees(where, special):
-    """A stride-1 layer big enough for the blocked kernels' wide paths (and dW's no-X_col path)."""
-    check_backend(cpu, *one_special((2, 4, 20, 20), (8, 4, 3, 3), where, special, seed=0, at=1 / 3))
+@pytest.mark.parametrize("x_shape", [(2, 4, 20, 20), (9, 4, 12, 12)], ids=["long-rows", "framed-per-image"])
+def test_a_wide_layer_with_one_special_value_agrees(where, special, x_shape):
+    """A stride-1 layer big enough for the blocked kernels' wide paths (and dW's no-X_col
+    path); with 9 images, the forward that frames x image by image (forward.py)."""
+    check_backend(cpu, *one_special(x_shape, (8, 4, 3, 3), where, special, seed=0, at=1 / 3))
 
 
 @pytest.mark.filterwarnings("error")

@@ -58,7 +58,7 @@ except ImportError as exc:   # the backend registry reports this as BackendUnava
 
 from .. import reference
 from ..geometry import Window
-from .forward import blocked_forward
+from .forward import blocked_forward, framed_forward
 from .frame import ShiftedInput, all_finite, frame_pitch, same_dtype, shifted, unshifted
 from .grad_input import blocked_grad_input
 from .grad_weight import blocked_grad_weight
@@ -140,11 +140,10 @@ def adder2d_forward(x, weight, win, distance="l1"):
         y = np.empty((1, win.c_out, win.l), dtype=x.dtype)
         blocked_forward(w2, row_win, shifted(_as_row(x), w2, row_win), y)
         return _from_row(y, win.n, (win.ho, win.wo)), Saved(x, weight, win, None)
-    frame = shifted(x, w2, win)
+    y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
+    frame = framed_forward(x, w2, win, y, distance)
     if not frame.finite:         # found while copying x into the frame
         return _reference_forward(x, weight, win, distance)
-    y = np.empty((win.n, win.c_out, win.plane), dtype=x.dtype)
-    blocked_forward(w2, win, frame, y, distance)
     return y.reshape(win.y_shape), Saved(x, weight, win, frame, True, distance)
 
 

@@ -15,13 +15,20 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
   reads the rows of X_col straight from the padded input on wide positions
   (positions.py); other strides, and images with short rows (8x8, where wide positions
   would waste a fifth of the work), pack a cache-sized panel of them per task.
+* Framing on the way. The frame (frame.py) of a 16-channel 32x32 layer at batch 64 is
+  4.6 MB, more than L2: written in a pass of its own, it was read back from memory. With
+  stride 1 and images enough for every thread, a task frames one image and then reads
+  that frame while it is in L2. Measured 2026-12-06, batch 64, 2 threads, with the
+  frame's stores as views (frame.pad_shift_plane): 16 channels 2.60-2.75 -> 2.28-2.38
+  ms, 32 channels 2.23 -> 2.12-2.13; in a ResNet-20 step (cProfile) the wide forwards
+  and every frame 33.1-34.3 -> 31.1-32.2 ms.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .frame import VECTOR, row_pitch
-from .register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, COLUMN_CHANNELS, min_sums_registers, product_sums_registers,
-                             vector_length)
+from .frame import SLACK, VECTOR, empty_frame, filled, filters_mean, frame_pitch, pad_shift_plane, row_pitch, shifted
+from .register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, COLUMN_CHANNELS, min_sums_registers, prefetch_lines,
+                             product_sums_registers, vector_length)
 from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
@@ -150,45 +157,70 @@ def _column_sums(channels, offsets, width, colsum):
         _add_row(colsum, channels[offsets[f]:offsets[f] + width], width, False)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
-    """Eq. 2 for stride 1, reading X_col straight from the padded input.
+@njit(fastmath=True, cache=True)
+def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
+    """Eq. 2 for stride 1 on output rows u0..u1 - 1 of one image, every channel, reading
+    X_col straight from its padded frame ``img`` (flat) into ``out`` (C_out, P).
 
     In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
-    out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t]. A task owns ``rows`` output rows of
-    one image and every channel, on wide positions q = (u - u0)*pitch + v: row k of X_col
-    is the stretch xp2[n, koff[k] + u0*pitch + q] (``fields`` = kh*kw rows per channel).
-    ``squared``: the l2 layer (Eq. 27) by
-    Eq. 28, -(a - b)^2 = 2 a b - a^2 - b^2: the same with products for the mins and sums
-    of squares for colsum and wsum.
+    out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t], on wide positions q = (u - u0)*pitch
+    + v: row k of X_col is the stretch img[koff[k] + u0*pitch + q] (``fields`` = kh*kw rows
+    per channel). ``squared``: the l2 layer (Eq. 27) by Eq. 28, -(a - b)^2 = 2 a b - a^2 -
+    b^2: the same with products for the mins and sums of squares for colsum and wsum.
     """
-    n_k = wsh.shape[1]
-    n_img, n_t = out.shape[0], out.shape[1]
+    n_k, n_t = wsh.shape[1], wsh.shape[0]
+    width = (u1 - u0 - 1) * pitch + wo
+    width += (-width) % VECTOR                         # whole vectors (SLACK covers them)
+    base = u0 * pitch
+    acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
+    channels = np.zeros(width + koff[fields - 1], dtype=wsh.dtype)   # sum_c x'[c, 0, 0]
+    for k0 in range(0, n_k, CHUNK_K):
+        nk = min(CHUNK_K, n_k - k0)
+        _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, squared, acc)
+        # the chunk's channels summed while its rows are still in cache (before the
+        # min sums, the sums' first reads from memory took 9 % of a 16-channel forward)
+        _channel_sums(img, koff, fields, base, k0, nk, squared, channels)
+    colsum = np.zeros(width, dtype=wsh.dtype)          # sum_k x'
+    _column_sums(channels, koff[:fields], width, colsum)
+    for t in range(n_t):   # out = 2 acc - colsum - wsum, output row by output row
+        for u in range(u0, u1):
+            q0 = (u - u0) * pitch
+            dst, a, cs = out[t, u * wo:(u + 1) * wo], acc[t, q0:q0 + wo], colsum[q0:q0 + wo]
+            for v in range(wo):
+                dst[v] = (a[v] + a[v]) - cs[v] - wsum[t]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
+    """Eq. 2 for stride 1 on a frame written before (frame.padded): a task owns ``rows``
+    output rows of one image (_wide_rows)."""
+    n_img = out.shape[0]
     wsum = _weight_sums(wsh, squared)
     blocks = (ho + rows - 1) // rows
     for task in prange(n_img * blocks):
         n, u0 = task // blocks, (task % blocks) * rows
-        u1 = min(ho, u0 + rows)
-        width = (u1 - u0 - 1) * pitch + wo
-        width += (-width) % VECTOR                         # whole vectors (SLACK covers them)
-        base = u0 * pitch
-        img = xp2[n]
-        acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
-        channels = np.zeros(width + koff[fields - 1], dtype=wsh.dtype)   # sum_c x'[c, 0, 0]
-        for k0 in range(0, n_k, CHUNK_K):
-            nk = min(CHUNK_K, n_k - k0)
-            _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, squared, acc)
-            # the chunk's channels summed while its rows are still in cache (before the
-            # min sums, the sums' first reads from memory took 9 % of a 16-channel forward)
-            _channel_sums(img, koff, fields, base, k0, nk, squared, channels)
-        colsum = np.zeros(width, dtype=wsh.dtype)          # sum_k x'
-        _column_sums(channels, koff[:fields], width, colsum)
-        for t in range(n_t):   # out = 2 acc - colsum - wsum, output row by output row
-            for u in range(u0, u1):
-                q0 = (u - u0) * pitch
-                dst, a, cs = out[n, t, u * wo:(u + 1) * wo], acc[t, q0:q0 + wo], colsum[q0:q0 + wo]
-                for v in range(wo):
-                    dst[v] = (a[v] + a[v]) - cs[v] - wsum[t]
+        _wide_rows(xp2[n], koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), squared, out[n])
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _framed_forward_kernel(x, padding, centre, flat, sums, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
+    """_forward_wide_kernel with the frame written on the way: a task owns one image,
+    frames it (frame.pad_shift_plane, each plane's sum into sums[n*C + c]) and then
+    computes its output ``rows`` rows at a time while that frame is still in L2. A frame
+    written in a pass of its own before was read back from memory (the layer's frame is
+    larger than L2 from 16 channels at 32x32 at batch 64)."""
+    n_img, channels, h, w = x.shape
+    plane = (flat.shape[1] - SLACK) // channels
+    wsum = _weight_sums(wsh, squared)
+    for n in prange(n_img):
+        img, planes = flat[n], x[n].reshape(channels, h * w)
+        for c in range(channels):
+            if c + 1 < channels:          # the next plane's source, across a page boundary
+                prefetch_lines(planes[c + 1], 0, h * w, False)
+            sums[n * channels + c] = pad_shift_plane(planes[c], h, w, padding, pitch, centre,
+                                                     img[c * plane:(c + 1) * plane])
+        for u0 in range(0, ho, rows):
+            _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), squared, out[n])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -255,13 +287,38 @@ def _tile(c_out, positions):
     return tile
 
 
+def _in_place(win, pitch):
+    """Whether the forward reads X_col in place (stride 1, long rows), not packed."""
+    return wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS
+
+
+def framed_forward(x, w2, win, out, distance="l1"):
+    """x framed (frame.shifted) and Eq. 2 (Eq. 27 for "l2") into out (N, C_out, P): the
+    ShiftedInput, which the gradients read again. With stride 1 on long rows and images
+    enough for every thread, one kernel does both, image by image (_framed_forward_kernel);
+    else the frame is written first, then blocked_forward reads it."""
+    pitch = frame_pitch(win)
+    if not (_in_place(win, pitch) and win.n >= TASKS_PER_THREAD * get_num_threads()):
+        frame = shifted(x, w2, win)
+        if frame.finite:        # else the caller goes to the reference
+            blocked_forward(w2, win, frame, out, distance)
+        return frame
+    squared = distance == "l2"
+    empty = empty_frame(x, win.padding, filters_mean(w2), pitch)
+    rows = max(1, min(win.ho, WIDE_TASK_POSITIONS // pitch))
+    _framed_forward_kernel(np.ascontiguousarray(x), win.padding, empty.centre, empty.flat, empty.sums,
+                           wide_offsets(win, empty.xp), win.kh * win.kw, w2 - empty.centre, pitch, win.ho, win.wo,
+                           rows, squared, out)
+    return filled(empty)
+
+
 def blocked_forward(w2, win, frame, out, distance="l1"):
     """Eq. 2 (distance "l2": Eq. 27 by Eq. 28) into out (N, C_out, P) from the
     ShiftedInput ``frame`` (its centre c shifts W too)."""
     squared = distance == "l2"
     wsh = w2 - frame.centre
     pitch = row_pitch(frame.xp)
-    if wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS:
+    if _in_place(win, pitch):
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), win.kh * win.kw, wsh, pitch,
                              win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
     else:
