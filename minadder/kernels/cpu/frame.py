@@ -219,9 +219,9 @@ def _crop(xp, p, out):
     for task in prange(n_img * channels):
         src, dst = xp[task // channels, task % channels], out[task // channels, task % channels]
         for i in range(h):
-            s, d = src[p + i], dst[i]
+            s, d = src[p + i, p:p + w], dst[i]     # indexed from 0: s[p + j] made LLVM gather
             for j in range(w):
-                d[j] = s[p + j]
+                d[j] = s[j]
 
 
 def shifted(x, w2, win):
