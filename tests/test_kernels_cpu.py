@@ -95,7 +95,7 @@ def test_the_forward_frames_image_by_image_with_images_for_every_thread(numba_th
 
 @pytest.mark.parametrize("stride, padding, k, pitch", [
     (1, 1, 3, 8), (1, 2, 5, 9), (1, 2, 3, 9), (1, 0, 3, 7),   # shared: W + p
-    (1, 2, 1, 11), (1, 3, 3, 13), (2, 1, 3, 9)])              # not: W + 2p
+    (1, 2, 1, 11), (1, 3, 3, 13), (3, 1, 3, 9)])              # not: W + 2p
 def test_the_frame_rows_share_their_padding_where_the_outputs_allow(stride, padding, k, pitch):
     """Stride 1 with p <= kw - 1: the padded rows lie W + p numbers apart, a row's right
     padding being the next row's left. xp still reads as x - c padded with -c, and for
@@ -117,6 +117,31 @@ def test_the_frame_rows_share_their_padding_where_the_outputs_allow(stride, padd
         for n in range(2):
             read = shifted.flat[n][koff[:, None] + q[None, :]]
             np.testing.assert_array_equal(read, cols[:, n * win.plane:(n + 1) * win.plane])
+
+
+@pytest.mark.parametrize("h, w, k, padding", [(6, 7, 3, 1), (9, 8, 1, 0), (7, 7, 5, 2), (8, 9, 2, 0), (6, 6, 4, 3)])
+def test_a_stride_2_frame_split_by_parity_holds_x_col_on_wide_positions(h, w, k, padding):
+    """Stride 2: the padded plane split into its four parity phases, phase (r, s)[a, b] =
+    xp[2a + r, 2b + s] (-c where the phase reaches past the padded plane), rows
+    ceil((W + 2p) / 2) apart; and row k = (c, i, j) of X_col read at koff[k] + u * pitch + v
+    for every output (u, v), as the stride-1 kernels read it."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    win = Window.of(x.shape, (4, 3, k, k), 2, padding)
+    assert frame.phased(win) and frame.frame_pitch(win) == (w + 2 * padding + 1) // 2
+    split = frame.shifted(x, np.full((4, 3 * k * k), 0.25, np.float32), win)
+    want = np.pad(x - np.float32(0.25), ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2), constant_values=-0.25)
+    rows, pitch = frame.phase_rows(win, split.xp), frame.row_pitch(split.xp)
+    even = np.pad(want, ((0, 0), (0, 0), (0, 2 * rows - want.shape[2]), (0, 2 * pitch - want.shape[3])),
+                  constant_values=-0.25)
+    phases = [even[:, :, r::2, s::2] for r in (0, 1) for s in (0, 1)]
+    np.testing.assert_array_equal(split.xp, np.concatenate(phases, axis=2))
+    koff = positions.wide_offsets(win, split.xp)
+    cols = ref.im2col(want, k, k, 2, 0)
+    u, v = np.meshgrid(np.arange(win.ho), np.arange(win.wo), indexing="ij")
+    q = (u * pitch + v).reshape(-1)
+    for n in range(2):
+        np.testing.assert_array_equal(split.flat[n][koff[:, None] + q[None, :]], cols[:, n * win.plane:(n + 1) * win.plane])
 
 
 @pytest.mark.parametrize("pitch", [8, 11])

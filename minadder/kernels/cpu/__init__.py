@@ -5,7 +5,8 @@ The package is a ladder; read it from the bottom rung up:
     naive.py        Eq. 2 and its gradients as plain loops (no blocking): the definition
                     in Numba, exporting adder2d_forward / adder2d_backward too
     frame.py        the padded input, shifted by the filters' mean (why: precision), its
-                    rows sharing their padding (why: fewer positions computed and dropped)
+                    rows sharing their padding (why: fewer positions computed and dropped),
+                    split by parity for stride 2 (why: its rows of X_col become stretches)
     positions.py    where a row of X_col lies in that input: wide positions, runs
     register_block.py  the inner steps in LLVM IR, sums held in vector registers
     forward.py      the blocked forward: the min identity, register blocks

@@ -13,8 +13,9 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
   (``inspect_asm.py`` shows each loop and its stack accesses).
 * Reading X_col in place. With stride 1 a task owns a few output rows of one image and
   reads the rows of X_col straight from the padded input on wide positions
-  (positions.py); other strides, and images with short rows (8x8, where wide positions
-  would waste a fifth of the work), pack a cache-sized panel of them per task.
+  (positions.py); stride 2 the same from the frame split by parity (frame.py); larger
+  strides, and images with short rows (8x8, where wide positions would waste a fifth
+  of the work), pack a cache-sized panel of them per task.
 * Framing on the way. The frame (frame.py) of a 16-channel 32x32 layer at batch 64 is
   4.6 MB, more than L2: written in a pass of its own, it was read back from memory. With
   stride 1 and images enough for every thread, a task frames one image and then reads
@@ -26,7 +27,8 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .frame import SLACK, VECTOR, empty_frame, filled, filters_mean, frame_pitch, pad_shift_plane, row_pitch, shifted
+from .frame import (SLACK, VECTOR, empty_frame, filled, filters_mean, frame_pitch, frame_stride, pad_shift_plane, row_pitch,
+                    shifted)
 from .register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, COLUMN_CHANNELS, min_sums_registers, prefetch_lines,
                              product_sums_registers, vector_length)
 from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
@@ -173,7 +175,7 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
     width += (-width) % VECTOR                         # whole vectors (SLACK covers them)
     base = u0 * pitch
     acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
-    channels = np.zeros(width + koff[fields - 1], dtype=wsh.dtype)   # sum_c x'[c, 0, 0]
+    channels = np.zeros(width + koff[:fields].max(), dtype=wsh.dtype)   # sum_c x'[c, 0, 0]
     for k0 in range(0, n_k, CHUNK_K):
         nk = min(CHUNK_K, n_k - k0)
         _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, squared, acc)
@@ -298,7 +300,7 @@ def framed_forward(x, w2, win, out, distance="l1"):
     enough for every thread, one kernel does both, image by image (_framed_forward_kernel);
     else the frame is written first, then blocked_forward reads it."""
     pitch = frame_pitch(win)
-    if not (_in_place(win, pitch) and win.n >= TASKS_PER_THREAD * get_num_threads()):
+    if not (win.stride == 1 and _in_place(win, pitch) and win.n >= TASKS_PER_THREAD * get_num_threads()):
         frame = shifted(x, w2, win)
         if frame.finite:        # else the caller goes to the reference
             blocked_forward(w2, win, frame, out, distance)
@@ -323,5 +325,5 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
                              win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
     else:
         _forward_packed_kernel(frame.xp, frame.flat.reshape(-1), wide_offsets(win, frame.xp), wsh, win.kh, win.kw,
-                               win.stride, win.ho, win.wo, pitch, _tile(win.c_out, win.l), squared, out)
+                               frame_stride(win), win.ho, win.wo, pitch, _tile(win.c_out, win.l), squared, out)
     return out

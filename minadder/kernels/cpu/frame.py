@@ -29,6 +29,16 @@ d f g) with p = 1, e the padding, as the flat plane:
     rows W + p apart:   e e e e | e a b c | e d f g | e e e e | e
 
 (the 3x3 window of output (0, 2) reads b c e of its middle row: the e is row 2's first).
+
+Why stride 2 is split by parity ("phases"). With stride 2, output (u, v) reads
+xp[2u + i, 2v + j]: every other number of a row, so its row of X_col is no stretch of
+the frame and the kernels copied it out into panels. Split each padded plane into four
+by the parity of its row and column, phase (r, s)[a, b] = xp[2a + r, 2b + s], and the
+same number is phase (i % 2, j % 2)[u + i // 2, v + j // 2]: in the phase of (i, j), the
+outputs' rows of X_col are stretches again, on wide positions q = u * pitch + v with
+pitch = ceil((W + 2p) / 2), and the stride-1 kernels read them in place. A channel's
+frame is its four phases one after another, (0, 0), (0, 1), (1, 0), (1, 1), each
+ceil((H + 2p) / 2) rows of ``pitch`` numbers (positions.wide_offsets finds row (c, i, j)).
 """
 from typing import Any, NamedTuple
 
@@ -67,8 +77,10 @@ class ShiftedInput(NamedTuple):
     ``xp`` (N, C, H + 2p, W + 2p) is a view into ``flat`` (N, C * plane + SLACK), whose
     rows end with SLACK spare numbers so that the forward may read whole vectors past the
     last receptive field (into values it then drops); its rows are ``row_pitch(xp)``
-    numbers apart (shared padding: see above). ``finite``: whether every number of x is
-    finite, found on the way (the copy reads them all; see all_finite).
+    numbers apart (shared padding: see above). A frame split by parity (stride 2: see
+    above) has xp (N, C, 4 * rows, pitch), each channel's four phases one under the other.
+    ``finite``: whether every number of x is finite, found on the way (the copy reads
+    them all; see all_finite).
     """
     xp: np.ndarray
     flat: np.ndarray
@@ -76,12 +88,29 @@ class ShiftedInput(NamedTuple):
     finite: bool = True
 
 
+def phased(win):
+    """Whether win's frame is split by parity (stride 2 on several output rows: see above)."""
+    return win.stride == 2 and win.ho > 1
+
+
 def frame_pitch(win):
     """Numbers between two rows of win's padded frame: W + p where rows can share their
     padding (stride 1, p <= kw - 1, so that an output row never reaches past the shared
-    numbers), else W + 2p."""
+    numbers), ceil((W + 2p) / 2) for a frame split by parity, else W + 2p."""
+    if phased(win):
+        return (win.w + 2 * win.padding + 1) // 2
     shared = win.stride == 1 and win.padding <= win.kw - 1
     return win.w + (1 if shared else 2) * win.padding
+
+
+def frame_stride(win):
+    """The stride at which the kernels read win's frame: 1 where it is split by parity."""
+    return 1 if phased(win) else win.stride
+
+
+def phase_rows(win, xp):
+    """Rows of each of the four phases of a frame split by parity (phased); 0 for another."""
+    return xp.shape[2] // 4 if phased(win) else 0
 
 
 def row_pitch(xp):
@@ -94,9 +123,15 @@ def plane_size(xp):
     return xp.strides[1] // xp.itemsize
 
 
-def padded(x, padding, centre, pitch=None):
+def padded(x, padding, centre, pitch=None, phases=False):
     """The ShiftedInput of x (N, C, H, W) for this padding and shift, rows ``pitch``
-    numbers apart (W + 2p unless given; W + p shares the padding, frame_pitch)."""
+    numbers apart (W + 2p unless given; W + p shares the padding, frame_pitch); with
+    ``phases``, split by parity (see above; the pitch is then ceil((W + 2p) / 2))."""
+    if phases:
+        frame = _empty_phases(x, padding, centre)
+        _phase_shift(np.ascontiguousarray(x), padding, frame.xp.shape[2] // 4, row_pitch(frame.xp), frame.centre,
+                     frame.flat, frame.sums)
+        return filled(frame)
     frame = empty_frame(x, padding, centre, pitch)
     _pad_shift(np.ascontiguousarray(x), padding, row_pitch(frame.xp), plane_size(frame.xp),
                x.dtype.type(centre), frame.flat, frame.sums)
@@ -125,6 +160,51 @@ def empty_frame(x, padding, centre, pitch=None):
     item = flat.itemsize
     xp = np.lib.stride_tricks.as_strided(flat, (n, c, hp, wp), (flat.strides[0], plane * item, pitch * item, item))
     return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
+
+
+def _empty_phases(x, padding, centre):
+    """The EmptyFrame of x split by parity: per channel four phases of ceil((H + 2p) / 2)
+    rows of ceil((W + 2p) / 2) numbers, xp (N, C, 4 * rows, pitch)."""
+    n, c, h, w = x.shape
+    rows, pitch = (h + 2 * padding + 1) // 2, (w + 2 * padding + 1) // 2
+    plane = 4 * rows * pitch
+    flat = np.empty((n, c * plane + SLACK), dtype=x.dtype)
+    flat[:, c * plane:] = 0
+    item = flat.itemsize
+    xp = np.lib.stride_tricks.as_strided(flat, (n, c, 4 * rows, pitch), (flat.strides[0], plane * item, pitch * item, item))
+    return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
+
+
+@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+def _phase_shift(x, p, rows, pitch, centre, flat, sums):
+    """Plane (n, c) of x - centre, padded with -centre and split by parity: pixel (y, z)
+    of the padded plane goes to phase (y % 2, z % 2), row y // 2, column z // 2; sums as
+    _pad_shift's. One task per plane: the padding first (the whole plane), then each row
+    of x into its phases' rows, even and odd padded columns apart."""
+    n_img, channels, h, w = x.shape
+    quarter = rows * pitch
+    plane = 4 * quarter
+    edge = -centre
+    planes = x.reshape(n_img * channels, h * w)
+    for task in prange(n_img * channels):
+        n, c = task // channels, task % channels
+        dst, src = flat[n, c * plane:(c + 1) * plane], planes[task]
+        for q in range(plane):
+            dst[q] = edge
+        total = src.dtype.type(0)
+        for i in range(h):
+            y, row = i + p, src[i * w:(i + 1) * w]
+            for j in range(w):
+                total += row[j]
+            at = (y % 2) * 2 * quarter + (y // 2) * pitch
+            for parity in range(2):                     # the padded columns z = j + p of this parity
+                j0 = (parity - p) % 2                   # the first j with (j + p) % 2 == parity
+                count = (w - j0 + 1) // 2
+                first = (j0 + p) // 2
+                out = dst[at + parity * quarter + first:at + parity * quarter + first + count]
+                for m in range(count):
+                    out[m] = row[j0 + 2 * m] - centre
+        sums[task] = total
 
 
 def filled(frame):
@@ -226,9 +306,9 @@ def _crop(xp, p, out):
 
 def shifted(x, w2, win):
     """x padded in the frame shifted by the filters' mean (full mode and the forward)."""
-    return padded(x, win.padding, filters_mean(w2), frame_pitch(win))
+    return padded(x, win.padding, filters_mean(w2), frame_pitch(win), phased(win))
 
 
 def unshifted(x, win):
     """x padded, not shifted (sign mode: a shift could round a near-tie x == w to 0)."""
-    return padded(x, win.padding, x.dtype.type(0), frame_pitch(win))
+    return padded(x, win.padding, x.dtype.type(0), frame_pitch(win), phased(win))

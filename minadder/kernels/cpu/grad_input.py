@@ -10,7 +10,9 @@ and dX = col2im(dX_col). Against naive.py's loop:
   padded plane is the task's own buffer, its inside copied into dX at the end.
 * Stride 1 reads the rows of X_col in place on wide positions (positions.py), where the
   pixels a row of X_col reads are the same stretch of the padded dX; G is laid out on
-  wide positions too, with zeros at the dropped ones, which then add nothing.
+  wide positions too, with zeros at the dropped ones, which then add nothing. Stride 2
+  does the same on the frame split by parity (frame.py): the task's plane is split so
+  too, and its inside is put back in order as it is copied into dX (inside_of_phases).
 * HardTanh(w - x) = clip(w, x - 1, x + 1) - x: a max, a min and a multiply-add per term,
   the "- x" summed once as x * sum_t G (in the shifted frame of frame.py, where this
   does not cancel large terms). Sign mode compares unshifted values.
@@ -23,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .naive import sgn
-from .frame import VECTOR, cropped, plane_size, row_pitch
+from .frame import VECTOR, cropped, phase_rows, plane_size, row_pitch
 from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, plain_rows_into, product_rows_into,
                              vector_length)
 from .positions import (add_field_row_spread, channel_sums, copy_runs, field_row, on_wide_positions, run_vectors,
@@ -127,14 +129,14 @@ def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, plane, dx):
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, rows, plane, dx):
     """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
     xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
     padded plane, so each row of dX_col is added into that plane. One task per (image,
     channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
     task's own laid out as the frame's (rows ``pitch`` apart, padding ``pad``, ``plane``
-    numbers: frame.plane_size), whose inside it then writes into dx (N, C, H, W): no
-    padded dX, no crop. With shared padding
+    numbers: frame.plane_size; split by parity into phases of ``rows`` rows if rows > 0),
+    whose inside it then writes into dx (N, C, H, W): no padded dX, no crop. With shared padding
     (frame.py) a row's right padding is the next row's left: what is added there is dropped.
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
@@ -177,7 +179,10 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
                 d[:] = 0
                 _dx_row_sign(xs, wk, gn, k, whole, one, d)
                 _add_into(pl[at:at + npos], d)
-        inside_of(pl, pad, pitch, dx[n, c])         # the inside of the plane is dX
+        if rows:                                    # the inside of the plane is dX
+            inside_of_phases(pl, pad, rows, pitch, dx[n, c])
+        else:
+            inside_of(pl, pad, pitch, dx[n, c])
         if kind == L2:
             out = dx[n, c]
             out *= 2
@@ -190,6 +195,21 @@ def inside_of(pl, pad, pitch, out):
         row, src = out[r], pl[(r + pad) * pitch + pad:(r + pad) * pitch + pad + out.shape[1]]
         for v in range(out.shape[1]):
             row[v] = src[v]
+
+
+@njit(cache=True)
+def inside_of_phases(pl, pad, rows, pitch, out):
+    """out (H, W) = the inside of the flat padded plane pl split by parity (frame.py):
+    pixel (y, z) of the padded plane in phase (y % 2, z % 2), row y // 2, column z // 2,
+    each phase ``rows`` rows of ``pitch`` numbers."""
+    quarter = rows * pitch
+    for r in range(out.shape[0]):
+        y = r + pad
+        at = (y % 2) * 2 * quarter + (y // 2) * pitch
+        even, odd, row = pl[at:at + pitch], pl[at + quarter:at + quarter + pitch], out[r]
+        for v in range(out.shape[1]):
+            z = v + pad
+            row[v] = even[z // 2] if z % 2 == 0 else odd[z // 2]
 
 
 @njit(cache=True)
@@ -292,7 +312,7 @@ def blocked_grad_input(w2, g, win, mode, frame, wide=None):
         kind = {"sign": SIGN, "full": FULL, "l2": L2}[mode]
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, wide.values, wide.channel_sums, kind,
                                 win.kh * win.kw,
-                                wide_count(win, pitch), one, win.padding, pitch, plane_size(xp), dx)
+                                wide_count(win, pitch), one, win.padding, pitch, phase_rows(win, xp), plane_size(xp), dx)
         return dx
     if mode == "l2":
         raise ValueError("the blocked l2 dX takes stride-1 layers only")

@@ -6,10 +6,10 @@ Against naive.py's loop:
 
 * Full mode is a matrix product: dW = G X'^T - W' * sum_l G (X' = X - c, W' = W - c in
   the shifted frame of frame.py, where the subtraction does not cancel large terms).
-  With stride 1 and long rows the product reads X' straight from the padded input on
-  wide positions (positions.py), in register blocks of 8 x 3 dot products (4 x 3 with
+  With stride 1 and long rows (stride 2: on the frame split by parity, frame.py) the
+  product reads X' straight from the padded input on wide positions (positions.py), in register blocks of 8 x 3 dot products (4 x 3 with
   AVX2's 16 registers; register_block.py): no X_col at all.
-* Sign mode with stride 1 (and several output rows) reads X the same way, in register
+* Sign mode with stride 1 or 2 (and several output rows) reads X the same way, in register
   blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a register:
   two compares and two masked adds per term. Measured 2026-12-05, ResNet-20's layers at
   batch 64, 2 threads: 16.5-18.8 -> 37-40 G terms/s on 32x32 and 16x16, 15.4 -> 26.6 at
@@ -23,10 +23,10 @@ Against naive.py's loop:
   single-threaded sgemm: the tasks of a Numba kernel calling NumPy's own BLAS
   (products.kernel_gemm; handing the product to Python threads after a Numba kernel
   cost 0.3-0.6 ms a layer), or Python threads where that BLAS cannot be called so. With
-  stride 1 and short rows, and with stride 2 (always, on Numba's threads), that X_col
-  holds the exact positions, copied by whole vectors (positions.copy_runs):
-  wide positions made a fifth of the product at 8x8 a product with G's zeros, and
-  im2col's element-by-element loop took as long as the product at stride 2. dW is exact
+  short rows (stride 1, or 2 on the frame split by parity) that X_col holds the exact
+  positions, copied by whole vectors (positions.copy_runs): wide positions made a fifth
+  of the product at 8x8 a product with G's zeros (and before the split, im2col's
+  element-by-element loop took as long as the product at stride 2). dW is exact
   linear algebra, and BLAS is tuned for it, except when C_out is small and the rows are
   long (then sgemm's output block is too thin).
   FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
@@ -42,7 +42,7 @@ from .naive import sgn
 from .products import image_chunks
 from .register_block import (DOT_FILTERS, DOT_ROWS, NARROW_FILTERS, SIGN_FILTERS, SIGN_ROWS, dot_sums_registers,
                              narrow_dot_sums_registers, sign_sums_registers, vector_length)
-from .frame import VECTOR, row_pitch
+from .frame import VECTOR, frame_stride, row_pitch
 from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: full mode reads X from the padded input (no X_col) when an image has at least this
@@ -156,7 +156,7 @@ def _exact_columns(frame, win, images):
     71 wide positions per 64), and for stride 2 (im2col's element-by-element loop took
     as long as the product)."""
     return _exact_columns_of(frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp), images.start,
-                             images.stop, win.plane, win.wo, row_pitch(frame.xp), win.stride,
+                             images.stop, win.plane, win.wo, row_pitch(frame.xp), frame_stride(win),
                              vector_length(frame.flat.itemsize))
 
 
@@ -182,7 +182,7 @@ def _chunk_columns(frame, g, win, gw, images, serial=False):
     xp, n0, n1 = frame.xp, images.start, images.stop
     if serial and (win.stride == 2 or (win.stride == 1 and wide_count(win, row_pitch(xp)) < WIDE_DW_MIN_POSITIONS)):
         cols, gc = _exact_columns(frame, win, images), g[images]
-    elif win.stride == 1:
+    elif frame_stride(win) == 1:
         koff, npos = wide_offsets(win, xp), wide_count(win, row_pitch(xp))
         cols = np.empty((win.k, (n1 - n0) * npos), dtype=xp.dtype)
         (_wide_columns_serial if serial else _wide_columns)(frame.flat, koff, n0, n1, npos, cols)
@@ -250,7 +250,7 @@ def _product_on_numba_threads(frame, g, win, gemm):
     totals = np.zeros((parts, win.k, win.c_out), dtype=frame.flat.dtype)
     sums = np.zeros((parts, win.c_out), dtype=np.float64)
     _product_in_tasks(gemm, frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp),
-                      np.ascontiguousarray(g), step, win.wo, row_pitch(frame.xp), win.stride,
+                      np.ascontiguousarray(g), step, win.wo, row_pitch(frame.xp), frame_stride(win),
                       vector_length(frame.flat.itemsize), totals, sums)
     return np.ascontiguousarray(totals.sum(axis=0).T), sums.sum(axis=0).astype(frame.flat.dtype)
 
@@ -360,7 +360,7 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     pitch = row_pitch(xp)
     npos = wide_count(win, pitch)
     long_rows = wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS
-    if wide is None and win.stride == 1:     # every stride-1 path reads G on wide positions
+    if wide is None and frame_stride(win) == 1:   # every stride-1 path (and stride 2's split frame) reads G on wide positions
         wide = on_wide_positions(g, win, pitch)
     gw = None if wide is None else wide.values
     blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows

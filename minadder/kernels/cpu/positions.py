@@ -21,19 +21,33 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .frame import VECTOR, plane_size, row_pitch
+from .frame import VECTOR, phase_rows, phased, plane_size, row_pitch
 from .register_block import add_spread_vector, copy_vector, vector_length
 
 
 def wide_rows(win):
-    """Stride 1 on images of several output rows: read X_col on wide positions."""
-    return win.stride == 1 and win.ho > 1
+    """Stride 1 on images of several output rows, or stride 2 on a frame split by parity
+    (frame.phased): read X_col on wide positions."""
+    return (win.stride == 1 and win.ho > 1) or phased(win)
 
 
 def wide_offsets(win, xp):
     """koff[k]: where row k = (c, i, j) of X_col starts in a flat padded image (c*plane +
-    i*pitch + j, the frame's channel and row strides: frame.py)."""
+    i*pitch + j, the frame's channel and row strides: frame.py); in a frame split by
+    parity, in the phase (i % 2, j % 2), i // 2 rows and j // 2 numbers in."""
+    rows = phase_rows(win, xp)
+    if rows:
+        return _phase_offsets(win.c, win.kh, win.kw, plane_size(xp), rows, row_pitch(xp)).copy()
     return _offsets(win.c, win.kh, win.kw, plane_size(xp), row_pitch(xp)).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_offsets(channels, kh, kw, plane, rows, pitch):
+    """wide_offsets' array for a frame split by parity, phases of ``rows`` rows."""
+    c, i, j = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
+    phase = (i % 2) * 2 + j % 2
+    koff = c * plane + phase * rows * pitch + (i // 2) * pitch + j // 2
+    return np.ascontiguousarray(koff.reshape(-1), dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=256)
