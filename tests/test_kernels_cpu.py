@@ -123,8 +123,9 @@ def test_the_frame_rows_share_their_padding_where_the_outputs_allow(stride, padd
 def test_a_stride_2_frame_split_by_parity_holds_x_col_on_wide_positions(h, w, k, padding):
     """Stride 2: the padded plane split into its four parity phases, phase (r, s)[a, b] =
     xp[2a + r, 2b + s] (-c where the phase reaches past the padded plane), rows
-    ceil((W + 2p) / 2) apart; and row k = (c, i, j) of X_col read at koff[k] + u * pitch + v
-    for every output (u, v), as the stride-1 kernels read it."""
+    ceil((W + 2p) / 2) apart (a 1x1 layer: phase (0, 0) alone); and row k = (c, i, j) of
+    X_col read at koff[k] + u * pitch + v for every output (u, v), as the stride-1
+    kernels read it."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
     win = Window.of(x.shape, (4, 3, k, k), 2, padding)
@@ -135,7 +136,9 @@ def test_a_stride_2_frame_split_by_parity_holds_x_col_on_wide_positions(h, w, k,
     even = np.pad(want, ((0, 0), (0, 0), (0, 2 * rows - want.shape[2]), (0, 2 * pitch - want.shape[3])),
                   constant_values=-0.25)
     phases = [even[:, :, r::2, s::2] for r in (0, 1) for s in (0, 1)]
-    np.testing.assert_array_equal(split.xp, np.concatenate(phases, axis=2))
+    count = 1 if k == 1 else 4
+    assert frame.phase_count(win) == count
+    np.testing.assert_array_equal(split.xp, np.concatenate(phases[:count], axis=2))
     koff = positions.wide_offsets(win, split.xp)
     cols = ref.im2col(want, k, k, 2, 0)
     u, v = np.meshgrid(np.arange(win.ho), np.arange(win.wo), indexing="ij")

@@ -23,7 +23,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .forward import CHUNK_K, _min_sums_all, _rows_per_task
-from .frame import VECTOR, frame_pitch, phase_rows, plane_size, row_pitch, unshifted
+from .frame import VECTOR, frame_pitch, phase_count, phase_rows, plane_size, row_pitch, unshifted
 from .grad_input import CONV, _grad_input_wide_kernel
 from .grad_weight import _grad_weight_images_kernel
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
@@ -88,5 +88,5 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
         unused = np.zeros((win.n, 1), dtype=w2.dtype)      # CONV reads no sums of G
         _grad_input_wide_kernel(frame.flat, koff, np.ascontiguousarray(w2.T), gw, unused, CONV, win.kh * win.kw,
                                 npos, w2.dtype.type(1), win.padding, pitch, phase_rows(win, frame.xp),
-                                plane_size(frame.xp), dx)
+                                phase_count(win), plane_size(frame.xp), dx)
     return dx, dw

@@ -38,7 +38,8 @@ same number is phase (i % 2, j % 2)[u + i // 2, v + j // 2]: in the phase of (i,
 outputs' rows of X_col are stretches again, on wide positions q = u * pitch + v with
 pitch = ceil((W + 2p) / 2), and the stride-1 kernels read them in place. A channel's
 frame is its four phases one after another, (0, 0), (0, 1), (1, 0), (1, 1), each
-ceil((H + 2p) / 2) rows of ``pitch`` numbers (positions.wide_offsets finds row (c, i, j)).
+ceil((H + 2p) / 2) rows of ``pitch`` numbers (positions.wide_offsets finds row (c, i, j));
+a 1x1 layer reads phase (0, 0) alone, and its frame holds only that one.
 """
 from typing import Any, NamedTuple
 
@@ -78,7 +79,7 @@ class ShiftedInput(NamedTuple):
     rows end with SLACK spare numbers so that the forward may read whole vectors past the
     last receptive field (into values it then drops); its rows are ``row_pitch(xp)``
     numbers apart (shared padding: see above). A frame split by parity (stride 2: see
-    above) has xp (N, C, 4 * rows, pitch), each channel's four phases one under the other.
+    above) has xp (N, C, phases * rows, pitch), each channel's phases one under the other.
     ``finite``: whether every number of x is finite, found on the way (the copy reads
     them all; see all_finite).
     """
@@ -108,9 +109,17 @@ def frame_stride(win):
     return 1 if phased(win) else win.stride
 
 
+def phase_count(win):
+    """The phases win's frame holds: 4, 1 for a 1x1 layer (phase (0, 0) alone), 0 where
+    it is not split by parity."""
+    if not phased(win):
+        return 0
+    return 1 if win.kh == win.kw == 1 else 4
+
+
 def phase_rows(win, xp):
-    """Rows of each of the four phases of a frame split by parity (phased); 0 for another."""
-    return xp.shape[2] // 4 if phased(win) else 0
+    """Rows of each phase of a frame split by parity (phased); 0 for another."""
+    return xp.shape[2] // phase_count(win) if phased(win) else 0
 
 
 def row_pitch(xp):
@@ -123,14 +132,15 @@ def plane_size(xp):
     return xp.strides[1] // xp.itemsize
 
 
-def padded(x, padding, centre, pitch=None, phases=False):
+def padded(x, padding, centre, pitch=None, phases=0):
     """The ShiftedInput of x (N, C, H, W) for this padding and shift, rows ``pitch``
     numbers apart (W + 2p unless given; W + p shares the padding, frame_pitch); with
-    ``phases``, split by parity (see above; the pitch is then ceil((W + 2p) / 2))."""
+    ``phases`` 4 (or 1: phase (0, 0) alone), split by parity (see above; the pitch is
+    then ceil((W + 2p) / 2))."""
     if phases:
-        frame = _empty_phases(x, padding, centre)
-        _phase_shift(np.ascontiguousarray(x), padding, frame.xp.shape[2] // 4, row_pitch(frame.xp), frame.centre,
-                     frame.flat, frame.sums)
+        frame = _empty_phases(x, padding, centre, phases)
+        _phase_shift(np.ascontiguousarray(x), padding, frame.xp.shape[2] // phases, row_pitch(frame.xp), phases,
+                     frame.centre, frame.flat, frame.sums)
         return filled(frame)
     frame = empty_frame(x, padding, centre, pitch)
     _pad_shift(np.ascontiguousarray(x), padding, row_pitch(frame.xp), plane_size(frame.xp),
@@ -162,28 +172,30 @@ def empty_frame(x, padding, centre, pitch=None):
     return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
 
 
-def _empty_phases(x, padding, centre):
-    """The EmptyFrame of x split by parity: per channel four phases of ceil((H + 2p) / 2)
-    rows of ceil((W + 2p) / 2) numbers, xp (N, C, 4 * rows, pitch)."""
+def _empty_phases(x, padding, centre, phases):
+    """The EmptyFrame of x split by parity: per channel ``phases`` phases of
+    ceil((H + 2p) / 2) rows of ceil((W + 2p) / 2) numbers, xp (N, C, phases * rows, pitch)."""
     n, c, h, w = x.shape
     rows, pitch = (h + 2 * padding + 1) // 2, (w + 2 * padding + 1) // 2
-    plane = 4 * rows * pitch
+    plane = phases * rows * pitch
     flat = np.empty((n, c * plane + SLACK), dtype=x.dtype)
     flat[:, c * plane:] = 0
     item = flat.itemsize
-    xp = np.lib.stride_tricks.as_strided(flat, (n, c, 4 * rows, pitch), (flat.strides[0], plane * item, pitch * item, item))
+    xp = np.lib.stride_tricks.as_strided(flat, (n, c, phases * rows, pitch),
+                                         (flat.strides[0], plane * item, pitch * item, item))
     return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
 
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)
-def _phase_shift(x, p, rows, pitch, centre, flat, sums):
+def _phase_shift(x, p, rows, pitch, phases, centre, flat, sums):
     """Plane (n, c) of x - centre, padded with -centre and split by parity: pixel (y, z)
-    of the padded plane goes to phase (y % 2, z % 2), row y // 2, column z // 2; sums as
-    _pad_shift's. One task per plane: the padding first (the whole plane), then each row
-    of x into its phases' rows, even and odd padded columns apart."""
+    of the padded plane goes to phase (y % 2, z % 2), row y // 2, column z // 2 (with
+    ``phases`` 1, only the pixels of phase (0, 0)); sums as _pad_shift's. One task per
+    plane: the padding first (the whole plane), then each row of x into its phases'
+    rows, even and odd padded columns apart."""
     n_img, channels, h, w = x.shape
     quarter = rows * pitch
-    plane = 4 * quarter
+    plane = phases * quarter
     edge = -centre
     planes = x.reshape(n_img * channels, h * w)
     for task in prange(n_img * channels):
@@ -196,8 +208,10 @@ def _phase_shift(x, p, rows, pitch, centre, flat, sums):
             y, row = i + p, src[i * w:(i + 1) * w]
             for j in range(w):
                 total += row[j]
+            if phases == 1 and y % 2 == 1:
+                continue
             at = (y % 2) * 2 * quarter + (y // 2) * pitch
-            for parity in range(2):                     # the padded columns z = j + p of this parity
+            for parity in range(2 if phases == 4 else 1):   # the padded columns z = j + p of this parity
                 j0 = (parity - p) % 2                   # the first j with (j + p) % 2 == parity
                 count = (w - j0 + 1) // 2
                 first = (j0 + p) // 2
@@ -306,9 +320,9 @@ def _crop(xp, p, out):
 
 def shifted(x, w2, win):
     """x padded in the frame shifted by the filters' mean (full mode and the forward)."""
-    return padded(x, win.padding, filters_mean(w2), frame_pitch(win), phased(win))
+    return padded(x, win.padding, filters_mean(w2), frame_pitch(win), phase_count(win))
 
 
 def unshifted(x, win):
     """x padded, not shifted (sign mode: a shift could round a near-tie x == w to 0)."""
-    return padded(x, win.padding, x.dtype.type(0), frame_pitch(win), phased(win))
+    return padded(x, win.padding, x.dtype.type(0), frame_pitch(win), phase_count(win))
