@@ -73,24 +73,29 @@ def test_the_full_mode_backward_reads_the_padded_input_of_the_forward(monkeypatc
 
 @pytest.mark.parametrize("distance", ["l1", "l2"])
 @pytest.mark.parametrize("n, framed", [(9, True), (2, False)])
+@pytest.mark.parametrize("stride, size", [(1, 12), (2, 24)])
 def test_the_forward_frames_image_by_image_with_images_for_every_thread(numba_threads, monkeypatch, distance, n,
-                                                                        framed):
-    """With stride 1, long rows and at least 4 images a thread, one kernel frames each
+                                                                        framed, stride, size):
+    """With stride 1 or 2, long rows and at least 4 images a thread, one kernel frames each
     image and computes its outputs (no separate pass through frame.padded); its frame holds
-    the same numbers, finiteness and outputs as the pass's."""
+    the same numbers, finiteness and outputs as the pass's, and an inf in x sends the
+    layer to the reference."""
     calls = []
     padded = frame.padded
     monkeypatch.setattr(frame, "padded", lambda *args: calls.append(args[1:]) or padded(*args))
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((n, 3, 12, 12)).astype(np.float32) + 4
+    x = rng.standard_normal((n, 3, size, size)).astype(np.float32) + 4
     weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32) + 4
-    win = Window.of(x.shape, weight.shape, 1, 1)
+    win = Window.of(x.shape, weight.shape, stride, 1)
     y, saved = cpu.adder2d_forward(x, weight, win, distance)
     assert len(calls) == (0 if framed and n >= 4 * numba_threads else 1)
     alone = frame.shifted(x, weight.reshape(5, -1), win)
     assert np.array_equal(saved.frame.flat, alone.flat) and saved.frame.centre == alone.centre
     assert saved.frame.finite and saved.finite
     assert _relative_error(y, ref.adder2d_forward(x, weight, win, distance)[0]) < 1e-5
+    x[-1, 2, size // 2, 3] = np.inf
+    y, saved = cpu.adder2d_forward(x, weight, win, distance)
+    assert not saved.finite and np.isneginf(y[-1]).any() and np.isfinite(y[0]).all()
 
 
 @pytest.mark.parametrize("stride, padding, k, pitch", [

@@ -18,8 +18,9 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
   of the work), pack a cache-sized panel of them per task.
 * Framing on the way. The frame (frame.py) of a 16-channel 32x32 layer at batch 64 is
   4.6 MB, more than L2: written in a pass of its own, it was read back from memory. With
-  stride 1 and images enough for every thread, a task frames one image and then reads
-  that frame while it is in L2. Measured 2026-12-06, batch 64, 2 threads, with the
+  stride 1 or 2 (3x3) and images enough for every thread, a task frames one image and
+  then reads that frame while it is in L2 (stride 2, 16 -> 32 channels at batch 64:
+  the forward 1.70-1.77 -> 1.58-1.65 ms). Measured 2026-12-06, batch 64, 2 threads, with the
   frame's stores as views (frame.pad_shift_plane): 16 channels 2.60-2.75 -> 2.28-2.38
   ms, 32 channels 2.23 -> 2.12-2.13; in a ResNet-20 step (cProfile) the wide forwards
   and every frame 33.1-34.3 -> 31.1-32.2 ms.
@@ -27,8 +28,8 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .frame import (SLACK, VECTOR, empty_frame, filled, filters_mean, frame_pitch, frame_stride, pad_shift_plane, row_pitch,
-                    shifted)
+from .frame import (SLACK, VECTOR, empty_frame, empty_phases, filled, filters_mean, frame_pitch, frame_stride,
+                    pad_shift_plane, phase_count, phase_shift_plane, row_pitch, shifted)
 from .register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, COLUMN_CHANNELS, min_sums_registers, prefetch_lines,
                              product_sums_registers, vector_length)
 from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
@@ -205,22 +206,29 @@ def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, o
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _framed_forward_kernel(x, padding, centre, flat, sums, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
+def _framed_forward_kernel(x, padding, centre, flat, sums, koff, fields, wsh, pitch, ho, wo, rows, phases, squared,
+                           out):
     """_forward_wide_kernel with the frame written on the way: a task owns one image,
     frames it (frame.pad_shift_plane, each plane's sum into sums[n*C + c]) and then
     computes its output ``rows`` rows at a time while that frame is still in L2. A frame
     written in a pass of its own before was read back from memory (the layer's frame is
-    larger than L2 from 16 channels at 32x32 at batch 64)."""
+    larger than L2 from 16 channels at 32x32 at batch 64). Stride 2 (``phases`` 4 or 1):
+    the frame split by parity (frame.phase_shift_plane), in phases of ``phase_rows`` rows."""
     n_img, channels, h, w = x.shape
     plane = (flat.shape[1] - SLACK) // channels
+    phase_rows = plane // (phases * pitch) if phases else 0
     wsum = _weight_sums(wsh, squared)
     for n in prange(n_img):
         img, planes = flat[n], x[n].reshape(channels, h * w)
         for c in range(channels):
             if c + 1 < channels:          # the next plane's source, across a page boundary
                 prefetch_lines(planes[c + 1], 0, h * w, False)
-            sums[n * channels + c] = pad_shift_plane(planes[c], h, w, padding, pitch, centre,
-                                                     img[c * plane:(c + 1) * plane])
+            if phases:
+                sums[n * channels + c] = phase_shift_plane(planes[c], h, w, padding, phase_rows, pitch, phases,
+                                                           centre, img[c * plane:(c + 1) * plane])
+            else:
+                sums[n * channels + c] = pad_shift_plane(planes[c], h, w, padding, pitch, centre,
+                                                         img[c * plane:(c + 1) * plane])
         for u0 in range(0, ho, rows):
             _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), squared, out[n])
 
@@ -296,21 +304,24 @@ def _in_place(win, pitch):
 
 def framed_forward(x, w2, win, out, distance="l1"):
     """x framed (frame.shifted) and Eq. 2 (Eq. 27 for "l2") into out (N, C_out, P): the
-    ShiftedInput, which the gradients read again. With stride 1 on long rows and images
+    ShiftedInput, which the gradients read again. With stride 1 or 2 on long rows and images
     enough for every thread, one kernel does both, image by image (_framed_forward_kernel);
     else the frame is written first, then blocked_forward reads it."""
-    pitch = frame_pitch(win)
-    if not (win.stride == 1 and _in_place(win, pitch) and win.n >= TASKS_PER_THREAD * get_num_threads()):
+    pitch, phases = frame_pitch(win), phase_count(win)
+    # (a 1x1 stride-2 layer's frame, phase (0, 0) alone, is written apart: framed on the
+    # way it ran 4-6 % slower, 16 -> 32 channels at batch 64; its kernel is light, K = C)
+    if not (_in_place(win, pitch) and win.n >= TASKS_PER_THREAD * get_num_threads() and phases != 1):
         frame = shifted(x, w2, win)
         if frame.finite:        # else the caller goes to the reference
             blocked_forward(w2, win, frame, out, distance)
         return frame
     squared = distance == "l2"
-    empty = empty_frame(x, win.padding, filters_mean(w2), pitch)
+    empty = (empty_phases(x, win.padding, filters_mean(w2), phases) if phases
+             else empty_frame(x, win.padding, filters_mean(w2), pitch))
     rows = max(1, min(win.ho, WIDE_TASK_POSITIONS // pitch))
     _framed_forward_kernel(np.ascontiguousarray(x), win.padding, empty.centre, empty.flat, empty.sums,
                            wide_offsets(win, empty.xp), win.kh * win.kw, w2 - empty.centre, pitch, win.ho, win.wo,
-                           rows, squared, out)
+                           rows, phases, squared, out)
     return filled(empty)
 
 

@@ -138,7 +138,7 @@ def padded(x, padding, centre, pitch=None, phases=0):
     ``phases`` 4 (or 1: phase (0, 0) alone), split by parity (see above; the pitch is
     then ceil((W + 2p) / 2))."""
     if phases:
-        frame = _empty_phases(x, padding, centre, phases)
+        frame = empty_phases(x, padding, centre, phases)
         _phase_shift(np.ascontiguousarray(x), padding, frame.xp.shape[2] // phases, row_pitch(frame.xp), phases,
                      frame.centre, frame.flat, frame.sums)
         return filled(frame)
@@ -172,7 +172,7 @@ def empty_frame(x, padding, centre, pitch=None):
     return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
 
 
-def _empty_phases(x, padding, centre, phases):
+def empty_phases(x, padding, centre, phases):
     """The EmptyFrame of x split by parity: per channel ``phases`` phases of
     ceil((H + 2p) / 2) rows of ceil((W + 2p) / 2) numbers, xp (N, C, phases * rows, pitch)."""
     n, c, h, w = x.shape
@@ -188,37 +188,44 @@ def _empty_phases(x, padding, centre, phases):
 
 @njit(parallel=True, fastmath={"reassoc"}, cache=True)
 def _phase_shift(x, p, rows, pitch, phases, centre, flat, sums):
-    """Plane (n, c) of x - centre, padded with -centre and split by parity: pixel (y, z)
-    of the padded plane goes to phase (y % 2, z % 2), row y // 2, column z // 2 (with
-    ``phases`` 1, only the pixels of phase (0, 0)); sums as _pad_shift's. One task per
-    plane: the padding first (the whole plane), then each row of x into its phases'
-    rows, even and odd padded columns apart."""
+    """Every plane (n, c) of flat framed and split by parity (phase_shift_plane), one
+    task per plane."""
     n_img, channels, h, w = x.shape
-    quarter = rows * pitch
-    plane = phases * quarter
-    edge = -centre
+    plane = phases * rows * pitch
     planes = x.reshape(n_img * channels, h * w)
     for task in prange(n_img * channels):
         n, c = task // channels, task % channels
-        dst, src = flat[n, c * plane:(c + 1) * plane], planes[task]
-        for q in range(plane):
-            dst[q] = edge
-        total = src.dtype.type(0)
-        for i in range(h):
-            y, row = i + p, src[i * w:(i + 1) * w]
-            for j in range(w):
-                total += row[j]
-            if phases == 1 and y % 2 == 1:
-                continue
-            at = (y % 2) * 2 * quarter + (y // 2) * pitch
-            for parity in range(2 if phases == 4 else 1):   # the padded columns z = j + p of this parity
-                j0 = (parity - p) % 2                   # the first j with (j + p) % 2 == parity
-                count = (w - j0 + 1) // 2
-                first = (j0 + p) // 2
-                out = dst[at + parity * quarter + first:at + parity * quarter + first + count]
-                for m in range(count):
-                    out[m] = row[j0 + 2 * m] - centre
-        sums[task] = total
+        sums[task] = phase_shift_plane(planes[task], h, w, p, rows, pitch, phases, centre,
+                                       flat[n, c * plane:(c + 1) * plane])
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
+    """dst = the plane src (h*w numbers) - centre, padded with -centre and split by
+    parity: pixel (y, z) of the padded plane goes to phase (y % 2, z % 2), row y // 2,
+    column z // 2 (with ``phases`` 1, only the pixels of phase (0, 0)); returns the sum
+    of src (as pad_shift_plane). The padding first (the whole plane), then each row of
+    x into its phases' rows, even and odd padded columns apart."""
+    quarter = rows * pitch
+    edge = -centre
+    for q in range(dst.shape[0]):
+        dst[q] = edge
+    total = src.dtype.type(0)
+    for i in range(h):
+        y, row = i + p, src[i * w:(i + 1) * w]
+        for j in range(w):
+            total += row[j]
+        if phases == 1 and y % 2 == 1:
+            continue
+        at = (y % 2) * 2 * quarter + (y // 2) * pitch
+        for parity in range(2 if phases == 4 else 1):   # the padded columns z = j + p of this parity
+            j0 = (parity - p) % 2                       # the first j with (j + p) % 2 == parity
+            count = (w - j0 + 1) // 2
+            first = (j0 + p) // 2
+            out = dst[at + parity * quarter + first:at + parity * quarter + first + count]
+            for m in range(count):
+                out[m] = row[j0 + 2 * m] - centre
+    return total
 
 
 def filled(frame):
