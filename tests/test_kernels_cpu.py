@@ -255,6 +255,32 @@ def test_both_full_mode_products_give_the_reference_dw(monkeypatch, product, str
     assert _relative_error(dw, dw_ref) < 1e-5
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dw_alone_by_blas_reads_g_as_it_is(monkeypatch, stride):
+    """dW alone where it is BLAS on exact columns (short rows, more filters than the
+    register blocks take): G is not widened (no pass over it that nothing reads), dW is
+    the reference's, and a NaN in G still sends the call to the reference."""
+    widened = []
+    for module in (cpu, grad_weight):
+        original = module.on_wide_positions
+        monkeypatch.setattr(module, "on_wide_positions", lambda *a, _f=original: widened.append(1) or _f(*a))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 5, 8 * stride, 8 * stride)).astype(np.float32)
+    weight = rng.standard_normal((grad_weight.WIDE_DW_MAX_CHANNELS + 3, 5, 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, 1)
+    y, saved = cpu.adder2d_forward(x, weight, win)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw = cpu.adder2d_backward(g, saved, "full", need_input_grad=False)
+    uses_blas = products.kernel_gemm(np.dtype(np.float32)) is not None   # NumPy's BLAS callable from Numba
+    assert grad_weight.reads_wide_g(win, "full", np.dtype(np.float32)) is not uses_blas
+    assert dx is None and len(widened) == (0 if uses_blas else 1)
+    assert _relative_error(dw, ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "full")[1]) < 1e-5
+    g[1, 2, 3, 4] = np.nan
+    assert np.isnan(cpu.adder2d_backward(g, saved, "full", need_input_grad=False)[1]).any()
+    cpu.adder2d_backward(g, saved, "full")          # dX too: G widened
+    assert len(widened) == (1 if uses_blas else 3)
+
+
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def numba_threads(request):
     """Numba's thread count for one test (the trainings of results/ run on one thread)."""

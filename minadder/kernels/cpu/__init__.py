@@ -62,7 +62,7 @@ from ..geometry import Window
 from .forward import blocked_forward, framed_forward
 from .frame import ShiftedInput, all_finite, frame_pitch, same_dtype, shifted, unshifted
 from .grad_input import blocked_grad_input
-from .grad_weight import blocked_grad_weight
+from .grad_weight import blocked_grad_weight, reads_wide_g
 from . import columns, conv, products
 from .l2 import l2_backward, l2_forward
 from .positions import on_wide_positions, wide_rows
@@ -174,9 +174,11 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
     if _empty(win):
         return (np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None,
                 np.zeros(weight.shape, dtype=x.dtype) if need_weight_grad else None)
-    # G read once for the stride-1 kernels: widened, with its sums and its finiteness
+    # G read once for the kernels on wide positions: widened, with its sums and its
+    # finiteness (for dW alone, only where dW reads it so: grad_weight.reads_wide_g)
     wide = None
-    if finite and wide_rows(win) and not _pointwise(win):
+    if (finite and wide_rows(win) and not _pointwise(win)
+            and (need_input_grad or reads_wide_g(win, mode, x.dtype))):
         wide = on_wide_positions(g.reshape(win.n, win.c_out, win.plane), win, frame_pitch(win))
     if not (finite and (wide.finite if wide is not None else _finite(g))):
         with np.errstate(invalid="ignore", over="ignore"):

@@ -42,7 +42,7 @@ from .naive import sgn
 from .products import image_chunks
 from .register_block import (DOT_FILTERS, DOT_ROWS, NARROW_FILTERS, SIGN_FILTERS, SIGN_ROWS, dot_sums_registers,
                              narrow_dot_sums_registers, sign_sums_registers, vector_length)
-from .frame import VECTOR, frame_stride, row_pitch
+from .frame import VECTOR, frame_pitch, frame_stride, row_pitch
 from .positions import copy_runs, on_wide_positions, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
 #: full mode reads X from the padded input (no X_col) when an image has at least this
@@ -350,6 +350,29 @@ def _sums_per_filter(g):
     return s
 
 
+def _long_rows(win):
+    """Rows long enough for the register blocks to read X' in place (WIDE_DW_MIN_POSITIONS)."""
+    return wide_rows(win) and wide_count(win, frame_pitch(win)) >= WIDE_DW_MIN_POSITIONS
+
+
+def _blocks(win):
+    """Whether full mode's G X'^T runs through the register blocks rather than BLAS."""
+    return FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and _long_rows(win)
+                                          and win.c_out <= WIDE_DW_MAX_CHANNELS)
+
+
+def _blas_in_tasks(win, full, dtype):
+    """Whether full mode's G X'^T is BLAS called from Numba's threads on exact columns
+    (_product_on_numba_threads), which reads G as it is, not on wide positions."""
+    return full and not _blocks(win) and products.kernel_gemm(dtype) is not None and win.stride <= 2 and win.n > 1
+
+
+def reads_wide_g(win, mode, dtype):
+    """Whether blocked_grad_weight reads G on wide positions: a caller that wants dW alone
+    widens G only then (adder2d_backward)."""
+    return frame_stride(win) == 1 and not _blas_in_tasks(win, mode == "full", dtype)
+
+
 def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     """dW (C_out, K) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
     the filters' mean in full mode, unshifted in sign mode); ``wide``: G on wide positions
@@ -359,22 +382,19 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     dw = np.zeros(w2.shape, dtype=xp.dtype)
     pitch = row_pitch(xp)
     npos = wide_count(win, pitch)
-    long_rows = wide_rows(win) and npos >= WIDE_DW_MIN_POSITIONS
-    if wide is None and frame_stride(win) == 1:   # every stride-1 path (and stride 2's split frame) reads G on wide positions
+    if wide is None and reads_wide_g(win, mode, xp.dtype):
         wide = on_wide_positions(g, win, pitch)
     gw = None if wide is None else wide.values
-    blocks = FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and long_rows
-                                            and win.c_out <= WIDE_DW_MAX_CHANNELS)
+    blocks = _blocks(win)
     sums = None if wide is None else wide.filter_sums
-    gemm = products.kernel_gemm(xp.dtype)
-    if full and not blocks and gemm is not None and win.stride <= 2 and win.n > 1:
-        dw, own = _product_on_numba_threads(frame, g, win, gemm)   # BLAS from Numba's threads
+    if _blas_in_tasks(win, full, xp.dtype):
+        dw, own = _product_on_numba_threads(frame, g, win, products.kernel_gemm(xp.dtype))   # BLAS from Numba's threads
         sums = own if sums is None else sums
     elif full and not blocks:
         # sgemm on at most 1/DW_CHUNKS of X_col a thread; sum G on the same threads if needed
         dw, own = _product_by_threads(frame, g, win, gw, with_sums=sums is None)
         sums = own if sums is None else sums
-    elif long_rows or (not full and wide_rows(win)):   # register blocks, no X_col
+    elif _long_rows(win) or (not full and wide_rows(win)):   # register blocks, no X_col
         partial = np.zeros((min(win.n, 4 * get_num_threads()),) + dw.shape, dtype=dw.dtype)
         _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, w2, full, partial)
         dw = partial.sum(axis=0)
