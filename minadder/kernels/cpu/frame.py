@@ -159,30 +159,30 @@ class EmptyFrame(NamedTuple):
 
 def empty_frame(x, padding, centre, pitch=None):
     """The arrays of x's padded frame (an EmptyFrame), nothing written but the slack."""
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     hp, wp = h + 2 * padding, w + 2 * padding
     pitch = wp if pitch is None else pitch
     if not w + padding <= pitch <= wp:
         raise ValueError(f"a padded frame's rows are W + p to W + 2p numbers apart, got {pitch}")
-    plane = (hp - 1) * pitch + wp
-    flat = np.empty((n, c * plane + SLACK), dtype=x.dtype)
-    flat[:, c * plane:] = 0
-    item = flat.itemsize
-    xp = np.lib.stride_tricks.as_strided(flat, (n, c, hp, wp), (flat.strides[0], plane * item, pitch * item, item))
-    return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
+    return _empty(x, (hp - 1) * pitch + wp, (hp, wp), pitch, centre)
 
 
 def empty_phases(x, padding, centre, phases):
     """The EmptyFrame of x split by parity: per channel ``phases`` phases of
     ceil((H + 2p) / 2) rows of ceil((W + 2p) / 2) numbers, xp (N, C, phases * rows, pitch)."""
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     rows, pitch = (h + 2 * padding + 1) // 2, (w + 2 * padding + 1) // 2
-    plane = phases * rows * pitch
+    return _empty(x, phases * rows * pitch, (phases * rows, pitch), pitch, centre)
+
+
+def _empty(x, plane, shape, pitch, centre):
+    """An EmptyFrame: flat (N, C * plane + SLACK), its slack zeroed, and xp its (N, C) +
+    ``shape`` view, channels ``plane`` and rows ``pitch`` numbers apart."""
+    n, c = x.shape[:2]
     flat = np.empty((n, c * plane + SLACK), dtype=x.dtype)
     flat[:, c * plane:] = 0
     item = flat.itemsize
-    xp = np.lib.stride_tricks.as_strided(flat, (n, c, phases * rows, pitch),
-                                         (flat.strides[0], plane * item, pitch * item, item))
+    xp = np.lib.stride_tricks.as_strided(flat, (n, c) + tuple(shape), (flat.strides[0], plane * item, pitch * item, item))
     return EmptyFrame(xp, flat, x.dtype.type(centre), np.empty(n * c, dtype=x.dtype))
 
 
