@@ -79,7 +79,7 @@ def hottest(asm):
 
 def run_kernels(cpu, naive, Window):
     """Both rungs, both modes, stride 1 (wide positions, rows long enough for dW's product)
-    and stride 2 (packed panels); 2 images (the frame written first) and 64 (the forward
+    and stride 2 (the frame split by parity); 2 images (the frame written first) and 64 (the forward
     that frames image by image)."""
     import numpy as np
 

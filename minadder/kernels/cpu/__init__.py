@@ -14,11 +14,11 @@ The package is a ladder; read it from the bottom rung up:
     grad_weight.py  the blocked dW: a register-blocked product, or chunks of X_col
     l2.py           the l2 layer (Eq. 27) through Eq. 28 by BLAS on chunks of X_col, where
                     the blocked kernels (which run Eq. 28 too) do not: 1x1 layers, and
-                    the gradients of strided ones
+                    the gradients of strides 3 and more
     products.py     large matrix products split over threads (one BLAS call each), and
                     NumPy's own BLAS called from inside a Numba kernel's tasks
     columns.py      parallel im2col / col2im, and the ordinary convolution by chunks of images
-    conv.py         the convolution on wide positions, without X_col (long rows, stride 1)
+    conv.py         the convolution on wide positions, without X_col (long rows, stride 1 or 2)
     batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
     pooling.py      max pooling over k x k windows with stride k, the argmax recorded
     relu.py         ReLU and its backward, one parallel pass each
@@ -205,7 +205,7 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
 
 def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad, wide=None):
     """(dX, dW) from the blocked kernels; ``wide``: G on wide positions with its sums
-    (positions.WideG), read once for both gradients (stride 1, several rows)."""
+    (positions.WideG), read once for both gradients (stride 1 or 2, several rows)."""
     dx = blocked_grad_input(w2, g, win, mode, frame, wide) if need_input_grad else None
     if need_weight_grad and mode == "l2":   # dW = 2 (G X'^T - W' sum G): twice full mode's
         return dx, 2 * blocked_grad_weight(w2, g, win, "full", frame, wide)
@@ -214,7 +214,7 @@ def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad, wide=N
 
 
 def conv2d_forward(x, weight, win):
-    """The ordinary convolution: on wide positions (conv.py: stride 1, long rows), else by
+    """The ordinary convolution: on wide positions (conv.py: stride 1 or 2, long rows), else by
     chunks of images, im2col and one BLAS product each, the chunks shared among threads
     (columns.py). ``saved`` keeps the padded input or the input, never X_col."""
     x, weight = same_dtype(x, weight)

@@ -4,7 +4,7 @@ no X_col and no dX_col.
 conv2d is im2col and a matrix product per chunk of images, the chunks shared among the
 threads (columns.py, products.py), and so are its gradients, on most layers. On layers of
 stride 1 whose images have long rows (ResNet's stages at 32x32 and 16x16, LeNet-5's
-convolutions) the forward and both gradients read the padded input in place instead
+convolutions), and of stride 2 on the frame split by parity (frame.py), the forward and both gradients read the padded input in place instead
 (positions.py), through the adder layer's own register blocks (register_block.py):
 
 * Y = W X_col: a task owns some output rows of one image and runs forward.py's
@@ -12,7 +12,7 @@ convolutions) the forward and both gradients read the padded input in place inst
   products), on the input padded with zeros, not shifted.
 * dW = G X_col^T is the product the adder layer's full-mode dW computes (Eq. 5 without its
   "- W sum G" part): grad_weight.py's register blocks over chunks of images.
-* dX = col2im(W^T G): grad_input.py's stride-1 kernel with its CONV kind, a block of rows
+* dX = col2im(W^T G): grad_input.py's wide kernel with its CONV kind, a block of rows
   of W^T G added straight into a padded plane per (image, channel) task (the adder layer
   has HardTanh's clamp between W and G there).
 

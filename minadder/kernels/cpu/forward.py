@@ -19,11 +19,11 @@ Against naive.py's loop, three things change, each measured in benchmarks/README
 * Framing on the way. The frame (frame.py) of a 16-channel 32x32 layer at batch 64 is
   4.6 MB, more than L2: written in a pass of its own, it was read back from memory. With
   stride 1 or 2 (3x3) and images enough for every thread, a task frames one image and
-  then reads that frame while it is in L2 (stride 2, 16 -> 32 channels at batch 64:
-  the forward 1.70-1.77 -> 1.58-1.65 ms). Measured 2026-12-06, batch 64, 2 threads, with the
-  frame's stores as views (frame.pad_shift_plane): 16 channels 2.60-2.75 -> 2.28-2.38
-  ms, 32 channels 2.23 -> 2.12-2.13; in a ResNet-20 step (cProfile) the wide forwards
-  and every frame 33.1-34.3 -> 31.1-32.2 ms.
+  then reads that frame while it is in L2. Measured 2026-12-06, batch 64, 2 threads,
+  with the frame's stores as views (frame.pad_shift_plane): 16 channels 2.60-2.75 ->
+  2.28-2.38 ms, 32 channels 2.23 -> 2.12-2.13, 16 -> 32 channels at stride 2 1.70-1.77
+  -> 1.58-1.65; in a ResNet-20 step (cProfile) the wide forwards and every frame
+  33.1-34.3 -> 31.1-32.2 ms.
 """
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -162,7 +162,8 @@ def _column_sums(channels, offsets, width, colsum):
 
 @njit(fastmath=True, cache=True)
 def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
-    """Eq. 2 for stride 1 on output rows u0..u1 - 1 of one image, every channel, reading
+    """Eq. 2 on wide positions (stride 1, or 2 on a frame split by parity) on output rows
+    u0..u1 - 1 of one image, every channel, reading
     X_col straight from its padded frame ``img`` (flat) into ``out`` (C_out, P).
 
     In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
@@ -195,8 +196,8 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
-    """Eq. 2 for stride 1 on a frame written before (frame.padded): a task owns ``rows``
-    output rows of one image (_wide_rows)."""
+    """Eq. 2 on wide positions, from a frame written before (frame.padded): a task owns
+    ``rows`` output rows of one image (_wide_rows)."""
     n_img = out.shape[0]
     wsum = _weight_sums(wsh, squared)
     blocks = (ho + rows - 1) // rows
@@ -298,7 +299,7 @@ def _tile(c_out, positions):
 
 
 def _in_place(win, pitch):
-    """Whether the forward reads X_col in place (stride 1, long rows), not packed."""
+    """Whether the forward reads X_col in place (wide positions, long rows), not packed."""
     return wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS
 
 

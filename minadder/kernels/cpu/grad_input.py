@@ -6,7 +6,7 @@ and dX = col2im(dX_col). Against naive.py's loop:
 
 * One task per (image n, channel c) plane: each of its kh*kw rows of dX_col is computed
   and added straight into the padded gradient at the pixels it came from (col2im fused,
-  no dX_col is ever stored; no two tasks write the same plane). With stride 1 that
+  no dX_col is ever stored; no two tasks write the same plane). On wide positions that
   padded plane is the task's own buffer, its inside copied into dX at the end.
 * Stride 1 reads the rows of X_col in place on wide positions (positions.py), where the
   pixels a row of X_col reads are the same stretch of the padded dX; G is laid out on
@@ -16,7 +16,7 @@ and dX = col2im(dX_col). Against naive.py's loop:
 * HardTanh(w - x) = clip(w, x - 1, x + 1) - x: a max, a min and a multiply-add per term,
   the "- x" summed once as x * sum_t G (in the shifted frame of frame.py, where this
   does not cancel large terms). Sign mode compares unshifted values.
-* Full mode with stride 1 keeps a block of dX_col (2 rows x 4 vectors with 32 vector
+* Full mode on wide positions keeps a block of dX_col (2 rows x 4 vectors with 32 vector
   registers) in registers for the whole sum over t, with each number's x - 1 and x + 1
   (register_block.py); the filters come transposed, (K, C_out), so that the weights a
   row reads, one per t, are neighbours.
@@ -130,14 +130,15 @@ def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, rows, phases, plane, dx):
-    """dX for stride 1 on wide positions: row k of X_col for image n is the stretch
-    xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are the same stretch of the
-    padded plane, so each row of dX_col is added into that plane. One task per (image,
-    channel): its ``fields`` = kh*kw rows write only that channel's plane, a buffer of the
-    task's own laid out as the frame's (rows ``pitch`` apart, padding ``pad``, ``plane``
-    numbers: frame.plane_size; split by parity into ``phases`` phases of ``rows`` rows if rows > 0),
-    whose inside it then writes into dx (N, C, H, W): no padded dX, no crop. With shared padding
-    (frame.py) a row's right padding is the next row's left: what is added there is dropped.
+    """dX on wide positions (stride 1, or 2 on a frame split by parity): row k of X_col
+    for image n is the stretch xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are
+    the same stretch of the padded plane, so each row of dX_col is added into that plane.
+    One task per (image, channel): its ``fields`` = kh*kw rows write only that channel's
+    plane, a buffer of the task's own laid out as the frame's (rows ``pitch`` apart,
+    padding ``pad``, ``plane`` numbers: frame.plane_size; if rows > 0, split by parity
+    into ``phases`` phases of ``rows`` rows), whose inside it then writes into dx (N, C,
+    H, W): no padded dX, no crop. With shared padding (frame.py) a row's right padding is
+    the next row's left: what is added there is dropped.
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
 
@@ -317,8 +318,9 @@ def _packed_channel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, pla
 def blocked_grad_input(w2, g, win, mode, frame, wide=None):
     """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
     the filters' mean in full and l2 mode, unshifted in sign mode); ``wide``: G on wide
-    positions with its sums (positions.WideG), if the caller has it already. mode "l2" (the l2 layer's exact dX) takes
-    stride-1 layers only (``wide_rows(win)``)."""
+    positions with its sums (positions.WideG), if the caller has it already. mode "l2"
+    (the l2 layer's exact dX) takes layers on wide positions only (``wide_rows(win)``:
+    stride 1 or 2, several output rows)."""
     full = mode in ("full", "l2")
     # the filters transposed, (K, C_out): the 8 (or 16) weights a block reads for one row k
     # are then neighbours, one or two cache lines, not 8 lines K numbers apart (64 channels
@@ -337,7 +339,7 @@ def blocked_grad_input(w2, g, win, mode, frame, wide=None):
                                 plane_size(xp), dx)
         return dx
     if mode == "l2":
-        raise ValueError("the blocked l2 dX takes stride-1 layers only")
+        raise ValueError("the blocked l2 dX takes layers on wide positions only (stride 1 or 2, several output rows)")
     dxp = np.empty(xp.shape, dtype=dtype)
     gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
     _grad_input_packed_kernel(xp, frame.flat.reshape(-1), wide_offsets(win, xp), wk, g, gsum, full, win.kh, win.kw,

@@ -7,8 +7,9 @@ Against naive.py's loop:
 * Full mode is a matrix product: dW = G X'^T - W' * sum_l G (X' = X - c, W' = W - c in
   the shifted frame of frame.py, where the subtraction does not cancel large terms).
   With stride 1 and long rows (stride 2: on the frame split by parity, frame.py) the
-  product reads X' straight from the padded input on wide positions (positions.py), in register blocks of 8 x 3 dot products (4 x 3 with
-  AVX2's 16 registers; register_block.py): no X_col at all.
+  product reads X' straight from the padded input on wide positions (positions.py), in
+  register blocks of 8 x 3 dot products (4 x 3 with AVX2's 16 registers;
+  register_block.py): no X_col at all.
 * Sign mode with stride 1 or 2 (and several output rows) reads X the same way, in register
   blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a register:
   two compares and two masked adds per term. Measured 2026-12-05, ResNet-20's layers at

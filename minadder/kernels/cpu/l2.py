@@ -3,7 +3,8 @@
 Most l2 layers do not come here: the blocked kernels run Eq. 28 too (forward.py with
 products for the mins, grad_input.py's L2 kind, and dW twice the l1 layer's full-mode
 product), 3-7x faster on ResNet-20's layers. This module is the definition those are
-held against in tests, and the path for 1x1 layers and for the gradients of strided ones.
+held against in tests, and the path for 1x1 layers and for the gradients of strides 3
+and more (and of single output rows).
 
 Eq. 27 is Y[t, l] = -sum_k (X_col[k, l] - W[t, k])^2. Expanding the square (Eq. 28),
 

@@ -35,28 +35,21 @@ def wide_offsets(win, xp):
     """koff[k]: where row k = (c, i, j) of X_col starts in a flat padded image (c*plane +
     i*pitch + j, the frame's channel and row strides: frame.py); in a frame split by
     parity, in the phase (i % 2, j % 2), i // 2 rows and j // 2 numbers in."""
-    rows = phase_rows(win, xp)
-    if rows:
-        return _phase_offsets(win.c, win.kh, win.kw, plane_size(xp), rows, row_pitch(xp)).copy()
-    return _offsets(win.c, win.kh, win.kw, plane_size(xp), row_pitch(xp)).copy()
+    return _offsets(win.c, win.kh, win.kw, plane_size(xp), row_pitch(xp), phase_rows(win, xp)).copy()
 
 
 @functools.lru_cache(maxsize=256)
-def _phase_offsets(channels, kh, kw, plane, rows, pitch):
-    """wide_offsets' array for a frame split by parity, phases of ``rows`` rows."""
+def _offsets(channels, kh, kw, plane, pitch, rows):
+    """wide_offsets' array (``rows`` > 0: a frame split by parity into phases of that many
+    rows), made once per shape: NumPy's meshgrid holds the GIL, and dW's threads each asked
+    for it per chunk of images (measured: their products ran 20 % slower for it on
+    ResNet-20's stride-2 layers)."""
     c, i, j = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
-    phase = (i % 2) * 2 + j % 2
-    koff = c * plane + phase * rows * pitch + (i // 2) * pitch + j // 2
+    if rows:    # phase (i % 2, j % 2), then i // 2 rows and j // 2 numbers in
+        koff = c * plane + ((i % 2) * 2 + j % 2) * rows * pitch + (i // 2) * pitch + j // 2
+    else:
+        koff = c * plane + i * pitch + j
     return np.ascontiguousarray(koff.reshape(-1), dtype=np.int64)
-
-
-@functools.lru_cache(maxsize=256)
-def _offsets(channels, kh, kw, plane, pitch):
-    """wide_offsets' array, made once per shape: NumPy's meshgrid holds the GIL, and dW's
-    threads each asked for it per chunk of images (measured: their products ran 20 % slower
-    for it on ResNet-20's stride-2 layers)."""
-    c, i, j = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
-    return np.ascontiguousarray((c * plane + i * pitch + j).reshape(-1), dtype=np.int64)
 
 
 def wide_count(win, pitch):
