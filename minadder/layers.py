@@ -147,6 +147,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 # ============================================================================ convolution
 class Conv2d(Function):
+    adds_to_first_grad = True     # as Adder2d: x's gradient from its other uses added as dX is written
+
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
         ctx.kernels = backend.kernels()
@@ -154,9 +156,9 @@ class Conv2d(Function):
         return y
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g, gathered=None):
         dx, dw = ctx.kernels.conv2d_backward(g, ctx.saved, need_input_grad=ctx.needs_input_grad[0],
-                                             need_weight_grad=ctx.needs_input_grad[1])
+                                             need_weight_grad=ctx.needs_input_grad[1], dx_plus=gathered)
         return dx, dw, None, None
 
 
@@ -210,6 +212,8 @@ class AdderFullPrecision(Function):
 
 
 class Adder2d(Function):
+    adds_to_first_grad = True     # x's gradient from its other uses is added as dX is written (tensor.py)
+
     @staticmethod
     def forward(ctx, x, weight, stride, padding, grad_mode, distance="l1"):
         ctx.kernels, ctx.grad_mode = backend.kernels(), grad_mode
@@ -218,9 +222,10 @@ class Adder2d(Function):
         return y
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g, gathered=None):
+        # (gathered is None where x needs no gradient: the engine keeps none for it)
         dx, dw = ctx.kernels.adder2d_backward(g, ctx.saved, ctx.grad_mode, need_input_grad=ctx.needs_input_grad[0],
-                                              need_weight_grad=ctx.needs_input_grad[1])
+                                              need_weight_grad=ctx.needs_input_grad[1], dx_plus=gathered)
         return dx, dw, None, None, None, None
 
 

@@ -12,6 +12,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import backend
+
 _grad_enabled = True
 
 
@@ -135,7 +137,12 @@ class Tensor:
             if t.node is None:                # a leaf: accumulate
                 t.grad = g.copy() if t.grad is None else t.grad + g
                 continue
-            input_grads = t.node.function.backward(t.node.ctx, g)
+            function, first = t.node.function, t.node.inputs[0] if t.node.inputs else None
+            if function.adds_to_first_grad and isinstance(first, Tensor):
+                # it adds the gradient its first input has gathered so far into its own
+                input_grads = function.backward(t.node.ctx, g, grads.pop(id(first), None))
+            else:
+                input_grads = function.backward(t.node.ctx, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(t.node.inputs, input_grads):
@@ -145,7 +152,9 @@ class Tensor:
                 if ig.shape != inp.shape:
                     raise RuntimeError(f"{t.node.function.__name__}.backward returned a gradient of shape "
                                        f"{ig.shape} for an input of shape {inp.shape}")
-                grads[id(inp)] = grads[id(inp)] + ig if id(inp) in grads else ig
+                # a tensor used twice (a ResNet block's input) sums its gradients: through the
+                # backend's add, which the cpu backend runs on all cores
+                grads[id(inp)] = backend.kernel("add")(grads[id(inp)], ig) if id(inp) in grads else ig
             if not retain_graph:
                 t.node = t.node._replace(ctx=None, inputs=())   # free the graph as we go
 
@@ -213,7 +222,16 @@ class Function:
     forward(ctx, *args, **kwargs) -> ndarray     on plain arrays (Tensors are unwrapped)
     backward(ctx, grad) -> gradient or tuple     one per positional argument (None if none),
                                                  each of its argument's shape
+
+    A Function whose first input's gradient is cheap to add where it is written sets
+    ``adds_to_first_grad``: its backward is then called as backward(ctx, grad, gathered),
+    ``gathered`` the gradient that input has received so far from its other uses (None if
+    none), and returns its first gradient with ``gathered`` added. The adder layer does: in
+    a ResNet block, whose input feeds both the block's body and its shortcut, the
+    shortcut's gradient is added in the pass that writes dX instead of in a pass of its own.
     """
+
+    adds_to_first_grad = False
 
     @staticmethod
     def forward(ctx, *args, **kwargs):

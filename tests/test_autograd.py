@@ -184,3 +184,61 @@ def test_custom_function_gets_needs_input_grad():
     assert seen["needs"] == (True, False)
     np.testing.assert_allclose(a.grad, [2, 2])
     assert b.grad is None
+
+
+# --------------------------------------------- a Function that adds its input's other gradients
+class _TwiceAdding(ma.Function):
+    """y = 2x, whose backward adds the gradient x gathered so far (tensor.Function's
+    adds_to_first_grad), and records what it was given."""
+    adds_to_first_grad = True
+    given = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g, gathered=None):
+        _TwiceAdding.given.append(None if gathered is None else gathered.copy())
+        return 2 * g if gathered is None else 2 * g + gathered
+
+
+def test_a_function_that_adds_to_its_first_grad_gets_what_its_input_gathered():
+    """z = 2x feeds u = z + x: the addition's node comes first in the backward and leaves
+    x's gradient 1; the adding Function gets it, returns 2 + 1, and the engine does not add
+    it a second time."""
+    _TwiceAdding.given.clear()
+    x = ma.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    (_TwiceAdding.apply(x) + x).sum().backward()
+    np.testing.assert_allclose(x.grad, [3.0, 3.0, 3.0])
+    assert len(_TwiceAdding.given) == 1
+    np.testing.assert_array_equal(_TwiceAdding.given[0], [1.0, 1.0, 1.0])
+
+
+def test_a_function_that_adds_to_its_first_grad_alone_gets_none():
+    _TwiceAdding.given.clear()
+    x = ma.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    _TwiceAdding.apply(x).sum().backward()
+    assert _TwiceAdding.given == [None]
+    np.testing.assert_allclose(x.grad, [2.0, 2.0])
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "cpu"])
+@pytest.mark.parametrize("layer", ["adder", "conv"])
+def test_a_residual_blocks_input_gradient_is_its_two_paths(backend_name, layer):
+    """x feeds an adder (or ordinary) convolution and the block's shortcut, as in a ResNet:
+    its gradient, the shortcut's added inside the layer's backward, equals the sum of the
+    two paths computed apart (the layer alone, and the shortcut's upstream gradient)."""
+    if backend_name == "cpu":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((3, 4, 9, 9)).astype(np.float32)
+    w = ma.Tensor(rng.standard_normal((4, 4, 3, 3)).astype(np.float32))
+    g = rng.standard_normal((3, 4, 9, 9)).astype(np.float32)
+    fn = (lambda t: F.adder2d(t, w, 1, 1)) if layer == "adder" else (lambda t: F.conv2d(t, w, None, 1, 1))
+    with ma.use_backend(backend_name):
+        x = ma.Tensor(x0, requires_grad=True)
+        (fn(x) + x).backward(g)
+        alone = ma.Tensor(x0, requires_grad=True)
+        fn(alone).backward(g)
+    np.testing.assert_array_equal(x.grad, alone.grad + g)

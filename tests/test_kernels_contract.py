@@ -167,3 +167,40 @@ def test_the_cpu_kernels_read_views_of_foreign_memory(name, dtype):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("name", MODULES)
+@SETTINGS
+@given(layer=layers(), mode=st.sampled_from(contract.GRAD_MODES), contiguous=st.booleans())
+def test_adder2d_backward_adds_dx_plus(name, layer, mode, contiguous):
+    """dx_plus (the gradient x gathered from its other uses) comes back added to dX, bit for
+    bit dX + dx_plus (IEEE addition is one rounding in any order), and is left unchanged;
+    a dx_plus that is a strided view takes the backend's other way."""
+    module = _module(name)
+    x, weight, stride, padding = layer
+    win = Window.of(x.shape, weight.shape, stride, padding)
+    y, saved = module.adder2d_forward(x, weight, win)
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal(win.y_shape).astype(x.dtype)
+    plus = rng.standard_normal(x.shape[:-1] + (2 * x.shape[-1],)).astype(x.dtype)
+    plus = np.ascontiguousarray(plus[..., ::2]) if contiguous else plus[..., ::2]
+    before = plus.copy()
+    dx, dw = module.adder2d_backward(g, saved, mode)
+    dx_plus, dw_plus = module.adder2d_backward(g, saved, mode, dx_plus=plus)
+    np.testing.assert_array_equal(dx_plus, dx + before)
+    np.testing.assert_array_equal(dw_plus, dw)
+    np.testing.assert_array_equal(plus, before)
+
+
+@pytest.mark.parametrize("name", MODULES[:2])
+@SETTINGS
+@given(layer=layers())
+def test_conv2d_backward_adds_dx_plus(name, layer):
+    module = _module(name)
+    x, weight, stride, padding = layer
+    win = Window.of(x.shape, weight.shape, stride, padding)
+    y, saved = module.conv2d_forward(x, weight, win)
+    rng = np.random.default_rng(6)
+    g, plus = rng.standard_normal(win.y_shape).astype(x.dtype), rng.standard_normal(x.shape).astype(x.dtype)
+    dx, _ = module.conv2d_backward(g, saved)
+    np.testing.assert_array_equal(module.conv2d_backward(g, saved, dx_plus=plus)[0], dx + plus)

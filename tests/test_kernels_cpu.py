@@ -460,3 +460,29 @@ def test_g_with_an_inf_or_nan_is_not_finite_on_wide_positions(bad):
     assert positions.on_wide_positions(g, win, 7).finite is False
     g[1, 2, 7] = 1
     assert positions.on_wide_positions(g, win, 7).finite is True
+
+
+@pytest.mark.parametrize("distance, mode", [("l1", "full"), ("l1", "sign"), ("l2", "full")])
+@pytest.mark.parametrize("shape, k, stride, padding", [((3, 4, 12, 12), 3, 1, 1), ((3, 4, 12, 12), 3, 2, 1),
+                                                       ((3, 4, 12, 12), 1, 2, 0), ((2, 3, 9, 7), 3, 1, 0)])
+def test_the_wide_dx_kernel_adds_dx_plus_as_it_writes_dx(monkeypatch, distance, mode, shape, k, stride, padding):
+    """On wide positions (stride 1, stride 2 on the split frame, the 1x1 shortcut's first
+    phase) dx_plus is added inside the kernel, never in a pass of its own (plus_if_given
+    is made to fail), and the result is dX + dx_plus bit for bit."""
+    from minadder.kernels.cpu import grad_input
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((5, shape[1], k, k)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, padding)
+    assert positions.wide_rows(win)
+    y, saved = cpu.adder2d_forward(x, weight, win, distance=distance)
+    g, plus = rng.standard_normal(y.shape).astype(np.float32), rng.standard_normal(x.shape).astype(np.float32)
+    dx, dw = cpu.adder2d_backward(g, saved, mode)
+
+    def no_separate_pass(dx, plus):
+        assert plus is None, "dx_plus added in a pass of its own"
+        return dx
+    monkeypatch.setattr(grad_input, "plus_if_given", no_separate_pass)
+    dx_plus, dw_plus = cpu.adder2d_backward(g, saved, mode, dx_plus=plus)
+    np.testing.assert_array_equal(dx_plus, dx + plus)
+    np.testing.assert_array_equal(dw_plus, dw)

@@ -1,6 +1,7 @@
-"""The optional kernels (contract.OPTIONAL_KERNEL_NAMES): batch norm, max pooling and ReLU in
-Numba (minadder/kernels/cpu/batch_norm.py, pooling.py, relu.py) against their NumPy
-definitions (minadder/kernels/batch_norm_reference.py, pooling_reference.py, relu_reference.py), and ``backend.kernel``,
+"""The optional kernels (contract.OPTIONAL_KERNEL_NAMES): batch norm, max pooling, ReLU and the
+sum of two arrays in Numba (minadder/kernels/cpu/batch_norm.py, pooling.py, relu.py,
+addition.py) against their NumPy definitions (minadder/kernels/batch_norm_reference.py,
+pooling_reference.py, relu_reference.py, addition_reference.py), and ``backend.kernel``,
 which hands a layer the active backend's kernel or the reference's. The layers built on
 them are held to their definitions from primitives in tests/test_fused_layers.py.
 """
@@ -13,9 +14,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 from minadder import backend  # noqa: E402
 from minadder.kernels import batch_norm_reference as bn_ref, pooling_reference as pool_ref  # noqa: E402
-from minadder.kernels import relu_reference as relu_ref  # noqa: E402
+from minadder.kernels import addition_reference as add_ref, relu_reference as relu_ref  # noqa: E402
 from minadder.kernels.contract import OPTIONAL_KERNEL_NAMES  # noqa: E402
-from minadder.kernels.cpu import batch_norm as bn_cpu, pooling as pool_cpu, relu as relu_cpu  # noqa: E402
+from minadder.kernels.cpu import addition as add_cpu, batch_norm as bn_cpu, pooling as pool_cpu  # noqa: E402
+from minadder.kernels.cpu import relu as relu_cpu  # noqa: E402
 
 SETTINGS = settings(deadline=None, max_examples=30)
 
@@ -298,10 +300,34 @@ def test_relu_kernels_take_other_layouts_and_dtypes_through_the_reference():
     np.testing.assert_array_equal(relu_cpu.relu_backward(g, x), g * (x > 0))
 
 
+# ===================================================================== the sum of two arrays
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 7, add_cpu.CHUNK + 5, 3 * add_cpu.CHUNK])
+def test_add_kernel_is_numpys_sum_bit_for_bit(dtype, size):
+    """Chunks of any length (one, several, a part of one), infinities and NaN: a + b exactly."""
+    rng = np.random.default_rng(size)
+    a, b = (rng.standard_normal(size) * 1e3).astype(dtype), rng.standard_normal(size).astype(dtype)
+    a[::97], b[::89], b[::101] = np.inf, -np.inf, np.nan
+    got = add_cpu.add(a.reshape(size, 1), b.reshape(size, 1))
+    assert got.shape == (size, 1) and got.dtype == dtype
+    with np.errstate(invalid="ignore"):             # inf + -inf
+        np.testing.assert_array_equal(got.reshape(-1), a + b)
+        np.testing.assert_array_equal(got, add_ref.add(a.reshape(size, 1), b.reshape(size, 1)))
+
+
+def test_add_kernel_takes_other_layouts_and_dtypes_through_the_reference():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(add_cpu.add(a.T, a.T), 2 * a.T)            # not C-contiguous
+    got = add_cpu.add(a, a.astype(np.float64))                                # two dtypes: NumPy's promotion
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, 2 * a)
+
+
 # ================================================================ backend.kernel
 def test_the_reference_exports_every_optional_kernel():
     for name in OPTIONAL_KERNEL_NAMES:
-        module = bn_ref if name.startswith("batch") else relu_ref if name.startswith("relu") else pool_ref
+        module = next(m for prefix, m in (("batch_norm", bn_ref), ("max_pool", pool_ref), ("relu", relu_ref),
+                                          ("add", add_ref)) if name.startswith(prefix))
         assert backend.kernel(name, "numpy") is module.__dict__[name]
 
 

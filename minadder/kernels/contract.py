@@ -17,21 +17,25 @@ A backend is a module (or package) of plain functions with the names in ``KERNEL
         win.y_shape = (N, C_out, H_out, W_out). ``saved`` is opaque: only the same
         backend's adder2d_backward reads it (and it remembers the distance).
 
-    adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True)
+    adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True, dx_plus=None)
         -> (dx or None, dweight or None)
         The gradients for G = grad_y (N, C_out, H_out, W_out), in one of GRAD_MODES:
         "full" is Eq. 5 for the filters (X - F) and Eq. 6 for the input (HardTanh(F - X));
         "sign" is Eq. 4, the exact subgradient (sgn). A gradient not needed is None and
         its kernel is skipped (the input gradient of a network's first layer). An l2 layer's
         gradients are exact whatever the mode: dY/dF = 2 (X - F), dY/dX = 2 (F - X).
+        dx_plus: None, or an array of x's shape and dtype (given only with need_input_grad):
+        the returned dx is then dX + dx_plus (the gradient x gathered from its other uses,
+        tensor.py), which a backend may add in the pass that writes dX.
 
     conv2d_forward(x, weight, win) -> (y, saved)
-    conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True) -> (dx, dweight)
-        The ordinary convolution (cross-correlation), same shapes, for the CNN baselines.
+    conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True, dx_plus=None) -> (dx, dweight)
+        The ordinary convolution (cross-correlation), same shapes, for the CNN baselines
+        (dx_plus as adder2d_backward's).
 
 Optional kernels, the names in ``OPTIONAL_KERNEL_NAMES``: the layers around the adder
 layer that a backend may speed up. The reference defines them all (``batch_norm_reference.py``,
-``pooling_reference.py``, ``relu_reference.py``); ``minadder.backend.kernel(name)`` returns the active backend's
+``pooling_reference.py``, ``relu_reference.py``, ``addition_reference.py``); ``minadder.backend.kernel(name)`` returns the active backend's
 function, or the reference's when the backend has none (the "cuda" backend: its layers then
 run them in NumPy on host arrays).
 
@@ -66,6 +70,10 @@ run them in NumPy on host arrays).
     relu_backward(g, y) -> dx
         g * 1[y > 0] for the output y of relu_forward (NaN in g stays NaN).
 
+    add(a, b) -> out
+        a + b entry by entry, a new array (a and b of one shape and dtype): the engine sums
+        the gradients of a tensor used twice with it.
+
 The caller validates the arguments before it calls a backend: shapes with
 ``geometry.check_window_args``, the mode with ``check_grad_mode`` below (the one place
 it is checked). Backends trust them and do not check again. Arrays are those of the
@@ -88,7 +96,7 @@ KERNEL_NAMES = ("check_available", "adder2d_forward", "adder2d_backward", "conv2
 
 #: the functions a backend may export (see above); the reference has them all
 OPTIONAL_KERNEL_NAMES = ("batch_norm_forward", "batch_norm_backward", "max_pool2d_forward", "max_pool2d_backward",
-                         "relu_forward", "relu_backward")
+                         "relu_forward", "relu_backward", "add")
 
 
 def check_grad_mode(mode, op="adder2d"):

@@ -32,6 +32,7 @@ from .geometry import output_size
 from .batch_norm_reference import batch_norm_backward, batch_norm_forward  # noqa: F401
 from .pooling_reference import max_pool2d_backward, max_pool2d_forward  # noqa: F401
 from .relu_reference import relu_backward, relu_forward  # noqa: F401
+from .addition_reference import add  # noqa: F401
 
 #: Largest (C_out, K, chunk) temporary the reference builds, in elements (64 MB of float32).
 CHUNK_ELEMENTS = 1 << 24
@@ -159,9 +160,9 @@ def adder2d_forward(x, weight, win, distance="l1"):
     return image_of(y, win), (x, weight, win, distance)
 
 
-def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True, dx_plus=None):
     """dX (Eq. 6, or sgn) and dF (Eq. 5, or Eq. 4's sgn) from one X_col rebuilt from x; for
-    an l2 layer the exact gradients of Eq. 27, whatever the mode."""
+    an l2 layer the exact gradients of Eq. 27, whatever the mode; dX + dx_plus if given."""
     x, weight, win, distance = saved
     cols = im2col(x, win.kh, win.kw, win.stride, win.padding)
     w2, g = weight.reshape(win.c_out, win.k), columns_of(grad_y)
@@ -171,6 +172,8 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
         dw = adder_grad_weight(cols, w2, g, mode) if need_weight_grad else None
         dcols = adder_grad_input(cols, w2, g, mode) if need_input_grad else None
     dx = col2im(dcols, win.x_shape, win.kh, win.kw, win.stride, win.padding) if need_input_grad else None
+    if dx is not None and dx_plus is not None:
+        dx = dx + dx_plus
     return dx, (dw.reshape(weight.shape) if need_weight_grad else None)
 
 
@@ -181,12 +184,14 @@ def conv2d_forward(x, weight, win):
     return image_of(w2 @ cols, win), (cols, w2, win)
 
 
-def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
-    """dW = G @ X_col^T and dX = col2im(W^T @ G), with G (C_out, L)."""
+def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True, dx_plus=None):
+    """dW = G @ X_col^T and dX = col2im(W^T @ G), with G (C_out, L); dX + dx_plus if given."""
     cols, w2, win = saved
     g = columns_of(grad_y)
     dw = (g @ cols.T).reshape(win.c_out, win.c, win.kh, win.kw) if need_weight_grad else None
     dx = None
     if need_input_grad:
         dx = col2im(w2.T @ g, win.x_shape, win.kh, win.kw, win.stride, win.padding)
+        if dx_plus is not None:
+            dx = dx + dx_plus
     return dx, dw

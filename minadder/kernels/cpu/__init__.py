@@ -22,6 +22,7 @@ The package is a ladder; read it from the bottom rung up:
     batch_norm.py   batch norm (Eq. 10) and its backward, one channel per task
     pooling.py      max pooling over k x k windows with stride k, the argmax recorded
     relu.py         ReLU and its backward, one parallel pass each
+    addition.py     the sum of two arrays, one parallel pass (the engine's gradient sums)
     cache.py        keeps Numba's disk cache of all of these in step with their sources
 
 and, one level up because they must be read before any kernel is defined, ../target.py
@@ -61,7 +62,7 @@ from .. import reference
 from ..geometry import Window
 from .forward import blocked_forward, framed_forward
 from .frame import ShiftedInput, all_finite, frame_pitch, same_dtype, shifted, unshifted
-from .grad_input import blocked_grad_input
+from .grad_input import blocked_grad_input, plus_if_given
 from .grad_weight import blocked_grad_weight, reads_wide_g
 from . import columns, conv, products
 from .l2 import l2_backward, l2_forward
@@ -69,6 +70,7 @@ from .positions import on_wide_positions, wide_rows
 from .batch_norm import batch_norm_backward, batch_norm_forward  # noqa: F401  (optional kernels)
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
 from .relu import relu_backward, relu_forward  # noqa: F401
+from .addition import add  # noqa: F401
 from . import cache
 
 # before any kernel is compiled or loaded: drop machine code saved from other sources
@@ -165,14 +167,15 @@ def _frame_for(mode, x, w2, win, saved_frame):
     return shifted(x, w2, win)
 
 
-def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
-    """(dX, dF) of ``mode`` (full: Eqs. 5, 6; sign: Eq. 4), None for one not needed."""
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True, dx_plus=None):
+    """(dX, dF) of ``mode`` (full: Eqs. 5, 6; sign: Eq. 4), None for one not needed;
+    dX + dx_plus if given (added as the wide kernel writes dX, else in a pass of its own)."""
     if not (need_input_grad or need_weight_grad):
         return None, None
     x, weight, win, saved_frame, finite, distance = saved
     x, weight, g = same_dtype(x, weight, grad_y)
     if _empty(win):
-        return (np.zeros(win.x_shape, dtype=x.dtype) if need_input_grad else None,
+        return (plus_if_given(np.zeros(win.x_shape, dtype=x.dtype), dx_plus) if need_input_grad else None,
                 np.zeros(weight.shape, dtype=x.dtype) if need_weight_grad else None)
     # G read once for the kernels on wide positions: widened, with its sums and its
     # finiteness (for dW alone, only where dW reads it so: grad_weight.reads_wide_g)
@@ -182,31 +185,33 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
         wide = on_wide_positions(g.reshape(win.n, win.c_out, win.plane), win, frame_pitch(win))
     if not (finite and (wide.finite if wide is not None else _finite(g))):
         with np.errstate(invalid="ignore", over="ignore"):
-            return reference.adder2d_backward(g, (x, weight, win, distance), mode, need_input_grad, need_weight_grad)
+            return reference.adder2d_backward(g, (x, weight, win, distance), mode, need_input_grad, need_weight_grad,
+                                              dx_plus)
     w2, g = weight.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
     if distance == "l2":   # exact gradients, whatever the mode
         frame = saved_frame if saved_frame.xp.dtype == x.dtype else shifted(x, w2, win)
         if _pointwise(win) or not wide_rows(win):     # by BLAS products (l2.py)
             dx, dw = l2_backward(w2, g, win, frame, need_input_grad, need_weight_grad)
+            dx = None if dx is None else plus_if_given(dx, dx_plus)
         else:                                          # the l1 layer's kernels, Eq. 28's form
-            dx, dw = _backward(w2, g, win, "l2", frame, need_input_grad, need_weight_grad, wide)
+            dx, dw = _backward(w2, g, win, "l2", frame, need_input_grad, need_weight_grad, wide, dx_plus)
         return dx, (None if dw is None else dw.reshape(weight.shape))
     if _pointwise(win):   # the layer on one long row: x, G and dX as rows
         row_win, x_row = _row_window(win), _as_row(x)
         g_row = _as_row(g).reshape(1, win.c_out, win.l)
         dx, dw = _backward(w2, g_row, row_win, mode, _frame_for(mode, x_row, w2, row_win, None),
                            need_input_grad, need_weight_grad)
-        dx = None if dx is None else _from_row(dx, win.n, (win.h, win.w))
+        dx = None if dx is None else plus_if_given(_from_row(dx, win.n, (win.h, win.w)), dx_plus)
     else:
         dx, dw = _backward(w2, g, win, mode, _frame_for(mode, x, w2, win, saved_frame),
-                           need_input_grad, need_weight_grad, wide)
+                           need_input_grad, need_weight_grad, wide, dx_plus)
     return dx, (None if dw is None else dw.reshape(weight.shape))
 
 
-def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad, wide=None):
-    """(dX, dW) from the blocked kernels; ``wide``: G on wide positions with its sums
-    (positions.WideG), read once for both gradients (stride 1 or 2, several rows)."""
-    dx = blocked_grad_input(w2, g, win, mode, frame, wide) if need_input_grad else None
+def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad, wide=None, dx_plus=None):
+    """(dX (+ dx_plus), dW) from the blocked kernels; ``wide``: G on wide positions with its
+    sums (positions.WideG), read once for both gradients (stride 1 or 2, several rows)."""
+    dx = blocked_grad_input(w2, g, win, mode, frame, wide, dx_plus) if need_input_grad else None
     if need_weight_grad and mode == "l2":   # dW = 2 (G X'^T - W' sum G): twice full mode's
         return dx, 2 * blocked_grad_weight(w2, g, win, "full", frame, wide)
     dw = blocked_grad_weight(w2, g, win, mode, frame, wide) if need_weight_grad else None
@@ -225,13 +230,15 @@ def conv2d_forward(x, weight, win):
     return columns.conv2d_by_chunks(x, w2, win), (x, None, w2, win)
 
 
-def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
+def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True, dx_plus=None):
     """dW = G @ X_col^T and dX = col2im(W^T @ G): on wide positions (conv.py), or by chunks
-    of images as the forward (columns.py)."""
+    of images as the forward (columns.py); dX + dx_plus if given (added as the wide kernel
+    writes dX, else in a pass of its own)."""
     x, frame, w2, win = saved
     g = np.ascontiguousarray(grad_y, dtype=w2.dtype).reshape(win.n, win.c_out, win.plane)
     if frame is not None:
-        dx, dw = conv.conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad)
+        dx, dw = conv.conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad, dx_plus)
     else:
         dx, dw = columns.conv2d_gradients_by_chunks(x, w2, g, win, need_input_grad, need_weight_grad)
+        dx = None if dx is None else plus_if_given(dx, dx_plus)
     return dx, (None if dw is None else dw.reshape(win.c_out, win.c, win.kh, win.kw))

@@ -24,7 +24,7 @@ from numba import get_num_threads, njit, prange
 
 from .forward import CHUNK_K, _min_sums_all, _rows_per_task
 from .frame import VECTOR, frame_pitch, phase_count, phase_rows, plane_size, row_pitch, unshifted
-from .grad_input import CONV, _grad_input_wide_kernel
+from .grad_input import CONV, _grad_input_wide_kernel, fits_plus, plus_if_given
 from .grad_weight import _grad_weight_images_kernel
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
 
@@ -72,9 +72,10 @@ def conv2d_output(x, w2, win):
     return out.reshape(win.y_shape), frame
 
 
-def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
+def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad, plus=None):
     """(dX (N, C, H, W) or None, dW (C_out, K) or None) of the convolution, G = g (N, C_out,
-    P), for a layer where ``wide_gradients(win)``, from the forward's padded input."""
+    P), for a layer where ``wide_gradients(win)``, from the forward's padded input; dX +
+    plus if plus is given (added as dX is written)."""
     pitch = row_pitch(frame.xp)
     koff, npos = wide_offsets(win, frame.xp), wide_count(win, pitch)
     gw = on_wide_positions(g, win, pitch).values    # (its sums are the adder layer's)
@@ -86,7 +87,9 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad):
     if need_input_grad:
         dx = np.empty(win.x_shape, dtype=w2.dtype)
         unused = np.zeros((win.n, 1), dtype=w2.dtype)      # CONV reads no sums of G
+        adds = fits_plus(plus, dx)
         _grad_input_wide_kernel(frame.flat, koff, np.ascontiguousarray(w2.T), gw, unused, CONV, win.kh * win.kw,
                                 npos, w2.dtype.type(1), win.padding, pitch, phase_rows(win, frame.xp),
-                                phase_count(win), plane_size(frame.xp), dx)
+                                phase_count(win), plane_size(frame.xp), adds, plus if adds else dx, dx)
+        dx = dx if adds else plus_if_given(dx, plus)
     return dx, dw

@@ -24,10 +24,11 @@ and dX = col2im(dX_col). Against naive.py's loop:
 import numpy as np
 from numba import njit, prange
 
+from .addition import add
 from .naive import sgn
 from .frame import VECTOR, cropped, phase_count, phase_rows, plane_size, row_pitch
-from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, plain_rows_into, product_rows_into,
-                             vector_length)
+from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, plain_rows_into, prefetch_lines,
+                             product_rows_into, vector_length)
 from .positions import (add_field_row_spread, channel_sums, copy_runs, field_row, on_wide_positions, run_vectors,
                         segments, wide_count, wide_offsets, wide_rows)
 
@@ -129,7 +130,8 @@ def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, rows, phases, plane, dx):
+def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pad, pitch, rows, phases, plane, adds,
+                            plus, dx):
     """dX on wide positions (stride 1, or 2 on a frame split by parity): row k of X_col
     for image n is the stretch xp2[n, koff[k]:koff[k] + npos], and the pixels it reads are
     the same stretch of the padded plane, so each row of dX_col is added into that plane.
@@ -138,7 +140,9 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
     padding ``pad``, ``plane`` numbers: frame.plane_size; if rows > 0, split by parity
     into ``phases`` phases of ``rows`` rows), whose inside it then writes into dx (N, C,
     H, W): no padded dX, no crop. With shared padding (frame.py) a row's right padding is
-    the next row's left: what is added there is dropped.
+    the next row's left: what is added there is dropped. With ``adds``, plus (N, C, H, W)
+    is added to each plane of dx as it is written, while the plane is in L1 (the gradient
+    x gathered from its other uses: a ResNet block's shortcut).
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
 
@@ -158,6 +162,9 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
         img, gn, gs = xp2[n], gw[n], gsum[n]
         pl = np.zeros(plane + whole - npos, dtype=dx.dtype)
         shift = c * plane
+        if adds:     # asked for now, read at the task's end: in cache by then
+            extra = plus[n, c].reshape(dx.shape[2] * dx.shape[3])
+            prefetch_lines(extra, 0, extra.shape[0], False)
         if kind != SIGN:
             # stretch by stretch of positions, every row of the plane: the stretch's G
             # (C_out x step numbers) stays in L1 while the plane's kh*kw rows read it
@@ -187,9 +194,11 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
                 inside_of_first_phase(pl, pad, pitch, dx[n, c])
         else:
             inside_of(pl, pad, pitch, dx[n, c])
+        out = dx[n, c]
         if kind == L2:
-            out = dx[n, c]
             out *= 2
+        if adds:
+            _add_plane(out, plus[n, c])
 
 
 @njit(cache=True)
@@ -232,6 +241,15 @@ def inside_of_first_phase(pl, pad, pitch, out):
         for v in range(out.shape[1]):
             z = v + pad
             row[v] = even[z // 2] if z % 2 == 0 else zero
+
+
+@njit(cache=True)
+def _add_plane(out, plus):
+    """out (H, W) += plus (H, W), row by row (contiguous rows: vector loops, no temporary)."""
+    for r in range(out.shape[0]):
+        row, extra = out[r], plus[r]
+        for v in range(row.shape[0]):
+            row[v] += extra[v]
 
 
 @njit(cache=True)
@@ -315,12 +333,13 @@ def _packed_channel(xp, flat, koff_frame, wk, g, gsum, full, kh, kw, stride, pla
                 field_row(dxp, c, i, j, stride, segs, count, row, True)
 
 
-def blocked_grad_input(w2, g, win, mode, frame, wide=None):
+def blocked_grad_input(w2, g, win, mode, frame, wide=None, plus=None):
     """dX (N, C, H, W) for G = g (N, C_out, P), from the ShiftedInput ``frame`` (shifted by
     the filters' mean in full and l2 mode, unshifted in sign mode); ``wide``: G on wide
-    positions with its sums (positions.WideG), if the caller has it already. mode "l2"
-    (the l2 layer's exact dX) takes layers on wide positions only (``wide_rows(win)``:
-    stride 1 or 2, several output rows)."""
+    positions with its sums (positions.WideG), if the caller has it already; dX + plus if
+    plus is given (on wide positions added as dX is written). mode "l2" (the l2 layer's
+    exact dX) takes layers on wide positions only (``wide_rows(win)``: stride 1 or 2,
+    several output rows)."""
     full = mode in ("full", "l2")
     # the filters transposed, (K, C_out): the 8 (or 16) weights a block reads for one row k
     # are then neighbours, one or two cache lines, not 8 lines K numbers apart (64 channels
@@ -333,15 +352,26 @@ def blocked_grad_input(w2, g, win, mode, frame, wide=None):
         wide = on_wide_positions(g, win, pitch) if wide is None else wide
         dx = np.empty((win.n, win.c, win.h, win.w), dtype=dtype)
         kind = {"sign": SIGN, "full": FULL, "l2": L2}[mode]
+        adds = fits_plus(plus, dx)
         _grad_input_wide_kernel(frame.flat, wide_offsets(win, xp), wk, wide.values, wide.channel_sums, kind,
                                 win.kh * win.kw,
                                 wide_count(win, pitch), one, win.padding, pitch, phase_rows(win, xp), phase_count(win),
-                                plane_size(xp), dx)
-        return dx
+                                plane_size(xp), adds, plus if adds else dx, dx)
+        return dx if adds else plus_if_given(dx, plus)
     if mode == "l2":
         raise ValueError("the blocked l2 dX takes layers on wide positions only (stride 1 or 2, several output rows)")
     dxp = np.empty(xp.shape, dtype=dtype)
     gsum = channel_sums(g) if full else np.zeros((win.n, 1), dtype=dtype)
     _grad_input_packed_kernel(xp, frame.flat.reshape(-1), wide_offsets(win, xp), wk, g, gsum, full, win.kh, win.kw,
                               win.stride, win.ho, win.wo, row_pitch(xp), one, dxp)
-    return cropped(dxp, win.padding, win.h, win.w)
+    return plus_if_given(cropped(dxp, win.padding, win.h, win.w), plus)
+
+
+def fits_plus(plus, dx):
+    """Whether the wide kernel adds ``plus`` as it writes dx: one shape and dtype, C-contiguous."""
+    return plus is not None and plus.dtype == dx.dtype and plus.shape == dx.shape and plus.flags.c_contiguous
+
+
+def plus_if_given(dx, plus):
+    """dx + plus in a pass of its own (addition.py), or dx where plus is None."""
+    return dx if plus is None else add(dx, plus)

@@ -101,8 +101,9 @@ def adder2d_forward(x, weight, win):
     return y, (xp, weight, win)
 
 
-def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
-    """(dX, dF) as loops, "full" (Eqs. 5, 6) or "sign" (Eq. 4); None for one not needed."""
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True, dx_plus=None):
+    """(dX, dF) as loops, "full" (Eqs. 5, 6) or "sign" (Eq. 4); None for one not needed;
+    dX + dx_plus if given."""
     xp, weight, win = saved
     xp, weight, g = same_dtype(xp, weight, grad_y)
     full, one = mode == "full", xp.dtype.type(1)
@@ -115,4 +116,6 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
         _grad_input_loops(xp, weight, g, win.stride, full, one, dxp)
         p = win.padding
         dx = np.ascontiguousarray(dxp[:, :, p:p + win.h, p:p + win.w])
+        if dx_plus is not None:
+            dx += dx_plus
     return dx, df

@@ -43,12 +43,13 @@ def _g_cols(grad_y, win):
     return g.reshape(win.c_out, win.l)
 
 
-def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True):
+def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad=True, dx_plus=None):
     """(dx, dweight) for G = grad_y: Eq. 5 and Eq. 6 ("full") or Eq. 4 ("sign"); for an l2
     layer the exact gradients of Eq. 27, whatever the mode: dW = 2 sum G (X - W), which is
     twice Eq. 5's, and dX = 2 sum G (W - X) (``columns.grad_input_l2``), from 2 G.
 
-    A gradient not needed is None and its kernel does not run.
+    A gradient not needed is None and its kernel does not run. dx_plus (host arrays only,
+    as the engine passes it) is added to dX on the host.
     """
     if not (need_input_grad or need_weight_grad):
         return None, None
@@ -69,4 +70,6 @@ def adder2d_backward(grad_y, saved, mode, need_input_grad=True, need_weight_grad
         else:
             columns.grad_input(cols, d_w, g, mode, out=dcols)
         dx = result(windows.col2im(dcols, win), to_host)
+        if dx_plus is not None:
+            dx = dx + dx_plus
     return dx, dw

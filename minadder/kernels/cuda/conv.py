@@ -33,7 +33,8 @@ def conv2d_forward(x, weight, win):
     return _back(y, is_device_array(x)), saved
 
 
-def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True):
-    """(dx, dweight) of conv2d_forward (the reference's, on the host); None where not needed."""
-    dx, dw = reference.conv2d_backward(_host(grad_y), saved, need_input_grad, need_weight_grad)
+def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True, dx_plus=None):
+    """(dx, dweight) of conv2d_forward (the reference's, on the host); None where not needed;
+    dx + dx_plus (a host array) if given."""
+    dx, dw = reference.conv2d_backward(_host(grad_y), saved, need_input_grad, need_weight_grad, dx_plus)
     return _back(dx, is_device_array(grad_y)), _back(dw, is_device_array(grad_y))
