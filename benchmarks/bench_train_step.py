@@ -159,8 +159,10 @@ def time_steps(step, warmup, steps, budget_s=60.0):
 # ----------------------------------------------------------- where the step goes, and its ceiling
 def kernel_shares(step, steps):
     """(share of the step in the cpu backend's adder kernels, ms per step): the forward,
-    dX and dW, and the whole backward (dX, dW and the pass over G they share), their
-    entry points wrapped with timers for ``steps`` steps."""
+    dX and dW, the whole backward (dX, dW and the pass over G they share) and "kernels"
+    (the forward and the whole backward), their entry points wrapped with timers; each
+    share the median of ``steps`` steps' own (one share over 2 steps, as before, varied by
+    4 points between runs of the same tree)."""
     from minadder.kernels import cpu
     spent = {"forward": 0.0, "dX": 0.0, "dW": 0.0, "backward": 0.0}
     originals = {"forward": ("adder2d_forward", cpu.adder2d_forward),
@@ -179,18 +181,22 @@ def kernel_shares(step, steps):
 
     for key, (attr, fn) in originals.items():
         setattr(cpu, attr, timed(key, fn))
+    shares, times = {key: [] for key in (*spent, "kernels")}, []
     try:
         step()
-        for key in spent:
-            spent[key] = 0.0
-        start = time.perf_counter()
         for _ in range(steps):
+            for key in spent:
+                spent[key] = 0.0
+            start = time.perf_counter()
             step()
-        total = time.perf_counter() - start
+            times.append(time.perf_counter() - start)
+            for key, t in spent.items():
+                shares[key].append(t / times[-1])
+            shares["kernels"].append((spent["forward"] + spent["backward"]) / times[-1])
     finally:
         for attr, fn in originals.values():
             setattr(cpu, attr, fn)
-    return {key: t / total for key, t in spent.items()}, total / steps * 1e3
+    return {key: float(np.median(s)) for key, s in shares.items()}, float(np.median(times)) * 1e3
 
 
 def adder_terms(model):
@@ -320,9 +326,8 @@ def compare(rows, cases, args, threads):
         cells = ["-"] * 4
         ceiling = fraction = "-"
         if kind == "adder":
-            shares, _ = kernel_shares(minadder_step(model, kind, batch), max(2, args.steps // 2))
-            kernels = shares["forward"] + shares["backward"]
-            cells = [f"{shares[k]:.0%}" for k in ("forward", "dX", "dW")] + [f"{kernels:.0%}"]
+            shares, _ = kernel_shares(minadder_step(model, kind, batch), args.steps)
+            cells = [f"{shares[k]:.0%}" for k in ("forward", "dX", "dW", "kernels")]
             rate = step_ceiling(model, batch, threads)
             if rate:
                 ceiling, fraction = f"{rate:,.0f}", f"{best[label, batch] / rate:.2f}"
