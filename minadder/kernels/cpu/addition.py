@@ -1,11 +1,13 @@
 """The sum of two arrays (``../addition_reference.py``) as one parallel Numba pass.
 
-NumPy adds on one thread. In a ResNet-20 AdderNet step the engine's nine sums of two
-gradients (each block's input feeds its body and its shortcut) took 7 ms of about 200 that
-way: a pass over memory that one core cannot saturate. Here the arrays are cut into
-chunks, one per task, so both cores stream. IEEE addition rounds each sum the same way
-whatever the order of the loop, so the result equals NumPy's bit for bit. Other dtypes, and
-arrays that are not C-contiguous or not of one shape, go to the reference.
+NumPy adds on one thread. In a ResNet-20 AdderNet step (batch 64, 2 threads) the engine's
+nine sums of two gradients (each block's input feeds its body and its shortcut) took 6.0 ms
+that way, and 4.6-5.5 ms here: the arrays cut into chunks, one per task, so that both
+cores stream (a pass over memory, which two cores do not make twice as fast). Those nine
+are now added inside the layers' dX (tensor.py, Function.adds_to_first_grad); this kernel
+takes the sums of other graphs. IEEE addition rounds each sum the same way whatever the
+order of the loop, so the result equals NumPy's bit for bit. Other dtypes, and arrays that
+are not C-contiguous or not of one shape, go to the reference.
 """
 import numpy as np
 from numba import njit, prange
