@@ -18,7 +18,7 @@ and for the AdderNets says where the step goes and how far it is from what the m
 allows: the share of the step in the adder kernels (the cpu backend's entry points
 wrapped with timers: the forward, adder2d_forward; dX and dW, blocked_grad_input and
 blocked_grad_weight; "kernels", the forward and the whole adder2d_backward, which also
-reads G once for both gradients), and the step's ceiling, the images/s of a step that
+reads G once for both gradients; each the median of --steps steps' own shares), and the step's ceiling, the images/s of a step that
 did nothing but its adder terms (C_out * K * positions per layer, three passes), each
 pass at the ceiling of its instruction mix (forward min + add, dX clamp + FMA, dW FMA)
 read from results/ceiling-<cpu>.json (benchmarks/ceiling.py --json).

@@ -179,7 +179,7 @@ def test_the_cpu_kernels_read_views_of_foreign_memory(name, dtype):
 def test_adder2d_backward_adds_dx_plus(name, layer, mode, contiguous):
     """dx_plus (the gradient x gathered from its other uses) comes back added to dX, bit for
     bit dX + dx_plus (IEEE addition is one rounding in any order), and is left unchanged;
-    a dx_plus that is a strided view takes the backend's other way."""
+    a strided view as dx_plus (which the cpu kernel does not add in its own pass) too."""
     module = _module(name)
     x, weight, stride, padding = layer
     win = Window.of(x.shape, weight.shape, stride, padding)

@@ -467,8 +467,9 @@ def test_g_with_an_inf_or_nan_is_not_finite_on_wide_positions(bad):
                                                        ((3, 4, 12, 12), 1, 2, 0), ((2, 3, 9, 7), 3, 1, 0)])
 def test_the_wide_dx_kernel_adds_dx_plus_as_it_writes_dx(monkeypatch, distance, mode, shape, k, stride, padding):
     """On wide positions (stride 1, stride 2 on the split frame, the 1x1 shortcut's first
-    phase) dx_plus is added inside the kernel, never in a pass of its own (plus_if_given
-    is made to fail), and the result is dX + dx_plus bit for bit."""
+    phase) dx_plus is added inside the kernel, never in a pass of its own (plus_if_given,
+    the separate pass, is made to fail wherever it is called from), and the result is
+    dX + dx_plus bit for bit."""
     from minadder.kernels.cpu import grad_input
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -482,7 +483,8 @@ def test_the_wide_dx_kernel_adds_dx_plus_as_it_writes_dx(monkeypatch, distance, 
     def no_separate_pass(dx, plus):
         assert plus is None, "dx_plus added in a pass of its own"
         return dx
-    monkeypatch.setattr(grad_input, "plus_if_given", no_separate_pass)
+    for module in (cpu, grad_input):
+        monkeypatch.setattr(module, "plus_if_given", no_separate_pass)
     dx_plus, dw_plus = cpu.adder2d_backward(g, saved, mode, dx_plus=plus)
     np.testing.assert_array_equal(dx_plus, dx + plus)
     np.testing.assert_array_equal(dw_plus, dw)
