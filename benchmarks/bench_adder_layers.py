@@ -45,6 +45,13 @@ NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. The ceilings 
 from --ceiling PATH (default results/ceiling-<cpu>.json, written by
 ``ceiling.py --json``), or measured first with --ceiling measure.
 
+A third table says what the data allow: the bytes each pass must move (X's rows that its
+windows reach, G or Y, dX; ``traffic``) at ceiling.py's memory rates, from the memory and
+from a cache as large as a layer's data, against its arithmetic at the ceiling. Where the
+data take longer than the arithmetic (a 1x1 layer: K = C_in terms per number read), no
+loop can reach the ceiling, and the table gives the most it could: the arithmetic's time
+over the data's, as if the two overlapped perfectly.
+
 torch is optional (pip install torch); without it the torch columns are skipped.
 """
 import argparse
@@ -92,6 +99,20 @@ def geometry(layer, batch):
     ho = (h + 2 * p - d) // s + 1
     k, length = c * d * d, n * ho * ho
     return n, k, length, c_out * k * length
+
+
+def traffic(layer, batch):
+    """The bytes each pass must read and write at the least, {pass: (read, written)}: X's
+    rows that some window reaches (whole rows: every other number of a row still touches
+    every cache line of it), G and Y (C_out x the output positions), dX, dW. The forward
+    reads X and writes Y; dX reads G and X and writes dX; dW (either mode) reads G and X."""
+    n, c, h, c_out, d, s, p = layer
+    n = batch or n
+    ho = (h + 2 * p - d) // s + 1
+    rows = {u * s + i - p for u in range(ho) for i in range(d)} & set(range(h))
+    x, y = 4 * n * c * len(rows) * h, 4 * n * c_out * ho * ho
+    dx, dw = 4 * n * c * h * h, 4 * c_out * c * d * d
+    return dict(fwd=(x, y), dx=(y + x, dx), dw=(y + x, dw), dws=(y + x, dw))
 
 
 # ----------------------------------------------------------------------------- memory
@@ -375,7 +396,8 @@ def read_ceilings(path):
     try:
         with open(path) as f:
             record = json.load(f)
-        record["rows"] = [r for r in record["rows"] if {"mix", "width", "threads", "gterms"} <= set(r)]
+        record["rows"] = [r for r in record["rows"] if {"mix", "threads"} <= set(r)
+                          and ({"width", "gterms"} <= set(r) or "gbytes" in r)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return None, f"no ceilings: {path} is not ceiling.py's JSON ({e})"
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
@@ -398,6 +420,51 @@ def ceiling_rate(record, mix, impl, threads):
     if not found and width == "avx2":      # a 256-bit machine: its native code is the AVX2 code
         found = [r for r in rows if r["width"] == "native" and r.get("bits") == 256]
     return found[0]["gterms"] * 1e9 if found else None
+
+
+def memory_rate(record, mix, threads, level):
+    """ceiling.py's rate in bytes/s of ``mix`` ("read" or "copy") at ``threads`` threads on
+    its largest arrays (``level`` "memory") or its smallest ("layer": as large as a layer's
+    data), or None."""
+    found = [r for r in (record or {}).get("rows", ()) if r["mix"] == mix and r["threads"] == threads
+             and "gbytes" in r]
+    if not found:
+        return None
+    pick = max if level == "memory" else min
+    return pick(found, key=lambda r: r["bytes"])["gbytes"] * 1e9
+
+
+def memory_seconds(read, written, record, threads, level):
+    """The least time the memory (or a cache, ``level``) takes to read ``read`` and write
+    ``written`` bytes at ceiling.py's rates: reading at the read rate, writing at what the
+    copy's rate leaves for its writes (a copy of S bytes takes S / read + S / write). None
+    without the rates."""
+    read_rate, copy_rate = (memory_rate(record, mix, threads, level) for mix in ("read", "copy"))
+    if not (read_rate and copy_rate):
+        return None
+    per_written = max(2 / copy_rate - 1 / read_rate, 1 / copy_rate)     # seconds per byte written
+    return read / read_rate + written * per_written
+
+
+#: each pass and the ceiling it is held to
+BOUND_PASSES = (("fwd", "min+add"), ("dx", "clamp+fma"), ("dw", "sgemm"), ("dws", "select+add"))
+
+
+def memory_row(name, impl, layer, batch, record, threads):
+    """[layer, impl, the MB each pass must move (fwd / dX / dW), then from the memory and
+    from a cache of a layer's size: the most of its ceiling each pass (fwd, dX, dW against
+    sgemm, dW sign) can reach when the data's time and the arithmetic's overlap perfectly,
+    min(1, arithmetic at the ceiling / data time)]."""
+    macs, moved = geometry(layer, batch)[3], traffic(layer, batch)
+    row = [name, impl, " / ".join(f"{sum(moved[key]) / 2**20:.1f}" for key in ("fwd", "dx", "dw"))]
+    for level in ("memory", "layer"):
+        bounds = []
+        for key, mix in BOUND_PASSES:
+            ceiling = ceiling_rate(record, mix, impl, threads)
+            data = memory_seconds(*moved[key], record, threads, level)
+            bounds.append(f"{min(1.0, macs / ceiling / data):.2f}" if ceiling and data else "-")
+        row.append(" / ".join(bounds))
+    return row
 
 
 def fraction_row(name, impl, result, macs, record, threads):
@@ -452,7 +519,7 @@ def main():
 
     header = ["layer", "impl", "fwd GMAC/s", "dX GMAC/s", "dW GMAC/s", "dW sign GMAC/s", "fwd ms", "f+b ms",
               "peak MB", "im2col MB", "f+b vs cpu", "fwd vs conv2d"]
-    rows, fractions = [], []
+    rows, fractions, bounds = [], [], []
     for name in names:
         _, k, length, macs = geometry(LAYERS[name], args.batch)
         im2col_bytes = k * length * 4
@@ -474,12 +541,15 @@ def main():
                          fmt_mb(r.get("peak")), fmt_mb(im2col_bytes), ratio, vs_conv])
             if impl in ("cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw", "conv2d"):
                 fractions.append(fraction_row(name, impl, r, macs, ceilings, args.threads))
+            if impl in ("cpu", "cpu-avx2"):
+                bounds.append(memory_row(name, impl, LAYERS[name], args.batch, ceilings, args.threads))
         print_rows(header, rows[-len(impls):], args.markdown, first=(name == names[0]))
     print()
     print("f+b vs cpu: (this implementation's forward+backward time) / (cpu's); for torch-cdist, "
           "its forward alone / cpu's forward+backward. fwd vs conv2d: the forward's MAC rate / "
           "conv2d's. conv2d's dX and dW columns are half its backward each.")
     print_fractions(fractions, args.markdown, ceiling_note)
+    print_bounds(bounds, args.markdown)
 
 
 def print_fractions(rows, markdown, note):
@@ -499,6 +569,24 @@ def print_fractions(rows, markdown, note):
             print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds).")
 
+
+def print_bounds(rows, markdown):
+    """The third table: what the memory allows each pass (memory_row)."""
+    if not rows or all(r[3].startswith("-") for r in rows):
+        return
+    header = ["layer", "impl", "MB fwd / dX / dW", "from memory: fwd / dX / dW / dW sign",
+              "from a layer-size cache"]
+    print("\nThe most of its ceiling each pass can reach with the bytes it must move (X's rows that "
+          "windows reach, G or Y, dX) at ceiling.py's rates, the data's time and the arithmetic's "
+          "overlapping perfectly (dW against sgemm); 1.00: the arithmetic bounds it, under 1: the data:")
+    if markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        widths = [NAME_WIDTH, 11, 20, 39, 25]
+        for r in [header] + rows:
+            print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
 
 
 def print_rows(header, rows, markdown, first):

@@ -51,6 +51,16 @@ backend is; the 256-bit code in a child process compiled for Haswell
 (``NUMBA_CPU_NAME=haswell``, as inspect_asm.py and tests/test_kernels_target.py do).
 The "sgemm" rows time NumPy's float32 matmul on a large square (n^3 terms), the yardstick
 of a full-precision dW done through BLAS.
+
+The memory's rates. A pass whose arithmetic is light (a 1x1 layer's K = C_in terms per
+number it reads) cannot outrun the memory however good its loop. Two parallel Numba passes
+give the rates a kernel's own streams meet: "read" sums an array (every byte read once),
+"copy" writes one array from another with ordinary stores (its rate counts the bytes read
+and the bytes written; the CPU also reads each written line before writing it, which the
+rate includes). Each runs on arrays far larger than the caches (MEMORY_BYTES: the
+memory's rate) and on arrays as large as a layer's data (LAYER_BYTES: a large L3's rate,
+where there is one). bench_adder_layers.py turns them into the most of its ceiling each
+pass could reach with the bytes it must move.
 """
 import argparse
 import json
@@ -335,6 +345,69 @@ def measure_sgemm(n, seconds, repeat):
     return n ** 3 / best / 1e9
 
 
+# ----------------------------------------------------------------- the memory's rates
+#: bytes of each array the memory passes stream through: far more than the caches hold
+#: (the memory's rate), and as much as one ResNet-20 layer's data at batch 64 (12 MB for
+#: the 16-channel dX: the rate such a layer's passes get when the data stay in a large L3,
+#: as in bench_adder_layers.py's repeated calls; the memory's where the L3 is smaller)
+MEMORY_BYTES, LAYER_BYTES = 1 << 30, 16 << 20
+QUICK_BYTES = (8 << 20, 2 << 20)
+#: floats per task of a memory pass
+CHUNK_FLOATS = 1 << 16
+
+
+# Each task works on a view of its chunk indexed from 0, so that LLVM vectorises the loop
+# (indexing the whole array from i * CHUNK_FLOATS left the sum scalar: half the rate).
+@njit(parallel=True, fastmath=True)
+def read_pass(a, sums):
+    """sums[i] = the sum of chunk i of a (1-D): every byte of a read once."""
+    for i in prange(a.shape[0] // CHUNK_FLOATS):
+        chunk, total = a[i * CHUNK_FLOATS:(i + 1) * CHUNK_FLOATS], np.float32(0)
+        for j in range(CHUNK_FLOATS):
+            total += chunk[j]
+        sums[i] = total
+
+
+@njit(parallel=True, fastmath=True)
+def copy_pass(src, dst):
+    """dst = src (1-D) chunk by chunk, with ordinary stores as the kernels' (a slice
+    assignment may become memcpy, whose non-temporal stores skip reading dst first)."""
+    for i in prange(src.shape[0] // CHUNK_FLOATS):
+        s, d = src[i * CHUNK_FLOATS:(i + 1) * CHUNK_FLOATS], dst[i * CHUNK_FLOATS:(i + 1) * CHUNK_FLOATS]
+        for j in range(CHUNK_FLOATS):
+            d[j] = s[j]
+
+
+def measure_memory(threads, quick):
+    """Rows of the rates in GB/s, "read" and "copy", on 1 and ``threads`` threads, for
+    arrays of MEMORY_BYTES and of LAYER_BYTES (``bytes``): the best of a few passes over
+    arrays written first (so that their pages exist)."""
+    rows = []
+    for size in QUICK_BYTES if quick else (MEMORY_BYTES, LAYER_BYTES):
+        floats = size // 4 - size // 4 % CHUNK_FLOATS
+        src, dst = np.ones(floats, dtype=np.float32), np.ones(floats, dtype=np.float32)
+        sums = np.zeros(floats // CHUNK_FLOATS, dtype=np.float32)
+        passes = {"read": (lambda: read_pass(src, sums), src.nbytes),
+                  "copy": (lambda: copy_pass(src, dst), src.nbytes + dst.nbytes)}
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            for name, (run, moved) in passes.items():
+                run()                                    # compiled; the cache as the timings find it
+                best = min(_timed(run) for _ in range(2 if quick else 7))
+                rows.append(dict(mix=name, bounds=MEMORY_BOUNDS[name], bits=None, target="memory", threads=n,
+                                 gbytes=moved / best / 1e9, bytes=src.nbytes))
+    return rows
+
+
+MEMORY_BOUNDS = {"read": "passes that read (dW: G and X)", "copy": "passes that read and write (forward, dX)"}
+
+
+def _timed(run):
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
 # ---------------------------------------------------------------- children and parent
 def settings(quick):
     """(seconds per timing, timings per figure, sgemm size)."""
@@ -346,6 +419,9 @@ def child(args):
     if args.child == "sgemm":
         rows = [dict(mix="sgemm", bounds=f"NumPy float32 matmul, n = {n}", bits=None, target="BLAS",
                      threads=args.threads, gterms=measure_sgemm(n, seconds, repeat))]
+    elif args.child == "memory":
+        minadder.configure(threads=args.threads)
+        rows = measure_memory(args.threads, args.quick)
     else:
         minadder.configure(threads=args.threads)
         rows = [row for m in MIXES for row in measure_mix(m, args.threads, seconds, repeat)]
@@ -356,7 +432,8 @@ def child(args):
 
 def run_child(kind, threads, quick):
     """Rows measured in a fresh process: 'native' (this CPU's code), 'avx2' (compiled for
-    Haswell) or 'sgemm' (NumPy's BLAS on ``threads`` threads). (rows, error line)."""
+    Haswell), 'sgemm' (NumPy's BLAS on ``threads`` threads) or 'memory' (the memory's
+    rates). (rows, error line)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--threads", str(threads)]
     cmd += ["--quick"] if quick else []
     env = dict(os.environ)
@@ -387,9 +464,14 @@ def lscpu():
 def add_fractions(rows):
     """Each row's rate over the fma rate of the same width and threads."""
     fma = {(r["width"], r["threads"]): r["gterms"] for r in rows if r["mix"] == "fma"}
-    for r in rows:
+    for r in terms_rows(rows):
         key = (r.get("width"), r["threads"])
         r["fraction_of_fma"] = r["gterms"] / fma[key] if key in fma else None
+
+
+def terms_rows(rows):
+    """The rows of instruction mixes and sgemm (G terms/s), not the memory's (GB/s)."""
+    return [r for r in rows if "gterms" in r]
 
 
 def print_table(rows, markdown):
@@ -398,7 +480,17 @@ def print_table(rows, markdown):
               str(r["threads"]), f"{r['gterms']:.1f}",
               f"{r['fraction_of_fma']:.2f}" if r["fraction_of_fma"] is not None else "-",
               describe_loop(r["loop"]) + ("" if r.get("checked", True) else " (not checked)")
-              if "loop" in r else "-"] for r in rows]
+              if "loop" in r else "-"] for r in terms_rows(rows)]
+    print_lines(header, table, markdown)
+    memory = [[r["mix"], r["bounds"], str(r["threads"]), f"{r['gbytes']:.1f}", f"{r['bytes'] >> 20} MB"]
+              for r in rows if "gbytes" in r]
+    if memory:
+        print()
+        print_lines(["memory", "bounds", "threads", "GB/s", "array"], memory, markdown)
+
+
+def print_lines(header, table, markdown):
+    """A table as Markdown or as aligned text."""
     if markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for line in table:
@@ -418,7 +510,7 @@ def main():
     ap.add_argument("--json", nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
                     help=f"write the rows as JSON (default path: {os.path.relpath(DEFAULT_JSON)})")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    ap.add_argument("--child", choices=("native", "avx2", "sgemm"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("native", "avx2", "sgemm", "memory"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1:
         ap.error(f"--threads must be at least 1, not {args.threads}")
@@ -435,6 +527,7 @@ def main():
     widths = args.widths or (["native", "avx2"] if x86 and TARGET.vector_bits > 256 else ["native"])
     jobs = [(w, args.threads) for w in widths] + [("sgemm", 1)]
     jobs += [("sgemm", args.threads)] if args.threads > 1 else []
+    jobs += [("memory", args.threads)]
     rows, errors = [], []
     for kind, threads in jobs:           # one after another: two timings never share the cores
         got, error = run_child(kind, threads, args.quick)
@@ -446,7 +539,8 @@ def main():
     chains = sorted({r["chains"] for r in rows if "chains" in r})
     print(f"\nOne term: one lane of one accumulator update ({' or '.join(map(str, chains))} independent "
           "vector accumulators per loop, all in registers); sad: one |a - b| of one byte pair; "
-          "sgemm: one multiply-add of its n^3.")
+          "sgemm: one multiply-add of its n^3. memory: GB/s of the bytes a pass reads (read) or reads "
+          "and writes (copy).")
     if args.json:
         record = dict(cpu=cpu_model(), model=model, flags=flags, llvm_cpu=TARGET.name, threads=args.threads,
                       quick=args.quick, numpy=np.__version__, numba=numba.__version__,

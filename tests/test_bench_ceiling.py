@@ -79,8 +79,13 @@ def test_quick_mode_prints_the_cpu_and_a_table(quick):
         got = {(r["mix"], r["threads"]) for r in record["rows"] if r["width"] == width}
         mixes = [m for m in EXPECTED if m != "sad" or _sad_bits(width, flags)]
         want = {("sgemm", 1), ("sgemm", 2)} if width == "sgemm" else {(m, t) for m in mixes for t in (1, 2)}
+        if width == "memory":
+            want = {(m, t) for m in ("read", "copy") for t in (1, 2)}
         assert got == want, (width, got)
-    for r in record["rows"]:
+    memory = [r for r in record["rows"] if r["width"] == "memory"]
+    assert len({r["bytes"] for r in memory}) == 2 and all(r["gbytes"] > 0 for r in memory), memory
+    assert all(f"{r['gbytes']:.1f}" in stdout for r in memory)
+    for r in (r for r in record["rows"] if r["width"] != "memory"):
         assert r["gterms"] > 0, r
         if r["width"] != "sgemm":
             fma = next(f for f in record["rows"]
@@ -99,7 +104,7 @@ def test_every_loop_is_its_claimed_instructions_on_registers_only(quick):
     assert widths["native"] == (512 if "avx512f" in flags else 256 if "avx2" in flags else 128)
     if "avx512f" in flags:
         assert widths["avx2"] == 256
-    for r in (r for r in record["rows"] if r["width"] != "sgemm"):
+    for r in (r for r in record["rows"] if r["width"] not in ("sgemm", "memory")):
         if r["mix"] == "sad":
             assert r["bits"] == _sad_bits(r["width"], flags), r
         register = REGISTER[r["bits"]]
@@ -176,3 +181,39 @@ def test_the_layer_benchmark_divides_by_the_matching_ceiling(tmp_path):
     assert bench.load_ceilings(str(tmp_path / "missing.json"), 2)[0] is None
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert bench.load_ceilings(str(tmp_path / "bad.json"), 2)[0] is None
+
+
+def test_the_layer_benchmark_counts_the_bytes_each_pass_must_move():
+    """X's rows that windows reach (half of them for a 1x1 stride-2 layer), G or Y, dX."""
+    bench = _bench_module()
+    mib = 2 ** 20
+    shortcut = bench.traffic(bench.LAYERS["resnet20 1x1 16->32ch s2 32x32"], 64)
+    assert shortcut == dict(fwd=(2 * mib, 2 * mib), dx=(4 * mib, 4 * mib), dw=(4 * mib, 4 * 32 * 16),
+                            dws=(4 * mib, 4 * 32 * 16))
+    strided = bench.traffic(bench.LAYERS["resnet20 16->32ch s2 32x32"], 64)
+    assert strided["fwd"] == (4 * mib, 2 * mib) and strided["dx"] == (6 * mib, 4 * mib)
+
+
+def test_the_memory_bound_is_the_arithmetic_over_the_data_time():
+    """min(1, arithmetic at the ceiling / data time); the rates of the largest arrays for
+    the memory, of the smallest for a layer-size cache; '-' without the rates."""
+    bench = _bench_module()
+    ceilings = [dict(mix=m, width=w, threads=2, bits=512, gterms=g) for m, w, g in [
+        ("min+add", "native", 100.0), ("clamp+fma", "native", 50.0), ("select+add", "native", 40.0),
+        ("sgemm", "sgemm", 160.0)]]
+    memory = [dict(mix=m, threads=2, gbytes=g, bytes=b) for m, g, b in [
+        ("read", 10.0, 2 ** 30), ("copy", 10.0, 2 ** 30), ("read", 40.0, 2 ** 24), ("copy", 40.0, 2 ** 24)]]
+    record = dict(rows=ceilings + memory)
+    # a copy of S bytes at 10 GB/s (read and written): S / 10 GB/s read + S / 10 GB/s written
+    assert bench.memory_seconds(1e9, 1e9, record, 2, "memory") == pytest.approx(0.2)
+    assert bench.memory_seconds(1e9, 0, record, 2, "layer") == pytest.approx(0.025)
+    layer = bench.LAYERS["resnet20 1x1 16->32ch s2 32x32"]
+    macs = 32 * 16 * 64 * 16 * 16                      # 8.4 M terms: 84 us at 100 G/s
+    data = 4 * 2 ** 20 / 10e9                            # 2 MiB read, 2 MiB written: 419 us
+    row = bench.memory_row("L", "cpu", layer, 64, record, 2)
+    assert row[:3] == ["L", "cpu", "4.0 / 8.0 / 4.0"]
+    assert row[3].split(" / ")[0] == f"{macs / 100e9 / data:.2f}" == "0.20"
+    assert row[4].split(" / ")[0] == "0.80"             # four times the rate from the cache
+    big = bench.memory_row("L", "cpu", bench.LAYERS["vgg-small 256ch 16x16"], 64, record, 2)
+    assert big[3] == big[4] == "1.00 / 1.00 / 1.00 / 1.00"
+    assert bench.memory_row("L", "cpu", layer, 64, dict(rows=ceilings), 2)[3] == "- / - / - / -"
