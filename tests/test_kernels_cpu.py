@@ -218,6 +218,30 @@ def test_a_layer_of_many_tasks_tiles_and_chunks(mode, stride):
     np.testing.assert_allclose(dw, dw_ref, atol=2e-3, rtol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch", [8, 1])
+def test_the_wide_forward_sums_a_long_k_in_equal_chunks(monkeypatch, stride, batch):
+    """Where X_col is read in place, K rows go in chunks of at most WIDE_CHUNK_K, as equal
+    as they can be: here K = 3 * 3 * 11 = 99 in chunks of 33 (at most 40), for the adder
+    layer (framed on the way with 8 images, the frame written first with 1) and the
+    convolution; both equal the reference."""
+    from minadder.kernels.cpu import forward
+    assert [forward.even_chunk(n, 288) for n in (1, 144, 288, 289, 576, 600)] == [1, 144, 288, 145, 288, 200]
+    monkeypatch.setattr(forward, "WIDE_CHUNK_K", 40)
+    chunks = []
+    even_chunk = forward.even_chunk
+    monkeypatch.setattr(forward, "even_chunk", lambda n, most: chunks.append(even_chunk(n, most)) or chunks[-1])
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((batch, 11, 30, 30)).astype(np.float32)
+    weight = rng.standard_normal((6, 11, 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, 1)
+    y, _ = cpu.adder2d_forward(x, weight, win)
+    np.testing.assert_allclose(y, ref.adder2d_forward(x, weight, win)[0], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(cpu.conv2d_forward(x, weight, win)[0], ref.conv2d_forward(x, weight, win)[0],
+                               rtol=1e-5, atol=1e-4)
+    assert chunks == [33, 33], chunks
+
+
 @pytest.mark.parametrize("mode", ref.GRAD_MODES)
 @pytest.mark.parametrize("kernel", [3, 2])
 def test_dw_register_blocks_over_groups_of_images_give_the_reference(mode, kernel):

@@ -22,7 +22,8 @@ and the dX product writes a dX_col of 9 times the input that col2im reads back.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .forward import CHUNK_K, _min_sums_all, _rows_per_task
+from . import forward
+from .forward import _min_sums_all, _rows_per_task
 from .frame import VECTOR, frame_pitch, phase_count, phase_rows, plane_size, row_pitch, unshifted
 from .grad_input import CONV, _grad_input_wide_kernel, fits_plus, plus_if_given
 from .grad_weight import _grad_weight_images_kernel
@@ -40,9 +41,10 @@ def wide_gradients(win):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_kernel(xp2, koff, w2, pitch, ho, wo, rows, out):
+def _forward_kernel(xp2, koff, w2, pitch, ho, wo, rows, chunk, out):
     """Y = W X_col for stride 1, rows of X_col read in place: a task owns ``rows`` output
-    rows of one image, on wide positions q = (u - u0)*pitch + v (as forward.py)."""
+    rows of one image, on wide positions q = (u - u0)*pitch + v (as forward.py), ``chunk``
+    rows of X_col at a time."""
     n_t, n_k = w2.shape
     blocks = (ho + rows - 1) // rows
     for task in prange(out.shape[0] * blocks):
@@ -52,8 +54,8 @@ def _forward_kernel(xp2, koff, w2, pitch, ho, wo, rows, out):
         width += (-width) % VECTOR                       # whole vectors (SLACK covers it)
         img, base = xp2[n], u0 * pitch
         acc = np.zeros((n_t, width), dtype=w2.dtype)
-        for k0 in range(0, n_k, CHUNK_K):
-            nk = min(CHUNK_K, n_k - k0)
+        for k0 in range(0, n_k, chunk):
+            nk = min(chunk, n_k - k0)
             _min_sums_all(img, koff[k0:k0 + nk], base, w2, k0, nk, width, True, acc)
         for t in range(n_t):   # out[n, t] = the accumulators, output row by output row
             for u in range(u0, u1):
@@ -68,7 +70,7 @@ def conv2d_output(x, w2, win):
     pitch = row_pitch(frame.xp)
     out = np.empty((win.n, win.c_out, win.plane), dtype=w2.dtype)
     _forward_kernel(frame.flat, wide_offsets(win, frame.xp), np.ascontiguousarray(w2), pitch,
-                    win.ho, win.wo, _rows_per_task(win, pitch), out)
+                    win.ho, win.wo, _rows_per_task(win, pitch), forward.even_chunk(win.k, forward.WIDE_CHUNK_K), out)
     return out.reshape(win.y_shape), frame
 
 

@@ -34,10 +34,22 @@ from .register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, COLUMN_CHANNELS, min
                              product_sums_registers, vector_length)
 from .positions import copy_runs, field_row, run_vectors, segments, wide_count, wide_offsets, wide_rows
 
-#: rows of X_col per chunk that all channels' blocks share while it is in L1/L2. Chunking
-#: was measured (+30 % on VGG-size layers, K up to 4608: benchmarks/README.md, "What
-#: made the difference", 2); the value 64 was chosen by hand and not re-measured.
+#: rows of X_col per chunk of the packed forward's panel, which all channels' blocks share
+#: while it is in L1/L2. Chunking was measured (+30 % on VGG-size layers, K up to 4608:
+#: benchmarks/README.md, "What made the difference", 2); 144 instead of 64 measured no
+#: better on the packed 8x8 and stride-2 layers (2026-12-06).
 CHUNK_K = 64
+#: at most this many rows of X_col per chunk where they are read in place (wide positions),
+#: in chunks as equal as they can be (even_chunk): every chunk pays each register block's
+#: setup (its 16 sums loaded and stored, its pointers), and a 64-row loop paid it often.
+#: The block alone, one thread, data in cache, of min + add (2026-12-06, 2-core AVX-512
+#: VM): 16 channels (K = 144) 0.77-0.79 in chunks of 64, 64, 16 and 0.86-0.89 in one of
+#: 144; 32 channels (K = 288) 0.82-0.85 -> 0.90-0.92; 64 channels 0.85-0.86 -> 0.89-0.92.
+#: ResNet-20's wide layers, batch 64, 2 threads, three alternations: 16 channels
+#: 2.18 -> 2.00-2.07 ms, 32 channels 1.96-2.03 -> 1.85-2.00, 16 -> 32 at stride 2
+#: 1.44-1.46 -> 1.34-1.44 (with the input out of cache: -3 %, -3 %, +3 %); the ResNet-20
+#: step, two alternations, within its spread. Every ResNet-20 layer sums K in one chunk.
+WIDE_CHUNK_K = 288
 #: the register block's channels: 4 with 32 vector registers, 2 with 16 (target.py;
 #: the 4 x 4 block compiled for 16 registers spilled, 174 stack accesses in its hottest loop)
 MR = BLOCK_CHANNELS
@@ -117,6 +129,12 @@ def _min_sums_all(src, koff, base, wsh, k0, nk, width, products, acc):
         _min_sums_1(src, koff, base, wsh, tt, k0, nk, width, products, acc)
 
 
+def even_chunk(n, most):
+    """The length of ceil(n / most) chunks of n as equal as they can be (none over most)."""
+    chunks = -(-n // most)
+    return -(-n // chunks)
+
+
 @njit(fastmath=True, cache=True)
 def _weight_sums(wsh, squared):
     """sum_k W'[t, k] per filter (squared: sum_k W'[t, k]^2, Eq. 28's |W|^2)."""
@@ -161,7 +179,7 @@ def _column_sums(channels, offsets, width, colsum):
 
 
 @njit(fastmath=True, cache=True)
-def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
+def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, chunk, squared, out):
     """Eq. 2 on wide positions (stride 1, or 2 on a frame split by parity) on output rows
     u0..u1 - 1 of one image, every channel, reading
     X_col straight from its padded frame ``img`` (flat) into ``out`` (C_out, P).
@@ -169,7 +187,7 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
     In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
     out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t], on wide positions q = (u - u0)*pitch
     + v: row k of X_col is the stretch img[koff[k] + u0*pitch + q] (``fields`` = kh*kw rows
-    per channel). ``squared``: the l2 layer (Eq. 27) by Eq. 28, -(a - b)^2 = 2 a b - a^2 -
+    per channel), summed ``chunk`` rows at a time (WIDE_CHUNK_K). ``squared``: the l2 layer (Eq. 27) by Eq. 28, -(a - b)^2 = 2 a b - a^2 -
     b^2: the same with products for the mins and sums of squares for colsum and wsum.
     """
     n_k, n_t = wsh.shape[1], wsh.shape[0]
@@ -178,8 +196,8 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
     base = u0 * pitch
     acc = np.zeros((n_t, width), dtype=wsh.dtype)      # sum_k min(x', w')
     channels = np.zeros(width + koff[:fields].max(), dtype=wsh.dtype)   # sum_c x'[c, 0, 0]
-    for k0 in range(0, n_k, CHUNK_K):
-        nk = min(CHUNK_K, n_k - k0)
+    for k0 in range(0, n_k, chunk):
+        nk = min(chunk, n_k - k0)
         _min_sums_all(img, koff[k0:k0 + nk], base, wsh, k0, nk, width, squared, acc)
         # the chunk's channels summed while its rows are still in cache (before the
         # min sums, the sums' first reads from memory took 9 % of a 16-channel forward)
@@ -195,7 +213,7 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, squared, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, out):
+def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, chunk, squared, out):
     """Eq. 2 on wide positions, from a frame written before (frame.padded): a task owns
     ``rows`` output rows of one image (_wide_rows)."""
     n_img = out.shape[0]
@@ -203,12 +221,12 @@ def _forward_wide_kernel(xp2, koff, fields, wsh, pitch, ho, wo, rows, squared, o
     blocks = (ho + rows - 1) // rows
     for task in prange(n_img * blocks):
         n, u0 = task // blocks, (task % blocks) * rows
-        _wide_rows(xp2[n], koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), squared, out[n])
+        _wide_rows(xp2[n], koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), chunk, squared, out[n])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _framed_forward_kernel(x, padding, centre, flat, sums, koff, fields, wsh, pitch, ho, wo, rows, phases, squared,
-                           out):
+def _framed_forward_kernel(x, padding, centre, flat, sums, koff, fields, wsh, pitch, ho, wo, rows, phases, chunk,
+                           squared, out):
     """_forward_wide_kernel with the frame written on the way: a task owns one image,
     frames it (frame.pad_shift_plane, each plane's sum into sums[n*C + c]) and then
     computes its output ``rows`` rows at a time while that frame is still in L2. A frame
@@ -231,7 +249,7 @@ def _framed_forward_kernel(x, padding, centre, flat, sums, koff, fields, wsh, pi
                 sums[n * channels + c] = pad_shift_plane(planes[c], h, w, padding, pitch, centre,
                                                          img[c * plane:(c + 1) * plane])
         for u0 in range(0, ho, rows):
-            _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), squared, out[n])
+            _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, min(ho, u0 + rows), chunk, squared, out[n])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -322,7 +340,7 @@ def framed_forward(x, w2, win, out, distance="l1"):
     rows = max(1, min(win.ho, WIDE_TASK_POSITIONS // pitch))
     _framed_forward_kernel(np.ascontiguousarray(x), win.padding, empty.centre, empty.flat, empty.sums,
                            wide_offsets(win, empty.xp), win.kh * win.kw, w2 - empty.centre, pitch, win.ho, win.wo,
-                           rows, phases, squared, out)
+                           rows, phases, even_chunk(win.k, WIDE_CHUNK_K), squared, out)
     return filled(empty)
 
 
@@ -334,7 +352,7 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
     pitch = row_pitch(frame.xp)
     if _in_place(win, pitch):
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), win.kh * win.kw, wsh, pitch,
-                             win.ho, win.wo, _rows_per_task(win, pitch), squared, out)
+                             win.ho, win.wo, _rows_per_task(win, pitch), even_chunk(win.k, WIDE_CHUNK_K), squared, out)
     else:
         _forward_packed_kernel(frame.xp, frame.flat.reshape(-1), wide_offsets(win, frame.xp), wsh, win.kh, win.kw,
                                frame_stride(win), win.ho, win.wo, pitch, _tile(win.c_out, win.l), squared, out)
