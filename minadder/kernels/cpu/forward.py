@@ -44,11 +44,12 @@ CHUNK_K = 64
 #: setup (its 16 sums loaded and stored, its pointers), and a 64-row loop paid it often.
 #: The block alone, one thread, data in cache, of min + add (2026-12-06, 2-core AVX-512
 #: VM): 16 channels (K = 144) 0.77-0.79 in chunks of 64, 64, 16 and 0.86-0.89 in one of
-#: 144; 32 channels (K = 288) 0.82-0.85 -> 0.90-0.92; 64 channels 0.85-0.86 -> 0.89-0.92.
+#: 144; 32 channels (K = 288) 0.82-0.85 -> 0.90-0.92; 64 channels 0.85-0.86 -> 0.89-0.92
+#: (the block: the 64-channel 8x8 layer itself runs packed, in CHUNK_K rows).
 #: ResNet-20's wide layers, batch 64, 2 threads, three alternations: 16 channels
 #: 2.18 -> 2.00-2.07 ms, 32 channels 1.96-2.03 -> 1.85-2.00, 16 -> 32 at stride 2
 #: 1.44-1.46 -> 1.34-1.44 (with the input out of cache: -3 %, -3 %, +3 %); the ResNet-20
-#: step, two alternations, within its spread. Every ResNet-20 layer sums K in one chunk.
+#: step, four alternations, within its spread. Every wide ResNet-20 layer sums K in one chunk.
 WIDE_CHUNK_K = 288
 #: the register block's channels: 4 with 32 vector registers, 2 with 16 (target.py;
 #: the 4 x 4 block compiled for 16 registers spilled, 174 stack accesses in its hottest loop)
