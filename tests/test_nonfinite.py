@@ -119,6 +119,34 @@ def test_finite_inputs_keep_the_blocked_kernels_and_others_go_to_the_reference(m
     assert np.isneginf(y[1]).any() and np.isfinite(y[0]).all()
 
 
+def test_a_1x1_stride_2_layer_tests_only_the_rows_it_reads(monkeypatch):
+    """A 1x1 stride-2 layer never reads x's odd rows (nor does the reference): an inf there
+    keeps the blocked kernels, and forward and gradients equal the reference's (dX 0 on
+    the rows not read); an inf in an even row goes to the reference."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 4, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 1, 1)).astype(np.float32)
+    win = geometry.Window.of(x.shape, w.shape, 2, 0)
+    g = rng.standard_normal(win.y_shape).astype(np.float32)
+    calls = []
+    for name in ("adder2d_forward", "adder2d_backward"):
+        original = getattr(reference, name)
+        monkeypatch.setattr(reference, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    x[3, 1, 5, 2] = np.inf                               # row 5: odd, not read
+    y, saved = cpu.adder2d_forward(x, w, win)
+    dx, dw = cpu.adder2d_backward(g, saved, "full")
+    assert calls == [] and saved.finite
+    y_ref, saved_ref = reference.adder2d_forward(x, w, win)
+    dx_ref, dw_ref = reference.adder2d_backward(g, saved_ref, "full")
+    for got, want, what in ((y, y_ref, "y"), (dx, dx_ref, "dx"), (dw, dw_ref, "dw")):
+        assert_agree(got, want, what)
+    assert not dx[:, :, 1::2].any()
+    calls.clear()
+    x[3, 1, 4, 2] = np.inf                               # row 4: even, read
+    y, saved = cpu.adder2d_forward(x, w, win)
+    assert calls == ["adder2d_forward"] and not saved.finite and np.isneginf(y[3]).any()
+
+
 def test_an_overflowing_sum_of_finite_numbers_is_still_correct():
     """The finiteness test is a sum: finite numbers whose sum overflows read as not finite and
     go to the reference, which is slower but right."""

@@ -204,8 +204,11 @@ def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
     """dst = the plane src (h*w numbers) - centre, padded with -centre and split by
     parity: pixel (y, z) of the padded plane goes to phase (y % 2, z % 2), row y // 2,
     column z // 2 (with ``phases`` 1, only the pixels of phase (0, 0)); returns the sum
-    of src (as pad_shift_plane). The padding first (the whole plane), then each row of
-    x into its phases' rows, even and odd padded columns apart."""
+    of the rows of src it copies (as pad_shift_plane: with ``phases`` 1 the odd padded rows,
+    which no window of a 1x1 stride-2 layer reads, are neither read nor summed, so that a
+    non-finite number there does not send the layer to the reference, which never reads
+    it either). The padding first (the whole plane), then each row of x into its phases'
+    rows, even and odd padded columns apart."""
     quarter = rows * pitch
     edge = -centre
     for q in range(dst.shape[0]):
@@ -213,10 +216,10 @@ def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
     total = src.dtype.type(0)
     for i in range(h):
         y, row = i + p, src[i * w:(i + 1) * w]
-        for j in range(w):
-            total += row[j]
         if phases == 1 and y % 2 == 1:
             continue
+        for j in range(w):
+            total += row[j]
         at = (y % 2) * 2 * quarter + (y // 2) * pitch
         for parity in range(2 if phases == 4 else 1):   # the padded columns z = j + p of this parity
             j0 = (parity - p) % 2                       # the first j with (j + p) % 2 == parity
