@@ -352,6 +352,8 @@ def measure_sgemm(n, seconds, repeat):
 #: as in bench_adder_layers.py's repeated calls; the memory's where the L3 is smaller)
 MEMORY_BYTES, LAYER_BYTES = 1 << 30, 16 << 20
 QUICK_BYTES = (8 << 20, 2 << 20)
+#: what each memory pass's rate bounds
+MEMORY_BOUNDS = {"read": "passes that read (dW: G and X)", "copy": "passes that read and write (forward, dX)"}
 #: floats per task of a memory pass
 CHUNK_FLOATS = 1 << 16
 
@@ -397,9 +399,6 @@ def measure_memory(threads, quick):
                 rows.append(dict(mix=name, bounds=MEMORY_BOUNDS[name], bits=None, target="memory", threads=n,
                                  gbytes=moved / best / 1e9, bytes=src.nbytes))
     return rows
-
-
-MEMORY_BOUNDS = {"read": "passes that read (dW: G and X)", "copy": "passes that read and write (forward, dX)"}
 
 
 def _timed(run):

@@ -22,8 +22,7 @@ and the dX product writes a dX_col of 9 times the input that col2im reads back.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from . import forward
-from .forward import _min_sums_all, _rows_per_task
+from .forward import _min_sums_all, _rows_per_task, wide_chunk
 from .frame import VECTOR, frame_pitch, phase_count, phase_rows, plane_size, row_pitch, unshifted
 from .grad_input import CONV, _grad_input_wide_kernel, fits_plus, plus_if_given
 from .grad_weight import _grad_weight_images_kernel
@@ -70,7 +69,7 @@ def conv2d_output(x, w2, win):
     pitch = row_pitch(frame.xp)
     out = np.empty((win.n, win.c_out, win.plane), dtype=w2.dtype)
     _forward_kernel(frame.flat, wide_offsets(win, frame.xp), np.ascontiguousarray(w2), pitch,
-                    win.ho, win.wo, _rows_per_task(win, pitch), forward.even_chunk(win.k, forward.WIDE_CHUNK_K), out)
+                    win.ho, win.wo, _rows_per_task(win, pitch), wide_chunk(win), out)
     return out.reshape(win.y_shape), frame
 
 

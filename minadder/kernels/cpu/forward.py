@@ -136,6 +136,11 @@ def even_chunk(n, most):
     return -(-n // chunks)
 
 
+def wide_chunk(win):
+    """Rows of X_col per chunk where the forward reads them in place (WIDE_CHUNK_K)."""
+    return even_chunk(win.k, WIDE_CHUNK_K)
+
+
 @njit(fastmath=True, cache=True)
 def _weight_sums(wsh, squared):
     """sum_k W'[t, k] per filter (squared: sum_k W'[t, k]^2, Eq. 28's |W|^2)."""
@@ -188,8 +193,9 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, chunk, squared, 
     In the shifted frame (xp = Xp - c, wsh = W - c) and with |a - b| = a + b - 2 min(a, b):
     out = 2 sum_k min(x', w') - colsum'[l] - wsum'[t], on wide positions q = (u - u0)*pitch
     + v: row k of X_col is the stretch img[koff[k] + u0*pitch + q] (``fields`` = kh*kw rows
-    per channel), summed ``chunk`` rows at a time (WIDE_CHUNK_K). ``squared``: the l2 layer (Eq. 27) by Eq. 28, -(a - b)^2 = 2 a b - a^2 -
-    b^2: the same with products for the mins and sums of squares for colsum and wsum.
+    per channel), summed ``chunk`` rows at a time (wide_chunk). ``squared``: the l2 layer
+    (Eq. 27) by Eq. 28, -(a - b)^2 = 2 a b - a^2 - b^2: the same with products for the
+    mins and sums of squares for colsum and wsum.
     """
     n_k, n_t = wsh.shape[1], wsh.shape[0]
     width = (u1 - u0 - 1) * pitch + wo
@@ -341,7 +347,7 @@ def framed_forward(x, w2, win, out, distance="l1"):
     rows = max(1, min(win.ho, WIDE_TASK_POSITIONS // pitch))
     _framed_forward_kernel(np.ascontiguousarray(x), win.padding, empty.centre, empty.flat, empty.sums,
                            wide_offsets(win, empty.xp), win.kh * win.kw, w2 - empty.centre, pitch, win.ho, win.wo,
-                           rows, phases, even_chunk(win.k, WIDE_CHUNK_K), squared, out)
+                           rows, phases, wide_chunk(win), squared, out)
     return filled(empty)
 
 
@@ -353,7 +359,7 @@ def blocked_forward(w2, win, frame, out, distance="l1"):
     pitch = row_pitch(frame.xp)
     if _in_place(win, pitch):
         _forward_wide_kernel(frame.flat, wide_offsets(win, frame.xp), win.kh * win.kw, wsh, pitch,
-                             win.ho, win.wo, _rows_per_task(win, pitch), even_chunk(win.k, WIDE_CHUNK_K), squared, out)
+                             win.ho, win.wo, _rows_per_task(win, pitch), wide_chunk(win), squared, out)
     else:
         _forward_packed_kernel(frame.xp, frame.flat.reshape(-1), wide_offsets(win, frame.xp), wsh, win.kh, win.kw,
                                frame_stride(win), win.ho, win.wo, pitch, _tile(win.c_out, win.l), squared, out)
