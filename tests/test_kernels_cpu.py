@@ -124,7 +124,8 @@ def test_the_frame_rows_share_their_padding_where_the_outputs_allow(stride, padd
             np.testing.assert_array_equal(read, cols[:, n * win.plane:(n + 1) * win.plane])
 
 
-@pytest.mark.parametrize("h, w, k, padding", [(6, 7, 3, 1), (9, 8, 1, 0), (7, 7, 5, 2), (8, 9, 2, 0), (6, 6, 4, 3)])
+@pytest.mark.parametrize("h, w, k, padding", [(6, 7, 3, 1), (9, 8, 1, 0), (7, 7, 5, 2), (8, 9, 2, 0), (6, 6, 4, 3),
+                                               (7, 9, 1, 1), (5, 6, 1, 1), (9, 33, 3, 1)])
 def test_a_stride_2_frame_split_by_parity_holds_x_col_on_wide_positions(h, w, k, padding):
     """Stride 2: the padded plane split into its four parity phases, phase (r, s)[a, b] =
     xp[2a + r, 2b + s] (-c where the phase reaches past the padded plane), rows
@@ -450,14 +451,17 @@ def test_conv2d_gradients_on_wide_positions_equal_the_reference(dtype, n, c, c_o
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 16, 8, 8), (1, 1, 1, 3)])
-def test_g_on_wide_positions_starts_each_row_on_a_cache_line(dtype, shape):
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 16, 8, 8), (1, 1, 1, 3), (2, 3, 6, 17), (2, 2, 5, 33)])
+@pytest.mark.parametrize("gap", [0, 1, 2])
+def test_g_on_wide_positions_starts_each_row_on_a_cache_line(dtype, shape, gap):
     """The kernels load G's rows in whole vectors from their start: on_wide_positions puts
     the array on a 64-byte boundary (and its rows are whole vectors long), holding G at
     q = u * pitch + v and zeros elsewhere; in the same pass its sums over the channels
-    (per image and position) and over the positions (per filter), and its finiteness."""
+    (per image and position) and over the positions (per filter), and its finiteness.
+    Rows shorter and longer than a vector, ``gap`` dropped positions a row (a row's
+    copy in whole vectors reaches into the next row's place, written after it)."""
     n, c_out, ho, wo = shape
-    pitch = wo + 2
+    pitch = wo + gap
     g = np.random.default_rng(0).standard_normal((n, c_out, ho * wo)).astype(dtype)
     win = Window(n, 1, ho, wo, c_out, 1, 1, 1, 0)
     for _ in range(3):

@@ -207,27 +207,49 @@ def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
     of the rows of src it copies (as pad_shift_plane: with ``phases`` 1 the odd padded rows,
     which no window of a 1x1 stride-2 layer reads, are neither read nor summed, so that a
     non-finite number there does not send the layer to the reference, which never reads
-    it either). The padding first (the whole plane), then each row of x into its phases'
-    rows, even and odd padded columns apart."""
+    it either). The padding first (the whole plane, in L1), then each row of x into its
+    phases' rows.
+
+    A row is read in pairs (row[2m], row[2m + 1]), which go to the two column phases:
+    padded columns 2m + p and 2m + 1 + p. Read as two loops of every other number, one
+    per phase, LLVM gathered them (vgatherqps); read in pairs, it loads whole vectors and
+    shuffles them apart. Measured 2026-12-06, one 16-channel 32x32 image in L2, one
+    thread: 9.3-9.8 -> 6.2-6.3 us; padded(), 32 channels 16x16 at batch 64, 2 threads,
+    0.232 -> 0.216 ms. The stride-2 forwards, which frame each image on the way, did not
+    change (their frame waits on x from memory). (Writing only the padding instead of
+    the whole plane first turned the padding's stores into scatters: 16.5 us.)"""
     quarter = rows * pitch
     edge = -centre
     for q in range(dst.shape[0]):
         dst[q] = edge
     total = src.dtype.type(0)
+    pairs = w // 2
     for i in range(h):
         y, row = i + p, src[i * w:(i + 1) * w]
         if phases == 1 and y % 2 == 1:
             continue
-        for j in range(w):
-            total += row[j]
         at = (y % 2) * 2 * quarter + (y // 2) * pitch
-        for parity in range(2 if phases == 4 else 1):   # the padded columns z = j + p of this parity
-            j0 = (parity - p) % 2                       # the first j with (j + p) % 2 == parity
-            count = (w - j0 + 1) // 2
-            first = (j0 + p) // 2
-            out = dst[at + parity * quarter + first:at + parity * quarter + first + count]
-            for m in range(count):
-                out[m] = row[j0 + 2 * m] - centre
+        first_at = at + (p % 2) * quarter + p // 2             # where row[2m] goes
+        second_at = at + ((p + 1) % 2) * quarter + (p + 1) // 2   # and row[2m + 1]
+        if phases == 4:
+            first, second = dst[first_at:first_at + pairs], dst[second_at:second_at + pairs]
+            for m in range(pairs):
+                a, b = row[2 * m], row[2 * m + 1]
+                total += a + b
+                first[m] = a - centre
+                second[m] = b - centre
+        else:                          # phase (0, 0) alone: the even padded columns
+            odd_p = p % 2              # then row[2m + 1] is the even one
+            even = dst[second_at:second_at + pairs] if odd_p else dst[first_at:first_at + pairs]
+            for m in range(pairs):
+                a, b = row[2 * m], row[2 * m + 1]
+                total += a + b
+                even[m] = (b if odd_p else a) - centre
+        if w % 2:                      # the row's last number, without a pair
+            z, v = w - 1 + p, row[w - 1]
+            total += v
+            if phases == 4 or z % 2 == 0:
+                dst[at + (z % 2) * quarter + z // 2] = v - centre
     return total
 
 
