@@ -20,7 +20,7 @@ from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, 
                                                  dot_sums_registers, min_sums_registers, narrow_dot_sums_registers,
                                                  plain_rows_into, prefetch,
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
-                                                 SIGN_ROWS, sign_sums_registers, vector_length)
+                                                 SIGN_ROWS, sign_sums_registers, split_pairs, vector_length)
 from minadder.kernels.cpu import frame  # noqa: E402
 from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
 from minadder.kernels.cpu.positions import add_field_row_spread, copy_runs, field_row, run_vectors, segments  # noqa: E402
@@ -548,11 +548,41 @@ def test_the_frames_copies_store_and_load_plain_vectors():
     src = np.arange(100, dtype=np.float32)
     assert plane_copy(src, 10, 10, 1, 11, np.float32(2), dst) == src.sum()
     assert np.array_equal(dst[12:22], src[:10] - 2) and (dst[:12] == -2).all() and (dst[-14:] == -2).all()
+    phase_copy = njit(fastmath={"reassoc"})(frame.phase_shift_plane.py_func)
+    phases = np.full(4 * 6 * 6, np.nan, np.float32)
+    assert phase_copy(src, 10, 10, 1, 6, 6, 4, np.float32(2), phases) == src.sum()
+    assert np.array_equal(phases[6 + 1:6 + 6], src[11:20:2] - 2)     # phase (0, 0), row 1: x[1, 1], x[1, 3], ...
     crop = njit(parallel=True)(frame._crop.py_func)
     xp = np.arange(2 * 3 * 6 * 7, dtype=np.float32).reshape(2, 3, 6, 7)
     out = np.empty((2, 3, 4, 5), np.float32)
     crop(xp, 1, out)
     assert np.array_equal(out, xp[:, :, 1:-1, 1:-1])
-    for function in (plane_copy, crop):
+    for function in (plane_copy, phase_copy, crop):
         asm = float32_asm(function)
         assert "vscatter" not in asm and "vgather" not in asm, function.py_func.__name__
+
+
+@njit
+def split_whole(src, i, dst, a, b, centre):
+    split_pairs(src, i, dst, a, b, centre, 1)
+
+
+@njit
+def split_half(src, i, dst, a, b, centre):
+    split_pairs(src, i, dst, a, b, centre, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("part", [1, 2])
+def test_split_pairs_writes_a_rows_even_and_odd_numbers_apart(dtype, part):
+    """split_pairs (the stride-2 frame's row split, frame.phase_shift_plane) writes
+    src[i + 2m] - c at dst[a + m] and src[i + 2m + 1] - c at dst[b + m] for m < L / part,
+    and nothing else."""
+    lanes = vector_length(np.dtype(dtype).itemsize) // part
+    src = np.arange(4 * lanes + 3, dtype=dtype) * dtype(0.5)
+    dst = np.full(5 * lanes, np.nan, dtype)
+    (split_whole if part == 1 else split_half)(src, 3, dst, lanes + 1, 3 * lanes + 2, dtype(0.25))
+    want = np.full(5 * lanes, np.nan, dtype)
+    want[lanes + 1:2 * lanes + 1] = src[3:3 + 2 * lanes:2] - dtype(0.25)
+    want[3 * lanes + 2:4 * lanes + 2] = src[4:4 + 2 * lanes:2] - dtype(0.25)
+    np.testing.assert_array_equal(dst, want)

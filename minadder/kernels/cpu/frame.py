@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .register_block import PREFETCH_BYTES, prefetch_lines
+from .register_block import PREFETCH_BYTES, lanes_of, prefetch_lines, split_pairs
 
 #: the forward computes whole vectors of VECTOR numbers (16 float32 = one AVX-512
 #: register); its rows are rounded up to a multiple of it (chosen by hand for AVX-512,
@@ -210,44 +210,58 @@ def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
     it either). The padding first (the whole plane, in L1), then each row of x into its
     phases' rows.
 
-    A row is read in pairs (row[2m], row[2m + 1]), which go to the two column phases:
-    padded columns 2m + p and 2m + 1 + p. Read as two loops of every other number, one
-    per phase, LLVM gathered them (vgatherqps); read in pairs, it loads whole vectors and
-    shuffles them apart. Measured 2026-12-06, one 16-channel 32x32 image in L2, one
-    thread: 9.3-9.8 -> 6.2-6.3 us; padded(), 32 channels 16x16 at batch 64, 2 threads,
-    0.232 -> 0.216 ms. The stride-2 forwards, which frame each image on the way, did not
-    change (their frame waits on x from memory). (Writing only the padding instead of
-    the whole plane first turned the padding's stores into scatters: 16.5 us.)"""
+    A row's numbers go in pairs (row[2m], row[2m + 1]) to the two column phases, padded
+    columns 2m + p and 2m + 1 + p: with four phases by whole vectors and then half ones
+    (register_block.split_pairs: two loads, two shuffles), the sum in one loop over the
+    plane; with one phase pair by pair. Read as two loops of every other number, one per
+    phase, LLVM gathered them (vgatherqps); a loop over the pairs ran number by number
+    on rows of 16 pairs, shorter than the loop LLVM vectorises. Measured 2026-12-06, one
+    16-channel 32x32 image in L2, one thread: 9.3-9.8 us gathered, 6.2-6.9 by pairs, 3.4-3.6
+    by vectors; the forward at batch 64, 2 threads, four alternations, 16 -> 32 channels
+    1.36-1.46 -> 1.31-1.44 ms, 32 -> 64 channels 1.34-1.48 -> 1.28-1.40 (by pairs ->
+    by vectors). (Writing only the padding instead of the whole plane first turned the
+    padding's stores into scatters.)"""
     quarter = rows * pitch
     edge = -centre
     for q in range(dst.shape[0]):
         dst[q] = edge
     total = src.dtype.type(0)
     pairs = w // 2
+    if phases == 4:
+        for q in range(h * w):
+            total += src[q]
+    lanes = lanes_of(src)
     for i in range(h):
-        y, row = i + p, src[i * w:(i + 1) * w]
+        y = i + p
         if phases == 1 and y % 2 == 1:
             continue
         at = (y % 2) * 2 * quarter + (y // 2) * pitch
         first_at = at + (p % 2) * quarter + p // 2             # where row[2m] goes
         second_at = at + ((p + 1) % 2) * quarter + (p + 1) // 2   # and row[2m + 1]
+        s = i * w
+        m = 0
         if phases == 4:
-            first, second = dst[first_at:first_at + pairs], dst[second_at:second_at + pairs]
-            for m in range(pairs):
-                a, b = row[2 * m], row[2 * m + 1]
-                total += a + b
-                first[m] = a - centre
-                second[m] = b - centre
+            while m + lanes <= pairs:
+                split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 1)
+                m += lanes
+            while m + lanes // 2 <= pairs:
+                split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 2)
+                m += lanes // 2
+            for mm in range(m, pairs):
+                dst[first_at + mm] = src[s + 2 * mm] - centre
+                dst[second_at + mm] = src[s + 2 * mm + 1] - centre
         else:                          # phase (0, 0) alone: the even padded columns
             odd_p = p % 2              # then row[2m + 1] is the even one
             even = dst[second_at:second_at + pairs] if odd_p else dst[first_at:first_at + pairs]
-            for m in range(pairs):
-                a, b = row[2 * m], row[2 * m + 1]
+            row = src[s:s + w]
+            for mm in range(pairs):
+                a, b = row[2 * mm], row[2 * mm + 1]
                 total += a + b
-                even[m] = (b if odd_p else a) - centre
+                even[mm] = (b if odd_p else a) - centre
         if w % 2:                      # the row's last number, without a pair
-            z, v = w - 1 + p, row[w - 1]
-            total += v
+            z, v = w - 1 + p, src[s + w - 1]
+            if phases == 1:
+                total += v
             if phases == 4 or z % 2 == 0:
                 dst[at + (z % 2) * quarter + z // 2] = v - centre
     return total

@@ -469,6 +469,35 @@ def copy_vector(typingctx, src, i, dst, j, stride):
 
 
 @intrinsic
+def split_pairs(typingctx, src, i, dst, a, b, centre, part):
+    """dst[a + m] = src[i + 2m] - centre and dst[b + m] = src[i + 2m + 1] - centre for
+    m < L / ``part`` (L = vector_length; ``part`` a literal 1 or 2: whole vectors or half
+    ones): a row of the padded plane split into its two column phases (frame.py), in the
+    shifted frame. Two loads, two shuffles (the even lanes, the odd lanes), two
+    subtractions of the broadcast centre and two stores. (1-D arrays of one float dtype;
+    the caller keeps the ranges inside them.)"""
+    dtype = _pair_dtype(src, dst, part)
+    if dtype is None or centre != dtype:
+        return None
+    lanes = TARGET.vector_bits // dtype.bitwidth // part.literal_value
+
+    def codegen(context, builder, signature, args):
+        first, _ = _pair_pointers(context, builder, signature, args)
+        d = context.make_array(signature.args[2])(context, builder, args[2])
+        vec = _Vectors(builder, dtype, lanes)
+        low, high = vec.load(first), vec.load(first, 1)
+        shift = vec.broadcast(args[5])
+        for parity, at in ((0, args[3]), (1, args[4])):
+            at = context.cast(builder, at, signature.args[3 + parity], types.int64)
+            order = ir.Constant(ir.VectorType(I32, lanes), list(range(parity, 2 * lanes, 2)))
+            picked = builder.shuffle_vector(low, high, order)
+            vec.store(builder.fsub(picked, shift), builder.gep(d.data, [at]))
+        return context.get_dummy_value()
+
+    return types.void(src, i, dst, a, b, centre, part), codegen
+
+
+@intrinsic
 def add_spread_vector(typingctx, src, i, dst, j, part):
     """dst[j + 2m] += src[i + m] for m < L / ``part`` (L = vector_length; ``part`` a literal
     1 or 2: a whole vector of src or half of one): the adjoint of copy_vector with stride
