@@ -41,8 +41,11 @@ timings in each of --runs processes.
 A second table gives each kernel's rate as a fraction of the ceiling of its instruction
 mix on this machine (ceiling.py, same vector width, same thread count): the forward
 against min + add, dX (full) against clamp + FMA, dW (full) against FMA and against
-NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. The ceilings are read
-from --ceiling PATH (default results/ceiling-<cpu>.json, written by
+NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. dX and dW are each
+timed alone (need_weight_grad / need_input_grad False), so each call also widens G
+(positions.on_wide_positions), which a training step does once for both: a last column
+times the full backward in one call, against dX's and dW's ceilings together. The
+ceilings are read from --ceiling PATH (default results/ceiling-<cpu>.json, written by
 ``ceiling.py --json``), or measured first with --ceiling measure.
 
 A third table says what the data allow: the bytes each pass must move (X's rows that its
@@ -204,6 +207,7 @@ def run_minadder(name, layer, batch, repeat):
         dx=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_weight_grad=False), repeat),
         dw=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_input_grad=False), repeat),
         dws=best_time(lambda: k_mod.adder2d_backward(g, saved, "sign", need_input_grad=False), repeat),
+        bwd=best_time(lambda: k_mod.adder2d_backward(g, saved, "full"), repeat),
         fb=best_time(fwd_bwd, repeat),
         peak=peak)
 
@@ -468,14 +472,23 @@ def memory_row(name, impl, layer, batch, record, threads):
 
 
 def fraction_row(name, impl, result, macs, record, threads):
-    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dW sign] as fractions of their ceilings."""
+    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dW sign, dX and dW in one call] as
+    fractions of their ceilings."""
     def part(key, mix):
         t, ceil = result.get(key), ceiling_rate(record, mix, impl, threads)
         return f"{macs / t / ceil:.2f}" if t and ceil else "-"
     if impl == "conv2d":                   # multiply-adds: all against the FMA ceiling
-        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm"), "-"]
+        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm"), "-", "-"]
     return [name, impl] + [part(key, CEILING_OF[key]) for key in ("fwd", "dx", "dw")] + \
-        [part("dw", "sgemm"), part("dws", CEILING_OF["dws"])]
+        [part("dw", "sgemm"), part("dws", CEILING_OF["dws"]), both_part(result.get("bwd"), macs, record, impl, threads)]
+
+
+def both_part(t, macs, record, impl, threads):
+    """The backward as a training step runs it, dX and dW in one call (G widened once for
+    both, where the dX-only and dW-only calls each pay for it): the time dX and dW would
+    take at their ceilings (clamp + FMA, sgemm) over the call's time."""
+    dx_ceil, dw_ceil = ceiling_rate(record, "clamp+fma", impl, threads), ceiling_rate(record, "sgemm", impl, threads)
+    return f"{(macs / dx_ceil + macs / dw_ceil) / t:.2f}" if t and dx_ceil and dw_ceil else "-"
 
 
 def main():
@@ -557,17 +570,19 @@ def print_fractions(rows, markdown, note):
     if not rows:
         return
     header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
-              "dW sign / select+add"]
+              "dW sign / select+add", "dX + dW in one call"]
     print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
     if markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for r in rows:
             print("| " + " | ".join(r) + " |")
     else:
-        widths = [NAME_WIDTH, 11, 15, 16, 10, 12, 20]
+        widths = [NAME_WIDTH, 11, 15, 16, 10, 12, 22, 20]
         for r in [header] + rows:
             print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
-    print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds).")
+    print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds). dX + dW in "
+          "one call: the full-precision backward as a step runs it (G widened once for both), against "
+          "dX's and dW's ceilings (clamp + FMA, sgemm) together.")
 
 
 def print_bounds(rows, markdown):
