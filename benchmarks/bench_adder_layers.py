@@ -43,8 +43,9 @@ mix on this machine (ceiling.py, same vector width, same thread count): the forw
 against min + add, dX (full) against clamp + FMA, dW (full) against FMA and against
 NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. dX and dW are each
 timed alone (need_weight_grad / need_input_grad False), so each call also widens G
-(positions.on_wide_positions), which a training step does once for both: a last column
-times the full backward in one call, against dX's and dW's ceilings together. The
+(positions.on_wide_positions), which a training step does once for both: one column
+times the full backward in one call, against dX's and dW's ceilings together, and two
+more the cpu backend's dX and dW kernels alone, G widened before. The
 ceilings are read from --ceiling PATH (default results/ceiling-<cpu>.json, written by
 ``ceiling.py --json``), or measured first with --ceiling measure.
 
@@ -203,6 +204,7 @@ def run_minadder(name, layer, batch, repeat):
         k_mod.adder2d_backward(g, ss, "full")
 
     return dict(
+        **kernel_times(name, k_mod, saved, w, g, win, repeat),
         fwd=best_time(lambda: k_mod.adder2d_forward(x, w, win), repeat),
         dx=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_weight_grad=False), repeat),
         dw=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_input_grad=False), repeat),
@@ -210,6 +212,23 @@ def run_minadder(name, layer, batch, repeat):
         bwd=best_time(lambda: k_mod.adder2d_backward(g, saved, "full"), repeat),
         fb=best_time(fwd_bwd, repeat),
         peak=peak)
+
+
+def kernel_times(name, k_mod, saved, w, g, win, repeat):
+    """The cpu backend's full-precision dX and dW kernels alone (dxk, dwk), G widened before
+    (positions.on_wide_positions), where the layer reads G on wide positions: the dX-only
+    and dW-only calls each widen G, which a training step does once for both."""
+    if not name.startswith("cpu"):
+        return {}
+    from minadder.kernels.cpu import grad_input, grad_weight, positions
+    from minadder.kernels.cpu.frame import frame_pitch
+    frame = saved[3]
+    if frame is None or not positions.wide_rows(win):
+        return {}
+    w2, g3 = w.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
+    wide = positions.on_wide_positions(g3, win, frame_pitch(win))
+    return dict(dxk=best_time(lambda: grad_input.blocked_grad_input(w2, g3, win, "full", frame, wide), repeat),
+                dwk=best_time(lambda: grad_weight.blocked_grad_weight(w2, g3, win, "full", frame, wide), repeat))
 
 
 def run_conv2d(layer, batch, repeat):
@@ -472,15 +491,16 @@ def memory_row(name, impl, layer, batch, record, threads):
 
 
 def fraction_row(name, impl, result, macs, record, threads):
-    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dW sign, dX and dW in one call] as
-    fractions of their ceilings."""
+    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dW sign, dX and dW in one call, dX's
+    kernel, dW's kernel vs sgemm] as fractions of their ceilings."""
     def part(key, mix):
         t, ceil = result.get(key), ceiling_rate(record, mix, impl, threads)
         return f"{macs / t / ceil:.2f}" if t and ceil else "-"
     if impl == "conv2d":                   # multiply-adds: all against the FMA ceiling
-        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm"), "-", "-"]
+        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm")] + ["-"] * 4
     return [name, impl] + [part(key, CEILING_OF[key]) for key in ("fwd", "dx", "dw")] + \
-        [part("dw", "sgemm"), part("dws", CEILING_OF["dws"]), both_part(result.get("bwd"), macs, record, impl, threads)]
+        [part("dw", "sgemm"), part("dws", CEILING_OF["dws"]), both_part(result.get("bwd"), macs, record, impl, threads),
+         part("dxk", "clamp+fma"), part("dwk", "sgemm")]
 
 
 def both_part(t, macs, record, impl, threads):
@@ -570,19 +590,20 @@ def print_fractions(rows, markdown, note):
     if not rows:
         return
     header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
-              "dW sign / select+add", "dX + dW in one call"]
+              "dW sign / select+add", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
     print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
     if markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for r in rows:
             print("| " + " | ".join(r) + " |")
     else:
-        widths = [NAME_WIDTH, 11, 15, 16, 10, 12, 22, 20]
+        widths = [NAME_WIDTH, 11, 15, 16, 10, 12, 22, 21, 11, 18]
         for r in [header] + rows:
             print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds). dX + dW in "
           "one call: the full-precision backward as a step runs it (G widened once for both), against "
-          "dX's and dW's ceilings (clamp + FMA, sgemm) together.")
+          "dX's and dW's ceilings (clamp + FMA, sgemm) together. dX kernel, dW kernel: the cpu kernels "
+          "alone, G widened before (layers that read it on wide positions).")
 
 
 def print_bounds(rows, markdown):
