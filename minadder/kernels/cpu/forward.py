@@ -196,6 +196,10 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, chunk, squared, 
     per channel), summed ``chunk`` rows at a time (wide_chunk). ``squared``: the l2 layer
     (Eq. 27) by Eq. 28, -(a - b)^2 = 2 a b - a^2 - b^2: the same with products for the
     mins and sums of squares for colsum and wsum.
+
+    (Y written by the register blocks themselves, masked stores across the rows' gaps,
+    instead of the output pass: within the spread, 2026-12-06; the pass's cost is Y's
+    bytes, which the blocks write too: benchmarks/README.md, thirteenth session.)
     """
     n_k, n_t = wsh.shape[1], wsh.shape[0]
     width = (u1 - u0 - 1) * pitch + wo
