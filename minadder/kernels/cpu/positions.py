@@ -105,8 +105,9 @@ def on_wide_positions(g, win, pitch):
 def _widen(g, wo, pitch, gw, over_channels, per_row):
     """gw[n, t, u*pitch + v] = g[n, t, u*wo + v] for v < wo, 0 elsewhere; over_channels[n]
     = sum_t gw[n, t]; per_row[n, t] = sum of g[n, t] (float64). One task per image, each
-    row of G read once and its widened rows summed while they are in cache. fastmath is limited
-    to reassociation, which vectorises the float64 sum (an inf or NaN still shows in it).
+    row of G read once and its widened rows summed while they are in cache. fastmath is
+    limited to reassociation, which vectorises the float64 sum (an inf or NaN still shows
+    in it).
 
     An output row is short (8 to 32 numbers in ResNet-20), shorter than the vectorised
     loop LLVM makes of a copy (4 vectors a step), which then ran scalar: the rows are

@@ -33,9 +33,12 @@ Each block comes in the variants its kernels need: products for the mins (the l2
 Eq. 28, -(x - w)^2 = 2xw - x^2 - w^2, and minadder's ordinary convolution, conv.py), and
 dX's rows without the clip (l2) or without the "- x sum G" too (the convolution).
 
-After the blocks, three moves of memory written the same way: copy_vector (a row of
-X_col out of the frame, stride 1 or 2), add_spread_vector (its adjoint at stride 2, dX's
-col2im) and prefetch (batch norm's and the frame's passes asking for rows ahead).
+After the blocks, four moves of memory written the same way: copy_vector (a row of
+X_col out of the frame, stride 1 or 2; G's rows onto wide positions), split_pairs (a row
+of x into the stride-2 frame's two column phases), add_spread_vector (copy_vector's
+adjoint at stride 2, dX's col2im) and prefetch (batch norm's and the frame's passes
+asking for rows ahead). lanes_of gives their vector length as a constant to the loops
+around them.
 """
 from llvmlite import ir
 from numba import njit, types
@@ -77,7 +80,6 @@ def lanes_of(array):
 def _lanes_of(array):
     lanes = VECTOR_BYTES // (array.dtype.bitwidth // 8)
     return lambda array: lanes
-
 
 
 def _float_type(dtype):
