@@ -593,14 +593,7 @@ def print_fractions(rows, markdown, note):
     header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
               "dW sign / select+add", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
     print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
-    if markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [NAME_WIDTH, 11, 15, 16, 10, 12, 22, 21, 11, 18]
-        for r in [header] + rows:
-            print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
+    print_table(header, rows, [NAME_WIDTH, 11, 15, 16, 10, 12, 22, 21, 11, 18], markdown)
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds). dX + dW in "
           "one call: the full-precision backward as a step runs it (G widened once for both), against "
           "dX's and dW's ceilings (clamp + FMA, sgemm) together. dX kernel, dW kernel: the cpu kernels "
@@ -616,12 +609,16 @@ def print_bounds(rows, markdown):
     print("\nThe most of its ceiling each pass can reach with the bytes it must move (X's rows that "
           "windows reach, G or Y, dX) at ceiling.py's rates, the data's time and the arithmetic's "
           "overlapping perfectly (dW against sgemm); 1.00: the arithmetic bounds it, under 1: the data:")
+    print_table(header, rows, [NAME_WIDTH, 11, 20, 39, 25], markdown)
+
+
+def print_table(header, rows, widths, markdown):
+    """A whole table as Markdown, or as text in columns ``widths`` characters wide."""
     if markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for r in rows:
             print("| " + " | ".join(r) + " |")
     else:
-        widths = [NAME_WIDTH, 11, 20, 39, 25]
         for r in [header] + rows:
             print("".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip())
 

@@ -239,8 +239,8 @@ def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
         first_at = at + (p % 2) * quarter + p // 2             # where row[2m] goes
         second_at = at + ((p + 1) % 2) * quarter + (p + 1) // 2   # and row[2m + 1]
         s = i * w
-        m = 0
         if phases == 4:
+            m = 0
             while m + lanes <= pairs:
                 split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 1)
                 m += lanes

@@ -144,9 +144,8 @@ def _widen_rows(src, wo, pitch, rows, dst):
     lanes = lanes_of(src)
     vectors = -(-wo // lanes)
     reach = vectors * lanes
-    whole = rows               # rows copied in whole vectors
-    while whole > 0 and ((whole - 1) * wo + reach > src.shape[0] or (whole - 1) * pitch + reach > dst.shape[0]):
-        whole -= 1
+    # the rows u copied in whole vectors: u * wo + reach <= len(src), u * pitch + reach <= len(dst)
+    whole = max(0, min(rows, (src.shape[0] - reach) // wo + 1, (dst.shape[0] - reach) // pitch + 1))
     for u in range(whole):
         s, d = u * wo, u * pitch
         for m in range(vectors):
