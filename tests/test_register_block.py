@@ -20,8 +20,9 @@ from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, 
                                                  dot_sums_registers, min_sums_registers, narrow_dot_sums_registers,
                                                  plain_rows_into, prefetch,
                                                  product_rows_into, product_sums_registers, SIGN_FILTERS,
-                                                 SIGN_ROWS, sign_sums_registers, split_pairs, vector_length)
-from minadder.kernels.cpu import frame  # noqa: E402
+                                                 SIGN_ROWS, merge_pairs, sign_sums_registers, split_pairs,
+                                                 vector_length)
+from minadder.kernels.cpu import frame, grad_input  # noqa: E402
 from minadder.kernels.cpu.frame import SLACK, VECTOR  # noqa: E402
 from minadder.kernels.cpu.positions import add_field_row_spread, copy_runs, field_row, run_vectors, segments  # noqa: E402
 from minadder.kernels.target import TARGET  # noqa: E402
@@ -560,6 +561,67 @@ def test_the_frames_copies_store_and_load_plain_vectors():
     for function in (plane_copy, phase_copy, crop):
         asm = float32_asm(function)
         assert "vscatter" not in asm and "vgather" not in asm, function.py_func.__name__
+
+
+@njit
+def merge_whole(a, i, b, j, dst, k):
+    merge_pairs(a, i, b, j, dst, k, 1)
+
+
+@njit
+def merge_half(a, i, b, j, dst, k):
+    merge_pairs(a, i, b, j, dst, k, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("part", [1, 2])
+def test_merge_pairs_interleaves_two_rows_and_writes_nothing_else(dtype, part):
+    """merge_pairs (dX's plane put back together from its column phases at stride 2)
+    writes a[i + m] at dst[k + 2m] and b[j + m] at dst[k + 2m + 1] for m < L / part, and
+    nothing else."""
+    lanes = vector_length(np.dtype(dtype).itemsize) // part
+    a = np.arange(2 * lanes + 3, dtype=dtype) * dtype(0.5)
+    b = -np.arange(2 * lanes + 5, dtype=dtype) - dtype(1)
+    dst = np.full(4 * lanes, np.nan, dtype)
+    (merge_whole if part == 1 else merge_half)(a, 3, b, 5, dst, lanes + 1)
+    want = np.full(4 * lanes, np.nan, dtype)
+    want[lanes + 1:3 * lanes + 1:2] = a[3:3 + lanes]
+    want[lanes + 2:3 * lanes + 2:2] = b[5:5 + lanes]
+    np.testing.assert_array_equal(dst, want)
+
+
+def phases_of(plane, count):
+    """A padded plane (Hp, Wp) split by parity as frame.py lays it out: phases (0, 0),
+    (0, 1), (1, 0), (1, 1) (the first ``count``), each rows x pitch, flat, with spare
+    numbers after it; and (rows, pitch)."""
+    rows, pitch = -(-plane.shape[0] // 2), -(-plane.shape[1] // 2)
+    split = np.full((4, rows, pitch), np.nan, plane.dtype)
+    for r in (0, 1):
+        for s in (0, 1):
+            part = plane[r::2, s::2]
+            split[2 * r + s, :part.shape[0], :part.shape[1]] = part
+    return np.concatenate([split[:count].reshape(-1), np.full(2 * VECTOR, np.nan, plane.dtype)]), rows, pitch
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("h, w, pad", [(32, 32, 1), (16, 16, 1), (8, 8, 1), (7, 9, 1), (9, 33, 3), (6, 48, 0),
+                                       (5, 31, 2), (4, 70, 1)])
+def test_dx_planes_inside_is_read_back_from_its_phases(dtype, h, w, pad):
+    """The inside of dX's padded plane split by parity (grad_input.inside_of_phases), and
+    for a 1x1 layer phase (0, 0) alone with zeros at the other pixels
+    (inside_of_first_phase), equal the plane's inside read by NumPy: rows of whole
+    vectors, half ones and single numbers, odd and even padding."""
+    rng = np.random.default_rng(h * 100 + w)
+    plane = rng.standard_normal((h + 2 * pad, w + 2 * pad)).astype(dtype)
+    flat, rows, pitch = phases_of(plane, 4)
+    out = np.full((h, w), np.nan, dtype)
+    grad_input.inside_of_phases(flat, pad, rows, pitch, out)
+    np.testing.assert_array_equal(out, plane[pad:pad + h, pad:pad + w])
+    flat, rows, pitch = phases_of(plane, 1)
+    grad_input.inside_of_first_phase(flat, pad, pitch, out)
+    want = np.zeros_like(plane)
+    want[::2, ::2] = plane[::2, ::2]
+    np.testing.assert_array_equal(out, want[pad:pad + h, pad:pad + w])
 
 
 @njit

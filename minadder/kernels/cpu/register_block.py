@@ -33,11 +33,11 @@ Each block comes in the variants its kernels need: products for the mins (the l2
 Eq. 28, -(x - w)^2 = 2xw - x^2 - w^2, and minadder's ordinary convolution, conv.py), and
 dX's rows without the clip (l2) or without the "- x sum G" too (the convolution).
 
-After the blocks, four moves of memory written the same way: copy_vector (a row of
+After the blocks, five moves of memory written the same way: copy_vector (a row of
 X_col out of the frame, stride 1 or 2; G's rows onto wide positions), split_pairs (a row
-of x into the stride-2 frame's two column phases), add_spread_vector (copy_vector's
-adjoint at stride 2, dX's col2im) and prefetch (batch norm's and the frame's passes
-asking for rows ahead). lanes_of gives their vector length as a constant to the loops
+of x into the stride-2 frame's two column phases), merge_pairs (its inverse, dX's plane
+put back in order), add_spread_vector (copy_vector's adjoint at stride 2, dX's col2im)
+and prefetch (batch norm's and the frame's passes asking for rows ahead). lanes_of gives their vector length as a constant to the loops
 around them.
 """
 from llvmlite import ir
@@ -497,6 +497,34 @@ def split_pairs(typingctx, src, i, dst, a, b, centre, part):
         return context.get_dummy_value()
 
     return types.void(src, i, dst, a, b, centre, part), codegen
+
+
+@intrinsic
+def merge_pairs(typingctx, a, i, b, j, dst, k, part):
+    """dst[k + 2m] = a[i + m] and dst[k + 2m + 1] = b[j + m] for m < L / ``part`` (L =
+    vector_length; ``part`` a literal 1 or 2: whole vectors or half ones): split_pairs
+    turned round, a row of the padded plane put back together from its two column phases
+    (dX's plane at stride 2, grad_input.py). Two loads, two shuffles (the first halves of
+    a and b interleaved, then the second halves) and two stores. (1-D arrays of one float
+    dtype; the caller keeps the ranges inside them.)"""
+    dtype = _pair_dtype(a, dst, part)
+    if dtype is None or not isinstance(b, types.Array) or b.dtype != dtype:
+        return None
+    lanes = TARGET.vector_bits // dtype.bitwidth // part.literal_value
+
+    def codegen(context, builder, signature, args):
+        first, other, target = (
+            builder.gep(context.make_array(signature.args[at])(context, builder, args[at]).data,
+                        [context.cast(builder, args[at + 1], signature.args[at + 1], types.int64)])
+            for at in (0, 2, 4))
+        vec = _Vectors(builder, dtype, lanes)
+        evens, odds = vec.load(first), vec.load(other)
+        for half in range(2):           # lanes 0..L/2-1 of both, then L/2..L-1
+            order = [index for m in range(lanes // 2) for index in (half * lanes // 2 + m, lanes + half * lanes // 2 + m)]
+            vec.store(builder.shuffle_vector(evens, odds, ir.Constant(ir.VectorType(I32, lanes), order)), target, half)
+        return context.get_dummy_value()
+
+    return types.void(a, i, b, j, dst, k, part), codegen
 
 
 @intrinsic
