@@ -27,8 +27,8 @@ from numba import njit, prange
 from .addition import add
 from .naive import sgn
 from .frame import VECTOR, cropped, phase_count, phase_rows, plane_size, row_pitch
-from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, lanes_of, merge_pairs, plain_rows_into,
-                             prefetch_lines, product_rows_into, vector_length)
+from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, lanes_of, merge_pairs,
+                             plain_rows_into, prefetch_lines, product_rows_into, vector_length)
 from .positions import (add_field_row_spread, channel_sums, copy_runs, field_row, on_wide_positions, run_vectors,
                         segments, wide_count, wide_offsets, wide_rows)
 

@@ -37,8 +37,8 @@ After the blocks, five moves of memory written the same way: copy_vector (a row 
 X_col out of the frame, stride 1 or 2; G's rows onto wide positions), split_pairs (a row
 of x into the stride-2 frame's two column phases), merge_pairs (its inverse, dX's plane
 put back in order), add_spread_vector (copy_vector's adjoint at stride 2, dX's col2im)
-and prefetch (batch norm's and the frame's passes asking for rows ahead). lanes_of gives their vector length as a constant to the loops
-around them.
+and prefetch (batch norm's and the frame's passes asking for rows ahead). lanes_of gives
+their vector length as a constant to the loops around them.
 """
 from llvmlite import ir
 from numba import njit, types
@@ -518,10 +518,12 @@ def merge_pairs(typingctx, a, i, b, j, dst, k, part):
                         [context.cast(builder, args[at + 1], signature.args[at + 1], types.int64)])
             for at in (0, 2, 4))
         vec = _Vectors(builder, dtype, lanes)
-        evens, odds = vec.load(first), vec.load(other)
+        from_a, from_b = vec.load(first), vec.load(other)
         for half in range(2):           # lanes 0..L/2-1 of both, then L/2..L-1
-            order = [index for m in range(lanes // 2) for index in (half * lanes // 2 + m, lanes + half * lanes // 2 + m)]
-            vec.store(builder.shuffle_vector(evens, odds, ir.Constant(ir.VectorType(I32, lanes), order)), target, half)
+            start = half * lanes // 2
+            order = [index for m in range(start, start + lanes // 2) for index in (m, lanes + m)]
+            pairs = builder.shuffle_vector(from_a, from_b, ir.Constant(ir.VectorType(I32, lanes), order))
+            vec.store(pairs, target, half)
         return context.get_dummy_value()
 
     return types.void(a, i, b, j, dst, k, part), codegen
