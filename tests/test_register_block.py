@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("numba")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from numba import njit, types  # noqa: E402
+from numba import literally, njit, types  # noqa: E402
 
 from minadder.kernels.cpu.register_block import (BLOCK_CHANNELS, BLOCK_VECTORS, CLIP_ROWS, CLIP_VECTORS, COLUMN_CHANNELS,  # noqa: E402
                                                  COLUMN_ROWS, DOT_FILTERS, DOT_ROWS, NARROW_FILTERS, clip_rows_into,
@@ -564,13 +564,8 @@ def test_the_frames_copies_store_and_load_plain_vectors():
 
 
 @njit
-def merge_whole(a, i, b, j, dst, k):
-    merge_pairs(a, i, b, j, dst, k, 1)
-
-
-@njit
-def merge_half(a, i, b, j, dst, k):
-    merge_pairs(a, i, b, j, dst, k, 2)
+def merge(a, i, b, j, dst, k, part):
+    merge_pairs(a, i, b, j, dst, k, literally(part))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -583,7 +578,7 @@ def test_merge_pairs_interleaves_two_rows_and_writes_nothing_else(dtype, part):
     a = np.arange(2 * lanes + 3, dtype=dtype) * dtype(0.5)
     b = -np.arange(2 * lanes + 5, dtype=dtype) - dtype(1)
     dst = np.full(4 * lanes, np.nan, dtype)
-    (merge_whole if part == 1 else merge_half)(a, 3, b, 5, dst, lanes + 1)
+    merge(a, 3, b, 5, dst, lanes + 1, part)
     want = np.full(4 * lanes, np.nan, dtype)
     want[lanes + 1:3 * lanes + 1:2] = a[3:3 + lanes]
     want[lanes + 2:3 * lanes + 2:2] = b[5:5 + lanes]
@@ -625,13 +620,8 @@ def test_dx_planes_inside_is_read_back_from_its_phases(dtype, h, w, pad):
 
 
 @njit
-def split_whole(src, i, dst, a, b, centre):
-    split_pairs(src, i, dst, a, b, centre, 1)
-
-
-@njit
-def split_half(src, i, dst, a, b, centre):
-    split_pairs(src, i, dst, a, b, centre, 2)
+def split(src, i, dst, a, b, centre, part):
+    split_pairs(src, i, dst, a, b, centre, literally(part))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -643,7 +633,7 @@ def test_split_pairs_writes_a_rows_even_and_odd_numbers_apart(dtype, part):
     lanes = vector_length(np.dtype(dtype).itemsize) // part
     src = np.arange(4 * lanes + 3, dtype=dtype) * dtype(0.5)
     dst = np.full(5 * lanes, np.nan, dtype)
-    (split_whole if part == 1 else split_half)(src, 3, dst, lanes + 1, 3 * lanes + 2, dtype(0.25))
+    split(src, 3, dst, lanes + 1, 3 * lanes + 2, dtype(0.25), part)
     want = np.full(5 * lanes, np.nan, dtype)
     want[lanes + 1:2 * lanes + 1] = src[3:3 + 2 * lanes:2] - dtype(0.25)
     want[3 * lanes + 2:4 * lanes + 2] = src[4:4 + 2 * lanes:2] - dtype(0.25)

@@ -244,7 +244,7 @@ def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
             while m + lanes <= pairs:
                 split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 1)
                 m += lanes
-            while m + lanes // 2 <= pairs:
+            if m + lanes // 2 <= pairs:    # at most one half vector is left
                 split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 2)
                 m += lanes // 2
             for mm in range(m, pairs):

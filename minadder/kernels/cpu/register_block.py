@@ -513,10 +513,9 @@ def merge_pairs(typingctx, a, i, b, j, dst, k, part):
     lanes = TARGET.vector_bits // dtype.bitwidth // part.literal_value
 
     def codegen(context, builder, signature, args):
-        first, other, target = (
-            builder.gep(context.make_array(signature.args[at])(context, builder, args[at]).data,
-                        [context.cast(builder, args[at + 1], signature.args[at + 1], types.int64)])
-            for at in (0, 2, 4))
+        first, other = _pair_pointers(context, builder, signature, args)      # a[i], b[j]
+        k_v = context.cast(builder, args[5], signature.args[5], types.int64)
+        target = builder.gep(context.make_array(signature.args[4])(context, builder, args[4]).data, [k_v])
         vec = _Vectors(builder, dtype, lanes)
         from_a, from_b = vec.load(first), vec.load(other)
         for half in range(2):           # lanes 0..L/2-1 of both, then L/2..L-1
