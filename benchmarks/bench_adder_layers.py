@@ -44,7 +44,7 @@ against min + add, dX (full) against clamp + FMA, dW (full) against FMA and agai
 NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. dX and dW are each
 timed alone (need_weight_grad / need_input_grad False), so each call also widens G
 (positions.on_wide_positions; dW where its kernel reads G on wide positions, the layers
-with long rows and at most 32 filters), which a training step does once for both: one column
+with long rows and at most 64 filters, 128 on 32x32 images), which a training step does once for both: one column
 times the full backward in one call, against dX's and dW's ceilings together, and two
 more the cpu backend's dX and dW kernels alone, G widened before. The
 ceilings are read from --ceiling PATH (default results/ceiling-<cpu>.json, written by

@@ -516,3 +516,37 @@ def test_the_wide_dx_kernel_adds_dx_plus_as_it_writes_dx(monkeypatch, distance, 
     dx_plus, dw_plus = cpu.adder2d_backward(g, saved, mode, dx_plus=plus)
     np.testing.assert_array_equal(dx_plus, dx + plus)
     np.testing.assert_array_equal(dw_plus, dw)
+
+
+def test_dw_chunks_of_x_col_are_bounded(monkeypatch):
+    """The dW products build X_col for chunks of at most DW_CHUNK_NUMBERS numbers (one image
+    at the least; the convolution keeps its eighths of the batch), and dW through BLAS on
+    such chunks, here of two images (an eighth of the batch would be three) and a last one
+    alone, is the reference's."""
+    wide = Window.of((64, 128, 32, 32), (256, 128, 3, 3), 1, 1)
+    assert [c.stop - c.start for c in products.image_chunks(wide)] == [8] * 8
+    assert [c.stop - c.start for c in products.image_chunks(wide, products.DW_CHUNK_NUMBERS)] == [1] * 64
+    small = Window.of((64, 16, 8, 8), (16, 16, 3, 3), 1, 1)
+    assert products.image_chunks(small, products.DW_CHUNK_NUMBERS) == products.image_chunks(small)
+    rng = np.random.default_rng(12)
+    for stride in (1, 2):
+        x = rng.standard_normal((21, 4, 8 * stride, 8 * stride)).astype(np.float32)
+        weight = rng.standard_normal((grad_weight.WIDE_DW_MAX_CHANNELS + 3, 4, 3, 3)).astype(np.float32)
+        win = Window.of(x.shape, weight.shape, stride, 1)
+        monkeypatch.setattr(products, "DW_CHUNK_NUMBERS", 2 * win.k * win.plane + 1)
+        assert [c.stop - c.start for c in products.image_chunks(win, products.DW_CHUNK_NUMBERS)] == [2] * 10 + [1]
+        y, saved = cpu.adder2d_forward(x, weight, win)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        dw = cpu.adder2d_backward(g, saved, "full", need_input_grad=False)[1]
+        dw_ref = ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "full")[1]
+        assert _relative_error(dw, dw_ref) < 1e-5
+
+
+@pytest.mark.parametrize("c_out, size, blocks", [(16, 32, True), (32, 16, True), (64, 16, True), (128, 16, False),
+                                                 (64, 32, True), (128, 32, True), (256, 32, False), (64, 8, False)])
+def test_full_dw_takes_the_product_measured_faster(c_out, size, blocks):
+    """Full mode's G X'^T through the register blocks or BLAS as measured (grad_weight.py's
+    table): blocks up to 64 filters on long rows, 128 on 32x32 images, BLAS beyond and on
+    short rows (8x8)."""
+    win = Window.of((64, c_out, size, size), (c_out, c_out, 3, 3), 1, 1)
+    assert grad_weight._blocks(win) is blocks

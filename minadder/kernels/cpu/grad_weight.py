@@ -19,9 +19,9 @@ Against naive.py's loop:
   for "numba") X_col is built for a chunk of about 1/DW_CHUNKS of the batch at a time,
   and one task per (4 filters, row k) runs four dot-product-like reductions along it.
 
-* Full mode on every other layer: G X'^T is BLAS sgemm on the same chunks of X_col, the
-  chunks dealt out to the threads, each building its own X_col and multiplying it by one
-  single-threaded sgemm: the tasks of a Numba kernel calling NumPy's own BLAS
+* Full mode on every other layer: G X'^T is BLAS sgemm on chunks of X_col (as above, and
+  of at most products.DW_CHUNK_NUMBERS numbers), the chunks dealt out to the threads,
+  each building its own X_col and multiplying it by one single-threaded sgemm: the tasks of a Numba kernel calling NumPy's own BLAS
   (products.kernel_gemm; handing the product to Python threads after a Numba kernel
   cost 0.3-0.6 ms a layer), or Python threads where that BLAS cannot be called so. With
   short rows (stride 1, or 2 on the frame split by parity) that X_col holds the exact
@@ -29,7 +29,7 @@ Against naive.py's loop:
   of the product at 8x8 a product with G's zeros (and before the split, im2col's
   element-by-element loop took as long as the product at stride 2). dW is exact
   linear algebra, and BLAS is tuned for it, except when C_out is small and the rows are
-  long (then sgemm's output block is too thin).
+  long (then sgemm's output block is too thin: WIDE_DW_MAX_CHANNELS).
   FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
   (benchmarks/bench_adder_layers.py --impl cpu cpu-numba-dw cpu-blas-dw compares them).
   BLAS's threads can stall when the machine's cores are busy with other work (0.2-1.4 G/s
@@ -64,11 +64,17 @@ DW_GROUP_IMAGES = 8
 #: how full mode computes G X'^T: "auto", "numba" (the register blocks below) or "blas"
 FULL_DW_PRODUCT = "auto"
 #: "auto" keeps the register-block product (no X_col) for long rows only up to this many
-#: filters. Measured 2026-12-04 on a 2-core AVX-512 Intel, batch 64, 2 threads, G MAC/s
-#: register blocks vs BLAS: ResNet-20 16ch 32x32 35.3 vs 15.6, 32ch 16x16 41.9 vs 24.1
-#: (blocks win); VGG-small 256ch 16x16 48.3 vs 80.6 (BLAS wins); short rows (8x8 layers,
-#: LeNet's conv2 and fc1) 1.6-3.4x faster through BLAS than the chunked Numba reduction.
-WIDE_DW_MAX_CHANNELS = 32
+#: filters, or up to WIDE_DW_MAX_CHANNELS_LONG where an image has WIDE_DW_LONG_POSITIONS
+#: wide positions or more; BLAS (on chunks of X_col) for more filters. Measured 2026-12-06
+#: on the 2-core AVX-512 VM, batch 64, 2 threads, the dW call given G widened, of the
+#: sgemm ceiling, blocks against BLAS (two alternations): 16ch 32x32 0.75-0.85 / 0.28;
+#: 32ch 16x16 0.76-0.79 / 0.38; 64ch 16x16 0.70-0.72 / 0.58; 128ch 16x16 0.70 / 0.74-0.76;
+#: 256ch 16x16 0.51-0.57 / 0.82; 64ch 32x32 0.80-0.84 / 0.55; 128ch 32x32 0.79-0.81 /
+#: 0.72-0.73; 256ch 32x32 0.64-0.69 / 0.82-0.86. (Before, the bound was 32 filters, from a
+#: measurement of 2026-12-04 with slower blocks and BLAS on larger chunks.)
+WIDE_DW_MAX_CHANNELS = 64
+WIDE_DW_MAX_CHANNELS_LONG = 128
+WIDE_DW_LONG_POSITIONS = 512
 
 
 @njit(inline="always")
@@ -207,7 +213,7 @@ def _product_by_threads(frame, g, win, gw, with_sums=False):
     split over two threads, after a parallel copy of each chunk, ran 8x8 layers at 26 G
     MAC/s: benchmarks/README.md); and the sums of G come from the same threads, not from a
     Numba kernel right after them (its workers' start cost 0.3-0.4 ms on a stride-2 layer)."""
-    chunks = image_chunks(win)
+    chunks = image_chunks(win, products.DW_CHUNK_NUMBERS)
     if len(chunks) == 1:    # one chunk (a fully connected layer is one image): split the product instead
         cols, gc = _chunk_columns(frame, g, win, gw, chunks[0])
         return products.matmul(gc, cols.T), (gc @ np.ones(gc.shape[1], gc.dtype) if with_sums else None)
@@ -247,7 +253,7 @@ def _product_in_tasks(gemm, flat, image_size, koff, g, step, wo, pitch, stride, 
 def _product_on_numba_threads(frame, g, win, gemm):
     """(G X'^T (C_out, K), sum_l G (C_out,)) by _product_in_tasks, X_col built for at most
     1/DW_CHUNKS of the batch at a time by each thread, as in _product_by_threads."""
-    step, parts = products.chunk_tasks(win)
+    step, parts = products.chunk_tasks(win, products.DW_CHUNK_NUMBERS)
     totals = np.zeros((parts, win.k, win.c_out), dtype=frame.flat.dtype)
     sums = np.zeros((parts, win.c_out), dtype=np.float64)
     _product_in_tasks(gemm, frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp),
@@ -369,8 +375,12 @@ def _long_rows(win):
 
 def _blocks(win):
     """Whether full mode's G X'^T runs through the register blocks rather than BLAS."""
-    return FULL_DW_PRODUCT == "numba" or (FULL_DW_PRODUCT == "auto" and _long_rows(win)
-                                          and win.c_out <= WIDE_DW_MAX_CHANNELS)
+    if FULL_DW_PRODUCT != "auto":
+        return FULL_DW_PRODUCT == "numba"
+    if not _long_rows(win):
+        return False
+    longest = WIDE_DW_MAX_CHANNELS_LONG if wide_count(win, frame_pitch(win)) >= WIDE_DW_LONG_POSITIONS else WIDE_DW_MAX_CHANNELS
+    return win.c_out <= longest
 
 
 def _blas_in_tasks(win, full, dtype):

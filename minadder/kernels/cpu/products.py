@@ -25,6 +25,15 @@ from ..settings import openblas_function
 #: build it for at most 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers' peak memory 0.75x -> 0.5x of
 #: their im2col buffer, commit ed5e863)
 DW_CHUNKS = 8
+#: the adder layer's dW products (grad_weight.py) take chunks of at most this many numbers
+#: of X_col (2 MB of float32), one image at the least: on VGG-small's 32x32 layers an
+#: eighth of batch 64 was a 38 MB X_col, mapped fresh by glibc for every chunk (past its
+#: 32 MB mmap threshold) and read back by sgemm from memory. Measured 2026-12-06 on the
+#: 2-core AVX-512 VM, batch 64, 2 threads, dW of the sgemm ceiling, an eighth of the batch
+#: -> this bound: 128ch 32x32 0.39 -> 0.76, 256ch 16x16 0.68 -> 0.86, 512ch 8x8 0.61 ->
+#: 0.64, 128ch 16x16 0.71 -> 0.75 (1 MB and 4 MB within 5 % of 2 MB). The convolution's
+#: forward keeps its eighths: one image of 8x8 is too thin a product (512ch 8x8 72 -> 81-87 ms).
+DW_CHUNK_NUMBERS = 1 << 19
 #: below this many multiply-adds a product runs as one call: handing a block to another
 #: thread costs tens of microseconds (chosen by hand, not re-measured)
 MIN_SPLIT_TERMS = 1 << 21
@@ -55,16 +64,19 @@ def on_threads(work, parts):
     return [work(parts[0])] + [job.result() for job in pending]
 
 
-def image_chunks(win):
-    """Slices of the batch of about N / DW_CHUNKS images each."""
+def image_chunks(win, numbers=None):
+    """Slices of the batch of about N / DW_CHUNKS images each; with ``numbers``, fewer
+    where their X_col would hold more numbers than that (one image at the least)."""
     step = max(1, math.ceil(win.n / DW_CHUNKS))
+    if numbers is not None:
+        step = max(1, min(step, numbers // max(1, win.k * win.plane)))
     return [slice(n0, min(win.n, n0 + step)) for n0 in range(0, win.n, step)]
 
 
-def chunk_tasks(win):
+def chunk_tasks(win, numbers=None):
     """(images per chunk, tasks) for a kernel whose task p takes the chunks p, p + tasks, ...
-    of image_chunks(win): as many tasks as threads, at most one per chunk."""
-    chunks = image_chunks(win)
+    of image_chunks(win, numbers): as many tasks as threads, at most one per chunk."""
+    chunks = image_chunks(win, numbers)
     return chunks[0].stop, min(numba.get_num_threads(), len(chunks))
 
 
