@@ -550,3 +550,20 @@ def test_full_dw_takes_the_product_measured_faster(c_out, size, blocks):
     short rows (8x8)."""
     win = Window.of((64, c_out, size, size), (c_out, c_out, 3, 3), 1, 1)
     assert grad_weight._blocks(win) is blocks
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sign_dx_by_register_blocks_equals_the_reference_ties_included(stride):
+    """Sign-mode dX (Eq. 4) through dX's register blocks (the main block, the 1-row blocks
+    for the ninth row of each channel, the 1-vector blocks for the positions left over)
+    equals the reference on coarse values, with many exact ties x == w where sgn(0) = 0."""
+    rng = np.random.default_rng(13)
+    x = (rng.integers(-3, 4, size=(3, 5, 20 * stride, 37)) / 2).astype(np.float32)
+    weight = (rng.integers(-3, 4, size=(7, 5, 3, 3)) / 2).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, 1)
+    assert positions.wide_rows(win)
+    y, saved = cpu.adder2d_forward(x, weight, win)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = cpu.adder2d_backward(g, saved, "sign", need_weight_grad=False)[0]
+    dx_ref = ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "sign")[0]
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)

@@ -19,7 +19,9 @@ and dX = col2im(dX_col). Against naive.py's loop:
 * Full mode on wide positions keeps a block of dX_col (2 rows x 4 vectors with 32 vector
   registers) in registers for the whole sum over t, with each number's x - 1 and x + 1
   (register_block.py); the filters come transposed, (K, C_out), so that the weights a
-  row reads, one per t, are neighbours.
+  row reads, one per t, are neighbours. Sign mode runs the same blocks with two
+  compares and two masked adds a number (row by row in plain Numba, it took twice as
+  long as full mode: measured 2026-12-06, below at _grad_input_wide_kernel).
 """
 import numpy as np
 from numba import njit, prange
@@ -28,7 +30,7 @@ from .addition import add
 from .naive import sgn
 from .frame import VECTOR, cropped, phase_count, phase_rows, plane_size, row_pitch
 from .register_block import (CLIP_ROWS, CLIP_VECTORS, COLUMN_ROWS, clip_rows_into, lanes_of, merge_pairs,
-                             plain_rows_into, prefetch_lines, product_rows_into, vector_length)
+                             plain_rows_into, prefetch_lines, product_rows_into, sign_rows_into, vector_length)
 from .positions import (add_field_row_spread, channel_sums, copy_runs, field_row, on_wide_positions, run_vectors,
                         segments, wide_count, wide_offsets, wide_rows)
 
@@ -110,6 +112,15 @@ def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
             plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
         else:
             plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+    elif kind == SIGN:
+        if shape == BLOCK:
+            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
+        elif shape == ROW:
+            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+        elif shape == COLUMN:
+            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
+        else:
+            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
     elif kind == L2:
         if shape == BLOCK:
             product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
@@ -146,11 +157,10 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
     Rows run on whole vectors: the dropped positions past npos read the frame's SLACK
     and G's zeros, and add zeros into the plane's spare end.
 
-    FULL, L2 and CONV (``kind``): register blocks (register_block.py) of CLIP_ROWS rows x
-    CLIP_VECTORS vectors add straight into the plane; the rows left over take 1-row
-    blocks, the positions left over blocks of COLUMN_ROWS rows x 1 vector (and 1 x 1 for
-    the rows left over from those). L2 doubles the plane at the end.
-    SIGN: _dx_row_sign, row by row.
+    Every ``kind``: register blocks (register_block.py) of CLIP_ROWS rows x CLIP_VECTORS
+    vectors add straight into the plane; the rows left over take 1-row blocks, the
+    positions left over blocks of COLUMN_ROWS rows x 1 vector (and 1 x 1 for the rows
+    left over from those). L2 doubles the plane at the end.
     """
     channels = dx.shape[1]
     lanes = vector_length(xp2.itemsize)
@@ -165,28 +175,19 @@ def _grad_input_wide_kernel(xp2, koff, wk, gw, gsum, kind, fields, npos, one, pa
         if adds:     # asked for now, read at the task's end: in cache by then
             extra = plus[n, c].reshape(dx.shape[2] * dx.shape[3])
             prefetch_lines(extra, 0, extra.shape[0], False)
-        if kind != SIGN:
-            # stretch by stretch of positions, every row of the plane: the stretch's G
-            # (C_out x step numbers) stays in L1 while the plane's kh*kw rows read it
-            k0 = c * fields
-            for q in range(0, whole - step + 1, step):
-                for f0 in range(0, paired, CLIP_ROWS):
-                    _dx_block(kind, BLOCK, img, koff, k0 + f0, wk, gn, gs, q, one, pl, shift)
-                for f0 in range(paired, fields):
-                    _dx_block(kind, ROW, img, koff, k0 + f0, wk, gn, gs, q, one, pl, shift)
-            for qv in range(whole - whole % step, whole, lanes):   # the positions left over
-                for f0 in range(0, tall, COLUMN_ROWS):
-                    _dx_block(kind, COLUMN, img, koff, k0 + f0, wk, gn, gs, qv, one, pl, shift)
-                for f0 in range(tall, fields):
-                    _dx_block(kind, SINGLE, img, koff, k0 + f0, wk, gn, gs, qv, one, pl, shift)
-        else:
-            d = np.empty(whole, dtype=dx.dtype)
-            for f0 in range(fields):
-                k = c * fields + f0
-                xs, at = img[koff[k]:koff[k] + whole], koff[k] - shift
-                d[:] = 0
-                _dx_row_sign(xs, wk, gn, k, whole, one, d)
-                _add_into(pl[at:at + npos], d)
+        # stretch by stretch of positions, every row of the plane: the stretch's G
+        # (C_out x step numbers) stays in L1 while the plane's kh*kw rows read it
+        k0 = c * fields
+        for q in range(0, whole - step + 1, step):
+            for f0 in range(0, paired, CLIP_ROWS):
+                _dx_block(kind, BLOCK, img, koff, k0 + f0, wk, gn, gs, q, one, pl, shift)
+            for f0 in range(paired, fields):
+                _dx_block(kind, ROW, img, koff, k0 + f0, wk, gn, gs, q, one, pl, shift)
+        for qv in range(whole - whole % step, whole, lanes):   # the positions left over
+            for f0 in range(0, tall, COLUMN_ROWS):
+                _dx_block(kind, COLUMN, img, koff, k0 + f0, wk, gn, gs, qv, one, pl, shift)
+            for f0 in range(tall, fields):
+                _dx_block(kind, SINGLE, img, koff, k0 + f0, wk, gn, gs, qv, one, pl, shift)
         if rows:                                    # the inside of the plane is dX
             if phases == 4:
                 inside_of_phases(pl, pad, rows, pitch, dx[n, c])
@@ -273,13 +274,6 @@ def _add_plane(out, plus):
         row, extra = out[r], plus[r]
         for v in range(row.shape[0]):
             row[v] += extra[v]
-
-
-@njit(cache=True)
-def _add_into(dst, d):
-    """dst[q] += d[q] for q < len(dst)."""
-    for q in range(dst.shape[0]):
-        dst[q] += d[q]
 
 
 @njit(parallel=True, fastmath=True, cache=True)

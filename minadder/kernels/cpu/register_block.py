@@ -216,15 +216,17 @@ CLIP_VECTORS = 4 if TARGET.blocking == "wide" else 2
 COLUMN_ROWS = CLIP_ROWS * CLIP_VECTORS
 
 
-def _rows_into(clip, minus_x=True):
+def _rows_into(clip, minus_x=True, sign=False):
     """dX's register block, with HardTanh's clip (l1, Eq. 6) or without (l2), with the
-    "- x * gs" term or without (the convolution): see clip_rows_into."""
+    "- x * gs" term or without (the convolution), or with sgn(w - x) for the weight (the
+    sign mode, Eq. 4): see clip_rows_into."""
     def typer(typingctx, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
-        return _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors)
+        return _rows_into_signature(clip, minus_x, sign, src, koff, k0, wk, g, gs, q, one, plane, shift, rows,
+                                    vectors)
     return intrinsic(typer)
 
 
-def _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
+def _rows_into_signature(clip, minus_x, sign, src, koff, k0, wk, g, gs, q, one, plane, shift, rows, vectors):
     if not all(isinstance(arg, types.Array) for arg in (src, koff, wk, g, gs, plane)):
         return None
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
@@ -256,7 +258,7 @@ def _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane,
             start = builder.add(builder.load(builder.gep(offsets.data, [k])), q_v)
             starts.append(start)
             row = []
-            if clip or minus_x:
+            if clip or minus_x or sign:
                 row = [vec.load(builder.gep(x.data, [start]), v) for v in range(n_vectors)]
             xs.append(row)
             if clip:
@@ -271,6 +273,9 @@ def _rows_into_signature(clip, minus_x, src, koff, k0, wk, g, gs, q, one, plane,
             for r in range(n_rows):
                 wv = vec.broadcast(builder.load(builder.gep(w_rows[r], [loop.index])))
                 for v in range(n_vectors):
+                    if sign:         # g * sgn(w - x)
+                        builder.store(_sign_term(builder, builder.load(sums[r][v]), gv[v], wv, xs[r][v]), sums[r][v])
+                        continue
                     clipped = wv
                     if clip:
                         low, high = lows[r][v], highs[r][v]
@@ -312,6 +317,11 @@ product_rows_into = _rows_into(False)
 #: without the "- x * gs" too: plane[...] += sum_t g[t, q + j] * wk[k0 + r, t], row k0 + r
 #: of W^T G, the convolution's dX_col (src and gs are not read)
 plain_rows_into = _rows_into(False, minus_x=False)
+#: with g * sgn(w - x) for g * w: plane[...] += sum_t g[t, q + j] * sgn(wk[k0 + r, t] - x),
+#: row k0 + r of the sign-mode dX_col (Eq. 4: two compares and two masked adds a number,
+#: sgn(0) = 0; the numbers must be finite, as for sign_sums_registers; gs and ``one`` are
+#: not read)
+sign_rows_into = _rows_into(False, minus_x=False, sign=True)
 
 
 #: dW's register block (Eq. 5, the G X'^T part): filters x rows of X', each a vector of
