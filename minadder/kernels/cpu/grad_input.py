@@ -95,49 +95,41 @@ SIGN, FULL, L2, CONV = 0, 1, 2, 3
 BLOCK, ROW, COLUMN, SINGLE = 0, 1, 2, 3
 
 
+def _shapes_of(rows_into):
+    """rows_into's register block of each shape (the block sizes are literals there, so
+    each size is its own call), inlined into its caller."""
+    @njit(inline="always")
+    def block(shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
+        if shape == BLOCK:
+            rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
+        elif shape == ROW:
+            rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
+        elif shape == COLUMN:
+            rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
+        else:
+            rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+    return block
+
+
+_sign_block, _clip_block, _l2_block, _conv_block = (_shapes_of(rows_into) for rows_into in (
+    sign_rows_into, clip_rows_into, product_rows_into, plain_rows_into))
+
+
 @njit(fastmath=True, cache=True, inline="always")
 def _dx_block(kind, shape, img, koff, k, wk, gn, gs, q, one, pl, shift):
-    """One register block of dX_col rows added into the plane (register_block.py): the
-    block sizes are literals there, so each kind and size is its own call. Inlined into
-    the kernel (inline="always"): called, it cost 4-9 % of a 16-channel dX (about 85 calls
-    an (image, channel) task, each passing 12 arguments; measured 2026-12-06, batch 64,
-    2 threads, the kernel 3.75-3.78 -> 3.43-3.61 ms at 32x32, 3.24-3.32 -> 3.13-3.18 at
-    16x16)."""
-    if kind == CONV:
-        if shape == BLOCK:
-            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-        elif shape == ROW:
-            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
-        elif shape == COLUMN:
-            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
-        else:
-            plain_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
-    elif kind == SIGN:
-        if shape == BLOCK:
-            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-        elif shape == ROW:
-            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
-        elif shape == COLUMN:
-            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
-        else:
-            sign_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+    """One register block of dX_col rows of the ``kind`` added into the plane
+    (register_block.py). Inlined into the kernel (inline="always"): called, it cost 4-9 %
+    of a 16-channel dX (about 85 calls an (image, channel) task, each passing 12
+    arguments; measured 2026-12-06, batch 64, 2 threads, the kernel 3.75-3.78 -> 3.43-3.61
+    ms at 32x32, 3.24-3.32 -> 3.13-3.18 at 16x16)."""
+    if kind == SIGN:
+        _sign_block(shape, img, koff, k, wk, gn, gs, q, one, pl, shift)
+    elif kind == FULL:
+        _clip_block(shape, img, koff, k, wk, gn, gs, q, one, pl, shift)
     elif kind == L2:
-        if shape == BLOCK:
-            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-        elif shape == ROW:
-            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
-        elif shape == COLUMN:
-            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
-        else:
-            product_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
-    elif shape == BLOCK:
-        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, CLIP_ROWS, CLIP_VECTORS)
-    elif shape == ROW:
-        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, CLIP_VECTORS)
-    elif shape == COLUMN:
-        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, COLUMN_ROWS, 1)
+        _l2_block(shape, img, koff, k, wk, gn, gs, q, one, pl, shift)
     else:
-        clip_rows_into(img, koff, k, wk, gn, gs, q, one, pl, shift, 1, 1)
+        _conv_block(shape, img, koff, k, wk, gn, gs, q, one, pl, shift)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
