@@ -567,3 +567,22 @@ def test_sign_dx_by_register_blocks_equals_the_reference_ties_included(stride):
     dx = cpu.adder2d_backward(g, saved, "sign", need_weight_grad=False)[0]
     dx_ref = ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "sign")[0]
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sign_gradients_see_differences_below_the_normal_numbers(dtype):
+    """Sign mode's dX and dW (Eq. 4) where every x - w is 0 or one step of the number line
+    near the smallest normal number (a subnormal difference): its sign, never 0, as the
+    reference's comparisons give it (the AVX-512 blocks take sgn of the difference)."""
+    rng = np.random.default_rng(14)
+    tiny = np.finfo(dtype).tiny
+    steps = np.array([np.nextafter(tiny, dtype(0)), tiny, np.nextafter(tiny, dtype(1))], dtype=dtype)
+    x = steps[rng.integers(0, 3, size=(2, 3, 12, 40))]
+    weight = np.full((5, 3, 3, 3), tiny, dtype=dtype)
+    win = Window.of(x.shape, weight.shape, 1, 1)
+    y, saved = cpu.adder2d_forward(x, weight, win)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw = cpu.adder2d_backward(g, saved, "sign")
+    dx_ref, dw_ref = ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "sign")
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-4)

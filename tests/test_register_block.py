@@ -367,21 +367,21 @@ def test_sign_block_adds_lane_wise_sums_of_g_times_the_sign(dtype, count, k0, t0
 
 
 @pytest.mark.skipif(not X86 or TARGET.vector_bits != 512, reason="checks AVX-512 vector code")
-def test_sign_block_loop_is_compares_and_masked_adds():
-    """The sign-mode dW's loop: SIGN_FILTERS + SIGN_ROWS loads, two compares into mask
-    registers and two masked adds per sum (no blend, no subtraction of x - w), no stack."""
+def test_sign_block_loop_is_subtract_fixup_and_multiply_add():
+    """The sign-mode dW's loop with AVX-512: SIGN_FILTERS + SIGN_ROWS loads, and per sum a
+    subtract x - w, its sgn by one vfixupimmps and a multiply-add (no compare into a mask
+    register, whose one port bound the loop before), no stack."""
     lanes = vector_length(4)
     sums = np.zeros((SIGN_FILTERS * SIGN_ROWS, lanes), np.float32)
     sign_block(np.ones((1, 8 * lanes), np.float32), np.arange(SIGN_ROWS), 0,
                np.zeros((1, SIGN_FILTERS, 4 * lanes), np.float32), 0, 4, np.zeros((SIGN_FILTERS, SIGN_ROWS), np.float32),
                sums, 0, 1)
     np.testing.assert_array_equal(sums, 0)
-    body = hot_loop(sign_block, "vcmpltps")
+    body = hot_loop(sign_block, "vfixupimmps")
     counts, blocks = mix(body), SIGN_FILTERS * SIGN_ROWS
-    assert counts["vcmpltps zmm"] == 2 * blocks and counts["vaddps zmm"] == counts["vsubps zmm"] == blocks, counts
+    assert counts["vsubps zmm"] == counts["vfixupimmps zmm"] == counts["vfmadd231ps zmm"] == blocks, counts
     assert counts["vmovups zmm"] == SIGN_FILTERS + SIGN_ROWS, counts
-    masked = [line for line in body if line.lstrip().startswith(("vaddps", "vsubps"))]
-    assert all("{%k" in line for line in masked), masked
+    assert not [line for line in body if line.lstrip().startswith("vcmp")], body
     assert not [line for line in body if "%rsp" in line], body
 
 

@@ -12,7 +12,8 @@ Against naive.py's loop:
   register_block.py): no X_col at all.
 * Sign mode with stride 1 or 2 (and several output rows) reads X the same way, in register
   blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a register:
-  two compares and two masked adds per term. Measured 2026-12-05, ResNet-20's layers at
+  a subtract, sgn by AVX-512's vfixupimm and a multiply-add per term (with AVX2 two
+  compares and two masked adds: register_block._sign_term). Measured 2026-12-05, ResNet-20's layers at
   batch 64, 2 threads: 16.5-18.8 -> 37-40 G terms/s on 32x32 and 16x16, 15.4 -> 26.6 at
   8x8 (where the blocks read 5 vectors an image, and still win).
 * Otherwise (other strides, a single output row, full mode with short rows when asked
