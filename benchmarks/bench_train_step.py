@@ -4,6 +4,7 @@
     python benchmarks/bench_train_step.py --threads 1              # one thread (Numba and torch)
     NUMBA_CPU_NAME=haswell python benchmarks/bench_train_step.py   # minadder's AVX2 code
     python benchmarks/bench_train_step.py --profile resnet20-adder # cProfile of that step
+    python benchmarks/bench_train_step.py --grad-mode sign         # the AdderNets with Eq. 4's gradients
 
 Rows (synthetic inputs of the real shapes: MNIST 1x32x32, CIFAR 3x32x32):
 
@@ -54,16 +55,19 @@ SHAPES = {"lenet5": (1, 32), "resnet20": (3, 32), "resnet32": (3, 32)}
 #: the ceiling (benchmarks/ceiling.py) each pass of an adder layer is held to: the forward's
 #: min + add, dX's clamp + FMA, and the full-precision dW, a product (FMA)
 PASS_CEILINGS = {"forward": "min+add", "dX": "clamp+fma", "dW": "fma"}
+#: the same with the sign-mode gradients (Eq. 4), g * sgn(...) in both backward passes
+SIGN_PASS_CEILINGS = {"forward": "min+add", "dX": "select+add", "dW": "select+add"}
 
 
-def build(model, kind):
-    return BUILDERS[model](kind)
+def build(model, kind, grad_mode="full"):
+    return BUILDERS[model](kind) if kind == "cnn" else BUILDERS[model](kind, grad_mode=grad_mode)
 
 
-def minadder_step(model, kind, batch):
-    """A closure running one training step of a minadder model on a fixed random batch."""
+def minadder_step(model, kind, batch, grad_mode="full"):
+    """A closure running one training step of a minadder model on a fixed random batch
+    (an AdderNet's layers with the gradients of ``grad_mode``, "full" or "sign")."""
     ma.manual_seed(0)
-    net = build(model, kind)
+    net = build(model, kind, grad_mode)
     channels, size = SHAPES[model]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
@@ -206,7 +210,7 @@ def adder_terms(model):
     return sum(r["pairs"] for r in report["layers"] if r["type"] in ("Adder2d", "AdderLinear"))
 
 
-def step_ceiling(model, batch, threads):
+def step_ceiling(model, batch, threads, grad_mode="full"):
     """Images/s of a step that did nothing but its adder terms, each pass at its ceiling
     (forward, dX and dW: three passes over the terms), from ceiling.py's JSON; or None."""
     from minadder.kernels.target import TARGET
@@ -217,16 +221,17 @@ def step_ceiling(model, batch, threads):
     except (OSError, ValueError, KeyError):
         return None
     rate = {r["mix"]: r["gterms"] for r in rows if r.get("threads") == threads and r.get("width") == "native"}
-    if not all(mix in rate for mix in PASS_CEILINGS.values()):
+    mixes = (SIGN_PASS_CEILINGS if grad_mode == "sign" else PASS_CEILINGS).values()
+    if not all(mix in rate for mix in mixes):
         return None
     terms = adder_terms(model) * batch
-    seconds = sum(terms / (rate[mix] * 1e9) for mix in PASS_CEILINGS.values())
+    seconds = sum(terms / (rate[mix] * 1e9) for mix in mixes)
     return batch / seconds
 
 
-def profile(name, batch, steps, top):
+def profile(name, batch, steps, top, grad_mode="full"):
     model, kind = name.split("-")
-    step = minadder_step(model, kind, batch)
+    step = minadder_step(model, kind, batch, grad_mode)
     step()
     step()
     prof = cProfile.Profile()
@@ -258,6 +263,8 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip, e.g. resnet20-cnn")
     ap.add_argument("--profile", metavar="MODEL-KIND", help="cProfile one model (lenet5-adder, resnet20-adder, ...)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--grad-mode", choices=["full", "sign"], default="full",
+                    help="the AdderNets' gradients: full precision (Eq. 5 and 6, the default) or sign (Eq. 4)")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave glibc's malloc as it is (the training command keeps freed memory)")
     args = ap.parse_args()
@@ -272,13 +279,13 @@ def main():
     if args.profile:
         batch = args.lenet_batch if args.profile.startswith("lenet5") else args.resnet_batch[0]
         ma.set_backend(args.backends[0])
-        return profile(args.profile, batch, args.steps, args.top)
+        return profile(args.profile, batch, args.steps, args.top, args.grad_mode)
 
     rows = []
     from minadder.kernels.target import TARGET, cpu_model
     print(f"CPU: {cpu_model()}; minadder's kernels compiled for {TARGET.name} "
           f"({TARGET.registers} x {TARGET.vector_bits}-bit registers); {threads} thread(s); "
-          f"malloc {'keeps freed memory' if kept else 'default'}")
+          f"malloc {'keeps freed memory' if kept else 'default'}; the AdderNets' gradients: {args.grad_mode}")
     print(f"{'row':34} {'batch':>6} {'best img/s':>11} {'median img/s':>13} {'best ms/step':>13}")
     cases = [("lenet5", "adder", args.lenet_batch), ("lenet5", "cnn", args.lenet_batch)]
     cases += [(net, kind, b) for net in args.resnets for b in args.resnet_batch for kind in ("adder", "cnn")]
@@ -287,7 +294,7 @@ def main():
         for model, kind, batch in cases:
             if f"{model}-{kind}" in args.skip or (backend == "numpy" and model != "lenet5"):
                 continue   # the NumPy reference takes minutes per ResNet step
-            best, med = time_steps(minadder_step(model, kind, batch), args.warmup, args.steps)
+            best, med = time_steps(minadder_step(model, kind, batch, args.grad_mode), args.warmup, args.steps)
             rows.append((f"minadder[{backend}] {model} {kind}", batch, best, med))
             print_row(*rows[-1])
     if not args.no_torch:
@@ -326,9 +333,9 @@ def compare(rows, cases, args, threads):
         cells = ["-"] * 4
         ceiling = fraction = "-"
         if kind == "adder":
-            shares, _ = kernel_shares(minadder_step(model, kind, batch), args.steps)
+            shares, _ = kernel_shares(minadder_step(model, kind, batch, args.grad_mode), args.steps)
             cells = [f"{shares[k]:.0%}" for k in ("forward", "dX", "dW", "kernels")]
-            rate = step_ceiling(model, batch, threads)
+            rate = step_ceiling(model, batch, threads, args.grad_mode)
             if rate:
                 ceiling, fraction = f"{rate:,.0f}", f"{best[label, batch] / rate:.2f}"
         print(f"{label:34} {batch:6d} {versus:>13} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {cells[3]:>8} "
