@@ -38,17 +38,19 @@ timings in each of --runs processes.
     python benchmarks/bench_adder_layers.py --impl cpu cpu-avx2 conv2d --layers resnet20 --threads 1
     python benchmarks/bench_adder_layers.py --ceiling measure     # measure the ceilings first, in this run
 
-A second table gives each kernel's rate as a fraction of the ceiling of its instruction
-mix on this machine (ceiling.py, same vector width, same thread count): the forward
-against min + add, dX (full) against clamp + FMA, dW (full) against FMA and against
-NumPy's sgemm, dW (sign) against select + add; conv2d against FMA. dX and dW are each
-timed alone (need_weight_grad / need_input_grad False), so each call also widens G
-(positions.on_wide_positions; dW where its kernel reads G on wide positions, the layers
-with long rows and at most 64 filters, 128 on 32x32 images), which a training step does once for both: one column
-times the full backward in one call, against dX's and dW's ceilings together, and two
-more the cpu backend's dX and dW kernels alone, G widened before. The
-ceilings are read from --ceiling PATH (default results/ceiling-<cpu>.json, written by
-``ceiling.py --json``), or measured first with --ceiling measure.
+A second table gives each kernel's rate as a fraction of the ceiling of its instruction mix
+on this machine (ceiling.py, same vector width, same thread count): the forward against
+min + add, dX (full) against clamp + FMA, dW (full) against FMA and against NumPy's sgemm, dX
+and dW (sign) against select + add (a compare, a blend and an add a term; the sign kernels'
+AVX-512 term is three instructions too, a subtract, vfixupimm and a multiply-add); conv2d
+against FMA. dX and dW are each timed alone (need_weight_grad / need_input_grad False), so
+each call also widens G (positions.on_wide_positions; dW where its kernel reads G on wide
+positions, the layers with long rows and at most 64 filters, 128 on 32x32 images), which a
+training step does once for both: one column times the full backward in one call, against
+dX's and dW's ceilings together, and two more the cpu backend's dX and dW kernels alone, G
+widened before. The ceilings are read from --ceiling PATH (default
+results/ceiling-<cpu>.json, written by ``ceiling.py --json``), or measured first with
+--ceiling measure.
 
 A third table says what the data allow: the bytes each pass must move (X's rows that its
 windows reach, G or Y, dX; ``traffic``) at ceiling.py's memory rates, from the memory and
@@ -95,7 +97,7 @@ NAME_WIDTH = max(len(name) for name in LAYERS) + 2
 IMPLS = ("numpy", "cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw", "conv2d", "torch-unfold", "torch-cdist")
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the ceiling (ceiling.py's mix) each timed pass is divided by
-CEILING_OF = {"fwd": "min+add", "dx": "clamp+fma", "dw": "fma", "dws": "select+add"}
+CEILING_OF = {"fwd": "min+add", "dx": "clamp+fma", "dw": "fma", "dws": "select+add", "dxs": "select+add"}
 
 
 def geometry(layer, batch):
@@ -210,6 +212,7 @@ def run_minadder(name, layer, batch, repeat):
         dx=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_weight_grad=False), repeat),
         dw=best_time(lambda: k_mod.adder2d_backward(g, saved, "full", need_input_grad=False), repeat),
         dws=best_time(lambda: k_mod.adder2d_backward(g, saved, "sign", need_input_grad=False), repeat),
+        dxs=best_time(lambda: k_mod.adder2d_backward(g, saved, "sign", need_weight_grad=False), repeat),
         bwd=best_time(lambda: k_mod.adder2d_backward(g, saved, "full"), repeat),
         fb=best_time(fwd_bwd, repeat),
         peak=peak)
@@ -492,16 +495,16 @@ def memory_row(name, impl, layer, batch, record, threads):
 
 
 def fraction_row(name, impl, result, macs, record, threads):
-    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dW sign, dX and dW in one call, dX's
-    kernel, dW's kernel vs sgemm] as fractions of their ceilings."""
+    """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dX sign, dW sign, dX and dW in one call,
+    dX's kernel, dW's kernel vs sgemm] as fractions of their ceilings."""
     def part(key, mix):
         t, ceil = result.get(key), ceiling_rate(record, mix, impl, threads)
         return f"{macs / t / ceil:.2f}" if t and ceil else "-"
     if impl == "conv2d":                   # multiply-adds: all against the FMA ceiling
-        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm")] + ["-"] * 4
+        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm")] + ["-"] * 5
     return [name, impl] + [part(key, CEILING_OF[key]) for key in ("fwd", "dx", "dw")] + \
-        [part("dw", "sgemm"), part("dws", CEILING_OF["dws"]), both_part(result.get("bwd"), macs, record, impl, threads),
-         part("dxk", "clamp+fma"), part("dwk", "sgemm")]
+        [part("dw", "sgemm"), part("dxs", CEILING_OF["dxs"]), part("dws", CEILING_OF["dws"]),
+         both_part(result.get("bwd"), macs, record, impl, threads), part("dxk", "clamp+fma"), part("dwk", "sgemm")]
 
 
 def both_part(t, macs, record, impl, threads):
@@ -591,9 +594,9 @@ def print_fractions(rows, markdown, note):
     if not rows:
         return
     header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
-              "dW sign / select+add", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
+              "dX sign / select+add", "dW sign / select+add", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
     print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
-    print_table(header, rows, [NAME_WIDTH, 11, 15, 16, 10, 12, 22, 21, 11, 18], markdown)
+    print_table(header, rows, [NAME_WIDTH, 13, 15, 16, 10, 12, 22, 22, 21, 11, 18], markdown)
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds). dX + dW in "
           "one call: the full-precision backward as a step runs it (G widened once for both), against "
           "dX's and dW's ceilings (clamp + FMA, sgemm) together. dX kernel, dW kernel: the cpu kernels "
