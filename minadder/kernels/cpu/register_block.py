@@ -391,8 +391,8 @@ def _sign_term(builder, total, g, x, w):
     in ms, compares -> vfixupimm: sign-mode dX on ResNet-20's 16ch 32x32 / 32ch 16x16 /
     64ch 8x8 / 16 -> 32ch stride-2 layers 4.43 / 4.30 / 4.86 / 2.53 -> 3.78-3.87 /
     3.24-3.32 / 3.63-3.66 / 2.12-2.25, sign-mode dW 4.09-4.23 / 3.94-4.09 / 4.70-4.85 /
-    2.22-2.39 -> 3.31-3.50 / 3.17-3.25 / 3.94-4.22 / 1.96-2.05; the sign-mode ResNet-20
-    step 272-278 -> 316 img/s (median of 10)."""
+    2.22-2.39 -> 3.31-3.50 / 3.17-3.25 / 3.94-4.22 / 1.96-2.05 (and in a first run 4.15 /
+    4.23 / 4.98 / 2.68); the sign-mode ResNet-20 step 272-278 -> 316 img/s (median of 10)."""
     if _has_sgn(x.type):         # (the CPU keeps subnormal differences: no flush to zero)
         sgn = _sgn(builder, builder.fsub(x, w))
         return builder.fadd(total, builder.fmul(g, sgn, flags=("fast",)), flags=("fast",))
