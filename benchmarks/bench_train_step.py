@@ -60,7 +60,7 @@ SIGN_PASS_CEILINGS = {"forward": "min+add", "dX": "select+add", "dW": "select+ad
 
 
 def build(model, kind, grad_mode="full"):
-    return BUILDERS[model](kind) if kind == "cnn" else BUILDERS[model](kind, grad_mode=grad_mode)
+    return BUILDERS[model](kind, grad_mode=grad_mode)      # (a CNN has no adder layer to take it)
 
 
 def minadder_step(model, kind, batch, grad_mode="full"):

@@ -10,27 +10,29 @@ Against naive.py's loop:
   product reads X' straight from the padded input on wide positions (positions.py), in
   register blocks of 8 x 3 dot products (4 x 3 with AVX2's 16 registers;
   register_block.py): no X_col at all.
-* Sign mode with stride 1 or 2 (and several output rows) reads X the same way, in register
-  blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a register:
-  a subtract, sgn by AVX-512's vfixupimm and a multiply-add per term (with AVX2 two
-  compares and two masked adds: register_block._sign_term). Measured 2026-12-05, ResNet-20's layers at
-  batch 64, 2 threads: 16.5-18.8 -> 37-40 G terms/s on 32x32 and 16x16, 15.4 -> 26.6 at
-  8x8 (where the blocks read 5 vectors an image, and still win).
+* Sign mode with stride 1 or 2 (and several output rows) reads X the same way, in
+  register blocks of 4 x 2 sums of g * sgn(x - w) (2 x 2 with AVX2), each weight in a
+  register: a subtract, sgn by AVX-512's vfixupimm and a multiply-add per term (with
+  AVX2 two compares and two masked adds: register_block._sign_term). Measured
+  2026-12-05 (with the compares), ResNet-20's layers at batch 64, 2 threads: 16.5-18.8 -> 37-40 G terms/s on
+  32x32 and 16x16, 15.4 -> 26.6 at 8x8 (where the blocks read 5 vectors an image, and
+  still win).
 * Otherwise (other strides, a single output row, full mode with short rows when asked
   for "numba") X_col is built for a chunk of about 1/DW_CHUNKS of the batch at a time,
   and one task per (4 filters, row k) runs four dot-product-like reductions along it.
 
 * Full mode on every other layer: G X'^T is BLAS sgemm on chunks of X_col (as above, and
   of at most products.DW_CHUNK_NUMBERS numbers), the chunks dealt out to the threads,
-  each building its own X_col and multiplying it by one single-threaded sgemm: the tasks of a Numba kernel calling NumPy's own BLAS
-  (products.kernel_gemm; handing the product to Python threads after a Numba kernel
-  cost 0.3-0.6 ms a layer), or Python threads where that BLAS cannot be called so. With
-  short rows (stride 1, or 2 on the frame split by parity) that X_col holds the exact
-  positions, copied by whole vectors (positions.copy_runs): wide positions made a fifth
-  of the product at 8x8 a product with G's zeros (and before the split, im2col's
-  element-by-element loop took as long as the product at stride 2). dW is exact
-  linear algebra, and BLAS is tuned for it, except when C_out is small and the rows are
-  long (then sgemm's output block is too thin: WIDE_DW_MAX_CHANNELS).
+  each building its own X_col and multiplying it by one single-threaded sgemm: the tasks
+  of a Numba kernel calling NumPy's own BLAS (products.kernel_gemm; handing the product
+  to Python threads after a Numba kernel cost 0.3-0.6 ms a layer), or Python threads
+  where that BLAS cannot be called so. With short rows (stride 1, or 2 on the frame
+  split by parity) that X_col holds the exact positions, copied by whole vectors
+  (positions.copy_runs): wide positions made a fifth of the product at 8x8 a product
+  with G's zeros (and before the split, im2col's element-by-element loop took as long as
+  the product at stride 2). dW is exact linear algebra, and BLAS is tuned for it, except
+  when C_out is small and the rows are long (then sgemm's output block is too thin:
+  WIDE_DW_MAX_CHANNELS).
   FULL_DW_PRODUCT chooses: "auto" (the rule above), "numba" or "blas" everywhere
   (benchmarks/bench_adder_layers.py --impl cpu cpu-numba-dw cpu-blas-dw compares them).
   BLAS's threads can stall when the machine's cores are busy with other work (0.2-1.4 G/s
@@ -253,7 +255,8 @@ def _product_in_tasks(gemm, flat, image_size, koff, g, step, wo, pitch, stride, 
 
 def _product_on_numba_threads(frame, g, win, gemm):
     """(G X'^T (C_out, K), sum_l G (C_out,)) by _product_in_tasks, X_col built for at most
-    1/DW_CHUNKS of the batch at a time by each thread, as in _product_by_threads."""
+    1/DW_CHUNKS of the batch (and DW_CHUNK_NUMBERS numbers) at a time by each thread, as in
+    _product_by_threads."""
     step, parts = products.chunk_tasks(win, products.DW_CHUNK_NUMBERS)
     totals = np.zeros((parts, win.k, win.c_out), dtype=frame.flat.dtype)
     sums = np.zeros((parts, win.c_out), dtype=np.float64)
@@ -380,8 +383,8 @@ def _blocks(win):
         return FULL_DW_PRODUCT == "numba"
     if not _long_rows(win):
         return False
-    longest = WIDE_DW_MAX_CHANNELS_LONG if wide_count(win, frame_pitch(win)) >= WIDE_DW_LONG_POSITIONS else WIDE_DW_MAX_CHANNELS
-    return win.c_out <= longest
+    long_images = wide_count(win, frame_pitch(win)) >= WIDE_DW_LONG_POSITIONS
+    return win.c_out <= (WIDE_DW_MAX_CHANNELS_LONG if long_images else WIDE_DW_MAX_CHANNELS)
 
 
 def _blas_in_tasks(win, full, dtype):
