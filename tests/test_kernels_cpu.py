@@ -13,7 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 import minadder as ma  # noqa: E402
 from minadder import functional as F  # noqa: E402
 from minadder.kernels import cpu, reference as ref  # noqa: E402
-from minadder.kernels.cpu import frame, grad_weight, positions, products, register_block  # noqa: E402
+from minadder.kernels.cpu import forward, frame, grad_weight, positions, products, register_block  # noqa: E402
 from minadder.kernels.cpu.register_block import vector_length  # noqa: E402
 from minadder.kernels.geometry import Window  # noqa: E402
 
@@ -125,7 +125,7 @@ def test_the_frame_rows_share_their_padding_where_the_outputs_allow(stride, padd
 
 
 @pytest.mark.parametrize("h, w, k, padding", [(6, 7, 3, 1), (9, 8, 1, 0), (7, 7, 5, 2), (8, 9, 2, 0), (6, 6, 4, 3),
-                                               (7, 9, 1, 1), (5, 6, 1, 1), (9, 33, 3, 1)])
+                                               (7, 9, 1, 1), (5, 6, 1, 1), (9, 33, 3, 1), (6, 7, 1, 2), (8, 10, 1, 0)])
 def test_a_stride_2_frame_split_by_parity_holds_x_col_on_wide_positions(h, w, k, padding):
     """Stride 2: the padded plane split into its four parity phases, phase (r, s)[a, b] =
     xp[2a + r, 2b + s] (-c where the phase reaches past the padded plane), rows
@@ -151,6 +151,24 @@ def test_a_stride_2_frame_split_by_parity_holds_x_col_on_wide_positions(h, w, k,
     q = (u * pitch + v).reshape(-1)
     for n in range(2):
         np.testing.assert_array_equal(split.flat[n][koff[:, None] + q[None, :]], cols[:, n * win.plane:(n + 1) * win.plane])
+
+
+@pytest.mark.parametrize("h, w, padding", [(8, 10, 0), (9, 7, 0), (6, 7, 1), (7, 8, 2), (5, 5, 3), (16, 32, 0),
+                                            (4, 66, 1), (3, 95, 0), (2, 48, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_first_phase_alone_writes_every_number_and_sums_the_numbers_it_reads(h, w, padding, dtype):
+    """A 1x1 stride-2 frame (phase (0, 0) alone) from a plane: every number written (the
+    padding's -c too, into a plane of NaNs), and the sum returned is that of the numbers of
+    x on even padded rows and columns (whole vectors, half ones and single numbers), no
+    other."""
+    rng = np.random.default_rng(5)
+    src = rng.integers(-8, 8, size=h * w).astype(dtype)
+    rows, pitch = (h + 2 * padding + 1) // 2, (w + 2 * padding + 1) // 2
+    dst = np.full(rows * pitch, np.nan, dtype)
+    total = frame.phase_shift_plane(src, h, w, padding, rows, pitch, 1, dtype(0.5), dst)
+    want = np.pad(src.reshape(h, w) - dtype(0.5), padding, constant_values=-0.5)[::2, ::2]
+    np.testing.assert_array_equal(dst.reshape(rows, pitch), want)
+    assert total == src.reshape(h, w)[padding % 2::2, padding % 2::2].sum()
 
 
 @pytest.mark.parametrize("pitch", [8, 11])
@@ -550,6 +568,16 @@ def test_full_dw_takes_the_product_measured_faster(c_out, size, blocks):
     short rows (8x8)."""
     win = Window.of((64, c_out, size, size), (c_out, c_out, 3, 3), 1, 1)
     assert grad_weight._blocks(win) is blocks
+
+
+@pytest.mark.parametrize("c, size, k, stride, padding, in_place", [
+    (16, 32, 3, 1, 1, True), (16, 32, 3, 2, 1, True), (64, 8, 3, 1, 1, False), (32, 16, 3, 2, 1, False),
+    (32, 16, 1, 2, 0, True), (16, 32, 1, 2, 0, True), (64, 8, 1, 1, 0, True), (8, 10, 1, 3, 0, False)])
+def test_the_forward_reads_x_col_in_place_as_measured(c, size, k, stride, padding, in_place):
+    """The forward reads X_col in place on long rows and on rows without gaps (1x1 layers,
+    8x8 outputs included), packs it on short rows with gaps (3x3 at 8x8) and at stride 3."""
+    win = Window.of((64, c, size, size), (2 * c, c, k, k), stride, padding)
+    assert forward._in_place(win, frame.frame_pitch(win)) is in_place
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -120,9 +120,9 @@ def test_finite_inputs_keep_the_blocked_kernels_and_others_go_to_the_reference(m
 
 
 def test_a_1x1_stride_2_layer_tests_only_the_rows_it_reads(monkeypatch):
-    """A 1x1 stride-2 layer never reads x's odd rows (nor does the reference): an inf there
-    keeps the blocked kernels, and forward and gradients equal the reference's (dX 0 on
-    the rows not read); an inf in an even row goes to the reference."""
+    """A 1x1 stride-2 layer never reads x's odd rows and columns (nor does the reference):
+    an inf there keeps the blocked kernels, and forward and gradients equal the reference's
+    (dX 0 where x is not read); an inf read goes to the reference."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((8, 4, 10, 10)).astype(np.float32)
     w = rng.standard_normal((6, 4, 1, 1)).astype(np.float32)
@@ -133,6 +133,7 @@ def test_a_1x1_stride_2_layer_tests_only_the_rows_it_reads(monkeypatch):
         original = getattr(reference, name)
         monkeypatch.setattr(reference, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     x[3, 1, 5, 2] = np.inf                               # row 5: odd, not read
+    x[2, 0, 4, 3] = np.inf                               # row 4, column 3: odd, not read
     y, saved = cpu.adder2d_forward(x, w, win)
     dx, dw = cpu.adder2d_backward(g, saved, "full")
     assert calls == [] and saved.finite
@@ -140,7 +141,7 @@ def test_a_1x1_stride_2_layer_tests_only_the_rows_it_reads(monkeypatch):
     dx_ref, dw_ref = reference.adder2d_backward(g, saved_ref, "full")
     for got, want, what in ((y, y_ref, "y"), (dx, dx_ref, "dx"), (dw, dw_ref, "dw")):
         assert_agree(got, want, what)
-    assert not dx[:, :, 1::2].any()
+    assert not dx[:, :, 1::2].any() and not dx[:, :, :, 1::2].any()
     calls.clear()
     x[3, 1, 4, 2] = np.inf                               # row 4: even, read
     y, saved = cpu.adder2d_forward(x, w, win)

@@ -68,6 +68,10 @@ PACKED_TILE_MIN, PACKED_TILE_MAX = 64, 512
 #: of positions from several images wins. Measured 2026-12-05 (2-core AVX-512 Intel, batch
 #: 64, 2 threads, ms): 8x8 64ch (78 positions) wide 3.65, packed 2.92; 16x16 32ch (286)
 #: wide 3.25, packed 4.01; LeNet-5-BN step (conv2: 10x10, 136) 20.3 ms packed, 19.6 wide.
+#: Where the wide positions are the output positions (a 1x1 layer's frame: no gaps), in
+#: place wins on short rows too: measured 2026-12-07, the kernel given the frame, best ms,
+#: 1x1 32 -> 64 channels at stride 2 on 8x8 outputs packed 0.222-0.223, in place
+#: 0.172-0.177; 1x1 64 -> 64 at stride 1 on 8x8 0.301-0.302 -> 0.246-0.253.
 WIDE_MIN_POSITIONS = 100
 
 
@@ -328,8 +332,10 @@ def _tile(c_out, positions):
 
 
 def _in_place(win, pitch):
-    """Whether the forward reads X_col in place (wide positions, long rows), not packed."""
-    return wide_rows(win) and wide_count(win, pitch) >= WIDE_MIN_POSITIONS
+    """Whether the forward reads X_col in place (wide positions), not packed: on long rows,
+    or on rows with no gaps between them (a 1x1 layer), where packing would only copy."""
+    count = wide_count(win, pitch)
+    return wide_rows(win) and (count >= WIDE_MIN_POSITIONS or count == win.plane)
 
 
 def framed_forward(x, w2, win, out, distance="l1"):

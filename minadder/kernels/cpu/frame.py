@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .register_block import PREFETCH_BYTES, lanes_of, prefetch_lines, split_pairs
+from .register_block import PREFETCH_BYTES, lanes_of, pick_pairs, prefetch_lines, split_pairs
 
 #: the forward computes whole vectors of VECTOR numbers (16 float32 = one AVX-512
 #: register); its rows are rounded up to a multiple of it (chosen by hand for AVX-512,
@@ -203,67 +203,95 @@ def _phase_shift(x, p, rows, pitch, phases, centre, flat, sums):
 def phase_shift_plane(src, h, w, p, rows, pitch, phases, centre, dst):
     """dst = the plane src (h*w numbers) - centre, padded with -centre and split by
     parity: pixel (y, z) of the padded plane goes to phase (y % 2, z % 2), row y // 2,
-    column z // 2 (with ``phases`` 1, only the pixels of phase (0, 0)); returns the sum
-    of the rows of src it copies (as pad_shift_plane: with ``phases`` 1 the odd padded rows,
-    which no window of a 1x1 stride-2 layer reads, are neither read nor summed, so that a
-    non-finite number there does not send the layer to the reference, which never reads
-    it either). The padding first (the whole plane, in L1), then each row of x into its
-    phases' rows.
+    column z // 2 (with ``phases`` 1, only the pixels of phase (0, 0): first_phase_plane);
+    returns the sum of src, as pad_shift_plane. The padding first (the whole plane, in
+    L1), then each row of x into its phases' rows.
 
     A row's numbers go in pairs (row[2m], row[2m + 1]) to the two column phases, padded
-    columns 2m + p and 2m + 1 + p: with four phases by whole vectors and then half ones
+    columns 2m + p and 2m + 1 + p: by whole vectors and then half ones
     (register_block.split_pairs: two loads, two shuffles), the sum in one loop over the
-    plane; with one phase pair by pair. Read as two loops of every other number, one per
-    phase, LLVM gathered them (vgatherqps); a loop over the pairs ran number by number
-    on rows of 16 pairs, shorter than the loop LLVM vectorises. Measured 2026-12-06, one
-    16-channel 32x32 image in L2, one thread: 9.3-9.8 us gathered, 6.2-6.9 by pairs, 3.4-3.6
-    by vectors; the forward at batch 64, 2 threads, four alternations, 16 -> 32 channels
-    1.36-1.46 -> 1.31-1.44 ms, 32 -> 64 channels 1.34-1.48 -> 1.28-1.40 (by pairs ->
-    by vectors). (Writing only the padding instead of the whole plane first turned the
-    padding's stores into scatters.)"""
+    plane. Read as two loops of every other number, one per phase, LLVM gathered them
+    (vgatherqps); a loop over the pairs ran number by number on rows of 16 pairs, shorter
+    than the loop LLVM vectorises. Measured 2026-12-06, one 16-channel 32x32 image in L2,
+    one thread: 9.3-9.8 us gathered, 6.2-6.9 by pairs, 3.4-3.6 by vectors; the forward at
+    batch 64, 2 threads, four alternations, 16 -> 32 channels 1.36-1.46 -> 1.31-1.44 ms,
+    32 -> 64 channels 1.34-1.48 -> 1.28-1.40 (by pairs -> by vectors). (Writing only the
+    padding instead of the whole plane first turned the padding's stores into scatters.)"""
+    if phases == 1:
+        return first_phase_plane(src, h, w, p, pitch, centre, dst)
     quarter = rows * pitch
     edge = -centre
     for q in range(dst.shape[0]):
         dst[q] = edge
     total = src.dtype.type(0)
+    for q in range(h * w):
+        total += src[q]
     pairs = w // 2
-    if phases == 4:
-        for q in range(h * w):
-            total += src[q]
     lanes = lanes_of(src)
     for i in range(h):
         y = i + p
-        if phases == 1 and y % 2 == 1:
-            continue
         at = (y % 2) * 2 * quarter + (y // 2) * pitch
         first_at = at + (p % 2) * quarter + p // 2             # where row[2m] goes
         second_at = at + ((p + 1) % 2) * quarter + (p + 1) // 2   # and row[2m + 1]
         s = i * w
-        if phases == 4:
-            m = 0
-            while m + lanes <= pairs:
-                split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 1)
-                m += lanes
-            if m + lanes // 2 <= pairs:    # at most one half vector is left
-                split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 2)
-                m += lanes // 2
-            for mm in range(m, pairs):
-                dst[first_at + mm] = src[s + 2 * mm] - centre
-                dst[second_at + mm] = src[s + 2 * mm + 1] - centre
-        else:                          # phase (0, 0) alone: the even padded columns
-            odd_p = p % 2              # then row[2m + 1] is the even one
-            even = dst[second_at:second_at + pairs] if odd_p else dst[first_at:first_at + pairs]
-            row = src[s:s + w]
-            for mm in range(pairs):
-                a, b = row[2 * mm], row[2 * mm + 1]
-                total += a + b
-                even[mm] = (b if odd_p else a) - centre
+        m = 0
+        while m + lanes <= pairs:
+            split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 1)
+            m += lanes
+        if m + lanes // 2 <= pairs:    # at most one half vector is left
+            split_pairs(src, s + 2 * m, dst, first_at + m, second_at + m, centre, 2)
+            m += lanes // 2
+        for mm in range(m, pairs):
+            dst[first_at + mm] = src[s + 2 * mm] - centre
+            dst[second_at + mm] = src[s + 2 * mm + 1] - centre
         if w % 2:                      # the row's last number, without a pair
-            z, v = w - 1 + p, src[s + w - 1]
-            if phases == 1:
-                total += v
-            if phases == 4 or z % 2 == 0:
-                dst[at + (z % 2) * quarter + z // 2] = v - centre
+            z = w - 1 + p
+            dst[at + (z % 2) * quarter + z // 2] = src[s + w - 1] - centre
+    return total
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def first_phase_plane(src, h, w, p, pitch, centre, dst):
+    """phase_shift_plane's phase (0, 0) alone, all that a 1x1 stride-2 layer reads: the
+    numbers of src on even padded rows and columns (i + p and j + p even), - centre;
+    returns their sum. The numbers no window reads (odd padded rows and columns) are
+    neither read nor summed, so that a non-finite number there does not send the layer to
+    the reference, which never reads it either.
+
+    A loop of its own over each row's pairs, the even (or odd) one of each pair picked by
+    whole vectors and half ones (register_block.pick_pairs, its sum with it), and no
+    padding written where there is none (p = 0). Inside phase_shift_plane's loop over
+    every row, pair by pair, it ran 1.4-2x as long: measured 2026-12-07, 2-core AVX-512
+    VM, batch 64, 2 threads, the frame's pass alone (_phase_shift), best ms, 16 -> 32
+    channels 0.102-0.119 -> 0.074-0.076, 32 -> 64 channels 0.085-0.101 -> 0.049-0.051.
+    (Pair by pair in a loop of its own: 0.084 and 0.052; LLVM gathered every other number.)"""
+    if p:                              # with p = 0 the rows below write every number
+        for q in range(dst.shape[0]):
+            dst[q] = -centre
+    total = src.dtype.type(0)
+    pairs = w // 2
+    odd = p % 2                        # then row[2m + 1] is on an even padded column
+    lanes = lanes_of(src)
+    for i in range(odd, h, 2):
+        s = i * w
+        at = ((i + p) // 2) * pitch + (odd + p) // 2
+        m = 0
+        while m + lanes <= pairs:
+            total += pick_pairs(src, s + 2 * m, dst, at + m, centre, 1, 1) if odd else \
+                pick_pairs(src, s + 2 * m, dst, at + m, centre, 0, 1)
+            m += lanes
+        if m + lanes // 2 <= pairs:    # at most one half vector is left
+            total += pick_pairs(src, s + 2 * m, dst, at + m, centre, 1, 2) if odd else \
+                pick_pairs(src, s + 2 * m, dst, at + m, centre, 0, 2)
+            m += lanes // 2
+        for mm in range(m, pairs):
+            v = src[s + 2 * mm + odd]
+            total += v
+            dst[at + mm] = v - centre
+        if w % 2 and not odd:          # the row's last number, without a pair
+            v = src[s + w - 1]
+            total += v
+            dst[at + pairs] = v - centre
     return total
 
 

@@ -33,9 +33,10 @@ Each block comes in the variants its kernels need: products for the mins (the l2
 Eq. 28, -(x - w)^2 = 2xw - x^2 - w^2, and minadder's ordinary convolution, conv.py), and
 dX's rows without the clip (l2) or without the "- x sum G" too (the convolution).
 
-After the blocks, five moves of memory written the same way: copy_vector (a row of
+After the blocks, six moves of memory written the same way: copy_vector (a row of
 X_col out of the frame, stride 1 or 2; G's rows onto wide positions), split_pairs (a row
-of x into the stride-2 frame's two column phases), merge_pairs (its inverse, dX's plane
+of x into the stride-2 frame's two column phases), pick_pairs (one of them, with its sum:
+a 1x1 stride-2 frame), merge_pairs (its inverse, dX's plane
 put back in order), add_spread_vector (copy_vector's adjoint at stride 2, dX's col2im)
 and prefetch (batch norm's and the frame's passes asking for rows ahead). lanes_of gives
 their vector length as a constant to the loops around them.
@@ -548,6 +549,41 @@ def split_pairs(typingctx, src, i, dst, a, b, centre, part):
         return context.get_dummy_value()
 
     return types.void(src, i, dst, a, b, centre, part), codegen
+
+
+@intrinsic
+def pick_pairs(typingctx, src, i, dst, j, centre, parity, part):
+    """dst[j + m] = src[i + 2m + parity] - centre for m < L / ``part`` (``parity`` a
+    literal 0 or 1, ``part`` 1 or 2: whole vectors or half ones); returns the sum of the
+    numbers picked, src[i + 2m + parity]. One column phase of a row of x, all that a 1x1
+    stride-2 layer reads (frame.first_phase_plane): two loads, one shuffle, a subtraction
+    and a store, and the sum by halving the vector (log2 L shuffles and adds). (1-D arrays
+    of one float dtype; the caller keeps src[i:i + 2L / part] and the range of dst inside
+    them.)"""
+    dtype = _pair_dtype(src, dst, part)
+    if dtype is None or centre != dtype:
+        return None
+    if not (isinstance(parity, types.IntegerLiteral) and parity.literal_value in (0, 1)):
+        return None
+    lanes = TARGET.vector_bits // dtype.bitwidth // part.literal_value
+    odd = parity.literal_value
+
+    def codegen(context, builder, signature, args):
+        first, target = _pair_pointers(context, builder, signature, args)
+        vec = _Vectors(builder, dtype, lanes)
+        order = ir.Constant(ir.VectorType(I32, lanes), list(range(odd, 2 * lanes, 2)))
+        picked = builder.shuffle_vector(vec.load(first), vec.load(first, 1), order)
+        vec.store(builder.fsub(picked, vec.broadcast(args[4])), target)
+        total, width = picked, lanes
+        while width > 1:              # the upper half added onto the lower, down to one number
+            width //= 2
+            halves = [ir.Constant(ir.VectorType(I32, width), list(range(start, start + width)))
+                      for start in (0, width)]
+            total = builder.fadd(builder.shuffle_vector(total, total, halves[0]),
+                                 builder.shuffle_vector(total, total, halves[1]))
+        return builder.extract_element(total, ir.Constant(I32, 0))
+
+    return dtype(src, i, dst, j, centre, parity, part), codegen
 
 
 @intrinsic
