@@ -41,8 +41,9 @@ timings in each of --runs processes.
 A second table gives each kernel's rate as a fraction of the ceiling of its instruction mix
 on this machine (ceiling.py, same vector width, same thread count): the forward against
 min + add, dX (full) against clamp + FMA, dW (full) against FMA and against NumPy's sgemm, dX
-and dW (sign) against select + add (a compare, a blend and an add a term; the sign kernels'
-AVX-512 term is three instructions too, a subtract, vfixupimm and a multiply-add); conv2d
+and dW (sign) against their term's mix: with 512-bit vectors sgn + FMA (a subtract,
+vfixupimm and a multiply-add, as the sign kernels compute it there), else select + add (a
+compare, a blend and an add: the AVX2 code compares); conv2d
 against FMA. dX and dW are each timed alone (need_weight_grad / need_input_grad False), so
 each call also widens G (positions.on_wide_positions; dW where its kernel reads G on wide
 positions, the layers with long rows and at most 64 filters, 128 on 32x32 images), which a
@@ -97,7 +98,10 @@ NAME_WIDTH = max(len(name) for name in LAYERS) + 2
 IMPLS = ("numpy", "cpu", "cpu-avx2", "cpu-blas-dw", "cpu-numba-dw", "conv2d", "torch-unfold", "torch-cdist")
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the ceiling (ceiling.py's mix) each timed pass is divided by
-CEILING_OF = {"fwd": "min+add", "dx": "clamp+fma", "dw": "fma", "dws": "select+add", "dxs": "select+add"}
+CEILING_OF = {"fwd": "min+add", "dx": "clamp+fma", "dw": "fma", "dws": "sign", "dxs": "sign"}
+#: the sign kernels' mix ("sign" above): their term with 512-bit vectors (a subtract,
+#: vfixupimm and a multiply-add), else the compares' (select + add, the AVX2 code)
+SIGN_MIXES = ("sgn+fma", "select+add")
 
 
 def geometry(layer, batch):
@@ -436,9 +440,12 @@ def read_ceilings(path):
 
 def ceiling_rate(record, mix, impl, threads):
     """The ceiling in G terms/s of ``mix`` for ``impl``'s code at ``threads`` threads, or None:
-    cpu-avx2 against the 256-bit loops, every other implementation against this CPU's own."""
+    cpu-avx2 against the 256-bit loops, every other implementation against this CPU's own.
+    "sign": the first of SIGN_MIXES measured for that code."""
     if record is None:
         return None
+    if mix == "sign":
+        return next(filter(None, (ceiling_rate(record, m, impl, threads) for m in SIGN_MIXES)), None)
     width = "avx2" if impl == "cpu-avx2" else "native"
     if mix == "sgemm":
         width = "sgemm"
@@ -474,7 +481,7 @@ def memory_seconds(read, written, record, threads, level):
 
 
 #: each pass and the ceiling it is held to
-BOUND_PASSES = (("fwd", "min+add"), ("dx", "clamp+fma"), ("dw", "sgemm"), ("dws", "select+add"))
+BOUND_PASSES = (("fwd", "min+add"), ("dx", "clamp+fma"), ("dw", "sgemm"), ("dws", "sign"))
 
 
 def memory_row(name, impl, layer, batch, record, threads):
@@ -594,13 +601,15 @@ def print_fractions(rows, markdown, note):
     if not rows:
         return
     header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
-              "dX sign / select+add", "dW sign / select+add", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
+              "dX sign / sgn+fma", "dW sign / sgn+fma", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
     print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
     print_table(header, rows, [NAME_WIDTH, 13, 15, 16, 10, 12, 22, 22, 21, 11, 18], markdown)
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds). dX + dW in "
           "one call: the full-precision backward as a step runs it (G widened once for both), against "
           "dX's and dW's ceilings (clamp + FMA, sgemm) together. dX kernel, dW kernel: the cpu kernels "
-          "alone, G widened before (layers that read it on wide positions).")
+          "alone, G widened before (layers that read it on wide positions). dX sign, dW sign: against "
+          "sgn+fma (a subtract, vfixupimm, a multiply-add) where the code has 512-bit vectors, select + add "
+          "(the compares) where it has not.")
 
 
 def print_bounds(rows, markdown):

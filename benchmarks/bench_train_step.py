@@ -55,8 +55,10 @@ SHAPES = {"lenet5": (1, 32), "resnet20": (3, 32), "resnet32": (3, 32)}
 #: the ceiling (benchmarks/ceiling.py) each pass of an adder layer is held to: the forward's
 #: min + add, dX's clamp + FMA, and the full-precision dW, a product (FMA)
 PASS_CEILINGS = {"forward": "min+add", "dX": "clamp+fma", "dW": "fma"}
-#: the same with the sign-mode gradients (Eq. 4), g * sgn(...) in both backward passes
-SIGN_PASS_CEILINGS = {"forward": "min+add", "dX": "select+add", "dW": "select+add"}
+#: the same with the sign-mode gradients (Eq. 4), g * sgn(...) in both backward passes:
+#: "sign" is their term's mix, sgn + FMA with 512-bit vectors (a subtract, vfixupimm and a
+#: multiply-add), select + add (the compares) where ceiling.py has no sgn+fma row
+SIGN_PASS_CEILINGS = {"forward": "min+add", "dX": "sign", "dW": "sign"}
 
 
 def build(model, kind, grad_mode="full"):
@@ -221,6 +223,8 @@ def step_ceiling(model, batch, threads, grad_mode="full"):
     except (OSError, ValueError, KeyError):
         return None
     rate = {r["mix"]: r["gterms"] for r in rows if r.get("threads") == threads and r.get("width") == "native"}
+    sign = rate.get("sgn+fma", rate.get("select+add"))
+    rate.update({"sign": sign} if sign else {})
     mixes = (SIGN_PASS_CEILINGS if grad_mode == "sign" else PASS_CEILINGS).values()
     if not all(mix in rate for mix in mixes):
         return None

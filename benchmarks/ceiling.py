@@ -17,8 +17,11 @@ vector instruction group):
                                               dX in full precision: HardTanh (Eq. 6) as a clip
                                               and a multiply-add (kernels/cpu/grad_input.py)
     select+add  acc = acc + (g if acc < w else -g)
-                                              dW in sign mode: g * sgn(x - w) (Eq. 4) as a
-                                              compare, a blend and an add
+                                              dX and dW in sign mode: g * sgn(x - w) (Eq. 4)
+                                              as a compare, a blend and an add (the AVX2 code)
+    sgn+fma     acc = acc + g * sgn(acc - w)  the same with 512-bit vectors, as the kernels
+                                              compute it there: a subtract, vfixupimm (sgn by
+                                              the class of each number) and a multiply-add
     sad         acc = acc + psadbw(acc, w)    the integer adder layer (kernels/cpu/sad.py):
                                               one term is one |a - b| of one byte pair, 64
                                               per vpsadbw with AVX-512BW, 32 with AVX2, and
@@ -37,6 +40,8 @@ No data are read from memory inside the loop at all. The sad loop is written in 
 accumulators as loop values, each one's bytes fed back into its own psadbw with w, a
 vector loaded once before the loop. It runs where sad.py's vector code runs (the CPU has
 the instruction and Numba compiles for it), at that code's width, and is left out elsewhere.
+The sgn+fma loop is written so too (vfixupimm has no plain-Numba spelling), for 512-bit
+code only: with 256-bit vectors the sign kernels compare and select.
 
 How each loop is checked. After compiling, the script reads the function's assembly
 (Numba's ``inspect_asm``), finds the loop with the most vector instructions (the loop
@@ -90,6 +95,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 from inspect_asm import innermost, loops, mix  # noqa: E402
 from minadder.kernels.cpu import sad as int8_sad  # noqa: E402
+from minadder.kernels.cpu.register_block import SGN_TABLE, _sgn as sgn  # noqa: E402
 from minadder.kernels.cpu.sad_intrinsics import byte_vector, lane_vector, load_bytes, psad  # noqa: E402
 from minadder.kernels.target import TARGET, cpu_model  # noqa: E402
 
@@ -101,9 +107,15 @@ CHAINS = 16 if TARGET.registers >= 32 else 12
 #: select+add needs two more registers per term in flight (the compare's mask, the blend's
 #: result): with 16 registers 12 accumulators spilled to the stack, 11 did not; 10 are used
 SELECT_CHAINS = CHAINS if TARGET.registers >= 32 else 10
+#: sgn+fma's accumulators: each is updated twice a pass (sgn_fma_chains), its value in
+#: two registers by turns; 16 spilled to the stack, 12 cover the term's latency (about 11
+#: cycles for its three instructions, 1.5 cycles of the two vector ports each)
+SGN_CHAINS = 12
 #: floats in one loop's accumulator array: a constant, so LLVM unrolls the loop over it
 TERMS = LANES * CHAINS
 SELECT_TERMS = LANES * SELECT_CHAINS
+#: register_block.SGN_TABLE's bits as a float32 (sgn+fma's third constant)
+SGN_TABLE_BITS = float(np.array([SGN_TABLE], dtype=np.uint32).view(np.float32)[0])
 #: bytes per vector of the SAD loop: sad.py's best variant here (0: portable only, no sad rows)
 SAD_BYTES = int8_sad.VECTOR_BYTES[int8_sad.available()[0]]
 #: x86 register name of each vector width
@@ -184,6 +196,58 @@ def psad_chains(typingctx, acc, reps, width):
     return types.void(acc, reps, width), codegen
 
 
+@intrinsic
+def sgn_fma_chains(typingctx, acc, consts, reps):
+    """SGN_CHAINS vectors of float32 accumulators, loaded from acc, ``reps`` times twice
+    acc_i = acc_i + g * sgn(acc_i - w), stored back at the end: the sign kernels' term on
+    512-bit vectors (register_block._sign_term), a subtract, vfixupimmps
+    (register_block._sgn) and a multiply-add. w, g = consts[0], consts[1]; consts[2] holds
+    vfixupimm's table as its bits, loaded at run time so that the table stays in a register
+    (a constant is folded into the instruction as a memory operand). Each pass of the loop
+    updates every accumulator twice: once a pass, LLVM wrote each update with a register
+    copy (vfixupimm overwrites its input, and the multiply-add was given that register,
+    not the accumulator's). 512-bit targets only."""
+    if TARGET.vector_bits != 512:
+        return None
+
+    def codegen(context, builder, signature, args):
+        acc_v, consts_v, reps_v = args
+        data = context.make_array(signature.args[0])(context, builder, acc_v).data
+        given = context.make_array(signature.args[1])(context, builder, consts_v).data
+        floats = ir.VectorType(ir.FloatType(), LANES)
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(ir.VectorType(value.type, LANES), ir.Undefined), value,
+                                         ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(one.type, ir.Undefined), lanes)
+
+        def const(i):
+            return builder.load(builder.gep(given, [ir.Constant(ir.IntType(64), i)]))
+        w, g, table = splat(const(0)), splat(const(1)), splat(builder.bitcast(const(2), ir.IntType(32)))
+        pointers = [builder.bitcast(builder.gep(data, [ir.Constant(ir.IntType(64), i * LANES)]), floats.as_pointer())
+                    for i in range(SGN_CHAINS)]
+        slots = [cgutils.alloca_once_value(builder, builder.load(p, align=4)) for p in pointers]
+        with cgutils.for_range(builder, reps_v):      # LLVM keeps the slots in registers
+            for _ in range(2):
+                for slot in slots:
+                    v = builder.load(slot)
+                    sign = sgn(builder, builder.fsub(v, w), table)
+                    builder.store(builder.fadd(v, builder.fmul(g, sign, flags=("fast",)), flags=("fast",)), slot)
+        for slot, pointer in zip(slots, pointers):
+            builder.store(builder.load(slot), pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, consts, reps), codegen
+
+
+@njit
+def sgn_fma_loop(acc, consts, reps):
+    """acc = acc + g * sgn(acc - w), the AVX-512 sign kernels' subtract, vfixupimm and
+    multiply-add per term."""
+    sgn_fma_chains(acc, consts, reps)
+
+
 @njit
 def sad_loop(acc, consts, reps):
     """acc = acc + psadbw(acc, w), one vpsadbw and one vpaddq per vector of byte pairs."""
@@ -214,9 +278,11 @@ MIXES = (
     Mix("fma", "yardstick; dW full", fma_loop, (0.5, 1.0), ("vfmadd",)),
     Mix("min+add", "forward", min_add_loop, (2.0, 0.5), ("vminps", "vaddps")),
     Mix("clamp+fma", "dX full", clamp_fma_loop, (-1.0, 1.0, 0.5, 0.25), ("vmaxps", "vminps", "vfmadd")),
-    Mix("select+add", "dW sign", select_add_loop, (0.3, 0.01), ("vcmp", "vblend", "vaddps"),
+    Mix("select+add", "dX, dW sign (AVX2 code)", select_add_loop, (0.3, 0.01), ("vcmp", "vblend", "vaddps"),
         SELECT_CHAINS),
-) + ((Mix("sad", "int8 adder layer", sad_loop, (), ("vpsadbw", "vpaddq"), lanes=SAD_BYTES,
+) + ((Mix("sgn+fma", "dX, dW sign (AVX-512 code)", sgn_fma_loop, (0.3, -0.01, SGN_TABLE_BITS),
+          ("vsubps", "vfixupimmps", "vfmadd"), 2 * SGN_CHAINS),) if TARGET.vector_bits == 512 else ()) \
+    + ((Mix("sad", "int8 adder layer", sad_loop, (), ("vpsadbw", "vpaddq"), lanes=SAD_BYTES,
           bits=8 * SAD_BYTES, dtype=np.uint8),) if SAD_BYTES else ())
 
 
@@ -536,8 +602,9 @@ def main():
     print()
     print_table(rows, args.markdown)
     chains = sorted({r["chains"] for r in rows if "chains" in r})
-    print(f"\nOne term: one lane of one accumulator update ({' or '.join(map(str, chains))} independent "
-          "vector accumulators per loop, all in registers); sad: one |a - b| of one byte pair; "
+    print(f"\nOne term: one lane of one accumulator update ({' or '.join(map(str, chains))} vector "
+          "accumulator updates per pass of a loop, all in registers; sgn+fma: 12 accumulators, each "
+          "updated twice); sad: one |a - b| of one byte pair; "
           "sgemm: one multiply-add of its n^3. memory: GB/s of the bytes a pass reads (read) or reads "
           "and writes (copy).")
     if args.json:

@@ -28,6 +28,7 @@ EXPECTED = {
     "min+add": ("vminps", "vaddps"),
     "clamp+fma": ("vmaxps", "vminps", "vfmadd"),
     "select+add": ("vcmp", "vblend", "vaddps"),
+    "sgn+fma": ("vsubps", "vfixupimmps", "vfmadd"),
     "sad": ("vpsadbw", "vpaddq"),
 }
 REGISTER = {512: "zmm", 256: "ymm", 128: "xmm"}
@@ -77,7 +78,8 @@ def test_quick_mode_prints_the_cpu_and_a_table(quick):
     flags = _host_flags() if X86 else set()
     for width in {r["width"] for r in record["rows"]}:
         got = {(r["mix"], r["threads"]) for r in record["rows"] if r["width"] == width}
-        mixes = [m for m in EXPECTED if m != "sad" or _sad_bits(width, flags)]
+        mixes = [m for m in EXPECTED if (m != "sad" or _sad_bits(width, flags))
+                 and (m != "sgn+fma" or (width == "native" and "avx512f" in flags))]
         want = {("sgemm", 1), ("sgemm", 2)} if width == "sgemm" else {(m, t) for m in mixes for t in (1, 2)}
         if width == "memory":
             want = {(m, t) for m in ("read", "copy") for t in (1, 2)}
@@ -179,6 +181,13 @@ def test_the_layer_benchmark_divides_by_the_matching_ceiling(tmp_path):
         "L", "cpu", "0.10", "0.40", "0.20", "0.25", "0.50", "0.25", "0.53", "0.50", "0.50"]
     assert bench.fraction_row("L", "cpu-avx2", result, macs, record, 2)[2:4] == ["0.12", "-"]
     assert bench.fraction_row("L", "cpu", result, macs, record, 1)[2:4] == ["0.18", "-"]
+    # the sign columns against sgn+fma where the code has it (the AVX-512 code), else select+add
+    rows += [dict(mix="sgn+fma", width="native", threads=2, bits=512, gterms=20.0),
+             dict(mix="select+add", width="avx2", threads=2, bits=256, gterms=25.0)]
+    path.write_text(json.dumps(dict(cpu="test CPU", time="now", quick=False, rows=rows)))
+    record = bench.load_ceilings(str(path), 2)[0]
+    assert bench.fraction_row("L", "cpu", result, macs, record, 2)[6:8] == ["1.00", "0.50"]
+    assert bench.fraction_row("L", "cpu-avx2", result, macs, record, 2)[6:8] == ["0.80", "0.40"]
     conv_row = bench.fraction_row("L", "conv2d", result, macs, record, 2)
     assert conv_row[2:] == ["0.05", "0.10", "0.20", "0.25"] + ["-"] * 5
     assert bench.load_ceilings(str(tmp_path / "missing.json"), 2)[0] is None

@@ -367,12 +367,15 @@ def _has_sgn(vector_type):
     return vector_type.count * _element_bits(vector_type) == 512
 
 
-def _sgn(builder, d):
+def _sgn(builder, d, table=None):
     """sgn(d) of a 512-bit vector (_has_sgn) in one instruction, AVX-512's vfixupimmps/pd:
-    it looks up each number's class (zero, negative, positive, ...) in SGN_TABLE."""
+    it looks up each number's class (zero, negative, positive, ...) in SGN_TABLE (or in
+    ``table``, a vector of integers as wide as d's numbers, each SGN_TABLE: ceiling.py's
+    loop passes it as a value, which stays in a register)."""
     width = _element_bits(d.type)
     double = width == 64
-    table = ir.Constant(ir.VectorType(ir.IntType(width), d.type.count), [SGN_TABLE] * d.type.count)
+    if table is None:
+        table = ir.Constant(ir.VectorType(ir.IntType(width), d.type.count), [SGN_TABLE] * d.type.count)
     name = "llvm.x86.avx512.mask.fixupimm.{}.512".format("pd" if double else "ps")
     function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
         d.type, [d.type, d.type, table.type, I32, ir.IntType(d.type.count), I32]), name)
