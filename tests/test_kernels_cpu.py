@@ -560,6 +560,30 @@ def test_dw_chunks_of_x_col_are_bounded(monkeypatch):
         assert _relative_error(dw, dw_ref) < 1e-5
 
 
+def test_dw_by_blas_holds_few_copies_of_dw_at_once():
+    """Full-mode dW through BLAS on many filters (dW 9 MB: 512 filters of 512 x 3 x 3): the
+    tasks' partial sums, their total transposed, then dW and one temporary; never the
+    partial sums beside three more copies (the total, its transpose and a dW of zeros), as
+    before 2026-12-07. And dW equals the reference."""
+    import tracemalloc
+    if products.kernel_gemm(np.float32) is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS: dW takes Python threads")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 512, 4, 4)).astype(np.float32)
+    weight = rng.standard_normal((512, 512, 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, 1, 1)
+    y, saved = cpu.adder2d_forward(x, weight, win)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    parts = products.chunk_tasks(win, products.DW_CHUNK_NUMBERS)[1]
+    tracemalloc.start()
+    dw = cpu.adder2d_backward(g, saved, "full", need_input_grad=False)[1]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < (parts + 2) * dw.nbytes, (peak / dw.nbytes, parts)
+    dw_ref = ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "full")[1]
+    assert _relative_error(dw, dw_ref) < 1e-5
+
+
 @pytest.mark.parametrize("c_out, size, blocks", [(16, 32, True), (32, 16, True), (64, 16, True), (128, 16, False),
                                                  (64, 32, True), (128, 32, True), (256, 32, False), (64, 8, False)])
 def test_full_dw_takes_the_product_measured_faster(c_out, size, blocks):

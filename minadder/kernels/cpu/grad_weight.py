@@ -263,7 +263,9 @@ def _product_on_numba_threads(frame, g, win, gemm):
     _product_in_tasks(gemm, frame.flat.reshape(-1), frame.flat.shape[1], wide_offsets(win, frame.xp),
                       np.ascontiguousarray(g), step, win.wo, row_pitch(frame.xp), frame_stride(win),
                       vector_length(frame.flat.itemsize), totals, sums)
-    return np.ascontiguousarray(totals.sum(axis=0).T), sums.sum(axis=0).astype(frame.flat.dtype)
+    for part in totals[1:]:        # added up in place: no third copy of dW's size (see _correct)
+        totals[0] += part
+    return np.ascontiguousarray(totals[0].T), sums.sum(axis=0).astype(frame.flat.dtype)
 
 
 @njit(fastmath=True, cache=True)
@@ -405,7 +407,6 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
     with its sums (positions.WideG), if the caller has it already."""
     full = mode == "full"
     xp = frame.xp
-    dw = np.zeros(w2.shape, dtype=xp.dtype)
     pitch = row_pitch(xp)
     npos = wide_count(win, pitch)
     if wide is None and reads_wide_g(win, mode, xp.dtype):
@@ -421,14 +422,25 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
         dw, own = _product_by_threads(frame, g, win, gw, with_sums=sums is None)
         sums = own if sums is None else sums
     elif _long_rows(win) or (not full and wide_rows(win)):   # register blocks, no X_col
-        partial = np.zeros((wide_chunks(win),) + dw.shape, dtype=dw.dtype)
+        partial = np.zeros((wide_chunks(win),) + w2.shape, dtype=xp.dtype)
         _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, w2, full, partial)
         dw = partial.sum(axis=0)
     else:
+        dw = np.zeros(w2.shape, dtype=xp.dtype)
         for images in image_chunks(win):
             cols, gc = _chunk_columns(frame, g, win, gw, images)
             _grad_weight_kernel(cols, w2, gc, full, xp.dtype.type(1), dw)
     if full:
         sums = _sums_per_filter(np.ascontiguousarray(g)) if sums is None else sums
-        dw -= (w2 - frame.centre) * sums[:, None]
+        _correct(dw, w2, frame.centre, sums)
     return dw
+
+
+def _correct(dw, w2, centre, sums):
+    """dw -= (W - c) sum_l G per filter (Eq. 5's second part, in the shifted frame), with
+    one temporary of dW's size, not two. (VGG-small's 512-channel 8x8 layer, whose dW is
+    9 MB: the product's partial sums, their total, its transposed copy, a dW of zeros
+    never used and the two temporaries here held 45 MB at once; 2026-12-07.)"""
+    term = w2 - centre
+    term *= sums[:, None]
+    dw -= term
