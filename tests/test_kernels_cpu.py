@@ -282,6 +282,34 @@ def test_dw_register_blocks_over_groups_of_images_give_the_reference(mode, kerne
     np.testing.assert_allclose(dw, dw_ref, **_grad_tol(np.float32, 56 * 144, x, weight))
 
 
+@pytest.mark.parametrize("numba_threads", [2], indirect=True)
+@pytest.mark.parametrize("mode", ref.GRAD_MODES)
+@pytest.mark.parametrize("lane_bytes, slabs", [(0, True), (1 << 40, False)])
+def test_dw_register_blocks_split_by_filters_give_the_reference(numba_threads, monkeypatch, mode, lane_bytes, slabs):
+    """Where the blocks' lane-wise sums would pass DW_LANE_BYTES, each task takes a slab of
+    the filters over every image (whole blocks; the last slab the narrow block and the
+    filter left over): 29 filters, 12x12 images. dW equals the reference either way, and
+    so does the ordinary convolution's, which runs the same kernel."""
+    if numba_threads < 2:
+        pytest.skip("one thread: one task")
+    monkeypatch.setattr(grad_weight, "DW_LANE_BYTES", lane_bytes)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 2, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((29, 2, 3, 3)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, 1, 1)
+    want = (1, numba_threads) if slabs else (min(6, numba_threads), 1)
+    assert grad_weight.wide_tasks(win, np.float32, mode == "full") == want
+    y, dx, dw = _both(cpu, x, weight, 1, 1, 8, mode)
+    y_ref, dx_ref, dw_ref = _both(ref, x, weight, 1, 1, 8, mode)
+    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(np.float32, 6 * 144, x, weight))
+    if mode == "full":
+        y_conv, saved = cpu.conv2d_forward(x, weight, win)
+        g = np.random.default_rng(8).standard_normal(y_conv.shape).astype(np.float32)
+        dw_conv = cpu.conv2d_backward(g, saved)[1]
+        dw_conv_ref = ref.conv2d_backward(g, ref.conv2d_forward(x, weight, win)[1])[1]
+        np.testing.assert_allclose(dw_conv, dw_conv_ref, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("product", ["auto", "numba", "blas"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [(37, 29), (8, 8)])
@@ -575,6 +603,7 @@ def test_dw_by_blas_holds_few_copies_of_dw_at_once():
     y, saved = cpu.adder2d_forward(x, weight, win)
     g = rng.standard_normal(y.shape).astype(np.float32)
     parts = products.chunk_tasks(win, products.DW_CHUNK_NUMBERS)[1]
+    cpu.adder2d_backward(g, saved, "full", need_input_grad=False)    # compiled before: Numba's own allocations
     tracemalloc.start()
     dw = cpu.adder2d_backward(g, saved, "full", need_input_grad=False)[1]
     _, peak = tracemalloc.get_traced_memory()
@@ -582,6 +611,26 @@ def test_dw_by_blas_holds_few_copies_of_dw_at_once():
     assert peak < (parts + 2) * dw.nbytes, (peak / dw.nbytes, parts)
     dw_ref = ref.adder2d_backward(g, ref.adder2d_forward(x, weight, win)[1], "full")[1]
     assert _relative_error(dw, dw_ref) < 1e-5
+
+
+@pytest.mark.parametrize("c, size, reads_wide", [(64, 8, False), (16, 32, True)])
+def test_the_backward_lets_widened_g_go_before_a_dw_that_does_not_read_it(monkeypatch, c, size, reads_wide):
+    """dX reads G on wide positions; dW by BLAS (64 filters on 8x8 images) reads G as it
+    is, so the widened copy is let go before dW runs (its sums kept); the register blocks
+    (16 filters on 32x32) read it. Both gradients still equal the reference."""
+    if products.kernel_gemm(np.float32) is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS: dW takes Python threads")
+    seen = []
+    blocked = cpu.blocked_grad_weight
+    monkeypatch.setattr(cpu, "blocked_grad_weight", lambda w2, g, win, mode, frame, wide=None: seen.append(
+        (wide.values is not None, wide.filter_sums is not None)) or blocked(w2, g, win, mode, frame, wide))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, c, size, size)).astype(np.float32)
+    weight = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+    y, dx, dw = _both(cpu, x, weight, 1, 1, 9, "full")
+    assert seen == [(reads_wide, True)]
+    y_ref, dx_ref, dw_ref = _both(ref, x, weight, 1, 1, 9, "full")
+    assert _relative_error(dx, dx_ref) < 1e-5 and _relative_error(dw, dw_ref) < 1e-5
 
 
 @pytest.mark.parametrize("c_out, size, blocks", [(16, 32, True), (32, 16, True), (64, 16, True), (128, 16, False),

@@ -212,6 +212,8 @@ def _backward(w2, g, win, mode, frame, need_input_grad, need_weight_grad, wide=N
     """(dX (+ dx_plus), dW) from the blocked kernels; ``wide``: G on wide positions with its
     sums (positions.WideG), read once for both gradients (stride 1 or 2, several rows)."""
     dx = blocked_grad_input(w2, g, win, mode, frame, wide, dx_plus) if need_input_grad else None
+    if wide is not None and need_weight_grad and not reads_wide_g(win, "full" if mode == "l2" else mode, w2.dtype):
+        wide.drop_values()     # dW reads G as it is: no widened copy beside its buffers
     if need_weight_grad and mode == "l2":   # dW = 2 (G X'^T - W' sum G): twice full mode's
         return dx, 2 * blocked_grad_weight(w2, g, win, "full", frame, wide)
     dw = blocked_grad_weight(w2, g, win, mode, frame, wide) if need_weight_grad else None

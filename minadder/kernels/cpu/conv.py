@@ -25,7 +25,7 @@ from numba import njit, prange
 from .forward import _min_sums_all, _rows_per_task, wide_chunk
 from .frame import VECTOR, frame_pitch, phase_count, phase_rows, plane_size, row_pitch, unshifted
 from .grad_input import CONV, _grad_input_wide_kernel, fits_plus, plus_if_given
-from .grad_weight import _grad_weight_images_kernel, wide_chunks
+from .grad_weight import images_product
 from .positions import on_wide_positions, wide_count, wide_offsets, wide_rows
 
 #: an image needs this many wide positions for the layer to skip X_col (as dW's register
@@ -82,9 +82,7 @@ def conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad, plus=
     gw = on_wide_positions(g, win, pitch).values    # (its sums are the adder layer's)
     dx = dw = None
     if need_weight_grad:
-        partial = np.zeros((wide_chunks(win), win.c_out, win.k), dtype=w2.dtype)
-        _grad_weight_images_kernel(frame.flat, koff, gw, npos, w2, True, partial)   # full: the product G X^T
-        dw = partial.sum(axis=0)
+        dw = images_product(frame.flat, koff, gw, npos, w2, True, win)   # full: the product G X^T
     if need_input_grad:
         dx = np.empty(win.x_shape, dtype=w2.dtype)
         unused = np.zeros((win.n, 1), dtype=w2.dtype)      # CONV reads no sums of G

@@ -279,17 +279,18 @@ def _edge_dot(img, koff, gn, npos, w, full, one, t, k, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
+def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, slabs, partial):
     """partial[b, t, k] = sum_{n in chunk b} sum_q G[n, t, q] D(X[n, k, q] - W[t, k]) on
     wide positions, stride 1 (D as _dw_term: full mode, Eq. 5, the G X'^T part of its dW,
     X' in the shifted frame; sign mode, Eq. 4, sgn(X - W)), reading row k of X straight
-    from the padded input (xp2[n, koff[k]:]). One task per chunk of images: a group of
-    images at a time (about DW_GROUP_VECTORS vectors of positions), it runs every register
-    block (register_block.py: DOT_FILTERS x DOT_ROWS dot products in full mode, then
-    NARROW_FILTERS x DOT_ROWS for the filters left over; SIGN_FILTERS x SIGN_ROWS sign sums
-    in sign mode) over the group while its rows of G and X are in L2, each block keeping
+    from the padded input (xp2[n, koff[k]:]). One task per chunk of images and slab of
+    filters (``slabs`` of them, whole blocks each, the last with the filters left over): a
+    group of images at a time (about DW_GROUP_VECTORS vectors of positions), it runs its
+    register blocks (register_block.py: DOT_FILTERS x DOT_ROWS dot products in full mode,
+    then NARROW_FILTERS x DOT_ROWS for the filters left over; SIGN_FILTERS x SIGN_ROWS sign
+    sums in sign mode) over the group while its rows of G and X are in L2, each block keeping
     its lane-wise sums in ``sums`` between groups; the lanes are added up once, at the end
-    of the chunk. The caller sums the chunks. (One task per block over the whole batch, as
+    of the task. The caller sums the chunks. (One task per block over the whole batch, as
     before, streamed all of G and X' from memory for each block, two bytes a multiply-add:
     measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
     n_img, n_t = gw.shape[0], gw.shape[1]
@@ -303,33 +304,42 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, partial):
     t_main = n_t - n_t % filters                     # filters in whole blocks
     t_end = t_main + (n_t - t_main) // narrow * narrow   # and in narrow ones after them
     k_end = n_k - n_k % rows
+    slab = t_main // filters // slabs * filters      # whole blocks of filters a slab
     group = max(1, min(DW_GROUP_IMAGES, DW_GROUP_VECTORS // max(1, count)))
-    for b in prange(chunks):
+    for task in prange(chunks * slabs):
+        b, s = task // slabs, task % slabs
+        last_slab = s == slabs - 1
+        t_lo, t_hi = s * slab, (t_main if last_slab else (s + 1) * slab)
+        t_narrow = t_end if last_slab else t_hi      # the narrow blocks and the edge's filters:
+        t_stop = n_t if last_slab else t_hi          # the last slab's
         out = partial[b]
-        sums = np.zeros((t_main // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
-        narrow_sums = np.zeros(((t_end - t_main) // narrow, k_end // rows, narrow * rows, lanes), dtype=partial.dtype)
-        last = (b + 1) * n_img // chunks
-        for n0 in range(b * n_img // chunks, last, group):
+        sums = np.zeros(((t_hi - t_lo) // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
+        narrow_sums = np.zeros(((t_narrow - t_hi) // narrow, k_end // rows, narrow * rows, lanes),
+                               dtype=partial.dtype)
+        first, last = b * n_img // chunks, (b + 1) * n_img // chunks
+        for n0 in range(first, last, group):
             n1 = min(last, n0 + group)
-            for t0 in range(0, t_main, filters):
+            for t0 in range(t_lo, t_hi, filters):
                 for k0 in range(0, k_end, rows):
                     if full:
-                        dot_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[t0 // filters, k0 // rows], n0, n1)
+                        dot_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[(t0 - t_lo) // filters, k0 // rows],
+                                           n0, n1)
                     else:
-                        sign_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[t0 // filters, k0 // rows], n0, n1)
-            for t0 in range(t_main, t_end, narrow):     # (full mode only)
+                        sign_sums_registers(xp2, koff, k0, gw, t0, count, w,
+                                            sums[(t0 - t_lo) // filters, k0 // rows], n0, n1)
+            for t0 in range(t_hi, t_narrow, narrow):     # (full mode only)
                 for k0 in range(0, k_end, rows):
                     narrow_dot_sums_registers(xp2, koff, k0, gw, t0, count, w,
-                                              narrow_sums[(t0 - t_main) // narrow, k0 // rows], n0, n1)
+                                              narrow_sums[(t0 - t_hi) // narrow, k0 // rows], n0, n1)
             # the edge blocks, one dot product at a time: the filters after the last whole
             # block (every row k), then the rows after the last whole block (a loop over
             # every (t, k) that skipped the blocks' own took 18 % of a 32-channel dW)
             for n in range(n0, n1):
-                for t in range(n_t):
-                    for k in range(k_end if t < t_end else 0, n_k):
+                for t in range(t_lo, t_stop):
+                    for k in range(k_end if t < t_narrow else 0, n_k):
                         _edge_dot(xp2[n], koff, gw[n], npos, w, full, one, t, k, out)
-        _add_lanes(sums, 0, filters, rows, out)
-        _add_lanes(narrow_sums, t_main, narrow, rows, out)
+        _add_lanes(sums, t_lo, filters, rows, out)
+        _add_lanes(narrow_sums, t_hi, narrow, rows, out)
 
 
 @njit(fastmath=True, cache=True)
@@ -363,15 +373,39 @@ def _sums_per_filter(g):
     return s
 
 
-def wide_chunks(win):
-    """How many chunks of images _grad_weight_images_kernel's tasks take: one a thread.
-    Each chunk zeroes its blocks' lane-wise sums (C_out x K x lanes numbers: 590 KB at 32
-    channels) and adds them up at its end, and Numba's OpenMP layer hands each thread an
-    equal, fixed share of the tasks, so more chunks only repeat that work. Measured
-    2026-12-06 (batch 64, 2 threads, the kernel given G widened, two alternations, ms):
-    four chunks a thread against one, 16ch 32x32 1.17 / 1.08 -> 1.08 / 1.09, 32ch 16x16
-    1.31 / 1.24 -> 1.15 / 1.18, 16 -> 32 channels at stride 2 0.72 / 0.73 -> 0.67 / 0.68."""
-    return max(1, min(win.n, get_num_threads()))
+#: the register blocks' lane-wise sums (C_out x K x lanes numbers a task) at most this many
+#: bytes in all: beyond it the tasks split the filters among them, not the images.
+#: VGG-small's 128-channel 32x32 layer held 19 MB of them in two tasks (its peak memory
+#: 0.52x of im2col); by filters 9.4 MB, and its dW ran as fast (2026-12-07, below).
+DW_LANE_BYTES = 8 << 20
+
+
+def wide_tasks(win, dtype, full=True):
+    """(chunks of images, slabs of filters) for _grad_weight_images_kernel: one task a
+    thread, each on its chunk of the images. Each task zeroes its blocks' lane-wise sums
+    (C_out x K x lanes numbers: 590 KB at 32 channels) and adds them up at its end, and
+    Numba's OpenMP layer hands each thread an equal, fixed share of the tasks, so more
+    chunks only repeat that work. Measured 2026-12-06 (batch 64, 2 threads, the kernel
+    given G widened, two alternations, ms): four chunks a thread against one, 16ch 32x32
+    1.17 / 1.08 -> 1.08 / 1.09, 32ch 16x16 1.31 / 1.24 -> 1.15 / 1.18, 16 -> 32 channels
+    at stride 2 0.72 / 0.73 -> 0.67 / 0.68. Where those sums would pass DW_LANE_BYTES, the
+    tasks take a slab of the filters each (whole blocks of them) over every image."""
+    threads = max(1, get_num_threads())
+    filters = DOT_FILTERS if full else SIGN_FILTERS
+    itemsize = np.dtype(dtype).itemsize
+    lane_bytes = win.c_out * win.k * vector_length(itemsize) * itemsize
+    if threads > 1 and lane_bytes * min(win.n, threads) > DW_LANE_BYTES and win.c_out >= threads * filters:
+        return 1, threads
+    return max(1, min(win.n, threads)), 1
+
+
+def images_product(flat, koff, gw, npos, w2, full, win):
+    """sum_n G X'^T (full) or Eq. 4's sign sums by _grad_weight_images_kernel, in the
+    tasks of wide_tasks, their chunks added up."""
+    chunks, slabs = wide_tasks(win, w2.dtype, full)
+    partial = np.zeros((chunks,) + w2.shape, dtype=w2.dtype)
+    _grad_weight_images_kernel(flat, koff, gw, npos, w2, full, slabs, partial)
+    return partial[0] if chunks == 1 else partial.sum(axis=0)
 
 
 def _long_rows(win):
@@ -422,9 +456,7 @@ def blocked_grad_weight(w2, g, win, mode, frame, wide=None):
         dw, own = _product_by_threads(frame, g, win, gw, with_sums=sums is None)
         sums = own if sums is None else sums
     elif _long_rows(win) or (not full and wide_rows(win)):   # register blocks, no X_col
-        partial = np.zeros((wide_chunks(win),) + w2.shape, dtype=xp.dtype)
-        _grad_weight_images_kernel(frame.flat, wide_offsets(win, xp), gw, npos, w2, full, partial)
-        dw = partial.sum(axis=0)
+        dw = images_product(frame.flat, wide_offsets(win, xp), gw, npos, w2, full, win)
     else:
         dw = np.zeros(w2.shape, dtype=xp.dtype)
         for images in image_chunks(win):

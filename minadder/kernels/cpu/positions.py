@@ -16,7 +16,8 @@ adjoint: col2im, one row of X_col at a time), both by ``field_row``. With stride
 the forward and dW's columns copy runs out by whole vectors instead (``copy_runs``).
 """
 import functools
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from numba import njit, prange
@@ -71,13 +72,20 @@ def aligned_empty(shape, dtype, align=64):
     return buf[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
-class WideG(NamedTuple):
+@dataclass
+class WideG:
     """G read once for the whole backward (``on_wide_positions``): its values on wide
     positions and the sums the two gradients subtract, and whether it is all finite."""
-    values: np.ndarray          # (N, C_out, wide positions in whole vectors), 0 at the dropped ones
+    values: Optional[np.ndarray]   # (N, C_out, wide positions in whole vectors), 0 at the dropped ones
     channel_sums: np.ndarray    # (N, wide positions): sum_t G[n, t, q], dX's (Eq. 6 in full mode)
     filter_sums: np.ndarray     # (C_out,): sum_n sum_q G[n, t, q] in float64, dW's (Eq. 5)
     finite: bool                # every number of G finite (its sums are: see frame.all_finite)
+
+    def drop_values(self):
+        """Let the widened copy of G go, keeping the sums: once dX is written, where dW
+        reads G as it is (BLAS on exact columns), so that the copy is not held beside dW's
+        buffers. VGG-small's 256-channel 16x16 layer: 17 MB, its peak 78 -> 70 MB."""
+        self.values = None
 
 
 def on_wide_positions(g, win, pitch):
