@@ -310,6 +310,24 @@ def test_dw_register_blocks_split_by_filters_give_the_reference(numba_threads, m
         np.testing.assert_allclose(dw_conv, dw_conv_ref, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("mode", ref.GRAD_MODES)
+def test_dw_register_blocks_take_the_rows_span_by_span_where_their_sums_are_large(mode):
+    """Where a task's lane-wise sums pass DW_SPAN_BYTES, the blocks take the rows of X'
+    span by span over every group of images: 61 filters (whole blocks, a narrow one, one
+    left over) and K = 1160 (2x2 filters on 290 channels: rows left over too), 4.5 MB of
+    sums with AVX-512 (three spans), 2.3 MB with AVX2 (two). dW equals the reference."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 290, 10, 10)).astype(np.float32)
+    weight = rng.standard_normal((61, 290, 2, 2)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, 1, 1)
+    lanes = vector_length(4)
+    assert 61 * win.k * lanes * 4 > grad_weight.DW_SPAN_BYTES and win.k % register_block.DOT_ROWS
+    assert positions.wide_count(win, frame.frame_pitch(win)) >= grad_weight.WIDE_DW_MIN_POSITIONS
+    y, dx, dw = _both(cpu, x, weight, 1, 1, 8, mode)
+    y_ref, dx_ref, dw_ref = _both(ref, x, weight, 1, 1, 8, mode)
+    np.testing.assert_allclose(dw, dw_ref, **_grad_tol(np.float32, 3 * 121, x, weight))
+
+
 @pytest.mark.parametrize("product", ["auto", "numba", "blas"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [(37, 29), (8, 8)])

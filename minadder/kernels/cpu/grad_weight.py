@@ -64,6 +64,15 @@ WIDE_DW_MIN_POSITIONS = 100
 #: 1.33, sign mode 64ch 8x8 4.80 / 4.24 / 4.04 / 4.06.
 DW_GROUP_VECTORS = 64
 DW_GROUP_IMAGES = 8
+#: a task's lane-wise sums at most this many bytes at a time: beyond it, its rows of X'
+#: are taken span by span, each span over every group of images, so that the sums each
+#: group reads and writes stay in L2. VGG-small's 512ch 8x8 layer held 75 MB of them a
+#: task (slabs of 256 filters, K = 4608), which every group of 8 images read and wrote
+#: from memory. Measured 2026-12-07, batch 64, 2 threads, sign-mode dW (no BLAS there),
+#: two alternations, best ms: 290.4 / 297.9 -> 234.0 / 241.7; the 256ch 16x16 and 128ch
+#: 32x32 layers (its full-mode dW too) and ResNet-20's within the spread; spans of 1 MB or
+#: 512 KB the same.
+DW_SPAN_BYTES = 2 << 20
 #: how full mode computes G X'^T: "auto", "numba" (the register blocks below) or "blas"
 FULL_DW_PRODUCT = "auto"
 #: "auto" keeps the register-block product (no X_col) for long rows only up to this many
@@ -290,7 +299,8 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, slabs, partial):
     then NARROW_FILTERS x DOT_ROWS for the filters left over; SIGN_FILTERS x SIGN_ROWS sign
     sums in sign mode) over the group while its rows of G and X are in L2, each block keeping
     its lane-wise sums in ``sums`` between groups; the lanes are added up once, at the end
-    of the task. The caller sums the chunks. (One task per block over the whole batch, as
+    of the task (of each span of rows, where the sums pass DW_SPAN_BYTES). The caller sums
+    the chunks. (One task per block over the whole batch, as
     before, streamed all of G and X' from memory for each block, two bytes a multiply-add:
     measured 2026-12-05, batch 64, 2 threads, 16 channels at 32x32: 51 -> 70 G MAC/s.)"""
     n_img, n_t = gw.shape[0], gw.shape[1]
@@ -313,45 +323,55 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, slabs, partial):
         t_narrow = t_end if last_slab else t_hi      # the narrow blocks and the edge's filters:
         t_stop = n_t if last_slab else t_hi          # the last slab's
         out = partial[b]
-        sums = np.zeros(((t_hi - t_lo) // filters, k_end // rows, filters * rows, lanes), dtype=partial.dtype)
-        narrow_sums = np.zeros(((t_narrow - t_hi) // narrow, k_end // rows, narrow * rows, lanes),
-                               dtype=partial.dtype)
+        # the rows of X' in spans whose lane-wise sums fit DW_SPAN_BYTES (one span where
+        # all of them do): every group of images reads and writes the span's sums
+        per_row = (t_narrow - t_lo) * lanes * partial.itemsize
+        span = max(rows, k_end if per_row * k_end <= DW_SPAN_BYTES else DW_SPAN_BYTES // per_row // rows * rows)
+        sums = np.empty(((t_hi - t_lo) // filters, span // rows, filters * rows, lanes), dtype=partial.dtype)
+        narrow_sums = np.empty(((t_narrow - t_hi) // narrow, span // rows, narrow * rows, lanes), dtype=partial.dtype)
         first, last = b * n_img // chunks, (b + 1) * n_img // chunks
-        for n0 in range(first, last, group):
-            n1 = min(last, n0 + group)
-            for t0 in range(t_lo, t_hi, filters):
-                for k0 in range(0, k_end, rows):
-                    if full:
-                        dot_sums_registers(xp2, koff, k0, gw, t0, count, w, sums[(t0 - t_lo) // filters, k0 // rows],
-                                           n0, n1)
-                    else:
-                        sign_sums_registers(xp2, koff, k0, gw, t0, count, w,
-                                            sums[(t0 - t_lo) // filters, k0 // rows], n0, n1)
-            for t0 in range(t_hi, t_narrow, narrow):     # (full mode only)
-                for k0 in range(0, k_end, rows):
-                    narrow_dot_sums_registers(xp2, koff, k0, gw, t0, count, w,
-                                              narrow_sums[(t0 - t_hi) // narrow, k0 // rows], n0, n1)
-            # the edge blocks, one dot product at a time: the filters after the last whole
-            # block (every row k), then the rows after the last whole block (a loop over
-            # every (t, k) that skipped the blocks' own took 18 % of a 32-channel dW)
-            for n in range(n0, n1):
-                for t in range(t_lo, t_stop):
-                    for k in range(k_end if t < t_narrow else 0, n_k):
-                        _edge_dot(xp2[n], koff, gw[n], npos, w, full, one, t, k, out)
-        _add_lanes(sums, t_lo, filters, rows, out)
-        _add_lanes(narrow_sums, t_hi, narrow, rows, out)
+        for k_lo in range(0, max(1, k_end), span):
+            k_hi = min(k_end, k_lo + span)
+            sums[:] = 0
+            narrow_sums[:] = 0
+            for n0 in range(first, last, group):
+                n1 = min(last, n0 + group)
+                for t0 in range(t_lo, t_hi, filters):
+                    for k0 in range(k_lo, k_hi, rows):
+                        if full:
+                            dot_sums_registers(xp2, koff, k0, gw, t0, count, w,
+                                               sums[(t0 - t_lo) // filters, (k0 - k_lo) // rows], n0, n1)
+                        else:
+                            sign_sums_registers(xp2, koff, k0, gw, t0, count, w,
+                                                sums[(t0 - t_lo) // filters, (k0 - k_lo) // rows], n0, n1)
+                for t0 in range(t_hi, t_narrow, narrow):     # (full mode only)
+                    for k0 in range(k_lo, k_hi, rows):
+                        narrow_dot_sums_registers(xp2, koff, k0, gw, t0, count, w,
+                                                  narrow_sums[(t0 - t_hi) // narrow, (k0 - k_lo) // rows], n0, n1)
+                # the edge blocks (with the first span), one dot product at a time: the
+                # filters after the last whole block (every row k), then the rows after the
+                # last whole block (a loop over every (t, k) that skipped the blocks' own
+                # took 18 % of a 32-channel dW)
+                if k_lo == 0:
+                    for n in range(n0, n1):
+                        for t in range(t_lo, t_stop):
+                            for k in range(k_end if t < t_narrow else 0, n_k):
+                                _edge_dot(xp2[n], koff, gw[n], npos, w, full, one, t, k, out)
+            _add_lanes(sums, t_lo, k_lo, k_hi, filters, rows, out)
+            _add_lanes(narrow_sums, t_hi, k_lo, k_hi, narrow, rows, out)
 
 
 @njit(fastmath=True, cache=True)
-def _add_lanes(sums, t_first, filters, rows, out):
+def _add_lanes(sums, t_first, k_first, k_stop, filters, rows, out):
     """out[t, k] += the lanes of its block's sum: block (a, c) of ``sums`` holds filters
-    t_first + a * filters ... and rows c * rows ..., sum (i, j) at sums[a, c, i * rows + j]."""
+    t_first + a * filters ... and rows k_first + c * rows ... (below k_stop), sum (i, j)
+    at sums[a, c, i * rows + j]."""
     for a in range(sums.shape[0]):
-        for c in range(sums.shape[1]):
+        for c in range((k_stop - k_first) // rows):
             block = sums[a, c]
             for i in range(filters):
                 for j in range(rows):
-                    t, k = t_first + a * filters + i, c * rows + j
+                    t, k = t_first + a * filters + i, k_first + c * rows + j
                     total = out[t, k] - out[t, k]
                     for v in range(block.shape[1]):
                         total += block[i * rows + j, v]
