@@ -212,17 +212,37 @@ def adder_terms(model):
     return sum(r["pairs"] for r in report["layers"] if r["type"] in ("Adder2d", "AdderLinear"))
 
 
+def ceiling_rates(threads, results=None):
+    """{mix: G terms/s} at ``threads`` threads for the code this process runs, from
+    ceiling.py's JSON in ``results`` (benchmarks/results): results/ceiling-<target>.json's
+    own ("native") rows, or, where there is none and the code is the AVX2 code compiled on
+    a wider CPU (NUMBA_CPU_NAME=haswell), the "avx2" rows of this CPU's file; {} if none."""
+    import glob
+    from minadder.kernels.target import TARGET, cpu_model
+    results = results or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    candidates = [(os.path.join(results, f"ceiling-{TARGET.name}.json"), "native")]
+    if TARGET.vector_bits == 256:
+        candidates += [(path, "avx2") for path in sorted(glob.glob(os.path.join(results, "ceiling-*.json")))]
+    for path, width in candidates:
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            rows = record["rows"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if width == "avx2" and record.get("cpu") != cpu_model():
+            continue
+        rate = {r["mix"]: r["gterms"] for r in rows if r.get("threads") == threads and r.get("width") == width}
+        if rate:
+            return rate
+    return {}
+
+
 def step_ceiling(model, batch, threads, grad_mode="full"):
     """Images/s of a step that did nothing but its adder terms, each pass at its ceiling
-    (forward, dX and dW: three passes over the terms), from ceiling.py's JSON; or None."""
-    from minadder.kernels.target import TARGET
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"ceiling-{TARGET.name}.json")
-    try:
-        with open(path) as f:
-            rows = json.load(f)["rows"]
-    except (OSError, ValueError, KeyError):
-        return None
-    rate = {r["mix"]: r["gterms"] for r in rows if r.get("threads") == threads and r.get("width") == "native"}
+    (forward, dX and dW: three passes over the terms), from ceiling.py's JSON
+    (ceiling_rates); or None."""
+    rate = ceiling_rates(threads)
     sign = rate.get("sgn+fma", rate.get("select+add"))
     rate.update({"sign": sign} if sign else {})
     mixes = (SIGN_PASS_CEILINGS if grad_mode == "sign" else PASS_CEILINGS).values()

@@ -229,3 +229,40 @@ def test_the_memory_bound_is_the_arithmetic_over_the_data_time():
     big = bench.memory_row("L", "cpu", bench.LAYERS["vgg-small 256ch 16x16"], 64, record, 2)
     assert big[3] == big[4] == "1.00 / 1.00 / 1.00 / 1.00"
     assert bench.memory_row("L", "cpu", layer, 64, dict(rows=ceilings), 2)[3] == "- / - / - / -"
+
+
+RATES = r"""
+import json, sys
+sys.argv = ["bench_train_step.py"]
+import bench_train_step as b
+print(json.dumps(b.ceiling_rates(2, sys.argv_results)))
+"""
+
+
+@pytest.mark.skipif(not X86, reason="the AVX2 code is x86's")
+def test_the_step_ceiling_of_the_avx2_code_reads_this_cpus_avx2_rows(tmp_path):
+    """bench_train_step.py compiled for Haswell on a wider CPU (no ceiling-haswell.json):
+    the "avx2" rows of this CPU's ceiling file, at the asked threads; another CPU's file
+    is not read."""
+    def write(name, cpu, scale):
+        rows = [dict(mix=m, width=w, threads=t, bits=256 if w == "avx2" else 512,
+                     gterms=scale * g * t * (0.25 if w == "avx2" else 1.0))
+                for m, g in (("min+add", 80.0), ("clamp+fma", 40.0), ("fma", 120.0), ("select+add", 30.0))
+                for w in ("native", "avx2") for t in (1, 2)]
+        (tmp_path / name).write_text(json.dumps(dict(cpu=cpu, rows=rows)))
+    env = _env()
+    env["NUMBA_CPU_NAME"] = "haswell"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "benchmarks"), env["PYTHONPATH"]])
+    script = RATES.replace("sys.argv_results", repr(str(tmp_path)))
+    cpu = subprocess.run([sys.executable, "-c", "from minadder.kernels.target import cpu_model; print(cpu_model())"],
+                         env=env, capture_output=True, text=True, timeout=300).stdout.strip()
+    write("ceiling-elsewhere.json", cpu + " (another machine)", 10.0)
+    run = lambda: subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    proc = run()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {}
+    write("ceiling-wider.json", cpu, 1.0)
+    proc = run()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {      # avx2, 2 threads: a half
+        "min+add": 40.0, "clamp+fma": 20.0, "fma": 60.0, "select+add": 15.0}
