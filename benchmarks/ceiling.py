@@ -603,7 +603,7 @@ def main():
     print_table(rows, args.markdown)
     chains = sorted({r["chains"] for r in rows if "chains" in r})
     print(f"\nOne term: one lane of one accumulator update ({' or '.join(map(str, chains))} vector "
-          "accumulator updates per pass of a loop, all in registers; sgn+fma: 12 accumulators, each "
+          f"accumulator updates per pass of a loop, all in registers; sgn+fma: {SGN_CHAINS} accumulators, each "
           "updated twice); sad: one |a - b| of one byte pair; "
           "sgemm: one multiply-add of its n^3. memory: GB/s of the bytes a pass reads (read) or reads "
           "and writes (copy).")
