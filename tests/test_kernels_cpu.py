@@ -672,6 +672,22 @@ def test_the_forward_reads_x_col_in_place_as_measured(c, size, k, stride, paddin
 
 
 @pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch", [8, 1])
+def test_a_1x1_forward_writes_rows_without_gaps_in_one_run(stride, batch):
+    """A 1x1 layer's wide positions are its output positions: the forward writes a task's
+    rows as one run. Tasks of several rows that start past the first (framed on the way
+    with 8 images at stride 1; with 1 image, rows split for the threads) equal the reference."""
+    from minadder.kernels.cpu import forward
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((batch, 5, 40, 36)).astype(np.float32)
+    weight = rng.standard_normal((7, 5, 1, 1)).astype(np.float32)
+    win = Window.of(x.shape, weight.shape, stride, 0)
+    assert frame.frame_pitch(win) == win.wo and forward._in_place(win, win.wo)
+    y, _ = cpu.adder2d_forward(x, weight, win)
+    np.testing.assert_allclose(y, ref.adder2d_forward(x, weight, win)[0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
 def test_sign_dx_by_register_blocks_equals_the_reference_ties_included(stride):
     """Sign-mode dX (Eq. 4) through dX's register blocks (the main block, the 1-row blocks
     for the ninth row of each channel, the 1-vector blocks for the positions left over)
