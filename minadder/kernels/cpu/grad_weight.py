@@ -398,6 +398,10 @@ def _sums_per_filter(g):
 #: VGG-small's 128-channel 32x32 layer held 19 MB of them in two tasks (its peak memory
 #: 0.52x of im2col); by filters 9.4 MB (0.49x), and its dW ran as fast: measured
 #: 2026-12-07, batch 64, 2 threads, three alternations, 82.4-88.5 -> 80.0-84.2 ms.
+#: The spans (DW_SPAN_BYTES) bound the lane sums too, but not the tasks' partial dWs
+#: (one a chunk of images): with the spans alone, VGG-small's 512ch 8x8 sign dW took
+#: 208.6-220.9 ms against 188.8-205.7 by slabs, its peak RSS 253 MiB against 237; the
+#: 256ch and 128ch layers the same either way (2026-12-07, three alternations).
 DW_LANE_BYTES = 8 << 20
 
 
