@@ -328,6 +328,25 @@ def test_dw_register_blocks_take_the_rows_span_by_span_where_their_sums_are_larg
     np.testing.assert_allclose(dw, dw_ref, **_grad_tol(np.float32, 3 * 121, x, weight))
 
 
+@pytest.mark.parametrize("slabs, filters, n_t", [(1, 8, 29), (2, 8, 29), (2, 4, 61), (3, 8, 100), (2, 8, 16)])
+def test_dw_slabs_cover_every_filter_once_and_spans_fit_their_bound(slabs, filters, n_t):
+    """The slabs of filters follow each other from 0 to n_t, each its whole blocks, the
+    last also the narrow blocks and the filters left over; a span holds every row where
+    their sums fit DW_SPAN_BYTES, else whole blocks of rows that fit (one at the least)."""
+    narrow = filters // 2
+    t_main = n_t - n_t % filters
+    t_end = t_main + (n_t - t_main) // narrow * narrow
+    slab = t_main // filters // slabs * filters
+    bounds = [grad_weight._slab_filters(s, slabs, slab, t_main, t_end, n_t) for s in range(slabs)]
+    assert bounds[0][0] == 0 and bounds[-1][1:] == (t_main, t_end, n_t)
+    for (lo, hi, nar, stop), following in zip(bounds, bounds[1:] + [(n_t,)]):
+        assert (hi - lo) % filters == 0 and lo <= hi <= nar <= stop == following[0]
+    cap = grad_weight.DW_SPAN_BYTES
+    assert grad_weight._span_rows(cap // 100, 100, 3) == 100
+    assert grad_weight._span_rows(cap // 100, 101, 3) == 99
+    assert grad_weight._span_rows(2 * cap, 101, 3) == 3
+
+
 @pytest.mark.parametrize("product", ["auto", "numba", "blas"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [(37, 29), (8, 8)])

@@ -318,15 +318,10 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, slabs, partial):
     group = max(1, min(DW_GROUP_IMAGES, DW_GROUP_VECTORS // max(1, count)))
     for task in prange(chunks * slabs):
         b, s = task // slabs, task % slabs
-        last_slab = s == slabs - 1
-        t_lo, t_hi = s * slab, (t_main if last_slab else (s + 1) * slab)
-        t_narrow = t_end if last_slab else t_hi      # the narrow blocks and the edge's filters:
-        t_stop = n_t if last_slab else t_hi          # the last slab's
+        t_lo, t_hi, t_narrow, t_stop = _slab_filters(s, slabs, slab, t_main, t_end, n_t)
         out = partial[b]
-        # the rows of X' in spans whose lane-wise sums fit DW_SPAN_BYTES (one span where
-        # all of them do): every group of images reads and writes the span's sums
-        per_row = (t_narrow - t_lo) * lanes * partial.itemsize
-        span = max(rows, k_end if per_row * k_end <= DW_SPAN_BYTES else DW_SPAN_BYTES // per_row // rows * rows)
+        # every group of images reads and writes the lane-wise sums of a span of rows
+        span = _span_rows((t_narrow - t_lo) * lanes * partial.itemsize, k_end, rows)
         sums = np.empty(((t_hi - t_lo) // filters, span // rows, filters * rows, lanes), dtype=partial.dtype)
         narrow_sums = np.empty(((t_narrow - t_hi) // narrow, span // rows, narrow * rows, lanes), dtype=partial.dtype)
         first, last = b * n_img // chunks, (b + 1) * n_img // chunks
@@ -359,6 +354,27 @@ def _grad_weight_images_kernel(xp2, koff, gw, npos, w, full, slabs, partial):
                                 _edge_dot(xp2[n], koff, gw[n], npos, w, full, one, t, k, out)
             _add_lanes(sums, t_lo, k_lo, k_hi, filters, rows, out)
             _add_lanes(narrow_sums, t_hi, k_lo, k_hi, narrow, rows, out)
+
+
+@njit(cache=True)
+def _slab_filters(s, slabs, slab, t_main, t_end, n_t):
+    """The filters of slab s of ``slabs``, ``slab`` filters (whole blocks) each, as
+    (first, end of its whole blocks, end of its narrow blocks, end of its filters): the
+    last slab's whole blocks reach t_main, and it alone takes the narrow blocks (to
+    t_end) and the filters left over after them (to n_t)."""
+    last = s == slabs - 1
+    t_lo = s * slab
+    t_hi = t_main if last else t_lo + slab
+    return t_lo, t_hi, (t_end if last else t_hi), (n_t if last else t_hi)
+
+
+@njit(cache=True)
+def _span_rows(row_bytes, k_end, rows):
+    """Rows of X' a span: all k_end rows where their lane-wise sums (``row_bytes`` each)
+    fit DW_SPAN_BYTES, else as many whole blocks of ``rows`` as fit, one at the least."""
+    if row_bytes * k_end <= DW_SPAN_BYTES:
+        return max(rows, k_end)
+    return max(rows, DW_SPAN_BYTES // row_bytes // rows * rows)
 
 
 @njit(fastmath=True, cache=True)
