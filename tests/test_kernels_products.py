@@ -136,3 +136,17 @@ def test_chunked_convolution_on_numba_threads_and_on_python_threads_agree(shape,
         np.testing.assert_allclose(y, y_ref, **tol)
         np.testing.assert_allclose(dx, dx_ref, **tol)
         np.testing.assert_allclose(dw, dw_ref, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_g_columns_copies_a_chunk_of_g_and_sums_it_in_float64(dtype):
+    """A chunk's G in X_col's column order (image after image, each its positions) and its
+    sum per filter, added up in float64 (in any order: the sums are vectorised), equal to
+    NumPy's float64 sum to its rounding."""
+    rng = np.random.default_rng(3)
+    g = (rng.standard_normal((7, 40, 50)) * 1e4).astype(dtype)
+    gc = np.empty((40, 3 * 50), dtype=dtype)
+    sums = products.g_columns(g, 2, 5, gc)
+    np.testing.assert_array_equal(gc, g[2:5].transpose(1, 0, 2).reshape(40, -1))
+    assert sums.dtype == np.float64
+    np.testing.assert_allclose(sums, g[2:5].astype(np.float64).sum(axis=(0, 2)), rtol=0, atol=1e-9 * 1e4 * 150)

@@ -161,11 +161,15 @@ def add_product_nt(gemm, a, b, c):
     product_into(gemm, a, False, b, True, 1.0, c)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, fastmath={"reassoc"}, cache=True)
 def g_columns(g, n0, n1, gc):
     """gc[t, (n - n0) * P + q] = G[n, t, q] for images n0..n1 of G (N, C_out, P): G's columns
     in X_col's order, for a chunk's products; returns the sums over them per filter t, in
-    float64 (the full-precision dW's sum_l G)."""
+    float64 (the full-precision dW's sum_l G). Their order of addition is free
+    ("reassoc"), so that LLVM vectorises them: in order, each add waited on the last, and
+    the copy took 16.7 us a chunk of 64 filters x 512 positions, 5.2 us so; dW alone on
+    ResNet-20's 32 -> 64 stride-2 layer 0.87-1.04 -> 0.81-0.88 ms, on the 1x1 32 -> 64
+    shortcut 0.25-0.29 -> 0.21-0.23 (batch 64, 2 threads, six alternations, 2026-12-07)."""
     sums = np.zeros(g.shape[1], dtype=np.float64)
     plane = g.shape[2]
     for t in range(g.shape[1]):
