@@ -167,6 +167,17 @@ def _add_row(colsum, row, width, squared):
             colsum[q] += row[q]
 
 
+# Without fastmath: its reassociation let LLVM compute 2 acc - (colsum + wsum) in one
+# compilation and (2 acc - colsum) - wsum in another (a kernel compiled in this process
+# against the same kernel loaded from Numba's disk cache), which differ in the last bit:
+# the same training gave two results. Plain operations vectorise here just as well.
+@njit(cache=True)
+def _output_run(dst, acc, colsum, wsum):
+    """dst = 2 acc - colsum - wsum (Eq. 2 from the min sums: out = 2 sum min - colsum - wsum)."""
+    for v in range(dst.shape[0]):
+        dst[v] = (acc[v] + acc[v]) - colsum[v] - wsum
+
+
 @njit(fastmath=True, cache=True)
 def _channel_sums(img, koff, fields, base, k0, nk, squared, channels):
     """channels[q] += X'[k, q] (squared: X'[k, q]^2) over the width of ``channels`` for
@@ -229,9 +240,8 @@ def _wide_rows(img, koff, fields, wsh, wsum, pitch, wo, u0, u1, chunk, squared, 
     for t in range(n_t):
         for r in range(runs):
             q0 = r * pitch
-            dst, a, cs = out[t, u0 * wo + r * run:u0 * wo + (r + 1) * run], acc[t, q0:q0 + run], colsum[q0:q0 + run]
-            for v in range(run):
-                dst[v] = (a[v] + a[v]) - cs[v] - wsum[t]
+            _output_run(out[t, u0 * wo + r * run:u0 * wo + (r + 1) * run], acc[t, q0:q0 + run], colsum[q0:q0 + run],
+                        wsum[t])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -314,10 +324,8 @@ def _forward_packed_kernel(xp, flat, koff_frame, wsh, kh, kw, stride, ho, wo, pi
         for t in range(n_t):
             for r in range(count):
                 n, u, v0, length, q0 = segs[r, 0], segs[r, 1], segs[r, 2], segs[r, 3], segs[r, 4]
-                dst = out[n, t, u * wo + v0:u * wo + v0 + length]
-                a, cs = acc[t, q0:q0 + length], colsum[q0:q0 + length]
-                for q in range(length):
-                    dst[q] = (a[q] + a[q]) - cs[q] - wsum[t]
+                _output_run(out[n, t, u * wo + v0:u * wo + v0 + length], acc[t, q0:q0 + length],
+                            colsum[q0:q0 + length], wsum[t])
 
 
 def _rows_per_task(win, pitch):
