@@ -49,7 +49,8 @@ each call also widens G (positions.on_wide_positions; dW where its kernel reads 
 positions, the layers with long rows and at most 64 filters, 128 on 32x32 images), which a
 training step does once for both: one column times the full backward in one call, against
 dX's and dW's ceilings together, and two more the cpu backend's dX and dW kernels alone, G
-widened before. The ceilings are read from --ceiling PATH (default
+widened before. One more times the cpu forward given its input's frame, written before
+(the forward writes it on the way): what framing the input costs the forward. The ceilings are read from --ceiling PATH (default
 results/ceiling-<cpu>.json, written by ``ceiling.py --json``), or measured first with
 --ceiling measure.
 
@@ -223,19 +224,26 @@ def run_minadder(name, layer, batch, repeat):
 
 
 def kernel_times(name, k_mod, saved, w, g, win, repeat):
-    """The cpu backend's full-precision dX and dW kernels alone (dxk, dwk), G widened before
-    (positions.on_wide_positions), where the layer reads G on wide positions: the dX-only
-    and dW-only calls each widen G, which a training step does once for both."""
+    """The cpu backend's kernels alone: the forward given its frame (fwk: the input's frame
+    written before, which the forward otherwise writes on the way), and the full-precision
+    dX and dW (dxk, dwk) with G widened before (positions.on_wide_positions), where the
+    layer reads G on wide positions: the dX-only and dW-only calls each widen G, which a
+    training step does once for both."""
     if not name.startswith("cpu"):
         return {}
-    from minadder.kernels.cpu import grad_input, grad_weight, positions
+    from minadder.kernels.cpu import forward, grad_input, grad_weight, positions
     from minadder.kernels.cpu.frame import frame_pitch
     frame = saved[3]
-    if frame is None or not positions.wide_rows(win):
+    if frame is None:
         return {}
-    w2, g3 = w.reshape(win.c_out, win.k), g.reshape(win.n, win.c_out, win.plane)
+    w2 = w.reshape(win.c_out, win.k)
+    out = np.empty((win.n, win.c_out, win.plane), dtype=w2.dtype)
+    times = dict(fwk=best_time(lambda: forward.blocked_forward(w2, win, frame, out), repeat))
+    if not positions.wide_rows(win):
+        return times
+    g3 = g.reshape(win.n, win.c_out, win.plane)
     wide = positions.on_wide_positions(g3, win, frame_pitch(win))
-    return dict(dxk=best_time(lambda: grad_input.blocked_grad_input(w2, g3, win, "full", frame, wide), repeat),
+    return dict(times, dxk=best_time(lambda: grad_input.blocked_grad_input(w2, g3, win, "full", frame, wide), repeat),
                 dwk=best_time(lambda: grad_weight.blocked_grad_weight(w2, g3, win, "full", frame, wide), repeat))
 
 
@@ -503,15 +511,16 @@ def memory_row(name, impl, layer, batch, record, threads):
 
 def fraction_row(name, impl, result, macs, record, threads):
     """[layer, impl, fwd, dX, dW vs FMA, dW vs sgemm, dX sign, dW sign, dX and dW in one call,
-    dX's kernel, dW's kernel vs sgemm] as fractions of their ceilings."""
+    the forward's kernel, dX's kernel, dW's kernel vs sgemm] as fractions of their ceilings."""
     def part(key, mix):
         t, ceil = result.get(key), ceiling_rate(record, mix, impl, threads)
         return f"{macs / t / ceil:.2f}" if t and ceil else "-"
     if impl == "conv2d":                   # multiply-adds: all against the FMA ceiling
-        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm")] + ["-"] * 5
+        return [name, impl, part("fwd", "fma"), part("dx", "fma"), part("dw", "fma"), part("dw", "sgemm")] + ["-"] * 6
     return [name, impl] + [part(key, CEILING_OF[key]) for key in ("fwd", "dx", "dw")] + \
         [part("dw", "sgemm"), part("dxs", CEILING_OF["dxs"]), part("dws", CEILING_OF["dws"]),
-         both_part(result.get("bwd"), macs, record, impl, threads), part("dxk", "clamp+fma"), part("dwk", "sgemm")]
+         both_part(result.get("bwd"), macs, record, impl, threads), part("fwk", "min+add"), part("dxk", "clamp+fma"),
+         part("dwk", "sgemm")]
 
 
 def both_part(t, macs, record, impl, threads):
@@ -601,13 +610,15 @@ def print_fractions(rows, markdown, note):
     if not rows:
         return
     header = ["layer", "impl", "fwd / min+add", "dX / clamp+fma", "dW / FMA", "dW / sgemm",
-              "dX sign / sgn+fma", "dW sign / sgn+fma", "dX + dW in one call", "dX kernel", "dW kernel / sgemm"]
+              "dX sign / sgn+fma", "dW sign / sgn+fma", "dX + dW in one call", "fwd kernel", "dX kernel",
+              "dW kernel / sgemm"]
     print(f"\nFraction of this machine's ceiling ({note}; same vector width and threads):")
-    print_table(header, rows, [NAME_WIDTH, 13, 15, 16, 10, 12, 22, 22, 21, 11, 18], markdown)
+    print_table(header, rows, [NAME_WIDTH, 13, 15, 16, 10, 12, 22, 22, 21, 12, 11, 18], markdown)
     print("conv2d: its forward and backward halves against the FMA ceiling (multiply-adds). dX + dW in "
           "one call: the full-precision backward as a step runs it (G widened once for both), against "
-          "dX's and dW's ceilings (clamp + FMA, sgemm) together. dX kernel, dW kernel: the cpu kernels "
-          "alone, G widened before (layers that read it on wide positions). dX sign, dW sign: against "
+          "dX's and dW's ceilings (clamp + FMA, sgemm) together. fwd kernel: the cpu forward given "
+          "its input's frame (which the forward otherwise writes on the way). dX kernel, dW kernel: the cpu "
+          "kernels alone, G widened before (layers that read it on wide positions). dX sign, dW sign: against "
           "sgn+fma (a subtract, vfixupimm, a multiply-add) where the code has 512-bit vectors, select + add "
           "(the compares) where it has not.")
 

@@ -33,6 +33,7 @@ in the same process); `--malloc-default` leaves glibc's default.
 """
 import argparse
 import cProfile
+import glob
 import json
 import os
 import pstats
@@ -217,7 +218,6 @@ def ceiling_rates(threads, results=None):
     ceiling.py's JSON in ``results`` (benchmarks/results): results/ceiling-<target>.json's
     own ("native") rows, or, where there is none and the code is the AVX2 code compiled on
     a wider CPU (NUMBA_CPU_NAME=haswell), the "avx2" rows of this CPU's file; {} if none."""
-    import glob
     from minadder.kernels.target import TARGET, cpu_model
     results = results or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     candidates = [(os.path.join(results, f"ceiling-{TARGET.name}.json"), "native")]

@@ -175,10 +175,10 @@ def test_the_layer_benchmark_divides_by_the_matching_ceiling(tmp_path):
     record, note = bench.load_ceilings(str(path), 2)
     assert "test CPU" in note and "not a measurement" not in note
     macs = 10e9                              # 1 s per pass is 10 G terms/s
-    result = dict(fwd=1.0, dx=0.5, dw=0.25, dws=1.0, dxs=0.5, bwd=0.5, dxk=0.4, dwk=0.125)
+    result = dict(fwd=1.0, dx=0.5, dw=0.25, dws=1.0, dxs=0.5, bwd=0.5, fwk=0.8, dxk=0.4, dwk=0.125)
     # dX and dW in one call: 10/50 + 10/160 = 0.2625 s at the ceilings, over 0.5 s
     assert bench.fraction_row("L", "cpu", result, macs, record, 2) == [
-        "L", "cpu", "0.10", "0.40", "0.20", "0.25", "0.50", "0.25", "0.53", "0.50", "0.50"]
+        "L", "cpu", "0.10", "0.40", "0.20", "0.25", "0.50", "0.25", "0.53", "0.12", "0.50", "0.50"]
     assert bench.fraction_row("L", "cpu-avx2", result, macs, record, 2)[2:4] == ["0.12", "-"]
     assert bench.fraction_row("L", "cpu", result, macs, record, 1)[2:4] == ["0.18", "-"]
     # the sign columns against sgn+fma where the code has it (the AVX-512 code), else select+add
@@ -189,7 +189,7 @@ def test_the_layer_benchmark_divides_by_the_matching_ceiling(tmp_path):
     assert bench.fraction_row("L", "cpu", result, macs, record, 2)[6:8] == ["1.00", "0.50"]
     assert bench.fraction_row("L", "cpu-avx2", result, macs, record, 2)[6:8] == ["0.80", "0.40"]
     conv_row = bench.fraction_row("L", "conv2d", result, macs, record, 2)
-    assert conv_row[2:] == ["0.05", "0.10", "0.20", "0.25"] + ["-"] * 5
+    assert conv_row[2:] == ["0.05", "0.10", "0.20", "0.25"] + ["-"] * 6
     assert bench.load_ceilings(str(tmp_path / "missing.json"), 2)[0] is None
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert bench.load_ceilings(str(tmp_path / "bad.json"), 2)[0] is None
