@@ -12,18 +12,46 @@ import numpy as np
 
 from .kernels.contract import DISTANCES, check_grad_mode
 from .kernels.geometry import check_window_args
+from .tensor import Tensor
+
+
+#: the dtypes the adder and convolution kernels compute in (kernels/contract.py)
+KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _shape(t):
     """The shape of a Tensor or an array."""
-    return np.shape(getattr(t, "data", t))
+    return np.shape(t.data if isinstance(t, Tensor) else t)
+
+
+def check_operand(op, name, value, dtypes=None):
+    """A layer's operand ``name``: a Tensor or a NumPy array (a list or a number has no
+    dtype to keep) of a real floating dtype, one of ``dtypes`` when given. Integers would
+    be truncated on the way (batch norm's 1 / std to 0) and the backends differ on other
+    floats, so both are refused rather than converted. Returns the operand's shape."""
+    data = value.data if isinstance(value, Tensor) else value
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a Tensor or a NumPy array, got {type(value).__name__}")
+    if data.dtype.kind != "f" or (dtypes is not None and data.dtype not in dtypes):
+        wanted = " or ".join(d.name for d in dtypes) if dtypes is not None else "of a floating dtype"
+        raise TypeError(f"{op}: {name} must be {wanted}, got dtype {data.dtype} "
+                        "(convert it first, e.g. x.astype(np.float32))")
+    return data.shape
 
 
 def check_adder2d_args(op, x, weight, stride, padding, grad_mode, distance="l1"):
-    """The adder layer's operands (x 4-D, weight (C_out, C_in, kh, kw), a window that fits),
-    its grad_mode, one of contract.GRAD_MODES, and its distance (check_distance)."""
+    """The adder layer's operands (x 4-D, weight (C_out, C_in, kh, kw), a window that fits,
+    both float32 or float64), its grad_mode, one of contract.GRAD_MODES, and its distance
+    (check_distance)."""
     check_distance(op, distance, grad_mode)
-    check_window_args(op, _shape(x), _shape(weight), stride, padding)
+    check_window_args(op, check_operand(op, "x", x, KERNEL_DTYPES), check_operand(op, "weight", weight, KERNEL_DTYPES),
+                      stride, padding)
+
+
+def check_bias(op, bias, features):
+    """A layer's bias: None, or a floating vector of ``features`` numbers (one per output)."""
+    if bias is not None and check_operand(op, "bias", bias) != (features,):
+        raise ValueError(f"{op}: bias must have shape ({features},), got {_shape(bias)}")
 
 
 def check_distance(op, distance, grad_mode):
@@ -58,7 +86,7 @@ def check_number(name, value, low=0.0, high=math.inf, low_open=False, high_open=
 def check_labels(logits, labels):
     """cross_entropy's labels: integers, one per row of the 2-D logits, each a class index.
     Returns them as an intp array."""
-    shape = _shape(logits)
+    shape = check_operand("cross_entropy", "logits", logits)
     if len(shape) != 2:
         raise ValueError(f"cross_entropy: logits must be 2-D (N, C), got shape {shape}")
     labels = np.asarray(getattr(labels, "data", labels))
@@ -72,12 +100,15 @@ def check_labels(logits, labels):
     return labels.astype(np.intp)
 
 
-def check_features(op, x, weight, x_ndim=None):
+def check_features(op, x, weight, x_ndim=None, dtypes=None):
     """A fully connected layer's operands: weight (out, in) with in = x's last axis (and x
-    of x_ndim dimensions when given). Returns the two shapes."""
-    xs, ws = _shape(x), _shape(weight)
+    of x_ndim dimensions when given, else at least 1), both floating (of ``dtypes`` when
+    given). Returns the two shapes."""
+    xs, ws = check_operand(op, "x", x, dtypes), check_operand(op, "weight", weight, dtypes)
     if x_ndim is not None and len(xs) != x_ndim:
         raise ValueError(f"{op}: input x must be {x_ndim}-D (N, in_features), got shape {xs}")
+    if not xs:
+        raise ValueError(f"{op}: input x must have at least 1 dimension (in_features), got a 0-D one")
     if len(ws) != 2 or xs[-1] != ws[1]:
         raise ValueError(f"{op}: x has {xs[-1]} features but weight has shape {ws} (expected (out, {xs[-1]}))")
     return xs, ws
@@ -86,7 +117,7 @@ def check_features(op, x, weight, x_ndim=None):
 def check_pool_args(op, x, kernel_size, stride, padding):
     """A pooling layer's window: integers, padding at most half the kernel, a kernel that
     fits the padded input. Returns the stride (the kernel size when None)."""
-    xs = _shape(x)
+    xs = check_operand(op, "x", x)
     if len(xs) != 4:
         raise ValueError(f"{op}: input x must be 4-D (N, C, H, W), got shape {xs}")
     kernel_size, stride, padding = check_pool_layer(op, kernel_size, stride, padding)
@@ -131,18 +162,22 @@ def check_batch_norm_layer(op, num_features, eps, momentum):
     return num_features, eps, momentum
 
 
-def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, residual=None):
-    """batch_norm's operands: x (N, C) or (N, C, H, W), per-channel vectors of C, running
-    statistics for evaluation, more than one value per channel for training, and a
-    residual of x's shape."""
-    xs = _shape(x)
-    if residual is not None and _shape(residual) != xs:
+def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, residual=None,
+                          momentum=0.1, eps=1e-5):
+    """batch_norm's operands: x (N, C) or (N, C, H, W) of a floating dtype, per-channel
+    vectors of C (the running statistics NumPy arrays, which training updates in place),
+    running statistics for evaluation, more than one value per channel for training, a
+    residual of x's shape, eps > 0 and momentum in [0, 1]."""
+    xs = check_operand("batch_norm", "input", x)
+    if residual is not None and check_operand("batch_norm", "residual", residual) != xs:
         raise ValueError(f"batch_norm: residual must have the input's shape {xs}, got {_shape(residual)}")
     if len(xs) not in (2, 4):
         raise ValueError(f"batch_norm: input must be 2-D (N, C) or 4-D (N, C, H, W), got shape {xs}")
+    check_number("batch_norm: eps", eps, low_open=True)
+    check_number("batch_norm: momentum", momentum, 0, 1)
     for name, value in (("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)):
-        if value is not None and _shape(value) != (xs[1],):
+        if value is not None and check_operand("batch_norm", name, value) != (xs[1],):
             raise ValueError(f"batch_norm: {name} must have shape ({xs[1]},), got {_shape(value)}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")

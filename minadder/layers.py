@@ -73,7 +73,8 @@ def cross_entropy(logits, labels):
 # ============================================================================ weight layers
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape (out_features, in_features)."""
-    checks.check_features("linear", x, weight)
+    _, ws = checks.check_features("linear", x, weight)
+    checks.check_bias("linear", bias, ws[0])
     y = matmul(x, transpose(weight))
     return y if bias is None else y + bias
 
@@ -164,7 +165,10 @@ class Conv2d(Function):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution (cross-correlation) via im2col: Y = W @ X_col, reshaped to (N, C_out, H_out, W_out)."""
-    contract.check_window_args("conv2d", np.shape(_raw(x)), np.shape(_raw(weight)), stride, padding)
+    ws = checks.check_operand("conv2d", "weight", weight, checks.KERNEL_DTYPES)
+    contract.check_window_args("conv2d", checks.check_operand("conv2d", "x", x, checks.KERNEL_DTYPES), ws,
+                               stride, padding)
+    checks.check_bias("conv2d", bias, ws[0])
     y = Conv2d.apply(x, weight, stride, padding)
     return y if bias is None else y + reshape(bias, 1, -1, 1, 1)
 
@@ -246,7 +250,7 @@ def adder_linear(x, weight, grad_mode="full", distance="l1"):
     """Fully connected adder layer: Y[n, t] = -sum_k |x[n, k] - W[t, k]| (adder2d on a 1x1 map),
     or -sum_k (x[n, k] - W[t, k])^2 for distance="l2"."""
     checks.check_distance("adder_linear", distance, grad_mode)
-    xs, ws = checks.check_features("adder_linear", x, weight, x_ndim=2)
+    xs, ws = checks.check_features("adder_linear", x, weight, x_ndim=2, dtypes=checks.KERNEL_DTYPES)
     y = Adder2d.apply(reshape(x, xs[0], xs[1], 1, 1), reshape(weight, ws[0], ws[1], 1, 1), 1, 0, grad_mode, distance)
     return reshape(y, xs[0], ws[0])
 
@@ -279,7 +283,7 @@ def batch_norm_from_primitives(x, running_mean=None, running_var=None, weight=No
     """batch_norm written with primitives, the definition the fused BatchNorm is tested against:
     y = weight * (x - mean) / sqrt(var + eps) + bias per channel (Eq. 10), and the running
     statistics updated in place exactly as batch_norm does."""
-    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
+    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum=momentum, eps=eps)
     axes = (0,) if len(x.shape) == 2 else (0, 2, 3)      # all but the channel axis
     channel_shape = (1, -1) if len(x.shape) == 2 else (1, -1, 1, 1)
     if training:
@@ -341,6 +345,6 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     a residual (x's shape) is added before it: relu(batch_norm(x) + residual), the end of
     ResNet's basic block.
     """
-    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training, residual)
+    checks.check_batch_norm_args(x, running_mean, running_var, weight, bias, training, residual, momentum, eps)
     stats = [None if s is None else _raw(s) for s in (running_mean, running_var)]
     return BatchNorm.apply(x, weight, bias, *stats, training, momentum, eps, bool(relu), residual)

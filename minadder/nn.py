@@ -73,19 +73,26 @@ class Module:
         raise NotImplementedError
 
     # --- walking the tree ------------------------------------------------------------
-    def named_modules(self, prefix=""):
-        """(name, module) for this module ("") and every one inside it ("layer1.0.conv1")."""
-        yield prefix, self
-        for name, module in self._modules.items():
-            yield from module.named_modules(_join(prefix, name))
+    def named_modules(self, prefix="", _seen=None):
+        """(name, module) for this module ("") and every one inside it ("layer1.0.conv1"),
+        each once: one used twice (Sequential(lin, lin)) under its first name, as in PyTorch."""
+        _seen = set() if _seen is None else _seen
+        if id(self) not in _seen:
+            _seen.add(id(self))
+            yield prefix, self
+            for name, module in self._modules.items():
+                yield from module.named_modules(_join(prefix, name), _seen)
 
     def modules(self):
         return [m for _, m in self.named_modules()]
 
     def named_parameters(self):
+        """Each parameter once, a shared one under its first name (else SGD steps it twice)."""
+        found = {}
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():
-                yield _join(prefix, name), p
+                found.setdefault(id(p), (_join(prefix, name), p))
+        return iter(found.values())
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -121,13 +128,13 @@ class Module:
         ``missing_keys`` and ``unexpected_keys``."""
         targets = OrderedDict((name, p.data) for name, p in self.named_parameters())
         targets.update(self.named_buffers())
+        state = {k: _array(v) for k, v in state.items()}     # Tensors (named_parameters()) too
         missing, unexpected = [k for k in targets if k not in state], [k for k in state if k not in targets]
         check_state({name: target.shape for name, target in targets.items()},
                     state if strict else {k: v for k, v in state.items() if k in targets}, "load_state_dict",
                     optional=() if strict else missing, dtypes={name: t.dtype for name, t in targets.items()})
-        arrays = {name: np.asarray(state[name]) for name in targets if name in state}
-        for name, array in arrays.items():
-            targets[name][...] = array
+        for name in (name for name in targets if name in state):
+            targets[name][...] = state[name]
         return SimpleNamespace(missing_keys=missing, unexpected_keys=unexpected)
 
     def __repr__(self):
@@ -142,6 +149,11 @@ class Module:
 
 def _join(prefix, name):
     return f"{prefix}.{name}" if prefix else name
+
+
+def _array(value):
+    """A state entry as an array: a Tensor's (or Parameter's) data, anything else as NumPy reads it."""
+    return value.data if isinstance(value, Tensor) else np.asarray(value)
 
 
 def check_state(shapes, state, what, optional=(), dtypes=None):
@@ -163,10 +175,15 @@ def check_state(shapes, state, what, optional=(), dtypes=None):
 
 
 def save(state, path, compress=False):
-    """Write a state_dict (or any name -> array mapping) with np.savez: no pickled objects.
-    ``compress=True`` uses np.savez_compressed (zlib; worth it for text, hardly for floats)."""
+    """Write a state_dict (or any name -> array or Tensor mapping) with np.savez: no pickled
+    objects (an entry NumPy would pickle is refused). ``compress=True`` uses
+    np.savez_compressed (zlib; worth it for text, hardly for floats)."""
+    arrays = {k: _array(v) for k, v in state.items()}
+    if any(a.dtype.hasobject for a in arrays.values()):
+        raise TypeError(f"save: entries {', '.join(k for k, a in arrays.items() if a.dtype.hasobject)} are not "
+                        "numeric arrays (NumPy would pickle them, and load refuses pickled data)")
     write = np.savez_compressed if compress else np.savez
-    write(path, **{k: np.asarray(v) for k, v in state.items()})
+    write(path, **arrays)
 
 
 def load(path):
@@ -183,6 +200,8 @@ class Sequential(Module):
     def __init__(self, *modules):
         super().__init__()
         for i, m in enumerate(modules):
+            if not isinstance(m, Module):    # else a plain attribute, which forward would skip
+                raise TypeError(f"Sequential: entry {i} is a {type(m).__name__}, not a Module (F.relu: nn.ReLU())")
             setattr(self, str(i), m)
 
     def __getitem__(self, i):

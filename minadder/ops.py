@@ -112,6 +112,8 @@ class Power(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.exponent == 0:      # d(a ** 0)/da = 0 everywhere, also at a = 0 (0 * 0 ** -1 is nan)
+            return np.zeros_like(g), None
         return g * ctx.exponent * np.power(ctx.a, ctx.exponent - 1), None
 
 
@@ -261,15 +263,19 @@ def reshape(a, *shape):
 
 
 def transpose(a, *axes):
-    """Permute axes (reverse them when none are given)."""
+    """Permute axes (reverse them when none are given); negative axes count from the end,
+    as in NumPy."""
     axes = tuple(axes[0]) if len(axes) == 1 and not isinstance(axes[0], numbers.Integral) else axes
+    ndim = np.ndim(_raw(a))    # normalised, so that the backward's inverse permutation (argsort) is right
+    if axes and sorted(axes := tuple(ax % ndim if -ndim <= ax < ndim else ax for ax in axes)) != list(range(ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {ndim} axes of shape {np.shape(_raw(a))}")
     return Transpose.apply(a, axes=axes or None)
 
 
 def flatten(a, start_dim=1):
-    """Merge all axes from `start_dim` on: (N, C, H, W) -> (N, C*H*W)."""
+    """Merge all axes from `start_dim` on: (N, C, H, W) -> (N, C*H*W), an empty batch too."""
     shape = np.shape(_raw(a))
-    return reshape(a, *shape[:start_dim], -1)
+    return reshape(a, *shape[:start_dim], int(np.prod(shape[start_dim:], dtype=np.int64)))
 
 
 def getitem(a, index):

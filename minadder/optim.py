@@ -77,6 +77,8 @@ class SGD:
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")
+        if len({id(p) for p in self.params}) < len(self.params):     # each would be stepped twice
+            raise ValueError("SGD: a parameter is given twice (Module.parameters() lists a shared one once)")
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         if binary_weight_decay is not None:
             check_number("SGD: binary_weight_decay", binary_weight_decay, *RANGES["weight_decay"])

@@ -13,7 +13,10 @@ def cosine_lr(base_lr, epoch, total_epochs):
 
 
 def poly_lr(base_lr, epoch, total_epochs, power=1.0):
-    """gamma_e = gamma_0 * (1 - e / T) ** power."""
+    """gamma_e = gamma_0 * (1 - e / T) ** power, for 0 <= e <= T (past T, 1 - e / T < 0
+    has no real power) and power >= 0."""
+    check_number("poly_lr: epoch", epoch, 0, total_epochs)
+    check_number("poly_lr: power", power)
     return base_lr * (1 - epoch / total_epochs) ** power
 
 
@@ -37,7 +40,9 @@ class _Schedule:
         raise NotImplementedError
 
     def set(self, epoch):
-        """Set the optimizer's lr to ``lr_at(epoch)`` and return it."""
+        """Set the optimizer's lr to ``lr_at(epoch)`` and return it; past total_epochs the
+        rate stays at its last value (as PyTorch's PolynomialLR does)."""
+        epoch = min(check_number(f"{type(self).__name__}: epoch", epoch), self.total_epochs)
         self.optimizer.lr = self.lr_at(epoch)
         return self.optimizer.lr
 
@@ -58,7 +63,7 @@ class PolyLR(_Schedule):
 
     def __init__(self, optimizer, total_epochs, power=1.0, base_lr=None):
         super().__init__(optimizer, total_epochs, base_lr)
-        self.power = power
+        self.power = check_number("PolyLR: power", power)
 
     def lr_at(self, epoch):
         return poly_lr(self.base_lr, epoch, self.total_epochs, self.power)

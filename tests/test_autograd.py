@@ -242,3 +242,24 @@ def test_a_residual_blocks_input_gradient_is_its_two_paths(backend_name, layer):
         alone = ma.Tensor(x0, requires_grad=True)
         fn(alone).backward(g)
     np.testing.assert_array_equal(x.grad, alone.grad + g)
+
+
+def test_transpose_with_negative_axes_gets_the_inverse_permutation_back():
+    """np.transpose counts negative axes from the end; the backward's argsort of the axes
+    as given was wrong (a shape error, or on equal sides a silently wrong gradient)."""
+    g = np.arange(24.0).reshape(4, 2, 3)
+    a = ma.Tensor(np.zeros((2, 3, 4)), requires_grad=True)
+    F.transpose(a, (-1, 0, 1)).backward(g)
+    np.testing.assert_array_equal(a.grad, g.transpose(1, 2, 0))
+    cube, g = ma.Tensor(np.zeros((2, 2, 2)), requires_grad=True), np.arange(8.0).reshape(2, 2, 2)
+    F.transpose(cube, (1, -1, 0)).backward(g)
+    np.testing.assert_array_equal(cube.grad, g.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match=r"transpose: axes \(0, 0, 1\) are not a permutation"):
+        F.transpose(cube, (0, 0, 1))
+
+
+def test_the_power_zero_has_a_zero_gradient_at_zero():
+    """d(a ** 0)/da = 0; the general rule gave 0 * 0 ** -1 = nan at a = 0 (PyTorch gives 0)."""
+    a = ma.Tensor(np.array([0.0, 2.0]), requires_grad=True)
+    F.sum(a ** 0).backward()
+    np.testing.assert_array_equal(a.grad, [0.0, 0.0])

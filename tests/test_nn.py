@@ -184,3 +184,42 @@ def test_hooks_run_in_registration_order_and_are_called_through_call_only():
     layer(x)
     layer.forward(x)                                 # forward itself does not run hooks
     assert order == ["a", "b"]
+
+
+def test_sequential_refuses_what_is_not_a_module():
+    """A function given to Sequential became a plain attribute that forward skipped: the
+    net ran without its ReLU, silently. PyTorch raises a TypeError too."""
+    with pytest.raises(TypeError, match="Sequential: entry 1 is a function, not a Module"):
+        nn.Sequential(nn.Linear(4, 3), ma.functional.relu)
+
+
+def test_a_shared_module_is_listed_once_and_stepped_once():
+    """Sequential(lin, lin) applies lin twice, but its parameters are one set: listed once
+    (under their first name, as PyTorch does), so SGD steps them once."""
+    ma.manual_seed(0)
+    lin = nn.Linear(2, 2)
+    net = nn.Sequential(lin, lin)
+    assert len(net) == 2 and [name for name, _ in net.named_parameters()] == ["0.weight", "0.bias"]
+    assert list(net.state_dict()) == ["0.weight", "0.bias"] and len(net.modules()) == 2
+    x = ma.Tensor(np.ones((1, 2), np.float32))
+    ma.functional.sum(net(x)).backward()
+    w0, g = lin.weight.data.copy(), lin.weight.grad.copy()
+    ma.optim.SGD(net.parameters(), lr=0.1).step()
+    np.testing.assert_allclose(lin.weight.data, w0 - np.float32(0.1) * g, rtol=1e-6)
+
+
+def test_save_and_load_state_dict_take_tensors_and_refuse_objects(tmp_path):
+    """dict(named_parameters()) holds Parameters: save wrote them as pickled objects, which
+    load then refused; now their data are written. What NumPy can only pickle is refused
+    before anything is written."""
+    ma.manual_seed(0)
+    lin = nn.Linear(2, 2)
+    nn.save(dict(lin.named_parameters()), tmp_path / "p.npz")
+    loaded = nn.load(tmp_path / "p.npz")
+    np.testing.assert_array_equal(loaded["weight"], lin.weight.data)
+    other = nn.Linear(2, 2)
+    other.load_state_dict(dict(lin.named_parameters()))
+    np.testing.assert_array_equal(other.weight.data, lin.weight.data)
+    with pytest.raises(TypeError, match="save: entries note are not numeric arrays"):
+        nn.save({"weight": lin.weight.data, "note": {"a": 1}}, tmp_path / "q.npz")
+    assert not (tmp_path / "q.npz").exists()

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import minadder as ma
 from minadder.nn import Parameter
 from minadder.optim import SCHEDULES, SGD, CosineLR, PolyLR, adaptive_scale, cosine_lr, poly_lr
 
@@ -189,3 +188,28 @@ def test_schedules():
     opt = SGD([param([1.0], [1.0])], lr=0.2)
     sched = PolyLR(opt, total_epochs=2, power=1.0)
     assert sched.step() == pytest.approx(0.1)
+
+
+def test_a_parameter_given_twice_is_refused():
+    """it would be stepped twice, with two momentum buffers"""
+    p = param([1.0], [1.0])
+    with pytest.raises(ValueError, match="SGD: a parameter is given twice"):
+        SGD([p, p], lr=0.1)
+
+
+def test_poly_power_is_checked_and_the_rate_stays_at_its_end_past_the_last_epoch():
+    """PolyLR stepped past total_epochs asked for (1 - e / T) ** power < 0: an lr of -0.05
+    that SGD refused, a complex one for a fractional power. Past the end the rate now stays
+    at its last value (PyTorch's PolynomialLR); the power must be a number >= 0."""
+    opt = SGD([param([1.0], [1.0])], lr=0.1)
+    sched = PolyLR(opt, total_epochs=2, power=0.5)
+    assert [sched.step() for _ in range(4)] == [pytest.approx(0.1 * 0.5 ** 0.5), 0.0, 0.0, 0.0]
+    cosine = CosineLR(SGD([param([1.0], [1.0])], lr=0.1), total_epochs=2)
+    assert [cosine.step() for _ in range(3)] == [pytest.approx(0.05), pytest.approx(0.0), pytest.approx(0.0)]
+    for power in (-1, "2", math.nan):
+        with pytest.raises(ValueError, match="PolyLR: power must be a finite number >= 0"):
+            PolyLR(opt, 2, power=power)
+    with pytest.raises(ValueError, match=r"poly_lr: epoch must be in \[0, 2\]; got 2.5"):
+        poly_lr(0.1, 2.5, 2, 0.5)
+    with pytest.raises(ValueError, match="PolyLR: epoch must be a finite number >= 0"):
+        sched.set(-1)

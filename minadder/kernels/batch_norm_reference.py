@@ -48,11 +48,11 @@ def channel_sum(a, b=None):
     the per-channel sums of batch norm, for (N, C) and (N, C, H, W) arrays."""
     if a.ndim == 2:
         return np.einsum("nc->c", a) if b is None else np.einsum("nc,nc->c", a, b)
-    n, c = a.shape[:2]
-    a3 = a.reshape(n, c, -1)
+    shape = (*a.shape[:2], int(np.prod(a.shape[2:])))     # (N, C, H*W): an empty batch has no -1 to infer
+    a3 = a.reshape(shape)
     if b is None:
         return a3.sum(axis=2).sum(axis=0)   # the inner, contiguous axis first: fast in NumPy
-    return np.einsum("nci,nci->c", a3, b.reshape(n, c, -1))
+    return np.einsum("nci,nci->c", a3, b.reshape(shape))
 
 
 def batch_norm_forward(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, relu=False, residual=None):

@@ -143,7 +143,7 @@ def check_available():
 
 def columns_of(g):
     """G (N, C_out, H_out, W_out) as the column kernels' (C_out, L)."""
-    return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(g.shape[1], -1)
+    return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(g.shape[1], g.size // max(1, g.shape[1]))
 
 
 def image_of(y_cols, win):

@@ -226,6 +226,8 @@ def conv2d_forward(x, weight, win):
     (columns.py). ``saved`` keeps the padded input or the input, never X_col."""
     x, weight = same_dtype(x, weight)
     w2 = weight.reshape(win.c_out, win.k)
+    if _empty(win):
+        return np.zeros(win.y_shape, dtype=x.dtype), (x, None, w2, win)
     if conv.wide_gradients(win):
         y, frame = conv.conv2d_output(x, w2, win)
         return y, (None, frame, w2, win)
@@ -237,6 +239,9 @@ def conv2d_backward(grad_y, saved, need_input_grad=True, need_weight_grad=True, 
     of images as the forward (columns.py); dX + dx_plus if given (added as the wide kernel
     writes dX, else in a pass of its own)."""
     x, frame, w2, win = saved
+    if _empty(win):
+        return (plus_if_given(np.zeros(win.x_shape, dtype=w2.dtype), dx_plus) if need_input_grad else None,
+                np.zeros((win.c_out, win.c, win.kh, win.kw), dtype=w2.dtype) if need_weight_grad else None)
     g = np.ascontiguousarray(grad_y, dtype=w2.dtype).reshape(win.n, win.c_out, win.plane)
     if frame is not None:
         dx, dw = conv.conv2d_gradients(frame, w2, g, win, need_input_grad, need_weight_grad, dx_plus)
