@@ -29,6 +29,15 @@ from .train import (AUGMENTS, INTEGER_RANGES, LR_STEPS, FolderInUse, StopSignals
 DEFAULTS = TrainConfig()
 
 
+def path_arg(text):
+    """A path option, expanded as a shell would (train.expand_path); an empty one, or one
+    naming an unset variable, is an error that names the option."""
+    try:
+        return expand_path(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def datasets():
     """Every dataset name of the registry (the synthetic digits first)."""
     return tuple(registry.DATASET_NAMES)
@@ -45,7 +54,7 @@ def _add_train_parser(sub):
         description="Train an AdderNet (or its CNN twin). Defaults follow the paper's MNIST recipe "
                     "(NAG, momentum 0.9, weight decay 5e-4, cosine decay from lr 0.1, batch 256, eta 0.1) "
                     "with few epochs: with no options it trains an AdderNet LeNet-5-BN on the built-in "
-                    "synthetic digits in about two minutes.")
+                    "synthetic digits in about a minute.")
 
     def opt(flag, help, **kw):  # every default is None: only options the user gives are applied
         name = flag.lstrip("-").replace("-", "_")
@@ -54,15 +63,15 @@ def _add_train_parser(sub):
         p.add_argument(flag, default=None, help=help + suffix, **kw)
 
     opt("--model", "network", choices=tuple(models.MODELS))
-    opt("--kind", "adder layers or ordinary convolutions", choices=models.KINDS)
+    opt("--kind", "adder layers, ordinary convolutions (cnn) or binary ones (bnn)", choices=models.KINDS)
     opt("--dataset", "dataset (28x28 sets are padded to 32x32)", choices=datasets())
     opt("--data-dir", "folder holding the dataset's files (else $MINADDER_DATA, then ~/.cache/minadder); "
                       "both splits are read from the one folder where the training files are found",
-        type=expand_path)
+        type=path_arg)
     opt("--test-file", "CIFAR: the test batch file to use instead of the usual one, e.g. "
-                       "test_batch_first1000_exact.bin (a name in the dataset's folder, or a path)", type=expand_path)
+                       "test_batch_first1000_exact.bin (a name in the dataset's folder, or a path)", type=path_arg)
     opt("--extra-test-file", "CIFAR: a second test batch file, also evaluated after every epoch "
-                             "(metrics.json names each test set by its file)", type=expand_path)
+                             "(metrics.json names each test set by its file)", type=path_arg)
     opt("--epochs", "number of epochs", type=int)
     opt("--batch-size", "images per batch", type=int)
     opt("--lr", "initial learning rate", type=float)
@@ -84,15 +93,15 @@ def _add_train_parser(sub):
     opt("--augment", "random crop + flip: auto (on for CIFAR), cifar, none", choices=AUGMENTS)
     opt("--backend", "kernel backend (default: the fastest that runs here)", choices=tuple(backend.BACKENDS))
     opt("--seed", "seed of initialisation, shuffling and augmentation", type=int)
-    opt("--output-dir", "where outputs go (default: runs/<model>-<kind>-<dataset>-<time>)", type=expand_path)
+    opt("--output-dir", "where outputs go (default: runs/<model>-<kind>-<dataset>-<time>)", type=path_arg)
     opt("--resume", "continue from an output directory or a checkpoint file; the outputs go to "
-                    "that directory unless --output-dir is given", type=expand_path)
+                    "that directory unless --output-dir is given", type=path_arg)
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace the run in --output-dir if it holds one (refused otherwise)")
     opt("--limit-train", "train on a random subset of this many images", type=int)
     opt("--limit-test", "test on a random subset of this many images", type=int)
     p.add_argument("--keep-checkpoints", action="store_true", default=None,
-                   help="also keep checkpoint-epochNNN.npz (and its .optim.npz) for every epoch")
+                   help="also keep checkpoint-epochNNN.npz (and its optimizer file) for every epoch")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar")
 
@@ -114,13 +123,13 @@ def _add_evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="test accuracy of a trained checkpoint",
                        description="Evaluate a checkpoint's model on a dataset's test split with the "
                                    "preprocessing it was trained with, and print the accuracy.")
-    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", type=expand_path,
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", type=path_arg,
                    help="a run's output directory or a checkpoint file")
     p.add_argument("--dataset", default=None, choices=datasets(),
                    help="dataset to test on (default: the one it was trained on; the image shape and "
                         "number of classes must match)")
-    p.add_argument("--data-dir", default=None, type=expand_path, help="folder holding the dataset's files")
-    p.add_argument("--test-file", default=None, type=expand_path,
+    p.add_argument("--data-dir", default=None, type=path_arg, help="folder holding the dataset's files")
+    p.add_argument("--test-file", default=None, type=path_arg,
                    help="CIFAR: the test batch file, e.g. test_batch_first1000_exact.bin")
     p.add_argument("--limit-test", type=int, default=None, help="test on a random subset of this many images")
     p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
@@ -138,7 +147,7 @@ def _add_quantize_parser(sub):
                        description="Quantize a trained AdderNet's l1 adder layers to 8 bits (one scale per layer "
                                    "for its inputs and filters, calibrated on a few training batches; batch norm "
                                    "folded in) and write int8.npz beside its checkpoint.")
-    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", type=expand_path,
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT", type=path_arg,
                    help="a run's output directory or a checkpoint file")
     p.add_argument("--calibration-batches", type=int, default=DEFAULT_CALIBRATION_BATCHES,
                    help=f"training batches (of the run's batch size) the scales are calibrated on "
@@ -148,7 +157,7 @@ def _add_quantize_parser(sub):
                         f"(default: {DEFAULT_METHOD})")
     p.add_argument("--bits", type=int, default=8,
                    help="bits per code, 2 to 8 (each code still takes one byte; default: 8)")
-    p.add_argument("--data-dir", default=None, type=expand_path, help="folder holding the dataset's files")
+    p.add_argument("--data-dir", default=None, type=path_arg, help="folder holding the dataset's files")
     p.add_argument("--backend", default=None, choices=tuple(backend.BACKENDS),
                    help="kernel backend of the float passes and the integer kernel (default: the fastest "
                         "that runs here)")
@@ -158,7 +167,7 @@ def _add_download_parser(sub):
     p = sub.add_parser("download", help="download datasets into the cache, checking their checksums")
     p.add_argument("names", nargs="+", choices=downloadable(), metavar="NAME",
                    help=f"datasets: {', '.join(downloadable())}")
-    p.add_argument("--root", default=None, type=expand_path,
+    p.add_argument("--root", default=None, type=path_arg,
                    help="target folder (default: $MINADDER_DATA or ~/.cache/minadder)")
 
 
@@ -221,7 +230,7 @@ def _run_evaluate(args):
 
     backend.configure()   # the process-wide kernel settings (threads), before any kernel runs
     _check_range("--limit-test", args.limit_test, *INTEGER_RANGES["limit_test"], optional=True)
-    _check_range("--batch-size", args.batch_size, *INTEGER_RANGES["batch_size"])
+    _check_range("--batch-size", args.batch_size, 1, INTEGER_RANGES["batch_size"][1])   # (evaluation: 1 works)
     if args.backend:
         backend.set_backend(args.backend)
     result = evaluate_checkpoint(args.target, dataset=args.dataset, data_dir=args.data_dir,
@@ -256,7 +265,7 @@ def _run_quantize(args):
     c = network.calibration
     print(f"int8 model: {file} ({network.architecture.name}: {len(network.adder_names)} adder layers in {network.bits} bits, "
           f"float32 layers: {', '.join(network.float_names) or 'none'}; scales by {c['method']} over "
-          f"{c['images']} training images in {c['batches']} batches)")
+          f"{c['images']} training images in {c['batches']} batch{'es' * (c['batches'] != 1)})")
     return 0
 
 

@@ -120,11 +120,25 @@ def test_tilde_and_variables_are_expanded_in_every_path(places, tmp_path):
     assert list(work.iterdir()) == []  # no folder named "~" or "$RUNS"
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--output-dir"])
+def test_an_empty_path_or_an_unset_variable_is_refused_naming_the_flag(env, tmp_path, flag):
+    """``--resume "$RUN"`` with RUN unset had started a new run, and ``$RUN/x`` made a
+    folder named "$RUN"."""
+    env = {k: v for k, v in env.items() if k != "MINADDER_TEST_UNSET"}
+    one_line_error(cli(env, "train", *TINY, flag, "", cwd=tmp_path), f"argument {flag}: an empty path")
+    one_line_error(cli(env, "train", *TINY, flag, "$MINADDER_TEST_UNSET/x", cwd=tmp_path),
+                   f"argument {flag}: '$MINADDER_TEST_UNSET/x' names $MINADDER_TEST_UNSET, which is not set")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ================================================================ numbers in range, by flag
 @pytest.mark.parametrize("args, words", [
     (["--epochs", "0"], "--epochs must be an integer from 1 to 1,000,000; got 0"),
     (["--epochs", "10000000"], "--epochs must be an integer from 1 to 1,000,000"),
-    (["--batch-size", "-3"], "--batch-size must be an integer from 1 to 1,048,576; got -3"),
+    (["--batch-size", "-3"], "--batch-size must be an integer from 2 to 1,048,576; got -3"),
+    (["--batch-size", "1"], "--batch-size must be an integer from 2"),      # batch norm needs two an image
+    (["--dataset", "cifar10", "--extra-test-file", "test_batch.bin"],      # CIFAR-10's usual test file
+     "--extra-test-file test_batch.bin is the main test set already"),
     (["--seed", str(2**40)], "--seed must be an integer from 0 to 4,294,967,295"),
     (["--limit-train", "1"], "--limit-train must be an integer from 2"),
     (["--lr", "inf"], "--lr must be a finite number >= 0"),

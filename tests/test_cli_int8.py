@@ -81,7 +81,7 @@ def test_an_int8_model_of_another_checkpoint_is_refused(trained, tmp_path):
     (["quantize", "RUN", "--bits", "1"], ["--bits must be an integer from 2"]),
     (["evaluate", "RUN", "--int8", "--batch-size", "0"], ["--batch-size must be an integer from 1"]),
     (["evaluate", "RUN", "--batch-size", "-3"], ["--batch-size", "got -3"]),
-    (["quantize", "NOWHERE"], ["quantize: no checkpoint at"]),
+    (["quantize", "NOWHERE"], ["minadder quantize: error: no checkpoint at"]),
 ])
 def test_bad_flags_and_targets_are_refused_in_one_line(trained, tmp_path, args, words):
     env, run = trained

@@ -278,7 +278,7 @@ def test_a_read_only_output_folder_is_refused_before_training_cli(env, tmp_path)
     ("--lr", "nan", ["--lr must be a finite number"]),
     ("--weight-decay", "-1e-4", ["--weight-decay must be"]),
     ("--seed", "-1", ["--seed must be an integer from 0 to 4,294,967,295; got -1"]),
-    ("--batch-size", "0", ["--batch-size must be an integer from 1"]),
+    ("--batch-size", "0", ["--batch-size must be an integer from 2"]),
     ("--limit-test", "1", ["--limit-test must be an integer from 2"]),
 ])
 def test_a_value_that_cannot_work_is_refused_naming_the_flag(env, tmp_path, option, value, words):

@@ -209,6 +209,26 @@ def test_download_mnist_then_load(server, tmp_path):
     assert load_dataset("mnist", "test", data_dir=root).images.shape == (3, 1, 28, 28)
 
 
+@pytest.mark.parametrize("raw", [True, False])
+def test_download_mnist_keeps_files_the_loader_already_reads(tmp_path, raw, monkeypatch):
+    """Raw IDX files, or .gz ones compressed anew (other bytes than the official archives'),
+    already in ROOT/mnist: nothing is fetched (offline it had asked for the files it had)."""
+    import importlib
+    fetching = importlib.import_module("minadder.data.download")     # (the package exports a function of that name)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("download fetched a file the folder already held")
+    monkeypatch.setattr(fetching, "download_file", no_network)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name, data in mnist_files().items():
+        (folder / (name[:-3] if raw else name)).write_bytes(gzip.decompress(data) if raw else data)
+    before = sorted(p.name for p in folder.iterdir())
+    assert download("mnist", tmp_path, progress=False) == folder        # the official mirrors: not asked
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert load_dataset("mnist", "test", data_dir=tmp_path).images.shape == (3, 1, 28, 28)
+
+
 def test_download_default_root_is_env_then_cache(server, tmp_path, monkeypatch):
     files = mnist_files()
     for name, data in files.items():

@@ -111,7 +111,7 @@ def test_a_missing_dataset_is_refused(env, digits_run, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "dataset 'mnist' (test split) not found" in result.stderr
     assert "python -m minadder download mnist" in result.stderr
-    one_line_error(cli(env, "evaluate", tmp_path / "no-run"), "evaluate: no checkpoint at")
+    one_line_error(cli(env, "evaluate", tmp_path / "no-run"), "minadder evaluate: error: no checkpoint at")
     one_line_error(cli(env, "evaluate", digits_run, "--test-file", "x.bin"), "--test-file", "cifar10")
 
 
@@ -120,3 +120,27 @@ def test_test_file_options_are_for_cifar_only():
         T.TrainConfig(test_file="test_batch_first1000_exact.bin").validate()
     with pytest.raises(ValueError, match="--extra-test-file .* is the main test set already"):
         T.TrainConfig(dataset="cifar10", test_file="a.bin", extra_test_file="a.bin").validate()
+
+
+def test_the_forward_rate_leaves_out_the_first_batch_which_compiles_the_kernels(monkeypatch):
+    """A first evaluate reported 639 images/s and the next 9,028: the first batch compiles
+    the kernels (or loads them from Numba's cache). With more batches than one it is left out."""
+    from minadder.train import evaluation
+    clock = iter([0.0, 5.0, 5.0, 5.5, 5.5, 6.0])             # the first forward 5 s, then 0.5 s each
+    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: next(clock))
+    timer = evaluation.ForwardTimer()
+    for _ in range(3):
+        timer.run(lambda x: x, [0] * 100)
+    assert timer.images == 300 and timer.images_per_s == 200.0
+    single = evaluation.ForwardTimer()
+    clock = iter([0.0, 2.0])
+    single.run(lambda x: x, [0] * 100)
+    assert single.images_per_s == 50.0                          # one batch: all there is
+
+
+def test_the_divergence_message_names_the_options_that_size_a_step():
+    """It always said "try a smaller --lr", also where --eta or --weight-decay made it diverge."""
+    from minadder.train.loop import _step_options
+    assert _step_options(T.TrainConfig()) == "--lr, --eta or --weight-decay"
+    assert _step_options(T.TrainConfig(adder_scaling="fixed", weight_decay=0.0)) == "--lr or --adder-factor"
+    assert _step_options(T.TrainConfig(kind="cnn", weight_decay=0.0)) == "--lr"

@@ -150,3 +150,34 @@ def test_g_columns_copies_a_chunk_of_g_and_sums_it_in_float64(dtype):
     np.testing.assert_array_equal(gc, g[2:5].transpose(1, 0, 2).reshape(40, -1))
     assert sums.dtype == np.float64
     np.testing.assert_allclose(sums, g[2:5].astype(np.float64).sum(axis=(0, 2)), rtol=0, atol=1e-9 * 1e4 * 150)
+
+
+_BLAS_FROM_TASKS = """
+import numpy as np
+import torch        # its libgomp, loaded first, is what OpenBLAS detects a parallel region with
+import minadder as ma
+from minadder import functional as F
+from minadder.kernels import settings
+rng = np.random.default_rng(0)
+x = ma.Tensor(rng.standard_normal((16, 64, 8, 8)).astype(np.float32), requires_grad=True)
+w = ma.Tensor(rng.standard_normal((64, 64, 3, 3)).astype(np.float32), requires_grad=True)
+with ma.use_backend("cpu"):
+    F.sum(F.adder2d(x, w, 1, 1)).backward()          # dW: BLAS called from Numba's tasks
+print(settings.blas_threads())
+"""
+
+
+def test_blas_called_from_numba_tasks_runs_one_thread_without_configure(tmp_path):
+    """A program that never calls minadder.configure() (the README's PyTorch snippet): the
+    64-channel 8x8 dW calls BLAS from Numba's OpenMP tasks, where a multi-threaded OpenBLAS
+    printed "Detect OpenMP Loop and this application may hang" once a task. The backend
+    now gives BLAS one thread before it calls it so (settings.one_blas_thread)."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _BLAS_FROM_TASKS], env=env, capture_output=True, text=True, check=True)
+    assert "OpenBLAS Warning" not in out.stderr + out.stdout
+    assert out.stdout.strip().splitlines()[-1] in ("1", "None")     # None: a BLAS that cannot be asked

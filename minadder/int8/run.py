@@ -65,7 +65,7 @@ def quantize_run(target, calibration_batches=DEFAULT_CALIBRATION_BATCHES, method
     """Quantize the AdderNet of a run folder (or checkpoint file) ``target`` and write its
     int8 model beside the checkpoint (codes of ``bits`` bits, 2 to 8). Returns (the file
     written, the Int8Network, notes)."""
-    path, saved, config, model = load_trained_model(target, what="quantize")
+    path, saved, config, model = load_trained_model(target)
     network, notes = _quantize_checkpoint(path, saved, config, model, calibration_batches, method, percentile,
                                           data_dir, bits)
     return save(network, int8_path(path)), network, notes

@@ -135,6 +135,27 @@ def set_blas_threads(count):
     return True
 
 
+def blas_threads():
+    """The thread count of NumPy's OpenBLAS, or None where it cannot be asked."""
+    found = openblas_function(("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                               "openblas_get_num_threads64_", "openblas_get_num_threads"))
+    if found is None:
+        return None
+    getter = found[1]
+    getter.argtypes, getter.restype = [], ctypes.c_int
+    return getter()
+
+
+def one_blas_thread():
+    """Whether NumPy's OpenBLAS runs one thread, made so unless the environment chose its
+    count: what BLAS called from inside Numba's threads needs (products.kernel_gemm). With
+    its own threads it nested a team in each task, and OpenBLAS printed "Detect OpenMP Loop
+    and this application may hang" a task at a time, where configure() was not called."""
+    if blas_threads() != 1 and not any(v in os.environ for v in BLAS_THREAD_VARIABLES):
+        set_blas_threads(1)
+    return blas_threads() == 1
+
+
 def configure(threads=None, blas_threads=1):
     """Set Numba's threading layer and CPU features (unless the environment chose them),
     its thread count if ``threads`` is given (that starts Numba's threads, so the layer is

@@ -180,7 +180,7 @@ def checkpoint_path(resume, what="--resume"):
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: no checkpoint at {path} (give an output directory "
+        raise FileNotFoundError(f"{what + ': ' if what else ''}no checkpoint at {path} (give an output directory "
                                 f"holding {CHECKPOINT}, or a checkpoint file)")
     return path
 

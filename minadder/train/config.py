@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from .. import models, optim
+from ..data.locate import LAYOUTS
 from ..kernels.contract import DISTANCES, check_grad_mode
 
 AUGMENTS = ("auto", "cifar", "none")
@@ -15,7 +16,9 @@ LR_STEPS = ("batch", "epoch")
 
 #: The range of every integer option: a seed as NumPy's legacy generators and PyTorch take
 #: it; other bounds far beyond any real run, so that a typo is refused before it allocates.
-INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (1, 1 << 20), "seed": (0, 2**32 - 1),
+#: (batch_size from 2: batch norm in training needs two values a channel, and LeNet-5-BN's
+#: fully connected ones have one an image)
+INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (2, 1 << 20), "seed": (0, 2**32 - 1),
                   "limit_train": (2, 2**31 - 1), "limit_test": (2, 2**31 - 1)}
 
 #: Fields that may differ between a checkpoint and the run that resumes it: they change
@@ -33,12 +36,18 @@ def eval_set_name(file):
     return "test" if file is None else Path(file).name.rsplit(".", 1)[0]
 
 
+def _usual_test_files(dataset):
+    """The names (eval_set_name) of the files a dataset's test split is read from when no
+    --test-file is given: test_batch for CIFAR-10, test for CIFAR-100."""
+    return {eval_set_name(name) for _, files in LAYOUTS.get(dataset, {}).get("test", ()) for name in files}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a run depends on. Defaults: the paper's MNIST recipe (Sec. 4.1:
     NAG with momentum 0.9, weight decay 5e-4, cosine decay from 0.1, batch 256,
     eta = 0.1) for an AdderNet LeNet-5-BN on the embedded synthetic digits, with a few
-    epochs instead of 50 so that the default run takes about two minutes.
+    epochs instead of 50 so that the default run takes about a minute.
 
     ``test_file`` (CIFAR) reads that test batch file instead of the usual one;
     ``extra_test_file`` is a second test set evaluated after every epoch as well."""
@@ -121,7 +130,8 @@ class TrainConfig:
         for name in ("test_file", "extra_test_file"):
             if getattr(self, name) is not None and not self.dataset.startswith("cifar"):
                 raise ValueError(f"{flag(name)} applies to cifar10 and cifar100 only, not {self.dataset}")
-        if self.extra_test_file is not None and eval_set_name(self.extra_test_file) == eval_set_name(self.test_file):
+        main = {eval_set_name(self.test_file)} if self.test_file else {"test", *_usual_test_files(self.dataset)}
+        if self.extra_test_file is not None and eval_set_name(self.extra_test_file) in main:
             raise ValueError(f"--extra-test-file {self.extra_test_file} is the main test set already")
 
     def build_network(self, num_classes, channels, size):

@@ -8,13 +8,24 @@ the next run in the folder removes (``remove_leftovers``).
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 
 def expand_path(text):
     """``~`` and environment variables expanded as a shell would: ``~/runs/$RUN`` -> /home/me/runs/7.
-    (A path given to Python keeps its ``~`` otherwise: ``Path("~/x").mkdir()`` makes a folder named "~".)"""
-    return os.path.expanduser(os.path.expandvars(str(text)))
+    (A path given to Python keeps its ``~`` otherwise: ``Path("~/x").mkdir()`` makes a folder named "~".)
+    An empty path, or one naming a variable that is not set, is a ValueError (the command line's
+    flag names it): ``--resume "$RUN"`` with RUN unset had started a new run, and ``$RUN/x``
+    became a folder named "$RUN"."""
+    text = str(text)
+    if not text.strip():
+        raise ValueError("an empty path")
+    expanded = os.path.expandvars(text)
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)   # what expandvars leaves: not set
+    if unset:
+        raise ValueError(f"{text!r} names {', '.join('$' + name for name in unset)}, which is not set")
+    return os.path.expanduser(expanded)
 
 
 def temporary_name(path):

@@ -247,7 +247,16 @@ class Run:
         kept = self._last_checkpoint()[0]
         return TrainingDiverged(f"training diverged: {exc} at epoch {epoch + 1}, batch {step + 1}/{self.batches} "
                                 f"(learning rate {lr:.3g}); stopped before updating the weights, {kept}; "
-                                f"try a smaller --lr")
+                                f"try a smaller {_step_options(self.config)}")
+
+
+def _step_options(config):
+    """The options that set the size of a step, for the divergence message: --lr, and those
+    that scale it (the adder filters' --eta or --adder-factor, --weight-decay) where set."""
+    scaling = {"adaptive": "--eta", "fixed": "--adder-factor"}.get(config.adder_scaling)
+    names = ["--lr"] + ([scaling] if scaling and config.kind == "adder" else []) + \
+        (["--weight-decay"] if config.weight_decay else [])
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def train(config, callback=None, log=None):

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from ..settings import openblas_function
+from ..settings import one_blas_thread, openblas_function
 
 #: the layers that build X_col (dW's chunks, the l2 layer, the convolution's BLAS layers)
 #: build it for at most 1/DW_CHUNKS of the batch at a time (measured: 8x8 layers' peak memory 0.75x -> 0.5x of
@@ -120,11 +120,12 @@ CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 @functools.lru_cache(maxsize=None)
 def kernel_gemm(dtype):
     """NumPy's OpenBLAS cblas_sgemm (float32) or cblas_dgemm (float64) as a ctypes function
-    for add_product_nt, or None where NumPy has another BLAS (then the callers use
+    for add_product_nt, or None where NumPy has another BLAS, or one running threads of its
+    own that the environment chose (settings.one_blas_thread; then the callers use
     on_threads). A Numba kernel takes it as an argument: its address is read at each call,
     so the kernel stays in Numba's disk cache."""
     letter = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(np.dtype(dtype))
-    if letter is None:
+    if letter is None or not one_blas_thread():     # a BLAS with threads of its own is not called from tasks
         return None
     found = openblas_function((f"scipy_cblas_{letter}gemm64_", f"scipy_cblas_{letter}gemm",
                                f"cblas_{letter}gemm64_", f"cblas_{letter}gemm"))
