@@ -115,20 +115,20 @@ def openblas_function(names):
     return None
 
 
-def _openblas_thread_setter():
-    """NumPy's OpenBLAS ``set_num_threads`` function, or None."""
-    found = openblas_function(("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                               "openblas_set_num_threads64_", "openblas_set_num_threads"))
+def _openblas_threads_function(verb, argtypes, restype):
+    """NumPy's OpenBLAS ``<verb>_num_threads`` function (set or get) as a ctypes function, or None."""
+    found = openblas_function(tuple(f"{prefix}openblas_{verb}_num_threads{suffix}"
+                                    for prefix in ("scipy_", "") for suffix in ("64_", "")))
     if found is None:
         return None
-    setter = found[1]
-    setter.argtypes, setter.restype = [ctypes.c_int], None
-    return setter
+    function = found[1]
+    function.argtypes, function.restype = argtypes, restype
+    return function
 
 
 def set_blas_threads(count):
     """Tell NumPy's OpenBLAS to use ``count`` threads; True if it could be told."""
-    setter = _openblas_thread_setter()
+    setter = _openblas_threads_function("set", [ctypes.c_int], None)
     if setter is None:
         return False
     setter(int(count))
@@ -137,13 +137,8 @@ def set_blas_threads(count):
 
 def blas_threads():
     """The thread count of NumPy's OpenBLAS, or None where it cannot be asked."""
-    found = openblas_function(("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                               "openblas_get_num_threads64_", "openblas_get_num_threads"))
-    if found is None:
-        return None
-    getter = found[1]
-    getter.argtypes, getter.restype = [], ctypes.c_int
-    return getter()
+    getter = _openblas_threads_function("get", [], ctypes.c_int)
+    return None if getter is None else getter()
 
 
 def one_blas_thread():
