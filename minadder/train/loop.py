@@ -287,7 +287,10 @@ def train(config, callback=None, log=None):
     if saved is not None:
         run.restore(checkpoint_file, saved)
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:    # one line naming the flag, not a bare "[Errno 2] ..."
+        raise OSError(f"--output-dir {out_dir}: cannot create the folder ({error.strerror})") from None
     try:
         with RunLock(out_dir) as lock:                                    # step 5
             if lock.stale:
