@@ -167,13 +167,13 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
     """batch_norm's operands: x (N, C) or (N, C, H, W) of a floating dtype, per-channel
     vectors of C (the running statistics NumPy arrays, which training updates in place),
     running statistics for evaluation, more than one value per channel for training, a
-    residual of x's shape, eps > 0 and momentum in [0, 1]."""
+    residual of x's shape, eps >= 0 and momentum in [0, 1]."""
     xs = check_operand("batch_norm", "input", x)
     if residual is not None and check_operand("batch_norm", "residual", residual) != xs:
         raise ValueError(f"batch_norm: residual must have the input's shape {xs}, got {_shape(residual)}")
     if len(xs) not in (2, 4):
         raise ValueError(f"batch_norm: input must be 2-D (N, C) or 4-D (N, C, H, W), got shape {xs}")
-    check_number("batch_norm: eps", eps, low_open=True)
+    check_number("batch_norm: eps", eps)       # (0 is the definition itself: the proofs' tests use it)
     check_number("batch_norm: momentum", momentum, 0, 1)
     for name, value in (("running_mean", running_mean), ("running_var", running_var),
                         ("weight", weight), ("bias", bias)):

@@ -150,8 +150,8 @@ def test_a_bias_of_the_wrong_length_is_named():
         F.linear(T(1, 3), T(2, 3), T(4))
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(eps=-1.0), "batch_norm: eps must be a finite number > 0"),
-                                           (dict(eps=0.0), "batch_norm: eps"),
+@pytest.mark.parametrize("kwargs, match", [(dict(eps=-1.0), "batch_norm: eps must be a finite number >= 0"),
+                                           (dict(eps=float("nan")), "batch_norm: eps"),
                                            (dict(momentum=None), "batch_norm: momentum must be in"),
                                            (dict(momentum=1.5), "batch_norm: momentum must be in")])
 def test_batch_norm_settings_are_checked_by_the_function_too(kwargs, match):
