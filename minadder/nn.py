@@ -133,7 +133,7 @@ class Module:
         check_state({name: target.shape for name, target in targets.items()},
                     state if strict else {k: v for k, v in state.items() if k in targets}, "load_state_dict",
                     optional=() if strict else missing, dtypes={name: t.dtype for name, t in targets.items()})
-        for name in (name for name in targets if name in state):
+        for name in targets.keys() & state.keys():
             targets[name][...] = state[name]
         return SimpleNamespace(missing_keys=missing, unexpected_keys=unexpected)
 

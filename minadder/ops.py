@@ -266,8 +266,9 @@ def transpose(a, *axes):
     """Permute axes (reverse them when none are given); negative axes count from the end,
     as in NumPy."""
     axes = tuple(axes[0]) if len(axes) == 1 and not isinstance(axes[0], numbers.Integral) else axes
-    ndim = np.ndim(_raw(a))    # normalised, so that the backward's inverse permutation (argsort) is right
-    if axes and sorted(axes := tuple(ax % ndim if -ndim <= ax < ndim else ax for ax in axes)) != list(range(ndim)):
+    ndim = np.ndim(_raw(a))    # negative axes normalised, so that the backward's argsort inverts the permutation
+    axes = tuple(ax % ndim if -ndim <= ax < ndim else ax for ax in axes)
+    if axes and sorted(axes) != list(range(ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {ndim} axes of shape {np.shape(_raw(a))}")
     return Transpose.apply(a, axes=axes or None)
 

@@ -26,9 +26,9 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
-from .dataset import ChecksumError, DownloadError
+from .dataset import ChecksumError, DatasetNotFoundError, DownloadError
 from .extract import extract_dataset, missing_files
-from .locate import DATASET_FOLDERS, LAYOUTS, _resolve, default_root
+from .locate import DATASET_FOLDERS, default_root, locate_dataset
 
 __all__ = ["download", "download_file", "DownloadError", "ChecksumError", "SOURCES", "md5sum"]
 
@@ -191,9 +191,12 @@ def _fetch(name, filename, md5, dest, mirrors, folder, **options):
 
 
 def _idx_present(name, folder):
-    """Whether ``folder`` holds both splits of the IDX dataset ``name`` in a form the loader
-    reads (each file raw or gzipped, as locate.py looks for them)."""
-    return all(_resolve(folder, fmt, files) for alternatives in LAYOUTS[name].values() for fmt, files in alternatives)
+    """Whether ``folder`` itself holds both splits of the IDX dataset ``name`` as the loader
+    finds them (locate_dataset: each file raw or gzipped)."""
+    try:
+        return all(locate_dataset(name, split, folder, fallback=False).folder == folder for split in ("train", "test"))
+    except DatasetNotFoundError:
+        return False
 
 
 def _incomplete(name, folder, problems):

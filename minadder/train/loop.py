@@ -256,7 +256,7 @@ def _step_options(config):
     scaling = {"adaptive": "--eta", "fixed": "--adder-factor"}.get(config.adder_scaling)
     names = ["--lr"] + ([scaling] if scaling and config.kind == "adder" else []) + \
         (["--weight-decay"] if config.weight_decay else [])
-    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def train(config, callback=None, log=None):
